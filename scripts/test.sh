@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need
+# (Debian's prometheus/promtool and alertmanager/amtool, a Python venv with
+# tests/requirements.txt), builds once in release, runs the Rust unit and
+# integration tests, then the Python suites (Helm chart, monitoring assets,
+# end-to-end against a real Prometheus).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v protoc >/dev/null 2>&1 || true
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # the packages start their daemons; the tests start their own
+  systemctl stop prometheus prometheus-alertmanager 2>/dev/null || true
+  pkill -x prometheus 2>/dev/null || true
+  pkill -x prometheus-alertmanager 2>/dev/null || true
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+
+echo "== cargo build --release"
+cargo build --release --locked --all-targets
+echo "== cargo test --release"
+cargo test --release --locked
+
+echo "== pytest"
+export GEOMETRA_SIDECAR_BIN="$root/target/release/geometra-sidecar"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/python

@@ -1,0 +1,735 @@
+//! Configuration: the YAML schema, its embedded defaults, and validation.
+//! Every key is optional; an unknown or mistyped key is refused with its path
+//! and line, never silently defaulted.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default derivation rules, written out (also what `print-default-config` shows).
+pub const DEFAULT_RULES_YAML: &str = include_str!("default-rules.yaml");
+
+/// A duration written as `500ms`, `10s`, `5m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write e.g. 500ms, 10s, 5m"
+            ))
+        })
+    }
+}
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub receivers: Receivers,
+    pub server: Server,
+    pub store: Store,
+    pub passthrough: Passthrough,
+    /// When given, replaces the default rules.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<Rule>,
+    /// Appended to `rules`.
+    pub extra_rules: Vec<Rule>,
+    pub forward: Forward,
+    pub redaction: Redaction,
+    pub telemetry: Telemetry,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            receivers: Receivers::default(),
+            server: Server::default(),
+            store: Store::default(),
+            passthrough: Passthrough::default(),
+            rules: default_rules(),
+            extra_rules: Vec::new(),
+            forward: Forward::default(),
+            redaction: Redaction::default(),
+            telemetry: Telemetry::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Receivers {
+    pub otlp_grpc: OtlpGrpc,
+    pub otlp_http: OtlpHttp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpGrpc {
+    pub listen: SocketAddr,
+    pub max_message_bytes: usize,
+}
+impl Default for OtlpGrpc {
+    fn default() -> Self {
+        OtlpGrpc {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            max_message_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpHttp {
+    /// null disables the OTLP/HTTP receiver.
+    pub listen: Option<SocketAddr>,
+    pub max_body_bytes: usize,
+    /// Origins allowed to post from a browser (exact match, or "*").
+    pub cors_allowed_origins: Vec<String>,
+}
+impl Default for OtlpHttp {
+    fn default() -> Self {
+        OtlpHttp {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
+            max_body_bytes: 4 << 20,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+}
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    pub max_series_per_metric: usize,
+    pub series_ttl: Dur,
+    pub active_users_window: Dur,
+    pub max_active_users: usize,
+}
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            max_series_per_metric: 2000,
+            series_ttl: Dur(Duration::from_secs(600)),
+            active_users_window: Dur(Duration::from_secs(300)),
+            max_active_users: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Passthrough {
+    pub enabled: bool,
+    /// Adds `otel_scope_name` and `otel_scope_version` labels (compatibility spec).
+    pub scope_labels: bool,
+    /// Adds `job` and `instance` from the resource to every series.
+    pub resource_labels: bool,
+}
+impl Default for Passthrough {
+    fn default() -> Self {
+        Passthrough {
+            enabled: true,
+            scope_labels: false,
+            resource_labels: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    Spans,
+    Logs,
+    /// spans and logs
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Counter,
+    Histogram,
+    /// A gauge: the number of distinct values of `value_from` seen in the
+    /// store's `active_users_window` (the values are hashed, never labels).
+    DistinctCount,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKind {
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Match {
+    /// Any of these span kinds (empty: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub span_kinds: Vec<SpanKind>,
+    /// Every one of these attributes must be present.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes_present: Vec<String>,
+    /// Each attribute must have this value (compared as text).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes_equal: BTreeMap<String, String>,
+    /// Logs: the event name (event_name field, else a string body, else the
+    /// `event` field of a JSON-object body). Spans: the span has an event of
+    /// this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelRule {
+    pub name: String,
+    /// Attribute keys tried in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
+    /// A constant value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// When `from` finds nothing: `error` if the span status is ERROR, the log
+    /// severity is ERROR or worse, or an `error.type` attribute is present;
+    /// `success` otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outcome: bool,
+    /// When nothing else gives a value. Without it, such an item is skipped
+    /// by this rule and counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub help: String,
+    pub kind: RuleKind,
+    pub signal: Signal,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelRule>,
+    /// Counter: `one` (default) or `attribute`; histogram: `duration`
+    /// (default, seconds) or `attribute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ValueSource>,
+    /// Attribute keys for `value: attribute` and for `distinct_count`, tried in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_from: Vec<String>,
+    /// Histogram bucket upper bounds, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueSource {
+    One,
+    Duration,
+    Attribute,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Forward {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Endpoint>,
+    pub batch: Batch,
+    pub retry: Retry,
+    pub queue: Queue,
+    pub drain_timeout: Dur,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub endpoint: String,
+    /// Inferred from the endpoint when absent: a path ending in `/v1/<signal>` is OTLP/HTTP, else gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_compression() -> Compression {
+    Compression::Gzip
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batch {
+    pub max_items: usize,
+    pub max_bytes: usize,
+    pub timeout: Dur,
+}
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            max_items: 512,
+            max_bytes: 1 << 20,
+            timeout: Dur(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retry {
+    pub initial_interval: Dur,
+    pub max_interval: Dur,
+    pub max_elapsed: Dur,
+}
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial_interval: Dur(Duration::from_millis(500)),
+            max_interval: Dur(Duration::from_secs(30)),
+            max_elapsed: Dur(Duration::from_secs(300)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queue {
+    pub max_items: usize,
+    pub max_bytes: usize,
+    /// On-disk queue directory; null keeps the queue in memory only.
+    pub dir: Option<PathBuf>,
+    pub max_disk_bytes: u64,
+}
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            max_items: 10_000,
+            max_bytes: 64 << 20,
+            dir: None,
+            max_disk_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            logs: None,
+            traces: None,
+            metrics: None,
+            batch: Batch::default(),
+            retry: Retry::default(),
+            queue: Queue::default(),
+            drain_timeout: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactAction {
+    Drop,
+    Hash,
+    Truncate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    pub key: String,
+    pub action: RedactAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redaction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<RedactRule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Telemetry {
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The default rules, from the embedded YAML (a unit test proves it parses).
+pub fn default_rules() -> Vec<Rule> {
+    serde_yaml_ng::from_str(DEFAULT_RULES_YAML).unwrap_or_default()
+}
+
+/// Attribute keys that identify a person: never allowed as a label source.
+pub const USER_ID_KEYS: &[&str] = &[
+    "enduser.id",
+    "user.id",
+    "user_id",
+    "userId",
+    "session.id",
+    "client.address",
+    "user.email",
+    "user.name",
+];
+
+/// A config error, naming the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError(pub String);
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses YAML text (errors name the key path and the line).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            // serde_path_to_error names the full key path even for errors
+            // raised inside a value (a bad duration, address or enum).
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                // the YAML error may start with its own, shorter, path
+                let inner = match inner.split_once(": ") {
+                    Some((p, rest)) if path.starts_with(p) && !p.contains(' ') => rest.to_string(),
+                    _ => inner,
+                };
+                if path == "." {
+                    ConfigError(format!("{origin}: {inner}"))
+                } else {
+                    ConfigError(format!("{origin}: {path}: {inner}"))
+                }
+            })?
+        };
+        cfg.validate()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        Config::from_yaml(&text, &path.display().to_string())
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// All rules in effect.
+    pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().chain(self.extra_rules.iter())
+    }
+
+    /// Checks what serde cannot: names, buckets, consistency between rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |k: String, m: &str| Err(ConfigError(format!("{k}: {m}")));
+        if self.receivers.otlp_grpc.max_message_bytes < 1024 {
+            return err(
+                "receivers.otlp_grpc.max_message_bytes".into(),
+                "must be at least 1024",
+            );
+        }
+        if self.store.max_series_per_metric == 0 {
+            return err("store.max_series_per_metric".into(), "must be at least 1");
+        }
+        let mut seen: BTreeMap<&str, (&Rule, String)> = BTreeMap::new();
+        for (i, r) in self.all_rules().enumerate() {
+            let (list, idx) = if i < self.rules.len() {
+                ("rules", i)
+            } else {
+                ("extra_rules", i - self.rules.len())
+            };
+            let at = format!("{list}[{idx}]");
+            if !valid_metric_name(&r.name) {
+                return err(
+                    format!("{at}.name"),
+                    &format!("{:?} is not a valid Prometheus metric name", r.name),
+                );
+            }
+            if r.kind == RuleKind::Histogram {
+                if r.buckets.is_empty() {
+                    return err(format!("{at}.buckets"), "a histogram needs buckets");
+                }
+                if r.buckets.windows(2).any(|w| w[0] >= w[1])
+                    || r.buckets.iter().any(|b| !b.is_finite())
+                {
+                    return err(
+                        format!("{at}.buckets"),
+                        "buckets must be finite and strictly ascending",
+                    );
+                }
+            } else if !r.buckets.is_empty() {
+                return err(format!("{at}.buckets"), "only a histogram has buckets");
+            }
+            match (r.kind, r.value) {
+                (RuleKind::DistinctCount, Some(_)) => {
+                    return err(
+                        format!("{at}.value"),
+                        "distinct_count counts `value_from`; it takes no `value`",
+                    )
+                }
+                (RuleKind::Counter, Some(ValueSource::Duration)) => {
+                    return err(
+                        format!("{at}.value"),
+                        "a counter counts `one` or an `attribute`",
+                    )
+                }
+                (RuleKind::Histogram, Some(ValueSource::One)) => {
+                    return err(
+                        format!("{at}.value"),
+                        "a histogram observes `duration` or an `attribute`",
+                    )
+                }
+                _ => {}
+            }
+            let needs_from =
+                r.kind == RuleKind::DistinctCount || r.value == Some(ValueSource::Attribute);
+            if needs_from && r.value_from.is_empty() {
+                return err(
+                    format!("{at}.value_from"),
+                    "needs at least one attribute key",
+                );
+            }
+            if r.kind == RuleKind::DistinctCount && !r.labels.is_empty() {
+                return err(format!("{at}.labels"), "distinct_count has no labels");
+            }
+            if r.signal == Signal::Logs && !r.matcher.span_kinds.is_empty() {
+                return err(
+                    format!("{at}.match.span_kinds"),
+                    "log records have no span kind",
+                );
+            }
+            for (j, l) in r.labels.iter().enumerate() {
+                let lat = format!("{at}.labels[{j}]");
+                if !valid_label_name(&l.name) {
+                    return err(
+                        format!("{lat}.name"),
+                        &format!("{:?} is not a valid label name", l.name),
+                    );
+                }
+                if l.name == "le" || l.name == "otel_metric_overflow" {
+                    return err(format!("{lat}.name"), "this label name is reserved");
+                }
+                if l.from.is_empty() && l.value.is_none() && !l.outcome && l.default.is_none() {
+                    return err(lat, "a label needs `from`, `value`, `outcome` or `default`");
+                }
+                if let Some(k) = l.from.iter().find(|k| USER_ID_KEYS.contains(&k.as_str())) {
+                    return err(
+                        format!("{lat}.from"),
+                        &format!("{k:?} identifies a user: it can never be a label (cardinality and privacy)"),
+                    );
+                }
+            }
+            if r.labels
+                .iter()
+                .enumerate()
+                .any(|(j, l)| r.labels[..j].iter().any(|m| m.name == l.name))
+            {
+                return err(format!("{at}.labels"), "label names must be unique");
+            }
+            let names: String = r
+                .labels
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Some((prev, prev_names)) = seen.get(r.name.as_str()) {
+                if prev.kind != r.kind || *prev_names != names || prev.buckets != r.buckets {
+                    return err(
+                        format!("{at}"),
+                        &format!("metric {:?} is also made by another rule with another kind, labels or buckets", r.name),
+                    );
+                }
+            } else {
+                seen.insert(&r.name, (r, names));
+            }
+        }
+        for (i, r) in self.redaction.attributes.iter().enumerate() {
+            if r.action == RedactAction::Truncate && r.max_length.is_none() {
+                return err(
+                    format!("redaction.attributes[{i}].max_length"),
+                    "truncate needs max_length",
+                );
+            }
+        }
+        if self
+            .redaction
+            .attributes
+            .iter()
+            .any(|r| r.action == RedactAction::Hash)
+            && self.redaction.hash_key_file.is_none()
+        {
+            return err(
+                "redaction.hash_key_file".into(),
+                "the hash action needs a key file",
+            );
+        }
+        for (name, ep) in [
+            ("logs", &self.forward.logs),
+            ("traces", &self.forward.traces),
+            ("metrics", &self.forward.metrics),
+        ] {
+            if let Some(ep) = ep {
+                if !(ep.endpoint.starts_with("http://") || ep.endpoint.starts_with("https://")) {
+                    return err(
+                        format!("forward.{name}.endpoint"),
+                        "must start with http:// or https://",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+pub fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && !s.starts_with("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_rules_parse_and_validate() {
+        let rules: Vec<Rule> =
+            serde_yaml_ng::from_str(DEFAULT_RULES_YAML).expect("embedded rules parse");
+        assert!(rules.len() >= 6);
+        let cfg = Config::default();
+        assert_eq!(cfg.rules, rules);
+        cfg.validate().expect("defaults validate");
+        // the printed default config reads back as the same config
+        let back = Config::from_yaml(&cfg.to_yaml(), "printed").expect("round trip");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_path_and_line() {
+        let e = Config::from_yaml("receivers:\n  otlp_grpc:\n    lisen: 1.2.3.4:1\n", "f.yaml")
+            .unwrap_err();
+        assert!(e.0.contains("lisen"), "{e}");
+        assert!(e.0.contains("line 3"), "{e}");
+        assert!(e.0.contains("otlp_grpc"), "{e}");
+    }
+
+    #[test]
+    fn user_id_label_is_refused() {
+        let y = "extra_rules:\n- name: by_user\n  kind: counter\n  signal: spans\n  labels:\n  - name: user\n    from: [enduser.id]\n";
+        let e = Config::from_yaml(y, "f").unwrap_err();
+        assert!(e.0.contains("extra_rules[0].labels[0].from"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_and_buckets_are_refused() {
+        assert!(Config::from_yaml("store:\n  series_ttl: soon\n", "f")
+            .unwrap_err()
+            .0
+            .contains("series_ttl"));
+        let y =
+            "extra_rules:\n- name: h\n  kind: histogram\n  signal: spans\n  buckets: [1, 0.5]\n";
+        assert!(Config::from_yaml(y, "f")
+            .unwrap_err()
+            .0
+            .contains("extra_rules[0].buckets"));
+    }
+}

@@ -1,0 +1,711 @@
+//! Turns spans and log records into metric updates by the configured rules.
+//!
+//! The hot path: a request's bytes are walked once ([`wire`]), each span's
+//! rule-relevant fields land in slots, every matching rule appends an update
+//! (series key bytes + value) to a thread-local scratch, and only after the
+//! whole request walked cleanly are the updates applied, one family lock per
+//! family per request. A malformed request therefore changes nothing.
+
+pub mod json;
+pub mod wire;
+
+use crate::config::{Config, RuleKind, Signal, SpanKind, ValueSource};
+use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames, MAX_LABEL_BYTES};
+use crate::metrics::{Distinct, Store};
+use std::cell::RefCell;
+use std::hash::BuildHasher;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wire::{KeyTable, LogInfo, SpanInfo, Val, WireError};
+
+/// Why an item was skipped by a rule (counted per rule and reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum SkipReason {
+    MissingLabel = 0,
+    BadValue = 1,
+    LabelTooLong = 2,
+    InvalidUtf8 = 3,
+}
+pub const SKIP_REASONS: [&str; 4] = [
+    "missing_label",
+    "bad_value",
+    "label_too_long",
+    "invalid_utf8",
+];
+
+enum LabelSrc {
+    Const(Box<[u8]>),
+    Dyn {
+        from: Vec<u16>,
+        outcome: bool,
+        default: Option<Box<[u8]>>,
+    },
+}
+
+enum ValueSrc {
+    One,
+    Duration,
+    Attr(Vec<u16>),
+}
+
+enum Target {
+    Family(usize),
+    Distinct(usize),
+}
+
+struct CRule {
+    name: String,
+    target: Target,
+    /// bit per span kind; 0 = any
+    kinds: u8,
+    present: Vec<u16>,
+    equals: Vec<(u16, Box<[u8]>)>,
+    /// spans: index into the span event-name table; logs: the name itself
+    span_event: Option<usize>,
+    log_event: Option<Box<[u8]>>,
+    labels: Vec<LabelSrc>,
+    value: ValueSrc,
+    skipped: [AtomicU64; 4],
+}
+
+/// The compiled rules and the store they write to.
+pub struct Deriver {
+    keys: KeyTable,
+    span_events: Vec<Box<[u8]>>,
+    span_rules: Vec<CRule>,
+    log_rules: Vec<CRule>,
+    error_type: u16,
+    store: Arc<Store>,
+    n_families: usize,
+    n_distinct: usize,
+}
+
+/// Reusable per-thread buffers for one request's updates.
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<u8>,
+    /// per family: (key start, key end, value, exemplar)
+    ups: Vec<Vec<Up>>,
+    /// per distinct-count: hashes of the values seen
+    distinct: Vec<Vec<u64>>,
+}
+
+struct Up {
+    start: u32,
+    end: u32,
+    value: f64,
+    exemplar: Option<Exemplar>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Returns a scratch to this thread's pool (keeping its capacity).
+fn give_back(sc: Scratch) {
+    SCRATCH.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.keys.capacity() < sc.keys.capacity() {
+            *slot = sc;
+        }
+    });
+}
+
+/// A walked request whose updates wait to be applied (or dropped, if the
+/// request is refused after all, e.g. because the forward queue is full).
+pub struct Prepared {
+    pub items: u64,
+    scratch: Scratch,
+}
+
+fn kind_bit(k: SpanKind) -> u8 {
+    1 << (k as u8)
+}
+
+/// Result of one request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub items: u64,
+}
+
+impl Deriver {
+    /// Compiles the config's rules and creates the store with their families.
+    pub fn new(cfg: &Config) -> Deriver {
+        let mut store = Store::new(cfg);
+        let mut keys = KeyTable::default();
+        let error_type = keys.slot("error.type");
+        let mut span_events: Vec<Box<[u8]>> = Vec::new();
+        let mut span_rules = Vec::new();
+        let mut log_rules = Vec::new();
+        for r in cfg.all_rules() {
+            let target = match r.kind {
+                RuleKind::DistinctCount => Target::Distinct(store.distinct_index(&r.name, &r.help)),
+                RuleKind::Counter | RuleKind::Histogram => {
+                    let kind = if r.kind == RuleKind::Counter {
+                        Kind::Counter
+                    } else {
+                        Kind::Histogram(r.buckets.clone())
+                    };
+                    let names = r.labels.iter().map(|l| l.name.clone()).collect();
+                    let unit = if r.kind == RuleKind::Histogram && r.name.ends_with("_seconds") {
+                        "seconds"
+                    } else {
+                        ""
+                    };
+                    let fam = Family::new(
+                        &r.name,
+                        &r.help,
+                        unit,
+                        kind,
+                        LabelNames::Fixed(names),
+                        store.cap,
+                    );
+                    Target::Family(store.family_index(fam))
+                }
+            };
+            let labels = r
+                .labels
+                .iter()
+                .map(|l| match (&l.value, l.from.is_empty(), l.outcome) {
+                    (Some(v), true, false) => LabelSrc::Const(v.as_bytes().into()),
+                    _ => LabelSrc::Dyn {
+                        from: l.from.iter().map(|k| keys.slot(k)).collect(),
+                        outcome: l.outcome,
+                        default: l
+                            .default
+                            .as_ref()
+                            .or(l.value.as_ref())
+                            .map(|d| d.as_bytes().into()),
+                    },
+                })
+                .collect();
+            let value = match (r.kind, r.value) {
+                (_, Some(ValueSource::Attribute)) | (RuleKind::DistinctCount, _) => {
+                    ValueSrc::Attr(r.value_from.iter().map(|k| keys.slot(k)).collect())
+                }
+                (RuleKind::Histogram, _) => ValueSrc::Duration,
+                _ => ValueSrc::One,
+            };
+            let kinds = r
+                .matcher
+                .span_kinds
+                .iter()
+                .fold(0u8, |m, k| m | kind_bit(*k));
+            let present = r
+                .matcher
+                .attributes_present
+                .iter()
+                .map(|k| keys.slot(k))
+                .collect();
+            let equals = r
+                .matcher
+                .attributes_equal
+                .iter()
+                .map(|(k, v)| (keys.slot(k), v.as_bytes().into()))
+                .collect();
+            let mk = |span_event: Option<usize>,
+                      log_event: Option<Box<[u8]>>,
+                      labels,
+                      value,
+                      present,
+                      equals,
+                      target| CRule {
+                name: r.name.clone(),
+                target,
+                kinds,
+                present,
+                equals,
+                span_event,
+                log_event,
+                labels,
+                value,
+                skipped: Default::default(),
+            };
+            let span_event = r.matcher.event_name.as_ref().map(|e| {
+                let b: Box<[u8]> = e.as_bytes().into();
+                match span_events.iter().position(|x| *x == b) {
+                    Some(i) => i,
+                    None => {
+                        span_events.push(b);
+                        span_events.len() - 1
+                    }
+                }
+            });
+            let log_event: Option<Box<[u8]>> =
+                r.matcher.event_name.as_ref().map(|e| e.as_bytes().into());
+            match r.signal {
+                Signal::Spans => {
+                    span_rules.push(mk(span_event, None, labels, value, present, equals, target))
+                }
+                Signal::Logs => {
+                    log_rules.push(mk(None, log_event, labels, value, present, equals, target))
+                }
+                Signal::Any => {
+                    // the same rule on both signals: compile it twice
+                    let again = Deriver::clone_parts(&labels, &value);
+                    let t2 = match &target {
+                        Target::Family(i) => Target::Family(*i),
+                        Target::Distinct(i) => Target::Distinct(*i),
+                    };
+                    let (p2, e2) = (
+                        Vec::clone(&present),
+                        equals
+                            .iter()
+                            .map(|(a, b): &(u16, Box<[u8]>)| (*a, b.clone()))
+                            .collect(),
+                    );
+                    span_rules.push(mk(span_event, None, labels, value, present, equals, target));
+                    log_rules.push(mk(None, log_event, again.0, again.1, p2, e2, t2));
+                }
+            }
+        }
+        span_events.truncate(64);
+        let n_families = store.families.len();
+        let n_distinct = store.distinct.len();
+        let store = Arc::new(store);
+        Deriver {
+            keys,
+            span_events,
+            span_rules,
+            log_rules,
+            error_type,
+            store,
+            n_families,
+            n_distinct,
+        }
+    }
+
+    fn clone_parts(labels: &[LabelSrc], value: &ValueSrc) -> (Vec<LabelSrc>, ValueSrc) {
+        let l = labels
+            .iter()
+            .map(|l| match l {
+                LabelSrc::Const(c) => LabelSrc::Const(c.clone()),
+                LabelSrc::Dyn {
+                    from,
+                    outcome,
+                    default,
+                } => LabelSrc::Dyn {
+                    from: from.clone(),
+                    outcome: *outcome,
+                    default: default.clone(),
+                },
+            })
+            .collect();
+        let v = match value {
+            ValueSrc::One => ValueSrc::One,
+            ValueSrc::Duration => ValueSrc::Duration,
+            ValueSrc::Attr(a) => ValueSrc::Attr(a.clone()),
+        };
+        (l, v)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Per rule and reason, how many items were skipped (for /metrics).
+    pub fn skipped(&self) -> Vec<(&str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for r in self.span_rules.iter().chain(self.log_rules.iter()) {
+            for (i, reason) in SKIP_REASONS.iter().enumerate() {
+                let n = r.skipped[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((r.name.as_str(), *reason, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// Walks an encoded `ExportTraceServiceRequest` and prepares its metric
+    /// updates; nothing is applied until [`Deriver::commit`].
+    pub fn prepare_traces(&self, buf: &[u8]) -> Result<Prepared, WireError> {
+        let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        self.reset(&mut sc);
+        let mut slots = Vec::new();
+        let stats = wire::walk_traces(buf, &self.keys, &self.span_events, &mut slots, |info, s| {
+            self.span(info, s, &mut sc);
+        });
+        match stats {
+            Ok(stats) => Ok(Prepared {
+                items: stats.items,
+                scratch: sc,
+            }),
+            Err(e) => {
+                give_back(sc);
+                Err(e)
+            }
+        }
+    }
+
+    /// Walks an encoded `ExportLogsServiceRequest`, like [`Deriver::prepare_traces`].
+    pub fn prepare_logs(&self, buf: &[u8]) -> Result<Prepared, WireError> {
+        let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        self.reset(&mut sc);
+        let mut slots = Vec::new();
+        let mut bad_body = false;
+        let stats = wire::walk_logs(buf, &self.keys, &mut slots, |info, s| {
+            if self.log(info, s, &mut sc).is_err() {
+                bad_body = true;
+            }
+        });
+        match stats {
+            Ok(_) if bad_body => {
+                give_back(sc);
+                Err(WireError("a log body key-value list is malformed"))
+            }
+            Ok(stats) => Ok(Prepared {
+                items: stats.items,
+                scratch: sc,
+            }),
+            Err(e) => {
+                give_back(sc);
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies prepared updates to the store.
+    pub fn commit(&self, p: Prepared) {
+        let mut sc = p.scratch;
+        self.apply(&mut sc);
+        give_back(sc);
+    }
+
+    /// Prepares and commits at once.
+    pub fn traces(&self, buf: &[u8]) -> Result<Outcome, WireError> {
+        let p = self.prepare_traces(buf)?;
+        let items = p.items;
+        self.commit(p);
+        Ok(Outcome { items })
+    }
+
+    /// Prepares and commits at once.
+    pub fn logs(&self, buf: &[u8]) -> Result<Outcome, WireError> {
+        let p = self.prepare_logs(buf)?;
+        let items = p.items;
+        self.commit(p);
+        Ok(Outcome { items })
+    }
+
+    fn reset(&self, sc: &mut Scratch) {
+        sc.keys.clear();
+        sc.ups.resize_with(self.n_families, Vec::new);
+        sc.ups.iter_mut().for_each(Vec::clear);
+        sc.distinct.resize_with(self.n_distinct, Vec::new);
+        sc.distinct.iter_mut().for_each(Vec::clear);
+    }
+
+    fn apply(&self, sc: &mut Scratch) {
+        let now = crate::metrics::now_secs();
+        for (i, ups) in sc.ups.iter().enumerate() {
+            if ups.is_empty() {
+                continue;
+            }
+            let fam = &self.store.families[i];
+            let hist = matches!(fam.kind, Kind::Histogram(_));
+            let mut g = fam.lock(now);
+            for u in ups {
+                let key = &sc.keys[u.start as usize..u.end as usize];
+                if hist {
+                    g.observe(key, u.value, u.exemplar);
+                } else {
+                    g.add(key, u.value);
+                }
+            }
+        }
+        for (i, hs) in sc.distinct.iter().enumerate() {
+            if !hs.is_empty() {
+                self.store.distinct[i].insert(hs, now);
+            }
+        }
+    }
+
+    #[inline]
+    fn span(&self, info: &SpanInfo<'_>, slots: &[Val<'_>], sc: &mut Scratch) {
+        let kind_bit = if (0..=5).contains(&info.kind) {
+            1u8 << info.kind
+        } else {
+            0
+        };
+        let error = info.status == 2 || slots[self.error_type as usize] != Val::Missing;
+        for r in &self.span_rules {
+            if r.kinds != 0 && r.kinds & kind_bit == 0 {
+                continue;
+            }
+            if let Some(e) = r.span_event {
+                if info.events & (1 << e) == 0 {
+                    continue;
+                }
+            }
+            if !matches_attrs(r, slots) {
+                continue;
+            }
+            let ex = || {
+                let mut e = Exemplar {
+                    time: info.end,
+                    ..Default::default()
+                };
+                if info.trace_id.len() == 16 && info.span_id.len() == 8 {
+                    e.trace_id.copy_from_slice(info.trace_id);
+                    e.span_id.copy_from_slice(info.span_id);
+                    Some(e)
+                } else {
+                    None
+                }
+            };
+            let value = match &r.value {
+                ValueSrc::One => 1.0,
+                ValueSrc::Duration => {
+                    if info.end < info.start || info.start == 0 {
+                        r.skipped[SkipReason::BadValue as usize].fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    (info.end - info.start) as f64 / 1e9
+                }
+                ValueSrc::Attr(from) => match (&r.target, first(slots, from)) {
+                    (Target::Distinct(i), Some(v)) => {
+                        if let Some(h) = self.store.distinct[*i].hash(v) {
+                            sc.distinct[*i].push(h);
+                        }
+                        continue;
+                    }
+                    (Target::Distinct(_), None) => continue,
+                    (_, Some(v)) => match number(v) {
+                        Some(x) => x,
+                        None => {
+                            r.skipped[SkipReason::BadValue as usize]
+                                .fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
+                    (_, None) => continue,
+                },
+            };
+            let exemplar = if matches!(r.value, ValueSrc::Duration) {
+                ex().map(|mut e| {
+                    e.value = value;
+                    e
+                })
+            } else {
+                None
+            };
+            self.push(r, slots, error, value, exemplar, sc);
+        }
+    }
+
+    fn log<'a>(
+        &self,
+        info: &LogInfo<'a>,
+        slots: &mut [Val<'a>],
+        sc: &mut Scratch,
+    ) -> Result<(), WireError> {
+        if self.log_rules.is_empty() {
+            return Ok(());
+        }
+        if let Some(kv) = info.body_kvlist {
+            wire::fill_from_kvlist(kv, &self.keys, slots)?;
+        }
+        // A JSON-object body (structlog) gives the event name and fields.
+        let json = info.body_str.and_then(|b| json::parse(b, &self.keys));
+        let event_name: &[u8] = if !info.event_name.is_empty() {
+            info.event_name
+        } else if let Some(j) = &json {
+            j.event.as_deref().map(str::as_bytes).unwrap_or(b"")
+        } else {
+            info.body_str.unwrap_or(b"")
+        };
+        match &json {
+            Some(j) if !j.fields.is_empty() => {
+                let mut local: Vec<Val<'_>> = slots.to_vec();
+                for (slot, v) in &j.fields {
+                    let s = &mut local[*slot as usize];
+                    if *s == Val::Missing {
+                        *s = v.as_val();
+                    }
+                }
+                self.log_rules_on(info, event_name, &local, sc);
+            }
+            _ => self.log_rules_on(info, event_name, slots, sc),
+        }
+        Ok(())
+    }
+
+    fn log_rules_on(
+        &self,
+        info: &LogInfo<'_>,
+        event_name: &[u8],
+        slots: &[Val<'_>],
+        sc: &mut Scratch,
+    ) {
+        let error = info.severity >= 17 || slots[self.error_type as usize] != Val::Missing;
+        for r in &self.log_rules {
+            if let Some(e) = &r.log_event {
+                if **e != *event_name {
+                    continue;
+                }
+            }
+            if !matches_attrs(r, slots) {
+                continue;
+            }
+            let value = match &r.value {
+                ValueSrc::One => 1.0,
+                // a log record has no duration
+                ValueSrc::Duration => continue,
+                ValueSrc::Attr(from) => match (&r.target, first(slots, from)) {
+                    (Target::Distinct(i), Some(v)) => {
+                        if let Some(h) = self.store.distinct[*i].hash(v) {
+                            sc.distinct[*i].push(h);
+                        }
+                        continue;
+                    }
+                    (_, None) => continue,
+                    (_, Some(v)) => match number(v) {
+                        Some(x) => x,
+                        None => {
+                            r.skipped[SkipReason::BadValue as usize]
+                                .fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
+                },
+            };
+            self.push(r, slots, error, value, None, sc);
+        }
+    }
+
+    /// Builds the series key of `r` for this item and queues the update.
+    #[inline]
+    fn push(
+        &self,
+        r: &CRule,
+        slots: &[Val<'_>],
+        error: bool,
+        value: f64,
+        exemplar: Option<Exemplar>,
+        sc: &mut Scratch,
+    ) {
+        let Target::Family(fam) = r.target else {
+            return;
+        };
+        let start = sc.keys.len();
+        for l in &r.labels {
+            let ok = match l {
+                LabelSrc::Const(c) => {
+                    push_key_part(&mut sc.keys, c);
+                    Ok(())
+                }
+                LabelSrc::Dyn {
+                    from,
+                    outcome,
+                    default,
+                } => match first(slots, from) {
+                    Some(v) => push_val(&mut sc.keys, v),
+                    None if *outcome => {
+                        push_key_part(&mut sc.keys, if error { b"error" } else { b"success" });
+                        Ok(())
+                    }
+                    None => match default {
+                        Some(d) => {
+                            push_key_part(&mut sc.keys, d);
+                            Ok(())
+                        }
+                        None => Err(SkipReason::MissingLabel),
+                    },
+                },
+            };
+            if let Err(reason) = ok {
+                sc.keys.truncate(start);
+                r.skipped[reason as usize].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        sc.ups[fam].push(Up {
+            start: start as u32,
+            end: sc.keys.len() as u32,
+            value,
+            exemplar,
+        });
+    }
+}
+
+#[inline]
+fn matches_attrs(r: &CRule, slots: &[Val<'_>]) -> bool {
+    r.present
+        .iter()
+        .all(|s| !matches!(slots[*s as usize], Val::Missing | Val::Other))
+        && r.equals
+            .iter()
+            .all(|(s, want)| val_eq(slots[*s as usize], want))
+}
+
+#[inline]
+fn first<'a>(slots: &[Val<'a>], from: &[u16]) -> Option<Val<'a>> {
+    from.iter()
+        .map(|s| slots[*s as usize])
+        .find(|v| !matches!(v, Val::Missing | Val::Other))
+}
+
+fn val_eq(v: Val<'_>, want: &[u8]) -> bool {
+    match v {
+        Val::Str(s) => s == want,
+        Val::Int(i) => itoa::Buffer::new().format(i).as_bytes() == want,
+        Val::Bool(b) => (if b { &b"true"[..] } else { b"false" }) == want,
+        Val::Double(d) => format!("{d}").as_bytes() == want,
+        Val::Missing | Val::Other => false,
+    }
+}
+
+fn number(v: Val<'_>) -> Option<f64> {
+    match v {
+        Val::Int(i) => Some(i as f64),
+        Val::Double(d) if d.is_finite() => Some(d),
+        Val::Str(s) => std::str::from_utf8(s)
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite()),
+        _ => None,
+    }
+}
+
+#[inline]
+fn push_val(key: &mut Vec<u8>, v: Val<'_>) -> Result<(), SkipReason> {
+    match v {
+        Val::Str(s) => {
+            if s.len() > MAX_LABEL_BYTES {
+                return Err(SkipReason::LabelTooLong);
+            }
+            push_key_part(key, s);
+        }
+        Val::Int(i) => push_key_part(key, itoa::Buffer::new().format(i).as_bytes()),
+        Val::Bool(b) => push_key_part(key, if b { b"true" } else { b"false" }),
+        Val::Double(d) => {
+            let at = key.len();
+            key.extend_from_slice(&[0, 0]);
+            let _ = write!(key, "{d}");
+            let len = (key.len() - at - 2) as u16;
+            key[at..at + 2].copy_from_slice(&len.to_le_bytes());
+        }
+        Val::Missing | Val::Other => return Err(SkipReason::MissingLabel),
+    }
+    Ok(())
+}
+
+impl Distinct {
+    /// The keyed hash of an id (ids are never stored).
+    #[inline]
+    pub fn hash(&self, v: Val<'_>) -> Option<u64> {
+        match v {
+            Val::Str(s) if !s.is_empty() => Some(self.hasher.hash_one(s)),
+            Val::Int(i) => Some(
+                self.hasher
+                    .hash_one(itoa::Buffer::new().format(i).as_bytes()),
+            ),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The geometra-sidecar binary: command line, start-up, signals.
+
+use clap::{Parser, Subcommand};
+use geometra_sidecar::config::{Config, LogFormat};
+use geometra_sidecar::derive::Deriver;
+use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
+use geometra_sidecar::receiver::{self, Pipeline};
+use geometra_sidecar::server::{self, Health};
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "geometra-sidecar",
+    version,
+    about = "OTLP in; Geometra's metrics out on /metrics; logs forwarded"
+)]
+struct Cli {
+    /// YAML config file (every key optional; see print-default-config)
+    #[arg(long, env = "GEOMETRA_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default 127.0.0.1:4317]
+    #[arg(long, env = "GEOMETRA_OTLP_GRPC_LISTEN", global = true)]
+    otlp_grpc_listen: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default 127.0.0.1:4318]
+    #[arg(long, env = "GEOMETRA_OTLP_HTTP_LISTEN", global = true)]
+    otlp_http_listen: Option<SocketAddr>,
+    /// /metrics, /healthz and /readyz listen address [default 0.0.0.0:9464]
+    #[arg(long, env = "GEOMETRA_METRICS_LISTEN", global = true)]
+    metrics_listen: Option<SocketAddr>,
+    /// Forward logs to this OTLP endpoint (http://host:4317 gRPC, or a .../v1/logs URL for OTLP/HTTP)
+    #[arg(long, env = "GEOMETRA_FORWARD_LOGS_TO", global = true)]
+    forward_logs_to: Option<String>,
+    /// Directory of the on-disk forward queue
+    #[arg(long, env = "GEOMETRA_QUEUE_DIR", global = true)]
+    queue_dir: Option<PathBuf>,
+    /// Log format of the sidecar's own logs
+    #[arg(long, env = "GEOMETRA_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config, print the effective config; exit 1 naming the offending key on error
+    CheckConfig,
+    /// Print the embedded default config, rules included
+    PrintDefaultConfig,
+}
+
+/// The config file with the command line's overrides applied.
+fn effective_config(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(a) = cli.otlp_grpc_listen {
+        cfg.receivers.otlp_grpc.listen = a;
+    }
+    if let Some(a) = cli.otlp_http_listen {
+        cfg.receivers.otlp_http.listen = Some(a);
+    }
+    if let Some(a) = cli.metrics_listen {
+        cfg.server.listen = a;
+    }
+    if let Some(f) = &cli.log_format {
+        cfg.telemetry.log_format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    if let Some(url) = &cli.forward_logs_to {
+        cfg.forward.logs = Some(geometra_sidecar::config::Endpoint {
+            endpoint: url.clone(),
+            protocol: None,
+            headers: Default::default(),
+            bearer_token_file: None,
+            timeout: geometra_sidecar::config::Dur(Duration::from_secs(10)),
+            compression: geometra_sidecar::config::Compression::Gzip,
+            tls: None,
+        });
+    }
+    if let Some(d) = &cli.queue_dir {
+        cfg.forward.queue.dir = Some(d.clone());
+    }
+    cfg.validate().map_err(|e| format!("command line: {e}"))?;
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.telemetry.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.telemetry.log_format {
+        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::PrintDefaultConfig) => {
+            print!("{}", Config::default().to_yaml());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::CheckConfig) => {
+            return match effective_config(&cli) {
+                Ok(cfg) => {
+                    print!("{}", cfg.to_yaml());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("config error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
+    }
+    let cfg = match effective_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "geometra-sidecar stopped");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+async fn run(cfg: Config) -> Result<(), String> {
+    let deriver = Deriver::new(&cfg);
+    let store = deriver.store().clone();
+    store.passthrough.reserve(
+        store
+            .families
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(store.distinct.iter().map(|d| d.name.clone())),
+    );
+    let forward = geometra_sidecar::export::build(&cfg, &store).await?;
+    let pipeline = Arc::new(Pipeline {
+        deriver,
+        forward: forward.clone().map(|f| f as _),
+        passthrough: cfg.passthrough.enabled,
+    });
+    let health = Arc::new(Health::default());
+
+    let grpc_l = bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
+    let http_l = match cfg.receivers.otlp_http.listen {
+        Some(a) => Some(bind(a, "OTLP/HTTP").await?),
+        None => None,
+    };
+    let metrics_l = bind(cfg.server.listen, "metrics").await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let max = cfg.receivers.otlp_grpc.max_message_bytes;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(OtlpService::<Traces>::new(pipeline.clone(), max))
+        .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))
+        .add_service(OtlpService::<Metrics>::new(pipeline.clone(), max))
+        .serve_with_incoming_shutdown(tokio_stream_listener(grpc_l), stopped(stop_rx.clone()));
+    let grpc_task = tokio::spawn(grpc);
+
+    let http_task = http_l.map(|l| {
+        let app = receiver::http::router(
+            pipeline.clone(),
+            cfg.receivers.otlp_http.max_body_bytes,
+            cfg.receivers.otlp_http.cors_allowed_origins.clone(),
+        );
+        tokio::spawn(
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        )
+    });
+    let metrics_app = server::router(pipeline.clone(), health.clone());
+    // /metrics keeps serving while draining; it stops last.
+    let (mstop_tx, mstop_rx) = watch::channel(false);
+    let metrics_task = tokio::spawn(
+        axum::serve(metrics_l, metrics_app)
+            .with_graceful_shutdown(stopped(mstop_rx))
+            .into_future(),
+    );
+
+    // series expiry
+    let sweeper = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs((store.ttl_s / 4).clamp(1, 60));
+            loop {
+                tokio::time::sleep(every).await;
+                let n = store.expire(geometra_sidecar::metrics::now_secs());
+                if n > 0 {
+                    tracing::debug!(expired = n, "series expired");
+                }
+            }
+        })
+    };
+
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        otlp_grpc = %cfg.receivers.otlp_grpc.listen,
+        otlp_http = ?cfg.receivers.otlp_http.listen,
+        metrics = %cfg.server.listen,
+        rules = cfg.rules.len() + cfg.extra_rules.len(),
+        forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
+        "geometra-sidecar ready"
+    );
+
+    let sig = shutdown_signal().await;
+    tracing::info!(
+        signal = sig,
+        "stopping: no new requests, finishing in-flight ones"
+    );
+    health.draining.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let drain = cfg.forward.drain_timeout.0;
+    let _ = tokio::time::timeout(drain + Duration::from_secs(5), grpc_task).await;
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(drain + Duration::from_secs(5), t).await;
+    }
+    if let Some(f) = forward {
+        f.drain(drain).await;
+    }
+    sweeper.abort();
+    let _ = mstop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), metrics_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Adapts a tokio listener to the incoming-connection stream tonic takes.
+fn tokio_stream_listener(
+    l: TcpListener,
+) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    tokio_stream::wrappers::TcpListenerStream::new(l)
+}

@@ -1,0 +1,198 @@
+//! The metric store (derived, distinct-count and pass-through families), the
+//! sidecar's own counters, and their Prometheus encoding.
+
+pub mod encode;
+pub mod passthrough;
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use store::{Family, FastMap};
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A gauge of distinct values (e.g. user ids) seen within a sliding window.
+/// Only keyed 64-bit hashes are kept, never the values.
+pub struct Distinct {
+    pub name: String,
+    pub help: String,
+    pub window_s: u64,
+    pub cap: usize,
+    pub hasher: foldhash::quality::RandomState,
+    seen: Mutex<FastMap<u64, u64>>,
+    /// values not tracked because the set was full
+    pub overflowed: AtomicU64,
+}
+
+impl Distinct {
+    pub fn new(name: &str, help: &str, window_s: u64, cap: usize) -> Self {
+        Distinct {
+            name: name.into(),
+            help: help.into(),
+            window_s,
+            cap,
+            hasher: Default::default(),
+            seen: Mutex::new(FastMap::default()),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn insert(&self, hashes: &[u64], now_s: u64) {
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for h in hashes {
+            if let Some(t) = m.get_mut(h) {
+                *t = now_s;
+            } else if m.len() < self.cap {
+                m.insert(*h, now_s);
+            } else {
+                self.overflowed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Distinct values seen within the window (older ones are forgotten).
+    pub fn count(&self, now_s: u64) -> usize {
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let cutoff = now_s.saturating_sub(self.window_s);
+        m.retain(|_, t| *t > cutoff);
+        m.len()
+    }
+}
+
+/// Receiver-side counters of one transport.
+#[derive(Default)]
+pub struct ReceiverStats {
+    pub accepted: [AtomicU64; 3],
+    pub refused: [AtomicU64; 3],
+    /// requests refused before their items could be counted (malformed, too large)
+    pub bad_requests: [AtomicU64; 3],
+}
+
+/// The signals, in the order of the arrays above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalKind {
+    Spans = 0,
+    LogRecords = 1,
+    MetricPoints = 2,
+}
+pub const SIGNAL_ITEM_NAMES: [&str; 3] = ["spans", "log_records", "metric_points"];
+
+impl ReceiverStats {
+    pub fn accept(&self, s: SignalKind, n: u64) {
+        self.accepted[s as usize].fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn refuse(&self, s: SignalKind, n: u64) {
+        self.refused[s as usize].fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn bad_request(&self, s: SignalKind) {
+        self.bad_requests[s as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An exporter's counters, in the OpenTelemetry Collector's names.
+pub struct ExporterStats {
+    /// e.g. `otlp/logs`
+    pub name: String,
+    pub signal: SignalKind,
+    pub sent: AtomicU64,
+    pub send_failed: AtomicU64,
+    pub enqueue_failed: AtomicU64,
+    pub queue_size: AtomicU64,
+    pub queue_capacity: AtomicU64,
+}
+
+impl ExporterStats {
+    pub fn new(name: &str, signal: SignalKind, capacity: u64) -> Self {
+        ExporterStats {
+            name: name.into(),
+            signal,
+            sent: AtomicU64::new(0),
+            send_failed: AtomicU64::new(0),
+            enqueue_failed: AtomicU64::new(0),
+            queue_size: AtomicU64::new(0),
+            queue_capacity: AtomicU64::new(capacity),
+        }
+    }
+}
+
+/// Everything `/metrics` shows.
+pub struct Store {
+    pub cap: usize,
+    pub ttl_s: u64,
+    pub families: Vec<Arc<Family>>,
+    pub distinct: Vec<Arc<Distinct>>,
+    window_s: u64,
+    max_distinct: usize,
+    pub passthrough: passthrough::Passthrough,
+    pub grpc: ReceiverStats,
+    pub http: ReceiverStats,
+    pub exporters: Mutex<Vec<Arc<ExporterStats>>>,
+    pub started_s: u64,
+}
+
+impl Store {
+    pub fn new(cfg: &crate::config::Config) -> Self {
+        Store {
+            cap: cfg.store.max_series_per_metric,
+            ttl_s: cfg.store.series_ttl.0.as_secs().max(1),
+            families: Vec::new(),
+            distinct: Vec::new(),
+            window_s: cfg.store.active_users_window.0.as_secs().max(1),
+            max_distinct: cfg.store.max_active_users,
+            passthrough: passthrough::Passthrough::new(
+                &cfg.passthrough,
+                cfg.store.max_series_per_metric,
+            ),
+            grpc: ReceiverStats::default(),
+            http: ReceiverStats::default(),
+            exporters: Mutex::new(Vec::new()),
+            started_s: now_secs(),
+        }
+    }
+
+    /// The index of the family with this name, adding `fam` if new (rules
+    /// that make the same metric share one family; config validation has
+    /// checked they agree on kind and labels).
+    pub fn family_index(&mut self, fam: Family) -> usize {
+        if let Some(i) = self.families.iter().position(|f| f.name == fam.name) {
+            return i;
+        }
+        self.families.push(Arc::new(fam));
+        self.families.len() - 1
+    }
+
+    pub fn distinct_index(&mut self, name: &str, help: &str) -> usize {
+        if let Some(i) = self.distinct.iter().position(|d| d.name == name) {
+            return i;
+        }
+        self.distinct.push(Arc::new(Distinct::new(
+            name,
+            help,
+            self.window_s,
+            self.max_distinct,
+        )));
+        self.distinct.len() - 1
+    }
+
+    pub fn add_exporter(&self, e: Arc<ExporterStats>) {
+        self.exporters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    /// Drops series not updated within the TTL; returns how many.
+    pub fn expire(&self, now_s: u64) -> usize {
+        let cutoff = now_s.saturating_sub(self.ttl_s);
+        let mut n = 0;
+        for f in &self.families {
+            n += f.expire(cutoff);
+        }
+        n + self.passthrough.expire(cutoff)
+    }
+}

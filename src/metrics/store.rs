@@ -1,0 +1,455 @@
+//! The metric store: families of series keyed by their encoded label values,
+//! with a per-family series cap (one overflow series past it) and expiry of
+//! series that stopped being updated.
+//!
+//! Each family sits behind its own mutex, taken once per request by the
+//! derive stage (which batches a whole request's updates first), so the
+//! per-span cost is a hash lookup and plain adds, with no atomics and no
+//! allocation once a series exists.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The type of a family, as Prometheus sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Explicit upper bounds, ascending, without +Inf.
+    Histogram(Vec<f64>),
+}
+
+impl Kind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram(_) => "histogram",
+        }
+    }
+}
+
+/// How the label names of a family are known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelNames {
+    /// Fixed names; a series key holds only the values, in this order.
+    Fixed(Vec<String>),
+    /// Names differ per series (pass-through metrics); a key holds name, value pairs.
+    InKey,
+}
+
+/// An exemplar on a histogram bucket (OpenMetrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Exemplar {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub value: f64,
+    /// unix nanoseconds
+    pub time: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hist {
+    /// Per bucket (not cumulative), the last one is +Inf.
+    pub counts: Box<[u64]>,
+    pub sum: f64,
+    pub count: u64,
+    /// Bounds of this series, for pass-through histograms whose bounds differ
+    /// from the family's (None: the family's).
+    pub bounds: Option<Box<[f64]>>,
+    pub exemplars: Option<Box<[Option<Exemplar>]>>,
+}
+
+impl Hist {
+    fn new(buckets: usize) -> Self {
+        Hist {
+            counts: vec![0; buckets + 1].into(),
+            sum: 0.0,
+            count: 0,
+            bounds: None,
+            exemplars: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Hist(Box<Hist>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub value: Value,
+    /// unix seconds of the last update
+    pub updated: u64,
+    /// unix milliseconds of creation, for `_created` (OpenMetrics)
+    pub created_ms: u64,
+}
+
+pub struct FamilyInner {
+    pub series: FastMap<Box<[u8]>, Series>,
+    pub overflow: Option<Series>,
+}
+
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub unit: String,
+    pub kind: Kind,
+    pub labels: LabelNames,
+    pub cap: usize,
+    inner: Mutex<FamilyInner>,
+    /// points that went to the overflow series
+    pub overflowed: AtomicU64,
+    /// series dropped by expiry
+    pub expired: AtomicU64,
+    /// points refused because a label value was not valid UTF-8
+    pub invalid: AtomicU64,
+}
+
+/// A family locked for a batch of updates.
+pub struct Locked<'f> {
+    family: &'f Family,
+    inner: MutexGuard<'f, FamilyInner>,
+    now_s: u64,
+}
+
+impl Family {
+    pub fn new(
+        name: &str,
+        help: &str,
+        unit: &str,
+        kind: Kind,
+        labels: LabelNames,
+        cap: usize,
+    ) -> Self {
+        Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            unit: unit.to_string(),
+            kind,
+            labels,
+            cap,
+            inner: Mutex::new(FamilyInner {
+                series: FastMap::default(),
+                overflow: None,
+            }),
+            overflowed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+        }
+    }
+
+    pub fn lock(&self, now_s: u64) -> Locked<'_> {
+        // A poisoned lock only means another thread panicked mid-update; the
+        // numbers are still the best we have.
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Locked {
+            family: self,
+            inner,
+            now_s,
+        }
+    }
+
+    /// Drops series not updated since `cutoff_s`; returns how many.
+    pub fn expire(&self, cutoff_s: u64) -> usize {
+        let mut g = self.lock(0);
+        let before = g.inner.series.len();
+        g.inner.series.retain(|_, s| s.updated >= cutoff_s);
+        if g.inner
+            .overflow
+            .as_ref()
+            .is_some_and(|s| s.updated < cutoff_s)
+        {
+            g.inner.overflow = None;
+        }
+        let n = before - g.inner.series.len();
+        self.expired.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    pub fn series_count(&self) -> usize {
+        let g = self.lock(0);
+        g.inner.series.len() + usize::from(g.inner.overflow.is_some())
+    }
+
+    /// Runs `f` on the family's content (for encoding).
+    pub fn with<R>(&self, f: impl FnOnce(&FamilyInner) -> R) -> R {
+        let g = self.lock(0);
+        f(&g.inner)
+    }
+
+    fn buckets(&self) -> usize {
+        match &self.kind {
+            Kind::Histogram(b) => b.len(),
+            _ => 0,
+        }
+    }
+
+    fn fresh(&self, now_s: u64) -> Series {
+        let value = match self.kind {
+            Kind::Histogram(_) => Value::Hist(Box::new(Hist::new(self.buckets()))),
+            _ => Value::Scalar(0.0),
+        };
+        Series {
+            value,
+            updated: now_s,
+            created_ms: now_s.saturating_mul(1000),
+        }
+    }
+}
+
+/// Checks that a new key may become a series: label values must be UTF-8.
+fn key_is_valid(key: &[u8]) -> bool {
+    let mut rest = key;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+            return false;
+        };
+        let len = u16::from_le_bytes(*len) as usize;
+        if tail.len() < len || std::str::from_utf8(&tail[..len]).is_err() {
+            return false;
+        }
+        rest = &tail[len..];
+    }
+    true
+}
+
+impl<'f> Locked<'f> {
+    /// The series for `key`, created if the cap allows, else the overflow series.
+    #[inline]
+    fn series(&mut self, key: &[u8]) -> Option<&mut Series> {
+        let now = self.now_s;
+        let fam = self.family;
+        // Two lookups on the rare creation path keep the common path to one
+        // hash and no allocation (the entry API would need an owned key).
+        if self.inner.series.contains_key(key) {
+            let s = self.inner.series.get_mut(key).map(|s| {
+                s.updated = now;
+                s
+            });
+            return s;
+        }
+        if !key_is_valid(key) {
+            fam.invalid.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self.inner.series.len() < fam.cap {
+            return Some(
+                self.inner
+                    .series
+                    .entry(key.into())
+                    .or_insert_with(|| fam.fresh(now)),
+            );
+        }
+        fam.overflowed.fetch_add(1, Ordering::Relaxed);
+        let s = self.inner.overflow.get_or_insert_with(|| fam.fresh(now));
+        s.updated = now;
+        Some(s)
+    }
+
+    /// Adds to a counter (or gauge). Returns false when the key was not valid UTF-8.
+    #[inline]
+    pub fn add(&mut self, key: &[u8], v: f64) -> bool {
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        if let Value::Scalar(x) = &mut s.value {
+            *x += v;
+        }
+        true
+    }
+
+    /// Sets a gauge (or a cumulative counter from pass-through).
+    pub fn set(&mut self, key: &[u8], v: f64) -> bool {
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        if let Value::Scalar(x) = &mut s.value {
+            *x = v;
+        }
+        true
+    }
+
+    /// Records one observation in a histogram, with an optional exemplar.
+    #[inline]
+    pub fn observe(&mut self, key: &[u8], v: f64, ex: Option<Exemplar>) -> bool {
+        let bounds: &[f64] = match &self.family.kind {
+            Kind::Histogram(b) => b,
+            _ => return false,
+        };
+        // index of the first bound >= v (Prometheus' `le` is inclusive)
+        let idx = bounds.partition_point(|b| *b < v);
+        let nb = bounds.len();
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        if let Value::Hist(h) = &mut s.value {
+            h.counts[idx] += 1;
+            h.count += 1;
+            h.sum += v;
+            if let Some(e) = ex {
+                h.exemplars.get_or_insert_with(|| vec![None; nb + 1].into())[idx] = Some(e);
+            }
+        }
+        true
+    }
+
+    /// Replaces or merges a whole histogram (pass-through). With `delta`, the
+    /// counts are added when the bounds match (a reset otherwise).
+    pub fn merge_hist(
+        &mut self,
+        key: &[u8],
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+        count: u64,
+        delta: bool,
+    ) -> bool {
+        if counts.len() != bounds.len() + 1 {
+            return false;
+        }
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        let Value::Hist(h) = &mut s.value else {
+            return false;
+        };
+        let same = h.bounds.as_deref() == Some(bounds) && h.counts.len() == counts.len();
+        if delta && same {
+            for (a, b) in h.counts.iter_mut().zip(counts) {
+                *a += *b;
+            }
+            h.sum += sum;
+            h.count += count;
+        } else {
+            h.counts = counts.into();
+            h.bounds = Some(bounds.into());
+            h.sum = sum;
+            h.count = count;
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.series.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inner.series.is_empty()
+    }
+}
+
+/// Appends one label value to a series key: u16 length, then the bytes.
+/// Values longer than `MAX_LABEL_BYTES` are refused by the caller.
+#[inline]
+pub fn push_key_part(key: &mut Vec<u8>, v: &[u8]) {
+    key.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    key.extend_from_slice(v);
+}
+
+/// Longest label value accepted (longer ones are counted as skipped).
+pub const MAX_LABEL_BYTES: usize = 1024;
+
+/// Iterates the parts of a series key.
+pub fn key_parts(key: &[u8]) -> impl Iterator<Item = &str> {
+    let mut rest = key;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = u16::from_le_bytes(*len) as usize;
+        let part = tail.get(..len)?;
+        rest = &tail[len..];
+        // keys were checked to be UTF-8 when their series was created
+        std::str::from_utf8(part).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(parts: &[&str]) -> Vec<u8> {
+        let mut k = Vec::new();
+        for p in parts {
+            push_key_part(&mut k, p.as_bytes());
+        }
+        k
+    }
+
+    #[test]
+    fn cap_sends_new_series_to_overflow_and_counts() {
+        let f = Family::new(
+            "c",
+            "",
+            "",
+            Kind::Counter,
+            LabelNames::Fixed(vec!["a".into()]),
+            2,
+        );
+        let mut g = f.lock(10);
+        for v in ["x", "y", "z", "w", "x"] {
+            assert!(g.add(&key(&[v]), 1.0));
+        }
+        assert_eq!(g.len(), 2);
+        drop(g);
+        assert_eq!(f.overflowed.load(Ordering::Relaxed), 2);
+        f.with(|i| {
+            assert_eq!(
+                i.series.get(&key(&["x"])[..]).map(|s| s.value.clone()),
+                Some(Value::Scalar(2.0))
+            );
+            assert_eq!(
+                i.overflow.as_ref().map(|s| s.value.clone()),
+                Some(Value::Scalar(2.0))
+            );
+        });
+    }
+
+    #[test]
+    fn expiry_drops_only_stale_series() {
+        let f = Family::new(
+            "c",
+            "",
+            "",
+            Kind::Counter,
+            LabelNames::Fixed(vec!["a".into()]),
+            10,
+        );
+        f.lock(100).add(&key(&["old"]), 1.0);
+        f.lock(200).add(&key(&["new"]), 1.0);
+        assert_eq!(f.expire(150), 1);
+        assert_eq!(f.series_count(), 1);
+        assert_eq!(
+            key_parts(&key(&["a", "bc"])).collect::<Vec<_>>(),
+            vec!["a", "bc"]
+        );
+    }
+
+    #[test]
+    fn histogram_le_is_inclusive_and_invalid_utf8_refused() {
+        let f = Family::new(
+            "h",
+            "",
+            "",
+            Kind::Histogram(vec![0.1, 1.0]),
+            LabelNames::Fixed(vec![]),
+            10,
+        );
+        let mut g = f.lock(1);
+        for v in [0.1, 0.5, 1.0, 3.0] {
+            assert!(g.observe(&[], v, None));
+        }
+        assert!(!g.add(&[1, 0, 0xff], 1.0));
+        drop(g);
+        f.with(|i| match &i.series.get(&[][..]).map(|s| &s.value) {
+            Some(Value::Hist(h)) => {
+                assert_eq!(&*h.counts, &[1, 2, 1]);
+                assert_eq!(h.count, 4);
+            }
+            other => panic!("{other:?}"),
+        });
+    }
+}

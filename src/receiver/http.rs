@@ -1,0 +1,322 @@
+//! OTLP/HTTP receiver: `/v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf
+//! or JSON bodies, gzip, a body limit that also bounds decompression, and a
+//! CORS allow-list for browsers. JSON is a cold path: it is decoded with
+//! opentelemetry-proto's serde types and re-encoded to protobuf, so the same
+//! pipeline serves both.
+
+use super::{Accepted, Pipeline, Rejection};
+use crate::metrics::SignalKind;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use std::io::Read;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct HttpState {
+    pipeline: Arc<Pipeline>,
+    max_body: usize,
+    cors: Arc<Vec<String>>,
+}
+
+pub fn router(pipeline: Arc<Pipeline>, max_body: usize, cors: Vec<String>) -> Router {
+    let st = HttpState {
+        pipeline,
+        max_body,
+        cors: Arc::new(cors),
+    };
+    Router::new()
+        .route("/v1/traces", post(traces).options(preflight))
+        .route("/v1/logs", post(logs).options(preflight))
+        .route("/v1/metrics", post(metrics).options(preflight))
+        // the compressed body may not exceed the limit either
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(st)
+}
+
+fn allowed_origin(st: &HttpState, headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
+    let o = origin.to_str().ok()?;
+    st.cors
+        .iter()
+        .any(|a| a == "*" || a == o)
+        .then(|| origin.clone())
+}
+
+fn with_cors(mut r: Response, origin: Option<HeaderValue>) -> Response {
+    if let Some(o) = origin {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    r
+}
+
+async fn preflight(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    match allowed_origin(&st, &headers) {
+        Some(o) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("POST, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type, content-encoding, traceparent, tracestate"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("7200"),
+            );
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            r
+        }
+        None => (
+            StatusCode::FORBIDDEN,
+            "origin not in receivers.otlp_http.cors_allowed_origins",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Proto,
+    Json,
+}
+
+fn error(format: Format, code: StatusCode, grpc_code: i32, msg: &str) -> Response {
+    #[derive(Clone, PartialEq, Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    match format {
+        Format::Json => {
+            let body = serde_json::json!({"code": grpc_code, "message": msg}).to_string();
+            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Format::Proto => {
+            let body = RpcStatus {
+                code: grpc_code,
+                message: msg.to_string(),
+            }
+            .encode_to_vec();
+            (
+                code,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                body,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Unpacks the body into protobuf bytes; Err is a ready response.
+fn body_bytes<J, F>(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Bytes,
+    to_proto: F,
+) -> Result<(Format, Bytes), Response>
+where
+    J: serde::de::DeserializeOwned,
+    F: FnOnce(J) -> Vec<u8>,
+{
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = if ct.starts_with("application/json") {
+        Format::Json
+    } else if ct.starts_with("application/x-protobuf") || ct.starts_with("application/protobuf") {
+        Format::Proto
+    } else {
+        return Err(error(
+            Format::Proto,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            3,
+            "content-type must be application/x-protobuf or application/json",
+        ));
+    };
+    let enc = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let raw =
+        match enc {
+            "identity" | "" => body,
+            "gzip" => {
+                let mut out = Vec::new();
+                let limit = st.max_body as u64 + 1;
+                match flate2::read::GzDecoder::new(body.as_ref())
+                    .take(limit)
+                    .read_to_end(&mut out)
+                {
+                    Ok(_) if out.len() > st.max_body => return Err(error(
+                        format,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        8,
+                        &format!(
+                            "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
+                            st.max_body
+                        ),
+                    )),
+                    Ok(_) => Bytes::from(out),
+                    Err(e) => {
+                        return Err(error(
+                            format,
+                            StatusCode::BAD_REQUEST,
+                            3,
+                            &format!("invalid gzip body: {e}"),
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(error(
+                    format,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    3,
+                    &format!("unsupported content-encoding {other:?} (gzip or identity)"),
+                ))
+            }
+        };
+    match format {
+        Format::Proto => Ok((format, raw)),
+        Format::Json => match serde_json::from_slice::<J>(&raw) {
+            Ok(j) => Ok((format, Bytes::from(to_proto(j)))),
+            Err(e) => Err(error(
+                format,
+                StatusCode::BAD_REQUEST,
+                3,
+                &format!("malformed OTLP JSON: {e}"),
+            )),
+        },
+    }
+}
+
+fn respond<R: Message + serde::Serialize>(format: Format, r: R) -> Response {
+    match format {
+        Format::Proto => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            r.encode_to_vec(),
+        )
+            .into_response(),
+        Format::Json => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&r).unwrap_or_else(|_| b"{}".to_vec()),
+        )
+            .into_response(),
+    }
+}
+
+fn rejection(format: Format, r: Rejection) -> Response {
+    match r {
+        Rejection::Invalid(m) => error(format, StatusCode::BAD_REQUEST, 3, &m),
+        Rejection::Unavailable(refusal) => {
+            let mut resp = error(format, StatusCode::SERVICE_UNAVAILABLE, 14, &refusal.reason);
+            let secs = refusal.retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
+    }
+}
+
+async fn run(
+    st: HttpState,
+    headers: HeaderMap,
+    sig: SignalKind,
+    parsed: Result<(Format, Bytes), Response>,
+) -> Result<(Format, Accepted), Response> {
+    let (format, body) = match parsed {
+        Ok(x) => x,
+        Err(r) => {
+            st.pipeline.store().http.bad_request(sig);
+            return Err(with_cors(r, allowed_origin(&st, &headers)));
+        }
+    };
+    let p = &st.pipeline;
+    let res = match sig {
+        SignalKind::MetricPoints => p.metrics(body, &p.store().http).await,
+        _ => p.spans_or_logs(sig, body, &p.store().http).await,
+    };
+    res.map(|a| (format, a))
+        .map_err(|r| with_cors(rejection(format, r), allowed_origin(&st, &headers)))
+}
+
+async fn traces(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = body_bytes(&st, &headers, body, |j: ExportTraceServiceRequest| {
+        j.encode_to_vec()
+    });
+    let origin = allowed_origin(&st, &headers);
+    match run(st, headers, SignalKind::Spans, parsed).await {
+        Ok((f, _)) => with_cors(
+            respond(
+                f,
+                ExportTraceServiceResponse {
+                    partial_success: None,
+                },
+            ),
+            origin,
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn logs(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = body_bytes(&st, &headers, body, |j: ExportLogsServiceRequest| {
+        j.encode_to_vec()
+    });
+    let origin = allowed_origin(&st, &headers);
+    match run(st, headers, SignalKind::LogRecords, parsed).await {
+        Ok((f, a)) => with_cors(
+            respond(f, <super::grpc::Logs as super::grpc::Signal>::respond(a)),
+            origin,
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed = body_bytes(&st, &headers, body, |j: ExportMetricsServiceRequest| {
+        j.encode_to_vec()
+    });
+    let origin = allowed_origin(&st, &headers);
+    match run(st, headers, SignalKind::MetricPoints, parsed).await {
+        Ok((f, a)) => with_cors(
+            respond(f, <super::grpc::Metrics as super::grpc::Signal>::respond(a)),
+            origin,
+        ),
+        Err(r) => r,
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_types(
+    _: ExportLogsServiceResponse,
+    _: ExportMetricsServiceResponse,
+    _: Method,
+    _: Body,
+) {
+}

@@ -1,0 +1,130 @@
+//! OTLP receivers (gRPC and HTTP) and the pipeline they share: validate and
+//! derive, offer to the forwarder, then acknowledge.
+
+pub mod grpc;
+pub mod http;
+
+use crate::derive::Deriver;
+use crate::export::{Forward, Refusal};
+use crate::metrics::{ReceiverStats, SignalKind, Store};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use std::sync::Arc;
+
+/// What became of a request.
+#[derive(Debug)]
+pub enum Rejection {
+    /// Malformed: the sender must not retry (INVALID_ARGUMENT / HTTP 400).
+    Invalid(String),
+    /// Push back: retry later (UNAVAILABLE + RetryInfo / HTTP 503 + Retry-After).
+    Unavailable(Refusal),
+}
+
+/// Accepted, possibly partially: `rejected` items were dropped with `message`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Accepted {
+    pub items: u64,
+    pub rejected: u64,
+    pub message: String,
+}
+
+pub struct Pipeline {
+    pub deriver: Deriver,
+    pub forward: Option<Arc<dyn Forward>>,
+    pub passthrough: bool,
+}
+
+impl Pipeline {
+    pub fn store(&self) -> &Arc<Store> {
+        self.deriver.store()
+    }
+
+    async fn offer(&self, sig: SignalKind, body: Bytes, items: u64) -> Result<(), Refusal> {
+        match &self.forward {
+            Some(f) if f.forwards(sig) && items > 0 => f.offer(sig, body, items).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Spans and log records: walk (validates and prepares the derived
+    /// updates), offer to the forwarder, and apply the updates only when the
+    /// request is accepted, so a retried request is not counted twice.
+    pub async fn spans_or_logs(
+        &self,
+        sig: SignalKind,
+        body: Bytes,
+        stats: &ReceiverStats,
+    ) -> Result<Accepted, Rejection> {
+        let prepared = match sig {
+            SignalKind::Spans => self.deriver.prepare_traces(&body),
+            _ => self.deriver.prepare_logs(&body),
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                stats.bad_request(sig);
+                return Err(Rejection::Invalid(e.to_string()));
+            }
+        };
+        let items = prepared.items;
+        if let Err(r) = self.offer(sig, body, items).await {
+            stats.refuse(sig, items);
+            return Err(Rejection::Unavailable(r));
+        }
+        self.deriver.commit(prepared);
+        stats.accept(sig, items);
+        Ok(Accepted {
+            items,
+            ..Default::default()
+        })
+    }
+
+    /// Metric points: counted by the walker, decoded for pass-through.
+    pub async fn metrics(&self, body: Bytes, stats: &ReceiverStats) -> Result<Accepted, Rejection> {
+        let sig = SignalKind::MetricPoints;
+        let points = match crate::derive::wire::count_metric_points(&body) {
+            Ok(n) => n,
+            Err(e) => {
+                stats.bad_request(sig);
+                return Err(Rejection::Invalid(e.to_string()));
+            }
+        };
+        let req = if self.passthrough {
+            match ExportMetricsServiceRequest::decode(body.as_ref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    stats.bad_request(sig);
+                    return Err(Rejection::Invalid(format!("malformed OTLP protobuf: {e}")));
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(r) = self.offer(sig, body, points).await {
+            stats.refuse(sig, points);
+            return Err(Rejection::Unavailable(r));
+        }
+        let mut acc = Accepted {
+            items: points,
+            ..Default::default()
+        };
+        if let Some(req) = req {
+            let got = self
+                .store()
+                .passthrough
+                .ingest(&req, crate::metrics::now_secs());
+            if got.dropped > 0 {
+                acc.rejected = got.dropped;
+                acc.message = format!(
+                    "{} data points were not exposed (unsupported type such as exponential histogram or summary, a name \
+                     taken by a derived metric, or a malformed point)",
+                    got.dropped
+                );
+            }
+        }
+        stats.accept(sig, points - acc.rejected.min(points));
+        stats.refuse(sig, acc.rejected.min(points));
+        Ok(acc)
+    }
+}

@@ -1,0 +1,76 @@
+//! The HTTP listener Prometheus and Kubernetes talk to: `/metrics`,
+//! `/healthz` (alive) and `/readyz` (config loaded, receivers bound, not
+//! draining).
+
+use crate::derive::Deriver;
+use crate::metrics::encode;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Readiness, flipped by the binary.
+#[derive(Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+}
+
+#[derive(Clone)]
+struct St {
+    pipeline: Arc<crate::receiver::Pipeline>,
+    health: Arc<Health>,
+}
+
+pub fn router(pipeline: Arc<crate::receiver::Pipeline>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(St { pipeline, health })
+}
+
+async fn readyz(State(st): State<St>) -> Response {
+    if st.health.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if st.health.ready.load(Ordering::Relaxed) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+/// Renders the exposition for a scrape.
+pub fn render(d: &Deriver, accept: &str) -> (&'static str, String) {
+    let om = encode::wants_openmetrics(accept);
+    let body = encode::render(d.store(), &d.skipped(), om);
+    (
+        if om {
+            encode::OPENMETRICS_CONTENT_TYPE
+        } else {
+            encode::TEXT_CONTENT_TYPE
+        },
+        body,
+    )
+}
+
+async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let p = st.pipeline.clone();
+    // encoding takes each family's lock briefly; keep it off the async workers' critical path
+    match tokio::task::spawn_blocking(move || render(&p.deriver, &accept)).await {
+        Ok((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
