@@ -1,0 +1,458 @@
+{{/*
+Named templates of the geometra-sidecar chart.
+
+Public (for app charts that depend on this chart):
+  geometra-sidecar.initContainers  the sidecar as a list item, in native mode only (else nothing)
+  geometra-sidecar.containers      the sidecar as a list item, in container mode only (else nothing)
+  geometra-sidecar.container       the sidecar as a list item, whatever the mode
+  geometra-sidecar.volumes         the pod volumes it needs, as list items
+  geometra-sidecar.podAnnotations  scrape annotations + config checksum, as map lines
+  geometra-sidecar.configmap       the ConfigMap document
+  geometra-sidecar.config          the config.yaml text
+  geometra-sidecar.configMapName   the ConfigMap's name
+  geometra-sidecar.mode            "native" or "container"
+
+Each takes either
+  - the top-level context `$`: in this chart, or in a parent chart whose values
+    hold this chart's values under the key "geometra-sidecar" (the dependency's
+    name); or
+  - (dict "root" $ "values" <this chart's values>), e.g. when the dependency
+    has an alias: (dict "root" $ "values" .Values.sidecar).
+*/}}
+
+{{/*
+Internal dispatcher: (list "<internal template>" <argument>) normalises the
+argument into (dict "root" <top-level context> "v" <sidecar values>) and
+includes the internal template with it.
+*/}}
+{{- define "geometra-sidecar._call" -}}
+{{- $name := index . 0 -}}
+{{- $arg := index . 1 -}}
+{{- $c := dict -}}
+{{- if hasKey $arg "root" -}}
+{{- $c = dict "root" $arg.root "v" $arg.values -}}
+{{- else if hasKey $arg.Values "geometra-sidecar" -}}
+{{- $c = dict "root" $arg "v" (index $arg.Values "geometra-sidecar") -}}
+{{- else -}}
+{{- $c = dict "root" $arg "v" $arg.Values -}}
+{{- end -}}
+{{- include $name $c -}}
+{{- end -}}
+
+{{/* ---------- names and labels (internal, take the normalised dict) ---------- */}}
+
+{{- define "geometra-sidecar._name" -}}
+{{- default "geometra-sidecar" .v.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._fullname" -}}
+{{- if .v.fullnameOverride -}}
+{{- .v.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "geometra-sidecar._name" . -}}
+{{- if contains $name .root.Release.Name -}}
+{{- .root.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .root.Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._configMapName" -}}
+{{- printf "%s-config" (include "geometra-sidecar._fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._labels" -}}
+app.kubernetes.io/name: {{ include "geometra-sidecar._name" . }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: telemetry-sidecar
+app.kubernetes.io/part-of: geometra
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
+{{- define "geometra-sidecar._mode" -}}
+{{- if eq .v.sidecarMode "container" -}}container{{- else if eq .v.sidecarMode "native" -}}native{{- else -}}
+{{- fail (printf "geometra-sidecar: sidecarMode must be native or container, not %q" .v.sidecarMode) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._port" -}}
+{{- /* the port of a "host:port" listen address */ -}}
+{{- splitList ":" . | last -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._image" -}}
+{{- $img := .v.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (required "geometra-sidecar: image.tag must be set" $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- paths inside the container ---------- */}}
+{{- define "geometra-sidecar._configDir" -}}/etc/geometra-sidecar{{- end -}}
+{{- define "geometra-sidecar._queueDir" -}}/var/lib/geometra-sidecar/queue{{- end -}}
+{{- define "geometra-sidecar._tokenDir" -}}/var/run/secrets/geometra-sidecar/forward-token{{- end -}}
+{{- define "geometra-sidecar._tlsDir" -}}/var/run/secrets/geometra-sidecar/forward-tls{{- end -}}
+{{- define "geometra-sidecar._hashKeyDir" -}}/var/run/secrets/geometra-sidecar/redaction{{- end -}}
+
+{{/* ---------- the sidecar's config.yaml ---------- */}}
+
+{{- define "geometra-sidecar._forwardEndpoint" -}}
+{{- /* (dict "c" <ctx> "signal" "logs") -> YAML of one forward endpoint */ -}}
+{{- $v := .c.v -}}
+{{- $f := $v.forwarding -}}
+{{- $sig := index $f .signal -}}
+{{- $url := default $f.endpoint $sig.endpoint -}}
+{{- if not $url -}}
+{{- fail (printf "geometra-sidecar: forwarding.%s.enabled is true but neither forwarding.%s.endpoint nor forwarding.endpoint is set" .signal .signal) -}}
+{{- end -}}
+{{- $ep := dict "endpoint" $url "protocol" $f.protocol "timeout" $f.timeout "compression" $f.compression -}}
+{{- if $f.headers -}}
+{{- $_ := set $ep "headers" $f.headers -}}
+{{- end -}}
+{{- if $f.bearerTokenSecret.name -}}
+{{- $_ := set $ep "bearer_token_file" (printf "%s/token" (include "geometra-sidecar._tokenDir" .c)) -}}
+{{- end -}}
+{{- if $f.tls.secretName -}}
+{{- $tls := dict -}}
+{{- if $f.tls.caKey -}}{{- $_ := set $tls "ca_file" (printf "%s/ca.crt" (include "geometra-sidecar._tlsDir" .c)) -}}{{- end -}}
+{{- if $f.tls.certKey -}}{{- $_ := set $tls "cert_file" (printf "%s/tls.crt" (include "geometra-sidecar._tlsDir" .c)) -}}{{- end -}}
+{{- if $f.tls.keyKey -}}{{- $_ := set $tls "key_file" (printf "%s/tls.key" (include "geometra-sidecar._tlsDir" .c)) -}}{{- end -}}
+{{- $_ := set $ep "tls" $tls -}}
+{{- end -}}
+{{- toYaml $ep -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._config" -}}
+{{- $v := .v -}}
+{{- $l := $v.limits -}}
+{{- $http := dict "max_body_bytes" ($l.otlpHttpMaxBodyBytes | int64) "cors_allowed_origins" $v.otlp.http.corsAllowedOrigins -}}
+{{- if $v.otlp.http.enabled -}}
+{{- $_ := set $http "listen" $v.otlp.http.listen -}}
+{{- else -}}
+{{- $_ := set $http "listen" nil -}}
+{{- end -}}
+{{- $cfg := dict
+  "receivers" (dict
+    "otlp_grpc" (dict "listen" $v.otlp.grpc.listen "max_message_bytes" ($l.otlpGrpcMaxMessageBytes | int64))
+    "otlp_http" $http)
+  "server" (dict "listen" (printf "0.0.0.0:%d" ($v.metrics.port | int)))
+  "store" (dict
+    "max_series_per_metric" ($l.maxSeriesPerMetric | int64)
+    "series_ttl" $l.seriesTtl
+    "active_users_window" $l.activeUsersWindow
+    "max_active_users" ($l.maxActiveUsers | int64))
+  "passthrough" (dict
+    "enabled" $v.passthrough.enabled
+    "scope_labels" $v.passthrough.scopeLabels
+    "resource_labels" $v.passthrough.resourceLabels)
+  "telemetry" (dict "log_level" $v.logging.level "log_format" $v.logging.format)
+-}}
+{{- if $v.rules -}}
+{{- $_ := set $cfg "rules" $v.rules -}}
+{{- end -}}
+{{- if $v.extraRules -}}
+{{- $_ := set $cfg "extra_rules" $v.extraRules -}}
+{{- end -}}
+{{- $f := $v.forwarding -}}
+{{- $q := $v.queue -}}
+{{- $fwd := dict
+  "batch" (dict "max_items" ($f.batch.maxItems | int64) "max_bytes" ($f.batch.maxBytes | int64) "timeout" $f.batch.timeout)
+  "retry" (dict "initial_interval" $f.retry.initialInterval "max_interval" $f.retry.maxInterval "max_elapsed" $f.retry.maxElapsed)
+  "queue" (dict "max_items" ($q.maxItems | int64) "max_bytes" ($q.maxBytes | int64) "max_disk_bytes" ($q.maxDiskBytes | int64))
+  "drain_timeout" $f.drainTimeout
+-}}
+{{- range $signal := list "logs" "traces" "metrics" -}}
+{{- if (index $f $signal).enabled -}}
+{{- $_ := set $fwd $signal (include "geometra-sidecar._forwardEndpoint" (dict "c" $ "signal" $signal) | fromYaml) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $cfg "forward" $fwd -}}
+{{- $r := $v.redaction -}}
+{{- $red := dict -}}
+{{- if $r.attributes -}}
+{{- $attrs := list -}}
+{{- $needsKey := false -}}
+{{- range $a := $r.attributes -}}
+{{- $item := dict "key" $a.key "action" $a.action -}}
+{{- if hasKey $a "maxLength" -}}{{- $_ := set $item "max_length" ($a.maxLength | int64) -}}{{- end -}}
+{{- if eq $a.action "hash" -}}{{- $needsKey = true -}}{{- end -}}
+{{- $attrs = append $attrs $item -}}
+{{- end -}}
+{{- $_ := set $red "attributes" $attrs -}}
+{{- if and $needsKey (not $r.hashKeySecret.name) -}}
+{{- fail "geometra-sidecar: redaction action hash needs redaction.hashKeySecret.name (a Secret holding the hashing key)" -}}
+{{- end -}}
+{{- end -}}
+{{- if $r.hashKeySecret.name -}}
+{{- $_ := set $red "hash_key_file" (printf "%s/hash-key" (include "geometra-sidecar._hashKeyDir" .)) -}}
+{{- end -}}
+{{- if $red -}}
+{{- $_ := set $cfg "redaction" $red -}}
+{{- end -}}
+{{- if $v.configOverrides -}}
+{{- $cfg = mustMergeOverwrite $cfg (deepCopy $v.configOverrides) -}}
+{{- end -}}
+# geometra-sidecar config, rendered by the geometra-sidecar Helm chart from its values.
+{{ toYaml $cfg }}
+{{- end -}}
+
+{{- define "geometra-sidecar._configmap" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "geometra-sidecar._configMapName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "geometra-sidecar._labels" . | nindent 4 }}
+data:
+  config.yaml: |
+    {{- include "geometra-sidecar._config" . | nindent 4 }}
+{{- end -}}
+
+{{/* ---------- pod pieces ---------- */}}
+
+{{- define "geometra-sidecar._podAnnotations" -}}
+checksum/geometra-sidecar-config: {{ include "geometra-sidecar._config" . | sha256sum }}
+{{- if .v.scrapeAnnotations.enabled }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .v.metrics.port | int | quote }}
+prometheus.io/path: {{ .v.metrics.path | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "geometra-sidecar._probe" -}}
+{{- /* (dict "path" "/healthz" "p" <probe values>) */ -}}
+httpGet:
+  path: {{ .path }}
+  port: metrics
+{{- range $k := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
+{{- if hasKey $.p $k }}
+{{ $k }}: {{ index $.p $k | int }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "geometra-sidecar._container" -}}
+{{- $v := .v -}}
+{{- $mode := include "geometra-sidecar._mode" . -}}
+- name: {{ $v.containerName }}
+  image: {{ include "geometra-sidecar._image" . | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- if eq $mode "native" }}
+  # native sidecar (Kubernetes 1.29+): starts before the app, stops after it
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - --config={{ include "geometra-sidecar._configDir" . }}/config.yaml
+    {{- if $v.queue.persistent }}
+    - --queue-dir={{ include "geometra-sidecar._queueDir" . }}
+    {{- end }}
+    {{- range $v.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  {{- with $v.extraEnv }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - name: otlp-grpc
+      containerPort: {{ include "geometra-sidecar._port" $v.otlp.grpc.listen }}
+      protocol: TCP
+    {{- if $v.otlp.http.enabled }}
+    - name: otlp-http
+      containerPort: {{ include "geometra-sidecar._port" $v.otlp.http.listen }}
+      protocol: TCP
+    {{- end }}
+    - name: metrics
+      containerPort: {{ $v.metrics.port | int }}
+      protocol: TCP
+  {{- if $v.probes.startup.enabled }}
+  startupProbe:
+    {{- include "geometra-sidecar._probe" (dict "path" "/readyz" "p" $v.probes.startup) | nindent 4 }}
+  {{- end }}
+  {{- if $v.probes.liveness.enabled }}
+  livenessProbe:
+    {{- include "geometra-sidecar._probe" (dict "path" "/healthz" "p" $v.probes.liveness) | nindent 4 }}
+  {{- end }}
+  {{- if $v.probes.readiness.enabled }}
+  readinessProbe:
+    {{- include "geometra-sidecar._probe" (dict "path" "/readyz" "p" $v.probes.readiness) | nindent 4 }}
+  {{- end }}
+  {{- with $v.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: geometra-sidecar-config
+      mountPath: {{ include "geometra-sidecar._configDir" . }}
+      readOnly: true
+    {{- if $v.forwarding.bearerTokenSecret.name }}
+    - name: geometra-sidecar-forward-token
+      mountPath: {{ include "geometra-sidecar._tokenDir" . }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.forwarding.tls.secretName }}
+    - name: geometra-sidecar-forward-tls
+      mountPath: {{ include "geometra-sidecar._tlsDir" . }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.redaction.hashKeySecret.name }}
+    - name: geometra-sidecar-redaction-key
+      mountPath: {{ include "geometra-sidecar._hashKeyDir" . }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.queue.persistent }}
+    - name: geometra-sidecar-queue
+      mountPath: {{ include "geometra-sidecar._queueDir" . }}
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
+
+{{- define "geometra-sidecar._volumes" -}}
+{{- $v := .v -}}
+- name: geometra-sidecar-config
+  configMap:
+    name: {{ include "geometra-sidecar._configMapName" . }}
+    items:
+      - key: config.yaml
+        path: config.yaml
+{{- with $v.forwarding.bearerTokenSecret }}
+{{- if .name }}
+- name: geometra-sidecar-forward-token
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: token
+{{- end }}
+{{- end }}
+{{- with $v.forwarding.tls }}
+{{- if .secretName }}
+- name: geometra-sidecar-forward-tls
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0444
+    items:
+      {{- if .caKey }}
+      - key: {{ .caKey }}
+        path: ca.crt
+      {{- end }}
+      {{- if .certKey }}
+      - key: {{ .certKey }}
+        path: tls.crt
+      {{- end }}
+      {{- if .keyKey }}
+      - key: {{ .keyKey }}
+        path: tls.key
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- with $v.redaction.hashKeySecret }}
+{{- if .name }}
+- name: geometra-sidecar-redaction-key
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: hash-key
+{{- end }}
+{{- end }}
+{{- if $v.queue.persistent }}
+{{- $vol := $v.queue.volume }}
+- name: geometra-sidecar-queue
+  {{- if eq $vol.type "emptyDir" }}
+  emptyDir:
+    sizeLimit: {{ $vol.size }}
+  {{- else if eq $vol.type "ephemeral" }}
+  ephemeral:
+    volumeClaimTemplate:
+      metadata:
+        labels:
+          {{- include "geometra-sidecar._labels" . | nindent 10 }}
+      spec:
+        accessModes: ["ReadWriteOnce"]
+        {{- with $vol.storageClassName }}
+        storageClassName: {{ . }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ $vol.size }}
+  {{- else if eq $vol.type "persistentVolumeClaim" }}
+  persistentVolumeClaim:
+    claimName: {{ required "geometra-sidecar: queue.volume.claimName is required with queue.volume.type persistentVolumeClaim" $vol.claimName }}
+  {{- else }}
+  {{- fail (printf "geometra-sidecar: queue.volume.type must be emptyDir, ephemeral or persistentVolumeClaim, not %q" $vol.type) }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* ---------- public entry points ---------- */}}
+
+{{- define "geometra-sidecar.container" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._container" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._initContainers" -}}
+{{- if eq (include "geometra-sidecar._mode" .) "native" -}}
+{{- include "geometra-sidecar._container" . -}}
+{{- end -}}
+{{- end -}}
+{{- define "geometra-sidecar.initContainers" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._initContainers" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._containers" -}}
+{{- if eq (include "geometra-sidecar._mode" .) "container" -}}
+{{- include "geometra-sidecar._container" . -}}
+{{- end -}}
+{{- end -}}
+{{- define "geometra-sidecar.containers" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._containers" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.volumes" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._volumes" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.podAnnotations" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._podAnnotations" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.configmap" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._configmap" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.config" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._config" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.configMapName" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._configMapName" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.mode" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._mode" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.fullname" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._fullname" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.labels" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._labels" .) -}}
+{{- end -}}
+
+{{/* Selector labels of the standalone demo Deployment (this chart only). */}}
+{{- define "geometra-sidecar.demoSelectorLabels" -}}
+app.kubernetes.io/name: geometra-sidecar-demo
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
