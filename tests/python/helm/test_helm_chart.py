@@ -1,0 +1,583 @@
+"""Tests of the geometra-sidecar Helm chart, without a cluster.
+
+Real Helm (helm-python-sdk: Helm v4's Go code compiled into the package, no
+helm binary, no network) lints and renders the chart; every rendered object is
+validated against Kubernetes' own schemas (kubernetes-validate, strict, a fixed
+Kubernetes version); PodMonitor objects (a CRD) are checked structurally.
+If GEOMETRA_SIDECAR_BIN names a binary, the rendered config.yaml must pass its
+`check-config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "helm" / "geometra-sidecar"
+FIXTURE_APP = Path(__file__).resolve().parent / "fixtures" / "geometra-app"
+KUBE_VERSION = "1.30.0"
+RELEASE = "geo"
+NAMESPACE = "geometra"
+
+SIDECAR = "geometra-sidecar"
+CONFIG_PATH = "/etc/geometra-sidecar/config.yaml"
+QUEUE_DIR = "/var/lib/geometra-sidecar/queue"
+
+
+def load_example(name: str) -> dict:
+    return yaml.safe_load((CHART / "examples" / name).read_text())
+
+
+FORWARDING = {
+    "forwarding": {
+        "endpoint": "http://otel-gateway.observability:4317",
+        "headers": {"X-Scope-OrgID": "geometra"},
+        "logs": {"enabled": True},
+        "traces": {"enabled": True, "endpoint": "http://tempo.observability:4317"},
+        "metrics": {"enabled": True},
+        "bearerTokenSecret": {"name": "otel-gateway-token", "key": "token"},
+    }
+}
+EXTRA_RULES = {
+    "extraRules": [
+        {
+            "name": "chat_feedback_total",
+            "help": "Chat feedback given by users",
+            "kind": "counter",
+            "signal": "logs",
+            "match": {"event_name": "chat_feedback"},
+            "labels": [{"name": "rating", "from": ["rating"], "default": "none"}],
+        }
+    ]
+}
+FULL = {
+    **copy.deepcopy(FORWARDING),
+    **EXTRA_RULES,
+    "podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "queue": {"persistent": True},
+    "redaction": load_example("values-redaction.yaml")["redaction"],
+    "otlp": {"http": {"listen": "0.0.0.0:4318", "corsAllowedOrigins": ["https://app.geometra.example"]}},
+}
+FULL["forwarding"]["tls"] = {"secretName": "otel-gateway-ca", "caKey": "ca.crt"}
+
+SCENARIOS: dict[str, dict | None] = {
+    "default": None,
+    "container-mode": {"sidecarMode": "container"},
+    "podmonitor": {"podMonitor": {"enabled": True}},
+    "disk-queue-emptydir": {"queue": {"persistent": True}},
+    "disk-queue-ephemeral": {
+        "queue": {"persistent": True, "volume": {"type": "ephemeral", "size": "2Gi", "storageClassName": "fast"}}
+    },
+    "disk-queue-pvc": {"queue": {"persistent": True, "volume": {"type": "persistentVolumeClaim", "claimName": "q"}}},
+    "forwarding-token": FORWARDING,
+    "redaction": load_example("values-redaction.yaml"),
+    "extra-rules": EXTRA_RULES,
+    "http-receiver-off": {"otlp": {"http": {"enabled": False}}},
+    "no-demo": {"demo": {"enabled": False}},
+    "full": FULL,
+    "example-frontend": load_example("values-frontend.yaml"),
+    "example-production": load_example("values-production.yaml"),
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def render(values: dict | None = None, chart: Path = CHART) -> list[dict]:
+    """Render with real Helm; return every Kubernetes object (NOTES.txt skipped)."""
+    with helm.Chart.load(str(chart)) as c:
+        manifests = c.render(values, name=RELEASE, namespace=NAMESPACE)
+    objs = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("__template", path)
+                objs.append(doc)
+    return objs
+
+
+def strip(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k != "__template"}
+
+
+def only(objs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def pod_spec(objs: list[dict], name: str | None = None) -> dict:
+    return only(objs, "Deployment", name)["spec"]["template"]["spec"]
+
+
+def sidecar_of(spec: dict) -> tuple[dict, str]:
+    """The sidecar container and where it is ('initContainers' or 'containers')."""
+    hits = [
+        (c, where)
+        for where in ("initContainers", "containers")
+        for c in spec.get(where) or []
+        if c["name"] == SIDECAR
+    ]
+    assert len(hits) == 1, f"sidecar found {len(hits)} times"
+    return hits[0]
+
+
+def config_of(objs: list[dict], name: str | None = None) -> tuple[dict, str]:
+    cm = only(objs, "ConfigMap", name)
+    text = cm["data"]["config.yaml"]
+    return yaml.safe_load(text), text
+
+
+POD_MONITOR_SPEC_KEYS = {"selector", "namespaceSelector", "podMetricsEndpoints", "jobLabel", "podTargetLabels"}
+POD_MONITOR_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings", "scheme"}
+DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
+
+
+def check_pod_monitor(pm: dict) -> None:
+    """Structural check of a PodMonitor (monitoring.coreos.com/v1 CRD, not in Kubernetes' schemas)."""
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(pm) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", pm["metadata"]["name"])
+    spec = pm["spec"]
+    assert set(spec) <= POD_MONITOR_SPEC_KEYS, set(spec) - POD_MONITOR_SPEC_KEYS
+    labels = spec["selector"]["matchLabels"]
+    assert labels and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    assert all(isinstance(n, str) for n in spec["namespaceSelector"]["matchNames"])
+    assert spec["podMetricsEndpoints"]
+    for ep in spec["podMetricsEndpoints"]:
+        assert set(ep) <= POD_MONITOR_ENDPOINT_KEYS, set(ep) - POD_MONITOR_ENDPOINT_KEYS
+        assert isinstance(ep["port"], str)
+        assert ep["path"].startswith("/")
+        assert DURATION.match(ep["interval"]) and DURATION.match(ep["scrapeTimeout"])
+
+
+def validate_all(objs: list[dict]) -> None:
+    assert objs, "nothing rendered"
+    seen = set()
+    for obj in objs:
+        key = (obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        assert key not in seen, f"duplicate object {key}"
+        seen.add(key)
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            check_pod_monitor(strip(obj))
+            continue
+        try:
+            kubernetes_validate.validate(strip(obj), KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:  # pragma: no cover - message on failure
+            pytest.fail(f"{obj['__template']}: {obj['kind']} {obj['metadata']['name']}: {e.message} at {list(e.path)}")
+
+
+def lint_errors(chart: Path, values: dict | None, **kw) -> list[str]:
+    report = helm.lint(str(chart), values, strict=True, kube_version="v" + KUBE_VERSION, **kw)
+    # severity 2 = warning, 3 = error; --strict fails on warnings too
+    problems = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    return problems + list(report.get("errors") or [])
+
+
+# ---------------------------------------------------------------- lint, render, validate
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict(scenario):
+    assert lint_errors(CHART, SCENARIOS[scenario]) == []
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_render_valid_kubernetes_objects(scenario):
+    validate_all(render(SCENARIOS[scenario]))
+
+
+def test_default_render_objects():
+    objs = render()
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objs)
+    assert kinds == [
+        ("ConfigMap", f"{RELEASE}-geometra-sidecar-config"),
+        ("Deployment", f"{RELEASE}-geometra-sidecar-demo"),
+    ]
+
+
+def test_image_tag_follows_app_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["tag"] == chart["appVersion"]
+
+
+# ---------------------------------------------------------------- the pod
+
+
+def test_native_sidecar_is_default():
+    spec = pod_spec(render())
+    sidecar, where = sidecar_of(spec)
+    assert where == "initContainers"
+    assert sidecar["restartPolicy"] == "Always"
+    assert [c["name"] for c in spec["containers"]] == ["demo-app"]
+    assert sidecar["image"] == "geometra/geometra-sidecar:0.1.0"
+
+
+def test_container_mode():
+    spec = pod_spec(render({"sidecarMode": "container"}))
+    sidecar, where = sidecar_of(spec)
+    assert where == "containers"
+    assert "restartPolicy" not in sidecar
+    assert "initContainers" not in spec
+    assert [c["name"] for c in spec["containers"]] == ["demo-app", SIDECAR]
+
+
+@pytest.mark.parametrize("mode", ["native", "container"])
+def test_security_context_hardened(mode):
+    spec = pod_spec(render({"sidecarMode": mode}))
+    sc = sidecar_of(spec)[0]["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532 and sc["runAsGroup"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def test_resources():
+    res = sidecar_of(pod_spec(render()))[0]["resources"]
+    assert res == {"requests": {"cpu": "25m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+
+
+@pytest.mark.parametrize("mode", ["native", "container"])
+def test_probes_and_ports(mode):
+    c = sidecar_of(pod_spec(render({"sidecarMode": mode})))[0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "metrics": 9464}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+def test_listen_addresses_in_config():
+    cfg, _ = config_of(render())
+    assert cfg["receivers"]["otlp_grpc"]["listen"] == "127.0.0.1:4317"
+    assert cfg["receivers"]["otlp_http"]["listen"] == "127.0.0.1:4318"
+    assert cfg["server"]["listen"] == "0.0.0.0:9464"
+
+    cfg, _ = config_of(render(load_example("values-frontend.yaml")))
+    assert cfg["receivers"]["otlp_http"]["listen"] == "0.0.0.0:4318"
+    assert cfg["receivers"]["otlp_http"]["cors_allowed_origins"] == ["https://app.geometra.example"]
+
+    objs = render({"otlp": {"http": {"enabled": False}}})
+    cfg, _ = config_of(objs)
+    assert cfg["receivers"]["otlp_http"]["listen"] is None
+    ports = [p["name"] for p in sidecar_of(pod_spec(objs))[0]["ports"]]
+    assert ports == ["otlp-grpc", "metrics"]
+
+
+def test_config_mounted_and_passed():
+    objs = render()
+    spec = pod_spec(objs)
+    c = sidecar_of(spec)[0]
+    assert f"--config={CONFIG_PATH}" in c["args"]
+    cm = only(objs, "ConfigMap")
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == os.path.dirname(CONFIG_PATH))
+    assert mount["readOnly"] is True
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert vol["configMap"]["items"] == [{"key": "config.yaml", "path": "config.yaml"}]
+    # no writable mount by default (read-only root filesystem, no queue)
+    assert all(m.get("readOnly") for m in c["volumeMounts"])
+    assert not any(a.startswith("--queue-dir") for a in c["args"])
+
+
+def test_checksum_annotation_follows_config():
+    objs = render()
+    ann = only(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    _, text = config_of(objs)
+    assert ann["checksum/geometra-sidecar-config"] == hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
+
+    changed = render({"limits": {"maxSeriesPerMetric": 500}})
+    ann2 = only(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert ann2["checksum/geometra-sidecar-config"] != ann["checksum/geometra-sidecar-config"]
+    assert config_of(changed)[0]["store"]["max_series_per_metric"] == 500
+
+    same = render({"demo": {"replicas": 3}})
+    ann3 = only(same, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert ann3["checksum/geometra-sidecar-config"] == ann["checksum/geometra-sidecar-config"]
+
+
+def test_scrape_annotations():
+    ann = only(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+    assert ann["prometheus.io/port"] == "9464"
+    assert ann["prometheus.io/path"] == "/metrics"
+    off = only(render({"scrapeAnnotations": {"enabled": False}}), "Deployment")
+    assert not any(k.startswith("prometheus.io/") for k in off["spec"]["template"]["metadata"]["annotations"])
+
+
+def test_pod_monitor():
+    assert not [o for o in render() if o["kind"] == "PodMonitor"]
+    objs = render({"podMonitor": {"enabled": True, "labels": {"release": "prom"}}})
+    pm = only(objs, "PodMonitor")
+    check_pod_monitor(strip(pm))
+    assert pm["metadata"]["labels"]["release"] == "prom"
+    dep = only(objs, "Deployment")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    ep = pm["spec"]["podMetricsEndpoints"][0]
+    port_names = [p["name"] for p in sidecar_of(dep["spec"]["template"]["spec"])[0]["ports"]]
+    assert ep["port"] == "metrics" and ep["port"] in port_names
+    assert ep["path"] == "/metrics"
+
+
+def test_pod_monitor_needs_selector_without_demo():
+    with pytest.raises(helm.HelmRenderError, match="podMonitor.selector"):
+        render({"demo": {"enabled": False}, "podMonitor": {"enabled": True}})
+    objs = render({"demo": {"enabled": False}, "podMonitor": {"enabled": True, "selector": {"app": "api"}}})
+    assert only(objs, "PodMonitor")["spec"]["selector"]["matchLabels"] == {"app": "api"}
+
+
+@pytest.mark.parametrize(
+    "volume, expect",
+    [
+        ({}, "emptyDir"),
+        ({"type": "ephemeral", "size": "2Gi"}, "ephemeral"),
+        ({"type": "persistentVolumeClaim", "claimName": "sidecar-queue"}, "persistentVolumeClaim"),
+    ],
+)
+def test_disk_queue(volume, expect):
+    spec = pod_spec(render({"queue": {"persistent": True, "volume": volume}}))
+    c = sidecar_of(spec)[0]
+    assert f"--queue-dir={QUEUE_DIR}" in c["args"]
+    writable = [m for m in c["volumeMounts"] if not m.get("readOnly")]
+    assert [m["mountPath"] for m in writable] == [QUEUE_DIR]
+    vol = next(v for v in spec["volumes"] if v["name"] == writable[0]["name"])
+    assert expect in vol
+    if expect == "emptyDir":
+        assert vol["emptyDir"]["sizeLimit"] == "1Gi"
+    if expect == "persistentVolumeClaim":
+        assert vol["persistentVolumeClaim"]["claimName"] == "sidecar-queue"
+
+
+def test_disk_queue_claim_name_required():
+    with pytest.raises(helm.HelmRenderError, match="claimName"):
+        render({"queue": {"persistent": True, "volume": {"type": "persistentVolumeClaim"}}})
+
+
+def test_forwarding_with_token_secret():
+    objs = render(FORWARDING)
+    cfg, text = config_of(objs)
+    fwd = cfg["forward"]
+    assert fwd["logs"]["endpoint"] == "http://otel-gateway.observability:4317"
+    assert fwd["metrics"]["endpoint"] == "http://otel-gateway.observability:4317"
+    assert fwd["traces"]["endpoint"] == "http://tempo.observability:4317"
+    assert fwd["logs"]["headers"] == {"X-Scope-OrgID": "geometra"}
+    token_file = fwd["logs"]["bearer_token_file"]
+    assert {fwd[s]["bearer_token_file"] for s in ("logs", "traces", "metrics")} == {token_file}
+    spec = pod_spec(objs)
+    c = sidecar_of(spec)[0]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == os.path.dirname(token_file))
+    assert mount["readOnly"] is True
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == "otel-gateway-token"
+    assert vol["secret"]["items"] == [{"key": "token", "path": os.path.basename(token_file)}]
+    # no Secret rendered, no token inlined
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    assert "Authorization" not in text
+
+
+def test_forwarding_needs_endpoint():
+    with pytest.raises(helm.HelmRenderError, match="forwarding.logs.enabled"):
+        render({"forwarding": {"logs": {"enabled": True}}})
+
+
+def test_forwarding_tls():
+    objs = render(FULL)
+    cfg, _ = config_of(objs)
+    tls = cfg["forward"]["logs"]["tls"]
+    assert set(tls) == {"ca_file"}
+    spec = pod_spec(objs)
+    mount = next(m for m in sidecar_of(spec)[0]["volumeMounts"] if m["mountPath"] == os.path.dirname(tls["ca_file"]))
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == "otel-gateway-ca"
+
+
+def test_redaction_of_chat_fields():
+    objs = render(load_example("values-redaction.yaml"))
+    cfg, _ = config_of(objs)
+    red = cfg["redaction"]
+    assert red["attributes"] == [
+        {"key": "message", "action": "drop"},
+        {"key": "response", "action": "hash"},
+        {"key": "content", "action": "truncate", "max_length": 64},
+    ]
+    spec = pod_spec(objs)
+    mount = next(
+        m for m in sidecar_of(spec)[0]["volumeMounts"] if m["mountPath"] == os.path.dirname(red["hash_key_file"])
+    )
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == "geometra-redaction-key"
+    assert "redaction" not in config_of(render())[0]
+
+
+def test_hash_redaction_needs_key():
+    with pytest.raises(helm.HelmRenderError, match="hashKeySecret"):
+        render({"redaction": {"attributes": [{"key": "response", "action": "hash"}]}})
+
+
+def test_extra_rules_and_rules():
+    cfg, _ = config_of(render(EXTRA_RULES))
+    assert cfg["extra_rules"] == EXTRA_RULES["extraRules"]
+    assert "rules" not in cfg  # the sidecar's built-in defaults stay
+    cfg, _ = config_of(render({"rules": EXTRA_RULES["extraRules"]}))
+    assert cfg["rules"] == EXTRA_RULES["extraRules"]
+
+
+def test_config_overrides_are_merged():
+    cfg, _ = config_of(render({"configOverrides": {"store": {"series_ttl": "1h"}}}))
+    assert cfg["store"]["series_ttl"] == "1h"
+    assert cfg["store"]["max_series_per_metric"] == 2000
+
+
+# ---------------------------------------------------------------- values schema
+
+TYPOS = [
+    ({"sidecarMod": "container"}, "sidecarMod"),
+    ({"sidecarMode": "sidecar"}, "sidecarMode"),
+    ({"podMonitor": {"enable": True}}, "enable"),
+    ({"podMonitor": {"enabled": "yes"}}, "enabled"),
+    ({"metrics": {"port": "9464"}}, "port"),
+    ({"queue": {"persistant": True}}, "persistant"),
+    ({"forwarding": {"logs": {"enabled": True, "endpoint": "gateway:4317"}}}, "endpoint"),
+    ({"forwarding": {"bearerTokenSecret": {"nmae": "x"}}}, "nmae"),
+    ({"redaction": {"attributes": [{"key": "message", "action": "delete"}]}}, "action"),
+    ({"redaction": {"attributes": [{"key": "content", "action": "truncate"}]}}, "maxLength"),
+    ({"extraRules": [{"name": "x_total", "kind": "counter", "signal": "spans", "lables": []}]}, "lables"),
+    ({"limits": {"seriesTtl": 600}}, "seriesTtl"),
+    ({"otlp": {"grpc": {"listen": "localhost:4317"}}}, "listen"),
+    ({"resources": {"request": {"cpu": "1"}}}, "request"),
+]
+
+
+@pytest.mark.parametrize("values, key", TYPOS, ids=[k for _, k in TYPOS])
+def test_schema_refuses_typos_and_wrong_types(values, key):
+    with pytest.raises(helm.HelmValuesError, match=key):
+        render(values)
+    assert lint_errors(CHART, values), "lint --strict must fail too"
+
+
+def test_schema_accepts_defaults_and_examples():
+    with helm.Chart.load(str(CHART)) as c:
+        c.validate_schema(c.values)
+        for f in sorted((CHART / "examples").glob("values-*.yaml")):
+            c.validate_schema(c.merge_values(yaml.safe_load(f.read_text())))
+
+
+def leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v and path not in ("resources", "securityContext", "demo.resources"):
+            out += leaf_keys(v, path + ".")
+        else:
+            out.append(path)
+    return out
+
+
+def test_readme_documents_every_value():
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [k for k in leaf_keys(values) if k not in documented]
+    assert not missing, f"values missing from the README table: {missing}"
+
+
+def test_notes_render():
+    with helm.Chart.load(str(CHART)) as c:
+        notes = c.render(None, name=RELEASE, namespace=NAMESPACE)["geometra-sidecar/templates/NOTES.txt"]
+    assert "port-forward" in notes and "9464" in notes
+
+
+# ---------------------------------------------------------------- used as a dependency
+
+
+@pytest.fixture(scope="module")
+def app_chart(tmp_path_factory) -> Path:
+    """The fixture app chart, copied, its file:// dependency made absolute and resolved by Helm."""
+    dst = tmp_path_factory.mktemp("app") / "geometra-app"
+    shutil.copytree(FIXTURE_APP, dst, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    chart_yaml = dst / "Chart.yaml"
+    declared = yaml.safe_load(chart_yaml.read_text())["dependencies"][0]["repository"]
+    assert declared.startswith("file://")
+    assert (FIXTURE_APP / declared[len("file://") :]).resolve() == CHART.resolve()
+    chart_yaml.write_text(re.sub(r"repository: file://\S+", f"repository: file://{CHART}", chart_yaml.read_text()))
+    helm.dependency_update(str(dst))
+    assert [d["status"] for d in helm.dependency_list(str(dst))] == ["ok"]
+    return dst
+
+
+def test_app_chart_lints(app_chart):
+    assert lint_errors(app_chart, None, with_subcharts=True) == []
+
+
+@pytest.mark.parametrize("mode", ["native", "container"])
+def test_app_chart_includes_the_sidecar(app_chart, mode):
+    objs = render({"geometra-sidecar": {"sidecarMode": mode}}, chart=app_chart)
+    validate_all(objs)
+    # the sidecar chart renders no workload and no ConfigMap of its own here
+    assert not [o for o in objs if "charts/geometra-sidecar" in o["__template"] and o["kind"] != "PodMonitor"]
+    cms = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
+    assert set(cms) == {f"{RELEASE}-geometra-sidecar-config", "geometra-frontend-sidecar-config"}
+    checksums = set()
+    for name in (f"{RELEASE}-api", f"{RELEASE}-frontend"):
+        dep = only(objs, "Deployment", name)
+        spec = dep["spec"]["template"]["spec"]
+        sidecar, where = sidecar_of(spec)
+        assert where == ("initContainers" if mode == "native" else "containers")
+        assert (sidecar.get("restartPolicy") == "Always") == (mode == "native")
+        assert sidecar["securityContext"]["runAsUser"] == 65532
+        cm_vol = next(v for v in spec["volumes"] if "configMap" in v)
+        assert cm_vol["configMap"]["name"] in cms
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        _, text = config_of(objs, cm_vol["configMap"]["name"])
+        assert ann["checksum/geometra-sidecar-config"] == hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
+        assert ann["prometheus.io/port"] == "9464"
+        checksums.add(ann["checksum/geometra-sidecar-config"])
+    assert len(checksums) == 2
+    fe_cfg, _ = config_of(objs, "geometra-frontend-sidecar-config")
+    assert fe_cfg["receivers"]["otlp_http"]["listen"] == "0.0.0.0:4318"
+    api_cfg, _ = config_of(objs, f"{RELEASE}-geometra-sidecar-config")
+    assert api_cfg["receivers"]["otlp_http"]["listen"] == "127.0.0.1:4318"
+    assert api_cfg["forward"]["logs"]["bearer_token_file"].endswith("/token")
+    pm = only(objs, "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "geometra-app"}
+
+
+def test_app_chart_schema_applies_to_sidecar_values(app_chart):
+    with pytest.raises(helm.HelmValuesError, match="sidecarMod"):
+        render({"geometra-sidecar": {"sidecarMod": "container"}}, chart=app_chart)
+
+
+# ---------------------------------------------------------------- the real binary
+
+BIN = os.environ.get("GEOMETRA_SIDECAR_BIN", "")
+
+
+@pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
+@pytest.mark.parametrize("scenario", ["default", "full", "example-production", "example-frontend"])
+def test_rendered_config_passes_check_config(scenario, tmp_path):
+    _, text = config_of(render(SCENARIOS[scenario]))
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(text)
+    res = subprocess.run(
+        [BIN, "check-config", "--config", str(cfg_file)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, f"check-config refused the chart's config:\n{res.stdout}\n{res.stderr}\n---\n{text}"
