@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1.7
+# geometra-sidecar container image.
+#
+#   docker build -t geometra-sidecar:0.1.0 .
+#
+# Build stage: the release binary with the versions of Cargo.lock (--locked).
+# Runtime stage: distroless cc (glibc + libgcc, no shell, no package manager),
+# running as the distroless "nonroot" user, UID/GID 65532, as the helm chart
+# and docs/CONTRACT-NOTES.md expect.
+
+ARG RUST_VERSION=1.95
+FROM rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+# Manifests and sources only (see .dockerignore); benches/ is declared in
+# Cargo.toml, so it has to be there for the manifest to load.
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin geometra-sidecar \
+ && install -D -m 0755 target/release/geometra-sidecar /out/geometra-sidecar \
+ && /out/geometra-sidecar --version
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+LABEL org.opencontainers.image.title="geometra-sidecar" \
+      org.opencontainers.image.description="OpenTelemetry sidecar for Geometra AI: OTLP in, Prometheus metrics out, logs forwarded" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/geometra/geometra-sidecar"
+COPY --from=build /out/geometra-sidecar /usr/local/bin/geometra-sidecar
+# In a container the receivers must listen on all interfaces (the binary's
+# defaults are 127.0.0.1 for the OTLP receivers). Flags override these.
+ENV GEOMETRA_OTLP_GRPC_LISTEN=0.0.0.0:4317 \
+    GEOMETRA_OTLP_HTTP_LISTEN=0.0.0.0:4318 \
+    GEOMETRA_METRICS_LISTEN=0.0.0.0:9464 \
+    GEOMETRA_LOG_FORMAT=json
+# OTLP gRPC, OTLP HTTP, /metrics + /healthz + /readyz
+EXPOSE 4317 4318 9464
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/geometra-sidecar"]
