@@ -144,6 +144,7 @@ def config_of(objs: list[dict], name: str | None = None) -> tuple[dict, str]:
 
 POD_MONITOR_SPEC_KEYS = {"selector", "namespaceSelector", "podMetricsEndpoints", "jobLabel", "podTargetLabels"}
 POD_MONITOR_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings", "scheme"}
+RELABEL_KEYS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus", "replacement", "action"}
 DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
 
 
@@ -163,6 +164,9 @@ def check_pod_monitor(pm: dict) -> None:
         assert isinstance(ep["port"], str)
         assert ep["path"].startswith("/")
         assert DURATION.match(ep["interval"]) and DURATION.match(ep["scrapeTimeout"])
+        for r in ep.get("relabelings", []) + ep.get("metricRelabelings", []):
+            assert set(r) <= RELABEL_KEYS, set(r) - RELABEL_KEYS
+            assert r.get("action", "replace") in {"replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep", "hashmod"}
 
 
 def validate_all(objs: list[dict]) -> None:
@@ -336,6 +340,8 @@ def test_pod_monitor():
     port_names = [p["name"] for p in sidecar_of(dep["spec"]["template"]["spec"])[0]["ports"]]
     assert ep["port"] == "metrics" and ep["port"] in port_names
     assert ep["path"] == "/metrics"
+    # the job label the alert rules in monitoring/ select on
+    assert {"action": "replace", "targetLabel": "job", "replacement": "geometra-sidecar"} in ep["relabelings"]
 
 
 def test_pod_monitor_needs_selector_without_demo():
