@@ -253,10 +253,27 @@ httpGet:
     {{- range $v.extraArgs }}
     - {{ . | quote }}
     {{- end }}
-  {{- with $v.extraEnv }}
   env:
+    # Listen addresses and log format also as environment variables: they
+    # override config.yaml, and the image sets them (to 0.0.0.0), so they are
+    # pinned here to the same values as the config.
+    - name: GEOMETRA_OTLP_GRPC_LISTEN
+      value: {{ $v.otlp.grpc.listen | quote }}
+    - name: GEOMETRA_OTLP_HTTP_LISTEN
+      {{- if $v.otlp.http.enabled }}
+      value: {{ $v.otlp.http.listen | quote }}
+      {{- else }}
+      # receiver disabled in config.yaml; an environment variable cannot say
+      # "none", so the image's 0.0.0.0 is at least narrowed to the pod itself
+      value: {{ printf "127.0.0.1:%s" (include "geometra-sidecar._port" $v.otlp.http.listen) | quote }}
+      {{- end }}
+    - name: GEOMETRA_METRICS_LISTEN
+      value: {{ printf "0.0.0.0:%d" ($v.metrics.port | int) | quote }}
+    - name: GEOMETRA_LOG_FORMAT
+      value: {{ $v.logging.format | quote }}
+    {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
-  {{- end }}
+    {{- end }}
   ports:
     - name: otlp-grpc
       containerPort: {{ include "geometra-sidecar._port" $v.otlp.grpc.listen }}

@@ -587,3 +587,34 @@ def test_rendered_config_passes_check_config(scenario, tmp_path):
         [BIN, "check-config", "--config", str(cfg_file)], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, f"check-config refused the chart's config:\n{res.stdout}\n{res.stderr}\n---\n{text}"
+
+
+@pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
+@pytest.mark.parametrize("scenario", ["default", "example-frontend", "full"])
+def test_container_env_agrees_with_config(scenario, tmp_path):
+    """The image sets GEOMETRA_*_LISTEN (which override the file): the chart pins
+    them to the config's values, so the effective config is the rendered one."""
+    objs = render(SCENARIOS[scenario])
+    _, text = config_of(objs)
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(text)
+    c = sidecar_of(pod_spec(objs))[0]
+    env = {e["name"]: e["value"] for e in c["env"] if e["name"].startswith("GEOMETRA_")}
+    image_env = {  # what the Dockerfile sets
+        "GEOMETRA_OTLP_GRPC_LISTEN": "0.0.0.0:4317",
+        "GEOMETRA_OTLP_HTTP_LISTEN": "0.0.0.0:4318",
+        "GEOMETRA_METRICS_LISTEN": "0.0.0.0:9464",
+        "GEOMETRA_LOG_FORMAT": "json",
+    }
+    res = subprocess.run(
+        [BIN, "check-config", "--config", str(cfg_file)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, **image_env, **env},
+    )
+    assert res.returncode == 0, res.stderr
+    effective = yaml.safe_load(res.stdout)
+    rendered = yaml.safe_load(text)
+    assert effective["receivers"]["otlp_grpc"]["listen"] == rendered["receivers"]["otlp_grpc"]["listen"]
+    assert effective["receivers"]["otlp_http"]["listen"] == rendered["receivers"]["otlp_http"]["listen"]
+    assert effective["server"]["listen"] == rendered["server"]["listen"]
+    assert effective["telemetry"]["log_format"] == rendered["telemetry"]["log_format"]
