@@ -1,0 +1,231 @@
+"""Helpers for the monitoring/ tests (rules, Alertmanager, dashboard, e2e).
+
+Tools: promtool/prometheus (Debian package `prometheus`) and
+amtool/prometheus-alertmanager (`prometheus-alertmanager`); scripts/test.sh
+installs both. When they are missing, the tests that need them skip with the
+reason, except under scripts/test.sh (GEOMETRA_SIDECAR_BIN set), where a
+missing tool is a failure: the suite must not pass by skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+MONITORING = REPO / "monitoring"
+RULES = MONITORING / "prometheus" / "rules.yml"
+RULES_TEST = MONITORING / "prometheus" / "rules_test.yml"
+PROM_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
+PROM_K8S_CONFIG = MONITORING / "prometheus" / "prometheus-kubernetes.yml"
+AM_CONFIG = MONITORING / "alertmanager" / "config.yml"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "geometra.json"
+RUNBOOK = REPO / "docs" / "runbook.md"
+COMPOSE = REPO / "docker-compose.monitoring.yml"
+DOCKERFILE = REPO / "Dockerfile"
+
+# Candidate names: Debian ships the Alertmanager binary as prometheus-alertmanager.
+_TOOLS = {
+    "promtool": ["promtool"],
+    "prometheus": ["prometheus"],
+    "amtool": ["amtool"],
+    "alertmanager": ["prometheus-alertmanager", "alertmanager"],
+}
+
+
+def find_tool(name: str) -> str:
+    for cand in _TOOLS[name]:
+        path = shutil.which(cand) or (f"/usr/bin/{cand}" if os.access(f"/usr/bin/{cand}", os.X_OK) else None)
+        if path:
+            return path
+    msg = f"{name} not found (apt-get install prometheus prometheus-alertmanager; scripts/test.sh does it)"
+    if os.environ.get("GEOMETRA_SIDECAR_BIN"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def run(cmd: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def http_json(url: str, data: object | None = None, timeout: float = 5.0) -> object:
+    body = None
+    headers = {}
+    if data is not None:
+        body = json.dumps(data).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=body, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+    return json.loads(raw) if raw else None
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Bounded wait: returns the predicate's truthy value or raises AssertionError."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - reported on timeout
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def load_yaml(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def alert_rules(rules_doc=None) -> list[dict]:
+    doc = rules_doc if rules_doc is not None else load_yaml(RULES)
+    return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+
+
+def dashboard_targets(dash=None) -> list[tuple[str, str, str]]:
+    """(panel title, refId, expr) for every target of every panel (rows included, nested too)."""
+    if dash is None:
+        dash = json.loads(DASHBOARD.read_text())
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            for t in p.get("targets", []):
+                out.append((p.get("title", ""), t.get("refId", ""), t.get("expr", "")))
+            walk(p.get("panels", []))
+
+    walk(dash["panels"])
+    return out
+
+
+def grafana_expr(expr: str, rate_interval: str = "30s") -> str:
+    """Replace the Grafana variables a Prometheus query can contain by values Prometheus accepts."""
+    return (
+        expr.replace("${__rate_interval}", rate_interval)
+        .replace("$__rate_interval", rate_interval)
+        .replace("${__interval}", "15s")
+        .replace("$__interval", "15s")
+        .replace("${__range}", "1h")
+        .replace("$__range", "1h")
+        .replace("${datasource}", "prometheus")
+        .replace("$datasource", "prometheus")
+    )
+
+
+class Proc:
+    """A child process in its own process group, killed (by pgid) on stop()."""
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None):
+        self.cmd = cmd
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.p = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.p.wait(timeout=5)
+        self._log.close()
+
+
+def start_prometheus(config_dir: Path, config_name: str, tmp: Path) -> tuple[Proc, str]:
+    """Start Debian's prometheus on 127.0.0.1:<free port>; return (proc, base URL) once /-/ready."""
+    binary = find_tool("prometheus")
+    port = free_port()
+    data = tmp / "prom-data"
+    data.mkdir(exist_ok=True)
+    proc = Proc(
+        [
+            binary,
+            f"--config.file={config_dir / config_name}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=info",
+        ],
+        tmp / "prometheus.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        if not proc.alive():
+            raise AssertionError(f"prometheus exited: {proc.log()}")
+        return http_get(base + "/-/ready", timeout=1)[0] == 200
+
+    try:
+        wait_for(ready, 30, what="prometheus /-/ready")
+    except BaseException:
+        log = proc.log()
+        proc.stop()
+        raise AssertionError(f"prometheus did not become ready; log:\n{log}")
+    return proc, base
+
+
+def prom_query(base: str, expr: str) -> dict:
+    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read() or b"{}")
+
+
+def sidecar_bin_path() -> Path:
+    """The sidecar under test; skips (clearly) only when GEOMETRA_SIDECAR_BIN is unset."""
+    env = os.environ.get("GEOMETRA_SIDECAR_BIN")
+    if not env:
+        pytest.skip("GEOMETRA_SIDECAR_BIN is not set (scripts/test.sh sets it to target/release/geometra-sidecar)")
+    path = Path(env)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"GEOMETRA_SIDECAR_BIN={env} is not an executable file")
+    return path
