@@ -1,0 +1,247 @@
+//! Shared test harness: runs the real sidecar binary on free ports, scrapes
+//! `/metrics` and parses it with a Prometheus text parser.
+#![allow(dead_code)]
+
+use bytes::{Buf, BufMut, Bytes};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub struct Sidecar {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub metrics: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// Starts the sidecar with `config` (YAML, may be empty) and waits for /readyz.
+    pub async fn start(config: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        std::fs::File::create(&cfg).and_then(|mut f| f.write_all(config.as_bytes())).expect("write config");
+        let (g, h, m) = (free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
+            .args(["--config", cfg.to_str().expect("utf-8 path")])
+            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
+            .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the sidecar");
+        let s = Sidecar {
+            child,
+            grpc: ([127, 0, 0, 1], g).into(),
+            http: ([127, 0, 0, 1], h).into(),
+            metrics: ([127, 0, 0, 1], m).into(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{}/readyz", s.metrics)).await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "sidecar not ready within 10s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn scrape_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("scrape body")
+    }
+
+    pub async fn scrape(&self) -> Metrics {
+        Metrics::parse(&self.scrape_text().await)
+    }
+
+    /// Scrapes until `f` holds (the SDKs export asynchronously), at most 10s.
+    pub async fn wait_for(&self, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.scrape().await;
+            if f(&m) {
+                return m;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last scrape:\n{}", m.text);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of a parsed scrape.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub value: f64,
+}
+
+/// A scrape parsed by the Prometheus project's Python client parser
+/// (`prometheus_client.parser`, run from tests/common/parse_metrics.py).
+/// The crates.io text parsers either mis-read `}` inside label values (a
+/// FastAPI route like `/api/memory/{id}`) or refuse families whose series
+/// carry different label names, which the text format allows.
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub text: String,
+}
+
+fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        venv.to_string()
+    } else {
+        "python3".to_string()
+    }
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/parse_metrics.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 with prometheus_client (scripts/test.sh installs it)");
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write exposition");
+        let out = child.wait_with_output().expect("parser output");
+        assert!(out.status.success(), "the Prometheus parser refused the exposition: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<(String, HashMap<String, String>, Option<f64>)> = serde_json::from_slice(&out.stdout).expect("parser JSON");
+        Metrics {
+            samples: rows.into_iter().map(|(name, labels, value)| Sample { name, labels, value: value.unwrap_or(f64::NAN) }).collect(),
+            text: text.to_string(),
+        }
+    }
+
+    fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> {
+        self.samples
+            .iter()
+            .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+    }
+
+    /// The value of the first sample with these labels (others may exist).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.matching(name, labels).next().map(|s| s.value)
+    }
+
+    /// Sum over all samples matching these labels.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|s| s.value).sum()
+    }
+
+    /// Histogram buckets (le, cumulative count) of the first series matching.
+    pub fn buckets(&self, name: &str, labels: &[(&str, &str)]) -> Option<Vec<(f64, f64)>> {
+        let bucket = format!("{name}_bucket");
+        let first = self.matching(&bucket, labels).next()?;
+        let mut key = first.labels.clone();
+        key.remove("le");
+        let mut out: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter(|s| s.name == bucket && { let mut l = s.labels.clone(); l.remove("le"); l == key })
+            .map(|s| {
+                let le = s.labels.get("le").map(String::as_str).unwrap_or("");
+                (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) }, s.value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Some(out)
+    }
+
+    /// All label sets of a metric.
+    pub fn label_sets(&self, name: &str) -> Vec<HashMap<String, String>> {
+        self.samples.iter().filter(|s| s.name == name).map(|s| s.labels.clone()).collect()
+    }
+}
+
+/// A gRPC codec that sends raw bytes and ignores the response body, to send
+/// exactly the bytes a test wants (malformed ones included).
+#[derive(Clone, Default)]
+pub struct RawCodec;
+pub struct RawEnc;
+pub struct RawDec;
+impl tonic::codec::Encoder for RawEnc {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+impl tonic::codec::Decoder for RawDec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+
+pub const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+pub const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// Sends raw bytes to an OTLP gRPC method; `gzip` compresses the message.
+pub async fn send_raw(url: &str, path: &'static str, body: Vec<u8>, gzip: bool) -> Result<Bytes, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.unary(tonic::Request::new(Bytes::from(body)), tonic::codegen::http::uri::PathAndQuery::from_static(path), RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
