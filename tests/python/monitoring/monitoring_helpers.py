@@ -86,6 +86,10 @@ def http_json(url: str, data: object | None = None, timeout: float = 5.0) -> obj
     return json.loads(raw) if raw else None
 
 
+class Fatal(Exception):
+    """Raised by a wait_for predicate to stop waiting at once (e.g. the process died)."""
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
     """Bounded wait: returns the predicate's truthy value or raises AssertionError."""
     deadline = time.monotonic() + timeout
@@ -95,6 +99,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
             value = predicate()
             if value:
                 return value
+        except Fatal as e:
+            raise AssertionError(f"gave up waiting for {what}: {e}") from None
         except Exception as e:  # noqa: BLE001 - reported on timeout
             last_exc = e
         time.sleep(interval)
@@ -199,7 +205,7 @@ def start_prometheus(config_dir: Path, config_name: str, tmp: Path) -> tuple[Pro
 
     def ready():
         if not proc.alive():
-            raise AssertionError(f"prometheus exited: {proc.log()}")
+            raise Fatal("prometheus exited")
         return http_get(base + "/-/ready", timeout=1)[0] == 200
 
     try:

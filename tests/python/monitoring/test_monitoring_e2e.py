@@ -1,0 +1,331 @@
+"""End to end: a real Prometheus scraping a running geometra-sidecar fed by the
+Python OpenTelemetry SDK. Every query of every dashboard panel must return data,
+and an injected burst of 5xx must turn HighErrorRate into a firing alert.
+
+Test-only changes (so the test takes about a minute, not half an hour):
+  * Prometheus scrapes and evaluates every 1 s (production: 15 s / 30 s);
+  * it loads a copy of monitoring/prometheus/rules.yml in which every `for:`
+    is cut to 2 s and the group-level `interval:` is removed (so the SLO
+    recording rules also run every second). The expressions are unchanged.
+  * Grafana's $__rate_interval is replaced by 30s in the dashboard queries.
+Everything listens on 127.0.0.1 on free ports; processes are killed in the
+fixtures' teardown; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import monitoring_helpers as mh
+
+RATE_INTERVAL = "30s"
+JOB = "geometra-sidecar"
+
+
+# --------------------------------------------------------------------------- sidecar
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory):
+    sidecar_bin = mh.sidecar_bin_path()
+    tmp_path = tmp_path_factory.mktemp("sidecar")
+    grpc_port, http_port, metrics_port, dead_port = (mh.free_port() for _ in range(4))
+    proc = mh.Proc(
+        [
+            str(sidecar_bin),
+            "--otlp-grpc-listen", f"127.0.0.1:{grpc_port}",
+            "--otlp-http-listen", f"127.0.0.1:{http_port}",
+            "--metrics-listen", f"127.0.0.1:{metrics_port}",
+            # forward logs to a port nobody listens on: the exporter metrics
+            # (sent / failed / queue) exist and the "export" panels have data
+            "--forward-logs-to", f"http://127.0.0.1:{dead_port}",
+        ],
+        tmp_path / "sidecar.log",
+    )
+    base = f"http://127.0.0.1:{metrics_port}"
+
+    def ready():
+        if not proc.alive():
+            raise mh.Fatal("the sidecar exited")
+        return mh.http_get(base + "/readyz", timeout=1)[0] == 200
+
+    try:
+        mh.wait_for(ready, 20, what="sidecar /readyz")
+    except BaseException:
+        log = proc.log()
+        proc.stop()
+        raise AssertionError("sidecar did not become ready:\n" + log)
+    yield {"grpc": f"127.0.0.1:{grpc_port}", "metrics": f"127.0.0.1:{metrics_port}", "proc": proc}
+    proc.stop()
+
+
+# --------------------------------------------------------------------------- prometheus
+def _fast_rules(dst: Path):
+    """rules.yml with `for:` shortened to 2s and group intervals removed (test only)."""
+    doc = mh.load_yaml(mh.RULES)
+    for g in doc["groups"]:
+        g.pop("interval", None)
+        for r in g["rules"]:
+            if "for" in r:
+                r["for"] = "2s"
+    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def prometheus(sidecar, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("prometheus")
+    conf = tmp_path / "prom-conf"
+    conf.mkdir()
+    _fast_rules(conf / "rules.yml")
+    cfg = mh.load_yaml(mh.PROM_CONFIG)
+    # same job name as the real config; 1 s intervals for the test only
+    cfg["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"})
+    cfg.pop("alerting", None)  # no Alertmanager here: /api/v1/alerts is read from Prometheus
+    for job in cfg["scrape_configs"]:
+        if job["job_name"] == JOB:
+            job["static_configs"] = [{"targets": [sidecar["metrics"]]}]
+    (conf / "prometheus.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc, base = mh.start_prometheus(conf, "prometheus.yml", tmp_path)
+    yield base
+    proc.stop()
+
+
+# --------------------------------------------------------------------------- load
+class Load:
+    """OTLP/gRPC load through the Python OpenTelemetry SDK: HTTP SERVER spans,
+    GenAI CLIENT spans with token usage, memory spans, memory_operation log
+    records, a memory.size gauge (unit By), enduser.id on everything."""
+
+    ROUTES = [("GET", "/api/health"), ("POST", "/api/chat"), ("GET", "/api/memories/{id}"), ("POST", "/api/memories")]
+
+    def __init__(self, endpoint: str):
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.metrics import Observation
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        url = f"http://{endpoint}"
+        resource = Resource.create({"service.name": "geometra-api", "service.instance.id": "e2e-1"})
+        self.tp = TracerProvider(resource=resource)
+        self.tp.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=url, insecure=True), schedule_delay_millis=200)
+        )
+        self.lp = LoggerProvider(resource=resource)
+        self.lp.add_log_record_processor(
+            BatchLogRecordProcessor(OTLPLogExporter(endpoint=url, insecure=True), schedule_delay_millis=200)
+        )
+        self.memory_size = 1_000_000
+        self.reader = PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=url, insecure=True), export_interval_millis=1000
+        )
+        self.mp = MeterProvider(resource=resource, metric_readers=[self.reader])
+        meter = self.mp.get_meter("geometra.api")
+        meter.create_observable_gauge(
+            "memory.size", callbacks=[lambda _opts: [Observation(self.memory_size)]], unit="By",
+            description="Total size of memory in bytes",
+        )
+        self.tracer = self.tp.get_tracer("geometra.api")
+        self.logger = self.lp.get_logger("geometra.api")
+        self.error_share = 0.01  # 5xx share of HTTP requests; raised by burst()
+        self._stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="otlp-load", daemon=True)
+        self.rng = random.Random(42)
+
+    # spans with explicit timestamps, so durations are what we choose
+    def _span(self, name, kind, attrs, seconds, error=False):
+        from opentelemetry.trace import Status, StatusCode
+
+        end = time.time_ns()
+        start = end - int(seconds * 1e9)
+        span = self.tracer.start_span(name, kind=kind, attributes=attrs, start_time=start)
+        if error:
+            span.set_status(Status(StatusCode.ERROR, "e2e failure"))
+        span.end(end_time=end)
+
+    def _log(self, attrs):
+        from opentelemetry._logs import SeverityNumber
+
+        try:
+            self.logger.emit(event_name="memory_operation", body="memory_operation", attributes=attrs,
+                             severity_number=SeverityNumber.INFO, severity_text="INFO")
+        except TypeError:  # older SDKs: LogRecord object
+            from opentelemetry.sdk._logs import LogRecord
+
+            self.logger.emit(LogRecord(timestamp=time.time_ns(), body="memory_operation", attributes=attrs,
+                                       severity_number=SeverityNumber.INFO, severity_text="INFO",
+                                       event_name="memory_operation"))
+
+    def one_round(self):
+        from opentelemetry.trace import SpanKind
+
+        rng = self.rng
+        for _ in range(20):
+            method, route = rng.choice(self.ROUTES)
+            status = 500 if rng.random() < self.error_share else rng.choice([200, 200, 200, 201, 404])
+            user = f"user-{rng.randrange(25)}"
+            self._span(f"{method} {route}", SpanKind.SERVER, {
+                "http.request.method": method, "http.route": route,
+                "url.path": route.replace("{id}", str(rng.randrange(10_000))),
+                "http.response.status_code": status, "enduser.id": user,
+            }, rng.choice([0.004, 0.03, 0.2, 0.6, 1.5, 3.0]))
+        for op in ("chat", "chat", "embeddings"):
+            failed = rng.random() < 0.1
+            attrs = {"gen_ai.operation.name": op, "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+                     "gen_ai.usage.input_tokens": rng.randrange(50, 500),
+                     "gen_ai.usage.output_tokens": rng.randrange(10, 300), "enduser.id": f"user-{rng.randrange(25)}"}
+            if failed:
+                attrs["error.type"] = "429"
+            self._span(f"{op} gpt-4o-mini", SpanKind.CLIENT, attrs, rng.choice([0.05, 0.4, 1.2, 4.0]), error=failed)
+        for op in ("store", "retrieve"):
+            self._span(f"memory {op}", SpanKind.INTERNAL,
+                       {"memory.operation": op, "enduser.id": f"user-{rng.randrange(25)}"},
+                       0.01, error=rng.random() < 0.05)
+            self._log({"operation": op, "status": "error" if rng.random() < 0.05 else "success",
+                       "user_id": f"user-{rng.randrange(25)}"})
+        self.memory_size += rng.randrange(0, 4096)
+        self.sent += 1
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.one_round()
+                self.tp.force_flush(5000)
+                self.lp.force_flush(5000)
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(e)
+                return
+            self._stop.wait(0.25)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=15)
+        for shut in (self.tp.shutdown, self.lp.shutdown, self.mp.shutdown):
+            try:
+                shut()
+            except Exception:  # noqa: BLE001 - teardown
+                pass
+
+
+@pytest.fixture(scope="module")
+def load(sidecar):
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="opentelemetry-exporter-otlp-proto-grpc missing")
+    ld = Load(sidecar["grpc"])
+    ld.start()
+    yield ld
+    ld.stop()
+
+
+def _non_empty(base: str, expr: str):
+    res = mh.prom_query(base, expr)
+    assert res.get("status") == "success", f"query refused: {res.get('error')} :: {expr}"
+    return res["data"]["result"]
+
+
+# --------------------------------------------------------------------------- the tests
+# One sidecar, one Prometheus and one load for the module; the tests run in
+# file order (the last one injects the error burst).
+
+
+def _alerts(base):
+    return mh.http_json(base + "/api/v1/alerts")["data"]["alerts"]
+
+
+@pytest.fixture(scope="module")
+def scraping(sidecar, prometheus, load):
+    """Prometheus scrapes the sidecar and the derived metrics have arrived."""
+    base = prometheus
+    mh.wait_for(lambda: any(s["value"][1] == "1" for s in _non_empty(base, f'up{{job="{JOB}"}}')),
+                30, what="up == 1 for the sidecar")
+    mh.wait_for(lambda: _non_empty(base, "http_requests_total"), 30, what="http_requests_total in Prometheus")
+    assert not load.errors, f"load generator failed: {load.errors!r}"
+    return base
+
+
+def test_derived_metrics_reach_prometheus(scraping, load):
+    base = scraping
+    mh.wait_for(lambda: _non_empty(base, "ai_tokens_total") and _non_empty(base, "memory_size_bytes")
+                and _non_empty(base, "memory_operations_total"), 30, what="AI, token and memory metrics")
+    # labels come from the right attributes; ids never become labels
+    endpoints = {s["metric"].get("endpoint") for s in _non_empty(base, "http_requests_total")}
+    assert "/api/memories/{id}" in endpoints, endpoints
+    assert not any(e and re.search(r"/\d+$", e) for e in endpoints), endpoints
+    tokens = {(s["metric"]["type"], s["metric"]["token_type"]) for s in _non_empty(base, "ai_tokens_total")}
+    assert {("chat", "input"), ("chat", "output"), ("embeddings", "input")} <= tokens, tokens
+    ops = {(s["metric"]["operation"], s["metric"]["status"]) for s in _non_empty(base, "memory_operations_total")}
+    assert {("store", "success"), ("retrieve", "success")} <= ops, ops
+    mh.wait_for(lambda: float(_non_empty(base, "sum(active_users)")[0]["value"][1]) > 0, 20, what="active_users > 0")
+    assert float(_non_empty(base, "max(memory_size_bytes)")[0]["value"][1]) >= 1_000_000
+    assert not load.errors, f"load generator failed: {load.errors!r}"
+
+
+def test_every_dashboard_query_has_data(scraping, sidecar, load):
+    base = scraping
+    targets = mh.dashboard_targets()
+    assert len(targets) >= 20
+    missing: list[str] = []
+
+    def all_have_data():
+        missing.clear()
+        for title, ref, expr in targets:
+            if not _non_empty(base, mh.grafana_expr(expr, RATE_INTERVAL)):
+                missing.append(f"{title} [{ref}]: {expr}")
+        return not missing
+
+    try:
+        mh.wait_for(all_have_data, 60, interval=2, what="data for every dashboard query")
+    except AssertionError:
+        metrics = mh.http_get(f"http://{sidecar['metrics']}/metrics")[1].decode(errors="replace")
+        names = sorted({re.split(r"[{ ]", line, 1)[0] for line in metrics.splitlines() if line and not line.startswith("#")})
+        pytest.fail(
+            "dashboard queries without data (the sidecar does not expose what they need?):\n  "
+            + "\n  ".join(missing)
+            + "\n\nmetric names the sidecar exposes:\n  " + "\n  ".join(names)
+            + "\n\nsidecar log tail:\n" + sidecar["proc"].log(2000)
+        )
+    assert not load.errors, f"load generator failed: {load.errors!r}"
+
+
+def test_error_burst_fires_high_error_rate(scraping, load):
+    base = scraping
+    # healthy traffic (1 % of 5xx): the error ratio is known and HighErrorRate is quiet
+    mh.wait_for(lambda: _non_empty(base, "job:http_request_errors:ratio_rate5m"), 30,
+                what="the recorded error ratio")
+    ratio = float(_non_empty(base, "job:http_request_errors:ratio_rate5m")[0]["value"][1])
+    assert ratio < 0.05, ratio
+    assert not [a for a in _alerts(base) if a["labels"]["alertname"] == "HighErrorRate"], _alerts(base)
+
+    # burst: 80 % of HTTP requests answer 500 -> HighErrorRate fires
+    load.error_share = 0.8
+
+    def firing():
+        return [a for a in _alerts(base) if a["labels"]["alertname"] == "HighErrorRate" and a["state"] == "firing"]
+
+    try:
+        alerts = mh.wait_for(firing, 90, interval=1, what="HighErrorRate firing")
+    except AssertionError:
+        pytest.fail(f"HighErrorRate did not fire; alerts={_alerts(base)!r}; "
+                    f"error ratio={_non_empty(base, 'job:http_request_errors:ratio_rate5m')!r}")
+    alert = alerts[0]
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["service"] == "geometra-api"
+    assert alert["labels"]["job"] == JOB
+    assert alert["annotations"]["runbook_url"].endswith("#higherrorrate")
+    assert "5xx" in alert["annotations"]["description"]
+    assert not load.errors, f"load generator failed: {load.errors!r}"
