@@ -366,6 +366,11 @@ pub struct Queue {
     /// On-disk queue directory; null keeps the queue in memory only.
     pub dir: Option<PathBuf>,
     pub max_disk_bytes: u64,
+    /// fdatasync the on-disk queue before acknowledging (group commit);
+    /// false survives a crash of the process but not of the node.
+    pub fsync: bool,
+    /// Batches sent concurrently per signal.
+    pub consumers: usize,
 }
 impl Default for Queue {
     fn default() -> Self {
@@ -374,6 +379,8 @@ impl Default for Queue {
             max_bytes: 64 << 20,
             dir: None,
             max_disk_bytes: 1 << 30,
+            fsync: true,
+            consumers: 2,
         }
     }
 }

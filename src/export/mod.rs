@@ -1,12 +1,39 @@
 //! Sending telemetry downstream: the seam between the receivers and the
-//! exporters. A receiver acknowledges data to the app only once the forwarder
-//! has taken it (and will deliver it).
+//! exporters, and the exporters themselves. A receiver acknowledges data to
+//! the app only once the forwarder has taken it (and will deliver it).
+//!
+//! Per forwarded signal: `offer` redacts (logs, when configured), then puts
+//! the request body, as received, into a bounded [`queue::Queue`] (and, with a
+//! queue directory, writes it to the [`disk`] log first); a full queue refuses
+//! it, so the receiver pushes back on the app with UNAVAILABLE + RetryInfo.
+//! Sender tasks take batches of whole records (count, bytes, time), send the
+//! concatenated bodies over OTLP/gRPC or OTLP/HTTP ([`client`]), and retry
+//! retryable failures with exponential backoff and jitter.
+//!
+//! Delivery is **at least once**: a record is removed from the queue (and its
+//! disk segment deleted) only after the downstream accepted it, or refused it
+//! permanently, or retries ran out (`forward.retry.max_elapsed`; 0 retries
+//! for ever). A crash between delivery and deletion sends records again;
+//! a memory-only queue loses what it holds at a crash or at the end of the
+//! drain (counted as send_failed).
 
-use crate::metrics::SignalKind;
+pub mod client;
+pub mod disk;
+pub mod queue;
+pub mod redact;
+
+use crate::config::Config;
+use crate::metrics::{ExporterStats, SignalKind, Store};
 use bytes::Bytes;
+use client::{Client, Failure};
+use queue::Queue;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 /// Why the forwarder would not take a request now; the sender is told to
 /// retry (gRPC UNAVAILABLE with RetryInfo, HTTP 503 with Retry-After).
@@ -27,31 +54,352 @@ pub trait Forward: Send + Sync {
     fn offer(&self, signal: SignalKind, body: Bytes, items: u64) -> OfferFuture<'_>;
 }
 
-/// The forwarder the binary runs. Placeholder until the exporters land:
-/// forwarding is not configured yet, so nothing is built.
-pub struct Forwarder;
+/// Batching and retry settings a sender task works with.
+#[derive(Clone)]
+struct Policy {
+    batch_items: u64,
+    batch_bytes: u64,
+    batch_timeout: Duration,
+    initial: Duration,
+    max_interval: Duration,
+    max_elapsed: Option<Duration>,
+}
+
+/// One forwarded signal: its queue and exporter.
+struct Pipe {
+    name: &'static str,
+    queue: Arc<Queue>,
+    redactor: Option<Arc<redact::Redactor>>,
+}
+
+/// The forwarder the binary runs.
+pub struct Forwarder {
+    pipes: [Option<Pipe>; 3],
+    /// Set when draining: the instant by which senders give up.
+    drain_tx: watch::Sender<Option<Instant>>,
+}
 
 impl Forwarder {
-    /// Waits until queued data is delivered or `deadline` passes.
-    pub async fn drain(&self, _deadline: Duration) {}
+    /// Waits until queued data is delivered or `deadline` passes; what is
+    /// left stays on disk (with a queue directory) or is counted as failed.
+    pub async fn drain(&self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        let _ = self.drain_tx.send(Some(until));
+        for p in self.pipes.iter().flatten() {
+            p.queue.notify.notify_waiters();
+        }
+        loop {
+            let left: u64 = self.pipes.iter().flatten().map(|p| p.queue.size()).sum();
+            if left == 0 || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // let in-flight senders notice the deadline and account for their batch
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for p in self.pipes.iter().flatten() {
+            let left = p.queue.size();
+            if left == 0 {
+                tracing::info!(exporter = p.name, "forward queue drained");
+            } else if let Some(d) = &p.queue.disk {
+                tracing::warn!(
+                    exporter = p.name,
+                    items = left,
+                    disk_bytes = d.used(),
+                    "drain timeout: undelivered items stay in the on-disk queue for the next start"
+                );
+            } else {
+                p.queue.stats.send_failed.fetch_add(left, Ordering::Relaxed);
+                tracing::error!(
+                    exporter = p.name,
+                    items = left,
+                    "drain timeout: undelivered items dropped (no queue directory)"
+                );
+            }
+            if let Some(d) = &p.queue.disk {
+                d.close();
+            }
+        }
+    }
 }
 
 impl Forward for Forwarder {
-    fn forwards(&self, _signal: SignalKind) -> bool {
-        false
+    fn forwards(&self, signal: SignalKind) -> bool {
+        self.pipes[signal as usize].is_some()
     }
-    fn offer(&self, _signal: SignalKind, _body: Bytes, _items: u64) -> OfferFuture<'_> {
-        Box::pin(async { Ok(()) })
+
+    fn offer(&self, signal: SignalKind, body: Bytes, items: u64) -> OfferFuture<'_> {
+        Box::pin(async move {
+            let Some(p) = &self.pipes[signal as usize] else {
+                return Ok(());
+            };
+            let body = match &p.redactor {
+                Some(r) if signal == SignalKind::LogRecords => match r.apply_logs(&body) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => body,
+                    Err(e) => {
+                        // never forward what could not be redacted
+                        p.queue
+                            .stats
+                            .send_failed
+                            .fetch_add(items, Ordering::Relaxed);
+                        tracing::error!(error = %e, items, "redaction failed; records not forwarded");
+                        return Ok(());
+                    }
+                },
+                _ => body,
+            };
+            p.queue.push(body, items).await
+        })
+    }
+}
+
+fn backoff(cur: Duration) -> Duration {
+    // full jitter around the current interval: [0.5, 1.5) × cur
+    cur.mul_f64(0.5 + fastrand::f64())
+}
+
+enum Outcome {
+    Done,
+    /// shutting down: the batch stays on disk
+    Abandoned,
+}
+
+/// Sends one batch until it is delivered, refused permanently, out of
+/// retries, or the drain deadline passes.
+async fn deliver(
+    name: &'static str,
+    client: &Client,
+    q: &Queue,
+    batch: &[queue::Entry],
+    pol: &Policy,
+    mut drain: watch::Receiver<Option<Instant>>,
+) -> Outcome {
+    let items: u64 = batch.iter().map(|e| e.items).sum();
+    let stats = &q.stats;
+    let payload = match q.payload(batch) {
+        Ok(p) => p,
+        Err(e) => {
+            stats.send_failed.fetch_add(items, Ordering::Relaxed);
+            tracing::error!(exporter = name, error = %e, items, "cannot read queued records back; dropped");
+            return Outcome::Done;
+        }
+    };
+    let start = Instant::now();
+    let mut interval = pol.initial;
+    loop {
+        let deadline = *drain.borrow();
+        let res = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, client.send(payload.clone())).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::Abandoned,
+            },
+            None => client.send(payload.clone()).await,
+        };
+        let (after, msg) = match res {
+            Ok(d) => {
+                let rejected = d.rejected.min(items);
+                stats.sent.fetch_add(items - rejected, Ordering::Relaxed);
+                if rejected > 0 || !d.message.is_empty() {
+                    stats.send_failed.fetch_add(rejected, Ordering::Relaxed);
+                    tracing::warn!(exporter = name, rejected, message = %d.message, "downstream partially accepted a batch");
+                }
+                return Outcome::Done;
+            }
+            Err(Failure::Permanent(msg)) => {
+                stats.send_failed.fetch_add(items, Ordering::Relaxed);
+                tracing::error!(exporter = name, items, error = %msg, "downstream refused a batch permanently; dropped");
+                return Outcome::Done;
+            }
+            Err(Failure::Retryable { after, msg }) => (after, msg),
+        };
+        let wait = match after {
+            Some(a) => a.min(Duration::from_secs(300)),
+            None => backoff(interval),
+        };
+        interval = (interval * 2).min(pol.max_interval);
+        if let Some(max) = pol.max_elapsed {
+            if start.elapsed() + wait > max {
+                stats.send_failed.fetch_add(items, Ordering::Relaxed);
+                tracing::error!(exporter = name, items, error = %msg, "retries exhausted (forward.retry.max_elapsed); batch dropped");
+                return Outcome::Done;
+            }
+        }
+        tracing::debug!(exporter = name, error = %msg, wait_ms = wait.as_millis() as u64, "retrying a batch");
+        let wake = Instant::now() + wait;
+        loop {
+            let d = *drain.borrow_and_update();
+            match d {
+                Some(d) if d <= wake => {
+                    tokio::time::sleep_until(d).await;
+                    if Instant::now() >= d {
+                        return Outcome::Abandoned;
+                    }
+                }
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => break,
+                        r = drain.changed() => if r.is_err() { tokio::time::sleep_until(wake).await; break; },
+                    }
+                }
+            }
+            if Instant::now() >= wake {
+                break;
+            }
+        }
+    }
+}
+
+/// Takes batches off the queue and sends them, `consumers` at a time.
+async fn run_sender(
+    name: &'static str,
+    client: Arc<Client>,
+    q: Arc<Queue>,
+    pol: Policy,
+    consumers: usize,
+    drain: watch::Receiver<Option<Instant>>,
+) {
+    let sem = Arc::new(Semaphore::new(consumers.max(1)));
+    loop {
+        // wait for a first record
+        loop {
+            let notified = q.notify.notified();
+            if q.pending().0 > 0 || q.pending().1 > 0 {
+                break;
+            }
+            notified.await;
+        }
+        // then for a full batch, the batch timeout, or a drain
+        let until = Instant::now() + pol.batch_timeout;
+        loop {
+            let notified = q.notify.notified();
+            let (items, bytes) = q.pending();
+            if items >= pol.batch_items || bytes >= pol.batch_bytes || drain.borrow().is_some() {
+                break;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            return;
+        };
+        let batch = q.take(pol.batch_items, pol.batch_bytes);
+        if batch.is_empty() {
+            continue;
+        }
+        let (client, q2, pol2, drain2) = (client.clone(), q.clone(), pol.clone(), drain.clone());
+        tokio::spawn(async move {
+            match deliver(name, &client, &q2, &batch, &pol2, drain2).await {
+                Outcome::Done => q2.done(batch),
+                Outcome::Abandoned => q2.abandon(batch),
+            }
+            drop(permit);
+        });
     }
 }
 
 /// Builds the forwarder from the config (None when nothing is forwarded).
-pub async fn build(
-    cfg: &crate::config::Config,
-    _store: &std::sync::Arc<crate::metrics::Store>,
-) -> Result<Option<std::sync::Arc<Forwarder>>, String> {
-    if cfg.forward.logs.is_some() || cfg.forward.traces.is_some() || cfg.forward.metrics.is_some() {
-        return Err("forwarding is configured but this build has no exporters yet".into());
+pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwarder>>, String> {
+    let f = &cfg.forward;
+    if f.logs.is_none() && f.traces.is_none() && f.metrics.is_none() {
+        return Ok(None);
     }
-    Ok(None)
+    let pol = Policy {
+        batch_items: f.batch.max_items.max(1) as u64,
+        batch_bytes: f.batch.max_bytes.max(1) as u64,
+        batch_timeout: f.batch.timeout.0,
+        initial: f.retry.initial_interval.0.max(Duration::from_millis(10)),
+        max_interval: f.retry.max_interval.0.max(f.retry.initial_interval.0),
+        max_elapsed: (!f.retry.max_elapsed.0.is_zero()).then_some(f.retry.max_elapsed.0),
+    };
+    let redactor = redact::Redactor::new(&cfg.redaction)?.map(Arc::new);
+    let (drain_tx, _) = watch::channel(None);
+    let mut pipes: [Option<Pipe>; 3] = [None, None, None];
+    for (sig, ep, name, sub) in [
+        (SignalKind::LogRecords, &f.logs, "otlp/logs", "logs"),
+        (SignalKind::Spans, &f.traces, "otlp/traces", "traces"),
+        (
+            SignalKind::MetricPoints,
+            &f.metrics,
+            "otlp/metrics",
+            "metrics",
+        ),
+    ] {
+        let Some(ep) = ep else { continue };
+        let client = Arc::new(Client::new(ep, sig)?);
+        let stats = Arc::new(ExporterStats::new(name, sig, f.queue.max_items as u64));
+        let disk = match &f.queue.dir {
+            Some(dir) => {
+                let d = dir.join(sub);
+                let (log, rec, scan) =
+                    disk::DiskLog::open(&d, f.queue.max_disk_bytes, f.queue.fsync)?;
+                if scan.corrupt_regions > 0 {
+                    stats
+                        .send_failed
+                        .fetch_add(scan.corrupt_items, Ordering::Relaxed);
+                    tracing::warn!(
+                        exporter = name,
+                        dir = %d.display(),
+                        corrupt_regions = scan.corrupt_regions,
+                        corrupt_bytes = scan.corrupt_bytes,
+                        corrupt_items = scan.corrupt_items,
+                        "on-disk queue: skipped corrupt or torn records (counted as send_failed)"
+                    );
+                }
+                if scan.records > 0 {
+                    tracing::info!(
+                        exporter = name,
+                        records = scan.records,
+                        items = scan.items,
+                        "on-disk queue: resuming delivery"
+                    );
+                }
+                Some((log, rec))
+            }
+            None => None,
+        };
+        store.add_exporter(stats.clone());
+        let q = Arc::new(Queue::new(
+            f.queue.max_items,
+            f.queue.max_bytes,
+            disk,
+            stats,
+        ));
+        tokio::spawn(run_sender(
+            name,
+            client,
+            q.clone(),
+            pol.clone(),
+            f.queue.consumers,
+            drain_tx.subscribe(),
+        ));
+        pipes[sig as usize] = Some(Pipe {
+            name,
+            queue: q,
+            redactor: (sig == SignalKind::LogRecords)
+                .then(|| redactor.clone())
+                .flatten(),
+        });
+    }
+    Ok(Some(Arc::new(Forwarder { pipes, drain_tx })))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+    use prost::Message;
+
+    #[test]
+    fn concatenated_requests_are_one_request() {
+        let one = |n: usize| ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs::default(); n],
+        };
+        let mut buf = one(2).encode_to_vec();
+        buf.extend_from_slice(&one(3).encode_to_vec());
+        let got = ExportLogsServiceRequest::decode(buf.as_slice()).expect("decodes");
+        assert_eq!(got.resource_logs.len(), 5);
+    }
 }
