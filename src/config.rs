@@ -483,20 +483,24 @@ impl Config {
         } else {
             // serde_path_to_error names the full key path even for errors
             // raised inside a value (a bad duration, address or enum).
-            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                // the YAML error may start with its own, shorter, path
-                let inner = match inner.split_once(": ") {
-                    Some((p, rest)) if path.starts_with(p) && !p.contains(' ') => rest.to_string(),
-                    _ => inner,
-                };
-                if path == "." {
-                    ConfigError(format!("{origin}: {inner}"))
-                } else {
-                    ConfigError(format!("{origin}: {path}: {inner}"))
-                }
-            })?
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
+                |e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner().to_string();
+                    // the YAML error may start with its own, shorter, path
+                    let inner = match inner.split_once(": ") {
+                        Some((p, rest)) if path.starts_with(p) && !p.contains(' ') => {
+                            rest.to_string()
+                        }
+                        _ => inner,
+                    };
+                    if path == "." {
+                        ConfigError(format!("{origin}: {inner}"))
+                    } else {
+                        ConfigError(format!("{origin}: {path}: {inner}"))
+                    }
+                },
+            )?
         };
         cfg.validate()
             .map_err(|e| ConfigError(format!("{origin}: {e}")))?;

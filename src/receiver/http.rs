@@ -7,6 +7,7 @@
 use super::{Accepted, Pipeline, Rejection};
 use crate::metrics::SignalKind;
 use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -161,17 +162,17 @@ where
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
-    let raw =
-        match enc {
-            "identity" | "" => body,
-            "gzip" => {
-                let mut out = Vec::new();
-                let limit = st.max_body as u64 + 1;
-                match flate2::read::GzDecoder::new(body.as_ref())
-                    .take(limit)
-                    .read_to_end(&mut out)
-                {
-                    Ok(_) if out.len() > st.max_body => return Err(error(
+    let raw = match enc {
+        "identity" | "" => body,
+        "gzip" => {
+            let mut out = Vec::new();
+            let limit = st.max_body as u64 + 1;
+            match flate2::read::GzDecoder::new(body.as_ref())
+                .take(limit)
+                .read_to_end(&mut out)
+            {
+                Ok(_) if out.len() > st.max_body => {
+                    return Err(error(
                         format,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         8,
@@ -179,27 +180,28 @@ where
                             "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
                             st.max_body
                         ),
-                    )),
-                    Ok(_) => Bytes::from(out),
-                    Err(e) => {
-                        return Err(error(
-                            format,
-                            StatusCode::BAD_REQUEST,
-                            3,
-                            &format!("invalid gzip body: {e}"),
-                        ))
-                    }
+                    ))
+                }
+                Ok(_) => Bytes::from(out),
+                Err(e) => {
+                    return Err(error(
+                        format,
+                        StatusCode::BAD_REQUEST,
+                        3,
+                        &format!("invalid gzip body: {e}"),
+                    ))
                 }
             }
-            other => {
-                return Err(error(
-                    format,
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    3,
-                    &format!("unsupported content-encoding {other:?} (gzip or identity)"),
-                ))
-            }
-        };
+        }
+        other => {
+            return Err(error(
+                format,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                &format!("unsupported content-encoding {other:?} (gzip or identity)"),
+            ))
+        }
+    };
     match format {
         Format::Proto => Ok((format, raw)),
         Format::Json => match serde_json::from_slice::<J>(&raw) {
@@ -265,7 +267,28 @@ async fn run(
         .map_err(|r| with_cors(rejection(format, r), allowed_origin(&st, &headers)))
 }
 
-async fn traces(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The body could not be read (over the limit, or the connection broke).
+fn too_large(st: &HttpState, headers: &HeaderMap, sig: SignalKind, e: BytesRejection) -> Response {
+    st.pipeline.store().http.bad_request(sig);
+    let msg = format!(
+        "{e} (receivers.otlp_http.max_body_bytes is {})",
+        st.max_body
+    );
+    with_cors(
+        error(Format::Proto, e.status(), 8, &msg),
+        allowed_origin(st, headers),
+    )
+}
+
+async fn traces(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return too_large(&st, &headers, SignalKind::Spans, e),
+    };
     let parsed = body_bytes(&st, &headers, body, |j: ExportTraceServiceRequest| {
         j.encode_to_vec()
     });
@@ -284,7 +307,15 @@ async fn traces(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-async fn logs(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn logs(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return too_large(&st, &headers, SignalKind::LogRecords, e),
+    };
     let parsed = body_bytes(&st, &headers, body, |j: ExportLogsServiceRequest| {
         j.encode_to_vec()
     });
@@ -298,7 +329,15 @@ async fn logs(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> R
     }
 }
 
-async fn metrics(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn metrics(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return too_large(&st, &headers, SignalKind::MetricPoints, e),
+    };
     let parsed = body_bytes(&st, &headers, body, |j: ExportMetricsServiceRequest| {
         j.encode_to_vec()
     });
