@@ -638,7 +638,7 @@ impl Config {
             if let Some((prev, prev_names)) = seen.get(r.name.as_str()) {
                 if prev.kind != r.kind || *prev_names != names || prev.buckets != r.buckets {
                     return err(
-                        format!("{at}"),
+                        at.clone(),
                         &format!("metric {:?} is also made by another rule with another kind, labels or buckets", r.name),
                     );
                 }

@@ -240,18 +240,11 @@ impl Queue {
         }
     }
 
-    /// The batch was not delivered and stays on disk (shutdown): frees its
-    /// memory accounting only.
+    /// The batch was not delivered (shutdown): it stays counted, so the
+    /// drain reports it as left on disk (or lost, without a directory), and
+    /// its segments are kept for the next start.
     pub fn abandon(&self, batch: Vec<Entry>) {
-        let mut q = self.lock();
-        for e in &batch {
-            q.items -= e.items;
-            q.bytes -= e.len as u64;
-            if e.data.is_some() {
-                q.mem -= e.len as u64;
-            }
-        }
-        self.stats.queue_size.store(q.items, Ordering::Relaxed);
+        drop(batch);
     }
 }
 

@@ -228,10 +228,10 @@ impl<'f> Locked<'f> {
         // Two lookups on the rare creation path keep the common path to one
         // hash and no allocation (the entry API would need an owned key).
         if self.inner.series.contains_key(key) {
-            let s = self.inner.series.get_mut(key).map(|s| {
+            let mut s = self.inner.series.get_mut(key);
+            if let Some(s) = s.as_deref_mut() {
                 s.updated = now;
-                s
-            });
+            }
             return s;
         }
         if !key_is_valid(key) {

@@ -102,7 +102,7 @@ impl Signal for Logs {
     type Response = ExportLogsServiceResponse;
     fn respond(acc: Accepted) -> Self::Response {
         ExportLogsServiceResponse {
-            partial_success: (acc.rejected > 0).then(|| ExportLogsPartialSuccess {
+            partial_success: (acc.rejected > 0).then_some(ExportLogsPartialSuccess {
                 rejected_log_records: acc.rejected as i64,
                 error_message: acc.message,
             }),
@@ -120,7 +120,7 @@ impl Signal for Metrics {
     type Response = ExportMetricsServiceResponse;
     fn respond(acc: Accepted) -> Self::Response {
         ExportMetricsServiceResponse {
-            partial_success: (acc.rejected > 0).then(|| ExportMetricsPartialSuccess {
+            partial_success: (acc.rejected > 0).then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: acc.rejected as i64,
                 error_message: acc.message,
             }),

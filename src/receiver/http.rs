@@ -131,7 +131,9 @@ fn error(format: Format, code: StatusCode, grpc_code: i32, msg: &str) -> Respons
     }
 }
 
-/// Unpacks the body into protobuf bytes; Err is a ready response.
+/// Unpacks the body into protobuf bytes; Err is a ready response (a cold
+/// path: its size does not matter).
+#[allow(clippy::result_large_err)]
 fn body_bytes<J, F>(
     st: &HttpState,
     headers: &HeaderMap,
@@ -245,6 +247,7 @@ fn rejection(format: Format, r: Rejection) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err)]
 async fn run(
     st: HttpState,
     headers: HeaderMap,
