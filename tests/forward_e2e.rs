@@ -1,0 +1,834 @@
+//! End-to-end forwarding tests: the real sidecar binary between a real OTLP
+//! client and a downstream OTLP receiver run by the test (gRPC via tonic, or
+//! HTTP via axum) that fails in the ways a gateway or Loki fails. Every test
+//! counts records by a unique `seq` attribute and checks that every record
+//! the sidecar acknowledged arrived (duplicates allowed, losses not).
+
+use axum::http::{HeaderMap, StatusCode};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::codec::CompressionEncoding;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+// ---------------------------------------------------------------- sidecar
+
+struct Sidecar {
+    child: Child,
+    grpc: u16,
+    metrics: u16,
+    log: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts the binary with this YAML config (written into `dir`) and
+    /// waits for /readyz.
+    async fn start(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.join(format!("{name}.log"));
+        let (g, h, m) = (free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
+            .args(["--config", cfg.to_str().expect("utf-8 path")])
+            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
+            .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the sidecar");
+        let s = Sidecar {
+            child,
+            grpc: g,
+            metrics: m,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{m}/readyz")).await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar not ready within 15s:\n{}",
+                s.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `otelcol_exporter_<what>{exporter="otlp/logs"}`.
+    async fn metric(&self, what: &str) -> f64 {
+        let text = match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return f64::NAN,
+        };
+        let prefix = format!("otelcol_exporter_{what}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains("exporter=\"otlp/logs\""))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+            .next()
+            .unwrap_or(f64::NAN)
+    }
+
+    async fn client(&self) -> LogsServiceClient<tonic::transport::Channel> {
+        LogsServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc))
+            .await
+            .expect("connect to the sidecar")
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`); returns how long it took.
+    fn term(&mut self, within: Duration) -> Duration {
+        let t = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -TERM failed");
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "no exit within {within:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------- requests
+
+fn record(seq: &str, extra: &[(&str, &str)], body: Option<&str>) -> LogRecord {
+    let s = |v: &str| {
+        Some(AnyValue {
+            value: Some(Value::StringValue(v.to_string())),
+        })
+    };
+    let mut attributes = vec![KeyValue {
+        key: "seq".into(),
+        value: s(seq),
+        ..Default::default()
+    }];
+    for (k, v) in extra {
+        attributes.push(KeyValue {
+            key: k.to_string(),
+            value: s(v),
+            ..Default::default()
+        });
+    }
+    LogRecord {
+        time_unix_nano: 1_700_000_000_000_000_000,
+        severity_text: "INFO".into(),
+        body: body.and_then(s),
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Sends `n` requests of `per` records (seq `<tag>-<i>-<j>`); returns the
+/// seqs the sidecar acknowledged and the refusals (status) it answered.
+async fn send_batches(
+    s: &Sidecar,
+    tag: &str,
+    n: usize,
+    per: usize,
+) -> (HashSet<String>, Vec<tonic::Status>) {
+    let mut c = s.client().await;
+    let mut acked = HashSet::new();
+    let mut refused = Vec::new();
+    for i in 0..n {
+        let seqs: Vec<String> = (0..per).map(|j| format!("{tag}-{i}-{j}")).collect();
+        let req = request(seqs.iter().map(|q| record(q, &[], Some("hi"))).collect());
+        match c.export(req).await {
+            Ok(_) => acked.extend(seqs),
+            Err(st) => refused.push(st),
+        }
+    }
+    (acked, refused)
+}
+
+fn seqs_of(req: &ExportLogsServiceRequest) -> Vec<String> {
+    let mut out = Vec::new();
+    for rl in &req.resource_logs {
+        for sl in &rl.scope_logs {
+            for lr in &sl.log_records {
+                for kv in &lr.attributes {
+                    if kv.key == "seq" {
+                        if let Some(AnyValue {
+                            value: Some(Value::StringValue(v)),
+                        }) = &kv.value
+                        {
+                            out.push(v.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------- downstreams
+
+const UNAVAILABLE: u8 = 1;
+const INVALID: u8 = 2;
+const PARTIAL: u8 = 3;
+
+/// A downstream OTLP/gRPC logs receiver with a switchable behaviour.
+#[derive(Clone, Default)]
+struct Sink {
+    seen: Arc<Mutex<HashMap<String, u32>>>,
+    records: Arc<Mutex<Vec<LogRecord>>>,
+    requests: Arc<AtomicU64>,
+    mode: Arc<AtomicU8>,
+    delay_ms: Arc<AtomicU64>,
+}
+
+impl Sink {
+    fn has_all(&self, want: &HashSet<String>) -> bool {
+        let seen = self.seen.lock().expect("lock");
+        want.iter().all(|s| seen.contains_key(s))
+    }
+    fn missing(&self, want: &HashSet<String>) -> usize {
+        let seen = self.seen.lock().expect("lock");
+        want.iter().filter(|s| !seen.contains_key(*s)).count()
+    }
+    async fn wait_all(&self, want: &HashSet<String>, within: Duration) {
+        let t = Instant::now();
+        while !self.has_all(want) {
+            assert!(
+                t.elapsed() < within,
+                "{} of {} acknowledged records never arrived",
+                self.missing(want),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    fn note(&self, req: &ExportLogsServiceRequest) {
+        let mut seen = self.seen.lock().expect("lock");
+        for s in seqs_of(req) {
+            *seen.entry(s).or_default() += 1;
+        }
+        let mut recs = self.records.lock().expect("lock");
+        for rl in &req.resource_logs {
+            for sl in &rl.scope_logs {
+                recs.extend(sl.log_records.iter().cloned());
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let d = self.delay_ms.load(Ordering::SeqCst);
+        if d > 0 {
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+        let req = req.into_inner();
+        match self.mode.load(Ordering::SeqCst) {
+            UNAVAILABLE => Err(tonic::Status::unavailable("down for maintenance")),
+            INVALID => Err(tonic::Status::invalid_argument("schema says no")),
+            PARTIAL => {
+                self.note(&req);
+                Ok(tonic::Response::new(ExportLogsServiceResponse {
+                    partial_success: Some(ExportLogsPartialSuccess {
+                        rejected_log_records: 2,
+                        error_message: "two records too old".into(),
+                    }),
+                }))
+            }
+            _ => {
+                self.note(&req);
+                Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+            }
+        }
+    }
+}
+
+/// A running gRPC downstream; dropping or `stop` takes it down.
+struct Downstream {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Downstream {
+    async fn start(sink: &Sink, port: u16) -> Downstream {
+        let t = Instant::now();
+        let l = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(t.elapsed() < Duration::from_secs(10), "rebind {port}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let svc = LogsServiceServer::new(sink.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await;
+        });
+        Downstream {
+            stop: Some(tx),
+            task,
+        }
+    }
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+fn base_config(endpoint: &str, extra: &str) -> String {
+    format!(
+        "forward:\n  logs: {{ endpoint: \"{endpoint}\", timeout: 2s }}\n  retry: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed: 0s }}\n  batch: {{ max_items: 50, timeout: 50ms }}\n{extra}"
+    )
+}
+
+// ---------------------------------------------------------------- tests
+
+/// The real OpenTelemetry SDK exporter sends through the sidecar (started
+/// with the common-case command line flag) while the gateway goes down and
+/// comes back: every record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_logs_reach_a_grpc_gateway_that_restarts() {
+    use opentelemetry::logs::{
+        AnyValue as SdkValue, LogRecord as _, Logger as _, LoggerProvider as _,
+    };
+    use opentelemetry_otlp::WithExportConfig;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = "forward:\n  retry: { initial_interval: 100ms, max_interval: 400ms, max_elapsed: 0s }\n  batch: { timeout: 50ms }\n";
+    let s = Sidecar::start(
+        dir.path(),
+        "sdk",
+        cfg,
+        &["--forward-logs-to", &format!("http://127.0.0.1:{port}")],
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let emit = |tag: &'static str, n: usize, url: String| {
+        tokio::task::spawn_blocking(move || {
+            let exporter = opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(url)
+                .build()
+                .expect("log exporter");
+            let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                .with_simple_exporter(exporter)
+                .build();
+            let logger = provider.logger("geometra.ai");
+            for i in 0..n {
+                let mut r = logger.create_log_record();
+                r.set_body(SdkValue::from(format!("chat message {i}")));
+                r.add_attribute("seq", format!("{tag}-{i}"));
+                logger.emit(r);
+            }
+            let _ = provider.force_flush();
+            let _ = provider.shutdown();
+        })
+    };
+    emit("a", 40, url.clone()).await.expect("sdk a");
+    let mut want: HashSet<String> = (0..40).map(|i| format!("a-{i}")).collect();
+    sink.wait_all(&want, Duration::from_secs(10)).await;
+
+    down.stop().await;
+    emit("b", 40, url.clone()).await.expect("sdk b");
+    want.extend((0..40).map(|i| format!("b-{i}")));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!sink.has_all(&want), "gateway was down");
+    let down = Downstream::start(&sink, port).await;
+    sink.wait_all(&want, Duration::from_secs(15)).await;
+    let t = Instant::now();
+    while s.metric("sent_log_records_total").await < 80.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "sent not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    down.stop().await;
+}
+
+/// A slow gateway and a small queue: the sidecar pushes back with
+/// UNAVAILABLE + RetryInfo instead of dropping, counts enqueue_failed, and
+/// every acknowledged record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    sink.delay_ms.store(300, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        "  queue: { max_items: 40, consumers: 1 }\n",
+    )
+    .replace("max_items: 50", "max_items: 10");
+    let s = Sidecar::start(dir.path(), "full", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "f", 40, 5).await;
+    assert!(!refused.is_empty(), "a 40-item queue must fill");
+    for st in &refused {
+        assert_eq!(st.code(), tonic::Code::Unavailable);
+        assert!(
+            !st.details().is_empty(),
+            "RetryInfo in grpc-status-details-bin"
+        );
+    }
+    assert!(acked.len() >= 40, "some were taken: {}", acked.len());
+    sink.wait_all(&acked, Duration::from_secs(20)).await;
+    assert_eq!(
+        s.metric("enqueue_failed_log_records_total").await,
+        (refused.len() * 5) as f64
+    );
+    assert_eq!(s.metric("queue_capacity").await, 40.0);
+    down.stop().await;
+}
+
+/// Loki-style OTLP/HTTP downstream that answers 429 with Retry-After twice:
+/// the sidecar waits as told, then delivers everything, gzip-compressed,
+/// with the configured headers and the bearer token from its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_downstream_429_retry_after_is_honoured() {
+    use axum::body::Bytes as AxBytes;
+    use axum::routing::post;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t\n").expect("token");
+    /// arrival, X-Scope-OrgID, Authorization, Content-Encoding
+    type Hit = (Instant, Option<String>, Option<String>, Option<String>);
+    #[derive(Clone, Default)]
+    struct St {
+        sink: Sink,
+        hits: Arc<Mutex<Vec<Hit>>>,
+    }
+    let st = St::default();
+    let handler = |axum::extract::State(st): axum::extract::State<St>,
+                   headers: HeaderMap,
+                   body: AxBytes| async move {
+        let h = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let n = {
+            let mut hits = st.hits.lock().expect("lock");
+            hits.push((
+                Instant::now(),
+                h("x-scope-orgid"),
+                h("authorization"),
+                h("content-encoding"),
+            ));
+            hits.len()
+        };
+        if n <= 2 {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1"), ("content-type", "text/plain")],
+                Vec::new(),
+            );
+        }
+        let mut raw = Vec::new();
+        let ok = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw)
+            .is_ok();
+        match ExportLogsServiceRequest::decode(raw.as_slice()) {
+            Ok(req) if ok => {
+                st.sink.note(&req);
+                (
+                    StatusCode::OK,
+                    [
+                        ("retry-after", "0"),
+                        ("content-type", "application/x-protobuf"),
+                    ],
+                    ExportLogsServiceResponse::default().encode_to_vec(),
+                )
+            }
+            _ => (
+                StatusCode::BAD_REQUEST,
+                [("retry-after", "0"), ("content-type", "text/plain")],
+                b"bad body".to_vec(),
+            ),
+        }
+    };
+    let app = axum::Router::new()
+        .route("/otlp/v1/logs", post(handler))
+        .with_state(st.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let cfg = format!(
+        "forward:\n  logs:\n    endpoint: http://127.0.0.1:{port}/otlp/v1/logs\n    headers: {{ X-Scope-OrgID: geometra }}\n    bearer_token_file: {}\n    timeout: 2s\n  retry: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed: 0s }}\n  batch: {{ max_items: 1000, timeout: 100ms }}\n",
+        token.display()
+    );
+    let s = Sidecar::start(dir.path(), "http429", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "h", 10, 3).await;
+    assert!(refused.is_empty());
+    st.sink.wait_all(&acked, Duration::from_secs(15)).await;
+    let hits = st.hits.lock().expect("lock").clone();
+    assert!(hits.len() >= 3);
+    assert!(
+        hits[2].0 - hits[0].0 >= Duration::from_millis(1900),
+        "two Retry-After: 1 answers must cost about 2s, took {:?}",
+        hits[2].0 - hits[0].0
+    );
+    for h in &hits {
+        assert_eq!(h.1.as_deref(), Some("geometra"));
+        assert_eq!(h.2.as_deref(), Some("Bearer s3cr3t"));
+        assert_eq!(h.3.as_deref(), Some("gzip"));
+    }
+    assert_eq!(s.metric("send_failed_log_records_total").await, 0.0);
+    server.abort();
+}
+
+/// A permanent error is counted and dropped, never retried; a partial
+/// success counts its rejected records as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_and_partial_success_are_counted_not_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    sink.mode.store(INVALID, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let s = Sidecar::start(
+        dir.path(),
+        "perm",
+        &base_config(&format!("http://127.0.0.1:{port}"), ""),
+        &[],
+    )
+    .await;
+    let (acked, _) = send_batches(&s, "p", 3, 5).await;
+    assert_eq!(acked.len(), 15);
+    let t = Instant::now();
+    while s.metric("send_failed_log_records_total").await < 15.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "send_failed not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reqs = sink.requests.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        sink.requests.load(Ordering::SeqCst),
+        reqs,
+        "a permanent error must not be retried"
+    );
+    assert!(reqs <= 3);
+    assert!(s.log_text().contains("refused a batch permanently"));
+
+    sink.mode.store(PARTIAL, Ordering::SeqCst);
+    let (acked, _) = send_batches(&s, "q", 1, 5).await;
+    sink.wait_all(&acked, Duration::from_secs(10)).await;
+    let t = Instant::now();
+    while s.metric("send_failed_log_records_total").await < 17.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "partial success not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.metric("sent_log_records_total").await, 3.0);
+    down.stop().await;
+}
+
+/// Records wait on disk while the gateway is down; the sidecar is killed
+/// with SIGKILL and restarted on the same queue directory: all arrive, and
+/// the delivered segments are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_with_records_on_disk_then_restart_delivers_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qdir = dir.path().join("queue");
+    let sink = Sink::default();
+    let port = free_port(); // nothing listens yet
+    let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
+    let mut s = Sidecar::start(
+        dir.path(),
+        "k1",
+        &cfg,
+        &["--queue-dir", qdir.to_str().expect("utf-8")],
+    )
+    .await;
+    let (acked, refused) = send_batches(&s, "k", 30, 4).await;
+    assert!(refused.is_empty());
+    assert_eq!(s.metric("queue_size").await, 120.0);
+    s.kill9();
+    let segs = std::fs::read_dir(qdir.join("logs"))
+        .expect("queue dir")
+        .count();
+    assert!(segs >= 1, "records wait on disk");
+
+    let down = Downstream::start(&sink, port).await;
+    let s2 = Sidecar::start(
+        dir.path(),
+        "k2",
+        &cfg,
+        &["--queue-dir", qdir.to_str().expect("utf-8")],
+    )
+    .await;
+    sink.wait_all(&acked, Duration::from_secs(15)).await;
+    let t = Instant::now();
+    while s2.metric("queue_size").await != 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "queue never emptied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = std::fs::read_dir(qdir.join("logs"))
+        .expect("queue dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        .count();
+    assert!(left <= 1, "delivered segments are deleted ({left} left)");
+    down.stop().await;
+}
+
+/// SIGTERM with a full queue and a slow gateway drains everything before
+/// exiting; SIGTERM with the gateway down exits within drain_timeout and
+/// leaves the records on disk for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    sink.delay_ms.store(50, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        "  queue: { max_items: 200 }\n  drain_timeout: 10s\n",
+    )
+    .replace("max_items: 50", "max_items: 10");
+    let mut s = Sidecar::start(dir.path(), "drain", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "d", 80, 5).await;
+    assert!(!refused.is_empty(), "the queue must have filled");
+    let took = s.term(Duration::from_secs(15));
+    assert!(
+        sink.has_all(&acked),
+        "{} acknowledged records not delivered by the drain ({took:?})",
+        sink.missing(&acked)
+    );
+    assert!(s.log_text().contains("forward queue drained"));
+
+    // gateway down: the drain gives up at the deadline, the disk keeps the rest
+    sink.delay_ms.store(0, Ordering::SeqCst);
+    down.stop().await;
+    let qdir = dir.path().join("queue");
+    let cfg = base_config(&format!("http://127.0.0.1:{port}"), "  drain_timeout: 1s\n");
+    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+    let mut s = Sidecar::start(dir.path(), "drain2", &cfg, &q).await;
+    let (acked, refused) = send_batches(&s, "e", 20, 5).await;
+    assert!(refused.is_empty());
+    let took = s.term(Duration::from_secs(8));
+    assert!(
+        took < Duration::from_secs(5),
+        "drain_timeout 1s, took {took:?}"
+    );
+    assert!(s.log_text().contains("stay in the on-disk queue"));
+    let down = Downstream::start(&sink, port).await;
+    let _s = Sidecar::start(dir.path(), "drain3", &cfg, &q).await;
+    sink.wait_all(&acked, Duration::from_secs(15)).await;
+    down.stop().await;
+}
+
+/// A segment with a corrupted record in the middle and a torn tail: the
+/// sidecar starts, counts and skips the damage, and delivers the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_queue_file_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qdir = dir.path().join("queue");
+    let sink = Sink::default();
+    let port = free_port();
+    let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
+    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+    let mut s = Sidecar::start(dir.path(), "c1", &cfg, &q).await;
+    let (acked, refused) = send_batches(&s, "c", 10, 1).await;
+    assert!(refused.is_empty());
+    s.kill9();
+    let seg = std::fs::read_dir(qdir.join("logs"))
+        .expect("queue dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    let mut buf = std::fs::read(&seg).expect("read segment");
+    // walk the frames (magic, len u32, items u64, crc u32, payload) to the 4th
+    let mut pos = 0usize;
+    for _ in 0..3 {
+        let len = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("len")) as usize;
+        pos += 20 + len;
+    }
+    let corrupted = {
+        let len = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("len")) as usize;
+        let payload =
+            ExportLogsServiceRequest::decode(&buf[pos + 20..pos + 20 + len]).expect("a record");
+        buf[pos + 20 + len / 2] ^= 0x5a;
+        seqs_of(&payload)
+    };
+    // and a torn record at the end, as a crash mid-write leaves
+    buf.extend_from_slice(b"GSQ1\x40\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00");
+    std::fs::File::create(&seg)
+        .and_then(|mut f| f.write_all(&buf))
+        .expect("rewrite segment");
+
+    let down = Downstream::start(&sink, port).await;
+    let s2 = Sidecar::start(dir.path(), "c2", &cfg, &q).await;
+    let want: HashSet<String> = acked
+        .iter()
+        .filter(|a| !corrupted.contains(a))
+        .cloned()
+        .collect();
+    assert_eq!(want.len(), 9);
+    sink.wait_all(&want, Duration::from_secs(15)).await;
+    assert!(s2.log_text().contains("skipped corrupt or torn records"));
+    assert!(s2.metric("send_failed_log_records_total").await >= 1.0);
+    down.stop().await;
+}
+
+/// Redaction: `message` dropped, `user_id` hashed with the key, `content`
+/// truncated, in attributes and in a JSON string body; other records pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_applies_before_forwarding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("hash.key");
+    std::fs::write(&key, "k3y").expect("key");
+    let sink = Sink::default();
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        &format!(
+            "redaction:\n  hash_key_file: {}\n  attributes:\n    - {{ key: message, action: drop }}\n    - {{ key: user_id, action: hash }}\n    - {{ key: content, action: truncate, max_length: 5 }}\n",
+            key.display()
+        ),
+    );
+    let s = Sidecar::start(dir.path(), "redact", &cfg, &[]).await;
+    let mut c = s.client().await;
+    c.export(request(vec![
+        record(
+            "r-1",
+            &[
+                ("message", "my password is hunter2"),
+                ("user_id", "u-42"),
+                ("content", "remember this forever"),
+            ],
+            Some(r#"{"event":"chat","response":"ok","message":"secret body"}"#),
+        ),
+        record("r-2", &[("other", "kept")], Some("plain")),
+    ]))
+    .await
+    .expect("accepted");
+    let want: HashSet<String> = ["r-1".to_string(), "r-2".to_string()].into();
+    sink.wait_all(&want, Duration::from_secs(10)).await;
+    let recs = sink.records.lock().expect("lock").clone();
+    let attr = |r: &LogRecord, k: &str| {
+        r.attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| match &kv.value {
+                Some(AnyValue {
+                    value: Some(Value::StringValue(v)),
+                }) => Some(v.clone()),
+                _ => None,
+            })
+    };
+    let r1 = recs
+        .iter()
+        .find(|r| attr(r, "seq").as_deref() == Some("r-1"))
+        .expect("r-1");
+    assert_eq!(attr(r1, "message"), None);
+    let h = attr(r1, "user_id").expect("hashed user_id");
+    assert_eq!(h.len(), 32);
+    assert_ne!(h, "u-42");
+    assert_eq!(attr(r1, "content").as_deref(), Some("remem"));
+    let Some(AnyValue {
+        value: Some(Value::StringValue(body)),
+    }) = &r1.body
+    else {
+        panic!("string body");
+    };
+    assert!(!body.contains("secret body"), "{body}");
+    assert!(body.contains("\"response\":\"ok\""), "{body}");
+    let r2 = recs
+        .iter()
+        .find(|r| attr(r, "seq").as_deref() == Some("r-2"))
+        .expect("r-2");
+    assert_eq!(attr(r2, "other").as_deref(), Some("kept"));
+    down.stop().await;
+}
