@@ -28,12 +28,10 @@ LABEL org.opencontainers.image.title="geometra-sidecar" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/geometra/geometra-sidecar"
 COPY --from=build /out/geometra-sidecar /usr/local/bin/geometra-sidecar
-# In a container the receivers must listen on all interfaces (the binary's
-# defaults are 127.0.0.1 for the OTLP receivers). Flags override these.
-ENV GEOMETRA_OTLP_GRPC_LISTEN=0.0.0.0:4317 \
-    GEOMETRA_OTLP_HTTP_LISTEN=0.0.0.0:4318 \
-    GEOMETRA_METRICS_LISTEN=0.0.0.0:9464 \
-    GEOMETRA_LOG_FORMAT=json
+# No listen addresses are baked in as ENV: they would override the config
+# file. Beside an app in a pod, the defaults (OTLP on 127.0.0.1, metrics on
+# 0.0.0.0:9464) are right; as a container of its own (docker-compose), pass
+# --otlp-grpc-listen 0.0.0.0:4317 and --otlp-http-listen 0.0.0.0:4318.
 # OTLP gRPC, OTLP HTTP, /metrics + /healthz + /readyz
 EXPOSE 4317 4318 9464
 USER 65532:65532
