@@ -380,7 +380,7 @@ impl Default for Queue {
             dir: None,
             max_disk_bytes: 1 << 30,
             fsync: true,
-            consumers: 2,
+            consumers: 4,
         }
     }
 }
