@@ -46,7 +46,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next (field number, value), or None at the end of the message.
-    #[inline]
+    #[inline(always)]
     pub fn next_field(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
         if self.buf.is_empty() {
             return Ok(None);
@@ -88,16 +88,20 @@ impl<'a> Reader<'a> {
         Ok(Some((field, v)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
-        // fast path: one byte
-        if let Some(&b) = self.buf.first() {
-            if b < 0x80 {
+        // fast paths: one and two bytes (field keys, most lengths)
+        match *self.buf {
+            [b0, ..] if b0 < 0x80 => {
                 self.buf = &self.buf[1..];
-                return Ok(u64::from(b));
+                Ok(u64::from(b0))
             }
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.buf = &self.buf[2..];
+                Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7))
+            }
+            _ => decode_varint(&mut self.buf).map_err(|_| WireError("invalid varint")),
         }
-        decode_varint(&mut self.buf).map_err(|_| WireError("invalid varint"))
     }
 }
 
@@ -161,8 +165,17 @@ pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
 /// hashing every attribute key of every span.
 #[derive(Debug, Default, Clone)]
 pub struct KeyTable {
-    by_len: Vec<Vec<(Box<[u8]>, u16)>>,
+    /// per key length: (first 8 bytes as a number, the key, its slot)
+    by_len: Vec<Vec<(u64, Box<[u8]>, u16)>>,
     names: Vec<String>,
+}
+
+#[inline(always)]
+fn prefix(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = key.len().min(8);
+    p[..n].copy_from_slice(&key[..n]);
+    u64::from_le_bytes(p)
 }
 
 impl KeyTable {
@@ -177,14 +190,18 @@ impl KeyTable {
         if self.by_len.len() <= l {
             self.by_len.resize_with(l + 1, Vec::new);
         }
-        self.by_len[l].push((key.as_bytes().into(), s));
+        self.by_len[l].push((prefix(key.as_bytes()), key.as_bytes().into(), s));
         s
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &[u8]) -> Option<u16> {
         let bucket = self.by_len.get(key.len())?;
-        bucket.iter().find(|(k, _)| **k == *key).map(|(_, s)| *s)
+        if bucket.is_empty() {
+            return None;
+        }
+        let p = prefix(key);
+        bucket.iter().find(|(kp, k, _)| *kp == p && (key.len() <= 8 || k[8..] == key[8..])).map(|(_, _, s)| *s)
     }
 
     pub fn len(&self) -> usize {
@@ -200,7 +217,7 @@ impl KeyTable {
 
 /// Reads one `KeyValue`; when its key is in the table, stores the value in
 /// its slot (the first occurrence wins, as in most SDKs' de-duplication).
-#[inline]
+#[inline(always)]
 fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Result<(), WireError> {
     let mut r = Reader::new(buf);
     let mut key: Option<&[u8]> = None;
