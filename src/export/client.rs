@@ -10,13 +10,11 @@
 
 use crate::config::{Compression, Endpoint, Protocol};
 use crate::metrics::SignalKind;
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
-use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
 /// What the downstream said about a delivered request.
@@ -61,41 +59,6 @@ impl From<ExportResponse> for Delivered {
             },
             None => Delivered::default(),
         }
-    }
-}
-
-/// Encodes a request that is already protobuf bytes; decodes the response.
-struct PassCodec;
-struct PassEncoder;
-struct ResponseDecoder(PhantomData<ExportResponse>);
-
-impl Encoder for PassEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-impl Decoder for ResponseDecoder {
-    type Item = ExportResponse;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportResponse>, Status> {
-        ExportResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("undecodable export response: {e}")))
-    }
-}
-impl Codec for PassCodec {
-    type Encode = Bytes;
-    type Decode = ExportResponse;
-    type Encoder = PassEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> PassEncoder {
-        PassEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder(PhantomData)
     }
 }
 
@@ -441,28 +404,21 @@ impl Client {
                 timeout,
                 token,
             } => {
-                let mut grpc = tonic::client::Grpc::new(channel.clone());
-                if *gzip {
-                    grpc = grpc
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Gzip);
-                }
-                grpc.ready().await.map_err(|e| Failure::Retryable {
-                    after: None,
-                    msg: format!("gRPC connection: {e}"),
-                })?;
-                let mut req = tonic::Request::new(body);
-                *req.metadata_mut() = metadata.clone();
-                if let Some(t) = token {
-                    if let Ok(v) = format!("Bearer {}", t.get()).parse() {
-                        req.metadata_mut().insert("authorization", v);
+                let mut channel = channel.clone();
+                std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
+                    .await
+                    .map_err(|e| Failure::Retryable {
+                        after: None,
+                        msg: format!("gRPC connection: {e}"),
+                    })?;
+                let req = grpc_request(path, metadata, token.as_deref(), *gzip, *timeout, &body)?;
+                let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
+                    Failure::Retryable {
+                        after: None,
+                        msg: format!("gRPC transport: {e}"),
                     }
-                }
-                req.set_timeout(*timeout);
-                match grpc.unary(req, path.clone(), PassCodec).await {
-                    Ok(r) => Ok(r.into_inner().into()),
-                    Err(s) => Err(classify_grpc(&s)),
-                }
+                })?;
+                grpc_response(resp).await
             }
             Client::Http {
                 client,
@@ -513,6 +469,120 @@ impl Client {
             }
         }
     }
+}
+
+/// A gRPC unary request framed by hand (5-byte prefix, message compressed
+/// here): tonic compresses at gzip level 6 and cannot be told otherwise, and
+/// compression was most of the forwarder's CPU.
+fn grpc_request(
+    path: &http::uri::PathAndQuery,
+    metadata: &tonic::metadata::MetadataMap,
+    token: Option<&Token>,
+    gzip: bool,
+    timeout: Duration,
+    body: &[u8],
+) -> Result<http::Request<tonic::body::Body>, Failure> {
+    let compressed;
+    let msg: &[u8] = if gzip {
+        compressed = gzip_fast(body);
+        &compressed
+    } else {
+        body
+    };
+    let mut frame = BytesMut::with_capacity(5 + msg.len());
+    frame.put_u8(gzip as u8);
+    frame.put_u32(msg.len() as u32);
+    frame.put_slice(msg);
+    let mut b = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(path.as_str())
+        .version(http::Version::HTTP_2)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header("grpc-accept-encoding", "gzip")
+        .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)));
+    if gzip {
+        b = b.header("grpc-encoding", "gzip");
+    }
+    let mut req = b
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            frame.freeze(),
+        )))
+        .map_err(|e| Failure::Permanent(format!("building the gRPC request: {e}")))?;
+    let headers = req.headers_mut();
+    for kv in metadata.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_str().as_bytes()),
+                http::HeaderValue::from_bytes(v.as_encoded_bytes()),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+    }
+    if let Some(t) = token {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", t.get())) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+    }
+    Ok(req)
+}
+
+/// Reads a gRPC unary response: status from the headers (trailers-only) or
+/// the trailers, the message (maybe gzip-compressed) from the body.
+async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delivered, Failure> {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    if let Some(st) = Status::from_header_map(&parts.headers) {
+        if st.code() != Code::Ok {
+            return Err(classify_grpc(&st));
+        }
+    }
+    if !parts.status.is_success() {
+        // the gRPC spec's HTTP-to-gRPC mapping: 429/502/503/504 → UNAVAILABLE
+        let code = match parts.status.as_u16() {
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            _ => Code::Unknown,
+        };
+        return Err(classify_grpc(&Status::new(
+            code,
+            format!("HTTP {} from a gRPC endpoint", parts.status),
+        )));
+    }
+    let collected = body.collect().await.map_err(|e| Failure::Retryable {
+        after: None,
+        msg: format!("gRPC response: {e}"),
+    })?;
+    if let Some(st) = collected.trailers().and_then(Status::from_header_map) {
+        if st.code() != Code::Ok {
+            return Err(classify_grpc(&st));
+        }
+    }
+    let data = collected.to_bytes();
+    let Some(len) = data
+        .get(1..5)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+    else {
+        return Ok(Delivered::default());
+    };
+    let Some(msg) = data.get(5..5 + len as usize) else {
+        return Ok(Delivered::default());
+    };
+    let decoded = if data[0] == 1 {
+        let mut out = Vec::new();
+        let mut d = std::io::Read::take(flate2::read::GzDecoder::new(msg), 1 << 20);
+        match std::io::Read::read_to_end(&mut d, &mut out) {
+            Ok(_) => ExportResponse::decode(out.as_slice()),
+            Err(_) => return Ok(Delivered::default()),
+        }
+    } else {
+        ExportResponse::decode(msg)
+    };
+    Ok(decoded.map(Delivered::from).unwrap_or_default())
 }
 
 /// gzip at level 1: most of the size win for a fraction of the CPU of level 6.
