@@ -7,11 +7,12 @@
 //! per-span cost is a hash lookup and plain adds, with no atomics and no
 //! allocation once a series exists.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// hashbrown directly (std's map is the same table) for `entry_ref`: one
+/// hash and one compare per update, with the owned key made only on insert.
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The type of a family, as Prometheus sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,31 +226,28 @@ impl<'f> Locked<'f> {
     fn series(&mut self, key: &[u8]) -> Option<&mut Series> {
         let now = self.now_s;
         let fam = self.family;
-        // Two lookups on the rare creation path keep the common path to one
-        // hash and no allocation (the entry API would need an owned key).
-        if self.inner.series.contains_key(key) {
-            let mut s = self.inner.series.get_mut(key);
-            if let Some(s) = s.as_deref_mut() {
+        let FamilyInner { series, overflow } = &mut *self.inner;
+        let len = series.len();
+        match series.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => {
+                let s = o.into_mut();
                 s.updated = now;
+                Some(s)
             }
-            return s;
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                if !key_is_valid(key) {
+                    fam.invalid.fetch_add(1, Ordering::Relaxed);
+                    None
+                } else if len < fam.cap {
+                    Some(v.insert_with_key(key.into(), fam.fresh(now)))
+                } else {
+                    fam.overflowed.fetch_add(1, Ordering::Relaxed);
+                    let s = overflow.get_or_insert_with(|| fam.fresh(now));
+                    s.updated = now;
+                    Some(s)
+                }
+            }
         }
-        if !key_is_valid(key) {
-            fam.invalid.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if self.inner.series.len() < fam.cap {
-            return Some(
-                self.inner
-                    .series
-                    .entry(key.into())
-                    .or_insert_with(|| fam.fresh(now)),
-            );
-        }
-        fam.overflowed.fetch_add(1, Ordering::Relaxed);
-        let s = self.inner.overflow.get_or_insert_with(|| fam.fresh(now));
-        s.updated = now;
-        Some(s)
     }
 
     /// Adds to a counter (or gauge). Returns false when the key was not valid UTF-8.
