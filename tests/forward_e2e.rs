@@ -832,3 +832,184 @@ async fn redaction_applies_before_forwarding() {
     assert_eq!(attr(r2, "other").as_deref(), Some("kept"));
     down.stop().await;
 }
+
+/// Traces and metrics are forwarded too when they have an endpoint, each
+/// through its own exporter and counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_and_metrics_are_forwarded_when_configured() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[derive(Clone, Default)]
+    struct Both {
+        spans: Arc<Mutex<HashSet<String>>>,
+        points: Arc<AtomicU64>,
+    }
+    #[tonic::async_trait]
+    impl TraceService for Both {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut seen = self.spans.lock().expect("lock");
+            for rs in &req.get_ref().resource_spans {
+                for ss in &rs.scope_spans {
+                    seen.extend(ss.spans.iter().map(|s| s.name.clone()));
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    #[tonic::async_trait]
+    impl MetricsService for Both {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let n: usize = req
+                .get_ref()
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| match &m.data {
+                    Some(metric::Data::Gauge(g)) => g.data_points.len(),
+                    _ => 0,
+                })
+                .sum();
+            self.points.fetch_add(n as u64, Ordering::SeqCst);
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+    let both = Both::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let server = tokio::spawn({
+        let b = both.clone();
+        async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(b.clone()).accept_compressed(CompressionEncoding::Gzip),
+                )
+                .add_service(
+                    MetricsServiceServer::new(b).accept_compressed(CompressionEncoding::Gzip),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                .await;
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = format!(
+        "forward:\n  traces: {{ endpoint: \"http://127.0.0.1:{port}\" }}\n  metrics: {{ endpoint: \"http://127.0.0.1:{port}\", compression: none }}\n  batch: {{ timeout: 50ms }}\n"
+    );
+    let s = Sidecar::start(dir.path(), "tm", &cfg, &[]).await;
+    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let spans: Vec<Span> = (0..20u8)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![i + 1; 8],
+            name: format!("span-{i}"),
+            kind: 1,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_100_000_000,
+            ..Default::default()
+        })
+        .collect();
+    TraceServiceClient::connect(url.clone())
+        .await
+        .expect("connect")
+        .export(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("spans accepted");
+    let gauge = |v: i64| Metric {
+        name: "memory.size".into(),
+        unit: "By".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: 1_700_000_000_000_000_000,
+                value: Some(number_data_point::Value::AsInt(v)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    MetricsServiceClient::connect(url)
+        .await
+        .expect("connect")
+        .export(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![gauge(1), gauge(2), gauge(3)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("points accepted");
+    let t = Instant::now();
+    while both.spans.lock().expect("lock").len() < 20 || both.points.load(Ordering::SeqCst) < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "traces or metrics not forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !text.contains("exporter=\"otlp/logs\""),
+        "logs not configured"
+    );
+    let t = Instant::now();
+    loop {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        if text.contains("otelcol_exporter_sent_spans_total{exporter=\"otlp/traces\"} 20")
+            && text
+                .contains("otelcol_exporter_sent_metric_points_total{exporter=\"otlp/metrics\"} 3")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "exporter counters:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.abort();
+}
