@@ -17,7 +17,9 @@ use opentelemetry_sdk::Resource;
 use std::time::{Duration, SystemTime};
 
 fn resource() -> Resource {
-    Resource::builder().with_service_name("geometra-api").build()
+    Resource::builder()
+        .with_service_name("geometra-api")
+        .build()
 }
 
 /// One span as a test describes it.
@@ -30,7 +32,13 @@ struct S {
 }
 
 fn s(name: &'static str, kind: SpanKind, millis: u64, attrs: Vec<KeyValue>) -> S {
-    S { name, kind, attrs, millis, error: false }
+    S {
+        name,
+        kind,
+        attrs,
+        millis,
+        error: false,
+    }
 }
 
 /// Sends spans through the SDK's tracer and the OTLP/gRPC exporter.
@@ -41,7 +49,10 @@ async fn send_spans(url: String, spans: Vec<S>) {
             .with_endpoint(url)
             .build()
             .expect("span exporter");
-        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter).with_resource(resource()).build();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .with_resource(resource())
+            .build();
         let tracer = provider.tracer("contract-test");
         let t0 = SystemTime::now() - Duration::from_secs(30);
         for sp in spans {
@@ -71,8 +82,17 @@ struct L {
     severity: Severity,
 }
 
-fn l(event_name: Option<&'static str>, body: Option<&'static str>, attrs: Vec<(&'static str, &'static str)>) -> L {
-    L { event_name, body, attrs, severity: Severity::Info }
+fn l(
+    event_name: Option<&'static str>,
+    body: Option<&'static str>,
+    attrs: Vec<(&'static str, &'static str)>,
+) -> L {
+    L {
+        event_name,
+        body,
+        attrs,
+        severity: Severity::Info,
+    }
 }
 
 /// Sends log records through the SDK's logger and the OTLP/gRPC exporter.
@@ -83,7 +103,10 @@ async fn send_logs(url: String, logs: Vec<L>) {
             .with_endpoint(url)
             .build()
             .expect("log exporter");
-        let provider = SdkLoggerProvider::builder().with_simple_exporter(exporter).with_resource(resource()).build();
+        let provider = SdkLoggerProvider::builder()
+            .with_simple_exporter(exporter)
+            .with_resource(resource())
+            .build();
         let logger = provider.logger("geometra.ai");
         for lg in logs {
             let mut r = logger.create_log_record();
@@ -120,60 +143,124 @@ async fn http_server_spans_with_new_and_old_attribute_names() {
                 "GET /api/chat",
                 SpanKind::Server,
                 30,
-                vec![kv("http.request.method", "GET"), kv("http.route", "/api/chat"), KeyValue::new("http.response.status_code", 200)],
+                vec![
+                    kv("http.request.method", "GET"),
+                    kv("http.route", "/api/chat"),
+                    KeyValue::new("http.response.status_code", 200),
+                ],
             ),
             // the older names the Python instrumentations still send
             s(
                 "POST /api/memory/{id}",
                 SpanKind::Server,
                 1500,
-                vec![kv("http.method", "POST"), kv("http.route", "/api/memory/{id}"), KeyValue::new("http.status_code", 503)],
+                vec![
+                    kv("http.method", "POST"),
+                    kv("http.route", "/api/memory/{id}"),
+                    KeyValue::new("http.status_code", 503),
+                ],
             ),
             // untemplated: never counted under its raw path
             s(
                 "GET",
                 SpanKind::Server,
                 10,
-                vec![kv("http.request.method", "GET"), kv("url.path", "/api/users/12345"), KeyValue::new("http.response.status_code", 404)],
+                vec![
+                    kv("http.request.method", "GET"),
+                    kv("url.path", "/api/users/12345"),
+                    KeyValue::new("http.response.status_code", 404),
+                ],
             ),
             // a client span is not a served request
             s(
                 "GET",
                 SpanKind::Client,
                 10,
-                vec![kv("http.request.method", "GET"), kv("http.route", "/upstream"), KeyValue::new("http.response.status_code", 200)],
+                vec![
+                    kv("http.request.method", "GET"),
+                    kv("http.route", "/upstream"),
+                    KeyValue::new("http.response.status_code", 200),
+                ],
             ),
         ],
     )
     .await;
     let m = sc
-        .wait_for("4 spans accepted", |m| m.sum("otelcol_receiver_accepted_spans_total", &[("transport", "grpc")]) >= 4.0)
+        .wait_for("4 spans accepted", |m| {
+            m.sum(
+                "otelcol_receiver_accepted_spans_total",
+                &[("transport", "grpc")],
+            ) >= 4.0
+        })
         .await;
-    assert_eq!(m.value("http_requests_total", &[("method", "GET"), ("endpoint", "/api/chat"), ("status", "200")]), Some(1.0));
     assert_eq!(
-        m.value("http_requests_total", &[("method", "POST"), ("endpoint", "/api/memory/{id}"), ("status", "503")]),
+        m.value(
+            "http_requests_total",
+            &[
+                ("method", "GET"),
+                ("endpoint", "/api/chat"),
+                ("status", "200")
+            ]
+        ),
         Some(1.0)
     );
-    assert_eq!(m.sum("http_requests_total", &[]), 2.0, "only the two templated server spans count");
-    assert!(!m.text.contains("/api/users/12345"), "a raw path became a label:\n{}", m.text);
+    assert_eq!(
+        m.value(
+            "http_requests_total",
+            &[
+                ("method", "POST"),
+                ("endpoint", "/api/memory/{id}"),
+                ("status", "503")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.sum("http_requests_total", &[]),
+        2.0,
+        "only the two templated server spans count"
+    );
+    assert!(
+        !m.text.contains("/api/users/12345"),
+        "a raw path became a label:\n{}",
+        m.text
+    );
     assert!(!m.text.contains("/upstream"), "a client span was counted");
     // histogram: 30 ms falls in le=0.05 not 0.025; 1.5 s in le=2.5 not 1
-    let b = m.buckets("http_request_duration_seconds", &[("method", "GET"), ("endpoint", "/api/chat")]).expect("histogram");
-    let at = |le: f64| b.iter().find(|(l, _)| (*l - le).abs() < 1e-9).map(|(_, c)| *c);
+    let b = m
+        .buckets(
+            "http_request_duration_seconds",
+            &[("method", "GET"), ("endpoint", "/api/chat")],
+        )
+        .expect("histogram");
+    let at = |le: f64| {
+        b.iter()
+            .find(|(l, _)| (*l - le).abs() < 1e-9)
+            .map(|(_, c)| *c)
+    };
     assert_eq!(at(0.025), Some(0.0));
     assert_eq!(at(0.05), Some(1.0));
     assert_eq!(b.len(), 15, "14 bounds and +Inf: {b:?}");
-    let b = m.buckets("http_request_duration_seconds", &[("method", "POST")]).expect("histogram");
+    let b = m
+        .buckets("http_request_duration_seconds", &[("method", "POST")])
+        .expect("histogram");
     assert_eq!(b.iter().find(|(l, _)| *l == 1.0).map(|x| x.1), Some(0.0));
     assert_eq!(b.iter().find(|(l, _)| *l == 2.5).map(|x| x.1), Some(1.0));
-    let sum = m.value("http_request_duration_seconds_sum", &[("method", "POST")]).expect("sum");
+    let sum = m
+        .value("http_request_duration_seconds_sum", &[("method", "POST")])
+        .expect("sum");
     assert!((sum - 1.5).abs() < 1e-6, "sum {sum}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ai_spans_count_by_type_and_outcome_with_tokens() {
     let sc = Sidecar::start("").await;
-    let mut failed = s("embeddings", SpanKind::Client, 50, vec![kv("gen_ai.operation.name", "embeddings")]);
+    let mut failed = s(
+        "embeddings",
+        SpanKind::Client,
+        50,
+        vec![kv("gen_ai.operation.name", "embeddings")],
+    );
     failed.error = true;
     send_spans(
         sc.grpc_url(),
@@ -188,28 +275,96 @@ async fn ai_spans_count_by_type_and_outcome_with_tokens() {
                     KeyValue::new("gen_ai.usage.output_tokens", 40),
                 ],
             ),
-            s("chat", SpanKind::Client, 90, vec![kv("gen_ai.operation.name", "chat"), kv("error.type", "429")]),
+            s(
+                "chat",
+                SpanKind::Client,
+                90,
+                vec![kv("gen_ai.operation.name", "chat"), kv("error.type", "429")],
+            ),
             failed,
         ],
     )
     .await;
-    let m = sc.wait_for("3 spans", |m| m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 3.0).await;
-    assert_eq!(m.value("ai_requests_total", &[("type", "chat"), ("status", "success")]), Some(1.0));
-    assert_eq!(m.value("ai_requests_total", &[("type", "chat"), ("status", "error")]), Some(1.0));
-    assert_eq!(m.value("ai_requests_total", &[("type", "embeddings"), ("status", "error")]), Some(1.0));
-    assert_eq!(m.value("ai_request_duration_seconds_count", &[("type", "chat")]), Some(2.0));
-    let b = m.buckets("ai_request_duration_seconds", &[("type", "chat")]).expect("histogram");
-    assert_eq!(b.iter().find(|(l, _)| (*l - 81.92).abs() < 1e-9).map(|x| x.1), Some(2.0), "GenAI buckets: {b:?}");
-    assert_eq!(b.iter().find(|(l, _)| (*l - 0.64).abs() < 1e-9).map(|x| x.1), Some(1.0));
-    assert_eq!(m.value("ai_tokens_total", &[("type", "chat"), ("token_type", "input")]), Some(100.0));
-    assert_eq!(m.value("ai_tokens_total", &[("type", "chat"), ("token_type", "output")]), Some(40.0));
+    let m = sc
+        .wait_for("3 spans", |m| {
+            m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 3.0
+        })
+        .await;
+    assert_eq!(
+        m.value(
+            "ai_requests_total",
+            &[("type", "chat"), ("status", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value(
+            "ai_requests_total",
+            &[("type", "chat"), ("status", "error")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value(
+            "ai_requests_total",
+            &[("type", "embeddings"), ("status", "error")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("ai_request_duration_seconds_count", &[("type", "chat")]),
+        Some(2.0)
+    );
+    let b = m
+        .buckets("ai_request_duration_seconds", &[("type", "chat")])
+        .expect("histogram");
+    assert_eq!(
+        b.iter()
+            .find(|(l, _)| (*l - 81.92).abs() < 1e-9)
+            .map(|x| x.1),
+        Some(2.0),
+        "GenAI buckets: {b:?}"
+    );
+    assert_eq!(
+        b.iter()
+            .find(|(l, _)| (*l - 0.64).abs() < 1e-9)
+            .map(|x| x.1),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value(
+            "ai_tokens_total",
+            &[("type", "chat"), ("token_type", "input")]
+        ),
+        Some(100.0)
+    );
+    assert_eq!(
+        m.value(
+            "ai_tokens_total",
+            &[("type", "chat"), ("token_type", "output")]
+        ),
+        Some(40.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_operations_from_spans_and_from_ailogger_records() {
     let sc = Sidecar::start("").await;
-    send_spans(sc.grpc_url(), vec![s("memory.store", SpanKind::Internal, 5, vec![kv("memory.operation", "store")])]).await;
-    let mut failed = l(Some("memory_operation"), None, vec![("operation", "store"), ("user_id", "u-7")]);
+    send_spans(
+        sc.grpc_url(),
+        vec![s(
+            "memory.store",
+            SpanKind::Internal,
+            5,
+            vec![kv("memory.operation", "store")],
+        )],
+    )
+    .await;
+    let mut failed = l(
+        Some("memory_operation"),
+        None,
+        vec![("operation", "store"), ("user_id", "u-7")],
+    );
     failed.severity = Severity::Error;
     send_logs(
         sc.grpc_url(),
@@ -233,12 +388,21 @@ async fn memory_operations_from_spans_and_from_ailogger_records() {
                 && m.sum("otelcol_receiver_accepted_log_records_total", &[]) >= 6.0
         })
         .await;
-    let op = |o: &str, st: &str| m.value("memory_operations_total", &[("operation", o), ("status", st)]);
+    let op = |o: &str, st: &str| {
+        m.value(
+            "memory_operations_total",
+            &[("operation", o), ("status", st)],
+        )
+    };
     assert_eq!(op("store", "success"), Some(1.0), "from the span");
     assert_eq!(op("retrieve", "success"), Some(1.0), "from event_name");
     assert_eq!(op("search", "success"), Some(1.0), "from a string body");
     assert_eq!(op("delete", "success"), Some(1.0), "from a JSON body");
-    assert_eq!(op("store", "error"), Some(1.0), "an ERROR record is a failed operation");
+    assert_eq!(
+        op("store", "error"),
+        Some(1.0),
+        "an ERROR record is a failed operation"
+    );
     assert_eq!(m.sum("memory_operations_total", &[]), 5.0);
 }
 
@@ -248,8 +412,18 @@ async fn active_users_counts_distinct_ids_and_never_labels_them() {
     send_spans(
         sc.grpc_url(),
         vec![
-            s("a", SpanKind::Server, 5, vec![kv("http.route", "/a"), kv("enduser.id", "alice-4711")]),
-            s("b", SpanKind::Server, 5, vec![kv("http.route", "/a"), kv("enduser.id", "alice-4711")]),
+            s(
+                "a",
+                SpanKind::Server,
+                5,
+                vec![kv("http.route", "/a"), kv("enduser.id", "alice-4711")],
+            ),
+            s(
+                "b",
+                SpanKind::Server,
+                5,
+                vec![kv("http.route", "/a"), kv("enduser.id", "alice-4711")],
+            ),
             s("c", SpanKind::Internal, 5, vec![kv("user.id", "bob-4712")]),
         ],
     )
@@ -263,7 +437,9 @@ async fn active_users_counts_distinct_ids_and_never_labels_them() {
         ],
     )
     .await;
-    let m = sc.wait_for("4 users", |m| m.value("active_users", &[]) == Some(4.0)).await;
+    let m = sc
+        .wait_for("4 users", |m| m.value("active_users", &[]) == Some(4.0))
+        .await;
     for id in ["alice-4711", "bob-4712", "carol-4713", "dave-4714"] {
         assert!(!m.text.contains(id), "user id {id} leaked into /metrics");
     }
@@ -280,27 +456,51 @@ async fn app_metrics_pass_through_with_prometheus_names() {
             .build()
             .expect("metric exporter");
         let provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(exporter).with_interval(Duration::from_secs(3600)).build())
+            .with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(Duration::from_secs(3600))
+                    .build(),
+            )
             .with_resource(resource())
             .build();
         let meter = provider.meter("geometra.memory");
-        let size = meter.u64_gauge("memory.size").with_unit("By").with_description("memory store size").build();
+        let size = meter
+            .u64_gauge("memory.size")
+            .with_unit("By")
+            .with_description("memory store size")
+            .build();
         size.record(123_456, &[]);
         let chats = meter.u64_counter("geometra.chat.messages").build();
         chats.add(3, &[KeyValue::new("model", "gpt-4o-mini")]);
-        let lat = meter.f64_histogram("geometra.embedding.latency").with_unit("s").build();
+        let lat = meter
+            .f64_histogram("geometra.embedding.latency")
+            .with_unit("s")
+            .build();
         lat.record(0.2, &[]);
         provider.force_flush().expect("flush");
         let _ = provider.shutdown();
     })
     .await
     .expect("metric sender");
-    let m = sc.wait_for("memory_size_bytes", |m| m.value("memory_size_bytes", &[]).is_some()).await;
+    let m = sc
+        .wait_for("memory_size_bytes", |m| {
+            m.value("memory_size_bytes", &[]).is_some()
+        })
+        .await;
     assert_eq!(m.value("memory_size_bytes", &[]), Some(123_456.0));
-    assert_eq!(m.value("geometra_chat_messages_total", &[("model", "gpt-4o-mini")]), Some(3.0));
-    assert_eq!(m.value("geometra_embedding_latency_seconds_count", &[]), Some(1.0));
+    assert_eq!(
+        m.value("geometra_chat_messages_total", &[("model", "gpt-4o-mini")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value("geometra_embedding_latency_seconds_count", &[]),
+        Some(1.0)
+    );
     assert!(m.text.contains("# TYPE memory_size_bytes gauge"));
-    assert!(m.text.contains("target_info{"), "target_info from the resource");
+    assert!(
+        m.text.contains("target_info{"),
+        "target_info from the resource"
+    );
     assert!(m.sum("otelcol_receiver_accepted_metric_points_total", &[]) >= 3.0);
 }
 
@@ -310,17 +510,49 @@ async fn series_cap_sends_the_rest_to_one_overflow_series() {
     let spans = (0..20)
         .map(|i| {
             let route: &'static str = Box::leak(format!("/r/{i}").into_boxed_str());
-            s("x", SpanKind::Server, 5, vec![kv("http.route", route), kv("http.request.method", "GET"), KeyValue::new("http.response.status_code", 200)])
+            s(
+                "x",
+                SpanKind::Server,
+                5,
+                vec![
+                    kv("http.route", route),
+                    kv("http.request.method", "GET"),
+                    KeyValue::new("http.response.status_code", 200),
+                ],
+            )
         })
         .collect();
     send_spans(sc.grpc_url(), spans).await;
-    let m = sc.wait_for("20 spans", |m| m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 20.0).await;
+    let m = sc
+        .wait_for("20 spans", |m| {
+            m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 20.0
+        })
+        .await;
     let sets = m.label_sets("http_requests_total");
     assert_eq!(sets.len(), 6, "5 series and the overflow series: {sets:?}");
-    assert_eq!(m.value("http_requests_total", &[("otel_metric_overflow", "true")]), Some(15.0));
-    assert_eq!(m.sum("http_requests_total", &[]), 20.0, "nothing lost in the overflow");
-    assert_eq!(m.value("geometra_sidecar_series_overflow_total", &[("metric", "http_requests_total")]), Some(15.0));
-    assert_eq!(m.value("geometra_sidecar_series", &[("metric", "http_requests_total")]), Some(6.0));
+    assert_eq!(
+        m.value("http_requests_total", &[("otel_metric_overflow", "true")]),
+        Some(15.0)
+    );
+    assert_eq!(
+        m.sum("http_requests_total", &[]),
+        20.0,
+        "nothing lost in the overflow"
+    );
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_series_overflow_total",
+            &[("metric", "http_requests_total")]
+        ),
+        Some(15.0)
+    );
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_series",
+            &[("metric", "http_requests_total")]
+        ),
+        Some(6.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,25 +583,66 @@ extra_rules:
     buckets: [10, 100, 1000]
 "#;
     let sc = Sidecar::start(cfg).await;
-    send_logs(sc.grpc_url(), vec![l(Some("feedback"), None, vec![("rating", "up")]), l(Some("feedback"), None, vec![])]).await;
+    send_logs(
+        sc.grpc_url(),
+        vec![
+            l(Some("feedback"), None, vec![("rating", "up")]),
+            l(Some("feedback"), None, vec![]),
+        ],
+    )
+    .await;
     send_spans(
         sc.grpc_url(),
         vec![
-            s("chat", SpanKind::Client, 5, vec![kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", "gpt-4o-mini"), KeyValue::new("gen_ai.usage.input_tokens", 50)]),
-            s("chat", SpanKind::Client, 5, vec![kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", "other"), KeyValue::new("gen_ai.usage.input_tokens", 5)]),
+            s(
+                "chat",
+                SpanKind::Client,
+                5,
+                vec![
+                    kv("gen_ai.operation.name", "chat"),
+                    kv("gen_ai.request.model", "gpt-4o-mini"),
+                    KeyValue::new("gen_ai.usage.input_tokens", 50),
+                ],
+            ),
+            s(
+                "chat",
+                SpanKind::Client,
+                5,
+                vec![
+                    kv("gen_ai.operation.name", "chat"),
+                    kv("gen_ai.request.model", "other"),
+                    KeyValue::new("gen_ai.usage.input_tokens", 5),
+                ],
+            ),
         ],
     )
     .await;
     let m = sc
         .wait_for("logs and spans", |m| {
-            m.sum("otelcol_receiver_accepted_log_records_total", &[]) >= 2.0 && m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 2.0
+            m.sum("otelcol_receiver_accepted_log_records_total", &[]) >= 2.0
+                && m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 2.0
         })
         .await;
-    assert_eq!(m.value("geometra_feedback_total", &[("rating", "up")]), Some(1.0));
-    assert_eq!(m.value("geometra_feedback_total", &[("rating", "none")]), Some(1.0));
-    let b = m.buckets("ai_prompt_tokens", &[("model", "gpt-4o-mini")]).expect("histogram");
-    assert_eq!(b.iter().map(|x| x.1).collect::<Vec<_>>(), vec![0.0, 1.0, 1.0, 1.0]);
-    assert!(m.buckets("ai_prompt_tokens", &[("model", "other")]).is_none(), "attributes_equal filters");
+    assert_eq!(
+        m.value("geometra_feedback_total", &[("rating", "up")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("geometra_feedback_total", &[("rating", "none")]),
+        Some(1.0)
+    );
+    let b = m
+        .buckets("ai_prompt_tokens", &[("model", "gpt-4o-mini")])
+        .expect("histogram");
+    assert_eq!(
+        b.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![0.0, 1.0, 1.0, 1.0]
+    );
+    assert!(
+        m.buckets("ai_prompt_tokens", &[("model", "other")])
+            .is_none(),
+        "attributes_equal filters"
+    );
     // the default rules still run
     assert_eq!(m.sum("ai_requests_total", &[]), 2.0);
 }
@@ -379,27 +652,53 @@ async fn openmetrics_has_exemplars_with_trace_ids() {
     let sc = Sidecar::start("").await;
     send_spans(
         sc.grpc_url(),
-        vec![s("GET", SpanKind::Server, 20, vec![kv("http.request.method", "GET"), kv("http.route", "/x"), KeyValue::new("http.response.status_code", 200)])],
+        vec![s(
+            "GET",
+            SpanKind::Server,
+            20,
+            vec![
+                kv("http.request.method", "GET"),
+                kv("http.route", "/x"),
+                KeyValue::new("http.response.status_code", 200),
+            ],
+        )],
     )
     .await;
-    sc.wait_for("1 span", |m| m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 1.0).await;
+    sc.wait_for("1 span", |m| {
+        m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 1.0
+    })
+    .await;
     let r = reqwest::Client::new()
         .get(format!("http://{}/metrics", sc.metrics))
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .await
         .expect("scrape");
-    assert!(r.headers()["content-type"].to_str().unwrap_or("").starts_with("application/openmetrics-text"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("application/openmetrics-text"));
     let text = r.text().await.expect("body");
     assert!(text.ends_with("# EOF\n"));
     let line = text
         .lines()
-        .find(|l| l.starts_with("http_request_duration_seconds_bucket") && l.contains("le=\"0.025\""))
+        .find(|l| {
+            l.starts_with("http_request_duration_seconds_bucket") && l.contains("le=\"0.025\"")
+        })
         .expect("bucket line");
-    let ex = line.split(" # ").nth(1).expect("an exemplar on the bucket that got the observation");
+    let ex = line
+        .split(" # ")
+        .nth(1)
+        .expect("an exemplar on the bucket that got the observation");
     assert!(ex.starts_with("{trace_id=\""), "{line}");
     let tid = &ex[11..43];
-    assert!(tid.chars().all(|c| c.is_ascii_hexdigit()) && tid != "00000000000000000000000000000000", "{line}");
-    assert!(text.contains("# TYPE http_requests counter"), "OpenMetrics counter family names drop _total");
+    assert!(
+        tid.chars().all(|c| c.is_ascii_hexdigit()) && tid != "00000000000000000000000000000000",
+        "{line}"
+    );
+    assert!(
+        text.contains("# TYPE http_requests counter"),
+        "OpenMetrics counter family names drop _total"
+    );
     let _ = Metrics::parse; // the text format is checked by the other tests
 }

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub struct Sidecar {
@@ -26,7 +29,9 @@ impl Sidecar {
     pub async fn start(config: &str) -> Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("config.yaml");
-        std::fs::File::create(&cfg).and_then(|mut f| f.write_all(config.as_bytes())).expect("write config");
+        std::fs::File::create(&cfg)
+            .and_then(|mut f| f.write_all(config.as_bytes()))
+            .expect("write config");
         let (g, h, m) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
             .args(["--config", cfg.to_str().expect("utf-8 path")])
@@ -139,20 +144,44 @@ impl Metrics {
             .stderr(Stdio::piped())
             .spawn()
             .expect("python3 with prometheus_client (scripts/test.sh installs it)");
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write exposition");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write exposition");
         let out = child.wait_with_output().expect("parser output");
-        assert!(out.status.success(), "the Prometheus parser refused the exposition: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-        let rows: Vec<(String, HashMap<String, String>, Option<f64>)> = serde_json::from_slice(&out.stdout).expect("parser JSON");
+        assert!(
+            out.status.success(),
+            "the Prometheus parser refused the exposition: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<(String, HashMap<String, String>, Option<f64>)> =
+            serde_json::from_slice(&out.stdout).expect("parser JSON");
         Metrics {
-            samples: rows.into_iter().map(|(name, labels, value)| Sample { name, labels, value: value.unwrap_or(f64::NAN) }).collect(),
+            samples: rows
+                .into_iter()
+                .map(|(name, labels, value)| Sample {
+                    name,
+                    labels,
+                    value: value.unwrap_or(f64::NAN),
+                })
+                .collect(),
             text: text.to_string(),
         }
     }
 
-    fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> {
-        self.samples
-            .iter()
-            .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
     }
 
     /// The value of the first sample with these labels (others may exist).
@@ -174,10 +203,23 @@ impl Metrics {
         let mut out: Vec<(f64, f64)> = self
             .samples
             .iter()
-            .filter(|s| s.name == bucket && { let mut l = s.labels.clone(); l.remove("le"); l == key })
+            .filter(|s| {
+                s.name == bucket && {
+                    let mut l = s.labels.clone();
+                    l.remove("le");
+                    l == key
+                }
+            })
             .map(|s| {
                 let le = s.labels.get("le").map(String::as_str).unwrap_or("");
-                (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) }, s.value)
+                (
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::NAN)
+                    },
+                    s.value,
+                )
             })
             .collect();
         out.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -186,7 +228,11 @@ impl Metrics {
 
     /// All label sets of a metric.
     pub fn label_sets(&self, name: &str) -> Vec<HashMap<String, String>> {
-        self.samples.iter().filter(|s| s.name == name).map(|s| s.labels.clone()).collect()
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.labels.clone())
+            .collect()
     }
 }
 
@@ -199,7 +245,11 @@ pub struct RawDec;
 impl tonic::codec::Encoder for RawEnc {
     type Item = Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         dst.put(item);
         Ok(())
     }
@@ -207,7 +257,10 @@ impl tonic::codec::Encoder for RawEnc {
 impl tonic::codec::Decoder for RawDec {
     type Item = Bytes;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
         let n = src.remaining();
         Ok(Some(src.copy_to_bytes(n)))
     }
@@ -230,7 +283,12 @@ pub const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Expor
 pub const METRICS: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// Sends raw bytes to an OTLP gRPC method; `gzip` compresses the message.
-pub async fn send_raw(url: &str, path: &'static str, body: Vec<u8>, gzip: bool) -> Result<Bytes, tonic::Status> {
+pub async fn send_raw(
+    url: &str,
+    path: &'static str,
+    body: Vec<u8>,
+    gzip: bool,
+) -> Result<Bytes, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("url")
         .connect()
@@ -240,8 +298,14 @@ pub async fn send_raw(url: &str, path: &'static str, body: Vec<u8>, gzip: bool) 
     if gzip {
         grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
     }
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    grpc.unary(tonic::Request::new(Bytes::from(body)), tonic::codegen::http::uri::PathAndQuery::from_static(path), RawCodec)
+    grpc.ready()
         .await
-        .map(|r| r.into_inner())
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(Bytes::from(body)),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
 }
