@@ -1013,3 +1013,64 @@ async fn traces_and_metrics_are_forwarded_when_configured() {
     }
     server.abort();
 }
+
+/// OTLP/gRPC over TLS with a private CA and a client certificate (mutual
+/// TLS): the sidecar's `tls.ca_file`, `cert_file` and `key_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_mutual_tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("sign");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (srv_cert, srv_key) = leaf("127.0.0.1");
+    let (cli_cert, cli_key) = leaf("geometra-sidecar");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str, body: &str| {
+        let f = dir.path().join(n);
+        std::fs::write(&f, body).expect("write pem");
+        f.display().to_string()
+    };
+    let (ca_file, cert_file, key_file) = (
+        p("ca.pem", &ca.pem()),
+        p("client.pem", &cli_cert),
+        p("client.key", &cli_key),
+    );
+
+    let sink = Sink::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(&srv_cert, &srv_key))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.pem()));
+    let server = tokio::spawn({
+        let svc = LogsServiceServer::new(sink.clone()).accept_compressed(CompressionEncoding::Gzip);
+        async move {
+            let _ = tonic::transport::Server::builder()
+                .tls_config(tls)
+                .expect("server tls")
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                .await;
+        }
+    });
+    let cfg = format!(
+        "forward:\n  logs:\n    endpoint: https://127.0.0.1:{port}\n    tls: {{ ca_file: {ca_file}, cert_file: {cert_file}, key_file: {key_file} }}\n  batch: {{ timeout: 50ms }}\n  retry: {{ initial_interval: 100ms, max_interval: 300ms }}\n"
+    );
+    let s = Sidecar::start(dir.path(), "tls", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "tls", 5, 4).await;
+    assert!(refused.is_empty());
+    sink.wait_all(&acked, Duration::from_secs(10)).await;
+    assert_eq!(s.metric("send_failed_log_records_total").await, 0.0);
+    server.abort();
+}

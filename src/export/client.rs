@@ -533,10 +533,12 @@ fn grpc_request(
 async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delivered, Failure> {
     use http_body_util::BodyExt;
     let (parts, body) = resp.into_parts();
+    let mut status_ok = false;
     if let Some(st) = Status::from_header_map(&parts.headers) {
         if st.code() != Code::Ok {
             return Err(classify_grpc(&st));
         }
+        status_ok = true;
     }
     if !parts.status.is_success() {
         // the gRPC spec's HTTP-to-gRPC mapping: 429/502/503/504 → UNAVAILABLE
@@ -560,6 +562,14 @@ async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delive
         if st.code() != Code::Ok {
             return Err(classify_grpc(&st));
         }
+        status_ok = true;
+    }
+    if !status_ok {
+        // a gRPC response must end with a status; without one (a proxy's
+        // page, say) nothing says the data arrived: the gRPC spec's UNKNOWN
+        return Err(classify_grpc(&Status::unknown(
+            "response without grpc-status (not a gRPC server?)",
+        )));
     }
     let data = collected.to_bytes();
     let Some(len) = data
