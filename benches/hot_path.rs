@@ -17,15 +17,31 @@ use std::hint::black_box;
 const N: usize = 512;
 
 fn s(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
 }
 fn i(k: &str, v: i64) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
 }
 
 fn resource() -> Option<Resource> {
     Some(Resource {
-        attributes: vec![s("service.name", "geometra-api"), s("service.version", "1.4.2"), s("k8s.pod.name", "geometra-api-7d9f8c6b5-x2x9q")],
+        attributes: vec![
+            s("service.name", "geometra-api"),
+            s("service.version", "1.4.2"),
+            s("k8s.pod.name", "geometra-api-7d9f8c6b5-x2x9q"),
+        ],
         ..Default::default()
     })
 }
@@ -48,15 +64,24 @@ fn spans() -> Vec<u8> {
                     sp.name = format!("GET {route}");
                     sp.kind = 2;
                     sp.attributes = vec![
-                        s("http.request.method", ["GET", "POST", "PUT", "DELETE"][n % 4]),
+                        s(
+                            "http.request.method",
+                            ["GET", "POST", "PUT", "DELETE"][n % 4],
+                        ),
                         s("http.route", &route),
                         s("url.path", &route.replace("{id}", &n.to_string())),
                         s("url.scheme", "http"),
-                        i("http.response.status_code", [200, 200, 201, 404, 500][n % 5]),
+                        i(
+                            "http.response.status_code",
+                            [200, 200, 201, 404, 500][n % 5],
+                        ),
                         s("server.address", "geometra-api"),
                         i("server.port", 8000),
                         s("client.address", "10.0.3.17"),
-                        s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"),
+                        s(
+                            "user_agent.original",
+                            "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
+                        ),
                         s("enduser.id", &user),
                     ];
                 }
@@ -64,7 +89,10 @@ fn spans() -> Vec<u8> {
                     sp.kind = 3;
                     sp.name = "chat gpt-4o-mini".into();
                     sp.attributes = vec![
-                        s("gen_ai.operation.name", if n % 4 == 0 { "embeddings" } else { "chat" }),
+                        s(
+                            "gen_ai.operation.name",
+                            if n % 4 == 0 { "embeddings" } else { "chat" },
+                        ),
                         s("gen_ai.provider.name", "openai"),
                         s("gen_ai.request.model", "gpt-4o-mini"),
                         i("gen_ai.usage.input_tokens", 1200),
@@ -75,12 +103,19 @@ fn spans() -> Vec<u8> {
                 17 | 18 => {
                     sp.kind = 1;
                     sp.name = "memory.store".into();
-                    sp.attributes = vec![s("memory.operation", "store"), i("memory.content.size", 1000), s("enduser.id", &user)];
+                    sp.attributes = vec![
+                        s("memory.operation", "store"),
+                        i("memory.content.size", 1000),
+                        s("enduser.id", &user),
+                    ];
                 }
                 _ => {
                     sp.kind = 3;
                     sp.name = "SELECT geometra.memories".into();
-                    sp.attributes = vec![s("db.system.name", "postgresql"), s("db.operation.name", "SELECT")];
+                    sp.attributes = vec![
+                        s("db.system.name", "postgresql"),
+                        s("db.operation.name", "SELECT"),
+                    ];
                 }
             }
             sp
@@ -89,7 +124,10 @@ fn spans() -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: resource(),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -99,14 +137,30 @@ fn spans() -> Vec<u8> {
 fn logs() -> Vec<u8> {
     let records = (0..N)
         .map(|n| {
-            let mut r = LogRecord { time_unix_nano: 1, severity_number: 9, severity_text: "INFO".into(), ..Default::default() };
+            let mut r = LogRecord {
+                time_unix_nano: 1,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                ..Default::default()
+            };
             let user = format!("user-{}", n % 97);
             if n % 2 == 0 {
                 r.event_name = "chat_interaction".into();
-                r.attributes = vec![s("user_id", &user), s("message", "How do I compute the area of a triangle?"), s("response", "Heron's formula.")];
+                r.attributes = vec![
+                    s("user_id", &user),
+                    s("message", "How do I compute the area of a triangle?"),
+                    s("response", "Heron's formula."),
+                ];
             } else {
                 r.event_name = "memory_operation".into();
-                r.attributes = vec![s("user_id", &user), s("operation", ["store", "retrieve", "search", "delete"][n % 4]), s("content", "x")];
+                r.attributes = vec![
+                    s("user_id", &user),
+                    s(
+                        "operation",
+                        ["store", "retrieve", "search", "delete"][n % 4],
+                    ),
+                    s("content", "x"),
+                ];
             }
             r
         })
@@ -114,7 +168,10 @@ fn logs() -> Vec<u8> {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: resource(),
-            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -127,31 +184,63 @@ fn bench(c: &mut Criterion) {
     let logs = logs();
     let mut g = c.benchmark_group("traces_512");
     g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("walk_and_derive_default_rules", |b| b.iter(|| d.traces(black_box(&traces)).map(|o| o.items)));
+    g.bench_function("walk_and_derive_default_rules", |b| {
+        b.iter(|| d.traces(black_box(&traces)).map(|o| o.items))
+    });
     g.bench_function("walk_only_default_keys", |b| {
         let mut keys = geometra_sidecar::derive::wire::KeyTable::default();
-        for k in ["http.request.method", "http.method", "http.route", "http.response.status_code", "http.status_code", "gen_ai.operation.name", "error.type", "memory.operation", "enduser.id", "user.id", "user_id", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"] {
+        for k in [
+            "http.request.method",
+            "http.method",
+            "http.route",
+            "http.response.status_code",
+            "http.status_code",
+            "gen_ai.operation.name",
+            "error.type",
+            "memory.operation",
+            "enduser.id",
+            "user.id",
+            "user_id",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens",
+        ] {
             keys.slot(k);
         }
         b.iter(|| {
             let mut slots = Vec::new();
             let mut n = 0u64;
-            geometra_sidecar::derive::wire::walk_traces(black_box(&traces), &keys, &[], &mut slots, |i, _| n += i.end - i.start).map(|_| n)
+            geometra_sidecar::derive::wire::walk_traces(
+                black_box(&traces),
+                &keys,
+                &[],
+                &mut slots,
+                |i, _| n += i.end - i.start,
+            )
+            .map(|_| n)
         })
     });
     g.bench_function("prost_decode_only", |b| {
-        b.iter(|| ExportTraceServiceRequest::decode(black_box(&traces[..])).map(|r| r.resource_spans.len()))
+        b.iter(|| {
+            ExportTraceServiceRequest::decode(black_box(&traces[..]))
+                .map(|r| r.resource_spans.len())
+        })
     });
     g.finish();
     let mut g = c.benchmark_group("logs_512");
     g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("walk_and_derive_default_rules", |b| b.iter(|| d.logs(black_box(&logs)).map(|o| o.items)));
+    g.bench_function("walk_and_derive_default_rules", |b| {
+        b.iter(|| d.logs(black_box(&logs)).map(|o| o.items))
+    });
     g.bench_function("prost_decode_only", |b| {
-        b.iter(|| ExportLogsServiceRequest::decode(black_box(&logs[..])).map(|r| r.resource_logs.len()))
+        b.iter(|| {
+            ExportLogsServiceRequest::decode(black_box(&logs[..])).map(|r| r.resource_logs.len())
+        })
     });
     g.finish();
     let mut g = c.benchmark_group("scrape");
-    g.bench_function("render_text", |b| b.iter(|| geometra_sidecar::metrics::encode::render(d.store(), &[], false).len()));
+    g.bench_function("render_text", |b| {
+        b.iter(|| geometra_sidecar::metrics::encode::render(d.store(), &[], false).len())
+    });
     g.finish();
 }
 

@@ -201,7 +201,10 @@ impl KeyTable {
             return None;
         }
         let p = prefix(key);
-        bucket.iter().find(|(kp, k, _)| *kp == p && (key.len() <= 8 || k[8..] == key[8..])).map(|(_, _, s)| *s)
+        bucket
+            .iter()
+            .find(|(kp, k, _)| *kp == p && (key.len() <= 8 || k[8..] == key[8..]))
+            .map(|(_, _, s)| *s)
     }
 
     pub fn len(&self) -> usize {
