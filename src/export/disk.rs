@@ -77,6 +77,13 @@ struct State {
     used: u64,
 }
 
+enum Msg {
+    Write(WriteReq),
+    /// The current segment may have been delivered entirely: seal and
+    /// delete it now rather than at the next rotation.
+    Retire,
+}
+
 struct WriteReq {
     payload: Bytes,
     items: u64,
@@ -87,7 +94,7 @@ pub struct DiskLog {
     dir: PathBuf,
     max_bytes: u64,
     state: Arc<Mutex<State>>,
-    tx: Mutex<Option<mpsc::Sender<WriteReq>>>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
 }
 
 fn seg_path(dir: &Path, seq: u64) -> PathBuf {
@@ -229,7 +236,7 @@ impl DiskLog {
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
         let state = Arc::new(Mutex::new(State { segs, used }));
         let seg_max = (max_bytes / 8).clamp(64 << 10, 16 << 20);
-        let (tx, rx) = mpsc::channel::<WriteReq>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let writer = Writer {
             dir: dir.to_path_buf(),
             state: state.clone(),
@@ -274,11 +281,11 @@ impl DiskLog {
             let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
             match tx.as_ref() {
                 Some(tx) => tx
-                    .send(WriteReq {
+                    .send(Msg::Write(WriteReq {
                         payload,
                         items,
                         reply,
-                    })
+                    }))
                     .is_ok(),
                 None => false,
             }
@@ -312,15 +319,24 @@ impl DiskLog {
     /// deleted once it is sealed and has no record left.
     pub fn ack(&self, loc: Loc) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let done = match st.segs.get_mut(&loc.seg) {
+        let (done, idle) = match st.segs.get_mut(&loc.seg) {
             Some(s) => {
                 s.outstanding = s.outstanding.saturating_sub(1);
-                s.sealed && s.outstanding == 0
+                (
+                    s.sealed && s.outstanding == 0,
+                    !s.sealed && s.outstanding == 0,
+                )
             }
-            None => false,
+            None => (false, false),
         };
         if done {
             remove_seg(&self.dir, &mut st, loc.seg);
+        }
+        drop(st);
+        if idle {
+            if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = tx.send(Msg::Retire);
+            }
         }
     }
 
@@ -355,23 +371,51 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<WriteReq>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut buf = Vec::with_capacity(1 << 20);
         while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            let mut bytes = group[0].payload.len();
-            while bytes < (4 << 20) && group.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(r) => {
+            let mut group = Vec::new();
+            let mut bytes = 0;
+            let mut retire = false;
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Write(r) => {
                         bytes += r.payload.len();
                         group.push(r);
                     }
-                    Err(_) => break,
+                    Msg::Retire => retire = true,
+                }
+                if bytes < (4 << 20) && group.len() < 4096 {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.write_group(group, &mut buf);
+            if retire {
+                self.retire_if_delivered();
+            }
+            if !group.is_empty() {
+                self.write_group(group, &mut buf);
+            }
         }
         self.seal();
+    }
+
+    /// Seals (and so deletes) the current segment when every record in it
+    /// was delivered.
+    fn retire_if_delivered(&mut self) {
+        if self.file.is_none() || self.size == 0 {
+            return;
+        }
+        let idle = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .segs
+            .get(&self.seq)
+            .is_some_and(|s| s.outstanding == 0);
+        if idle {
+            self.seal();
+        }
     }
 
     /// Seals the current segment (no more appends); deletes it if all its
@@ -407,18 +451,16 @@ impl Writer {
                 let _ = d.sync_all();
             }
         }
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .segs
-            .insert(
-                self.seq,
-                Seg {
-                    size: 0,
-                    outstanding: 0,
-                    sealed: false,
-                },
-            );
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.segs.insert(
+            self.seq,
+            Seg {
+                size: 0,
+                outstanding: 0,
+                sealed: false,
+            },
+        );
+        drop(st);
         self.file = Some(f);
         self.size = 0;
         Ok(())
@@ -537,6 +579,30 @@ mod tests {
             assert_eq!(log.used(), 0);
             let segs = std::fs::read_dir(dir.path()).expect("ls").count();
             assert_eq!(segs, 0, "delivered recovered segment deleted");
+        });
+    }
+
+    #[test]
+    fn a_delivered_current_segment_is_deleted_without_waiting_for_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let (log, _, _) = DiskLog::open(dir.path(), 1 << 30, false).expect("open");
+            let a = log.append(Bytes::from_static(b"x"), 1).await.expect("a");
+            let b = log.append(Bytes::from_static(b"y"), 1).await.expect("b");
+            log.ack(a);
+            assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+            log.ack(b);
+            for _ in 0..100 {
+                if std::fs::read_dir(dir.path()).expect("ls").count() == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+            assert_eq!(log.used(), 0);
+            // and appending goes on in a new segment
+            let c = log.append(Bytes::from_static(b"z"), 1).await.expect("c");
+            assert_eq!(log.read(c).expect("read").as_ref(), b"z");
         });
     }
 
