@@ -165,10 +165,13 @@ pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
 /// hashing every attribute key of every span.
 #[derive(Debug, Default, Clone)]
 pub struct KeyTable {
-    /// per key length: (first 8 bytes as a number, the key, its slot)
-    by_len: Vec<Vec<(u64, Box<[u8]>, u16)>>,
+    /// per key length: the keys of that length
+    by_len: Vec<Vec<KeyEntry>>,
     names: Vec<String>,
 }
+
+/// (first 8 bytes as a number, the key, its slot)
+type KeyEntry = (u64, Box<[u8]>, u16);
 
 #[inline(always)]
 fn prefix(key: &[u8]) -> u64 {
