@@ -297,6 +297,68 @@ fn fill_resource_or_scope<'a>(
     Ok(())
 }
 
+/// Walks the envelope every OTLP export request shares
+/// (request → 1: resource-level → {1: resource, 2: scope-level → 2: item})
+/// and calls `on_item` with each item's bytes and slots already holding its
+/// resource's attributes in `res` (the first `n` slots are the item's own).
+#[inline(always)]
+fn walk_envelope<'a, F>(
+    buf: &'a [u8],
+    keys: &KeyTable,
+    slots: &mut Vec<Val<'a>>,
+    mut on_item: F,
+) -> Result<WalkStats, WireError>
+where
+    F: FnMut(&'a [u8], &mut [Val<'a>], &[Val<'a>]) -> Result<(), WireError>,
+{
+    let n = keys.len();
+    slots.clear();
+    slots.resize(2 * n, Val::Missing);
+    let mut stats = WalkStats::default();
+    let mut req = Reader::new(buf);
+    while let Some((f, v)) = req.next_field()? {
+        if f != 1 {
+            continue;
+        }
+        // The resource may come after the items on the wire, so read it first.
+        let rs = bytes(v)?;
+        let (item_slots, res_slots) = slots.split_at_mut(n);
+        res_slots.fill(Val::Missing);
+        let mut r = Reader::new(rs);
+        while let Some((f, v)) = r.next_field()? {
+            if f == 1 {
+                fill_resource_or_scope(bytes(v)?, 1, keys, res_slots)?;
+            }
+        }
+        let mut r = Reader::new(rs);
+        while let Some((f, v)) = r.next_field()? {
+            if f != 2 {
+                continue;
+            }
+            let mut scope = Reader::new(bytes(v)?);
+            while let Some((f, v)) = scope.next_field()? {
+                if f != 2 {
+                    continue;
+                }
+                item_slots.fill(Val::Missing);
+                stats.items += 1;
+                on_item(bytes(v)?, item_slots, res_slots)?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Fills the item's missing slots from its resource's.
+#[inline(always)]
+fn resource_fallback<'a>(item: &mut [Val<'a>], res: &[Val<'a>]) {
+    for (s, r) in item.iter_mut().zip(res.iter()) {
+        if *s == Val::Missing {
+            *s = *r;
+        }
+    }
+}
+
 /// Walks an `ExportTraceServiceRequest`. For every span, `slots` holds the
 /// span's attributes that are in `keys` (falling back to its resource's),
 /// and `on_span` is called. `event_names` are span event names the rules
@@ -311,49 +373,12 @@ pub fn walk_traces<'a, F>(
 where
     F: FnMut(&SpanInfo<'a>, &[Val<'a>]),
 {
-    let n = keys.len();
-    slots.clear();
-    slots.resize(2 * n, Val::Missing);
-    let mut stats = WalkStats::default();
-    let mut req = Reader::new(buf);
-    while let Some((f, v)) = req.next_field()? {
-        if f != 1 {
-            continue;
-        }
-        // ResourceSpans: resource = 1, scope_spans = 2. The resource may come
-        // after the spans on the wire, so read it first.
-        let rs = bytes(v)?;
-        let (span_slots, res_slots) = slots.split_at_mut(n);
-        res_slots.fill(Val::Missing);
-        let mut r = Reader::new(rs);
-        while let Some((f, v)) = r.next_field()? {
-            if f == 1 {
-                fill_resource_or_scope(bytes(v)?, 1, keys, res_slots)?;
-            }
-        }
-        let mut r = Reader::new(rs);
-        while let Some((f, v)) = r.next_field()? {
-            if f != 2 {
-                continue;
-            }
-            let mut ss = Reader::new(bytes(v)?);
-            while let Some((f, v)) = ss.next_field()? {
-                if f != 2 {
-                    continue;
-                }
-                span_slots.fill(Val::Missing);
-                let info = span(bytes(v)?, keys, event_names, span_slots)?;
-                for (s, r) in span_slots.iter_mut().zip(res_slots.iter()) {
-                    if *s == Val::Missing {
-                        *s = *r;
-                    }
-                }
-                stats.items += 1;
-                on_span(&info, span_slots);
-            }
-        }
-    }
-    Ok(stats)
+    walk_envelope(buf, keys, slots, |item, s, res| {
+        let info = span(item, keys, event_names, s)?;
+        resource_fallback(s, res);
+        on_span(&info, s);
+        Ok(())
+    })
 }
 
 #[inline]
@@ -412,47 +437,12 @@ pub fn walk_logs<'a, F>(
 where
     F: FnMut(&LogInfo<'a>, &mut [Val<'a>]),
 {
-    let n = keys.len();
-    slots.clear();
-    slots.resize(2 * n, Val::Missing);
-    let mut stats = WalkStats::default();
-    let mut req = Reader::new(buf);
-    while let Some((f, v)) = req.next_field()? {
-        if f != 1 {
-            continue;
-        }
-        let rl = bytes(v)?;
-        let (log_slots, res_slots) = slots.split_at_mut(n);
-        res_slots.fill(Val::Missing);
-        let mut r = Reader::new(rl);
-        while let Some((f, v)) = r.next_field()? {
-            if f == 1 {
-                fill_resource_or_scope(bytes(v)?, 1, keys, res_slots)?;
-            }
-        }
-        let mut r = Reader::new(rl);
-        while let Some((f, v)) = r.next_field()? {
-            if f != 2 {
-                continue;
-            }
-            let mut sl = Reader::new(bytes(v)?);
-            while let Some((f, v)) = sl.next_field()? {
-                if f != 2 {
-                    continue;
-                }
-                log_slots.fill(Val::Missing);
-                let info = log_record(bytes(v)?, keys, log_slots)?;
-                for (s, r) in log_slots.iter_mut().zip(res_slots.iter()) {
-                    if *s == Val::Missing {
-                        *s = *r;
-                    }
-                }
-                stats.items += 1;
-                on_log(&info, log_slots);
-            }
-        }
-    }
-    Ok(stats)
+    walk_envelope(buf, keys, slots, |item, s, res| {
+        let info = log_record(item, keys, s)?;
+        resource_fallback(s, res);
+        on_log(&info, s);
+        Ok(())
+    })
 }
 
 #[inline]
