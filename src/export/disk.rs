@@ -235,7 +235,7 @@ impl DiskLog {
         }
         let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
         let state = Arc::new(Mutex::new(State { segs, used }));
-        let seg_max = (max_bytes / 8).clamp(64 << 10, 16 << 20);
+        let seg_max = (max_bytes / 8).clamp(4 << 10, 16 << 20);
         let (tx, rx) = mpsc::channel::<Msg>();
         let writer = Writer {
             dir: dir.to_path_buf(),
@@ -401,9 +401,10 @@ impl Writer {
     }
 
     /// Seals (and so deletes) the current segment when every record in it
-    /// was delivered.
+    /// was delivered and it holds enough to be worth a new file (a quarter of
+    /// a segment, at most 1 MiB).
     fn retire_if_delivered(&mut self) {
-        if self.file.is_none() || self.size == 0 {
+        if self.file.is_none() || self.size < (self.seg_max / 4).min(1 << 20) {
             return;
         }
         let idle = self
@@ -586,9 +587,16 @@ mod tests {
     fn a_delivered_current_segment_is_deleted_without_waiting_for_rotation() {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
-            let (log, _, _) = DiskLog::open(dir.path(), 1 << 30, false).expect("open");
-            let a = log.append(Bytes::from_static(b"x"), 1).await.expect("a");
-            let b = log.append(Bytes::from_static(b"y"), 1).await.expect("b");
+            // 32 KiB cap: 4 KiB segments, retired from 1 KiB on
+            let (log, _, _) = DiskLog::open(dir.path(), 32 << 10, false).expect("open");
+            let a = log
+                .append(Bytes::from(vec![b'x'; 600]), 1)
+                .await
+                .expect("a");
+            let b = log
+                .append(Bytes::from(vec![b'y'; 600]), 1)
+                .await
+                .expect("b");
             log.ack(a);
             assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
             log.ack(b);
