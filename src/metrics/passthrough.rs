@@ -488,6 +488,11 @@ impl Passthrough {
         points
     }
 
+    /// A snapshot of the families (the map's lock is not held while they are used).
+    fn all(&self) -> Vec<Arc<Family>> {
+        self.families.lock().map(|f| f.values().cloned().collect()).unwrap_or_default()
+    }
+
     pub fn expire(&self, cutoff_s: u64) -> usize {
         let fams: Vec<Arc<Family>> = self
             .families
