@@ -490,15 +490,14 @@ impl Passthrough {
 
     /// A snapshot of the families (the map's lock is not held while they are used).
     fn all(&self) -> Vec<Arc<Family>> {
-        self.families.lock().map(|f| f.values().cloned().collect()).unwrap_or_default()
+        self.families
+            .lock()
+            .map(|f| f.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn expire(&self, cutoff_s: u64) -> usize {
-        let fams: Vec<Arc<Family>> = self
-            .families
-            .lock()
-            .map(|f| f.values().cloned().collect())
-            .unwrap_or_default();
+        let fams = self.all();
         let mut n = 0;
         for f in fams {
             n += f.expire(cutoff_s);
@@ -509,33 +508,21 @@ impl Passthrough {
     }
 
     pub fn series_counts(&self) -> Vec<(String, usize)> {
-        let fams: Vec<Arc<Family>> = self
-            .families
-            .lock()
-            .map(|f| f.values().cloned().collect())
-            .unwrap_or_default();
+        let fams = self.all();
         fams.iter()
             .map(|f| (f.name.clone(), f.series_count()))
             .collect()
     }
 
     pub fn overflow_counts(&self) -> Vec<(String, u64)> {
-        let fams: Vec<Arc<Family>> = self
-            .families
-            .lock()
-            .map(|f| f.values().cloned().collect())
-            .unwrap_or_default();
+        let fams = self.all();
         fams.iter()
             .map(|f| (f.name.clone(), f.overflowed.load(Ordering::Relaxed)))
             .collect()
     }
 
     pub fn render(&self, e: &mut Encoder, _now: u64) {
-        let fams: Vec<Arc<Family>> = self
-            .families
-            .lock()
-            .map(|f| f.values().cloned().collect())
-            .unwrap_or_default();
+        let fams = self.all();
         for f in fams {
             e.family(&f);
         }
