@@ -83,7 +83,7 @@ impl Forwarder {
     /// Waits until queued data is delivered or `deadline` passes; what is
     /// left stays on disk (with a queue directory) or is counted as failed.
     pub async fn drain(&self, deadline: Duration) {
-        let until = Instant::now() + deadline;
+        let until = Instant::now() + deadline.min(Duration::from_secs(24 * 3600));
         let _ = self.drain_tx.send(Some(until));
         for p in self.pipes.iter().flatten() {
             p.queue.notify.notify_waiters();
@@ -310,8 +310,18 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         batch_items: f.batch.max_items.max(1) as u64,
         batch_bytes: f.batch.max_bytes.max(1) as u64,
         batch_timeout: f.batch.timeout.0,
-        initial: f.retry.initial_interval.0.max(Duration::from_millis(10)),
-        max_interval: f.retry.max_interval.0.max(f.retry.initial_interval.0),
+        initial: f
+            .retry
+            .initial_interval
+            .0
+            .clamp(Duration::from_millis(10), Duration::from_secs(3600)),
+        // capped so that no arithmetic on them can overflow
+        max_interval: f
+            .retry
+            .max_interval
+            .0
+            .max(f.retry.initial_interval.0)
+            .min(Duration::from_secs(3600)),
         max_elapsed: (!f.retry.max_elapsed.0.is_zero()).then_some(f.retry.max_elapsed.0),
     };
     let redactor = redact::Redactor::new(&cfg.redaction)?.map(Arc::new);
