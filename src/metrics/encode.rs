@@ -308,11 +308,11 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         for (name, help) in [
             (
                 "otelcol_exporter_queue_size",
-                "Current size of the retry queue (in batches).",
+                "Current size of the sending queue (in items).",
             ),
             (
                 "otelcol_exporter_queue_capacity",
-                "Fixed capacity of the retry queue (in batches).",
+                "Fixed capacity of the sending queue (in items).",
             ),
         ] {
             e.header(name, "gauge", help, "");
