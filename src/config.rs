@@ -353,7 +353,9 @@ impl Default for Retry {
         Retry {
             initial_interval: Dur(Duration::from_millis(500)),
             max_interval: Dur(Duration::from_secs(30)),
-            max_elapsed: Dur(Duration::from_secs(300)),
+            // never give up: a full queue pushes back on the app instead of
+            // dropping what was acknowledged (0s = no limit)
+            max_elapsed: Dur(Duration::ZERO),
         }
     }
 }
