@@ -702,3 +702,175 @@ async fn openmetrics_has_exemplars_with_trace_ids() {
     );
     let _ = Metrics::parse; // the text format is checked by the other tests
 }
+
+/// Delta sums and histograms are accumulated to cumulative; gzip-compressed
+/// requests are accepted (sent as raw OTLP protobuf to control temporality).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_metrics_accumulate_and_gzip_is_accepted() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+    use prost::Message;
+    let sc = Sidecar::start("").await;
+    let delta = AggregationTemporality::Delta as i32;
+    let req = |n: i64| {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        Metric {
+                            name: "geometra.uploads".into(),
+                            unit: "{upload}".into(),
+                            data: Some(metric::Data::Sum(Sum {
+                                data_points: vec![NumberDataPoint {
+                                    value: Some(number_data_point::Value::AsInt(n)),
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: delta,
+                                is_monotonic: true,
+                            })),
+                            ..Default::default()
+                        },
+                        Metric {
+                            name: "geometra.upload.size".into(),
+                            unit: "By".into(),
+                            data: Some(metric::Data::Histogram(Histogram {
+                                data_points: vec![HistogramDataPoint {
+                                    count: 2,
+                                    sum: Some(300.0),
+                                    bucket_counts: vec![1, 1, 0],
+                                    explicit_bounds: vec![100.0, 1000.0],
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: delta,
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    common::send_raw(&sc.grpc_url(), common::METRICS, req(5), true)
+        .await
+        .expect("gzip request accepted");
+    common::send_raw(&sc.grpc_url(), common::METRICS, req(7), false)
+        .await
+        .expect("accepted");
+    let m = sc.scrape().await;
+    assert_eq!(
+        m.value("geometra_uploads_total", &[]),
+        Some(12.0),
+        "5 + 7 as a cumulative counter"
+    );
+    assert_eq!(m.value("geometra_upload_size_bytes_count", &[]), Some(4.0));
+    assert_eq!(m.value("geometra_upload_size_bytes_sum", &[]), Some(600.0));
+    let b = m
+        .buckets("geometra_upload_size_bytes", &[])
+        .expect("histogram");
+    assert_eq!(
+        b.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![2.0, 4.0, 4.0]
+    );
+}
+
+/// A rule can match on a span event (e.g. recorded exceptions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_match_span_events() {
+    let cfg = "extra_rules:\n  - name: geometra_exceptions_total\n    kind: counter\n    signal: spans\n    match: {event_name: exception}\n    labels: [{name: endpoint, from: [http.route], default: none}]\n";
+    let sc = Sidecar::start(cfg).await;
+    let url = sc.grpc_url();
+    tokio::task::spawn_blocking(move || {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .build()
+            .expect("span exporter");
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("events");
+        let mut span = tracer
+            .span_builder("GET /boom")
+            .with_kind(SpanKind::Server)
+            .with_attributes(vec![kv("http.route", "/boom")])
+            .start(&tracer);
+        span.add_event("exception", vec![kv("exception.type", "ValueError")]);
+        span.end();
+        let mut quiet = tracer
+            .span_builder("GET /ok")
+            .with_kind(SpanKind::Server)
+            .with_attributes(vec![kv("http.route", "/ok")])
+            .start(&tracer);
+        quiet.add_event("cache.miss", vec![]);
+        quiet.end();
+        provider.force_flush().expect("flush");
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("sender");
+    let m = sc
+        .wait_for("2 spans", |m| {
+            m.sum("otelcol_receiver_accepted_spans_total", &[]) >= 2.0
+        })
+        .await;
+    assert_eq!(
+        m.value("geometra_exceptions_total", &[("endpoint", "/boom")]),
+        Some(1.0)
+    );
+    assert_eq!(m.sum("geometra_exceptions_total", &[]), 1.0);
+}
+
+/// Series not updated within store.series_ttl disappear (and are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_series_expire() {
+    let sc = Sidecar::start("store:\n  series_ttl: 2s\n").await;
+    send_spans(
+        sc.grpc_url(),
+        vec![s(
+            "GET",
+            SpanKind::Server,
+            5,
+            vec![kv("http.route", "/old")],
+        )],
+    )
+    .await;
+    let m = sc
+        .wait_for("the series", |m| {
+            m.value("http_requests_total", &[("endpoint", "/old")])
+                .is_some()
+        })
+        .await;
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_series",
+            &[("metric", "http_requests_total")]
+        ),
+        Some(1.0)
+    );
+    let m = sc
+        .wait_for("expiry", |m| {
+            m.value("http_requests_total", &[("endpoint", "/old")])
+                .is_none()
+        })
+        .await;
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_series_expired_total",
+            &[("metric", "http_requests_total")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_series",
+            &[("metric", "http_requests_total")]
+        ),
+        Some(0.0)
+    );
+}
