@@ -29,9 +29,9 @@ struct Cli {
     /// OTLP/gRPC listen address [default 127.0.0.1:4317]
     #[arg(long, env = "GEOMETRA_OTLP_GRPC_LISTEN", global = true)]
     otlp_grpc_listen: Option<SocketAddr>,
-    /// OTLP/HTTP listen address [default 127.0.0.1:4318]
-    #[arg(long, env = "GEOMETRA_OTLP_HTTP_LISTEN", global = true)]
-    otlp_http_listen: Option<SocketAddr>,
+    /// OTLP/HTTP listen address, or `off` [default 127.0.0.1:4318]
+    #[arg(long, env = "GEOMETRA_OTLP_HTTP_LISTEN", global = true, value_parser = parse_optional_addr)]
+    otlp_http_listen: Option<OptionalAddr>,
     /// /metrics, /healthz and /readyz listen address [default 0.0.0.0:9464]
     #[arg(long, env = "GEOMETRA_METRICS_LISTEN", global = true)]
     metrics_listen: Option<SocketAddr>,
@@ -56,6 +56,20 @@ enum Command {
     PrintDefaultConfig,
 }
 
+/// A listen address, or `off` to disable the listener.
+#[derive(Clone, Copy, Debug)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    match s.trim() {
+        "off" | "none" | "disabled" => Ok(OptionalAddr(None)),
+        a => a
+            .parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|e| format!("{e}: expected HOST:PORT or `off`")),
+    }
+}
+
 /// The config file with the command line's overrides applied.
 fn effective_config(cli: &Cli) -> Result<Config, String> {
     let mut cfg = match &cli.config {
@@ -66,7 +80,7 @@ fn effective_config(cli: &Cli) -> Result<Config, String> {
         cfg.receivers.otlp_grpc.listen = a;
     }
     if let Some(a) = cli.otlp_http_listen {
-        cfg.receivers.otlp_http.listen = Some(a);
+        cfg.receivers.otlp_http.listen = a.0;
     }
     if let Some(a) = cli.metrics_listen {
         cfg.server.listen = a;

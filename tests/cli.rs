@@ -83,6 +83,18 @@ fn flags_and_environment_override_the_file() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen: 0.0.0.0:4317"), "{text}");
     assert!(text.contains("listen: 127.0.0.1:9999"), "{text}");
+    let out = bin()
+        .args(["check-config", "--otlp-http-listen", "off"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("otlp_http:\n    listen: null"), "{text}");
+    let out = bin()
+        .args(["check-config", "--otlp-http-listen", "nowhere"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
 }
 
 #[test]
