@@ -254,18 +254,16 @@ httpGet:
     - {{ . | quote }}
     {{- end }}
   env:
-    # Listen addresses and log format also as environment variables: they
-    # override config.yaml, and the image sets them (to 0.0.0.0), so they are
-    # pinned here to the same values as the config.
+    # Listen addresses and log format also as environment variables, equal
+    # to the config: environment variables override config.yaml, so one set
+    # elsewhere (an older image, a platform default) cannot silently win.
     - name: GEOMETRA_OTLP_GRPC_LISTEN
       value: {{ $v.otlp.grpc.listen | quote }}
     - name: GEOMETRA_OTLP_HTTP_LISTEN
       {{- if $v.otlp.http.enabled }}
       value: {{ $v.otlp.http.listen | quote }}
       {{- else }}
-      # receiver disabled in config.yaml; an environment variable cannot say
-      # "none", so the image's 0.0.0.0 is at least narrowed to the pod itself
-      value: {{ printf "127.0.0.1:%s" (include "geometra-sidecar._port" $v.otlp.http.listen) | quote }}
+      value: "off"
       {{- end }}
     - name: GEOMETRA_METRICS_LISTEN
       value: {{ printf "0.0.0.0:%d" ($v.metrics.port | int) | quote }}

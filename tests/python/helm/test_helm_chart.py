@@ -590,17 +590,18 @@ def test_rendered_config_passes_check_config(scenario, tmp_path):
 
 
 @pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
-@pytest.mark.parametrize("scenario", ["default", "example-frontend", "full"])
+@pytest.mark.parametrize("scenario", ["default", "example-frontend", "full", "http-receiver-off"])
 def test_container_env_agrees_with_config(scenario, tmp_path):
-    """The image sets GEOMETRA_*_LISTEN (which override the file): the chart pins
-    them to the config's values, so the effective config is the rendered one."""
+    """GEOMETRA_*_LISTEN variables override the file, whoever sets them: the
+    chart pins them to the config's values, so the effective config is the
+    rendered one even when the environment around it says otherwise."""
     objs = render(SCENARIOS[scenario])
     _, text = config_of(objs)
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(text)
     c = sidecar_of(pod_spec(objs))[0]
     env = {e["name"]: e["value"] for e in c["env"] if e["name"].startswith("GEOMETRA_")}
-    image_env = {  # what the Dockerfile sets
+    image_env = {  # what an older image or a platform might set
         "GEOMETRA_OTLP_GRPC_LISTEN": "0.0.0.0:4317",
         "GEOMETRA_OTLP_HTTP_LISTEN": "0.0.0.0:4318",
         "GEOMETRA_METRICS_LISTEN": "0.0.0.0:9464",
