@@ -430,7 +430,7 @@ impl Deriver {
         } else {
             0
         };
-        let error = info.status == 2 || slots[self.error_type as usize] != Val::Missing;
+        let error = info.status == 2 || !matches!(slots[self.error_type as usize], Val::Missing);
         for r in &self.span_rules {
             if r.kinds != 0 && r.kinds & kind_bit == 0 {
                 continue;
@@ -522,7 +522,7 @@ impl Deriver {
                 let mut local: Vec<Val<'_>> = slots.to_vec();
                 for (slot, v) in &j.fields {
                     let s = &mut local[*slot as usize];
-                    if *s == Val::Missing {
+                    if matches!(s, Val::Missing) {
                         *s = v.as_val();
                     }
                 }
@@ -540,7 +540,7 @@ impl Deriver {
         slots: &[Val<'_>],
         sc: &mut Scratch,
     ) {
-        let error = info.severity >= 17 || slots[self.error_type as usize] != Val::Missing;
+        let error = info.severity >= 17 || !matches!(slots[self.error_type as usize], Val::Missing);
         for r in &self.log_rules {
             if let Some(e) = &r.log_event {
                 if **e != *event_name {
@@ -631,7 +631,7 @@ impl Deriver {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn matches_attrs(r: &CRule, slots: &[Val<'_>]) -> bool {
     r.present
         .iter()

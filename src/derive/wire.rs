@@ -144,6 +144,12 @@ pub enum Val<'a> {
 /// Reads an `AnyValue` message.
 #[inline]
 pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
+    // fast path: a short string, the usual case
+    if let [0x0a, len, s @ ..] = buf {
+        if (*len as usize) < 0x80 && s.len() == *len as usize {
+            return Ok(Val::Str(s));
+        }
+    }
     let mut r = Reader::new(buf);
     let mut out = Val::Missing;
     while let Some((f, v)) = r.next_field()? {
@@ -175,10 +181,13 @@ type KeyEntry = (u64, Box<[u8]>, u16);
 
 #[inline(always)]
 fn prefix(key: &[u8]) -> u64 {
-    let mut p = [0u8; 8];
-    let n = key.len().min(8);
-    p[..n].copy_from_slice(&key[..n]);
-    u64::from_le_bytes(p)
+    match key.first_chunk::<8>() {
+        Some(head) => u64::from_le_bytes(*head),
+        None => key
+            .iter()
+            .enumerate()
+            .fold(0u64, |p, (i, b)| p | (u64::from(*b) << (8 * i))),
+    }
 }
 
 impl KeyTable {
@@ -225,6 +234,34 @@ impl KeyTable {
 /// its slot (the first occurrence wins, as in most SDKs' de-duplication).
 #[inline(always)]
 fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Result<(), WireError> {
+    // Fast path for the shape every SDK writes: key (field 1) then value
+    // (field 2), both shorter than 128 bytes, nothing else. Anything else
+    // takes the general loop below.
+    if let [0x0a, klen, rest @ ..] = buf {
+        let klen = *klen as usize;
+        if klen < 0x80 && rest.len() >= klen {
+            let (key, rest) = rest.split_at(klen);
+            let value = match rest {
+                [] => Some(None),
+                [0x12, vlen, v @ ..] if (*vlen as usize) < 0x80 && v.len() == *vlen as usize => {
+                    Some(Some(v))
+                }
+                _ => None,
+            };
+            if let Some(value) = value {
+                if let Some(slot) = keys.lookup(key) {
+                    let s = &mut slots[slot as usize];
+                    if matches!(s, Val::Missing) {
+                        *s = match value {
+                            Some(v) => any_value(v)?,
+                            None => Val::Missing,
+                        };
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
     let mut r = Reader::new(buf);
     let mut key: Option<&[u8]> = None;
     let mut value: Option<&[u8]> = None;
@@ -237,7 +274,7 @@ fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Resul
     }
     if let Some(slot) = key.and_then(|k| keys.lookup(k)) {
         let s = &mut slots[slot as usize];
-        if *s == Val::Missing {
+        if matches!(s, Val::Missing) {
             *s = match value {
                 Some(v) => any_value(v)?,
                 None => Val::Missing,
@@ -330,6 +367,11 @@ where
                 fill_resource_or_scope(bytes(v)?, 1, keys, res_slots)?;
             }
         }
+        let res: &[Val<'a>] = if res_slots.iter().any(|v| !matches!(v, Val::Missing)) {
+            res_slots
+        } else {
+            &[]
+        };
         let mut r = Reader::new(rs);
         while let Some((f, v)) = r.next_field()? {
             if f != 2 {
@@ -342,18 +384,19 @@ where
                 }
                 item_slots.fill(Val::Missing);
                 stats.items += 1;
-                on_item(bytes(v)?, item_slots, res_slots)?;
+                on_item(bytes(v)?, item_slots, res)?;
             }
         }
     }
     Ok(stats)
 }
 
-/// Fills the item's missing slots from its resource's.
+/// Fills the item's missing slots from its resource's (`res` is empty when
+/// the resource has none of the keys, the common case).
 #[inline(always)]
 fn resource_fallback<'a>(item: &mut [Val<'a>], res: &[Val<'a>]) {
     for (s, r) in item.iter_mut().zip(res.iter()) {
-        if *s == Val::Missing {
+        if matches!(s, Val::Missing) {
             *s = *r;
         }
     }
@@ -665,6 +708,49 @@ mod tests {
             let _ = walk_logs(&junk, &keys, &mut s2, |_, _| {});
             let _ = count_metric_points(&junk);
         }
+    }
+
+    #[test]
+    fn fast_and_general_key_value_paths_agree() {
+        let mut keys = KeyTable::default();
+        let k = keys.slot("http.route");
+        let long_key = "k".repeat(200);
+        let lk = keys.slot(&long_key);
+        fn read_kv<'a>(
+            keys: &KeyTable,
+            buf: &'a [u8],
+            a: u16,
+            b: u16,
+        ) -> Result<(Val<'a>, Val<'a>), WireError> {
+            let mut slots = vec![Val::Missing; keys.len()];
+            key_value(buf, keys, &mut slots).map(|_| (slots[a as usize], slots[b as usize]))
+        }
+        let read = |buf| read_kv(&keys, buf, k, lk);
+        let any = |v: &str| [&[0x0a, v.len() as u8][..], v.as_bytes()].concat();
+        // canonical: key then value
+        let mut canon = vec![0x0a, 10];
+        canon.extend_from_slice(b"http.route");
+        canon.extend_from_slice(&[0x12, 5]);
+        canon.extend_from_slice(&any("/ab"));
+        assert_eq!(read(&canon), Ok((Val::Str(b"/ab"), Val::Missing)));
+        // value first, then key: the general loop
+        let mut swapped = vec![0x12, 5];
+        swapped.extend_from_slice(&any("/ab"));
+        swapped.extend_from_slice(&[0x0a, 10]);
+        swapped.extend_from_slice(b"http.route");
+        assert_eq!(read(&swapped), Ok((Val::Str(b"/ab"), Val::Missing)));
+        // a key of 200 bytes has a two-byte length: the general loop
+        let kv = KeyValue {
+            key: long_key.clone(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(7)),
+            }),
+            ..Default::default()
+        };
+        let encoded = kv.encode_to_vec();
+        assert_eq!(read(&encoded), Ok((Val::Missing, Val::Int(7))));
+        // a truncated value is an error on both paths
+        assert!(read(&canon[..canon.len() - 1]).is_err());
     }
 
     #[test]
