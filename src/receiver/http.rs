@@ -4,25 +4,19 @@
 //! opentelemetry-proto's serde types and re-encoded to protobuf, so the same
 //! pipeline serves both.
 
+use super::grpc::{Logs, Metrics, Signal, Traces};
 use super::{Accepted, Pipeline, Rejection};
 use crate::metrics::SignalKind;
-use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::io::Read;
 use std::sync::Arc;
@@ -283,31 +277,37 @@ fn too_large(st: &HttpState, headers: &HeaderMap, sig: SignalKind, e: BytesRejec
     )
 }
 
+/// One OTLP/HTTP export: read the body, unpack it to protobuf, run the
+/// pipeline, answer in the request's format.
+async fn export<J, S>(
+    st: HttpState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    sig: SignalKind,
+) -> Response
+where
+    J: serde::de::DeserializeOwned + Message,
+    S: Signal,
+    S::Response: serde::Serialize,
+{
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return too_large(&st, &headers, sig, e),
+    };
+    let parsed = body_bytes(&st, &headers, body, |j: J| j.encode_to_vec());
+    let origin = allowed_origin(&st, &headers);
+    match run(st, headers, sig, parsed).await {
+        Ok((f, a)) => with_cors(respond(f, S::respond(a)), origin),
+        Err(r) => r,
+    }
+}
+
 async fn traces(
     State(st): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return too_large(&st, &headers, SignalKind::Spans, e),
-    };
-    let parsed = body_bytes(&st, &headers, body, |j: ExportTraceServiceRequest| {
-        j.encode_to_vec()
-    });
-    let origin = allowed_origin(&st, &headers);
-    match run(st, headers, SignalKind::Spans, parsed).await {
-        Ok((f, _)) => with_cors(
-            respond(
-                f,
-                ExportTraceServiceResponse {
-                    partial_success: None,
-                },
-            ),
-            origin,
-        ),
-        Err(r) => r,
-    }
+    export::<ExportTraceServiceRequest, Traces>(st, headers, body, SignalKind::Spans).await
 }
 
 async fn logs(
@@ -315,21 +315,7 @@ async fn logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return too_large(&st, &headers, SignalKind::LogRecords, e),
-    };
-    let parsed = body_bytes(&st, &headers, body, |j: ExportLogsServiceRequest| {
-        j.encode_to_vec()
-    });
-    let origin = allowed_origin(&st, &headers);
-    match run(st, headers, SignalKind::LogRecords, parsed).await {
-        Ok((f, a)) => with_cors(
-            respond(f, <super::grpc::Logs as super::grpc::Signal>::respond(a)),
-            origin,
-        ),
-        Err(r) => r,
-    }
+    export::<ExportLogsServiceRequest, Logs>(st, headers, body, SignalKind::LogRecords).await
 }
 
 async fn metrics(
@@ -337,28 +323,6 @@ async fn metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return too_large(&st, &headers, SignalKind::MetricPoints, e),
-    };
-    let parsed = body_bytes(&st, &headers, body, |j: ExportMetricsServiceRequest| {
-        j.encode_to_vec()
-    });
-    let origin = allowed_origin(&st, &headers);
-    match run(st, headers, SignalKind::MetricPoints, parsed).await {
-        Ok((f, a)) => with_cors(
-            respond(f, <super::grpc::Metrics as super::grpc::Signal>::respond(a)),
-            origin,
-        ),
-        Err(r) => r,
-    }
-}
-
-#[allow(dead_code)]
-fn _assert_types(
-    _: ExportLogsServiceResponse,
-    _: ExportMetricsServiceResponse,
-    _: Method,
-    _: Body,
-) {
+    export::<ExportMetricsServiceRequest, Metrics>(st, headers, body, SignalKind::MetricPoints)
+        .await
 }
