@@ -11,4 +11,5 @@ pub mod derive;
 pub mod export;
 pub mod metrics;
 pub mod receiver;
+pub mod rpc_status;
 pub mod server;

@@ -64,40 +64,7 @@ impl From<ExportResponse> for Delivered {
 
 /// `google.rpc.RetryInfo`'s delay, when `details` (a `google.rpc.Status`) has one.
 pub fn retry_info(details: &[u8]) -> Option<Duration> {
-    #[derive(Clone, PartialEq, Message)]
-    struct PDuration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<PDuration>,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct RpcStatus {
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    let st = RpcStatus::decode(details).ok()?;
-    st.details
-        .iter()
-        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
-        .and_then(|a| RetryInfo::decode(a.value.as_slice()).ok())
-        .and_then(|ri| ri.retry_delay)
-        .map(|d| {
-            Duration::from_secs(d.seconds.max(0) as u64)
-                + Duration::from_nanos(d.nanos.max(0) as u64)
-        })
+    crate::rpc_status::retry_delay(details)
 }
 
 /// The OTLP/gRPC classification: UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED,

@@ -138,59 +138,14 @@ pub fn status_of(r: Rejection) -> Status {
         Rejection::Invalid(m) => Status::invalid_argument(m),
         Rejection::Unavailable(refusal) => {
             // google.rpc.RetryInfo in grpc-status-details-bin, as the OTLP spec asks.
-            let details = retry_info_status(&refusal.reason, refusal.retry_after);
+            let details = crate::rpc_status::status_with_retry_info(
+                Code::Unavailable as i32,
+                &refusal.reason,
+                refusal.retry_after,
+            );
             Status::with_details(Code::Unavailable, refusal.reason, details.into())
         }
     }
-}
-
-/// Encodes a `google.rpc.Status` carrying one `google.rpc.RetryInfo`.
-/// Hand-encoded (four small messages) rather than pulling in a crate of
-/// googleapis types for this one use.
-fn retry_info_status(message: &str, delay: std::time::Duration) -> Vec<u8> {
-    #[derive(Clone, PartialEq, Message)]
-    struct Duration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<Duration>,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    let ri = RetryInfo {
-        retry_delay: Some(Duration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    RpcStatus {
-        code: Code::Unavailable as i32,
-        message: message.to_string(),
-        details: vec![Any {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-            value: ri.encode_to_vec(),
-        }],
-    }
-    .encode_to_vec()
 }
 
 struct Unary<S: Signal> {

@@ -97,24 +97,13 @@ enum Format {
 }
 
 fn error(format: Format, code: StatusCode, grpc_code: i32, msg: &str) -> Response {
-    #[derive(Clone, PartialEq, Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-    }
     match format {
         Format::Json => {
             let body = serde_json::json!({"code": grpc_code, "message": msg}).to_string();
             (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Format::Proto => {
-            let body = RpcStatus {
-                code: grpc_code,
-                message: msg.to_string(),
-            }
-            .encode_to_vec();
+            let body = crate::rpc_status::status(grpc_code, msg);
             (
                 code,
                 [(header::CONTENT_TYPE, "application/x-protobuf")],
