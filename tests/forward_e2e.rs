@@ -44,27 +44,8 @@ impl Sidecar {
     /// Starts the binary with this YAML config (written into `dir`) and
     /// waits for /readyz.
     async fn start(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
-        let cfg = dir.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, config).expect("write config");
-        let log = dir.join(format!("{name}.log"));
-        let (g, h, m) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
-            .args(["--config", cfg.to_str().expect("utf-8 path")])
-            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
-            .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start the sidecar");
-        let s = Sidecar {
-            child,
-            grpc: g,
-            metrics: m,
-            log,
-        };
+        let s = Sidecar::spawn(dir, name, config, extra);
+        let m = s.metrics;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{m}/readyz")).await {
@@ -80,6 +61,47 @@ impl Sidecar {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         s
+    }
+
+    /// Starts the binary without waiting for it to be ready.
+    fn spawn(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.join(format!("{name}.log"));
+        let (g, h, m) = (free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
+            .args(["--config", cfg.to_str().expect("utf-8 path")])
+            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
+            .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the sidecar");
+        Sidecar {
+            child,
+            grpc: g,
+            metrics: m,
+            log,
+        }
+    }
+
+    /// Waits (at most `within`) for the process to exit; its exit status.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                t.elapsed() < within,
+                "still running {within:?} after start:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn log_text(&self) -> String {
@@ -230,6 +252,19 @@ fn seqs_of(req: &ExportLogsServiceRequest) -> Vec<String> {
 const UNAVAILABLE: u8 = 1;
 const INVALID: u8 = 2;
 const PARTIAL: u8 = 3;
+/// Refuses (INVALID_ARGUMENT) any request holding a record whose body is
+/// "POISON", as a collector refuses a batch it cannot take; takes the rest.
+const POISON: u8 = 4;
+
+fn has_poison(req: &ExportLogsServiceRequest) -> bool {
+    req.resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| &sl.log_records)
+        .any(|lr| {
+            matches!(&lr.body, Some(AnyValue { value: Some(Value::StringValue(b)) }) if b == "POISON")
+        })
+}
 
 /// A downstream OTLP/gRPC logs receiver with a switchable behaviour.
 #[derive(Clone, Default)]
@@ -291,6 +326,9 @@ impl LogsService for Sink {
         match self.mode.load(Ordering::SeqCst) {
             UNAVAILABLE => Err(tonic::Status::unavailable("down for maintenance")),
             INVALID => Err(tonic::Status::invalid_argument("schema says no")),
+            POISON if has_poison(&req) => {
+                Err(tonic::Status::invalid_argument("record body POISON"))
+            }
             PARTIAL => {
                 self.note(&req);
                 Ok(tonic::Response::new(ExportLogsServiceResponse {
@@ -1101,5 +1139,225 @@ async fn full_disk_queue_pushes_back() {
     );
     let down = Downstream::start(&sink, port).await;
     sink.wait_all(&acked, Duration::from_secs(15)).await;
+    down.stop().await;
+}
+
+// ------------------------------------------------------ issue 8: durability
+
+/// Sends `n` requests of `per` records through the sidecar; the requests
+/// whose index is in `poison` carry one record with the body "POISON".
+/// Returns the seqs of the acknowledged clean requests and the number of
+/// acknowledged records in poisoned ones.
+async fn send_with_poison(
+    s: &Sidecar,
+    tag: &str,
+    n: usize,
+    per: usize,
+    poison: &[usize],
+) -> (HashSet<String>, usize) {
+    let mut c = s.client().await;
+    let (mut good, mut bad) = (HashSet::new(), 0);
+    for i in 0..n {
+        let seqs: Vec<String> = (0..per).map(|j| format!("{tag}-{i}-{j}")).collect();
+        let dirty = poison.contains(&i);
+        let recs = seqs
+            .iter()
+            .enumerate()
+            .map(|(j, q)| record(q, &[], Some(if dirty && j == 1 { "POISON" } else { "hi" })))
+            .collect();
+        c.export(request(recs)).await.expect("acknowledged");
+        if dirty {
+            bad += per;
+        } else {
+            good.extend(seqs);
+        }
+    }
+    (good, bad)
+}
+
+/// Waits until `otelcol_exporter_<what>` reaches `want` (at most 20s).
+async fn wait_metric(s: &Sidecar, what: &str, want: f64) {
+    let t = Instant::now();
+    loop {
+        let v = s.metric(what).await;
+        if v == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{what} is {v}, want {want}:\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// B.4: batches of several requests, some holding a record the gateway
+/// refuses as permanent (INVALID_ARGUMENT): the sidecar splits each refused
+/// batch until the refused request is alone, so only the poisoned requests'
+/// records are dropped (and counted); every other acknowledged record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_request_costs_only_its_own_records_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    // down first, so the queued requests are taken in batches of ten
+    sink.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
+    let s = Sidecar::start(dir.path(), "poison", &cfg, &[]).await;
+    let (good, bad) = send_with_poison(&s, "pz", 40, 5, &[3, 17, 18, 33]).await;
+    sink.mode.store(POISON, Ordering::SeqCst);
+    sink.wait_all(&good, Duration::from_secs(20)).await;
+    wait_metric(&s, "send_failed_log_records_total", bad as f64).await;
+    wait_metric(&s, "sent_log_records_total", good.len() as f64).await;
+    assert!(s.log_text().contains("refused a request permanently"));
+    down.stop().await;
+}
+
+/// B.4 over OTLP/HTTP: a gateway that answers 400 to a batch it cannot take
+/// (it decodes the body with prost, as a collector does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_request_costs_only_its_own_records_http() {
+    use axum::body::Bytes as AxBytes;
+    use axum::routing::post;
+    #[derive(Clone, Default)]
+    struct St {
+        sink: Sink,
+        up: Arc<std::sync::atomic::AtomicBool>,
+    }
+    let st = St::default();
+    let handler = |axum::extract::State(st): axum::extract::State<St>, body: AxBytes| async move {
+        if !st.up.load(Ordering::SeqCst) {
+            return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+        }
+        let mut raw = Vec::new();
+        let gz = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw);
+        match ExportLogsServiceRequest::decode(raw.as_slice()) {
+            Ok(req) if gz.is_ok() && !has_poison(&req) => {
+                st.sink.note(&req);
+                (StatusCode::OK, Vec::new())
+            }
+            _ => (StatusCode::BAD_REQUEST, b"refused".to_vec()),
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v1/logs", post(handler))
+        .with_state(st.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = base_config(&format!("http://127.0.0.1:{port}/v1/logs"), "");
+    let s = Sidecar::start(dir.path(), "poison-http", &cfg, &[]).await;
+    let (good, bad) = send_with_poison(&s, "ph", 40, 5, &[0, 9, 10, 39]).await;
+    st.up.store(true, Ordering::SeqCst);
+    st.sink.wait_all(&good, Duration::from_secs(20)).await;
+    wait_metric(&s, "send_failed_log_records_total", bad as f64).await;
+    wait_metric(&s, "sent_log_records_total", good.len() as f64).await;
+    server.abort();
+}
+
+/// B.6: a second sidecar on the same queue directory exits non-zero naming
+/// the directory and the process holding it; the first keeps delivering
+/// everything it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sidecar_on_the_same_queue_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qdir = dir.path().join("queue");
+    let sink = Sink::default();
+    let port = free_port(); // down at first
+    let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
+    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+    let s1 = Sidecar::start(dir.path(), "first", &cfg, &q).await;
+    let (mut acked, refused) = send_batches(&s1, "a", 20, 5).await;
+    assert!(refused.is_empty());
+    let mut s2 = Sidecar::spawn(dir.path(), "second", &cfg, &q);
+    let st = s2.wait_exit(Duration::from_secs(15));
+    assert!(!st.success(), "the second sidecar must fail");
+    let log = s2.log_text();
+    assert!(log.contains(qdir.to_str().expect("utf-8")), "{log}");
+    assert!(log.contains(&format!("pid {}", s1.child.id())), "{log}");
+    let (more, refused) = send_batches(&s1, "b", 20, 5).await;
+    assert!(refused.is_empty());
+    acked.extend(more);
+    let down = Downstream::start(&sink, port).await;
+    sink.wait_all(&acked, Duration::from_secs(20)).await;
+    down.stop().await;
+}
+
+/// Clears the immutable attribute again, so the temporary directory can go.
+struct Immutable(PathBuf);
+impl Immutable {
+    fn set(p: &Path) -> Immutable {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(p)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chattr +i {} (ext4 and root needed)", p.display());
+        Immutable(p.to_path_buf())
+    }
+}
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// B.7: a queue directory nothing can be written to (made immutable with
+/// chattr, which stops root too) makes the sidecar refuse to start with a
+/// message naming it, whether it is the signal's directory or the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_queue_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = base_config(&format!("http://127.0.0.1:{}", free_port()), "");
+    for (i, which) in ["logs", ""].into_iter().enumerate() {
+        let qdir = dir.path().join(format!("queue{i}"));
+        std::fs::create_dir_all(qdir.join("logs")).expect("mkdir");
+        let target = qdir.join(which);
+        let _guard = Immutable::set(&target);
+        let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+        let mut s = Sidecar::spawn(dir.path(), &format!("ro{i}"), &cfg, &q);
+        let st = s.wait_exit(Duration::from_secs(15));
+        assert!(!st.success());
+        let log = s.log_text();
+        assert!(log.contains("not writable"), "{log}");
+        assert!(log.contains(qdir.to_str().expect("utf-8")), "{log}");
+    }
+}
+
+/// B.8: with a queue directory the disk is the queue: 50,000 records (fifty
+/// times `queue.max_items`) are acknowledged while the gateway is down, and
+/// all of them arrive once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_queue_holds_a_backlog_far_beyond_max_items() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qdir = dir.path().join("queue");
+    let sink = Sink::default();
+    let port = free_port(); // down
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        "  queue: { max_items: 1000, max_bytes: 65536, fsync: false }\n",
+    )
+    .replace("max_items: 50,", "max_items: 500,");
+    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+    let s = Sidecar::start(dir.path(), "backlog", &cfg, &q).await;
+    let (acked, refused) = send_batches(&s, "bl", 1000, 50).await;
+    assert!(
+        refused.is_empty(),
+        "{} requests refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert_eq!(acked.len(), 50_000);
+    assert_eq!(s.metric("queue_size").await, 50_000.0);
+    let down = Downstream::start(&sink, port).await;
+    sink.wait_all(&acked, Duration::from_secs(120)).await;
+    wait_metric(&s, "queue_size", 0.0).await;
     down.stop().await;
 }
