@@ -33,6 +33,10 @@ pub enum Failure {
     },
     /// Never retried: counted and dropped.
     Permanent(String),
+    /// Never retried: the downstream refused the data itself (gRPC
+    /// INVALID_ARGUMENT, HTTP 400 or 413), so a batch of several requests is
+    /// split to find the one refused.
+    Rejected(String),
 }
 
 /// `Export*ServiceResponse`: all three share this layout (field 1 partial
@@ -82,6 +86,7 @@ pub fn classify_grpc(status: &Status) -> Failure {
         | Code::OutOfRange
         | Code::DataLoss => Failure::Retryable { after: hint, msg },
         Code::ResourceExhausted if hint.is_some() => Failure::Retryable { after: hint, msg },
+        Code::InvalidArgument => Failure::Rejected(msg),
         // tonic reports its own transport failures as UNKNOWN with a source
         Code::Unknown if std::error::Error::source(status).is_some() => {
             Failure::Retryable { after: None, msg }
@@ -102,6 +107,7 @@ pub fn classify_http(status: u16, retry_after: Option<&str>, body: &str) -> Fail
             after: retry_after.and_then(parse_retry_after),
             msg,
         },
+        400 | 413 => Failure::Rejected(msg),
         _ => Failure::Permanent(msg),
     }
 }
@@ -625,8 +631,11 @@ mod tests {
                 Failure::Retryable { .. }
             ));
         }
+        assert!(matches!(
+            classify_grpc(&Status::new(Code::InvalidArgument, "x")),
+            Failure::Rejected(_)
+        ));
         for c in [
-            Code::InvalidArgument,
             Code::Unauthenticated,
             Code::PermissionDenied,
             Code::NotFound,
@@ -704,8 +713,11 @@ mod tests {
                 Failure::Retryable { after: None, .. }
             ));
         }
-        for s in [400, 401, 403, 404, 413, 500] {
+        for s in [401, 403, 404, 500] {
             assert!(matches!(classify_http(s, None, ""), Failure::Permanent(_)));
+        }
+        for s in [400, 413] {
+            assert!(matches!(classify_http(s, None, ""), Failure::Rejected(_)));
         }
         let past = classify_http(503, Some("Sun, 06 Nov 1994 08:49:37 GMT"), "");
         assert!(matches!(past, Failure::Retryable { after: Some(d), .. } if d.is_zero()));

@@ -23,8 +23,14 @@
 //! Writes go through one writer thread with group commit: every request that
 //! arrives while a write is in progress is written and synced with the next
 //! one, so the cost of `fdatasync` is shared by all concurrent senders.
+//!
+//! The disk is the queue: nothing but counters is kept in memory per record.
+//! A reader walks the segments in order, keeping the current one open and
+//! reading it in large sequential chunks ([`DiskLog::read_batch`], a blocking
+//! call the queue makes on a blocking thread), up to what the writer has
+//! written; ranges the start-up scan found damaged are skipped.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -35,6 +41,8 @@ pub const MAGIC: &[u8; 4] = b"GSQ1";
 pub const HEADER: usize = 20;
 /// Larger lengths in a header are taken as corruption.
 const MAX_RECORD: u32 = 256 << 20;
+/// The reader's sequential read size.
+const CHUNK: u64 = 256 << 10;
 
 /// Where a record's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,8 @@ pub struct Scan {
     pub segments: usize,
     pub records: usize,
     pub items: u64,
+    /// payload bytes of the valid records
+    pub bytes: u64,
     /// corrupt or torn regions skipped
     pub corrupt_regions: usize,
     pub corrupt_bytes: u64,
@@ -64,17 +74,62 @@ pub struct Scan {
     pub corrupt_items: u64,
 }
 
+#[derive(Default)]
 struct Seg {
     size: u64,
     /// records not yet delivered
     outstanding: u64,
+    /// records (their items, payload bytes) written but not yet read back
+    unread: u64,
+    unread_items: u64,
+    unread_bytes: u64,
     sealed: bool,
+    /// damaged byte ranges the start-up scan found; the reader skips them
+    skips: Vec<(u64, u64)>,
 }
 
+#[derive(Default)]
 struct State {
     segs: BTreeMap<u64, Seg>,
     /// bytes on disk plus bytes reserved for writes in progress
     used: u64,
+    /// items written and not yet delivered (or given up on)
+    items: u64,
+    /// items and payload bytes written and not yet read back
+    pending_items: u64,
+    pending_bytes: u64,
+}
+
+/// The reader's place: a segment kept open and a buffer of it.
+#[derive(Default)]
+struct Reader {
+    seq: u64,
+    pos: u64,
+    file: Option<File>,
+    buf: Vec<u8>,
+    /// file offset of `buf[0]`
+    buf_off: u64,
+}
+
+impl Reader {
+    fn move_to(&mut self, seq: u64) {
+        self.seq = seq;
+        self.pos = 0;
+        self.file = None;
+        self.buf.clear();
+        self.buf_off = 0;
+    }
+}
+
+/// Records read back for one batch.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// each record's place and items, in order
+    pub recs: Vec<(Loc, u64)>,
+    /// the records' payloads concatenated
+    pub payload: Bytes,
+    /// items of records that could not be read back (dropped, to be counted)
+    pub failed_items: u64,
 }
 
 enum Msg {
@@ -95,6 +150,7 @@ pub struct DiskLog {
     max_bytes: u64,
     state: Arc<Mutex<State>>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    reader: Mutex<Reader>,
 }
 
 fn seg_path(dir: &Path, seq: u64) -> PathBuf {
@@ -177,16 +233,74 @@ pub fn scan_segment(seg: u64, buf: &[u8], out: &mut Vec<Recovered>, scan: &mut S
     }
 }
 
+/// Refuses a directory the process cannot write to (read-only mount,
+/// immutable, wrong owner): create, write, sync and remove a probe file.
+fn probe_writable(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let res = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(b"probe").and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::remove_file(&probe));
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&probe);
+        format!("queue directory {} is not writable: {e}", dir.display())
+    })
+}
+
+/// Scans one segment left by an earlier run: its valid records, and the
+/// damaged ranges between them. None when it holds no valid record (then it
+/// is deleted) or cannot be read.
+fn index_segment(dir: &Path, seq: u64, scan: &mut Scan) -> Option<Seg> {
+    let path = seg_path(dir, seq);
+    let buf = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read a queue segment; skipping it");
+            scan.corrupt_regions += 1;
+            return None;
+        }
+    };
+    scan.segments += 1;
+    let mut recs = Vec::new();
+    scan_segment(seq, &buf, &mut recs, scan);
+    if recs.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return None;
+    }
+    let mut seg = Seg {
+        size: buf.len() as u64,
+        sealed: true,
+        ..Seg::default()
+    };
+    let mut at = 0u64;
+    for r in &recs {
+        let start = r.loc.off - HEADER as u64;
+        if start > at {
+            seg.skips.push((at, start));
+        }
+        at = r.loc.off + r.loc.len as u64;
+        seg.unread += 1;
+        seg.unread_items += r.items;
+        seg.unread_bytes += r.loc.len as u64;
+    }
+    if at < seg.size {
+        seg.skips.push((at, seg.size));
+    }
+    seg.outstanding = seg.unread;
+    scan.bytes += seg.unread_bytes;
+    Some(seg)
+}
+
 impl DiskLog {
-    /// Opens (creating) the queue directory, indexes what an earlier run
-    /// left, and starts the writer thread.
-    pub fn open(
-        dir: &Path,
-        max_bytes: u64,
-        fsync: bool,
-    ) -> Result<(DiskLog, Vec<Recovered>, Scan), String> {
+    /// Opens (creating) the queue directory, checks that it is writable,
+    /// indexes what an earlier run left, and starts the writer thread.
+    pub fn open(dir: &Path, max_bytes: u64, fsync: bool) -> Result<(DiskLog, Scan), String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create queue directory {}: {e}", dir.display()))?;
+        probe_writable(dir)?;
         let rd = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read queue directory {}: {e}", dir.display()))?;
         let mut seqs = Vec::new();
@@ -201,40 +315,20 @@ impl DiskLog {
             }
         }
         seqs.sort_unstable();
-        let mut recovered = Vec::new();
         let mut scan = Scan::default();
-        let mut segs = BTreeMap::new();
-        let mut used = 0u64;
+        let mut st = State::default();
         for &seq in &seqs {
-            let path = seg_path(dir, seq);
-            let buf = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read a queue segment; skipping it");
-                    scan.corrupt_regions += 1;
-                    continue;
-                }
-            };
-            scan.segments += 1;
-            let before = recovered.len();
-            scan_segment(seq, &buf, &mut recovered, &mut scan);
-            let n = (recovered.len() - before) as u64;
-            if n == 0 {
-                let _ = std::fs::remove_file(&path);
-                continue;
+            if let Some(seg) = index_segment(dir, seq, &mut scan) {
+                st.used += seg.size;
+                st.items += seg.unread_items;
+                st.pending_items += seg.unread_items;
+                st.pending_bytes += seg.unread_bytes;
+                st.segs.insert(seq, seg);
             }
-            used += buf.len() as u64;
-            segs.insert(
-                seq,
-                Seg {
-                    size: buf.len() as u64,
-                    outstanding: n,
-                    sealed: true,
-                },
-            );
         }
-        let next_seq = seqs.last().map(|s| s + 1).unwrap_or(1);
-        let state = Arc::new(Mutex::new(State { segs, used }));
+        let next_seq = seqs.last().map(|s| s.saturating_add(1)).unwrap_or(1);
+        let first = st.segs.keys().next().copied().unwrap_or(next_seq);
+        let state = Arc::new(Mutex::new(st));
         let seg_max = (max_bytes / 8).clamp(4 << 10, 16 << 20);
         let (tx, rx) = mpsc::channel::<Msg>();
         let writer = Writer {
@@ -250,14 +344,16 @@ impl DiskLog {
             .name("queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the queue writer: {e}"))?;
+        let mut reader = Reader::default();
+        reader.move_to(first);
         Ok((
             DiskLog {
                 dir: dir.to_path_buf(),
                 max_bytes,
                 state,
                 tx: Mutex::new(Some(tx)),
+                reader: Mutex::new(reader),
             },
-            recovered,
             scan,
         ))
     }
@@ -306,19 +402,181 @@ impl DiskLog {
         res
     }
 
-    /// Reads a record's payload back.
-    pub fn read(&self, loc: Loc) -> io::Result<Bytes> {
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the next records back, in order, up to `max_items` items and
+    /// `max_bytes` payload bytes (at least one record when any waits).
+    /// Blocking file I/O: call it on a blocking thread.
+    pub fn read_batch(&self, max_items: u64, max_bytes: u64) -> ReadBatch {
+        let mut rd = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = ReadBatch::default();
+        let mut payload = BytesMut::new();
+        let (mut items, mut bytes) = (0u64, 0u64);
+        while let Some(end) = self.position(&mut rd) {
+            match self.peek(&mut rd, end) {
+                Ok((len, n)) => {
+                    let len64 = len as u64;
+                    if !out.recs.is_empty() && (items + n > max_items || bytes + len64 > max_bytes)
+                    {
+                        break;
+                    }
+                    let i = (rd.pos - rd.buf_off) as usize + HEADER;
+                    payload.extend_from_slice(&rd.buf[i..i + len as usize]);
+                    let loc = Loc {
+                        seg: rd.seq,
+                        off: rd.pos + HEADER as u64,
+                        len,
+                    };
+                    out.recs.push((loc, n));
+                    rd.pos += HEADER as u64 + len64;
+                    items += n;
+                    bytes += len64;
+                    self.mark_read(rd.seq, n, len64);
+                }
+                Err(e) => out.failed_items += self.give_up(&mut rd, &e),
+            }
+        }
+        if rd.buf.capacity() > 4 * CHUNK as usize {
+            // after an unusually large record: give the memory back
+            rd.buf = Vec::new();
+        }
+        out.payload = payload.freeze();
+        out
+    }
+
+    /// Moves the reader past damaged ranges and finished segments; the end
+    /// of what can be read in its segment, or None when nothing can.
+    fn position(&self, rd: &mut Reader) -> Option<u64> {
+        let st = self.st();
+        loop {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let next = st
+                .segs
+                .range((Excluded(rd.seq), Unbounded))
+                .next()
+                .map(|(k, _)| *k);
+            let Some(s) = st.segs.get(&rd.seq) else {
+                rd.move_to(next?);
+                continue;
+            };
+            if let Some(&(_, e)) = s.skips.iter().find(|(a, e)| *a <= rd.pos && rd.pos < *e) {
+                rd.pos = e;
+                continue;
+            }
+            if rd.pos < s.size {
+                return Some(s.size);
+            }
+            if !s.sealed {
+                return None;
+            }
+            rd.move_to(next?);
+        }
+    }
+
+    /// Makes `rd.buf` hold `[off, off + n)`, reading sequentially from the
+    /// open segment (never past `end`, what the writer has written).
+    fn fill(&self, rd: &mut Reader, off: u64, n: u64, end: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let f = File::open(seg_path(&self.dir, loc.seg))?;
-        let mut buf = vec![0u8; loc.len as usize];
-        f.read_exact_at(&mut buf, loc.off)?;
-        Ok(Bytes::from(buf))
+        let have = rd.buf_off + rd.buf.len() as u64;
+        if off >= rd.buf_off && off + n <= have {
+            return Ok(());
+        }
+        if off + n > end {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "record runs past the end of the segment",
+            ));
+        }
+        if rd.file.is_none() {
+            rd.file = Some(File::open(seg_path(&self.dir, rd.seq))?);
+        }
+        let want = n.max(CHUNK).min(end - off) as usize;
+        rd.buf.resize(want, 0);
+        rd.buf_off = off;
+        let res = match &rd.file {
+            Some(f) => f.read_exact_at(&mut rd.buf, off),
+            None => Err(io::Error::other("segment not open")),
+        };
+        if res.is_err() {
+            rd.buf.clear();
+        }
+        res
+    }
+
+    /// The record at the reader's position, checked, in `rd.buf`:
+    /// (payload length, items). Does not move the reader.
+    fn peek(&self, rd: &mut Reader, end: u64) -> io::Result<(u32, u64)> {
+        self.fill(rd, rd.pos, HEADER as u64, end)?;
+        let i = (rd.pos - rd.buf_off) as usize;
+        let len = rd
+            .buf
+            .get(i + 4..i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .filter(|l| *l <= MAX_RECORD)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad record header"))?;
+        self.fill(rd, rd.pos, HEADER as u64 + len as u64, end)?;
+        let i = (rd.pos - rd.buf_off) as usize;
+        record_at(&rd.buf, i)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "record checksum mismatch"))
+    }
+
+    fn mark_read(&self, seq: u64, items: u64, bytes: u64) {
+        let mut st = self.st();
+        st.pending_items = st.pending_items.saturating_sub(items);
+        st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+        if let Some(s) = st.segs.get_mut(&seq) {
+            s.unread = s.unread.saturating_sub(1);
+            s.unread_items = s.unread_items.saturating_sub(items);
+            s.unread_bytes = s.unread_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// The rest of the reader's segment cannot be read back (changed or
+    /// damaged after the start-up scan): its records are given up on, and
+    /// their items returned to be counted as failed.
+    fn give_up(&self, rd: &mut Reader, e: &io::Error) -> u64 {
+        let mut st = self.st();
+        let Some(s) = st.segs.get_mut(&rd.seq) else {
+            return 0;
+        };
+        let (n, items, bytes, size) = (s.unread, s.unread_items, s.unread_bytes, s.size);
+        s.unread = 0;
+        s.unread_items = 0;
+        s.unread_bytes = 0;
+        s.outstanding = s.outstanding.saturating_sub(n);
+        let done = s.sealed && s.outstanding == 0;
+        st.pending_items = st.pending_items.saturating_sub(items);
+        st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+        st.items = st.items.saturating_sub(items);
+        if done {
+            remove_seg(&self.dir, &mut st, rd.seq);
+        }
+        tracing::error!(segment = rd.seq, records = n, items, error = %e,
+            "cannot read queued records back; dropped (counted as send_failed)");
+        rd.pos = size;
+        rd.buf.clear();
+        items
+    }
+
+    /// (items, payload bytes) written and not yet read back.
+    pub fn pending(&self) -> (u64, u64) {
+        let st = self.st();
+        (st.pending_items, st.pending_bytes)
+    }
+
+    /// Items on disk not yet delivered.
+    pub fn items(&self) -> u64 {
+        self.st().items
     }
 
     /// The record at `loc` is delivered (or given up on): its segment is
     /// deleted once it is sealed and has no record left.
-    pub fn ack(&self, loc: Loc) {
+    pub fn ack(&self, loc: Loc, items: u64) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.items = st.items.saturating_sub(items);
         let (done, idle) = match st.segs.get_mut(&loc.seg) {
             Some(s) => {
                 s.outstanding = s.outstanding.saturating_sub(1);
@@ -453,14 +711,7 @@ impl Writer {
             }
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.segs.insert(
-            self.seq,
-            Seg {
-                size: 0,
-                outstanding: 0,
-                sealed: false,
-            },
-        );
+        st.segs.insert(self.seq, Seg::default());
         drop(st);
         self.file = Some(f);
         self.size = 0;
@@ -507,14 +758,22 @@ impl Writer {
         match res {
             Ok(()) => {
                 let n = pending.len() as u64;
+                let items: u64 = pending.iter().map(|(r, _)| r.items).sum();
+                let bytes: u64 = pending.iter().map(|(_, l)| l.len as u64).sum();
                 self.size += buf.len() as u64;
                 {
                     let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(s) = st.segs.get_mut(&self.seq) {
                         s.size += buf.len() as u64;
                         s.outstanding += n;
+                        s.unread += n;
+                        s.unread_items += items;
+                        s.unread_bytes += bytes;
                     }
                     // reserved bytes already count in `used`: nothing to add
+                    st.items += items;
+                    st.pending_items += items;
+                    st.pending_bytes += bytes;
                 }
                 for (r, loc) in pending.drain(..) {
                     let _ = r.reply.send(Ok(loc));
@@ -553,8 +812,8 @@ mod tests {
     fn records_survive_reopen_and_delivered_segments_are_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
-            let (log, rec, _) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
-            assert!(rec.is_empty());
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
+            assert_eq!(scan.records, 0);
             let a = log
                 .append(Bytes::from_static(b"hello"), 3)
                 .await
@@ -563,20 +822,30 @@ mod tests {
                 .append(Bytes::from_static(b"world!"), 4)
                 .await
                 .expect("b");
-            assert_eq!(log.read(a).expect("read a").as_ref(), b"hello");
-            assert_eq!(log.read(b).expect("read b").as_ref(), b"world!");
+            assert_eq!(log.pending(), (7, 11));
+            let r = log.read_batch(100, 1 << 20);
+            assert_eq!(r.recs, vec![(a, 3), (b, 4)]);
+            assert_eq!(r.payload.as_ref(), b"helloworld!");
+            assert_eq!(log.pending(), (0, 0));
+            assert_eq!(log.items(), 7);
             log.close();
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
         rt().block_on(async {
-            let (log, rec, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("reopen");
-            assert_eq!(rec.len(), 2);
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("reopen");
+            assert_eq!(scan.records, 2);
             assert_eq!(scan.items, 7);
             assert_eq!(scan.corrupt_regions, 0);
-            assert_eq!(log.read(rec[1].loc).expect("read").as_ref(), b"world!");
-            for r in &rec {
-                log.ack(r.loc);
+            // one item at most: one record per batch
+            let first = log.read_batch(1, 1 << 20);
+            assert_eq!(first.payload.as_ref(), b"hello");
+            let second = log.read_batch(1, 1 << 20);
+            assert_eq!(second.payload.as_ref(), b"world!");
+            assert!(log.read_batch(1, 1 << 20).recs.is_empty());
+            for (loc, items) in first.recs.into_iter().chain(second.recs) {
+                log.ack(loc, items);
             }
+            assert_eq!(log.items(), 0);
             assert_eq!(log.used(), 0);
             let segs = std::fs::read_dir(dir.path()).expect("ls").count();
             assert_eq!(segs, 0, "delivered recovered segment deleted");
@@ -588,7 +857,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             // 32 KiB cap: 4 KiB segments, retired from 1 KiB on
-            let (log, _, _) = DiskLog::open(dir.path(), 32 << 10, false).expect("open");
+            let (log, _) = DiskLog::open(dir.path(), 32 << 10, false).expect("open");
             let a = log
                 .append(Bytes::from(vec![b'x'; 600]), 1)
                 .await
@@ -597,9 +866,10 @@ mod tests {
                 .append(Bytes::from(vec![b'y'; 600]), 1)
                 .await
                 .expect("b");
-            log.ack(a);
+            assert_eq!(log.read_batch(10, 1 << 20).recs.len(), 2);
+            log.ack(a, 1);
             assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
-            log.ack(b);
+            log.ack(b, 1);
             for _ in 0..100 {
                 if std::fs::read_dir(dir.path()).expect("ls").count() == 0 {
                     break;
@@ -610,7 +880,9 @@ mod tests {
             assert_eq!(log.used(), 0);
             // and appending goes on in a new segment
             let c = log.append(Bytes::from_static(b"z"), 1).await.expect("c");
-            assert_eq!(log.read(c).expect("read").as_ref(), b"z");
+            let r = log.read_batch(10, 1 << 20);
+            assert_eq!(r.recs, vec![(c, 1)]);
+            assert_eq!(r.payload.as_ref(), b"z");
         });
     }
 
@@ -635,6 +907,36 @@ mod tests {
     }
 
     #[test]
+    fn the_reader_skips_damage_and_walks_segments_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seg1 = Vec::new();
+        frame(&mut seg1, b"one", 1);
+        let bad = seg1.len();
+        frame(&mut seg1, b"two", 2);
+        frame(&mut seg1, b"three", 3);
+        seg1[bad + HEADER] ^= 0xff;
+        let mut seg2 = Vec::new();
+        frame(&mut seg2, b"four", 4);
+        std::fs::write(seg_path(dir.path(), 7), &seg1).expect("seg 7");
+        std::fs::write(seg_path(dir.path(), 9), &seg2).expect("seg 9");
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 20, false).expect("open");
+            assert_eq!((scan.records, scan.items, scan.corrupt_regions), (3, 8, 1));
+            assert_eq!(log.pending(), (8, 12));
+            let five = log
+                .append(Bytes::from_static(b"five"), 5)
+                .await
+                .expect("five");
+            assert_eq!(five.seg, 10, "new records go to a new segment");
+            let r = log.read_batch(100, 1 << 20);
+            let items: Vec<u64> = r.recs.iter().map(|(_, n)| *n).collect();
+            assert_eq!(items, vec![1, 3, 4, 5]);
+            assert_eq!(r.payload.as_ref(), b"onethreefourfive");
+            assert_eq!(r.failed_items, 0);
+        });
+    }
+
+    #[test]
     fn garbage_file_does_not_crash() {
         let mut out = Vec::new();
         let mut scan = Scan::default();
@@ -648,7 +950,7 @@ mod tests {
     fn size_cap_refuses() {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
-            let (log, _, _) = DiskLog::open(dir.path(), 100, false).expect("open");
+            let (log, _) = DiskLog::open(dir.path(), 100, false).expect("open");
             log.append(Bytes::from(vec![0u8; 60]), 1)
                 .await
                 .expect("first fits");

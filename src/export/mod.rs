@@ -77,6 +77,8 @@ pub struct Forwarder {
     pipes: [Option<Pipe>; 3],
     /// Set when draining: the instant by which senders give up.
     drain_tx: watch::Sender<Option<Instant>>,
+    /// The queue directory's lock, held while the process lives.
+    _lock: Option<std::fs::File>,
 }
 
 impl Forwarder {
@@ -165,26 +167,78 @@ enum Outcome {
     Abandoned,
 }
 
-/// Sends one batch until it is delivered, refused permanently, out of
-/// retries, or the drain deadline passes.
+/// How sending one payload ended.
+enum Sent {
+    Delivered(client::Delivered),
+    /// refused permanently; `split` when splitting can isolate the cause
+    Refused {
+        msg: String,
+        split: bool,
+    },
+    /// retries ran out (forward.retry.max_elapsed)
+    Exhausted(String),
+    /// the drain deadline passed
+    Abandoned,
+}
+
+/// Sends one batch. A batch of several records refused as invalid data is
+/// split in halves until each refused record is alone, so one sender's bad
+/// request costs only that request: the rest is delivered.
 async fn deliver(
     name: &'static str,
     client: &Client,
     q: &Queue,
-    batch: &[queue::Entry],
+    batch: &queue::Batch,
     pol: &Policy,
     mut drain: watch::Receiver<Option<Instant>>,
 ) -> Outcome {
-    let items: u64 = batch.iter().map(|e| e.items).sum();
     let stats = &q.stats;
-    let payload = match q.payload(batch) {
-        Ok(p) => p,
-        Err(e) => {
-            stats.send_failed.fetch_add(items, Ordering::Relaxed);
-            tracing::error!(exporter = name, error = %e, items, "cannot read queued records back; dropped");
-            return Outcome::Done;
+    let mut todo = vec![(0, batch.entries.len())];
+    while let Some((from, to)) = todo.pop() {
+        let items = batch.items(from, to);
+        let payload = if (from, to) == (0, batch.entries.len()) {
+            batch.payload.clone()
+        } else {
+            batch.part(from, to)
+        };
+        match send_retrying(name, client, payload, pol, &mut drain).await {
+            Sent::Delivered(d) => {
+                let rejected = d.rejected.min(items);
+                stats.sent.fetch_add(items - rejected, Ordering::Relaxed);
+                if rejected > 0 || !d.message.is_empty() {
+                    stats.send_failed.fetch_add(rejected, Ordering::Relaxed);
+                    tracing::warn!(exporter = name, rejected, message = %d.message, "downstream partially accepted a batch");
+                }
+            }
+            Sent::Refused { msg, split: true } if to - from > 1 => {
+                let mid = from + (to - from) / 2;
+                tracing::info!(exporter = name, requests = to - from, error = %msg, "downstream refused a batch permanently; splitting it to isolate the refused request");
+                todo.push((mid, to));
+                todo.push((from, mid));
+            }
+            Sent::Refused { msg, .. } => {
+                stats.send_failed.fetch_add(items, Ordering::Relaxed);
+                tracing::error!(exporter = name, items, requests = to - from, error = %msg, "downstream refused a request permanently; dropped");
+            }
+            Sent::Exhausted(msg) => {
+                stats.send_failed.fetch_add(items, Ordering::Relaxed);
+                tracing::error!(exporter = name, items, error = %msg, "retries exhausted (forward.retry.max_elapsed); batch dropped");
+            }
+            Sent::Abandoned => return Outcome::Abandoned,
         }
-    };
+    }
+    Outcome::Done
+}
+
+/// Sends one payload until it is delivered, refused permanently, out of
+/// retries, or the drain deadline passes.
+async fn send_retrying(
+    name: &'static str,
+    client: &Client,
+    payload: Bytes,
+    pol: &Policy,
+    drain: &mut watch::Receiver<Option<Instant>>,
+) -> Sent {
     let start = Instant::now();
     let mut interval = pol.initial;
     loop {
@@ -192,25 +246,14 @@ async fn deliver(
         let res = match deadline {
             Some(d) => match tokio::time::timeout_at(d, client.send(payload.clone())).await {
                 Ok(r) => r,
-                Err(_) => return Outcome::Abandoned,
+                Err(_) => return Sent::Abandoned,
             },
             None => client.send(payload.clone()).await,
         };
         let (after, msg) = match res {
-            Ok(d) => {
-                let rejected = d.rejected.min(items);
-                stats.sent.fetch_add(items - rejected, Ordering::Relaxed);
-                if rejected > 0 || !d.message.is_empty() {
-                    stats.send_failed.fetch_add(rejected, Ordering::Relaxed);
-                    tracing::warn!(exporter = name, rejected, message = %d.message, "downstream partially accepted a batch");
-                }
-                return Outcome::Done;
-            }
-            Err(Failure::Permanent(msg)) => {
-                stats.send_failed.fetch_add(items, Ordering::Relaxed);
-                tracing::error!(exporter = name, items, error = %msg, "downstream refused a batch permanently; dropped");
-                return Outcome::Done;
-            }
+            Ok(d) => return Sent::Delivered(d),
+            Err(Failure::Permanent(msg)) => return Sent::Refused { msg, split: false },
+            Err(Failure::Rejected(msg)) => return Sent::Refused { msg, split: true },
             Err(Failure::Retryable { after, msg }) => (after, msg),
         };
         let wait = match after {
@@ -220,32 +263,36 @@ async fn deliver(
         interval = (interval * 2).min(pol.max_interval);
         if let Some(max) = pol.max_elapsed {
             if start.elapsed() + wait > max {
-                stats.send_failed.fetch_add(items, Ordering::Relaxed);
-                tracing::error!(exporter = name, items, error = %msg, "retries exhausted (forward.retry.max_elapsed); batch dropped");
-                return Outcome::Done;
+                return Sent::Exhausted(msg);
             }
         }
         tracing::debug!(exporter = name, error = %msg, wait_ms = wait.as_millis() as u64, "retrying a batch");
-        let wake = Instant::now() + wait;
-        loop {
-            let d = *drain.borrow_and_update();
-            match d {
-                Some(d) if d <= wake => {
-                    tokio::time::sleep_until(d).await;
-                    if Instant::now() >= d {
-                        return Outcome::Abandoned;
-                    }
-                }
-                _ => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(wake) => break,
-                        r = drain.changed() => if r.is_err() { tokio::time::sleep_until(wake).await; break; },
-                    }
+        if !wait_or_drain(Instant::now() + wait, drain).await {
+            return Sent::Abandoned;
+        }
+    }
+}
+
+/// Sleeps until `wake`; false when the drain deadline comes first.
+async fn wait_or_drain(wake: Instant, drain: &mut watch::Receiver<Option<Instant>>) -> bool {
+    loop {
+        let d = *drain.borrow_and_update();
+        match d {
+            Some(d) if d <= wake => {
+                tokio::time::sleep_until(d).await;
+                if Instant::now() >= d {
+                    return false;
                 }
             }
-            if Instant::now() >= wake {
-                break;
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => return true,
+                    r = drain.changed() => if r.is_err() { tokio::time::sleep_until(wake).await; return true; },
+                }
             }
+        }
+        if Instant::now() >= wake {
+            return true;
         }
     }
 }
@@ -285,8 +332,10 @@ async fn run_sender(
         let Ok(permit) = sem.clone().acquire_owned().await else {
             return;
         };
-        let batch = q.take(pol.batch_items, pol.batch_bytes);
-        if batch.is_empty() {
+        let batch = q.take(pol.batch_items, pol.batch_bytes).await;
+        if batch.entries.is_empty() {
+            // nothing readable yet (a disk write not yet visible): do not spin
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
         let (client, q2, pol2, drain2) = (client.clone(), q.clone(), pol.clone(), drain.clone());
@@ -306,9 +355,21 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
     if f.logs.is_none() && f.traces.is_none() && f.metrics.is_none() {
         return Ok(None);
     }
+    // the queue directory is this process's alone, for as long as it runs
+    let lock = match &f.queue.dir {
+        Some(dir) => Some(lock_queue_dir(dir)?),
+        None => None,
+    };
+    let consumers = f.queue.consumers.max(1);
+    // with a disk queue, memory holds only the batches in flight: at most
+    // `consumers` of them, together within queue.max_bytes
+    let batch_bytes = match &f.queue.dir {
+        Some(_) => f.batch.max_bytes.min(f.queue.max_bytes / consumers),
+        None => f.batch.max_bytes,
+    };
     let pol = Policy {
         batch_items: f.batch.max_items.max(1) as u64,
-        batch_bytes: f.batch.max_bytes.max(1) as u64,
+        batch_bytes: batch_bytes.max(1) as u64,
         batch_timeout: f.batch.timeout.0,
         initial: f
             .retry
@@ -343,8 +404,7 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         let disk = match &f.queue.dir {
             Some(dir) => {
                 let d = dir.join(sub);
-                let (log, rec, scan) =
-                    disk::DiskLog::open(&d, f.queue.max_disk_bytes, f.queue.fsync)?;
+                let (log, scan) = disk::DiskLog::open(&d, f.queue.max_disk_bytes, f.queue.fsync)?;
                 if scan.corrupt_regions > 0 {
                     stats
                         .send_failed
@@ -366,7 +426,7 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
                         "on-disk queue: resuming delivery"
                     );
                 }
-                Some((log, rec))
+                Some(log)
             }
             None => None,
         };
@@ -382,7 +442,7 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
             client,
             q.clone(),
             pol.clone(),
-            f.queue.consumers,
+            consumers,
             drain_tx.subscribe(),
         ));
         pipes[sig as usize] = Some(Pipe {
@@ -393,7 +453,62 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
                 .flatten(),
         });
     }
-    Ok(Some(Arc::new(Forwarder { pipes, drain_tx })))
+    Ok(Some(Arc::new(Forwarder {
+        pipes,
+        drain_tx,
+        _lock: lock,
+    })))
+}
+
+/// Takes an exclusive advisory lock (flock) on `<dir>/lock`, held until the
+/// process exits, and writes this process's id into it. A second sidecar
+/// on the same directory would deliver and delete the first one's records.
+fn lock_queue_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create queue directory {}: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "queue directory {} is not writable (cannot open {}: {e})",
+                dir.display(),
+                path.display()
+            )
+        })?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = (&f).take(64).read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(format!(
+                "queue directory {} is in use by another sidecar ({}); give each sidecar its own --queue-dir",
+                dir.display(),
+                if holder.is_empty() { "unknown pid" } else { holder }
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+    let res = f
+        .set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| writeln!(f, "pid {}", std::process::id()));
+    res.map_err(|e| {
+        format!(
+            "queue directory {} is not writable (cannot write {}: {e})",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    Ok(f)
 }
 
 #[cfg(test)]

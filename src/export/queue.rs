@@ -1,13 +1,18 @@
-//! The bounded queue in front of one exporter: admission (items, bytes and,
-//! with a directory, disk bytes), batching, and acknowledgement of delivered
-//! records (which deletes their on-disk segments).
+//! The bounded queue in front of one exporter: admission, batching, and
+//! acknowledgement of delivered records.
+//!
+//! Without a directory the queue is in memory, bounded by `queue.max_items`
+//! and `queue.max_bytes`. With one the disk is the queue ([`DiskLog`]): a
+//! record is admitted while `queue.max_disk_bytes` allows, memory holds only
+//! the batches in flight, read back from disk on a blocking thread, and a
+//! delivered record lets its segment go.
 //!
 //! A record is one `Export*ServiceRequest` body exactly as received (or as
 //! redacted). Records are never split or decoded here; a batch is several
 //! records whose bodies are concatenated, which protobuf reads as one request
 //! (the repeated field 1 of the concatenation holds all the resources).
 
-use super::disk::{DiskLog, Loc, Recovered};
+use super::disk::{DiskLog, Loc};
 use super::Refusal;
 use crate::metrics::ExporterStats;
 use bytes::{Bytes, BytesMut};
@@ -22,23 +27,44 @@ pub const PUSH_BACK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Entry {
-    /// The payload, when held in memory (with a disk queue it may only be on disk).
-    pub data: Option<Bytes>,
     pub len: u32,
     pub items: u64,
+    /// where the record is on disk (disk queue only)
     pub loc: Option<Loc>,
+    /// the payload (memory queue only)
+    data: Option<Bytes>,
+}
+
+/// Records taken to be sent together: their payloads concatenated.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub entries: Vec<Entry>,
+    pub payload: Bytes,
+}
+
+impl Batch {
+    /// Items of the records `from..to`.
+    pub fn items(&self, from: usize, to: usize) -> u64 {
+        self.entries[from..to].iter().map(|e| e.items).sum()
+    }
+
+    /// The concatenated payload of the records `from..to`.
+    pub fn part(&self, from: usize, to: usize) -> Bytes {
+        let start: usize = self.entries[..from].iter().map(|e| e.len as usize).sum();
+        let len: usize = self.entries[from..to].iter().map(|e| e.len as usize).sum();
+        self.payload.slice(start..start + len)
+    }
 }
 
 #[derive(Default)]
 struct Inner {
+    /// memory queue only: records waiting
     pending: VecDeque<Entry>,
     pending_items: u64,
     pending_bytes: u64,
-    /// items and bytes queued or being sent
+    /// memory queue only: items and bytes queued or being sent
     items: u64,
     bytes: u64,
-    /// payload bytes held in memory
-    mem: u64,
 }
 
 pub struct Queue {
@@ -54,34 +80,19 @@ impl Queue {
     pub fn new(
         max_items: usize,
         max_bytes: usize,
-        disk: Option<(DiskLog, Vec<Recovered>)>,
+        disk: Option<DiskLog>,
         stats: Arc<ExporterStats>,
     ) -> Queue {
-        let mut inner = Inner::default();
-        let disk = disk.map(|(log, recovered)| {
-            for r in recovered {
-                inner.pending_items += r.items;
-                inner.pending_bytes += r.loc.len as u64;
-                inner.items += r.items;
-                inner.bytes += r.loc.len as u64;
-                inner.pending.push_back(Entry {
-                    data: None,
-                    len: r.loc.len,
-                    items: r.items,
-                    loc: Some(r.loc),
-                });
-            }
-            log
-        });
-        stats.queue_size.store(inner.items, Ordering::Relaxed);
-        Queue {
-            inner: Mutex::new(inner),
+        let q = Queue {
+            inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             max_items: max_items as u64,
             max_bytes: max_bytes as u64,
             disk,
             stats,
-        }
+        };
+        q.stats.queue_size.store(q.size(), Ordering::Relaxed);
+        q
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -101,64 +112,38 @@ impl Queue {
     /// Takes a record, or refuses it when the queue is full. With a disk
     /// queue, returns only once the record is written.
     pub async fn push(&self, body: Bytes, items: u64) -> Result<(), Refusal> {
+        if let Some(d) = &self.disk {
+            if let Err(reason) = d.append(body, items).await {
+                return Err(self.refuse(items, reason));
+            }
+            self.stats.queue_size.store(d.items(), Ordering::Relaxed);
+            self.notify.notify_one();
+            return Ok(());
+        }
         let len = body.len() as u64;
-        let keep_in_memory;
         {
             let mut q = self.lock();
             let empty = q.items == 0;
-            if !empty && q.items + items > self.max_items {
+            let full = if !empty && q.items + items > self.max_items {
+                Some(format!("{} items, forward.queue.max_items", self.max_items))
+            } else if !empty && q.bytes + len > self.max_bytes {
+                Some(format!("{} bytes, forward.queue.max_bytes", self.max_bytes))
+            } else {
+                None
+            };
+            if let Some(what) = full {
                 drop(q);
-                return Err(self.refuse(
-                    items,
-                    format!(
-                        "forward queue full ({} items, forward.queue.max_items); retry later",
-                        self.max_items
-                    ),
-                ));
+                return Err(self.refuse(items, format!("forward queue full ({what}); retry later")));
             }
-            keep_in_memory = q.mem + len <= self.max_bytes || empty;
-            if self.disk.is_none() && !keep_in_memory {
-                drop(q);
-                return Err(self.refuse(
-                    items,
-                    format!(
-                        "forward queue full ({} bytes, forward.queue.max_bytes); retry later",
-                        self.max_bytes
-                    ),
-                ));
-            }
-            // reserve now so concurrent pushes see the space as taken
             q.items += items;
             q.bytes += len;
-            if keep_in_memory {
-                q.mem += len;
-            }
-        }
-        let loc = match &self.disk {
-            Some(d) => match d.append(body.clone(), items).await {
-                Ok(loc) => Some(loc),
-                Err(reason) => {
-                    let mut q = self.lock();
-                    q.items -= items;
-                    q.bytes -= len;
-                    if keep_in_memory {
-                        q.mem -= len;
-                    }
-                    drop(q);
-                    return Err(self.refuse(items, reason));
-                }
-            },
-            None => None,
-        };
-        {
-            let mut q = self.lock();
             q.pending_items += items;
             q.pending_bytes += len;
             q.pending.push_back(Entry {
-                data: keep_in_memory.then_some(body),
                 len: len as u32,
                 items,
-                loc,
+                loc: None,
+                data: Some(body),
             });
             self.stats.queue_size.store(q.items, Ordering::Relaxed);
         }
@@ -168,74 +153,114 @@ impl Queue {
 
     /// (items, bytes) waiting to be sent.
     pub fn pending(&self) -> (u64, u64) {
-        let q = self.lock();
-        (q.pending_items, q.pending_bytes)
+        match &self.disk {
+            Some(d) => d.pending(),
+            None => {
+                let q = self.lock();
+                (q.pending_items, q.pending_bytes)
+            }
+        }
     }
 
     /// Items queued or being sent.
     pub fn size(&self) -> u64 {
-        self.lock().items
+        match &self.disk {
+            Some(d) => d.items(),
+            None => self.lock().items,
+        }
     }
 
     /// Takes up to `max_items` items / `max_bytes` bytes of records (always at
-    /// least one record when any waits).
-    pub fn take(&self, max_items: u64, max_bytes: u64) -> Vec<Entry> {
+    /// least one record when any waits). A disk queue reads them back on a
+    /// blocking thread.
+    pub async fn take(self: &Arc<Self>, max_items: u64, max_bytes: u64) -> Batch {
+        if self.disk.is_none() {
+            return self.take_memory(max_items, max_bytes);
+        }
+        let q = self.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            q.disk
+                .as_ref()
+                .map(|d| d.read_batch(max_items, max_bytes))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        if read.failed_items > 0 {
+            self.stats
+                .send_failed
+                .fetch_add(read.failed_items, Ordering::Relaxed);
+            self.stats.queue_size.store(self.size(), Ordering::Relaxed);
+        }
+        let entries = read
+            .recs
+            .into_iter()
+            .map(|(loc, items)| Entry {
+                len: loc.len,
+                items,
+                loc: Some(loc),
+                data: None,
+            })
+            .collect();
+        Batch {
+            entries,
+            payload: read.payload,
+        }
+    }
+
+    fn take_memory(&self, max_items: u64, max_bytes: u64) -> Batch {
         let mut q = self.lock();
-        let mut out = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         let (mut items, mut bytes) = (0u64, 0u64);
         while let Some(e) = q.pending.front() {
-            if !out.is_empty() && (items + e.items > max_items || bytes + e.len as u64 > max_bytes)
+            if !entries.is_empty()
+                && (items + e.items > max_items || bytes + e.len as u64 > max_bytes)
             {
                 break;
             }
             items += e.items;
             bytes += e.len as u64;
             if let Some(e) = q.pending.pop_front() {
-                out.push(e);
+                entries.push(e);
             }
         }
         q.pending_items -= items;
         q.pending_bytes -= bytes;
-        out
-    }
-
-    /// The batch's payload: the records' bodies concatenated.
-    pub fn payload(&self, batch: &[Entry]) -> std::io::Result<Bytes> {
-        if let [one] = batch {
-            if let Some(d) = &one.data {
-                return Ok(d.clone());
+        drop(q);
+        let payload = match entries.as_mut_slice() {
+            [one] => one.data.take().unwrap_or_default(),
+            many => {
+                let mut buf = BytesMut::with_capacity(bytes as usize);
+                for e in many {
+                    if let Some(d) = e.data.take() {
+                        buf.extend_from_slice(&d);
+                    }
+                }
+                buf.freeze()
             }
-        }
-        let total: usize = batch.iter().map(|e| e.len as usize).sum();
-        let mut buf = BytesMut::with_capacity(total);
-        for e in batch {
-            match (&e.data, e.loc, &self.disk) {
-                (Some(d), _, _) => buf.extend_from_slice(d),
-                (None, Some(loc), Some(disk)) => buf.extend_from_slice(&disk.read(loc)?),
-                _ => return Err(std::io::Error::other("queued record without payload")),
-            }
-        }
-        Ok(buf.freeze())
+        };
+        Batch { entries, payload }
     }
 
     /// The batch is delivered, or given up on: frees its space and lets its
     /// disk segments go.
-    pub fn done(&self, batch: Vec<Entry>) {
-        let mut q = self.lock();
-        for e in &batch {
-            q.items -= e.items;
-            q.bytes -= e.len as u64;
-            if e.data.is_some() {
-                q.mem -= e.len as u64;
-            }
-        }
-        self.stats.queue_size.store(q.items, Ordering::Relaxed);
-        drop(q);
-        if let Some(d) = &self.disk {
-            for e in &batch {
-                if let Some(loc) = e.loc {
-                    d.ack(loc);
+    pub fn done(&self, batch: Batch) {
+        match &self.disk {
+            Some(d) => {
+                for e in &batch.entries {
+                    if let Some(loc) = e.loc {
+                        d.ack(loc, e.items);
+                    }
                 }
+                self.stats.queue_size.store(d.items(), Ordering::Relaxed);
+            }
+            None => {
+                let mut q = self.lock();
+                for e in &batch.entries {
+                    q.items -= e.items;
+                    q.bytes -= e.len as u64;
+                }
+                self.stats.queue_size.store(q.items, Ordering::Relaxed);
             }
         }
     }
@@ -243,7 +268,7 @@ impl Queue {
     /// The batch was not delivered (shutdown): it stays counted, so the
     /// drain reports it as left on disk (or lost, without a directory), and
     /// its segments are kept for the next start.
-    pub fn abandon(&self, batch: Vec<Entry>) {
+    pub fn abandon(&self, batch: Batch) {
         drop(batch);
     }
 }
@@ -264,14 +289,14 @@ mod tests {
             .expect("rt");
         rt.block_on(async {
             let s = stats();
-            let q = Queue::new(10, 1 << 20, None, s.clone());
+            let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
             q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
             let r = q.push(Bytes::from_static(b"b"), 6).await;
             assert!(r.is_err());
             assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 6);
             assert_eq!(s.queue_size.load(Ordering::Relaxed), 6);
-            let b = q.take(100, 100);
-            assert_eq!(b.len(), 1);
+            let b = q.take(100, 100).await;
+            assert_eq!(b.entries.len(), 1);
             // in flight still counts against the cap
             assert!(q.push(Bytes::from_static(b"c"), 6).await.is_err());
             q.done(b);
@@ -288,15 +313,17 @@ mod tests {
             .build()
             .expect("rt");
         rt.block_on(async {
-            let q = Queue::new(100, 1 << 20, None, stats());
+            let q = Arc::new(Queue::new(100, 1 << 20, None, stats()));
             for p in [&b"ab"[..], b"cd", b"ef"] {
                 q.push(Bytes::copy_from_slice(p), 2).await.expect("push");
             }
-            let b = q.take(4, 1 << 20);
-            assert_eq!(b.len(), 2);
-            assert_eq!(q.payload(&b).expect("payload").as_ref(), b"abcd");
-            let rest = q.take(4, 1 << 20);
-            assert_eq!(q.payload(&rest).expect("payload").as_ref(), b"ef");
+            let b = q.take(4, 1 << 20).await;
+            assert_eq!(b.entries.len(), 2);
+            assert_eq!(b.payload.as_ref(), b"abcd");
+            assert_eq!(b.part(1, 2).as_ref(), b"cd");
+            assert_eq!(b.items(0, 2), 4);
+            let rest = q.take(4, 1 << 20).await;
+            assert_eq!(rest.payload.as_ref(), b"ef");
         });
     }
 }
