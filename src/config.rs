@@ -380,7 +380,9 @@ impl Default for Queue {
             max_items: 10_000,
             max_bytes: 64 << 20,
             dir: None,
-            max_disk_bytes: 1 << 30,
+            // an hour at 1,000 records/s of ~300-byte log records is
+            // ~1.1 GB with framing: 2 GiB holds it with room to spare
+            max_disk_bytes: 2 << 30,
             fsync: true,
             consumers: 4,
         }

@@ -93,8 +93,9 @@ struct State {
     segs: BTreeMap<u64, Seg>,
     /// bytes on disk plus bytes reserved for writes in progress
     used: u64,
-    /// items written and not yet delivered (or given up on)
+    /// items, and framed bytes, written and not yet delivered (or given up on)
     items: u64,
+    bytes: u64,
     /// items and payload bytes written and not yet read back
     pending_items: u64,
     pending_bytes: u64,
@@ -321,6 +322,7 @@ impl DiskLog {
             if let Some(seg) = index_segment(dir, seq, &mut scan) {
                 st.used += seg.size;
                 st.items += seg.unread_items;
+                st.bytes += seg.unread_bytes + seg.unread * HEADER as u64;
                 st.pending_items += seg.unread_items;
                 st.pending_bytes += seg.unread_bytes;
                 st.segs.insert(seq, seg);
@@ -551,6 +553,7 @@ impl DiskLog {
         st.pending_items = st.pending_items.saturating_sub(items);
         st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
         st.items = st.items.saturating_sub(items);
+        st.bytes = st.bytes.saturating_sub(bytes + n * HEADER as u64);
         if done {
             remove_seg(&self.dir, &mut st, rd.seq);
         }
@@ -572,11 +575,17 @@ impl DiskLog {
         self.st().items
     }
 
+    /// Bytes (framed records) on disk not yet delivered.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.st().bytes
+    }
+
     /// The record at `loc` is delivered (or given up on): its segment is
     /// deleted once it is sealed and has no record left.
     pub fn ack(&self, loc: Loc, items: u64) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.items = st.items.saturating_sub(items);
+        st.bytes = st.bytes.saturating_sub(HEADER as u64 + loc.len as u64);
         let (done, idle) = match st.segs.get_mut(&loc.seg) {
             Some(s) => {
                 s.outstanding = s.outstanding.saturating_sub(1);
@@ -772,6 +781,7 @@ impl Writer {
                     }
                     // reserved bytes already count in `used`: nothing to add
                     st.items += items;
+                    st.bytes += buf.len() as u64;
                     st.pending_items += items;
                     st.pending_bytes += bytes;
                 }
@@ -934,6 +944,55 @@ mod tests {
             assert_eq!(r.payload.as_ref(), b"onethreefourfive");
             assert_eq!(r.failed_items, 0);
         });
+    }
+
+    /// B.8: the default `max_disk_bytes` holds an hour at 1,000 records/s of
+    /// ~300-byte log records, even sent one record per request.
+    #[test]
+    fn the_default_disk_cap_holds_an_hour_of_a_busy_pod() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use prost::Message;
+        let s = |v: &str| {
+            Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            })
+        };
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: s(v),
+            ..Default::default()
+        };
+        let rec = LogRecord {
+            time_unix_nano: 1_700_000_000_000_000_000,
+            severity_text: "INFO".into(),
+            body: s(&"chat request served; model gpt-4o, 812 tokens ".repeat(4)),
+            attributes: vec![
+                kv("http.route", "/api/chat"),
+                kv("trace_id", &"f".repeat(32)),
+            ],
+            ..Default::default()
+        };
+        let one = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![rec],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        assert!((280..=360).contains(&one.len()), "{} bytes", one.len());
+        let mut framed = Vec::new();
+        frame(&mut framed, &one, 1);
+        let hour = 3_600_000u64 * framed.len() as u64;
+        let cap = crate::config::Queue::default().max_disk_bytes;
+        assert!(
+            hour <= cap,
+            "an hour is {hour} bytes, the default cap {cap}"
+        );
     }
 
     #[test]

@@ -400,7 +400,12 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
     ] {
         let Some(ep) = ep else { continue };
         let client = Arc::new(Client::new(ep, sig)?);
-        let stats = Arc::new(ExporterStats::new(name, sig, f.queue.max_items as u64));
+        // queue capacity in the queue's unit: items, or bytes on disk
+        let capacity = match &f.queue.dir {
+            Some(_) => f.queue.max_disk_bytes,
+            None => f.queue.max_items as u64,
+        };
+        let stats = Arc::new(ExporterStats::new(name, sig, capacity));
         let disk = match &f.queue.dir {
             Some(dir) => {
                 let d = dir.join(sub);

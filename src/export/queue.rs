@@ -91,8 +91,19 @@ impl Queue {
             disk,
             stats,
         };
-        q.stats.queue_size.store(q.size(), Ordering::Relaxed);
+        q.gauge();
         q
+    }
+
+    /// Sets `otelcol_exporter_queue_size`: items, or with a disk queue the
+    /// bytes on disk not yet delivered (its capacity is max_disk_bytes), as
+    /// the Collector's queue reports with its bytes sizer.
+    fn gauge(&self) {
+        let v = match &self.disk {
+            Some(d) => d.backlog_bytes(),
+            None => self.lock().items,
+        };
+        self.stats.queue_size.store(v, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -116,7 +127,7 @@ impl Queue {
             if let Err(reason) = d.append(body, items).await {
                 return Err(self.refuse(items, reason));
             }
-            self.stats.queue_size.store(d.items(), Ordering::Relaxed);
+            self.gauge();
             self.notify.notify_one();
             return Ok(());
         }
@@ -190,7 +201,7 @@ impl Queue {
             self.stats
                 .send_failed
                 .fetch_add(read.failed_items, Ordering::Relaxed);
-            self.stats.queue_size.store(self.size(), Ordering::Relaxed);
+            self.gauge();
         }
         let entries = read
             .recs
@@ -252,7 +263,7 @@ impl Queue {
                         d.ack(loc, e.items);
                     }
                 }
-                self.stats.queue_size.store(d.items(), Ordering::Relaxed);
+                self.gauge();
             }
             None => {
                 let mut q = self.lock();
