@@ -138,6 +138,9 @@ enum Msg {
     /// The current segment may have been delivered entirely: seal and
     /// delete it now rather than at the next rotation.
     Retire,
+    /// A sealed segment was delivered entirely: delete it (here, off the
+    /// async workers).
+    Delete(u64),
 }
 
 struct WriteReq {
@@ -596,14 +599,14 @@ impl DiskLog {
             }
             None => (false, false),
         };
-        if done {
-            remove_seg(&self.dir, &mut st, loc.seg);
-        }
         drop(st);
-        if idle {
-            if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                let _ = tx.send(Msg::Retire);
-            }
+        let msg = match (done, idle) {
+            (true, _) => Msg::Delete(loc.seg),
+            (_, true) => Msg::Retire,
+            _ => return,
+        };
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(msg);
         }
     }
 
@@ -652,6 +655,10 @@ impl Writer {
                         group.push(r);
                     }
                     Msg::Retire => retire = true,
+                    Msg::Delete(seq) => {
+                        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                        remove_seg(&self.dir, &mut st, seq);
+                    }
                 }
                 if bytes < (4 << 20) && group.len() < 4096 {
                     next = rx.try_recv().ok();
@@ -856,9 +863,24 @@ mod tests {
                 log.ack(loc, items);
             }
             assert_eq!(log.items(), 0);
+            // the writer thread deletes it
+            let segs = || {
+                std::fs::read_dir(dir.path())
+                    .expect("ls")
+                    .filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                    })
+                    .count()
+            };
+            for _ in 0..500 {
+                if segs() == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(segs(), 0, "delivered recovered segment deleted");
             assert_eq!(log.used(), 0);
-            let segs = std::fs::read_dir(dir.path()).expect("ls").count();
-            assert_eq!(segs, 0, "delivered recovered segment deleted");
         });
     }
 

@@ -409,7 +409,12 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         let disk = match &f.queue.dir {
             Some(dir) => {
                 let d = dir.join(sub);
-                let (log, scan) = disk::DiskLog::open(&d, f.queue.max_disk_bytes, f.queue.fsync)?;
+                let (max, fsync, at) = (f.queue.max_disk_bytes, f.queue.fsync, d.clone());
+                // the start-up scan reads every segment: off the async workers
+                let (log, scan) =
+                    tokio::task::spawn_blocking(move || disk::DiskLog::open(&at, max, fsync))
+                        .await
+                        .map_err(|e| format!("opening the queue directory: {e}"))??;
                 if scan.corrupt_regions > 0 {
                     stats
                         .send_failed
