@@ -1201,6 +1201,16 @@ async fn wait_metric(s: &Sidecar, what: &str, want: f64) {
 /// records are dropped (and counted); every other acknowledged record arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poisoned_request_costs_only_its_own_records_grpc() {
+    poisoned_grpc(false).await;
+}
+
+/// B.4 with the batches read back from the on-disk queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_request_costs_only_its_own_records_disk_queue() {
+    poisoned_grpc(true).await;
+}
+
+async fn poisoned_grpc(disk: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::default();
     // down first, so the queued requests are taken in batches of ten
@@ -1208,7 +1218,10 @@ async fn a_poisoned_request_costs_only_its_own_records_grpc() {
     let port = free_port();
     let down = Downstream::start(&sink, port).await;
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
-    let s = Sidecar::start(dir.path(), "poison", &cfg, &[]).await;
+    let qdir = dir.path().join("queue");
+    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+    let extra: &[&str] = if disk { &q } else { &[] };
+    let s = Sidecar::start(dir.path(), "poison", &cfg, extra).await;
     let (good, bad) = send_with_poison(&s, "pz", 40, 5, &[3, 17, 18, 33]).await;
     sink.mode.store(POISON, Ordering::SeqCst);
     sink.wait_all(&good, Duration::from_secs(20)).await;
