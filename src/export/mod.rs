@@ -8,7 +8,9 @@
 //! it, so the receiver pushes back on the app with UNAVAILABLE + RetryInfo.
 //! Sender tasks take batches of whole records (count, bytes, time), send the
 //! concatenated bodies over OTLP/gRPC or OTLP/HTTP ([`client`]), and retry
-//! retryable failures with exponential backoff and jitter.
+//! retryable failures with exponential backoff and jitter. A batch the
+//! downstream refuses as invalid data is split in halves until the refused
+//! request is alone, so only that request is dropped (and counted).
 //!
 //! Delivery is **at least once**: a record is removed from the queue (and its
 //! disk segment deleted) only after the downstream accepted it, or refused it
