@@ -388,12 +388,16 @@ pub fn check(text: &str, om: bool) -> Result<(), String> {
     for (name, f) in &c.fams {
         if f.typ == "histogram" {
             for (k, (b, count)) in &f.hist {
-                if !b.last().is_some_and(|(le, _)| le.is_infinite()) || count.is_none() {
+                let negative = b.first().is_some_and(|(le, _)| *le < 0.0);
+                // OpenMetrics: no _sum with negative buckets, and _count only with _sum
+                let count_optional = om && negative && !f.sums.contains(k);
+                if !b.last().is_some_and(|(le, _)| le.is_infinite())
+                    || (count.is_none() && !count_optional)
+                {
                     return Err(format!(
                         "histogram {name}{k:?} without +Inf bucket or _count"
                     ));
                 }
-                let negative = b.first().is_some_and(|(le, _)| *le < 0.0);
                 if om && negative && f.sums.contains(k) {
                     return Err(format!("histogram {name}{k:?}: _sum with negative buckets"));
                 }
