@@ -151,7 +151,7 @@ impl Default for Store {
             max_active_users: 100_000,
             max_label_value_bytes: 2048,
             max_series: 50_000,
-            max_series_bytes: 16 << 20,
+            max_series_bytes: 8 << 20,
             max_passthrough_families: 1000,
         }
     }
