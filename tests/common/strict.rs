@@ -10,6 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+/// A label set, in the order written.
+type Labels = Vec<(String, String)>;
+/// Per histogram series: buckets (le, cumulative) and `_count`.
+type HistSeries = (Vec<(f64, f64)>, Option<f64>);
+
 fn valid_metric_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
@@ -41,7 +46,7 @@ fn parse_value(s: &str, om: bool) -> Result<f64, String> {
 }
 
 /// A label set `{a="b",...}` at the start of `s`; returns the pairs and the rest.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let mut rest = s.strip_prefix('{').ok_or("expected {")?;
     let mut out = Vec::new();
     loop {
@@ -90,7 +95,7 @@ struct Fam {
     unit: bool,
     samples: bool,
     /// histogram series (labels without le) -> buckets (le, cumulative), count
-    hist: HashMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>)>,
+    hist: HashMap<Labels, HistSeries>,
     /// histogram series that have a `_sum`
     sums: HashSet<Vec<(String, String)>>,
 }
