@@ -126,6 +126,21 @@ pub struct Store {
     pub series_ttl: Dur,
     pub active_users_window: Dur,
     pub max_active_users: usize,
+    /// Longest label value (derived and pass-through alike); a longer one
+    /// drops the item, counted as `label_too_long`.
+    #[serde(deserialize_with = "label_value_bytes")]
+    pub max_label_value_bytes: usize,
+    /// Most series across all metrics (past it, new series go to their
+    /// metric's overflow series).
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_series: usize,
+    /// Most estimated exposition bytes of all series together (lines times
+    /// name, labels and value), the same overflow past it.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_series_bytes: usize,
+    /// Most pass-through metric families (past it, `family_limit`).
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_passthrough_families: usize,
 }
 impl Default for Store {
     fn default() -> Self {
@@ -134,8 +149,33 @@ impl Default for Store {
             series_ttl: Dur(Duration::from_secs(600)),
             active_users_window: Dur(Duration::from_secs(300)),
             max_active_users: 100_000,
+            max_label_value_bytes: 2048,
+            max_series: 50_000,
+            max_series_bytes: 8 << 20,
+            max_passthrough_families: 1000,
         }
     }
+}
+
+/// `store.max_label_value_bytes`: 1 to what the series key encoding holds
+/// (refused at parse time, so the error names the key and the line).
+fn label_value_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let max = crate::metrics::store::MAX_LABEL_VALUE_BYTES;
+    let v = usize::deserialize(d)?;
+    if v == 0 || v > max {
+        return Err(serde::de::Error::custom(format!(
+            "must be between 1 and {max}, not {v}"
+        )));
+    }
+    Ok(v)
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(v)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -732,6 +772,32 @@ mod tests {
         let y = "extra_rules:\n- name: by_user\n  kind: counter\n  signal: spans\n  labels:\n  - name: user\n    from: [enduser.id]\n";
         let e = Config::from_yaml(y, "f").unwrap_err();
         assert!(e.0.contains("extra_rules[0].labels[0].from"), "{e}");
+    }
+
+    #[test]
+    fn store_limits_are_checked_with_key_and_line() {
+        for (y, key) in [
+            (
+                "store:\n  max_label_value_bytes: 70000\n",
+                "max_label_value_bytes",
+            ),
+            (
+                "store:\n  max_label_value_bytes: 0\n",
+                "max_label_value_bytes",
+            ),
+            ("store:\n  max_series: 0\n", "max_series"),
+            ("store:\n  max_series_bytes: 0\n", "max_series_bytes"),
+            (
+                "store:\n  max_passthrough_families: 0\n",
+                "max_passthrough_families",
+            ),
+        ] {
+            let e = Config::from_yaml(y, "f").unwrap_err();
+            assert!(e.0.contains(&format!("store.{key}")), "{e}");
+            assert!(e.0.contains("line 2"), "{e}");
+        }
+        let ok = Config::from_yaml("store:\n  max_label_value_bytes: 16384\n", "f");
+        assert_eq!(ok.map(|c| c.store.max_label_value_bytes), Ok(16384));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod json;
 pub mod wire;
 
 use crate::config::{Config, RuleKind, Signal, SpanKind, ValueSource};
-use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames, MAX_LABEL_BYTES};
+use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames};
 use crate::metrics::{Distinct, Store};
 use std::cell::RefCell;
 use std::hash::BuildHasher;
@@ -67,6 +67,9 @@ struct CRule {
     log_event: Option<Box<[u8]>>,
     labels: Vec<LabelSrc>,
     value: ValueSrc,
+    /// a counter, or a histogram without negative buckets: a negative value
+    /// from an attribute is refused (a counter never goes down)
+    nonneg: bool,
     skipped: [AtomicU64; 4],
 }
 
@@ -80,6 +83,8 @@ pub struct Deriver {
     store: Arc<Store>,
     n_families: usize,
     n_distinct: usize,
+    /// `store.max_label_value_bytes`
+    max_label: usize,
 }
 
 /// Reusable per-thread buffers for one request's updates.
@@ -161,7 +166,8 @@ impl Deriver {
                         kind,
                         LabelNames::Fixed(names),
                         store.cap,
-                    );
+                    )
+                    .with_budget(store.budget.clone());
                     Target::Family(store.family_index(fam))
                 }
             };
@@ -221,6 +227,9 @@ impl Deriver {
                 log_event,
                 labels,
                 value,
+                nonneg: r.kind == RuleKind::Counter
+                    || (r.kind == RuleKind::Histogram
+                        && r.buckets.first().is_some_and(|b| *b >= 0.0)),
                 skipped: Default::default(),
             };
             let span_event = r.matcher.event_name.as_ref().map(|e| {
@@ -274,6 +283,7 @@ impl Deriver {
             store,
             n_families,
             n_distinct,
+            max_label: cfg.store.max_label_value_bytes,
         }
     }
 
@@ -305,18 +315,19 @@ impl Deriver {
         &self.store
     }
 
-    /// Per rule and reason, how many items were skipped (for /metrics).
+    /// Per rule and reason, how many items were skipped (for /metrics);
+    /// rules that share a metric (a span and a log rule) are summed.
     pub fn skipped(&self) -> Vec<(&str, &'static str, u64)> {
-        let mut out = Vec::new();
+        let mut out: std::collections::BTreeMap<(&str, &'static str), u64> = Default::default();
         for r in self.span_rules.iter().chain(self.log_rules.iter()) {
             for (i, reason) in SKIP_REASONS.iter().enumerate() {
                 let n = r.skipped[i].load(Ordering::Relaxed);
                 if n > 0 {
-                    out.push((r.name.as_str(), *reason, n));
+                    *out.entry((r.name.as_str(), *reason)).or_default() += n;
                 }
             }
         }
-        out
+        out.into_iter().map(|((r, why), n)| (r, why, n)).collect()
     }
 
     /// Walks an encoded `ExportTraceServiceRequest` and prepares its metric
@@ -474,8 +485,8 @@ impl Deriver {
                     }
                     (Target::Distinct(_), None) => continue,
                     (_, Some(v)) => match number(v) {
-                        Some(x) => x,
-                        None => {
+                        Some(x) if x >= 0.0 || !r.nonneg => x,
+                        _ => {
                             r.skipped[SkipReason::BadValue as usize]
                                 .fetch_add(1, Ordering::Relaxed);
                             continue;
@@ -563,8 +574,8 @@ impl Deriver {
                     }
                     (_, None) => continue,
                     (_, Some(v)) => match number(v) {
-                        Some(x) => x,
-                        None => {
+                        Some(x) if x >= 0.0 || !r.nonneg => x,
+                        _ => {
                             r.skipped[SkipReason::BadValue as usize]
                                 .fetch_add(1, Ordering::Relaxed);
                             continue;
@@ -602,7 +613,7 @@ impl Deriver {
                     outcome,
                     default,
                 } => match first(slots, from) {
-                    Some(v) => push_val(&mut sc.keys, v),
+                    Some(v) => push_val(&mut sc.keys, v, self.max_label),
                     None if *outcome => {
                         push_key_part(&mut sc.keys, if error { b"error" } else { b"success" });
                         Ok(())
@@ -673,10 +684,10 @@ fn number(v: Val<'_>) -> Option<f64> {
 }
 
 #[inline]
-fn push_val(key: &mut Vec<u8>, v: Val<'_>) -> Result<(), SkipReason> {
+fn push_val(key: &mut Vec<u8>, v: Val<'_>, max_label: usize) -> Result<(), SkipReason> {
     match v {
         Val::Str(s) => {
-            if s.len() > MAX_LABEL_BYTES {
+            if s.len() > max_label {
                 return Err(SkipReason::LabelTooLong);
             }
             push_key_part(key, s);

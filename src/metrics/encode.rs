@@ -81,11 +81,16 @@ impl Encoder {
             match c {
                 '\\' => self.out.push_str("\\\\"),
                 '\n' => self.out.push_str("\\n"),
+                // OpenMetrics escapes quotes in HELP too; the text format does not
+                '"' if self.om => self.out.push_str("\\\""),
                 c => self.out.push(c),
             }
         }
         let _ = writeln!(self.out, "\n# TYPE {base} {typ}");
-        if self.om && !unit.is_empty() && base.ends_with(unit) {
+        let unit_ok = base
+            .strip_suffix(unit)
+            .is_some_and(|b| b.ends_with('_') && b.len() > 1);
+        if self.om && !unit.is_empty() && unit_ok {
             let _ = writeln!(self.out, "# UNIT {base} {unit}");
         }
     }
@@ -136,7 +141,8 @@ impl Encoder {
                 let bounds = h.bounds.as_deref().unwrap_or(fam_bounds);
                 let mut cum = 0u64;
                 for (i, c) in h.counts.iter().enumerate() {
-                    cum += c;
+                    // ingest refuses counts that wrap; never panic here
+                    cum = cum.saturating_add(*c);
                     let mut le = String::new();
                     match bounds.get(i) {
                         Some(b) => fmt_le(&mut le, *b),
@@ -164,8 +170,15 @@ impl Encoder {
                     }
                     self.out.push('\n');
                 }
-                self.sample(&fam.name, "_sum", pairs, h.sum);
-                self.sample(&fam.name, "_count", pairs, h.count as f64);
+                // OpenMetrics: no _sum (so no _count) with negative buckets
+                if !(self.om && bounds.first().is_some_and(|b| *b < 0.0)) {
+                    self.sample(&fam.name, "_sum", pairs, h.sum);
+                    // exact, like the buckets (an f64 would round past 2^53)
+                    self.out.push_str(&fam.name);
+                    self.out.push_str("_count");
+                    self.labels(pairs, None);
+                    let _ = writeln!(self.out, " {}", h.count);
+                }
                 if self.om {
                     self.sample(&fam.name, "_created", pairs, s.created_ms as f64 / 1000.0);
                 }
@@ -205,6 +218,48 @@ impl Encoder {
             }
         });
     }
+}
+
+/// Renames by the sanitiser and the global series budget.
+fn render_limits(e: &mut Encoder, store: &Store) {
+    let name = "geometra_sidecar_passthrough_renamed_total";
+    e.header(
+        name,
+        "counter",
+        "Pass-through metric names (per family) and label keys (per point) renamed beyond '.' to '_'.",
+        "",
+    );
+    for (what, n) in store.passthrough.renamed() {
+        e.sample(name, "", &[("what", what)], n as f64);
+    }
+    let name = "geometra_sidecar_series_global_overflow_total";
+    e.header(
+        name,
+        "counter",
+        "Points recorded in an overflow series because store.max_series or store.max_series_bytes was reached.",
+        "",
+    );
+    e.sample(
+        name,
+        "",
+        &[],
+        store.budget.refused.load(Ordering::Relaxed) as f64,
+    );
+    let (series, bytes) = store.budget.used();
+    e.header(
+        "geometra_sidecar_store_series",
+        "gauge",
+        "Live series of all metrics (bounded by store.max_series).",
+        "",
+    );
+    e.sample("geometra_sidecar_store_series", "", &[], series as f64);
+    e.header(
+        "geometra_sidecar_store_series_bytes",
+        "gauge",
+        "Estimated exposition bytes of all series (bounded by store.max_series_bytes).",
+        "",
+    );
+    e.sample("geometra_sidecar_store_series_bytes", "", &[], bytes as f64);
 }
 
 fn proc_stats() -> Option<(f64, f64)> {
@@ -403,30 +458,30 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         "Items a rule skipped (missing label, bad value, label too long, invalid UTF-8).",
         "",
     );
+    // one sample per (rule, reason): the rules' own and the families' UTF-8 refusals
+    let mut skips: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
     for (rule, reason, n) in skipped {
-        e.sample(
-            "geometra_sidecar_derive_skipped_total",
-            "",
-            &[("rule", rule), ("reason", reason)],
-            *n as f64,
-        );
+        *skips.entry((rule, reason)).or_default() += n;
     }
     for f in &store.families {
         let n = f.invalid.load(Ordering::Relaxed);
         if n > 0 {
-            e.sample(
-                "geometra_sidecar_derive_skipped_total",
-                "",
-                &[("rule", &f.name), ("reason", "invalid_utf8")],
-                n as f64,
-            );
+            *skips.entry((&f.name, "invalid_utf8")).or_default() += n;
         }
+    }
+    for ((rule, reason), n) in skips {
+        e.sample(
+            "geometra_sidecar_derive_skipped_total",
+            "",
+            &[("rule", rule), ("reason", reason)],
+            n as f64,
+        );
     }
     let dropped = store.passthrough.dropped();
     e.header(
         "geometra_sidecar_passthrough_dropped_points_total",
         "counter",
-        "Pass-through metric points dropped (unsupported type, name clash, bad data).",
+        "Pass-through metric points dropped, by reason (see README).",
         "",
     );
     for (reason, n) in dropped {
@@ -437,6 +492,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
             n as f64,
         );
     }
+    render_limits(&mut e, store);
     e.header(
         "geometra_sidecar_build_info",
         "gauge",

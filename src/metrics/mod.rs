@@ -3,11 +3,12 @@
 
 pub mod encode;
 pub mod passthrough;
+pub mod sanitize;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use store::{Family, FastMap};
+use store::{Budget, Family, FastMap};
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -129,6 +130,8 @@ pub struct Store {
     window_s: u64,
     max_distinct: usize,
     pub passthrough: passthrough::Passthrough,
+    /// the global series bound, shared by every family
+    pub budget: Arc<Budget>,
     pub grpc: ReceiverStats,
     pub http: ReceiverStats,
     pub exporters: Mutex<Vec<Arc<ExporterStats>>>,
@@ -137,6 +140,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(cfg: &crate::config::Config) -> Self {
+        let budget = Arc::new(Budget::new(
+            cfg.store.max_series,
+            cfg.store.max_series_bytes,
+        ));
         Store {
             cap: cfg.store.max_series_per_metric,
             ttl_s: cfg.store.series_ttl.0.as_secs().max(1),
@@ -146,8 +153,10 @@ impl Store {
             max_distinct: cfg.store.max_active_users,
             passthrough: passthrough::Passthrough::new(
                 &cfg.passthrough,
-                cfg.store.max_series_per_metric,
+                &cfg.store,
+                budget.clone(),
             ),
+            budget,
             grpc: ReceiverStats::default(),
             http: ReceiverStats::default(),
             exporters: Mutex::new(Vec::new()),
@@ -162,6 +171,7 @@ impl Store {
         if let Some(i) = self.families.iter().position(|f| f.name == fam.name) {
             return i;
         }
+        self.passthrough.reserve_family(&fam.name, &fam.kind);
         self.families.push(Arc::new(fam));
         self.families.len() - 1
     }
@@ -170,6 +180,7 @@ impl Store {
         if let Some(i) = self.distinct.iter().position(|d| d.name == name) {
             return i;
         }
+        self.passthrough.reserve_family(name, &store::Kind::Gauge);
         self.distinct.push(Arc::new(Distinct::new(
             name,
             help,

@@ -1,171 +1,47 @@
 //! Pass-through of the app's own OTLP metrics, named and shaped per the
 //! OpenTelemetry-to-Prometheus compatibility spec: unit and `_total`
 //! suffixes, delta sums and histograms accumulated to cumulative,
-//! `target_info` from the resource. This is a cold path (apps push metrics
-//! every few seconds), so it decodes with prost.
+//! `target_info` from the resource. Every name, key and value goes through
+//! [`super::sanitize`] first; families whose series all expired are
+//! removed. This is a cold path (apps push metrics every few seconds), so it
+//! decodes with prost.
 
 use super::encode::Encoder;
-use super::store::{push_key_part, Family, FastMap, Kind, LabelNames};
+use super::sanitize::{self, Drop, DROP_REASONS, MAX_LABELS};
+use super::store::{push_key_part, Budget, Family, FastMap, Kind, LabelNames, Locked};
 use crate::config;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, AggregationTemporality};
-use std::collections::BTreeMap;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, HistogramDataPoint, NumberDataPoint,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const DROP_REASONS: [&str; 4] = [
-    "unsupported_type",
-    "name_clash",
-    "bad_point",
-    "invalid_name",
-];
+/// The pass-through families and every name taken in the exposition.
+#[derive(Default)]
+struct Registry {
+    families: BTreeMap<String, Arc<Family>>,
+    /// each name a family writes in either format -> the family ("" for
+    /// the sidecar's own and derived metrics, which are never removed)
+    taken: HashMap<String, String>,
+}
 
 pub struct Passthrough {
     enabled: bool,
     scope_labels: bool,
     resource_labels: bool,
     cap: usize,
-    families: Mutex<BTreeMap<String, Arc<Family>>>,
+    max_label: usize,
+    max_families: usize,
+    budget: Arc<Budget>,
+    reg: Mutex<Registry>,
     /// target_info series: key -> last update
     targets: Mutex<FastMap<Box<[u8]>, u64>>,
-    dropped: [AtomicU64; 4],
-    /// names taken by derived metrics (a clash is dropped, counted)
-    reserved: Mutex<Vec<String>>,
-}
-
-/// Prometheus unit words for UCUM units (compatibility spec table).
-fn unit_word(u: &str) -> Option<&'static str> {
-    Some(match u {
-        "d" => "days",
-        "h" => "hours",
-        "min" => "minutes",
-        "s" => "seconds",
-        "ms" => "milliseconds",
-        "us" => "microseconds",
-        "ns" => "nanoseconds",
-        "By" => "bytes",
-        "KiBy" => "kibibytes",
-        "MiBy" => "mebibytes",
-        "GiBy" => "gibibytes",
-        "TiBy" => "tibibytes",
-        "KBy" => "kilobytes",
-        "MBy" => "megabytes",
-        "GBy" => "gigabytes",
-        "TBy" => "terabytes",
-        "m" => "meters",
-        "V" => "volts",
-        "A" => "amperes",
-        "J" => "joules",
-        "W" => "watts",
-        "g" => "grams",
-        "Cel" => "celsius",
-        "Hz" => "hertz",
-        "%" => "percent",
-        _ => return None,
-    })
-}
-
-fn per_word(u: &str) -> Option<&'static str> {
-    Some(match u {
-        "s" => "second",
-        "m" => "minute",
-        "h" => "hour",
-        "d" => "day",
-        "w" => "week",
-        "mo" => "month",
-        "y" => "year",
-        _ => return None,
-    })
-}
-
-fn sanitize(s: &str, out: &mut String) {
-    let mut last_us = false;
-    for c in s.chars() {
-        let ok = c.is_ascii_alphanumeric() || c == '_' || c == ':';
-        let c = if ok { c } else { '_' };
-        if c == '_' && last_us {
-            continue;
-        }
-        last_us = c == '_';
-        out.push(c);
-    }
-}
-
-/// The Prometheus unit suffix of an OTLP unit ("" for none).
-pub fn unit_suffix(unit: &str, gauge: bool) -> String {
-    // annotations in braces carry no unit
-    let mut u = String::new();
-    let mut depth = 0;
-    for c in unit.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth = (depth - 1).max(0),
-            c if depth == 0 => u.push(c),
-            _ => {}
-        }
-    }
-    let u = u.trim();
-    if u.is_empty() {
-        return String::new();
-    }
-    if u == "1" {
-        return if gauge { "ratio".into() } else { String::new() };
-    }
-    if let Some((a, b)) = u.split_once('/') {
-        let a = unit_word(a)
-            .map(str::to_string)
-            .unwrap_or_else(|| a.to_string());
-        let b = per_word(b)
-            .or_else(|| unit_word(b))
-            .map(str::to_string)
-            .unwrap_or_else(|| b.to_string());
-        let mut out = String::new();
-        sanitize(&format!("{a}_per_{b}"), &mut out);
-        return out.trim_matches('_').to_string();
-    }
-    let mut out = String::new();
-    sanitize(unit_word(u).unwrap_or(u), &mut out);
-    out.trim_matches('_').to_string()
-}
-
-/// The Prometheus name of an OTLP metric.
-pub fn prom_name(name: &str, unit: &str, gauge: bool, counter: bool) -> String {
-    let mut n = String::new();
-    sanitize(name, &mut n);
-    if n.starts_with(|c: char| c.is_ascii_digit()) {
-        n.insert(0, '_');
-    }
-    let mut base = n.trim_end_matches('_').to_string();
-    if counter {
-        if let Some(b) = base.strip_suffix("_total") {
-            base = b.to_string();
-        }
-    }
-    let suffix = unit_suffix(unit, gauge);
-    if !suffix.is_empty() && !base.ends_with(&format!("_{suffix}")) && base != suffix {
-        base.push('_');
-        base.push_str(&suffix);
-    }
-    if counter {
-        base.push_str("_total");
-    }
-    base
-}
-
-fn label_name(k: &str) -> String {
-    let mut out = String::new();
-    for c in k.chars() {
-        out.push(if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        });
-    }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert_str(0, "key_");
-    }
-    out
+    dropped: [AtomicU64; DROP_REASONS.len()],
+    /// metric names and label keys renamed beyond `.` to `_`
+    renamed: [AtomicU64; 2],
 }
 
 fn value_text(v: &Option<AnyValue>) -> String {
@@ -196,9 +72,13 @@ fn value_text(v: &Option<AnyValue>) -> String {
     }
 }
 
-/// Encodes sorted (name, value) pairs as a series key; names that sanitize
-/// to the same label are joined with `;` as the spec says.
-fn key_of(pairs: &mut Vec<(String, String)>) -> Vec<u8> {
+/// Encodes (name, value) pairs as a series key; names that sanitise to the
+/// same label are joined with `;` as the spec says. Refuses more than
+/// `MAX_LABELS` pairs or a part longer than `max_label` bytes.
+fn key_of(pairs: &mut Vec<(String, String)>, max_label: usize) -> Result<Vec<u8>, Drop> {
+    if pairs.len() > MAX_LABELS {
+        return Err(Drop::TooManyLabels);
+    }
     pairs.sort();
     let mut merged: Vec<(String, String)> = Vec::with_capacity(pairs.len());
     for (k, v) in pairs.drain(..) {
@@ -212,16 +92,13 @@ fn key_of(pairs: &mut Vec<(String, String)>) -> Vec<u8> {
     }
     let mut key = Vec::new();
     for (k, v) in &merged {
+        if k.len() > max_label || v.len() > max_label {
+            return Err(Drop::LabelTooLong);
+        }
         push_key_part(&mut key, k.as_bytes());
         push_key_part(&mut key, v.as_bytes());
     }
-    key
-}
-
-fn attrs_into(attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
-    for kv in attrs {
-        out.push((label_name(&kv.key), value_text(&kv.value)));
-    }
+    Ok(key)
 }
 
 /// Totals of one ingest.
@@ -231,29 +108,67 @@ pub struct Ingested {
     pub dropped: u64,
 }
 
+/// What a metric's points become in the store.
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Set,
+    Add,
+    /// a delta counter: added, never below zero or past finite
+    AddCounter,
+}
+
 impl Passthrough {
-    pub fn new(cfg: &config::Passthrough, cap: usize) -> Self {
-        Passthrough {
+    pub fn new(cfg: &config::Passthrough, store: &config::Store, budget: Arc<Budget>) -> Self {
+        let p = Passthrough {
             enabled: cfg.enabled,
             scope_labels: cfg.scope_labels,
             resource_labels: cfg.resource_labels,
-            cap,
-            families: Mutex::new(BTreeMap::new()),
+            cap: store.max_series_per_metric,
+            max_label: store.max_label_value_bytes,
+            max_families: store.max_passthrough_families,
+            budget,
+            reg: Mutex::new(Registry::default()),
             targets: Mutex::new(FastMap::default()),
             dropped: Default::default(),
-            reserved: Mutex::new(Vec::new()),
+            renamed: Default::default(),
+        };
+        for (name, kind) in sanitize::OWN_FAMILIES {
+            let k = match kind {
+                sanitize::OwnKind::Counter => Kind::Counter,
+                sanitize::OwnKind::Gauge => Kind::Gauge,
+            };
+            p.reserve_family(name, &k);
+        }
+        p
+    }
+
+    fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves the names a family of the sidecar's own writes.
+    pub fn reserve_family(&self, name: &str, kind: &Kind) {
+        let names = sanitize::family_names(
+            name,
+            *kind == Kind::Counter,
+            matches!(kind, Kind::Histogram(_)),
+        );
+        let mut reg = self.reg();
+        for n in names {
+            reg.taken.insert(n, String::new());
         }
     }
 
+    /// Reserves names taken by derived metrics (see [`Self::reserve_family`]).
     pub fn reserve(&self, names: impl IntoIterator<Item = String>) {
-        self.reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(names);
+        let mut reg = self.reg();
+        for n in names {
+            reg.taken.insert(n, String::new());
+        }
     }
 
-    fn drop_point(&self, reason: usize, n: u64) {
-        self.dropped[reason].fetch_add(n, Ordering::Relaxed);
+    fn drop_point(&self, reason: Drop, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn dropped(&self) -> Vec<(&'static str, u64)> {
@@ -264,39 +179,128 @@ impl Passthrough {
             .collect()
     }
 
-    fn family(&self, name: &str, kind: Kind, help: &str, unit: &str) -> Option<Arc<Family>> {
-        if self
-            .reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|r| r == name)
-        {
-            self.drop_point(1, 1);
-            return None;
+    /// (what, count) of names renamed beyond `.` to `_`.
+    pub fn renamed(&self) -> [(&'static str, u64); 2] {
+        [
+            ("metric", self.renamed[0].load(Ordering::Relaxed)),
+            ("label", self.renamed[1].load(Ordering::Relaxed)),
+        ]
+    }
+
+    /// The family of this name and kind, created if its names are free.
+    fn family(&self, name: &str, kind: &Kind, help: &str, unit: &str) -> Result<Arc<Family>, Drop> {
+        if sanitize::OWN_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            return Err(Drop::NameClash);
         }
-        let mut fams = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = fams.get(name) {
-            if std::mem::discriminant(&f.kind) != std::mem::discriminant(&kind) {
-                self.drop_point(1, 1);
-                return None;
+        let mut reg = self.reg();
+        if let Some(f) = reg.families.get(name) {
+            if std::mem::discriminant(&f.kind) != std::mem::discriminant(kind) {
+                return Err(Drop::NameClash);
             }
-            return Some(f.clone());
+            return Ok(f.clone());
         }
-        if fams.len() >= 10_000 {
-            self.drop_point(3, 1);
-            return None;
-        }
-        let f = Arc::new(Family::new(
+        let names = sanitize::family_names(
             name,
-            help,
-            unit,
-            kind,
-            LabelNames::InKey,
-            self.cap,
-        ));
-        fams.insert(name.to_string(), f.clone());
-        Some(f)
+            *kind == Kind::Counter,
+            matches!(kind, Kind::Histogram(_)),
+        );
+        if names.iter().any(|n| reg.taken.contains_key(n)) {
+            return Err(Drop::NameClash);
+        }
+        if reg.families.len() >= self.max_families {
+            return Err(Drop::FamilyLimit);
+        }
+        let help = sanitize::cut(help, sanitize::MAX_HELP_BYTES);
+        let f = Arc::new(
+            Family::new(name, help, unit, kind.clone(), LabelNames::InKey, self.cap)
+                .with_budget(self.budget.clone()),
+        );
+        for n in names {
+            reg.taken.insert(n, name.to_string());
+        }
+        reg.families.insert(name.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Runs `f` on the family locked, retrying if expiry retired it meanwhile.
+    fn with_family(
+        &self,
+        name: &str,
+        kind: &Kind,
+        help: &str,
+        unit: &str,
+        now_s: u64,
+        mut f: impl FnMut(&mut Locked<'_>),
+    ) -> Result<(), Drop> {
+        for _ in 0..3 {
+            let fam = self.family(name, kind, help, unit)?;
+            let mut l = fam.lock(now_s);
+            if !fam.is_retired() {
+                f(&mut l);
+                return Ok(());
+            }
+        }
+        Err(Drop::BadPoint)
+    }
+
+    /// Label pairs from attributes (keys sanitised, renames counted).
+    fn attrs_into(&self, attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
+        for kv in attrs {
+            let (k, renamed) = sanitize::label_name(&kv.key);
+            if renamed {
+                self.renamed[1].fetch_add(1, Ordering::Relaxed);
+            }
+            out.push((k, value_text(&kv.value)));
+        }
+    }
+
+    /// The series key of a point: scope labels plus its attributes.
+    fn key(&self, scope: &[(String, String)], attrs: &[KeyValue]) -> Result<Vec<u8>, Drop> {
+        if scope.len() + attrs.len() > MAX_LABELS {
+            return Err(Drop::TooManyLabels);
+        }
+        let mut p = scope.to_vec();
+        self.attrs_into(attrs, &mut p);
+        key_of(&mut p, self.max_label)
+    }
+
+    /// Records the resource as a `target_info` series.
+    fn target(
+        &self,
+        res_attrs: &[KeyValue],
+        job: &Option<String>,
+        instance: &Option<String>,
+        now_s: u64,
+    ) {
+        if res_attrs.len() > MAX_LABELS {
+            self.drop_point(Drop::TooManyLabels, 1);
+            return;
+        }
+        let mut t: Vec<(String, String)> = Vec::new();
+        let rest = res_attrs.iter().filter(|kv| {
+            !matches!(
+                kv.key.as_str(),
+                "service.name" | "service.namespace" | "service.instance.id"
+            )
+        });
+        for kv in rest {
+            self.attrs_into(std::slice::from_ref(kv), &mut t);
+        }
+        if let Some(j) = job {
+            t.push(("job".into(), j.clone()));
+        }
+        if let Some(i) = instance {
+            t.push(("instance".into(), i.clone()));
+        }
+        match key_of(&mut t, self.max_label) {
+            Ok(key) => {
+                let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+                if targets.len() < 64 || targets.contains_key(&key[..]) {
+                    targets.insert(key.into(), now_s);
+                }
+            }
+            Err(why) => self.drop_point(why, 1),
+        }
     }
 
     /// Takes one request in. Returns how many points it held and dropped.
@@ -330,26 +334,7 @@ impl Passthrough {
                 }
             }
             if self.enabled && !res_attrs.is_empty() {
-                let mut t: Vec<(String, String)> = Vec::new();
-                for kv in res_attrs {
-                    if !matches!(
-                        kv.key.as_str(),
-                        "service.name" | "service.namespace" | "service.instance.id"
-                    ) {
-                        t.push((label_name(&kv.key), value_text(&kv.value)));
-                    }
-                }
-                if let Some(j) = &job {
-                    t.push(("job".into(), j.clone()));
-                }
-                if let Some(i) = &instance {
-                    t.push(("instance".into(), i.clone()));
-                }
-                let key = key_of(&mut t);
-                let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-                if targets.len() < 64 || targets.contains_key(&key[..]) {
-                    targets.insert(key.into(), now_s);
-                }
+                self.target(res_attrs, &job, &instance, now_s);
             }
             for sm in &rm.scope_metrics {
                 let mut scope: Vec<(String, String)> = base.clone();
@@ -360,147 +345,230 @@ impl Passthrough {
                     }
                 }
                 for m in &sm.metrics {
-                    st.points += self.metric(m, &scope, now_s, &mut st.dropped);
+                    let (n, d) = self.metric(m, &scope, now_s);
+                    st.points += n;
+                    st.dropped += d;
                 }
             }
         }
         st
     }
 
+    /// The sanitised Prometheus name of a metric, or why it has none.
+    fn name_of(
+        &self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        gauge: bool,
+        counter: bool,
+    ) -> Result<String, Drop> {
+        if m.name.len() > self.max_label {
+            return Err(Drop::NameTooLong);
+        }
+        let name =
+            sanitize::prom_name(&m.name, &m.unit, gauge, counter).ok_or(Drop::InvalidName)?;
+        if name.len() > self.max_label {
+            return Err(Drop::NameTooLong);
+        }
+        Ok(name)
+    }
+
+    /// Takes one metric in; returns (points, dropped).
     fn metric(
         &self,
         m: &opentelemetry_proto::tonic::metrics::v1::Metric,
         scope: &[(String, String)],
         now_s: u64,
-        dropped: &mut u64,
-    ) -> u64 {
+    ) -> (u64, u64) {
         let Some(data) = &m.data else {
-            return 0;
+            return (0, 0);
         };
-        let mut points = 0u64;
-        let num = |p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| match p.value {
-            Some(number_data_point::Value::AsDouble(d)) => Some(d),
-            Some(number_data_point::Value::AsInt(i)) => Some(i as f64),
-            None => None,
-        };
-        let pairs_of = |attrs: &[KeyValue]| {
-            let mut p = scope.to_vec();
-            attrs_into(attrs, &mut p);
-            key_of(&mut p)
-        };
-        match data {
-            metric::Data::Gauge(g) => {
-                points += g.data_points.len() as u64;
-                let name = prom_name(&m.name, &m.unit, true, false);
-                let Some(f) = self.family(
-                    &name,
-                    Kind::Gauge,
-                    &m.description,
-                    &unit_suffix(&m.unit, true),
-                ) else {
-                    *dropped += g.data_points.len() as u64;
-                    return points;
-                };
-                let mut l = f.lock(now_s);
-                for p in &g.data_points {
-                    match num(p) {
-                        Some(v) if l.set(&pairs_of(&p.attributes), v) => {}
-                        _ => {
-                            self.drop_point(2, 1);
-                            *dropped += 1;
-                        }
-                    }
-                }
-            }
+        let (points, res) = match data {
+            metric::Data::Gauge(g) => (
+                g.data_points.len(),
+                self.numbers(m, &g.data_points, false, false, scope, now_s),
+            ),
             metric::Data::Sum(s) => {
-                points += s.data_points.len() as u64;
-                let counter = s.is_monotonic;
                 let delta = s.aggregation_temporality == AggregationTemporality::Delta as i32;
-                let name = prom_name(&m.name, &m.unit, !counter, counter);
-                let kind = if counter { Kind::Counter } else { Kind::Gauge };
-                let Some(f) =
-                    self.family(&name, kind, &m.description, &unit_suffix(&m.unit, !counter))
-                else {
-                    *dropped += s.data_points.len() as u64;
-                    return points;
-                };
-                let mut l = f.lock(now_s);
-                for p in &s.data_points {
-                    let key = pairs_of(&p.attributes);
-                    let ok = match num(p) {
-                        Some(v) if delta => l.add(&key, v),
-                        Some(v) => l.set(&key, v),
-                        None => false,
-                    };
-                    if !ok {
-                        self.drop_point(2, 1);
-                        *dropped += 1;
-                    }
-                }
+                (
+                    s.data_points.len(),
+                    self.numbers(m, &s.data_points, s.is_monotonic, delta, scope, now_s),
+                )
             }
             metric::Data::Histogram(h) => {
-                points += h.data_points.len() as u64;
                 let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
-                let name = prom_name(&m.name, &m.unit, false, false);
-                let bounds = h
-                    .data_points
-                    .first()
-                    .map(|p| p.explicit_bounds.clone())
-                    .unwrap_or_default();
-                let Some(f) = self.family(
-                    &name,
-                    Kind::Histogram(bounds),
-                    &m.description,
-                    &unit_suffix(&m.unit, false),
-                ) else {
-                    *dropped += h.data_points.len() as u64;
-                    return points;
-                };
-                let mut l = f.lock(now_s);
-                for p in &h.data_points {
-                    let ok = p.explicit_bounds.windows(2).all(|w| w[0] < w[1])
+                (
+                    h.data_points.len(),
+                    self.histograms(m, &h.data_points, delta, scope, now_s),
+                )
+            }
+            // Text exposition cannot carry native histograms; summaries are not mapped.
+            metric::Data::ExponentialHistogram(h) => {
+                (h.data_points.len(), Err(Drop::UnsupportedType))
+            }
+            metric::Data::Summary(s) => (s.data_points.len(), Err(Drop::UnsupportedType)),
+        };
+        let points = points as u64;
+        match res {
+            Ok(dropped) => (points, dropped),
+            Err(why) => {
+                self.drop_point(why, points);
+                (points, points)
+            }
+        }
+    }
+
+    /// Gauges and sums. Err: the whole metric was refused; Ok: points dropped.
+    fn numbers(
+        &self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        points: &[NumberDataPoint],
+        counter: bool,
+        delta: bool,
+        scope: &[(String, String)],
+        now_s: u64,
+    ) -> Result<u64, Drop> {
+        let name = self.name_of(m, !counter, counter)?;
+        let kind = if counter { Kind::Counter } else { Kind::Gauge };
+        let op = match (counter, delta) {
+            (true, true) => Op::AddCounter,
+            (false, true) => Op::Add,
+            _ => Op::Set,
+        };
+        let unit = sanitize::unit_suffix(&m.unit, !counter);
+        let mut dropped = 0;
+        self.count_mangled(&m.name, &name);
+        self.with_family(&name, &kind, &m.description, &unit, now_s, |l| {
+            for p in points {
+                let r = self.number(l, p, counter, op, scope);
+                if let Err(why) = r {
+                    self.drop_point(why, 1);
+                    dropped += 1;
+                }
+            }
+        })?;
+        Ok(dropped)
+    }
+
+    fn number(
+        &self,
+        l: &mut Locked<'_>,
+        p: &NumberDataPoint,
+        counter: bool,
+        op: Op,
+        scope: &[(String, String)],
+    ) -> Result<(), Drop> {
+        let v = match p.value {
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            None => return Err(Drop::BadPoint),
+        };
+        if counter && !sanitize::counter_value_ok(v) {
+            return Err(Drop::BadValue);
+        }
+        let key = self.key(scope, &p.attributes)?;
+        let ok = match op {
+            Op::Set => l.set(&key, v),
+            Op::Add => l.add(&key, v),
+            Op::AddCounter => l.add_finite(&key, v),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Drop::BadValue)
+        }
+    }
+
+    fn histograms(
+        &self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        points: &[HistogramDataPoint],
+        delta: bool,
+        scope: &[(String, String)],
+        now_s: u64,
+    ) -> Result<u64, Drop> {
+        let name = self.name_of(m, false, false)?;
+        let mut dropped = 0;
+        let mut valid = Vec::with_capacity(points.len());
+        for p in points {
+            let sum = p.sum.unwrap_or(0.0);
+            match sanitize::check_histogram(&p.explicit_bounds, &p.bucket_counts, p.count, sum) {
+                Ok(()) => valid.push(p),
+                Err(why) => {
+                    self.drop_point(why, 1);
+                    dropped += 1;
+                }
+            }
+        }
+        let Some(first) = valid.first() else {
+            return Ok(dropped);
+        };
+        let kind = Kind::Histogram(first.explicit_bounds.clone());
+        let unit = sanitize::unit_suffix(&m.unit, false);
+        self.count_mangled(&m.name, &name);
+        self.with_family(&name, &kind, &m.description, &unit, now_s, |l| {
+            let most = match &l.family().kind {
+                Kind::Histogram(b) => b.len(),
+                _ => 0,
+            };
+            for p in &valid {
+                let r = self.key(scope, &p.attributes).and_then(|key| {
+                    let ok = p.explicit_bounds.len() <= most
                         && l.merge_hist(
-                            &pairs_of(&p.attributes),
+                            &key,
                             &p.explicit_bounds,
                             &p.bucket_counts,
                             p.sum.unwrap_or(0.0),
                             p.count,
                             delta,
                         );
-                    if !ok {
-                        self.drop_point(2, 1);
-                        *dropped += 1;
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(Drop::InvalidHistogram)
                     }
+                });
+                if let Err(why) = r {
+                    self.drop_point(why, 1);
+                    dropped += 1;
                 }
             }
-            metric::Data::ExponentialHistogram(h) => {
-                // Text exposition cannot carry native histograms.
-                points += h.data_points.len() as u64;
-                self.drop_point(0, h.data_points.len() as u64);
-                *dropped += h.data_points.len() as u64;
-            }
-            metric::Data::Summary(s) => {
-                points += s.data_points.len() as u64;
-                self.drop_point(0, s.data_points.len() as u64);
-                *dropped += s.data_points.len() as u64;
-            }
+        })?;
+        Ok(dropped)
+    }
+
+    /// Counts a metric name renamed beyond `.` to `_` (once per family).
+    fn count_mangled(&self, raw: &str, name: &str) {
+        if sanitize::name_was_mangled(raw) && !self.reg().families.contains_key(name) {
+            self.renamed[0].fetch_add(1, Ordering::Relaxed);
         }
-        points
     }
 
     /// A snapshot of the families (the map's lock is not held while they are used).
     fn all(&self) -> Vec<Arc<Family>> {
-        self.families
-            .lock()
-            .map(|f| f.values().cloned().collect())
-            .unwrap_or_default()
+        self.reg().families.values().cloned().collect()
     }
 
+    /// Expires series; families left without any are removed (their names
+    /// freed for later metrics).
     pub fn expire(&self, cutoff_s: u64) -> usize {
         let fams = self.all();
         let mut n = 0;
         for f in fams {
             n += f.expire(cutoff_s);
+        }
+        {
+            let mut reg = self.reg();
+            let mut gone = Vec::new();
+            reg.families.retain(|name, f| {
+                let empty = f.retire_if_empty();
+                if empty {
+                    gone.push(name.clone());
+                }
+                !empty
+            });
+            if !gone.is_empty() {
+                reg.taken.retain(|_, owner| !gone.contains(owner));
+            }
         }
         let mut t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         t.retain(|_, up| *up >= cutoff_s);
@@ -540,41 +608,5 @@ impl Passthrough {
                 e.sample("target_info", "", &pairs, 1.0);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_compatibility_spec() {
-        assert_eq!(
-            prom_name("memory.size", "By", true, false),
-            "memory_size_bytes"
-        );
-        assert_eq!(
-            prom_name("http.server.request.duration", "s", false, false),
-            "http_server_request_duration_seconds"
-        );
-        assert_eq!(
-            prom_name("requests", "{request}", false, true),
-            "requests_total"
-        );
-        assert_eq!(
-            prom_name("cpu.utilization", "1", true, false),
-            "cpu_utilization_ratio"
-        );
-        assert_eq!(
-            prom_name("throughput", "By/s", true, false),
-            "throughput_bytes_per_second"
-        );
-        assert_eq!(prom_name("jobs_total", "", false, true), "jobs_total");
-        assert_eq!(
-            prom_name("latency_seconds", "s", false, false),
-            "latency_seconds"
-        );
-        assert_eq!(label_name("http.method"), "http_method");
-        assert_eq!(label_name("0abc"), "key_0abc");
     }
 }

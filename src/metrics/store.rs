@@ -1,14 +1,15 @@
 //! The metric store: families of series keyed by their encoded label values,
-//! with a per-family series cap (one overflow series past it) and expiry of
-//! series that stopped being updated.
+//! with a per-family series cap and a global budget shared by all families
+//! (one overflow series per family past either), and expiry of series that
+//! stopped being updated.
 //!
 //! Each family sits behind its own mutex, taken once per request by the
 //! derive stage (which batches a whole request's updates first), so the
 //! per-span cost is a hash lookup and plain adds, with no atomics and no
 //! allocation once a series exists.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// hashbrown directly (std's map is the same table) for `entry_ref`: one
 /// hash and one compare per update, with the owned key made only on insert.
@@ -96,6 +97,59 @@ pub struct FamilyInner {
     pub overflow: Option<Series>,
 }
 
+/// The global bound on series across all families (`store.max_series`) and
+/// on their estimated size in the exposition (`store.max_series_bytes`):
+/// each series is charged its lines times (name + labels + a number).
+/// Taken when a series is created, given back when it expires.
+pub struct Budget {
+    max_series: usize,
+    max_bytes: usize,
+    series: AtomicUsize,
+    bytes: AtomicUsize,
+    /// points sent to an overflow series because the budget was spent
+    pub refused: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(max_series: usize, max_bytes: usize) -> Self {
+        Budget {
+            max_series,
+            max_bytes,
+            series: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    pub fn unlimited() -> Self {
+        Budget::new(usize::MAX, usize::MAX)
+    }
+
+    /// Takes one series of `cost` bytes, if both bounds allow.
+    fn take(&self, cost: usize) -> bool {
+        let n = self.series.fetch_add(1, Ordering::Relaxed);
+        let b = self.bytes.fetch_add(cost, Ordering::Relaxed);
+        if n >= self.max_series || b.saturating_add(cost) > self.max_bytes {
+            self.give_back(1, cost);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, series: usize, bytes: usize) {
+        self.series.fetch_sub(series, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Live series and their charged bytes.
+    pub fn used(&self) -> (usize, usize) {
+        (
+            self.series.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 pub struct Family {
     pub name: String,
     pub help: String,
@@ -110,6 +164,12 @@ pub struct Family {
     pub expired: AtomicU64,
     /// points refused because a label value was not valid UTF-8
     pub invalid: AtomicU64,
+    budget: Arc<Budget>,
+    /// exposition lines per series (for the budget)
+    lines: usize,
+    /// set (under the family's lock) when a pass-through family with no
+    /// series left is removed; later updates go to its successor
+    retired: AtomicBool,
 }
 
 /// A family locked for a batch of updates.
@@ -132,7 +192,6 @@ impl Family {
             name: name.to_string(),
             help: help.to_string(),
             unit: unit.to_string(),
-            kind,
             labels,
             cap,
             inner: Mutex::new(FamilyInner {
@@ -142,7 +201,40 @@ impl Family {
             overflowed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
+            lines: match &kind {
+                Kind::Histogram(b) => b.len() + 5,
+                Kind::Counter => 2,
+                Kind::Gauge => 1,
+            },
+            kind,
+            budget: Arc::new(Budget::unlimited()),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Charges this family's series to the store's global budget.
+    pub fn with_budget(mut self, b: Arc<Budget>) -> Self {
+        self.budget = b;
+        self
+    }
+
+    /// What a series with this key costs in the budget.
+    fn cost(&self, key_len: usize) -> usize {
+        self.lines * (self.name.len() + key_len + 32)
+    }
+
+    /// Retires the family if it holds no series; true if it did.
+    pub fn retire_if_empty(&self) -> bool {
+        let g = self.lock(0);
+        let empty = g.inner.series.is_empty() && g.inner.overflow.is_none();
+        if empty {
+            self.retired.store(true, Ordering::Relaxed);
+        }
+        empty
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     pub fn lock(&self, now_s: u64) -> Locked<'_> {
@@ -160,7 +252,14 @@ impl Family {
     pub fn expire(&self, cutoff_s: u64) -> usize {
         let mut g = self.lock(0);
         let before = g.inner.series.len();
-        g.inner.series.retain(|_, s| s.updated >= cutoff_s);
+        let mut freed = 0;
+        g.inner.series.retain(|k, s| {
+            let keep = s.updated >= cutoff_s;
+            if !keep {
+                freed += self.cost(k.len());
+            }
+            keep
+        });
         if g.inner
             .overflow
             .as_ref()
@@ -169,6 +268,7 @@ impl Family {
             g.inner.overflow = None;
         }
         let n = before - g.inner.series.len();
+        self.budget.give_back(n, freed);
         self.expired.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
@@ -238,9 +338,12 @@ impl<'f> Locked<'f> {
                 if !key_is_valid(key) {
                     fam.invalid.fetch_add(1, Ordering::Relaxed);
                     None
-                } else if len < fam.cap {
+                } else if len < fam.cap && fam.budget.take(fam.cost(key.len())) {
                     Some(v.insert_with_key(key.into(), fam.fresh(now)))
                 } else {
+                    if len < fam.cap {
+                        fam.budget.refused.fetch_add(1, Ordering::Relaxed);
+                    }
                     fam.overflowed.fetch_add(1, Ordering::Relaxed);
                     let s = overflow.get_or_insert_with(|| fam.fresh(now));
                     s.updated = now;
@@ -260,6 +363,20 @@ impl<'f> Locked<'f> {
             *x += v;
         }
         true
+    }
+
+    /// Adds to a counter unless the total would stop being finite.
+    pub fn add_finite(&mut self, key: &[u8], v: f64) -> bool {
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        match &mut s.value {
+            Value::Scalar(x) if (*x + v).is_finite() => {
+                *x += v;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sets a gauge (or a cumulative counter from pass-through).
@@ -298,7 +415,10 @@ impl<'f> Locked<'f> {
     }
 
     /// Replaces or merges a whole histogram (pass-through). With `delta`, the
-    /// counts are added when the bounds match (a reset otherwise).
+    /// counts are added when the bounds match (a reset otherwise). The
+    /// caller has checked the point (bounds, counts, count, sum); false when
+    /// a delta would wrap a count past 2^64 or make the sum non-finite
+    /// (nothing is changed then).
     pub fn merge_hist(
         &mut self,
         key: &[u8],
@@ -319,11 +439,21 @@ impl<'f> Locked<'f> {
         };
         let same = h.bounds.as_deref() == Some(bounds) && h.counts.len() == counts.len();
         if delta && same {
-            for (a, b) in h.counts.iter_mut().zip(counts) {
-                *a += *b;
+            let merged: Option<Vec<u64>> = h
+                .counts
+                .iter()
+                .zip(counts)
+                .map(|(a, b)| a.checked_add(*b))
+                .collect();
+            let total = h.count.checked_add(count);
+            match (merged, total) {
+                (Some(m), Some(t)) if (h.sum + sum).is_finite() => {
+                    h.counts = m.into();
+                    h.count = t;
+                    h.sum += sum;
+                }
+                _ => return false,
             }
-            h.sum += sum;
-            h.count += count;
         } else {
             h.counts = counts.into();
             h.bounds = Some(bounds.into());
@@ -331,6 +461,10 @@ impl<'f> Locked<'f> {
             h.count = count;
         }
         true
+    }
+
+    pub fn family(&self) -> &'f Family {
+        self.family
     }
 
     pub fn len(&self) -> usize {
@@ -342,15 +476,19 @@ impl<'f> Locked<'f> {
 }
 
 /// Appends one label value to a series key: u16 length, then the bytes.
-/// Values longer than `MAX_LABEL_BYTES` are refused by the caller.
+/// Callers refuse values longer than `store.max_label_value_bytes` (at most
+/// `MAX_LABEL_VALUE_BYTES`); a longer one is cut here rather than let the
+/// length wrap (a cut inside a character fails the UTF-8 check later).
 #[inline]
 pub fn push_key_part(key: &mut Vec<u8>, v: &[u8]) {
+    let v = &v[..v.len().min(u16::MAX as usize)];
     key.extend_from_slice(&(v.len() as u16).to_le_bytes());
     key.extend_from_slice(v);
 }
 
-/// Longest label value accepted (longer ones are counted as skipped).
-pub const MAX_LABEL_BYTES: usize = 1024;
+/// The largest `store.max_label_value_bytes` the config accepts (the key
+/// encoding itself holds up to 65,535 bytes per part).
+pub const MAX_LABEL_VALUE_BYTES: usize = 16_384;
 
 /// Iterates the parts of a series key.
 pub fn key_parts(key: &[u8]) -> impl Iterator<Item = &str> {

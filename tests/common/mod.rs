@@ -2,6 +2,8 @@
 //! `/metrics` and parses it with a Prometheus text parser.
 #![allow(dead_code)]
 
+pub mod strict;
+
 use bytes::{Buf, BufMut, Bytes};
 use std::collections::HashMap;
 use std::io::Write;

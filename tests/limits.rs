@@ -1,0 +1,194 @@
+//! Bounded under abuse (issue 8, C.10 and C.11): a global series bound
+//! across all metrics with RSS measured at it, a cap on pass-through
+//! families counted as `family_limit`, and families whose series all
+//! expired freeing their slot for later metrics.
+
+mod common;
+
+use common::{send_raw, strict, Metrics, Sidecar, METRICS};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use prost::Message;
+use std::time::{Duration, Instant};
+
+fn gauge(name: &str, unit: &str, series: std::ops::Range<usize>, label: &str) -> Metric {
+    let points = series
+        .map(|i| NumberDataPoint {
+            attributes: vec![KeyValue {
+                key: "id".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("{label}{i}"))),
+                }),
+                ..Default::default()
+            }],
+            value: Some(number_data_point::Value::AsDouble(i as f64)),
+            ..Default::default()
+        })
+        .collect();
+    Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }
+}
+
+async fn send(sc: &Sidecar, metrics: Vec<Metric>) {
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    send_raw(&sc.grpc_url(), METRICS, req.encode_to_vec(), false)
+        .await
+        .expect("accepted");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn scrape_om(sc: &Sidecar) -> String {
+    reqwest::Client::new()
+        .get(format!("http://{}/metrics", sc.metrics))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// Floods 200 metrics x 1,000 series with labels of `label_bytes`, then
+/// checks the global bound held, both formats parse, and RSS stays within
+/// the Helm chart's 64 MiB limit after scraping both formats.
+async fn flood(label_bytes: usize) -> (Metrics, u64) {
+    let sc = Sidecar::start("").await;
+    let pad = "x".repeat(label_bytes);
+    for m in 0..200 {
+        let metrics = vec![gauge(&format!("flood_{m}"), "", 0..1000, &pad)];
+        send(&sc, metrics).await;
+    }
+    let text = sc.scrape_text().await;
+    let om = scrape_om(&sc).await;
+    if let Err(e) = strict::check(&text, false).and_then(|_| strict::check(&om, true)) {
+        panic!("/metrics broken at the cap: {e}");
+    }
+    let rss = rss_kib(sc.pid());
+    println!(
+        "global cap, labels of {label_bytes} B: RSS {rss} KiB, scrape {} KiB",
+        text.len() / 1024
+    );
+    let m = Metrics::parse(&text);
+    (m, rss)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_global_series_bound_holds_and_rss_stays_in_the_helm_limit() {
+    // short labels: the series count (50,000) is the bound
+    let (m, rss) = flood(8).await;
+    let live = m
+        .value("geometra_sidecar_store_series", &[])
+        .unwrap_or(-1.0);
+    assert_eq!(live, 50_000.0);
+    let series: usize = m
+        .samples
+        .iter()
+        .filter(|s| s.name.starts_with("flood_"))
+        .count();
+    assert!(series <= 50_000 + 200, "{series} series exposed");
+    assert_eq!(
+        m.value("geometra_sidecar_series_global_overflow_total", &[]),
+        Some(150_000.0)
+    );
+    assert!(rss < 64 * 1024, "RSS {rss} KiB at the series bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_global_bytes_bound_holds_with_long_labels() {
+    // 1 KiB labels: the estimated bytes (8 MiB) are the bound
+    let (m, rss) = flood(1000).await;
+    let bytes = m
+        .value("geometra_sidecar_store_series_bytes", &[])
+        .unwrap_or(-1.0);
+    assert!(bytes > 0.0 && bytes <= (8 << 20) as f64, "{bytes}");
+    assert!(m.value("geometra_sidecar_store_series", &[]) < Some(50_000.0));
+    assert!(m.value("geometra_sidecar_series_global_overflow_total", &[]) > Some(0.0));
+    assert!(m.text.len() < 12 << 20, "scrape of {} bytes", m.text.len());
+    assert!(rss < 64 * 1024, "RSS {rss} KiB at the bytes bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_passthrough_family_cap_is_counted_as_family_limit() {
+    let sc = Sidecar::start("store:\n  max_passthrough_families: 5\n").await;
+    let metrics = (0..8)
+        .map(|i| gauge(&format!("fam_{i}"), "", 0..1, ""))
+        .collect();
+    send(&sc, metrics).await;
+    let m = sc.scrape().await;
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_passthrough_dropped_points_total",
+            &[("reason", "family_limit")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_passthrough_dropped_points_total",
+            &[("reason", "invalid_name")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c11_expired_families_free_their_slot() {
+    let sc = Sidecar::start("store:\n  series_ttl: 1s\n  max_passthrough_families: 3\n").await;
+    let metrics = (0..3)
+        .map(|i| gauge(&format!("old_{i}"), "", 0..2, ""))
+        .collect();
+    send(&sc, metrics).await;
+    send(&sc, vec![gauge("memory.size", "By", 0..1, "")]).await;
+    let m = sc.scrape().await;
+    assert_eq!(m.value("memory_size_bytes", &[]), None);
+    assert_eq!(
+        m.value(
+            "geometra_sidecar_passthrough_dropped_points_total",
+            &[("reason", "family_limit")]
+        ),
+        Some(1.0)
+    );
+    // once the old families' series expired, memory.size gets a slot
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        send(&sc, vec![gauge("memory.size", "By", 0..1, "")]).await;
+        let m = sc.scrape().await;
+        if m.value("memory_size_bytes", &[("id", "0")]) == Some(0.0) {
+            assert!(m.label_sets("old_0").is_empty());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "memory.size still refused after the old families expired:\n{}",
+            m.text
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
