@@ -363,11 +363,11 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         for (name, help) in [
             (
                 "otelcol_exporter_queue_size",
-                "Current size of the sending queue (in items).",
+                "Current size of the sending queue (items; bytes on disk with an on-disk queue).",
             ),
             (
                 "otelcol_exporter_queue_capacity",
-                "Fixed capacity of the sending queue (in items).",
+                "Fixed capacity of the sending queue (items; bytes with an on-disk queue).",
             ),
         ] {
             e.header(name, "gauge", help, "");
