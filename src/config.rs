@@ -64,11 +64,27 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Receivers {
     pub otlp_grpc: OtlpGrpc,
     pub otlp_http: OtlpHttp,
+    /// The deepest `AnyValue` nesting (attribute values, log bodies) accepted
+    /// in a forwarded request; deeper is refused with INVALID_ARGUMENT / 400.
+    #[serde(default = "default_value_depth")]
+    pub max_value_depth: u32,
+}
+fn default_value_depth() -> u32 {
+    crate::receiver::validate::DEFAULT_VALUE_DEPTH
+}
+impl Default for Receivers {
+    fn default() -> Self {
+        Receivers {
+            otlp_grpc: OtlpGrpc::default(),
+            otlp_http: OtlpHttp::default(),
+            max_value_depth: default_value_depth(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -531,6 +547,16 @@ impl Config {
             return err(
                 "receivers.otlp_grpc.max_message_bytes".into(),
                 "must be at least 1024",
+            );
+        }
+        let depth = self.receivers.max_value_depth;
+        if depth == 0 || depth > crate::receiver::validate::MAX_VALUE_DEPTH {
+            return err(
+                "receivers.max_value_depth".into(),
+                &format!(
+                    "must be between 1 and {} (prost's recursion limit)",
+                    crate::receiver::validate::MAX_VALUE_DEPTH
+                ),
             );
         }
         if self.store.max_series_per_metric == 0 {

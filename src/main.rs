@@ -214,6 +214,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         deriver,
         forward: forward.clone().map(|f| f as _),
         passthrough: cfg.passthrough.enabled,
+        max_value_depth: cfg.receivers.max_value_depth,
     });
     let health = Arc::new(Health::default());
 
