@@ -126,11 +126,39 @@ impl Default for OtlpHttp {
 pub struct Server {
     /// `/metrics`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
+    /// Limits of every listener's connections (4317, 4318, 9464).
+    pub connections: Connections,
 }
 impl Default for Server {
     fn default() -> Self {
         Server {
             listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            connections: Connections::default(),
+        }
+    }
+}
+
+/// Bounds on slow, silent or too many connections, per listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Connections {
+    /// HTTP/1: the request line and headers must arrive within this.
+    pub header_read_timeout: Dur,
+    /// A request, body included, must be received and answered within this.
+    pub request_timeout: Dur,
+    /// A connection with no traffic for this long is closed (gRPC clients
+    /// answer the sidecar's keep-alive pings, so a live one never idles).
+    pub idle_timeout: Dur,
+    /// Connections open at once; more are closed on accept.
+    pub max_connections: usize,
+}
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            request_timeout: Dur(Duration::from_secs(30)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_connections: 1024,
         }
     }
 }
@@ -555,6 +583,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_receivers()?;
         self.validate_store()?;
+        self.validate_connections()?;
         self.validate_rules()?;
         self.validate_redaction()?;
         self.validate_forward()?;
@@ -590,6 +619,26 @@ impl Config {
                     ),
                 );
             }
+        }
+        Ok(())
+    }
+
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        let c = &self.server.connections;
+        for (key, d) in [
+            ("header_read_timeout", c.header_read_timeout),
+            ("request_timeout", c.request_timeout),
+            ("idle_timeout", c.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                return err(
+                    &format!("server.connections.{key}"),
+                    "must be longer than 0s",
+                );
+            }
+        }
+        if c.max_connections == 0 || c.max_connections > u32::MAX as usize {
+            return err("server.connections.max_connections", "must be at least 1");
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod validate;
 
 use crate::derive::Deriver;
