@@ -178,3 +178,78 @@ async fn connections_past_the_limit_are_refused_and_slots_come_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loops_back_off() {
+    let sc = Sidecar::start("").await;
+    let pid = sc.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .expect("fd list");
+    // the soft limit only: raising it back needs no privilege
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("the hard limit")
+        .to_string();
+    let limit = format!("--nofile={}:{hard}", open + 4);
+    let st = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &limit])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(st.success());
+    // more connections than descriptors left, on every listener
+    let mut conns = Vec::new();
+    for a in [sc.grpc, sc.http, sc.metrics] {
+        for _ in 0..10 {
+            if let Ok(s) = TcpStream::connect(a) {
+                conns.push(s);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // a spinning accept loop burns ~200 ticks (2 s at 100 Hz) per loop; a
+    // backing-off one a few
+    assert!(
+        used < 100,
+        "{used} ticks of CPU in 2 s while out of descriptors"
+    );
+    drop(conns);
+    let raise = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={hard}:{hard}"),
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(raise.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://{}/healthz", sc.metrics)).await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not serving after descriptors came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
