@@ -64,11 +64,27 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Receivers {
     pub otlp_grpc: OtlpGrpc,
     pub otlp_http: OtlpHttp,
+    /// The deepest `AnyValue` nesting (attribute values, log bodies) accepted
+    /// in a forwarded request; deeper is refused with INVALID_ARGUMENT / 400.
+    #[serde(default = "default_value_depth")]
+    pub max_value_depth: u32,
+}
+fn default_value_depth() -> u32 {
+    crate::receiver::validate::DEFAULT_VALUE_DEPTH
+}
+impl Default for Receivers {
+    fn default() -> Self {
+        Receivers {
+            otlp_grpc: OtlpGrpc::default(),
+            otlp_http: OtlpHttp::default(),
+            max_value_depth: default_value_depth(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,11 +126,39 @@ impl Default for OtlpHttp {
 pub struct Server {
     /// `/metrics`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
+    /// Limits of every listener's connections (4317, 4318, 9464).
+    pub connections: Connections,
 }
 impl Default for Server {
     fn default() -> Self {
         Server {
             listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            connections: Connections::default(),
+        }
+    }
+}
+
+/// Bounds on slow, silent or too many connections, per listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Connections {
+    /// HTTP/1: the request line and headers must arrive within this.
+    pub header_read_timeout: Dur,
+    /// A request, body included, must be received and answered within this.
+    pub request_timeout: Dur,
+    /// A connection with no traffic for this long is closed (gRPC clients
+    /// answer the sidecar's keep-alive pings, so a live one never idles).
+    pub idle_timeout: Dur,
+    /// Connections open at once; more are closed on accept.
+    pub max_connections: usize,
+}
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            request_timeout: Dur(Duration::from_secs(30)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_connections: 1024,
         }
     }
 }
@@ -498,15 +542,24 @@ pub fn default_rules() -> Vec<Rule> {
 }
 
 /// Attribute keys that identify a person: never allowed as a label source.
+/// Compared case-insensitively and ignoring `.`, `_` and `-` (see
+/// [`identifies_user`]).
 pub const USER_ID_KEYS: &[&str] = &[
     "enduser.id",
+    "enduser.pseudo.id",
+    "enduser.name",
     "user.id",
-    "user_id",
-    "userId",
-    "session.id",
-    "client.address",
     "user.email",
     "user.name",
+    "user.full_name",
+    "user.hash",
+    "user",
+    "email",
+    "username",
+    "session.id",
+    "client.address",
+    "customer.id",
+    "account.id",
 ];
 
 /// A config error, naming the key.
@@ -547,7 +600,7 @@ impl Config {
             )?
         };
         cfg.validate()
-            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+            .map_err(|e| ConfigError(format!("{origin}: {}", with_line(text, &e.0))))?;
         Ok(cfg)
     }
 
@@ -566,166 +619,447 @@ impl Config {
         self.rules.iter().chain(self.extra_rules.iter())
     }
 
-    /// Checks what serde cannot: names, buckets, consistency between rules.
+    /// Checks what serde cannot: names, buckets, limits, consistency
+    /// between rules. The error starts with the key path (`a.b[0].c: ...`);
+    /// [`Config::from_yaml`] adds the line.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |k: String, m: &str| Err(ConfigError(format!("{k}: {m}")));
+        self.validate_receivers()?;
+        self.validate_store()?;
+        self.validate_connections()?;
+        self.validate_rules()?;
+        self.validate_redaction()?;
+        self.validate_forward()?;
+        validate_log_level(&self.telemetry.log_level)
+    }
+
+    fn validate_receivers(&self) -> Result<(), ConfigError> {
         if self.receivers.otlp_grpc.max_message_bytes < 1024 {
             return err(
-                "receivers.otlp_grpc.max_message_bytes".into(),
+                "receivers.otlp_grpc.max_message_bytes",
                 "must be at least 1024",
             );
         }
-        if self.store.max_series_per_metric == 0 {
-            return err("store.max_series_per_metric".into(), "must be at least 1");
+        let depth = self.receivers.max_value_depth;
+        let max = crate::receiver::validate::MAX_VALUE_DEPTH;
+        if depth == 0 || depth > max {
+            return err(
+                "receivers.max_value_depth",
+                &format!("must be between 1 and {max} (prost's recursion limit)"),
+            );
         }
+        let http = &self.receivers.otlp_http;
+        if http.max_body_bytes == 0 {
+            return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
+        }
+        for (i, o) in http.cors_allowed_origins.iter().enumerate() {
+            if !valid_cors_origin(o) {
+                return err(
+                    &format!("receivers.otlp_http.cors_allowed_origins[{i}]"),
+                    &format!(
+                        "{o:?} is not an origin: write \"*\" or scheme://host[:port] \
+                         (visible ASCII, no path, no whitespace)"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        let c = &self.server.connections;
+        for (key, d) in [
+            ("header_read_timeout", c.header_read_timeout),
+            ("request_timeout", c.request_timeout),
+            ("idle_timeout", c.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                return err(
+                    &format!("server.connections.{key}"),
+                    "must be longer than 0s",
+                );
+            }
+        }
+        if c.max_connections == 0 || c.max_connections > u32::MAX as usize {
+            return err("server.connections.max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let st = &self.store;
+        if st.max_series_per_metric == 0 {
+            return err("store.max_series_per_metric", "must be at least 1");
+        }
+        if st.max_active_users == 0 {
+            return err("store.max_active_users", "must be at least 1");
+        }
+        if st.series_ttl.0.is_zero() {
+            return err("store.series_ttl", "must be longer than 0s");
+        }
+        if st.active_users_window.0.is_zero() {
+            return err("store.active_users_window", "must be longer than 0s");
+        }
+        Ok(())
+    }
+
+    fn validate_rules(&self) -> Result<(), ConfigError> {
         let mut seen: BTreeMap<&str, (&Rule, String)> = BTreeMap::new();
         for (i, r) in self.all_rules().enumerate() {
-            let (list, idx) = if i < self.rules.len() {
-                ("rules", i)
+            let at = if i < self.rules.len() {
+                format!("rules[{i}]")
             } else {
-                ("extra_rules", i - self.rules.len())
+                format!("extra_rules[{}]", i - self.rules.len())
             };
-            let at = format!("{list}[{idx}]");
-            if !valid_metric_name(&r.name) {
-                return err(
-                    format!("{at}.name"),
-                    &format!("{:?} is not a valid Prometheus metric name", r.name),
-                );
-            }
-            if r.kind == RuleKind::Histogram {
-                if r.buckets.is_empty() {
-                    return err(format!("{at}.buckets"), "a histogram needs buckets");
-                }
-                if r.buckets.windows(2).any(|w| w[0] >= w[1])
-                    || r.buckets.iter().any(|b| !b.is_finite())
-                {
-                    return err(
-                        format!("{at}.buckets"),
-                        "buckets must be finite and strictly ascending",
-                    );
-                }
-            } else if !r.buckets.is_empty() {
-                return err(format!("{at}.buckets"), "only a histogram has buckets");
-            }
-            match (r.kind, r.value) {
-                (RuleKind::DistinctCount, Some(_)) => {
-                    return err(
-                        format!("{at}.value"),
-                        "distinct_count counts `value_from`; it takes no `value`",
-                    )
-                }
-                (RuleKind::Counter, Some(ValueSource::Duration)) => {
-                    return err(
-                        format!("{at}.value"),
-                        "a counter counts `one` or an `attribute`",
-                    )
-                }
-                (RuleKind::Histogram, Some(ValueSource::One)) => {
-                    return err(
-                        format!("{at}.value"),
-                        "a histogram observes `duration` or an `attribute`",
-                    )
-                }
-                _ => {}
-            }
-            let needs_from =
-                r.kind == RuleKind::DistinctCount || r.value == Some(ValueSource::Attribute);
-            if needs_from && r.value_from.is_empty() {
-                return err(
-                    format!("{at}.value_from"),
-                    "needs at least one attribute key",
-                );
-            }
-            if r.kind == RuleKind::DistinctCount && !r.labels.is_empty() {
-                return err(format!("{at}.labels"), "distinct_count has no labels");
-            }
-            if r.signal == Signal::Logs && !r.matcher.span_kinds.is_empty() {
-                return err(
-                    format!("{at}.match.span_kinds"),
-                    "log records have no span kind",
-                );
-            }
-            for (j, l) in r.labels.iter().enumerate() {
-                let lat = format!("{at}.labels[{j}]");
-                if !valid_label_name(&l.name) {
-                    return err(
-                        format!("{lat}.name"),
-                        &format!("{:?} is not a valid label name", l.name),
-                    );
-                }
-                if l.name == "le" || l.name == "otel_metric_overflow" {
-                    return err(format!("{lat}.name"), "this label name is reserved");
-                }
-                if l.from.is_empty() && l.value.is_none() && !l.outcome && l.default.is_none() {
-                    return err(lat, "a label needs `from`, `value`, `outcome` or `default`");
-                }
-                if let Some(k) = l.from.iter().find(|k| USER_ID_KEYS.contains(&k.as_str())) {
-                    return err(
-                        format!("{lat}.from"),
-                        &format!("{k:?} identifies a user: it can never be a label (cardinality and privacy)"),
-                    );
-                }
-            }
-            if r.labels
-                .iter()
-                .enumerate()
-                .any(|(j, l)| r.labels[..j].iter().any(|m| m.name == l.name))
-            {
-                return err(format!("{at}.labels"), "label names must be unique");
-            }
-            let names: String = r
+            validate_rule(r, &at)?;
+            let names = r
                 .labels
                 .iter()
                 .map(|l| l.name.as_str())
                 .collect::<Vec<_>>()
                 .join(",");
-            if let Some((prev, prev_names)) = seen.get(r.name.as_str()) {
-                if prev.kind != r.kind || *prev_names != names || prev.buckets != r.buckets {
+            match seen.get(r.name.as_str()) {
+                Some((prev, prev_names))
+                    if prev.kind != r.kind || *prev_names != names || prev.buckets != r.buckets =>
+                {
                     return err(
-                        at.clone(),
-                        &format!("metric {:?} is also made by another rule with another kind, labels or buckets", r.name),
+                        &at,
+                        &format!(
+                            "metric {:?} is also made by another rule with another kind, labels or buckets",
+                            r.name
+                        ),
                     );
                 }
-            } else {
-                seen.insert(&r.name, (r, names));
-            }
-        }
-        for (i, r) in self.redaction.attributes.iter().enumerate() {
-            if r.action == RedactAction::Truncate && r.max_length.is_none() {
-                return err(
-                    format!("redaction.attributes[{i}].max_length"),
-                    "truncate needs max_length",
-                );
-            }
-        }
-        if self
-            .redaction
-            .attributes
-            .iter()
-            .any(|r| r.action == RedactAction::Hash)
-            && self.redaction.hash_key_file.is_none()
-        {
-            return err(
-                "redaction.hash_key_file".into(),
-                "the hash action needs a key file",
-            );
-        }
-        for (name, ep) in [
-            ("logs", &self.forward.logs),
-            ("traces", &self.forward.traces),
-            ("metrics", &self.forward.metrics),
-        ] {
-            if let Some(ep) = ep {
-                if !(ep.endpoint.starts_with("http://") || ep.endpoint.starts_with("https://")) {
-                    return err(
-                        format!("forward.{name}.endpoint"),
-                        "must start with http:// or https://",
-                    );
+                Some(_) => {}
+                None => {
+                    seen.insert(&r.name, (r, names));
                 }
             }
         }
         Ok(())
     }
+
+    fn validate_redaction(&self) -> Result<(), ConfigError> {
+        for (i, r) in self.redaction.attributes.iter().enumerate() {
+            if r.action == RedactAction::Truncate && r.max_length.is_none() {
+                return err(
+                    &format!("redaction.attributes[{i}].max_length"),
+                    "truncate needs max_length",
+                );
+            }
+        }
+        let hashes = self
+            .redaction
+            .attributes
+            .iter()
+            .any(|r| r.action == RedactAction::Hash);
+        if hashes && self.redaction.hash_key_file.is_none() {
+            return err(
+                "redaction.hash_key_file",
+                "the hash action needs a key file",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_forward(&self) -> Result<(), ConfigError> {
+        let f = &self.forward;
+        for (name, ep) in [
+            ("logs", &f.logs),
+            ("traces", &f.traces),
+            ("metrics", &f.metrics),
+        ] {
+            if let Some(ep) = ep {
+                if !(ep.endpoint.starts_with("http://") || ep.endpoint.starts_with("https://")) {
+                    return err(
+                        &format!("forward.{name}.endpoint"),
+                        "must start with http:// or https://",
+                    );
+                }
+            }
+        }
+        if f.batch.max_items == 0 {
+            return err("forward.batch.max_items", "must be at least 1");
+        }
+        if f.queue.consumers == 0 {
+            return err("forward.queue.consumers", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// An error at `key`.
+fn err(key: &str, msg: &str) -> Result<(), ConfigError> {
+    Err(ConfigError(format!("{key}: {msg}")))
+}
+
+/// One rule on its own (`at` is its key path).
+fn validate_rule(r: &Rule, at: &str) -> Result<(), ConfigError> {
+    validate_rule_name(&r.name, &format!("{at}.name"))?;
+    validate_buckets(r, at)?;
+    validate_value(r, at)?;
+    if r.kind == RuleKind::DistinctCount && !r.labels.is_empty() {
+        return err(&format!("{at}.labels"), "distinct_count has no labels");
+    }
+    if r.signal == Signal::Logs && !r.matcher.span_kinds.is_empty() {
+        return err(
+            &format!("{at}.match.span_kinds"),
+            "log records have no span kind",
+        );
+    }
+    for (j, l) in r.labels.iter().enumerate() {
+        validate_label(l, &format!("{at}.labels[{j}]"))?;
+    }
+    if r.labels
+        .iter()
+        .enumerate()
+        .any(|(j, l)| r.labels[..j].iter().any(|m| m.name == l.name))
+    {
+        return err(&format!("{at}.labels"), "label names must be unique");
+    }
+    Ok(())
+}
+
+/// Suffixes the exposition formats give series of their own (histogram
+/// `_bucket`/`_count`/`_sum`, OpenMetrics `_created`): a rule named so would
+/// clash with another family's series.
+pub const RESERVED_NAME_SUFFIXES: &[&str] = &["_bucket", "_count", "_sum", "_created"];
+/// Name prefixes of the sidecar's own metrics (and Prometheus' `scrape_*`).
+pub const RESERVED_NAME_PREFIXES: &[&str] =
+    &["otelcol_", "geometra_sidecar_", "process_", "scrape_"];
+/// Names the sidecar or Prometheus write themselves.
+pub const RESERVED_NAMES: &[&str] = &["target_info", "up"];
+
+fn validate_rule_name(name: &str, at: &str) -> Result<(), ConfigError> {
+    if !valid_metric_name(name) {
+        return err(
+            at,
+            &format!("{name:?} is not a valid Prometheus metric name"),
+        );
+    }
+    if let Some(sfx) = RESERVED_NAME_SUFFIXES.iter().find(|s| name.ends_with(*s)) {
+        return err(
+            at,
+            &format!(
+                "{name:?} ends in {sfx:?}, which the exposition uses for a histogram's or \
+                 OpenMetrics counter's own series: choose another name"
+            ),
+        );
+    }
+    let own = RESERVED_NAMES.contains(&name)
+        || RESERVED_NAME_PREFIXES.iter().any(|p| name.starts_with(p));
+    if own {
+        return err(
+            at,
+            &format!("{name:?} is reserved for the sidecar's or Prometheus' own metrics"),
+        );
+    }
+    Ok(())
+}
+
+fn validate_buckets(r: &Rule, at: &str) -> Result<(), ConfigError> {
+    let at = format!("{at}.buckets");
+    if r.kind != RuleKind::Histogram {
+        return match r.buckets.is_empty() {
+            true => Ok(()),
+            false => err(&at, "only a histogram has buckets"),
+        };
+    }
+    if r.buckets.is_empty() {
+        return err(&at, "a histogram needs buckets");
+    }
+    if r.buckets.windows(2).any(|w| w[0] >= w[1]) || r.buckets.iter().any(|b| !b.is_finite()) {
+        return err(&at, "buckets must be finite and strictly ascending");
+    }
+    Ok(())
+}
+
+fn validate_value(r: &Rule, at: &str) -> Result<(), ConfigError> {
+    let msg = match (r.kind, r.value) {
+        (RuleKind::DistinctCount, Some(_)) => {
+            "distinct_count counts `value_from`; it takes no `value`"
+        }
+        (RuleKind::Counter, Some(ValueSource::Duration)) => {
+            "a counter counts `one` or an `attribute`"
+        }
+        (RuleKind::Histogram, Some(ValueSource::One)) => {
+            "a histogram observes `duration` or an `attribute`"
+        }
+        _ => "",
+    };
+    if !msg.is_empty() {
+        return err(&format!("{at}.value"), msg);
+    }
+    let needs_from = r.kind == RuleKind::DistinctCount || r.value == Some(ValueSource::Attribute);
+    if needs_from && r.value_from.is_empty() {
+        return err(
+            &format!("{at}.value_from"),
+            "needs at least one attribute key",
+        );
+    }
+    Ok(())
+}
+
+fn validate_label(l: &LabelRule, at: &str) -> Result<(), ConfigError> {
+    if !valid_label_name(&l.name) {
+        return err(
+            &format!("{at}.name"),
+            &format!("{:?} is not a valid label name", l.name),
+        );
+    }
+    if l.name == "le" || l.name == "otel_metric_overflow" {
+        return err(&format!("{at}.name"), "this label name is reserved");
+    }
+    if l.from.is_empty() && l.value.is_none() && !l.outcome && l.default.is_none() {
+        return err(at, "a label needs `from`, `value`, `outcome` or `default`");
+    }
+    if let Some(k) = l.from.iter().find(|k| identifies_user(k)) {
+        return err(
+            &format!("{at}.from"),
+            &format!("{k:?} identifies a user: it can never be a label (cardinality and privacy)"),
+        );
+    }
+    Ok(())
+}
+
+/// Whether an attribute key names a person ([`USER_ID_KEYS`], compared
+/// case-insensitively and ignoring `.`, `_` and `-`, so `User.Id`, `userId`
+/// and `USER-ID` are all `user.id`).
+pub fn identifies_user(key: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '.' | '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let k = norm(key);
+    USER_ID_KEYS.iter().any(|u| norm(u) == k)
+}
+
+/// `*`, or an origin as browsers send it: `scheme://host[:port]`.
+fn valid_cors_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+/// The levels `telemetry.log_level` takes, alone or as `target=level`.
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+fn validate_log_level(s: &str) -> Result<(), ConfigError> {
+    let ok = |lvl: &str| LOG_LEVELS.contains(&lvl.trim().to_ascii_lowercase().as_str());
+    let bad = s.split(',').find(|d| match d.split_once('=') {
+        Some((target, lvl)) => target.trim().is_empty() || !ok(lvl),
+        None => !ok(d),
+    });
+    match bad {
+        Some(d) => err(
+            "telemetry.log_level",
+            &format!(
+                "{d:?} is not a level: write one of {} or target=level, comma-separated",
+                LOG_LEVELS.join(", ")
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Appends ` at line N` to a validation error `key.path: message` when the
+/// key is found in the YAML text.
+fn with_line(text: &str, e: &str) -> String {
+    match e.split_once(": ").and_then(|(path, _)| locate(text, path)) {
+        Some(line) => format!("{e} at line {line}"),
+        None => e.to_string(),
+    }
+}
+
+/// One step of a key path: a map key or a sequence index.
+enum Seg<'a> {
+    Key(&'a str),
+    Idx(usize),
+}
+
+fn segments(path: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, idx) = part.split_once('[').unwrap_or((part, ""));
+        if !key.is_empty() {
+            out.push(Seg::Key(key));
+        }
+        for i in idx.split('[') {
+            if let Ok(n) = i.trim_end_matches(']').parse() {
+                out.push(Seg::Idx(n));
+            }
+        }
+    }
+    out
+}
+
+/// The 1-based line of a key path in block-style YAML (the line of the
+/// deepest key found: a key inside a flow mapping `{a: 1}` gives the line of
+/// that mapping). A heuristic for error messages, never for meaning.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let skip = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
+    // the region of the current node: lines [start, end), entries deeper than `col`
+    let (mut start, mut end, mut col) = (0usize, lines.len(), -1isize);
+    let mut found = None;
+    for seg in segments(path) {
+        let region = (start..end).filter(|&i| !skip(lines[i]));
+        let hit = match seg {
+            Seg::Key(k) => {
+                // (line, column of its key, the text from the key on)
+                let keys: Vec<(usize, isize, &str)> = region
+                    .map(|i| {
+                        let body = lines[i].trim_start().trim_start_matches("- ").trim_start();
+                        (i, (lines[i].len() - body.len()) as isize, body)
+                    })
+                    .filter(|(_, c, _)| *c > col)
+                    .collect();
+                let level = keys.iter().map(|(_, c, _)| *c).min();
+                keys.into_iter()
+                    .find(|(_, c, body)| {
+                        Some(*c) == level
+                            && body
+                                .strip_prefix(k)
+                                .is_some_and(|r| r.trim_start().starts_with(':'))
+                    })
+                    .map(|(i, c, _)| (i, c, i + 1))
+            }
+            Seg::Idx(n) => {
+                let dashes: Vec<usize> = region
+                    .filter(|&i| lines[i].trim_start().starts_with('-'))
+                    .collect();
+                let d = dashes.iter().map(|&i| indent(lines[i])).min();
+                dashes
+                    .into_iter()
+                    .filter(|&i| Some(indent(lines[i])) == d)
+                    .nth(n)
+                    .map(|i| (i, indent(lines[i]) as isize, i))
+            }
+        };
+        let Some((line, c, next)) = hit else { break };
+        found = Some(line + 1);
+        // the node runs until a line at its own level or shallower
+        let stop = (line + 1..end)
+            .find(|&i| {
+                let l = lines[i];
+                !skip(l)
+                    && ((indent(l) as isize) < c
+                        || (indent(l) as isize == c
+                            && (matches!(seg, Seg::Idx(_)) || !l.trim_start().starts_with('-'))))
+            })
+            .unwrap_or(end);
+        (start, end, col) = (next, stop, c);
+    }
+    found
 }
 
 pub fn valid_metric_name(s: &str) -> bool {

@@ -6,7 +6,6 @@ use geometra_sidecar::derive::Deriver;
 use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
 use geometra_sidecar::receiver::{self, Pipeline};
 use geometra_sidecar::server::{self, Health};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -214,6 +213,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         deriver,
         forward: forward.clone().map(|f| f as _),
         passthrough: cfg.passthrough.enabled,
+        max_value_depth: cfg.receivers.max_value_depth,
     });
     let health = Arc::new(Health::default());
 
@@ -230,11 +230,19 @@ async fn run(cfg: Config) -> Result<(), String> {
     };
 
     let max = cfg.receivers.otlp_grpc.max_message_bytes;
+    let limits = receiver::listen::Limits::from(&cfg.server.connections);
     let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(128))
+        .timeout(limits.request)
         .add_service(OtlpService::<Traces>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Metrics>::new(pipeline.clone(), max))
-        .serve_with_incoming_shutdown(tokio_stream_listener(grpc_l), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            receiver::listen::incoming(grpc_l, limits),
+            stopped(stop_rx.clone()),
+        );
     let grpc_task = tokio::spawn(grpc);
 
     let http_task = http_l.map(|l| {
@@ -243,20 +251,24 @@ async fn run(cfg: Config) -> Result<(), String> {
             cfg.receivers.otlp_http.max_body_bytes,
             cfg.receivers.otlp_http.cors_allowed_origins.clone(),
         );
-        tokio::spawn(
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        )
+        tokio::spawn(receiver::listen::serve_http(
+            l,
+            app,
+            limits,
+            "otlp_http",
+            stop_rx.clone(),
+        ))
     });
     let metrics_app = server::router(pipeline.clone(), health.clone());
     // /metrics keeps serving while draining; it stops last.
     let (mstop_tx, mstop_rx) = watch::channel(false);
-    let metrics_task = tokio::spawn(
-        axum::serve(metrics_l, metrics_app)
-            .with_graceful_shutdown(stopped(mstop_rx))
-            .into_future(),
-    );
+    let metrics_task = tokio::spawn(receiver::listen::serve_http(
+        metrics_l,
+        metrics_app,
+        limits,
+        "metrics",
+        mstop_rx,
+    ));
 
     // series expiry
     let sweeper = {
@@ -303,11 +315,4 @@ async fn run(cfg: Config) -> Result<(), String> {
     let _ = tokio::time::timeout(Duration::from_secs(2), metrics_task).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Adapts a tokio listener to the incoming-connection stream tonic takes.
-fn tokio_stream_listener(
-    l: TcpListener,
-) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    tokio_stream::wrappers::TcpListenerStream::new(l)
 }

@@ -544,3 +544,181 @@ async fn sigterm_finishes_and_exits_zero() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A logs request with one record holding `record` (hand-encoded bytes,
+/// each envelope shorter than 128 bytes).
+fn in_log_request(record: &[u8]) -> Vec<u8> {
+    fn wrap(f: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![f << 3 | 2, body.len() as u8];
+        out.extend_from_slice(body);
+        out
+    }
+    wrap(1, &wrap(2, &wrap(2, record)))
+}
+
+fn log_request(records: Vec<LogRecord>) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A log record with an attribute value nested `levels` kvlists deep.
+fn deep_log(levels: usize) -> LogRecord {
+    let mut v = AnyValue {
+        value: Some(any_value::Value::StringValue("leaf".into())),
+    };
+    for _ in 1..levels {
+        v = AnyValue {
+            value: Some(any_value::Value::KvlistValue(
+                opentelemetry_proto::tonic::common::v1::KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(v),
+                        ..Default::default()
+                    }],
+                },
+            )),
+        };
+    }
+    LogRecord {
+        attributes: vec![KeyValue {
+            key: "deep".into(),
+            value: Some(v),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The requests a forwarded signal must refuse before acknowledging them.
+fn invalid_log_requests() -> Vec<(&'static str, Vec<u8>)> {
+    let corrupt = |rec: LogRecord, needle: &[u8]| {
+        let mut b = log_request(vec![rec]);
+        let at = b
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("needle");
+        b[at] = 0xff;
+        b
+    };
+    vec![
+        (
+            "invalid UTF-8 in an attribute key",
+            corrupt(
+                LogRecord {
+                    attributes: vec![st("user-k\u{e9}y", "v")],
+                    ..Default::default()
+                },
+                "\u{e9}".as_bytes(),
+            ),
+        ),
+        (
+            "invalid UTF-8 in an attribute value",
+            corrupt(
+                LogRecord {
+                    attributes: vec![st("k", "caf\u{e9}")],
+                    ..Default::default()
+                },
+                "\u{e9}".as_bytes(),
+            ),
+        ),
+        (
+            // InstrumentationScope.attributes holds a KeyValue whose key
+            // length runs past it: no rule ever reads the scope's attributes
+            "a truncated nested message in an unread field",
+            {
+                let scope = [0x1a, 0x03, 0x0a, 0x09, b'k'];
+                let mut scope_logs = vec![0x0a, scope.len() as u8];
+                scope_logs.extend_from_slice(&scope);
+                scope_logs.extend_from_slice(&[0x12, 0x00]);
+                let mut rl = vec![0x12, scope_logs.len() as u8];
+                rl.extend_from_slice(&scope_logs);
+                let mut req = vec![0x0a, rl.len() as u8];
+                req.extend_from_slice(&rl);
+                req
+            },
+        ),
+        (
+            "severity_number with a wrong wire type",
+            in_log_request(&[0x15, 1, 0, 0, 0]),
+        ),
+        (
+            "an AnyValue nested 150 deep",
+            log_request(vec![deep_log(150)]),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_must_be_valid_otlp_before_they_are_acknowledged() {
+    // a downstream that is never reached: accepted records wait in the queue
+    let sc = Sidecar::start("forward:\n  logs: { endpoint: \"http://127.0.0.1:9\" }\n").await;
+    let c = reqwest::Client::new();
+    let url = format!("http://{}/v1/logs", sc.http);
+    let cases = invalid_log_requests();
+    for (what, body) in &cases {
+        let r = send_raw(&sc.grpc_url(), LOGS, body.clone(), false).await;
+        let code = r.as_ref().err().map(|s| s.code());
+        assert_eq!(code, Some(Code::InvalidArgument), "gRPC, {what}: {r:?}");
+        let r = c
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 400, "HTTP, {what}");
+    }
+    // a valid request beside them, nested as deep as the limit allows
+    let good = log_request(vec![
+        LogRecord {
+            attributes: vec![st("k", "caf\u{e9}")],
+            ..Default::default()
+        },
+        deep_log(24),
+    ]);
+    send_raw(&sc.grpc_url(), LOGS, good.clone(), false)
+        .await
+        .expect("a valid request is accepted");
+    let r = c
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(good)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let m = sc.scrape().await;
+    assert_eq!(
+        m.sum("otelcol_receiver_accepted_log_records_total", &[]),
+        4.0
+    );
+    assert_eq!(
+        m.sum(
+            "geometra_sidecar_receiver_bad_requests_total",
+            &[("signal", "log_records")]
+        ),
+        2.0 * cases.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_value_depth_limit_is_configurable() {
+    let sc = Sidecar::start(
+        "receivers:\n  max_value_depth: 3\nforward:\n  logs: { endpoint: \"http://127.0.0.1:9\" }\n",
+    )
+    .await;
+    let ok = send_raw(&sc.grpc_url(), LOGS, log_request(vec![deep_log(3)]), false).await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let r = send_raw(&sc.grpc_url(), LOGS, log_request(vec![deep_log(4)]), false).await;
+    let e = r.expect_err("deeper than the limit");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("max_value_depth"), "{}", e.message());
+}

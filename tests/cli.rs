@@ -115,3 +115,133 @@ fn a_bad_config_stops_start_up() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/geometra.yaml"));
 }
+
+/// `check-config` refuses `yaml`, naming `key` and `line N`.
+fn refused(yaml: &str, key: &str, line: usize) -> String {
+    let f = config(yaml);
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(f.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{yaml}\n{err}");
+    assert!(err.contains(&format!("{key}:")), "{key} not named: {err}");
+    assert!(
+        err.contains(&format!("line {line}")),
+        "line {line} not named: {err}"
+    );
+    err
+}
+
+fn counter_named(name: &str) -> String {
+    format!("extra_rules:\n- name: {name}\n  kind: counter\n  signal: spans\n")
+}
+
+#[test]
+fn a_rule_name_ending_like_another_familys_series_is_refused() {
+    for name in ["jobs_count", "jobs_bucket", "jobs_sum", "jobs_created"] {
+        let err = refused(&counter_named(name), "extra_rules[0].name", 2);
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn a_rule_named_like_the_sidecars_own_metrics_is_refused() {
+    for name in [
+        "process_cpu_seconds_total",
+        "otelcol_receiver_accepted_spans_total",
+        "geometra_sidecar_build_info",
+        "target_info",
+    ] {
+        refused(&counter_named(name), "extra_rules[0].name", 2);
+    }
+}
+
+#[test]
+fn user_id_label_sources_are_refused_in_any_spelling() {
+    for key in [
+        "User.Id",
+        "USER_ID",
+        "userId",
+        "user-id",
+        "EndUser.Id",
+        "user.email",
+        "Email",
+    ] {
+        let yaml = format!(
+            "extra_rules:\n- name: by_user\n  kind: counter\n  signal: spans\n  labels:\n  - name: user\n    from: [http.route, {key}]\n"
+        );
+        let err = refused(&yaml, "extra_rules[0].labels[0].from", 7);
+        assert!(err.contains(key), "{err}");
+    }
+}
+
+#[test]
+fn an_unknown_log_level_is_refused() {
+    refused("telemetry:\n  log_level: loud\n", "telemetry.log_level", 2);
+    refused(
+        "telemetry:\n  log_format: json\n  log_level: info,geometra_sidecar=chatty\n",
+        "telemetry.log_level",
+        3,
+    );
+    let f = config("telemetry:\n  log_level: warn,geometra_sidecar=debug\n");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(f.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_cors_origin_with_a_newline_is_refused() {
+    refused(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins:\n    - https://app.geometra.ai\n    - \"https://a.example\\nX-Evil: 1\"\n",
+        "receivers.otlp_http.cors_allowed_origins[1]",
+        5,
+    );
+    refused(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://a.example\\r\"]\n",
+        "receivers.otlp_http.cors_allowed_origins[0]",
+        3,
+    );
+}
+
+#[test]
+fn zero_limits_are_refused_not_clamped() {
+    for (yaml, key, line) in [
+        ("store:\n  series_ttl: 0s\n", "store.series_ttl", 2),
+        (
+            "store:\n  max_series_per_metric: 5\n  active_users_window: 0s\n",
+            "store.active_users_window",
+            3,
+        ),
+        (
+            "store:\n  max_active_users: 0\n",
+            "store.max_active_users",
+            2,
+        ),
+        (
+            "forward:\n  batch:\n    max_items: 0\n",
+            "forward.batch.max_items",
+            3,
+        ),
+        (
+            "forward:\n  queue:\n    consumers: 0\n",
+            "forward.queue.consumers",
+            3,
+        ),
+        (
+            "receivers:\n  otlp_http:\n    max_body_bytes: 0\n",
+            "receivers.otlp_http.max_body_bytes",
+            3,
+        ),
+    ] {
+        refused(yaml, key, line);
+    }
+}

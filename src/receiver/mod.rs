@@ -3,6 +3,8 @@
 
 pub mod grpc;
 pub mod http;
+pub mod listen;
+pub mod validate;
 
 use crate::derive::Deriver;
 use crate::export::{Forward, Refusal};
@@ -33,11 +35,29 @@ pub struct Pipeline {
     pub deriver: Deriver,
     pub forward: Option<Arc<dyn Forward>>,
     pub passthrough: bool,
+    /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted
+    /// in a forwarded request.
+    pub max_value_depth: u32,
 }
 
 impl Pipeline {
     pub fn store(&self) -> &Arc<Store> {
         self.deriver.store()
+    }
+
+    fn forwards(&self, sig: SignalKind) -> bool {
+        self.forward.as_ref().is_some_and(|f| f.forwards(sig))
+    }
+
+    /// A forwarded request goes downstream as received, so it must be valid
+    /// OTLP as a whole (see [`validate`]) before it is acknowledged; a
+    /// request that is only derived from needs only what the walker checks.
+    fn validate_forwarded(&self, sig: SignalKind, body: &[u8]) -> Result<(), Rejection> {
+        if self.forwards(sig) {
+            validate::request(sig, body, self.max_value_depth)
+                .map_err(|e| Rejection::Invalid(e.to_string()))?;
+        }
+        Ok(())
     }
 
     async fn offer(&self, sig: SignalKind, body: Bytes, items: u64) -> Result<(), Refusal> {
@@ -56,6 +76,10 @@ impl Pipeline {
         body: Bytes,
         stats: &ReceiverStats,
     ) -> Result<Accepted, Rejection> {
+        if let Err(r) = self.validate_forwarded(sig, &body) {
+            stats.bad_request(sig);
+            return Err(r);
+        }
         let prepared = match sig {
             SignalKind::Spans => self.deriver.prepare_traces(&body),
             _ => self.deriver.prepare_logs(&body),
@@ -83,6 +107,10 @@ impl Pipeline {
     /// Metric points: counted by the walker, decoded for pass-through.
     pub async fn metrics(&self, body: Bytes, stats: &ReceiverStats) -> Result<Accepted, Rejection> {
         let sig = SignalKind::MetricPoints;
+        if let Err(r) = self.validate_forwarded(sig, &body) {
+            stats.bad_request(sig);
+            return Err(r);
+        }
         let points = match crate::derive::wire::count_metric_points(&body) {
             Ok(n) => n,
             Err(e) => {

@@ -1,0 +1,277 @@
+//! Accept loops for the sidecar's listeners, bounded against slow or
+//! hostile clients: a header-read timeout (slowloris), a whole-request
+//! timeout that also bounds reading the body (a Content-Length never sent,
+//! a trickled chunked body), an idle timeout for silent connections, and a
+//! connection limit past which new connections are closed at once. When
+//! accept() fails for lack of file descriptors the loop backs off instead
+//! of spinning. Used for OTLP/HTTP (4318) and /metrics (9464) by
+//! [`serve_http`], and for OTLP/gRPC (4317) by [`incoming`].
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// Connection limits (`server.connections`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request line and headers must arrive within this.
+    pub header_read: Duration,
+    /// A whole request, body included, must be read and answered within this.
+    pub request: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle: Duration,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl From<&crate::config::Connections> for Limits {
+    fn from(c: &crate::config::Connections) -> Self {
+        Limits {
+            header_read: c.header_read_timeout.0,
+            request: c.request_timeout.0,
+            idle: c.idle_timeout.0,
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// How long accept() pauses after running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts the next connection; on EMFILE/ENFILE/ENOBUFS/ENOMEM sleeps
+/// [`ACCEPT_BACKOFF`] first (the error repeats until a descriptor frees up,
+/// so retrying at once would spin a core). Other errors concern one
+/// connection only (ECONNABORTED): the loop goes on.
+pub async fn accept(l: &TcpListener) -> TcpStream {
+    loop {
+        match l.accept().await {
+            Ok((s, _)) => return s,
+            Err(e) => {
+                if out_of_resources(&e) {
+                    tracing::warn!(error = %e, "accept failed: out of file descriptors, backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+            }
+        }
+    }
+}
+
+fn out_of_resources(e: &io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 (Linux)
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// A connection that fails its reads once nothing moved for `idle`, and
+/// holds its slot of the connection limit until dropped.
+pub struct Guarded<T> {
+    inner: T,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<T> Guarded<T> {
+    fn new(inner: T, idle: Duration, permit: OwnedSemaphorePermit) -> Self {
+        Guarded {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            _permit: permit,
+        }
+    }
+    fn touch(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Guarded<TcpStream> {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// Takes a slot of the connection limit, or None when all are taken (the
+/// caller drops the connection: refused at once, the loop goes on).
+fn admit(slots: &Arc<Semaphore>, what: &str) -> Option<OwnedSemaphorePermit> {
+    let p = slots.clone().try_acquire_owned().ok();
+    if p.is_none() {
+        tracing::debug!(
+            listener = what,
+            "connection limit reached: connection closed"
+        );
+    }
+    p
+}
+
+/// The incoming connections of the OTLP/gRPC listener, for tonic's
+/// `serve_with_incoming_shutdown`: accepted with backoff, limited and
+/// guarded by the idle timeout (HTTP/2 keep-alive pings keep a live client
+/// busy).
+pub fn incoming(
+    l: TcpListener,
+    limits: Limits,
+) -> impl tokio_stream::Stream<Item = Result<Guarded<TcpStream>, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let s = accept(&l).await;
+            let Some(permit) = admit(&slots, "otlp_grpc") else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            if tx
+                .send(Ok(Guarded::new(s, limits.idle, permit)))
+                .await
+                .is_err()
+            {
+                return; // the server stopped
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Serves `app` on `l` over HTTP/1.1 within `limits` until `stop` turns
+/// true; then stops accepting, lets in-flight requests finish and returns
+/// when every connection is closed.
+pub async fn serve_http(
+    l: TcpListener,
+    app: Router,
+    limits: Limits,
+    what: &'static str,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let s = tokio::select! {
+            s = accept(&l) => s,
+            _ = stopped(&mut stop) => break,
+        };
+        let Some(permit) = admit(&slots, what) else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let io = Guarded::new(s, limits.idle, permit);
+        tokio::spawn(connection(io, app.clone(), limits, stop.clone()));
+    }
+    drop(l);
+    // every connection holds a slot until it closes
+    let _ = slots.acquire_many(limits.max_connections as u32).await;
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn connection(
+    io: Guarded<TcpStream>,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(within(limits.request, app, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Runs one request through `app`, answering 408 and closing the
+/// connection when it (body read included) takes longer than `limit`.
+async fn within(
+    limit: Duration,
+    mut app: Router,
+    req: http::Request<Incoming>,
+) -> axum::response::Response {
+    use tower::Service;
+    match tokio::time::timeout(limit, app.call(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            let mut r = axum::response::IntoResponse::into_response((
+                http::StatusCode::REQUEST_TIMEOUT,
+                "request not received and answered in time\n",
+            ));
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
+}

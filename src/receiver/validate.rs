@@ -1,0 +1,939 @@
+//! Full validation of an OTLP export request against the OTLP protobuf
+//! schema, for the requests whose bytes are forwarded downstream as received:
+//! every known field has its declared wire type, every `string` field is
+//! UTF-8, every nested message and packed field is well-formed, and no
+//! `AnyValue` is nested deeper than `receivers.max_value_depth`. What passes
+//! here decodes with prost (redaction, the downstream collector), so a bad
+//! request is refused with INVALID_ARGUMENT / 400 before it is acknowledged
+//! instead of poisoning a batch later.
+//!
+//! Schema-driven and allocation-free: one table per message type, indexed
+//! by field number, written from the opentelemetry-proto `.proto` files
+//! (common, resource, trace, logs, metrics v1). Unknown fields are skipped
+//! like prost skips them (groups, a deprecated wire type, are refused).
+
+use crate::derive::wire::{Reader, Wire};
+use crate::metrics::SignalKind;
+
+/// The deepest `AnyValue` nesting that is ever accepted. The deepest OTLP
+/// path to an attribute (metric exemplar: 8 messages) plus 3 messages per
+/// further kvlist level stays within prost's recursion limit of 100 up to
+/// 31 levels (a unit test proves the bound).
+pub const MAX_VALUE_DEPTH: u32 = 31;
+/// The default `receivers.max_value_depth`.
+pub const DEFAULT_VALUE_DEPTH: u32 = 24;
+
+/// Why a request is not valid OTLP: the message and field where it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: &'static str,
+    pub field: &'static str,
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(
+                f,
+                "invalid OTLP protobuf in {}: {}",
+                self.message, self.what
+            )
+        } else {
+            write!(
+                f,
+                "invalid OTLP protobuf in {}.{}: {}",
+                self.message, self.field, self.what
+            )
+        }
+    }
+}
+impl std::error::Error for Invalid {}
+
+/// What a field holds, as far as its encoding goes.
+#[derive(Clone, Copy)]
+enum K {
+    /// not in the schema: any well-formed field is skipped
+    Unknown,
+    Str,
+    Bytes,
+    Varint,
+    Fixed64,
+    Fixed32,
+    /// repeated fixed64/double: packed (length-delimited) or one by one
+    PackedFixed64,
+    /// repeated uint64: packed or one by one
+    PackedVarint,
+    Msg(&'static M),
+    /// an `AnyValue`: a message that counts one nesting level
+    Any,
+}
+
+/// One message type: its name and its fields, indexed by field number.
+struct M {
+    name: &'static str,
+    fields: &'static [(&'static str, K)],
+}
+
+const U: (&str, K) = ("", K::Unknown);
+
+static ANY_VALUE: M = M {
+    name: "AnyValue",
+    fields: &[
+        U,
+        ("string_value", K::Str),
+        ("bool_value", K::Varint),
+        ("int_value", K::Varint),
+        ("double_value", K::Fixed64),
+        ("array_value", K::Msg(&ARRAY_VALUE)),
+        ("kvlist_value", K::Msg(&KEY_VALUE_LIST)),
+        ("bytes_value", K::Bytes),
+        ("string_value_strindex", K::Varint),
+    ],
+};
+static ARRAY_VALUE: M = M {
+    name: "ArrayValue",
+    fields: &[U, ("values", K::Any)],
+};
+static KEY_VALUE_LIST: M = M {
+    name: "KeyValueList",
+    fields: &[U, ("values", K::Msg(&KEY_VALUE))],
+};
+static KEY_VALUE: M = M {
+    name: "KeyValue",
+    fields: &[
+        U,
+        ("key", K::Str),
+        ("value", K::Any),
+        ("key_strindex", K::Varint),
+    ],
+};
+static SCOPE: M = M {
+    name: "InstrumentationScope",
+    fields: &[
+        U,
+        ("name", K::Str),
+        ("version", K::Str),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("dropped_attributes_count", K::Varint),
+    ],
+};
+static ENTITY_REF: M = M {
+    name: "EntityRef",
+    fields: &[
+        U,
+        ("schema_url", K::Str),
+        ("type", K::Str),
+        ("id_keys", K::Str),
+        ("description_keys", K::Str),
+    ],
+};
+static RESOURCE: M = M {
+    name: "Resource",
+    fields: &[
+        U,
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("dropped_attributes_count", K::Varint),
+        ("entity_refs", K::Msg(&ENTITY_REF)),
+    ],
+};
+
+// logs.v1
+static LOGS_REQUEST: M = M {
+    name: "ExportLogsServiceRequest",
+    fields: &[U, ("resource_logs", K::Msg(&RESOURCE_LOGS))],
+};
+static RESOURCE_LOGS: M = M {
+    name: "ResourceLogs",
+    fields: &[
+        U,
+        ("resource", K::Msg(&RESOURCE)),
+        ("scope_logs", K::Msg(&SCOPE_LOGS)),
+        ("schema_url", K::Str),
+    ],
+};
+static SCOPE_LOGS: M = M {
+    name: "ScopeLogs",
+    fields: &[
+        U,
+        ("scope", K::Msg(&SCOPE)),
+        ("log_records", K::Msg(&LOG_RECORD)),
+        ("schema_url", K::Str),
+    ],
+};
+static LOG_RECORD: M = M {
+    name: "LogRecord",
+    fields: &[
+        U,
+        ("time_unix_nano", K::Fixed64),
+        ("severity_number", K::Varint),
+        ("severity_text", K::Str),
+        U,
+        ("body", K::Any),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("dropped_attributes_count", K::Varint),
+        ("flags", K::Fixed32),
+        ("trace_id", K::Bytes),
+        ("span_id", K::Bytes),
+        ("observed_time_unix_nano", K::Fixed64),
+        ("event_name", K::Str),
+    ],
+};
+
+// trace.v1
+static TRACES_REQUEST: M = M {
+    name: "ExportTraceServiceRequest",
+    fields: &[U, ("resource_spans", K::Msg(&RESOURCE_SPANS))],
+};
+static RESOURCE_SPANS: M = M {
+    name: "ResourceSpans",
+    fields: &[
+        U,
+        ("resource", K::Msg(&RESOURCE)),
+        ("scope_spans", K::Msg(&SCOPE_SPANS)),
+        ("schema_url", K::Str),
+    ],
+};
+static SCOPE_SPANS: M = M {
+    name: "ScopeSpans",
+    fields: &[
+        U,
+        ("scope", K::Msg(&SCOPE)),
+        ("spans", K::Msg(&SPAN)),
+        ("schema_url", K::Str),
+    ],
+};
+static SPAN: M = M {
+    name: "Span",
+    fields: &[
+        U,
+        ("trace_id", K::Bytes),
+        ("span_id", K::Bytes),
+        ("trace_state", K::Str),
+        ("parent_span_id", K::Bytes),
+        ("name", K::Str),
+        ("kind", K::Varint),
+        ("start_time_unix_nano", K::Fixed64),
+        ("end_time_unix_nano", K::Fixed64),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("dropped_attributes_count", K::Varint),
+        ("events", K::Msg(&SPAN_EVENT)),
+        ("dropped_events_count", K::Varint),
+        ("links", K::Msg(&SPAN_LINK)),
+        ("dropped_links_count", K::Varint),
+        ("status", K::Msg(&STATUS)),
+        ("flags", K::Fixed32),
+    ],
+};
+static SPAN_EVENT: M = M {
+    name: "Span.Event",
+    fields: &[
+        U,
+        ("time_unix_nano", K::Fixed64),
+        ("name", K::Str),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("dropped_attributes_count", K::Varint),
+    ],
+};
+static SPAN_LINK: M = M {
+    name: "Span.Link",
+    fields: &[
+        U,
+        ("trace_id", K::Bytes),
+        ("span_id", K::Bytes),
+        ("trace_state", K::Str),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("dropped_attributes_count", K::Varint),
+        ("flags", K::Fixed32),
+    ],
+};
+static STATUS: M = M {
+    name: "Status",
+    fields: &[U, U, ("message", K::Str), ("code", K::Varint)],
+};
+
+// metrics.v1
+static METRICS_REQUEST: M = M {
+    name: "ExportMetricsServiceRequest",
+    fields: &[U, ("resource_metrics", K::Msg(&RESOURCE_METRICS))],
+};
+static RESOURCE_METRICS: M = M {
+    name: "ResourceMetrics",
+    fields: &[
+        U,
+        ("resource", K::Msg(&RESOURCE)),
+        ("scope_metrics", K::Msg(&SCOPE_METRICS)),
+        ("schema_url", K::Str),
+    ],
+};
+static SCOPE_METRICS: M = M {
+    name: "ScopeMetrics",
+    fields: &[
+        U,
+        ("scope", K::Msg(&SCOPE)),
+        ("metrics", K::Msg(&METRIC)),
+        ("schema_url", K::Str),
+    ],
+};
+static METRIC: M = M {
+    name: "Metric",
+    fields: &[
+        U,
+        ("name", K::Str),
+        ("description", K::Str),
+        ("unit", K::Str),
+        U,
+        ("gauge", K::Msg(&GAUGE)),
+        U,
+        ("sum", K::Msg(&SUM)),
+        U,
+        ("histogram", K::Msg(&HISTOGRAM)),
+        ("exponential_histogram", K::Msg(&EXP_HISTOGRAM)),
+        ("summary", K::Msg(&SUMMARY)),
+        ("metadata", K::Msg(&KEY_VALUE)),
+    ],
+};
+static GAUGE: M = M {
+    name: "Gauge",
+    fields: &[U, ("data_points", K::Msg(&NUMBER_POINT))],
+};
+static SUM: M = M {
+    name: "Sum",
+    fields: &[
+        U,
+        ("data_points", K::Msg(&NUMBER_POINT)),
+        ("aggregation_temporality", K::Varint),
+        ("is_monotonic", K::Varint),
+    ],
+};
+static HISTOGRAM: M = M {
+    name: "Histogram",
+    fields: &[
+        U,
+        ("data_points", K::Msg(&HISTOGRAM_POINT)),
+        ("aggregation_temporality", K::Varint),
+    ],
+};
+static EXP_HISTOGRAM: M = M {
+    name: "ExponentialHistogram",
+    fields: &[
+        U,
+        ("data_points", K::Msg(&EXP_HISTOGRAM_POINT)),
+        ("aggregation_temporality", K::Varint),
+    ],
+};
+static SUMMARY: M = M {
+    name: "Summary",
+    fields: &[U, ("data_points", K::Msg(&SUMMARY_POINT))],
+};
+static NUMBER_POINT: M = M {
+    name: "NumberDataPoint",
+    fields: &[
+        U,
+        U,
+        ("start_time_unix_nano", K::Fixed64),
+        ("time_unix_nano", K::Fixed64),
+        ("as_double", K::Fixed64),
+        ("exemplars", K::Msg(&EXEMPLAR)),
+        ("as_int", K::Fixed64),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("flags", K::Varint),
+    ],
+};
+static HISTOGRAM_POINT: M = M {
+    name: "HistogramDataPoint",
+    fields: &[
+        U,
+        U,
+        ("start_time_unix_nano", K::Fixed64),
+        ("time_unix_nano", K::Fixed64),
+        ("count", K::Fixed64),
+        ("sum", K::Fixed64),
+        ("bucket_counts", K::PackedFixed64),
+        ("explicit_bounds", K::PackedFixed64),
+        ("exemplars", K::Msg(&EXEMPLAR)),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("flags", K::Varint),
+        ("min", K::Fixed64),
+        ("max", K::Fixed64),
+    ],
+};
+static EXP_HISTOGRAM_POINT: M = M {
+    name: "ExponentialHistogramDataPoint",
+    fields: &[
+        U,
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("start_time_unix_nano", K::Fixed64),
+        ("time_unix_nano", K::Fixed64),
+        ("count", K::Fixed64),
+        ("sum", K::Fixed64),
+        ("scale", K::Varint),
+        ("zero_count", K::Fixed64),
+        ("positive", K::Msg(&EXP_BUCKETS)),
+        ("negative", K::Msg(&EXP_BUCKETS)),
+        ("flags", K::Varint),
+        ("exemplars", K::Msg(&EXEMPLAR)),
+        ("min", K::Fixed64),
+        ("max", K::Fixed64),
+        ("zero_threshold", K::Fixed64),
+    ],
+};
+static EXP_BUCKETS: M = M {
+    name: "ExponentialHistogramDataPoint.Buckets",
+    fields: &[U, ("offset", K::Varint), ("bucket_counts", K::PackedVarint)],
+};
+static SUMMARY_POINT: M = M {
+    name: "SummaryDataPoint",
+    fields: &[
+        U,
+        U,
+        ("start_time_unix_nano", K::Fixed64),
+        ("time_unix_nano", K::Fixed64),
+        ("count", K::Fixed64),
+        ("sum", K::Fixed64),
+        ("quantile_values", K::Msg(&VALUE_AT_QUANTILE)),
+        ("attributes", K::Msg(&KEY_VALUE)),
+        ("flags", K::Varint),
+    ],
+};
+static VALUE_AT_QUANTILE: M = M {
+    name: "SummaryDataPoint.ValueAtQuantile",
+    fields: &[U, ("quantile", K::Fixed64), ("value", K::Fixed64)],
+};
+static EXEMPLAR: M = M {
+    name: "Exemplar",
+    fields: &[
+        U,
+        U,
+        ("time_unix_nano", K::Fixed64),
+        ("as_double", K::Fixed64),
+        ("span_id", K::Bytes),
+        ("trace_id", K::Bytes),
+        ("as_int", K::Fixed64),
+        ("filtered_attributes", K::Msg(&KEY_VALUE)),
+    ],
+};
+
+/// Validates a whole `Export*ServiceRequest` of signal `sig`; `max_depth`
+/// is the deepest `AnyValue` nesting allowed (a top-level attribute value
+/// or log body is level 1), at most [`MAX_VALUE_DEPTH`].
+pub fn request(sig: SignalKind, buf: &[u8], max_depth: u32) -> Result<(), Invalid> {
+    let root = match sig {
+        SignalKind::Spans => &TRACES_REQUEST,
+        SignalKind::LogRecords => &LOGS_REQUEST,
+        SignalKind::MetricPoints => &METRICS_REQUEST,
+    };
+    message(buf, root, 0, max_depth.min(MAX_VALUE_DEPTH))
+}
+
+/// One message; `depth` is the number of `AnyValue`s it is nested in. An
+/// error names the innermost message and field where the request failed.
+fn message(buf: &[u8], m: &'static M, depth: u32, max_depth: u32) -> Result<(), Invalid> {
+    let mut r = Reader::new(buf);
+    loop {
+        let at = |field: &'static str, what: &'static str| Invalid {
+            message: m.name,
+            field,
+            what,
+        };
+        let (f, v) = match r.next_field() {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(at("", e.0)),
+        };
+        let (name, kind) = m.fields.get(f as usize).copied().unwrap_or(U);
+        match (kind, v) {
+            (K::Msg(sub), Wire::Bytes(b)) => message(b, sub, depth, max_depth)?,
+            (K::Any, Wire::Bytes(b)) => {
+                if depth >= max_depth {
+                    return Err(at(
+                        name,
+                        "AnyValue nested deeper than receivers.max_value_depth",
+                    ));
+                }
+                message(b, &ANY_VALUE, depth + 1, max_depth)?
+            }
+            _ => scalar(kind, v).map_err(|what| at(name, what))?,
+        }
+    }
+}
+
+/// Checks a field that is not a nested message against its kind.
+fn scalar(kind: K, v: Wire<'_>) -> Result<(), &'static str> {
+    match (kind, v) {
+        (K::Unknown, _)
+        | (K::Bytes, Wire::Bytes(_))
+        | (K::Varint, Wire::Varint(_))
+        | (K::Fixed64 | K::PackedFixed64, Wire::Fixed64(_))
+        | (K::Fixed32, Wire::Fixed32(_))
+        | (K::PackedVarint, Wire::Varint(_)) => Ok(()),
+        (K::Str, Wire::Bytes(b)) => std::str::from_utf8(b)
+            .map(|_| ())
+            .map_err(|_| "invalid UTF-8 in a string field"),
+        (K::PackedFixed64, Wire::Bytes(b)) if b.len() % 8 == 0 => Ok(()),
+        (K::PackedFixed64, Wire::Bytes(_)) => Err("packed fixed64 length is not a multiple of 8"),
+        (K::PackedVarint, Wire::Bytes(mut b)) => {
+            while !b.is_empty() {
+                prost::encoding::decode_varint(&mut b).map_err(|_| "invalid packed varint")?;
+            }
+            Ok(())
+        }
+        _ => Err("wrong wire type for this field"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+        summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+        ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+
+    /// A small random-message generator (seeded, so failures reproduce).
+    struct G(fastrand::Rng);
+
+    impl G {
+        fn n(&mut self, max: usize) -> usize {
+            self.0.usize(0..=max)
+        }
+        fn s(&mut self) -> String {
+            const PARTS: &[&str] = &["a", "http.route", "é", "日本", "\u{1F600}", " ", "\0", "_"];
+            (0..self.n(4))
+                .map(|_| PARTS[self.n(PARTS.len() - 1)])
+                .collect()
+        }
+        fn b(&mut self) -> Vec<u8> {
+            (0..self.n(16)).map(|_| self.0.u8(..)).collect()
+        }
+        fn any(&mut self, depth: u32) -> AnyValue {
+            let pick = if depth == 0 { self.n(3) } else { self.n(6) };
+            let v = match pick {
+                0 => Value::StringValue(self.s()),
+                1 => Value::IntValue(self.0.i64(..)),
+                2 => Value::DoubleValue(f64::from_bits(self.0.u64(..))),
+                3 => Value::BoolValue(self.0.bool()),
+                4 => Value::BytesValue(self.b()),
+                5 => Value::ArrayValue(ArrayValue {
+                    values: (0..self.n(3)).map(|_| self.any(depth - 1)).collect(),
+                }),
+                _ => Value::KvlistValue(KeyValueList {
+                    values: self.attrs(depth - 1),
+                }),
+            };
+            AnyValue { value: Some(v) }
+        }
+        fn attrs(&mut self, depth: u32) -> Vec<KeyValue> {
+            (0..self.n(3))
+                .map(|_| KeyValue {
+                    key: self.s(),
+                    value: Some(self.any(depth)),
+                    ..Default::default()
+                })
+                .collect()
+        }
+        fn resource(&mut self) -> Option<Resource> {
+            Some(Resource {
+                attributes: self.attrs(2),
+                dropped_attributes_count: self.0.u32(..),
+                ..Default::default()
+            })
+        }
+        fn scope(&mut self) -> Option<InstrumentationScope> {
+            Some(InstrumentationScope {
+                name: self.s(),
+                version: self.s(),
+                attributes: self.attrs(1),
+                dropped_attributes_count: 0,
+            })
+        }
+        fn logs(&mut self) -> Vec<u8> {
+            let records = (0..self.n(3))
+                .map(|_| LogRecord {
+                    time_unix_nano: self.0.u64(..),
+                    observed_time_unix_nano: self.0.u64(..),
+                    severity_number: self.0.i32(..),
+                    severity_text: self.s(),
+                    body: Some(self.any(4)),
+                    attributes: self.attrs(3),
+                    flags: self.0.u32(..),
+                    trace_id: self.b(),
+                    span_id: self.b(),
+                    event_name: self.s(),
+                    ..Default::default()
+                })
+                .collect();
+            ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: self.resource(),
+                    scope_logs: vec![ScopeLogs {
+                        scope: self.scope(),
+                        log_records: records,
+                        schema_url: self.s(),
+                    }],
+                    schema_url: self.s(),
+                }],
+            }
+            .encode_to_vec()
+        }
+        fn span(&mut self) -> Span {
+            Span {
+                trace_id: self.b(),
+                span_id: self.b(),
+                trace_state: self.s(),
+                parent_span_id: self.b(),
+                flags: self.0.u32(..),
+                name: self.s(),
+                kind: self.0.i32(0..6),
+                start_time_unix_nano: self.0.u64(..),
+                end_time_unix_nano: self.0.u64(..),
+                attributes: self.attrs(3),
+                events: (0..self.n(2))
+                    .map(|_| span::Event {
+                        time_unix_nano: 1,
+                        name: self.s(),
+                        attributes: self.attrs(2),
+                        dropped_attributes_count: 1,
+                    })
+                    .collect(),
+                links: (0..self.n(2))
+                    .map(|_| span::Link {
+                        trace_id: self.b(),
+                        span_id: self.b(),
+                        trace_state: self.s(),
+                        attributes: self.attrs(2),
+                        dropped_attributes_count: 2,
+                        flags: 1,
+                    })
+                    .collect(),
+                status: Some(Status {
+                    message: self.s(),
+                    code: self.0.i32(0..3),
+                }),
+                ..Default::default()
+            }
+        }
+        fn traces(&mut self) -> Vec<u8> {
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: self.resource(),
+                    scope_spans: vec![ScopeSpans {
+                        scope: self.scope(),
+                        spans: (0..self.n(3)).map(|_| self.span()).collect(),
+                        schema_url: self.s(),
+                    }],
+                    schema_url: self.s(),
+                }],
+            }
+            .encode_to_vec()
+        }
+        fn exemplars(&mut self) -> Vec<Exemplar> {
+            (0..self.n(2))
+                .map(|_| Exemplar {
+                    filtered_attributes: self.attrs(2),
+                    time_unix_nano: 3,
+                    span_id: self.b(),
+                    trace_id: self.b(),
+                    value: Some(if self.0.bool() {
+                        opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(-1)
+                    } else {
+                        opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(0.5)
+                    }),
+                })
+                .collect()
+        }
+        fn data(&mut self) -> Data {
+            let number = |g: &mut G| NumberDataPoint {
+                attributes: g.attrs(2),
+                start_time_unix_nano: 1,
+                time_unix_nano: 2,
+                exemplars: g.exemplars(),
+                flags: 1,
+                value: Some(number_data_point::Value::AsInt(g.0.i64(..))),
+            };
+            match self.n(4) {
+                0 => Data::Gauge(Gauge {
+                    data_points: (0..self.n(2)).map(|_| number(self)).collect(),
+                }),
+                1 => Data::Sum(Sum {
+                    data_points: (0..self.n(2)).map(|_| number(self)).collect(),
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                }),
+                2 => Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        attributes: self.attrs(2),
+                        count: 3,
+                        sum: Some(1.5),
+                        bucket_counts: (0..self.n(4)).map(|_| self.0.u64(..)).collect(),
+                        explicit_bounds: (0..self.n(3)).map(|i| i as f64).collect(),
+                        exemplars: self.exemplars(),
+                        min: Some(0.0),
+                        max: Some(9.0),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                }),
+                3 => Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint {
+                        attributes: self.attrs(2),
+                        scale: self.0.i32(-10..10),
+                        positive: Some(Buckets {
+                            offset: self.0.i32(..),
+                            bucket_counts: (0..self.n(4)).map(|_| self.0.u64(..)).collect(),
+                        }),
+                        negative: Some(Buckets::default()),
+                        exemplars: self.exemplars(),
+                        zero_threshold: 0.1,
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 2,
+                }),
+                _ => Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        attributes: self.attrs(2),
+                        count: 1,
+                        sum: 2.0,
+                        quantile_values: vec![ValueAtQuantile {
+                            quantile: 0.5,
+                            value: 1.0,
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+            }
+        }
+        fn metrics(&mut self) -> Vec<u8> {
+            let metrics = (0..self.n(3))
+                .map(|_| Metric {
+                    name: self.s(),
+                    description: self.s(),
+                    unit: self.s(),
+                    metadata: self.attrs(1),
+                    data: Some(self.data()),
+                })
+                .collect();
+            ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    resource: self.resource(),
+                    scope_metrics: vec![ScopeMetrics {
+                        scope: self.scope(),
+                        metrics,
+                        schema_url: self.s(),
+                    }],
+                    schema_url: self.s(),
+                }],
+            }
+            .encode_to_vec()
+        }
+    }
+
+    fn prost_ok(sig: SignalKind, buf: &[u8]) -> bool {
+        match sig {
+            SignalKind::Spans => ExportTraceServiceRequest::decode(buf).is_ok(),
+            SignalKind::LogRecords => ExportLogsServiceRequest::decode(buf).is_ok(),
+            SignalKind::MetricPoints => ExportMetricsServiceRequest::decode(buf).is_ok(),
+        }
+    }
+
+    const SIGNALS: [SignalKind; 3] = [
+        SignalKind::Spans,
+        SignalKind::LogRecords,
+        SignalKind::MetricPoints,
+    ];
+
+    fn generate(g: &mut G, sig: SignalKind) -> Vec<u8> {
+        match sig {
+            SignalKind::Spans => g.traces(),
+            SignalKind::LogRecords => g.logs(),
+            SignalKind::MetricPoints => g.metrics(),
+        }
+    }
+
+    #[test]
+    fn accepts_everything_prost_encodes() {
+        let mut g = G(fastrand::Rng::with_seed(8));
+        for _ in 0..400 {
+            for sig in SIGNALS {
+                let buf = generate(&mut g, sig);
+                if let Err(e) = request(sig, &buf, DEFAULT_VALUE_DEPTH) {
+                    panic!("{sig:?}: {e} for a request prost encoded: {buf:02x?}");
+                }
+            }
+        }
+    }
+
+    /// Mutated requests (a byte changed, inserted or cut): whatever prost
+    /// refuses, the validator refuses too.
+    #[test]
+    fn rejects_what_prost_rejects() {
+        let mut g = G(fastrand::Rng::with_seed(13));
+        let (mut prost_refused, mut both_accepted) = (0, 0);
+        for _ in 0..150 {
+            for sig in SIGNALS {
+                let buf = generate(&mut g, sig);
+                for _ in 0..40 {
+                    let mut m = buf.clone();
+                    if m.is_empty() {
+                        break;
+                    }
+                    let at = g.0.usize(..m.len());
+                    match g.0.u8(0..3) {
+                        0 => m[at] = g.0.u8(..),
+                        1 => m.insert(at, g.0.u8(..)),
+                        _ => m.truncate(at),
+                    }
+                    let ours = request(sig, &m, MAX_VALUE_DEPTH);
+                    if !prost_ok(sig, &m) {
+                        prost_refused += 1;
+                        assert!(ours.is_err(), "{sig:?}: prost refuses {m:02x?}");
+                    } else if ours.is_ok() {
+                        both_accepted += 1;
+                    }
+                }
+            }
+        }
+        assert!(prost_refused > 1000, "{prost_refused}");
+        assert!(both_accepted > 1000, "{both_accepted}");
+    }
+
+    /// A log record whose body nests kvlists `levels` deep.
+    fn nested_value(levels: u32) -> AnyValue {
+        let mut v = AnyValue {
+            value: Some(Value::StringValue("leaf".into())),
+        };
+        for _ in 1..levels {
+            v = AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(v),
+                        ..Default::default()
+                    }],
+                })),
+            };
+        }
+        v
+    }
+
+    /// The deepest place an attribute lives: a histogram exemplar.
+    fn deep_metric(levels: u32) -> Vec<u8> {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "m".into(),
+                        data: Some(Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                exemplars: vec![Exemplar {
+                                    filtered_attributes: vec![KeyValue {
+                                        key: "deep".into(),
+                                        value: Some(nested_value(levels)),
+                                        ..Default::default()
+                                    }],
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn the_depth_limit_keeps_every_accepted_request_within_prosts_recursion_limit() {
+        let sig = SignalKind::MetricPoints;
+        let ok = deep_metric(MAX_VALUE_DEPTH);
+        assert_eq!(request(sig, &ok, MAX_VALUE_DEPTH), Ok(()));
+        assert!(prost_ok(sig, &ok), "the deepest accepted request decodes");
+        let deeper = deep_metric(MAX_VALUE_DEPTH + 1);
+        assert!(request(sig, &deeper, u32::MAX).is_err(), "capped at MAX");
+        assert!(
+            !prost_ok(sig, &deeper),
+            "MAX_VALUE_DEPTH is the tight bound"
+        );
+        // the configured limit counts levels: a top-level value is level 1
+        let two = deep_metric(2);
+        assert!(request(sig, &two, 2).is_ok());
+        let e = request(sig, &two, 1).unwrap_err();
+        assert_eq!((e.message, e.field), ("KeyValue", "value"));
+    }
+
+    #[test]
+    fn errors_name_the_message_and_field() {
+        let logs = |records: Vec<LogRecord>| {
+            ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: records,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        let sig = SignalKind::LogRecords;
+        let mut buf = logs(vec![LogRecord {
+            attributes: vec![KeyValue {
+                key: "K\u{e9}y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let at = buf.iter().position(|b| *b == 0xc3).unwrap_or(0);
+        buf[at] = 0xff;
+        let e = request(sig, &buf, DEFAULT_VALUE_DEPTH).unwrap_err();
+        assert_eq!((e.message, e.field), ("KeyValue", "key"), "{e}");
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        // severity_number as a fixed32: wrong wire type
+        let record = [0x15, 1, 0, 0, 0];
+        let e = request(sig, &in_log_request(&record), DEFAULT_VALUE_DEPTH).unwrap_err();
+        assert_eq!(
+            (e.message, e.field),
+            ("LogRecord", "severity_number"),
+            "{e}"
+        );
+        // a truncated nested message in a field the walker never reads
+        let scope = [0x1a, 0x03, 0x0a, 0x09, b'k'];
+        let e = request(sig, &in_log_request(&[0x2a, 0x00]), DEFAULT_VALUE_DEPTH);
+        assert_eq!(e, Ok(()), "an empty body is valid");
+        let mut scope_logs = wrap(1, &scope);
+        scope_logs.extend(wrap(2, &[]));
+        let buf = wrap(1, &wrap(2, &scope_logs));
+        let e = request(sig, &buf, DEFAULT_VALUE_DEPTH).unwrap_err();
+        assert_eq!(e.message, "KeyValue", "{e}");
+        assert!(!prost_ok(sig, &buf));
+    }
+
+    /// A length-delimited field `f` holding `body` (bodies under 128 bytes).
+    fn wrap(f: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![f << 3 | 2, body.len() as u8];
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A logs request with one record made of `record`.
+    fn in_log_request(record: &[u8]) -> Vec<u8> {
+        wrap(1, &wrap(2, &wrap(2, record)))
+    }
+}
