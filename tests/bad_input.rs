@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{send_raw, Sidecar, LOGS, METRICS, TRACES};
+use common::{rss_kib, send_raw, Sidecar, LOGS, METRICS, TRACES};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -188,16 +188,6 @@ async fn send_gzip_frame(sc: &Sidecar, payload: Vec<u8>) -> Option<Code> {
         .parse::<i32>()
         .ok()?;
     Some(Code::from_i32(status))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

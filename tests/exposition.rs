@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::{send_raw, strict, Metrics, Sidecar, METRICS, TRACES};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use common::{send_raw, strict, Metrics, Sidecar, TRACES};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
-    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Metric, NumberDataPoint, Sum,
 };
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
@@ -88,37 +87,10 @@ fn hist(name: &str, delta: bool, points: Vec<HistogramDataPoint>) -> Metric {
     }
 }
 
-async fn send(sc: &Sidecar, metrics: Vec<Metric>) {
-    let req = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    send_raw(&sc.grpc_url(), METRICS, req.encode_to_vec(), false)
-        .await
-        .expect("the metrics request is accepted");
-}
-
-async fn scrape_om(sc: &Sidecar) -> String {
-    reqwest::Client::new()
-        .get(format!("http://{}/metrics", sc.metrics))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body")
-}
-
 /// Both formats pass every check; returns the parsed text format.
 async fn both_formats_parse(sc: &Sidecar) -> Metrics {
     let text = sc.scrape_text().await;
-    let om = scrape_om(sc).await;
+    let om = sc.scrape_openmetrics().await;
     if let Err(e) = strict::check_all(&text, &om) {
         panic!("/metrics is broken: {e}");
     }
@@ -170,13 +142,10 @@ fn wrapping_value() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a1_label_value_past_64k_cannot_inject_lines() {
     let sc = Sidecar::start("").await;
-    send(
-        &sc,
-        vec![gauge(
-            "injected",
-            vec![point(1.0, vec![st("key", &wrapping_value())])],
-        )],
-    )
+    sc.send_metrics(vec![gauge(
+        "injected",
+        vec![point(1.0, vec![st("key", &wrapping_value())])],
+    )])
     .await;
     // a derived label past the bound too (an http.route of 70 KB)
     let span = Span {
@@ -228,7 +197,8 @@ async fn a1_label_value_past_64k_cannot_inject_lines() {
 async fn a2_empty_and_symbol_only_metric_names_are_refused() {
     let sc = Sidecar::start("").await;
     for name in ["", "!!!", "___"] {
-        send(&sc, vec![gauge(name, vec![point(1.0, vec![])])]).await;
+        sc.send_metrics(vec![gauge(name, vec![point(1.0, vec![])])])
+            .await;
     }
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "invalid_name"), 3.0);
@@ -237,23 +207,20 @@ async fn a2_empty_and_symbol_only_metric_names_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2_empty_reserved_and_le_label_keys_are_renamed() {
     let sc = Sidecar::start("").await;
-    send(
-        &sc,
-        vec![
-            gauge(
-                "g_empty_key",
-                vec![point(1.0, vec![st("", "x"), st("__name__", "evil")])],
-            ),
-            hist(
-                "h_le",
-                false,
-                vec![HistogramDataPoint {
-                    attributes: vec![st("le", "0.5"), st("quantile", "q")],
-                    ..hist_point(vec![1.0], vec![1, 1], 2, 1.5)
-                }],
-            ),
-        ],
-    )
+    sc.send_metrics(vec![
+        gauge(
+            "g_empty_key",
+            vec![point(1.0, vec![st("", "x"), st("__name__", "evil")])],
+        ),
+        hist(
+            "h_le",
+            false,
+            vec![HistogramDataPoint {
+                attributes: vec![st("le", "0.5"), st("quantile", "q")],
+                ..hist_point(vec![1.0], vec![1, 1], 2, 1.5)
+            }],
+        ),
+    ])
     .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(
@@ -275,7 +242,8 @@ async fn a2_empty_reserved_and_le_label_keys_are_renamed() {
 async fn a2_a_point_with_100k_attributes_is_bounded() {
     let sc = Sidecar::start("").await;
     let attrs = (0..100_000).map(|i| st(&format!("k{i}"), "v")).collect();
-    send(&sc, vec![gauge("wide", vec![point(1.0, attrs)])]).await;
+    sc.send_metrics(vec![gauge("wide", vec![point(1.0, attrs)])])
+        .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "too_many_labels"), 1.0);
     assert!(!m.text.contains("\nwide"));
@@ -284,26 +252,23 @@ async fn a2_a_point_with_100k_attributes_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a3_names_of_the_sidecars_own_metrics_are_refused() {
     let sc = Sidecar::start("").await;
-    send(
-        &sc,
-        vec![
-            sum("process.cpu.seconds", true, false, vec![point(1.0, vec![])]),
-            sum("process_cpu_seconds", true, false, vec![point(1.0, vec![])]),
-            gauge("target_info", vec![point(1.0, vec![])]),
-            sum(
-                "otelcol_receiver_accepted_spans",
-                true,
-                false,
-                vec![point(5.0, vec![])],
-            ),
-            gauge("geometra_sidecar_build_info", vec![point(1.0, vec![])]),
-            gauge("http_requests_total", vec![point(1.0, vec![])]),
-            gauge(
-                "http_request_duration_seconds_count",
-                vec![point(1.0, vec![])],
-            ),
-        ],
-    )
+    sc.send_metrics(vec![
+        sum("process.cpu.seconds", true, false, vec![point(1.0, vec![])]),
+        sum("process_cpu_seconds", true, false, vec![point(1.0, vec![])]),
+        gauge("target_info", vec![point(1.0, vec![])]),
+        sum(
+            "otelcol_receiver_accepted_spans",
+            true,
+            false,
+            vec![point(5.0, vec![])],
+        ),
+        gauge("geometra_sidecar_build_info", vec![point(1.0, vec![])]),
+        gauge("http_requests_total", vec![point(1.0, vec![])]),
+        gauge(
+            "http_request_duration_seconds_count",
+            vec![point(1.0, vec![])],
+        ),
+    ])
     .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "name_clash"), 7.0);
@@ -312,24 +277,18 @@ async fn a3_names_of_the_sidecars_own_metrics_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a3_histogram_beside_its_suffixed_names_is_refused() {
     let sc = Sidecar::start("").await;
-    send(
-        &sc,
-        vec![
-            hist("hs", false, vec![hist_point(vec![1.0], vec![1, 1], 2, 1.0)]),
-            gauge("hs_count", vec![point(1.0, vec![])]),
-            gauge("hs_bucket", vec![point(1.0, vec![])]),
-            gauge("hs_sum", vec![point(1.0, vec![])]),
-        ],
-    )
+    sc.send_metrics(vec![
+        hist("hs", false, vec![hist_point(vec![1.0], vec![1, 1], 2, 1.0)]),
+        gauge("hs_count", vec![point(1.0, vec![])]),
+        gauge("hs_bucket", vec![point(1.0, vec![])]),
+        gauge("hs_sum", vec![point(1.0, vec![])]),
+    ])
     .await;
     // and the other order: the suffixed gauge first
-    send(
-        &sc,
-        vec![
-            gauge("h2_bucket", vec![point(1.0, vec![])]),
-            hist("h2", false, vec![hist_point(vec![1.0], vec![1, 1], 2, 1.0)]),
-        ],
-    )
+    sc.send_metrics(vec![
+        gauge("h2_bucket", vec![point(1.0, vec![])]),
+        hist("h2", false, vec![hist_point(vec![1.0], vec![1, 1], 2, 1.0)]),
+    ])
     .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "name_clash"), 4.0);
@@ -339,16 +298,13 @@ async fn a3_histogram_beside_its_suffixed_names_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a3_openmetrics_suffix_clashes_are_refused() {
     let sc = Sidecar::start("").await;
-    send(
-        &sc,
-        vec![
-            // a counter `jobs` is `jobs_total` (family `jobs` in OpenMetrics)
-            sum("jobs", true, false, vec![point(1.0, vec![])]),
-            gauge("jobs", vec![point(1.0, vec![])]),
-            gauge("jobs_created", vec![point(1.0, vec![])]),
-            gauge("jobs_total", vec![point(1.0, vec![])]),
-        ],
-    )
+    sc.send_metrics(vec![
+        // a counter `jobs` is `jobs_total` (family `jobs` in OpenMetrics)
+        sum("jobs", true, false, vec![point(1.0, vec![])]),
+        gauge("jobs", vec![point(1.0, vec![])]),
+        gauge("jobs_created", vec![point(1.0, vec![])]),
+        gauge("jobs_total", vec![point(1.0, vec![])]),
+    ])
     .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "name_clash"), 3.0);
@@ -358,39 +314,30 @@ async fn a3_openmetrics_suffix_clashes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a3_values_the_format_forbids_are_refused() {
     let sc = Sidecar::start("").await;
-    send(
-        &sc,
-        vec![
-            sum(
-                "c_bad",
-                true,
-                false,
-                vec![
-                    point(f64::NAN, vec![st("v", "nan")]),
-                    point(-1.0, vec![st("v", "neg")]),
-                    point(f64::NEG_INFINITY, vec![st("v", "ninf")]),
-                    point(3.0, vec![st("v", "ok")]),
-                ],
-            ),
-            // a gauge may be anything
-            gauge(
-                "g_any",
-                vec![point(f64::NAN, vec![]), point(-2.0, vec![st("a", "b")])],
-            ),
-        ],
-    )
+    sc.send_metrics(vec![
+        sum(
+            "c_bad",
+            true,
+            false,
+            vec![
+                point(f64::NAN, vec![st("v", "nan")]),
+                point(-1.0, vec![st("v", "neg")]),
+                point(f64::NEG_INFINITY, vec![st("v", "ninf")]),
+                point(3.0, vec![st("v", "ok")]),
+            ],
+        ),
+        // a gauge may be anything
+        gauge(
+            "g_any",
+            vec![point(f64::NAN, vec![]), point(-2.0, vec![st("a", "b")])],
+        ),
+    ])
     .await;
     // a delta sum of -5 after +3: a counter never goes down
-    send(
-        &sc,
-        vec![sum("d_total", true, true, vec![point(3.0, vec![])])],
-    )
-    .await;
-    send(
-        &sc,
-        vec![sum("d_total", true, true, vec![point(-5.0, vec![])])],
-    )
-    .await;
+    sc.send_metrics(vec![sum("d_total", true, true, vec![point(3.0, vec![])])])
+        .await;
+    sc.send_metrics(vec![sum("d_total", true, true, vec![point(-5.0, vec![])])])
+        .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "bad_value"), 4.0);
     assert_eq!(m.value("c_bad_total", &[("v", "ok")]), Some(3.0));
@@ -447,78 +394,69 @@ async fn a3_negative_token_counts_never_lower_a_derived_counter() {
 async fn a3_inconsistent_histograms_are_refused() {
     let sc = Sidecar::start("").await;
     let big = u64::MAX / 2 + 1;
-    send(
-        &sc,
-        vec![
-            // count is not the sum of the buckets
-            hist(
-                "h_count",
-                false,
-                vec![hist_point(vec![1.0], vec![1, 1], 5, 1.0)],
-            ),
-            // non-finite bounds
-            hist(
-                "h_inf",
-                false,
-                vec![hist_point(vec![f64::INFINITY], vec![1, 1], 2, 1.0)],
-            ),
-            hist(
-                "h_nan",
-                false,
-                vec![hist_point(vec![f64::NAN], vec![1, 1], 2, 1.0)],
-            ),
-            hist(
-                "h_ninf",
-                false,
-                vec![hist_point(
-                    vec![f64::NEG_INFINITY, 1.0],
-                    vec![0, 1, 1],
-                    2,
-                    1.0,
-                )],
-            ),
-            // unsorted bounds
-            hist(
-                "h_order",
-                false,
-                vec![hist_point(vec![2.0, 1.0], vec![1, 1, 1], 3, 1.0)],
-            ),
-            // buckets summing past 2^64 in one point
-            hist(
-                "h_wrap",
-                false,
-                vec![hist_point(vec![1.0], vec![big, big], 0, 1.0)],
-            ),
-            // a NaN sum
-            hist(
-                "h_nansum",
-                false,
-                vec![hist_point(vec![1.0], vec![1, 1], 2, f64::NAN)],
-            ),
-        ],
-    )
+    sc.send_metrics(vec![
+        // count is not the sum of the buckets
+        hist(
+            "h_count",
+            false,
+            vec![hist_point(vec![1.0], vec![1, 1], 5, 1.0)],
+        ),
+        // non-finite bounds
+        hist(
+            "h_inf",
+            false,
+            vec![hist_point(vec![f64::INFINITY], vec![1, 1], 2, 1.0)],
+        ),
+        hist(
+            "h_nan",
+            false,
+            vec![hist_point(vec![f64::NAN], vec![1, 1], 2, 1.0)],
+        ),
+        hist(
+            "h_ninf",
+            false,
+            vec![hist_point(
+                vec![f64::NEG_INFINITY, 1.0],
+                vec![0, 1, 1],
+                2,
+                1.0,
+            )],
+        ),
+        // unsorted bounds
+        hist(
+            "h_order",
+            false,
+            vec![hist_point(vec![2.0, 1.0], vec![1, 1, 1], 3, 1.0)],
+        ),
+        // buckets summing past 2^64 in one point
+        hist(
+            "h_wrap",
+            false,
+            vec![hist_point(vec![1.0], vec![big, big], 0, 1.0)],
+        ),
+        // a NaN sum
+        hist(
+            "h_nansum",
+            false,
+            vec![hist_point(vec![1.0], vec![1, 1], 2, f64::NAN)],
+        ),
+    ])
     .await;
     // a delta histogram whose accumulated buckets would wrap past 2^64
     for _ in 0..2 {
-        send(
-            &sc,
-            vec![hist(
-                "h_dwrap",
-                true,
-                vec![hist_point(vec![1.0], vec![big, 0], big, 1.0)],
-            )],
-        )
+        sc.send_metrics(vec![hist(
+            "h_dwrap",
+            true,
+            vec![hist_point(vec![1.0], vec![big, 0], big, 1.0)],
+        )])
         .await;
     }
     // negative bounds are fine (OpenMetrics then has no _sum)
-    send(
-        &sc,
-        vec![hist(
-            "h_neg",
-            false,
-            vec![hist_point(vec![-1.0, 1.0], vec![1, 1, 1], 3, -0.5)],
-        )],
-    )
+    sc.send_metrics(vec![hist(
+        "h_neg",
+        false,
+        vec![hist_point(vec![-1.0, 1.0], vec![1, 1, 1], 3, -0.5)],
+    )])
     .await;
     let m = both_formats_parse(&sc).await;
     assert_eq!(dropped(&m, "invalid_histogram"), 8.0, "{}", m.text);

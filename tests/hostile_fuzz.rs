@@ -419,18 +419,6 @@ async fn send_http(sc: &Sidecar, path: &str, body: Vec<u8>) {
         .expect("the OTLP/HTTP receiver answers");
 }
 
-async fn scrape_om(sc: &Sidecar) -> String {
-    reqwest::Client::new()
-        .get(format!("http://{}/metrics", sc.metrics))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body")
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -460,7 +448,7 @@ async fn hostile_otlp_never_breaks_either_exposition_format() {
             }
         }
         let text = sc.scrape_text().await;
-        let om = scrape_om(&sc).await;
+        let om = sc.scrape_openmetrics().await;
         if let Err(e) = strict::check_all(&text, &om) {
             panic!("seed {seed}, round {round}: /metrics is broken: {e}");
         }

@@ -5,13 +5,11 @@
 
 mod common;
 
-use common::{send_raw, strict, Metrics, Sidecar, METRICS};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use common::{rss_kib, strict, Metrics, Sidecar};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    metric, number_data_point, Gauge, Metric, NumberDataPoint,
 };
-use prost::Message;
 use std::time::{Duration, Instant};
 
 fn gauge(name: &str, unit: &str, series: std::ops::Range<usize>, label: &str) -> Metric {
@@ -38,43 +36,6 @@ fn gauge(name: &str, unit: &str, series: std::ops::Range<usize>, label: &str) ->
     }
 }
 
-async fn send(sc: &Sidecar, metrics: Vec<Metric>) {
-    let req = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    send_raw(&sc.grpc_url(), METRICS, req.encode_to_vec(), false)
-        .await
-        .expect("accepted");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn scrape_om(sc: &Sidecar) -> String {
-    reqwest::Client::new()
-        .get(format!("http://{}/metrics", sc.metrics))
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body")
-}
-
 /// Floods 200 metrics x 1,000 series with labels of `label_bytes`, then
 /// checks the global bound held, both formats parse, and RSS stays within
 /// the Helm chart's 64 MiB limit after scraping both formats.
@@ -83,10 +44,10 @@ async fn flood(label_bytes: usize) -> (Metrics, u64) {
     let pad = "x".repeat(label_bytes);
     for m in 0..200 {
         let metrics = vec![gauge(&format!("flood_{m}"), "", 0..1000, &pad)];
-        send(&sc, metrics).await;
+        sc.send_metrics(metrics).await;
     }
     let text = sc.scrape_text().await;
-    let om = scrape_om(&sc).await;
+    let om = sc.scrape_openmetrics().await;
     if let Err(e) = strict::check(&text, false).and_then(|_| strict::check(&om, true)) {
         panic!("/metrics broken at the cap: {e}");
     }
@@ -140,7 +101,7 @@ async fn c10_passthrough_family_cap_is_counted_as_family_limit() {
     let metrics = (0..8)
         .map(|i| gauge(&format!("fam_{i}"), "", 0..1, ""))
         .collect();
-    send(&sc, metrics).await;
+    sc.send_metrics(metrics).await;
     let m = sc.scrape().await;
     assert_eq!(
         m.value(
@@ -164,8 +125,9 @@ async fn c11_expired_families_free_their_slot() {
     let metrics = (0..3)
         .map(|i| gauge(&format!("old_{i}"), "", 0..2, ""))
         .collect();
-    send(&sc, metrics).await;
-    send(&sc, vec![gauge("memory.size", "By", 0..1, "")]).await;
+    sc.send_metrics(metrics).await;
+    sc.send_metrics(vec![gauge("memory.size", "By", 0..1, "")])
+        .await;
     let m = sc.scrape().await;
     assert_eq!(m.value("memory_size_bytes", &[]), None);
     assert_eq!(
@@ -178,7 +140,8 @@ async fn c11_expired_families_free_their_slot() {
     // once the old families' series expired, memory.size gets a slot
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        send(&sc, vec![gauge("memory.size", "By", 0..1, "")]).await;
+        sc.send_metrics(vec![gauge("memory.size", "By", 0..1, "")])
+            .await;
         let m = sc.scrape().await;
         if m.value("memory_size_bytes", &[("id", "0")]) == Some(0.0) {
             assert!(m.label_sets("old_0").is_empty());

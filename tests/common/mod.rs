@@ -11,6 +11,17 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Resident set size of a process, in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -76,6 +87,41 @@ impl Sidecar {
             .text()
             .await
             .expect("scrape body")
+    }
+
+    /// `/metrics` as OpenMetrics (what Prometheus asks for first).
+    pub async fn scrape_openmetrics(&self) -> String {
+        reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.metrics))
+            .header("accept", "application/openmetrics-text; version=1.0.0")
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("scrape body")
+    }
+
+    /// Sends OTLP metrics over gRPC in one request; it must be accepted.
+    pub async fn send_metrics(
+        &self,
+        metrics: Vec<opentelemetry_proto::tonic::metrics::v1::Metric>,
+    ) {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+        use prost::Message;
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        send_raw(&self.grpc_url(), METRICS, req.encode_to_vec(), false)
+            .await
+            .expect("the metrics request is accepted");
     }
 
     pub async fn scrape(&self) -> Metrics {
