@@ -137,13 +137,18 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- $cfg := dict
   "receivers" (dict
     "otlp_grpc" (dict "listen" $v.otlp.grpc.listen "max_message_bytes" ($l.otlpGrpcMaxMessageBytes | int64))
-    "otlp_http" $http)
+    "otlp_http" $http
+    "max_value_depth" ($l.maxValueDepth | int64))
   "server" (dict "listen" (printf "0.0.0.0:%d" ($v.metrics.port | int)))
   "store" (dict
     "max_series_per_metric" ($l.maxSeriesPerMetric | int64)
     "series_ttl" $l.seriesTtl
     "active_users_window" $l.activeUsersWindow
-    "max_active_users" ($l.maxActiveUsers | int64))
+    "max_active_users" ($l.maxActiveUsers | int64)
+    "max_series" ($l.maxSeries | int64)
+    "max_series_bytes" ($l.maxSeriesBytes | int64)
+    "max_label_value_bytes" ($l.maxLabelValueBytes | int64)
+    "max_passthrough_families" ($l.maxPassthroughFamilies | int64))
   "passthrough" (dict
     "enabled" $v.passthrough.enabled
     "scope_labels" $v.passthrough.scopeLabels

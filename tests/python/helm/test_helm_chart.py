@@ -318,6 +318,18 @@ def test_checksum_annotation_follows_config():
     assert ann3["checksum/geometra-sidecar-config"] == ann["checksum/geometra-sidecar-config"]
 
 
+def test_store_and_depth_limits_reach_the_config():
+    cfg, _ = config_of(render())
+    assert cfg["store"]["max_series"] == 50000
+    assert cfg["store"]["max_series_bytes"] == 8 << 20
+    assert cfg["store"]["max_label_value_bytes"] == 2048
+    assert cfg["store"]["max_passthrough_families"] == 1000
+    assert cfg["receivers"]["max_value_depth"] == 24
+    cfg, _ = config_of(render({"limits": {"maxSeries": 7, "maxValueDepth": 5}}))
+    assert cfg["store"]["max_series"] == 7
+    assert cfg["receivers"]["max_value_depth"] == 5
+
+
 def test_scrape_annotations():
     ann = only(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
@@ -368,7 +380,10 @@ def test_disk_queue(volume, expect):
     vol = next(v for v in spec["volumes"] if v["name"] == writable[0]["name"])
     assert expect in vol
     if expect == "emptyDir":
-        assert vol["emptyDir"]["sizeLimit"] == "1Gi"
+        # the volume must hold the disk queue's whole cap (queue.maxDiskBytes) plus a segment
+        limit = vol["emptyDir"]["sizeLimit"]
+        assert limit == "3Gi"
+        assert (3 << 30) > yaml.safe_load((CHART / "values.yaml").read_text())["queue"]["maxDiskBytes"]
     if expect == "persistentVolumeClaim":
         assert vol["persistentVolumeClaim"]["claimName"] == "sidecar-queue"
 
@@ -470,6 +485,8 @@ TYPOS = [
     ({"limits": {"seriesTtl": 600}}, "seriesTtl"),
     ({"otlp": {"grpc": {"listen": "localhost:4317"}}}, "listen"),
     ({"resources": {"request": {"cpu": "1"}}}, "request"),
+    ({"limits": {"maxValueDepth": 40}}, "maxValueDepth"),
+    ({"limits": {"maxLabelValueBytes": 70000}}, "maxLabelValueBytes"),
 ]
 
 
