@@ -240,7 +240,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Metrics>::new(pipeline.clone(), max))
         .serve_with_incoming_shutdown(
-            receiver::listen::incoming(grpc_l, limits),
+            receiver::listen::incoming(grpc_l, limits, store.listeners[0].clone()),
             stopped(stop_rx.clone()),
         );
     let grpc_task = tokio::spawn(grpc);
@@ -255,7 +255,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             l,
             app,
             limits,
-            "otlp_http",
+            ("otlp_http", store.listeners[1].clone()),
             stop_rx.clone(),
         ))
     });
@@ -266,7 +266,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         metrics_l,
         metrics_app,
         limits,
-        "metrics",
+        ("metrics", store.listeners[2].clone()),
         mstop_rx,
     ));
 

@@ -9,6 +9,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 const LIMITS: &str = "server:\n  connections:\n    header_read_timeout: 1s\n    request_timeout: 2s\n    idle_timeout: 3s\n";
+const TIMED_OUT: &str = "geometra_sidecar_connections_timed_out_total";
+
+/// Waits until the listener's connection counter `name` (with `extra`
+/// labels) reaches `min`: every cut or refusal is counted.
+async fn counted(sc: &Sidecar, name: &str, listener: &str, extra: &[(&str, &str)], min: f64) {
+    let mut labels = vec![("listener", listener)];
+    labels.extend_from_slice(extra);
+    sc.wait_for(&format!("{name}{labels:?} >= {min}"), |m| {
+        m.sum(name, &labels) >= min
+    })
+    .await;
+}
 
 /// Reads until the server closes the connection (EOF or reset) and returns
 /// what it sent; panics if it is still open after `deadline` (generous: a
@@ -91,6 +103,9 @@ async fn slowloris_headers_are_cut_while_normal_requests_are_served() {
         t.join().expect("slowloris client");
     }
     normal_requests_served(&sc).await;
+    for l in ["otlp_http", "metrics"] {
+        counted(&sc, TIMED_OUT, l, &[("phase", "header")], 1.0).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +130,8 @@ async fn stalled_and_trickled_bodies_are_cut_while_normal_requests_are_served() 
         );
     }
     normal_requests_served(&sc).await;
+    // both cut, by the request timeout (408) or, if silent longer, the idle one
+    counted(&sc, TIMED_OUT, "otlp_http", &[], 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +147,10 @@ async fn idle_keep_alive_connections_are_closed() {
     // a connection that never sends anything
     let mut s = connect(sc.metrics);
     assert_eq!(read_until_closed(&mut s, Duration::from_secs(30)), "");
+    // hyper's header-read timer also runs while a keep-alive connection
+    // waits for its next request, so these are cut as "header" or "idle"
+    counted(&sc, TIMED_OUT, "otlp_http", &[], 1.0).await;
+    counted(&sc, TIMED_OUT, "metrics", &[], 2.0).await;
 }
 
 /// A connection on which one request was answered, or None if the server
@@ -167,6 +188,7 @@ async fn connections_past_the_limit_are_refused_and_slots_come_back() {
         "the fourth connection is closed unanswered"
     );
     held.pop();
+    let refused = "geometra_sidecar_connections_refused_total";
     // the slot comes back once the server sees the close
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -177,6 +199,8 @@ async fn connections_past_the_limit_are_refused_and_slots_come_back() {
         assert!(Instant::now() < deadline, "the slot never came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(held);
+    counted(&sc, refused, "metrics", &[], 1.0).await;
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -252,4 +276,7 @@ async fn out_of_file_descriptors_the_accept_loops_back_off() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let errors = "geometra_sidecar_accept_errors_total";
+    sc.wait_for("accept errors counted", |m| m.sum(errors, &[]) >= 1.0)
+        .await;
 }

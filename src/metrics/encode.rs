@@ -2,7 +2,7 @@
 //! exemplars on histogram buckets and `_created`) when the scraper asks.
 
 use super::store::{key_parts, Family, Kind, LabelNames, Series, Value};
-use super::{Store, SIGNAL_ITEM_NAMES};
+use super::{Store, LISTENER_NAMES, SIGNAL_ITEM_NAMES, TIMEOUT_PHASES};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -324,6 +324,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
             );
         }
     }
+    connections(&mut e, store);
     let exporters = store
         .exporters
         .lock()
@@ -534,4 +535,52 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         store.started_s as f64,
     );
     e.finish()
+}
+
+/// The listeners' connection counters.
+fn connections(e: &mut Encoder, store: &Store) {
+    let listeners = LISTENER_NAMES.iter().zip(store.listeners.iter());
+    let name = "geometra_sidecar_connections_refused_total";
+    e.header(
+        name,
+        "counter",
+        "Connections closed at accept: the listener's connection limit was reached.",
+        "",
+    );
+    for (l, st) in listeners.clone() {
+        e.sample(
+            name,
+            "",
+            &[("listener", l)],
+            st.refused.load(Ordering::Relaxed) as f64,
+        );
+    }
+    let name = "geometra_sidecar_connections_timed_out_total";
+    e.header(
+        name,
+        "counter",
+        "Connections cut by a timeout: headers, a whole request, or idle.",
+        "",
+    );
+    for (l, st) in listeners.clone() {
+        for (phase, n) in TIMEOUT_PHASES.iter().zip(st.timed_out.iter()) {
+            let v = n.load(Ordering::Relaxed) as f64;
+            e.sample(name, "", &[("listener", l), ("phase", phase)], v);
+        }
+    }
+    let name = "geometra_sidecar_accept_errors_total";
+    e.header(
+        name,
+        "counter",
+        "accept() failures for lack of file descriptors; the listener backs off.",
+        "",
+    );
+    for (l, st) in listeners {
+        e.sample(
+            name,
+            "",
+            &[("listener", l)],
+            st.accept_errors.load(Ordering::Relaxed) as f64,
+        );
+    }
 }

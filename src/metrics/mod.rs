@@ -74,6 +74,24 @@ pub struct ReceiverStats {
     pub bad_requests: [AtomicU64; 3],
 }
 
+/// Connection counters of one listener, counted by `receiver/listen.rs`.
+#[derive(Default)]
+pub struct ListenerStats {
+    /// connections closed at accept because the connection limit was reached
+    pub refused: AtomicU64,
+    /// connections cut by a timeout, by phase (see [`TIMEOUT_PHASES`])
+    pub timed_out: [AtomicU64; 3],
+    /// accept() failures for lack of file descriptors or memory
+    pub accept_errors: AtomicU64,
+    /// unix seconds of the last accept-failure warning (the log is rate-limited)
+    pub last_warned_s: AtomicU64,
+}
+
+/// The phases a connection can time out in, in `ListenerStats::timed_out` order.
+pub const TIMEOUT_PHASES: [&str; 3] = ["header", "request", "idle"];
+/// The listeners, in `Store::listeners` order.
+pub const LISTENER_NAMES: [&str; 3] = ["otlp_grpc", "otlp_http", "metrics"];
+
 /// The signals, in the order of the arrays above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalKind {
@@ -134,6 +152,8 @@ pub struct Store {
     pub budget: Arc<Budget>,
     pub grpc: ReceiverStats,
     pub http: ReceiverStats,
+    /// per listener, in [`LISTENER_NAMES`] order
+    pub listeners: [Arc<ListenerStats>; 3],
     pub exporters: Mutex<Vec<Arc<ExporterStats>>>,
     pub started_s: u64,
 }
@@ -159,6 +179,7 @@ impl Store {
             budget,
             grpc: ReceiverStats::default(),
             http: ReceiverStats::default(),
+            listeners: Default::default(),
             exporters: Mutex::new(Vec::new()),
             started_s: now_secs(),
         }

@@ -7,12 +7,14 @@
 //! of spinning. Used for OTLP/HTTP (4318) and /metrics (9464) by
 //! [`serve_http`], and for OTLP/gRPC (4317) by [`incoming`].
 
+use crate::metrics::ListenerStats;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,6 +22,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+// indices into `ListenerStats::timed_out` (`metrics::TIMEOUT_PHASES`)
+const HEADER: usize = 0;
+const REQUEST: usize = 1;
+const IDLE: usize = 2;
 
 /// Connection limits (`server.connections`).
 #[derive(Debug, Clone, Copy)]
@@ -52,13 +59,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// [`ACCEPT_BACKOFF`] first (the error repeats until a descriptor frees up,
 /// so retrying at once would spin a core). Other errors concern one
 /// connection only (ECONNABORTED): the loop goes on.
-pub async fn accept(l: &TcpListener) -> TcpStream {
+pub async fn accept(l: &TcpListener, stats: &ListenerStats, what: &str) -> TcpStream {
     loop {
         match l.accept().await {
             Ok((s, _)) => return s,
             Err(e) => {
                 if out_of_resources(&e) {
-                    tracing::warn!(error = %e, "accept failed: out of file descriptors, backing off");
+                    let n = stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    // one warning per 10 s, not one per back-off
+                    let now = crate::metrics::now_secs();
+                    let last = stats.last_warned_s.load(Ordering::Relaxed);
+                    if now >= last + 10 {
+                        stats.last_warned_s.store(now, Ordering::Relaxed);
+                        tracing::warn!(listener = what, error = %e, accept_errors = n,
+                            "accept failed: out of file descriptors, backing off");
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 } else {
                     tracing::debug!(error = %e, "accept failed");
@@ -80,15 +95,22 @@ pub struct Guarded<T> {
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
+    stats: Arc<ListenerStats>,
 }
 
 impl<T> Guarded<T> {
-    fn new(inner: T, idle: Duration, permit: OwnedSemaphorePermit) -> Self {
+    fn new(
+        inner: T,
+        idle: Duration,
+        permit: OwnedSemaphorePermit,
+        stats: Arc<ListenerStats>,
+    ) -> Self {
         Guarded {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
             _permit: permit,
+            stats,
         }
     }
     fn touch(&mut self) {
@@ -111,10 +133,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 Poll::Ready(r)
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle for too long",
-                ))),
+                Poll::Ready(()) => {
+                    self.stats.timed_out[IDLE].fetch_add(1, Ordering::Relaxed);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle for too long",
+                    )))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -150,9 +175,14 @@ impl tonic::transport::server::Connected for Guarded<TcpStream> {
 
 /// Takes a slot of the connection limit, or None when all are taken (the
 /// caller drops the connection: refused at once, the loop goes on).
-fn admit(slots: &Arc<Semaphore>, what: &str) -> Option<OwnedSemaphorePermit> {
+fn admit(
+    slots: &Arc<Semaphore>,
+    stats: &ListenerStats,
+    what: &str,
+) -> Option<OwnedSemaphorePermit> {
     let p = slots.clone().try_acquire_owned().ok();
     if p.is_none() {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             listener = what,
             "connection limit reached: connection closed"
@@ -168,18 +198,19 @@ fn admit(slots: &Arc<Semaphore>, what: &str) -> Option<OwnedSemaphorePermit> {
 pub fn incoming(
     l: TcpListener,
     limits: Limits,
+    stats: Arc<ListenerStats>,
 ) -> impl tokio_stream::Stream<Item = Result<Guarded<TcpStream>, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
         loop {
-            let s = accept(&l).await;
-            let Some(permit) = admit(&slots, "otlp_grpc") else {
+            let s = accept(&l, &stats, "otlp_grpc").await;
+            let Some(permit) = admit(&slots, &stats, "otlp_grpc") else {
                 continue;
             };
             let _ = s.set_nodelay(true);
             if tx
-                .send(Ok(Guarded::new(s, limits.idle, permit)))
+                .send(Ok(Guarded::new(s, limits.idle, permit, stats.clone())))
                 .await
                 .is_err()
             {
@@ -197,20 +228,20 @@ pub async fn serve_http(
     l: TcpListener,
     app: Router,
     limits: Limits,
-    what: &'static str,
+    (what, stats): (&'static str, Arc<ListenerStats>),
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let s = tokio::select! {
-            s = accept(&l) => s,
+            s = accept(&l, &stats, what) => s,
             _ = stopped(&mut stop) => break,
         };
-        let Some(permit) = admit(&slots, what) else {
+        let Some(permit) = admit(&slots, &stats, what) else {
             continue;
         };
         let _ = s.set_nodelay(true);
-        let io = Guarded::new(s, limits.idle, permit);
+        let io = Guarded::new(s, limits.idle, permit, stats.clone());
         tokio::spawn(connection(io, app.clone(), limits, stop.clone()));
     }
     drop(l);
@@ -229,9 +260,11 @@ async fn connection(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let stats = io.stats.clone();
+    let svc_stats = stats.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(within(limits.request, app, req).await) }
+        let (app, stats) = (app.clone(), svc_stats.clone());
+        async move { Ok::<_, std::convert::Infallible>(within(limits.request, app, req, &stats).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -241,6 +274,9 @@ async fn connection(
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
+                if e.is_timeout() {
+                    stats.timed_out[HEADER].fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!(error = %e, "connection closed");
             }
         }
@@ -257,12 +293,14 @@ async fn within(
     limit: Duration,
     mut app: Router,
     req: http::Request<Incoming>,
+    stats: &ListenerStats,
 ) -> axum::response::Response {
     use tower::Service;
     match tokio::time::timeout(limit, app.call(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(never)) => match never {},
         Err(_) => {
+            stats.timed_out[REQUEST].fetch_add(1, Ordering::Relaxed);
             let mut r = axum::response::IntoResponse::into_response((
                 http::StatusCode::REQUEST_TIMEOUT,
                 "request not received and answered in time\n",
