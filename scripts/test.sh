@@ -11,6 +11,10 @@ root=$(pwd)
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# fault tests: chattr +i makes a queue directory unwritable even for root,
+# prlimit takes file descriptors away from a running sidecar
+command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
