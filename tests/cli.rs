@@ -8,6 +8,16 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
 }
 
+/// `check-config` on `text`.
+fn check_config(text: &str) -> std::process::Output {
+    let f = config(text);
+    bin()
+        .args(["check-config", "--config"])
+        .arg(f.path())
+        .output()
+        .expect("run")
+}
+
 fn config(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().expect("temp file");
     f.write_all(text.as_bytes()).expect("write");
@@ -32,12 +42,7 @@ fn print_default_config_is_a_valid_config_with_the_rules() {
             "{name} missing from the default rules"
         );
     }
-    let f = config(&text);
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(f.path())
-        .output()
-        .expect("run");
+    let out = check_config(&text);
     assert!(
         out.status.success(),
         "{}",
@@ -52,14 +57,9 @@ fn print_default_config_is_a_valid_config_with_the_rules() {
 
 #[test]
 fn check_config_names_the_key_and_line() {
-    let f = config(
+    let out = check_config(
         "store:\n  max_series_per_metric: 10\nreceivers:\n  otlp_grpc:\n    max_mesage_bytes: 10\n",
     );
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(f.path())
-        .output()
-        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -118,12 +118,7 @@ fn a_bad_config_stops_start_up() {
 
 /// `check-config` refuses `yaml`, naming `key` and `line N`.
 fn refused(yaml: &str, key: &str, line: usize) -> String {
-    let f = config(yaml);
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(f.path())
-        .output()
-        .expect("run");
+    let out = check_config(yaml);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "accepted:\n{yaml}\n{err}");
     assert!(err.contains(&format!("{key}:")), "{key} not named: {err}");
@@ -185,12 +180,7 @@ fn an_unknown_log_level_is_refused() {
         "telemetry.log_level",
         3,
     );
-    let f = config("telemetry:\n  log_level: warn,geometra_sidecar=debug\n");
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(f.path())
-        .output()
-        .expect("run");
+    let out = check_config("telemetry:\n  log_level: warn,geometra_sidecar=debug\n");
     assert!(
         out.status.success(),
         "{}",
