@@ -1511,3 +1511,77 @@ async fn outage_rss() {
     wait_metric(&s, "queue_size", 0.0).await;
     row("drained", total as u64, 0.0);
 }
+
+/// A small tmpfs mounted for one test (root only, as CI runs); unmounted on drop.
+struct Tmpfs(PathBuf);
+impl Tmpfs {
+    fn mount(p: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(p).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(p)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t tmpfs on {} (root needed)", p.display());
+        Tmpfs(p.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A really full filesystem (ENOSPC, not the configured cap): the queue
+/// directory sits on a 512 KiB tmpfs while the downstream is down. What
+/// does not fit is pushed back (UNAVAILABLE) and never acknowledged; the
+/// sidecar keeps serving; once the downstream is back every acknowledged
+/// record arrives and the freed space takes new requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_pushes_back_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qdir = dir.path().join("queue");
+    let _fs = Tmpfs::mount(&qdir, "512k");
+    let sink = Sink::default();
+    let port = free_port(); // down at first
+    let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
+    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
+    let s = Sidecar::start(dir.path(), "enospc", &cfg, &q).await;
+    let (acked, refused) = send_batches(&s, "enospc", 4000, 5).await;
+    assert!(!acked.is_empty(), "some requests fit");
+    assert!(
+        !refused.is_empty(),
+        "512 KiB of filesystem must fill: {} records acknowledged, queue {} bytes",
+        acked.len(),
+        s.metric("queue_size").await
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|st| st.code() == tonic::Code::Unavailable),
+        "{:?}",
+        refused.first()
+    );
+    assert_eq!(
+        s.metric("enqueue_failed_log_records_total").await,
+        (refused.len() * 5) as f64
+    );
+    let down = Downstream::start(&sink, port).await;
+    sink.wait_all(&acked, Duration::from_secs(20)).await;
+    // delivered segments are deleted: the space takes new requests again
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let later = loop {
+        let (ok, no) = send_batches(&s, "after", 1, 5).await;
+        if !ok.is_empty() {
+            break ok;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed space never took a request: {:?}",
+            no.first().map(|st| st.message().to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    sink.wait_all(&later, Duration::from_secs(20)).await;
+    down.stop().await;
+}

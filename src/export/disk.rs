@@ -25,10 +25,13 @@
 //! one, so the cost of `fdatasync` is shared by all concurrent senders.
 //!
 //! The disk is the queue: nothing but counters is kept in memory per record.
-//! A reader walks the segments in order, keeping the current one open and
-//! reading it in large sequential chunks ([`DiskLog::read_batch`], a blocking
-//! call the queue makes on a blocking thread), up to what the writer has
-//! written; ranges the start-up scan found damaged are skipped.
+//! A reader walks the segments in order, reading the current one in large
+//! sequential chunks ([`DiskLog::read_batch`], a blocking call the queue
+//! makes on a blocking thread), up to what the writer has written; ranges
+//! the start-up scan found damaged are skipped. A segment is open only while
+//! there is more to read: a descriptor held on a delivered, deleted segment
+//! would keep its space in use, and on a full filesystem that space is what
+//! the next write needs.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -119,6 +122,23 @@ impl Reader {
         self.file = None;
         self.buf.clear();
         self.buf_off = 0;
+    }
+
+    /// Moves to the next segment; with none yet, closes the finished one
+    /// (None): an open descriptor would keep a deleted segment's space in
+    /// use, and on a full filesystem that space is what new writes need.
+    fn move_to_or_release(&mut self, next: Option<u64>) -> Option<()> {
+        match next {
+            Some(seq) => {
+                self.move_to(seq);
+                Some(())
+            }
+            None => {
+                self.file = None;
+                self.buf.clear();
+                None
+            }
+        }
     }
 }
 
@@ -463,7 +483,7 @@ impl DiskLog {
                 .next()
                 .map(|(k, _)| *k);
             let Some(s) = st.segs.get(&rd.seq) else {
-                rd.move_to(next?);
+                rd.move_to_or_release(next)?;
                 continue;
             };
             if let Some(&(_, e)) = s.skips.iter().find(|(a, e)| *a <= rd.pos && rd.pos < *e) {
@@ -474,9 +494,12 @@ impl DiskLog {
                 return Some(s.size);
             }
             if !s.sealed {
+                // caught up with the writer: close the segment until there
+                // is more (the writer may retire and delete it meanwhile)
+                rd.file = None;
                 return None;
             }
-            rd.move_to(next?);
+            rd.move_to_or_release(next)?;
         }
     }
 
