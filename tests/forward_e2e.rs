@@ -1306,22 +1306,39 @@ async fn a_second_sidecar_on_the_same_queue_dir_refuses_to_start() {
     down.stop().await;
 }
 
-/// Clears the immutable attribute again, so the temporary directory can go.
-struct Immutable(PathBuf);
-impl Immutable {
-    fn set(p: &Path) -> Immutable {
-        let ok = Command::new("chattr")
-            .arg("+i")
-            .arg(p)
+/// A change to the machine for one test (root only, as CI runs): `setup`
+/// must succeed, `undo` runs on drop (panics included), so the temporary
+/// directory can go.
+struct Undo(Vec<String>);
+impl Undo {
+    fn run(setup: &[&str], undo: &[&str]) -> Undo {
+        let ok = Command::new(setup[0])
+            .args(&setup[1..])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "chattr +i {} (ext4 and root needed)", p.display());
-        Immutable(p.to_path_buf())
+        assert!(ok, "{} (root needed)", setup.join(" "));
+        Undo(undo.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// Makes `p` immutable (chattr +i stops root too, on ext4).
+    fn immutable(p: &Path) -> Undo {
+        let p = p.to_str().expect("utf-8 path");
+        Undo::run(&["chattr", "+i", p], &["chattr", "-i", p])
+    }
+
+    /// Mounts a tmpfs of `size` on `p`.
+    fn tmpfs(p: &Path, size: &str) -> Undo {
+        std::fs::create_dir_all(p).expect("mkdir");
+        let (p, opt) = (p.to_str().expect("utf-8 path"), format!("size={size}"));
+        Undo::run(
+            &["mount", "-t", "tmpfs", "-o", &opt, "tmpfs", p],
+            &["umount", "-l", p],
+        )
     }
 }
-impl Drop for Immutable {
+impl Drop for Undo {
     fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        let _ = Command::new(&self.0[0]).args(&self.0[1..]).status();
     }
 }
 
@@ -1336,7 +1353,7 @@ async fn an_unwritable_queue_dir_refuses_to_start() {
         let qdir = dir.path().join(format!("queue{i}"));
         std::fs::create_dir_all(qdir.join("logs")).expect("mkdir");
         let target = qdir.join(which);
-        let _guard = Immutable::set(&target);
+        let _guard = Undo::immutable(&target);
         let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
         let mut s = Sidecar::spawn(dir.path(), &format!("ro{i}"), &cfg, &q);
         let st = s.wait_exit(Duration::from_secs(15));
@@ -1512,26 +1529,6 @@ async fn outage_rss() {
     row("drained", total as u64, 0.0);
 }
 
-/// A small tmpfs mounted for one test (root only, as CI runs); unmounted on drop.
-struct Tmpfs(PathBuf);
-impl Tmpfs {
-    fn mount(p: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(p).expect("mkdir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(p)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mount -t tmpfs on {} (root needed)", p.display());
-        Tmpfs(p.to_path_buf())
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A really full filesystem (ENOSPC, not the configured cap): the queue
 /// directory sits on a 512 KiB tmpfs while the downstream is down. What
 /// does not fit is pushed back (UNAVAILABLE) and never acknowledged; the
@@ -1541,7 +1538,7 @@ impl Drop for Tmpfs {
 async fn a_full_filesystem_pushes_back_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let qdir = dir.path().join("queue");
-    let _fs = Tmpfs::mount(&qdir, "512k");
+    let _fs = Undo::tmpfs(&qdir, "512k");
     let sink = Sink::default();
     let port = free_port(); // down at first
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
