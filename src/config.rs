@@ -680,7 +680,10 @@ impl Config {
             }
         }
         if c.max_connections == 0 || c.max_connections > u32::MAX as usize {
-            return err("server.connections.max_connections", "must be at least 1");
+            return err(
+                "server.connections.max_connections",
+                "must be between 1 and 4294967295",
+            );
         }
         Ok(())
     }
