@@ -7,6 +7,7 @@ with prometheus_client's text parser, so a line that does not parse fails the te
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -230,3 +231,28 @@ class Failures:
     def raise_any(self):
         if self.errors:
             raise AssertionError(f"{len(self.errors)} check(s) failed:\n\n" + "\n\n".join(self.errors))
+
+
+def derived_now(sidecar, exp: dict) -> dict:
+    s = sidecar.samples()
+    names = {n for n, _ in exp}
+    return {k: v for k, v in s.items() if k[0] in names and not k[0].endswith(("_created",))}
+
+
+def wait_exact(sidecar, exp: dict, what: str) -> dict:
+    """Wait (bounded) until /metrics holds exactly `exp` for these metric names; assert with a diff."""
+    last = {}
+
+    def same():
+        nonlocal last
+        last = derived_now(sidecar, exp)
+        return last == exp
+
+    try:
+        mh.wait_for(same, 30, interval=0.3, what=what)
+    except AssertionError:
+        pass
+    assert last == exp, f"{what}: /metrics differs\nmissing or wrong: " + json.dumps(
+        {f"{n}{dict(l)}": [exp.get((n, l)), last.get((n, l))] for (n, l) in set(exp) | set(last)
+         if exp.get((n, l)) != last.get((n, l))}, indent=1)
+    return last

@@ -150,31 +150,6 @@ def expected_derived(t: Traffic) -> dict:
     return exp
 
 
-def derived_now(sidecar, exp: dict) -> dict:
-    s = sidecar.samples()
-    names = {n for n, _ in exp}
-    return {k: v for k, v in s.items() if k[0] in names and not k[0].endswith(("_created",))}
-
-
-def wait_exact(sidecar, exp: dict, what: str) -> dict:
-    """Wait (bounded) until /metrics holds exactly `exp` for these metric names; assert with a diff."""
-    last = {}
-
-    def same():
-        nonlocal last
-        last = derived_now(sidecar, exp)
-        return last == exp
-
-    try:
-        mh.wait_for(same, 30, interval=0.3, what=what)
-    except AssertionError:
-        pass
-    assert last == exp, f"{what}: /metrics differs\nmissing or wrong: " + json.dumps(
-        {f"{n}{dict(l)}": [exp.get((n, l)), last.get((n, l))] for (n, l) in set(exp) | set(last)
-         if exp.get((n, l)) != last.get((n, l))}, indent=1)
-    return last
-
-
 def passthrough(samples: dict, name: str) -> dict[tuple, float]:
     """The series of a pass-through metric: {labels: value}."""
     return ch.series(samples, name)
@@ -205,7 +180,7 @@ def test_fastapi_two_workers_exact_metrics_and_forwarded_logs(sink, start_sideca
     # each part is checked even when an earlier one failed; all failures are reported together
     failures = ch.Failures()
     with failures.check("derived metrics"):
-        wait_exact(sidecar, expected_derived(t), "derived metrics (http, ai, tokens, memory ops, active users)")
+        ch.wait_exact(sidecar, expected_derived(t), "derived metrics (http, ai, tokens, memory ops, active users)")
     with failures.check("pass-through metrics per worker"):
         check_passthrough_per_worker(sidecar, t)
     with failures.check("forwarded logs"):
