@@ -1,0 +1,34 @@
+// A tiny static server for the example page: / is index.html, /app.js the
+// bundle esbuild wrote to dist/ (`npm run build`). PORT (default 8080) and
+// HOST (default 127.0.0.1); the page's origin is http://HOST:PORT, which the
+// sidecar must list in receivers.otlp_http.cors_allowed_origins.
+'use strict';
+
+const http = require('http');
+const fs = require('fs');
+const path = require('path');
+
+const files = {
+  '/': ['index.html', 'text/html; charset=utf-8'],
+  '/index.html': ['index.html', 'text/html; charset=utf-8'],
+  '/app.js': [path.join('dist', 'app.js'), 'text/javascript; charset=utf-8'],
+};
+
+const server = http.createServer((req, res) => {
+  const entry = files[new URL(req.url, 'http://x').pathname];
+  if (!entry) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    return;
+  }
+  fs.readFile(path.join(__dirname, entry[0]), (err, data) => {
+    if (err) {
+      res.writeHead(500, { 'content-type': 'text/plain' }).end(`${entry[0]}: ${err.code} (run npm run build)\n`);
+      return;
+    }
+    res.writeHead(200, { 'content-type': entry[1], 'cache-control': 'no-store' }).end(data);
+  });
+});
+
+const port = Number(process.env.PORT || 8080);
+const host = process.env.HOST || '127.0.0.1';
+server.listen(port, host, () => console.log(`serving http://${host}:${port}/`));
