@@ -3,7 +3,8 @@
 # (Debian's prometheus/promtool and alertmanager/amtool, a Python venv with
 # tests/requirements.txt), builds once in release, runs the Rust unit and
 # integration tests, then the Python suites (Helm chart, monitoring assets,
-# end-to-end against a real Prometheus).
+# end-to-end against a real Prometheus, the examples/ clients against the
+# sidecar: their node packages with `npm ci`, the page in Debian's chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,6 +16,10 @@ command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # prlimit takes file descriptors away from a running sidecar
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
+# examples/ clients: the Node front end and the browser page (headless chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
@@ -33,7 +38,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt \
+  -r examples/python-fastapi/requirements.txt
+
+# the examples' node packages, exactly as their lockfiles pin them
+for ex in examples/node-frontend examples/browser; do
+  echo "== npm ci ($ex)"
+  (cd "$ex" && npm ci --no-audit --no-fund --loglevel=error)
+done
 
 echo "== cargo build --release"
 cargo build --release --locked --all-targets
