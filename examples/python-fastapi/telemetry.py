@@ -1,8 +1,10 @@
 """OpenTelemetry set-up of the example API: traces, logs and metrics over OTLP/gRPC to the sidecar.
 
 Everything the SDK reads from the environment applies (OTEL_EXPORTER_OTLP_ENDPOINT,
-default http://localhost:4317; OTEL_METRIC_EXPORT_INTERVAL; OTEL_BSP_SCHEDULE_DELAY;
-OTEL_BLRP_SCHEDULE_DELAY). One call per process: under `uvicorn --workers N` every
+default http://localhost:4317; OTEL_EXPORTER_OTLP_COMPRESSION; OTEL_METRIC_EXPORT_INTERVAL;
+OTEL_BSP_SCHEDULE_DELAY; OTEL_BLRP_SCHEDULE_DELAY). OTEL_EXPORTER_OTLP_PROTOCOL picks
+the exporters: grpc (the default) or http/protobuf (then the endpoint is the
+sidecar's :4318, and compression may be gzip or deflate). One call per process: under `uvicorn --workers N` every
 worker imports the app and so sets up its own providers.
 """
 
@@ -17,9 +19,6 @@ import warnings
 import structlog
 from opentelemetry import metrics, trace
 from opentelemetry._logs import set_logger_provider
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -71,8 +70,25 @@ def resource(service_name: str) -> Resource:
     return res
 
 
+def exporters():
+    """(span, log, metric) exporter classes for OTEL_EXPORTER_OTLP_PROTOCOL."""
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    elif protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    else:
+        raise SystemExit(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
+    return OTLPSpanExporter, OTLPLogExporter, OTLPMetricExporter
+
+
 def setup(service_name: str = "geometra-api") -> Resource:
     res = resource(service_name)
+    OTLPSpanExporter, OTLPLogExporter, OTLPMetricExporter = exporters()  # noqa: N806 - classes
 
     tracer_provider = TracerProvider(resource=res)
     tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -256,3 +256,13 @@ def wait_exact(sidecar, exp: dict, what: str) -> dict:
         {f"{n}{dict(l)}": [exp.get((n, l)), last.get((n, l))] for (n, l) in set(exp) | set(last)
          if exp.get((n, l)) != last.get((n, l))}, indent=1)
     return last
+
+
+def check_plain_log(sidecar: Sidecar):
+    """The sidecar's own log, captured to a file as Kubernetes would: no ANSI colour, plain addresses."""
+    log = sidecar.proc.log(tail=200_000)
+    assert "\x1b[" not in log, "ANSI escape codes in a log that is not a terminal:\n" + log[:600]
+    ready = [line for line in log.splitlines() if "ready" in line]
+    assert ready, "no ready line in the sidecar's log:\n" + log[:600]
+    assert "Some(" not in ready[0], f"the ready line prints an Option: {ready[0]}"
+    assert f"127.0.0.1:{sidecar.grpc_port}" in ready[0], ready[0]

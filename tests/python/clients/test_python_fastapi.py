@@ -30,14 +30,15 @@ def _need_app_deps():
         ch.required(", ".join(missing), "pip install -r examples/python-fastapi/requirements.txt")
 
 
-def start_api(procs, sidecar, tmp_path, instance_mode: str) -> str:
+def start_api(procs, sidecar, tmp_path, instance_mode: str, protocol: str = "grpc", compression: str | None = None) -> str:
     """uvicorn --workers 2 on a free port, exporting to the sidecar; returns its base URL."""
     _need_app_deps()
     port = mh.free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sidecar.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sidecar.grpc_endpoint if protocol == "grpc" else sidecar.http_endpoint,
         "OTEL_METRIC_EXPORT_INTERVAL": "300",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_BLRP_SCHEDULE_DELAY": "100",
@@ -45,6 +46,8 @@ def start_api(procs, sidecar, tmp_path, instance_mode: str) -> str:
         "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
         "GEOMETRA_SERVICE_INSTANCE_ID": instance_mode,
     }
+    if compression:
+        env["OTEL_EXPORTER_OTLP_COMPRESSION"] = compression
     cmd = [sys.executable, "-m", "uvicorn", "geometra_api:app", "--workers", "2",
            "--host", "127.0.0.1", "--port", str(port)]
     proc = mh.Proc(cmd, tmp_path / f"uvicorn-{instance_mode}.log", env=env, cwd=APP_DIR)
@@ -172,9 +175,15 @@ def check_no_false_reset(sidecar, name: str, scrapes: int = 12):
 
 
 # --------------------------------------------------------------------------- tests
-def test_fastapi_two_workers_exact_metrics_and_forwarded_logs(sink, start_sidecar, procs, tmp_path):
+@pytest.mark.parametrize(
+    "protocol,compression",
+    [("grpc", None), ("http/protobuf", "deflate")],
+    ids=["grpc", "http-deflate"],
+)
+def test_fastapi_two_workers_exact_metrics_and_forwarded_logs(sink, start_sidecar, procs, tmp_path, protocol, compression):
+    """The whole app, exported over gRPC, and over OTLP/HTTP with the deflate compression the Python exporter offers."""
     sidecar = start_sidecar(ch.forward_config(sink))
-    base = start_api(procs, sidecar, tmp_path, "auto")
+    base = start_api(procs, sidecar, tmp_path, "auto", protocol, compression)
     t = drive(base)
 
     # each part is checked even when an earlier one failed; all failures are reported together
@@ -185,7 +194,23 @@ def test_fastapi_two_workers_exact_metrics_and_forwarded_logs(sink, start_sideca
         check_passthrough_per_worker(sidecar, t)
     with failures.check("forwarded logs"):
         check_forwarded_logs(sink, t)
+    with failures.check("transport"):
+        check_transport(sidecar, "grpc" if protocol == "grpc" else "http")
+    with failures.check("sidecar log"):
+        ch.check_plain_log(sidecar)
     failures.raise_any()
+
+
+def check_transport(sidecar, transport: str):
+    """Everything arrived over the chosen transport, and nothing was refused or malformed."""
+    s = sidecar.samples()
+    for signal in ("spans", "log_records", "metric_points"):
+        used = ch.value(s, f"otelcol_receiver_accepted_{signal}_total", receiver="otlp", transport=transport)
+        assert used and used > 0, f"no {signal} accepted over {transport}"
+        refused = ch.series(s, f"otelcol_receiver_refused_{signal}_total")
+        assert set(refused.values()) <= {0.0}, f"refused {signal}: {refused}"
+    bad = ch.series(s, "geometra_sidecar_receiver_bad_requests_total")
+    assert set(bad.values()) <= {0.0}, f"bad requests: {bad}"
 
 
 def check_passthrough_per_worker(sidecar, t: Traffic):
