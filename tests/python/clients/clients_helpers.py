@@ -7,10 +7,10 @@ with prometheus_client's text parser, so a line that does not parse fails the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import subprocess
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -213,20 +213,12 @@ class Failures:
     def __init__(self):
         self.errors: list[str] = []
 
+    @contextlib.contextmanager
     def check(self, name: str):
-        failures = self
-
-        class _Ctx:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, exc_type, exc, tb):
-                if exc_type is not None and issubclass(exc_type, AssertionError):
-                    failures.errors.append(f"[{name}] {exc}")
-                    return True
-                return False
-
-        return _Ctx()
+        try:
+            yield
+        except AssertionError as e:
+            self.errors.append(f"[{name}] {e}")
 
     def raise_any(self):
         if self.errors:
@@ -234,9 +226,9 @@ class Failures:
 
 
 def derived_now(sidecar, exp: dict) -> dict:
-    s = sidecar.samples()
+    """Every sample of /metrics whose name is one of `exp`'s."""
     names = {n for n, _ in exp}
-    return {k: v for k, v in s.items() if k[0] in names and not k[0].endswith(("_created",))}
+    return {k: v for k, v in sidecar.samples().items() if k[0] in names}
 
 
 def wait_exact(sidecar, exp: dict, what: str) -> dict:
