@@ -50,11 +50,22 @@ def serve(procs, page_dir, tmp_path, name: str) -> str:
 
 
 def open_page(page_dir, url: str, tmp_path) -> dict:
-    r = subprocess.run(["node", "headless-check.mjs", url], cwd=page_dir, capture_output=True, text=True,
-                       timeout=90, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
-                                        "TMPDIR": str(tmp_path)})
-    assert r.returncode == 0, f"headless-check failed:\n{r.stdout}\n{r.stderr}"
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    """Run headless-check.mjs (it bounds its own waits); on a hang, SIGTERM lets puppeteer close Chromium."""
+    p = subprocess.Popen(["node", "headless-check.mjs", url], cwd=page_dir, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)})
+    try:
+        stdout, stderr = p.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        try:
+            stdout, stderr = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        raise AssertionError(f"headless-check hung:\n{stdout}\n{stderr}") from None
+    assert p.returncode == 0, f"headless-check failed:\n{stdout}\n{stderr}"
+    out = json.loads(stdout.strip().splitlines()[-1])
     assert "error" not in out, f"the page did not finish: {out}"
     return out
 
