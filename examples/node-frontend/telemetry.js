@@ -5,8 +5,8 @@
 // (default http://localhost:4317), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
 // OTEL_METRIC_EXPORT_INTERVAL, OTEL_BSP_SCHEDULE_DELAY, OTEL_BLRP_SCHEDULE_DELAY.
 // The Node SDK sets no service.instance.id: several processes of one service
-// are told apart by the sidecar from the rest of the resource (process.pid),
-// unless OTEL_RESOURCE_ATTRIBUTES gives each its own service.instance.id.
+// are told apart by the sidecar as instance="<host.name>:<process.pid>" (from
+// the SDK's default host and process detectors).
 'use strict';
 
 const { NodeSDK } = require('@opentelemetry/sdk-node');

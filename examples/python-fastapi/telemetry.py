@@ -42,8 +42,8 @@ def instance_id() -> str | None:
     uvicorn worker) its own random id, set here explicitly: SDK 1.45 would also
     make one (its ServiceInstanceIdResourceDetector), older SDKs did not. `none`
     removes it, as an older SDK or a hand-built Resource would leave it, and the
-    sidecar then tells the workers apart by the rest of the resource
-    (process.pid). Any other value is used as it is.
+    sidecar then tells the workers apart by host.name:process.pid. Any other
+    value is used as it is.
     """
     mode = os.environ.get("GEOMETRA_SERVICE_INSTANCE_ID", "auto")
     if mode == "auto":

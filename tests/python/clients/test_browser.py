@@ -74,7 +74,7 @@ def browser_config(allowed_origin: str) -> dict:
     return {"receivers": {"otlp_http": {
         "cors_allowed_origins": [allowed_origin],
         "cors_allowed_headers": ["x-tenant-id"],
-        "cors_max_age": "10m",
+        "cors_max_age": 600,
     }}}
 
 

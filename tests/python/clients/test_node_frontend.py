@@ -7,6 +7,7 @@ process, and winston's records forwarded to an OTLP sink with their trace.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import clients_helpers as ch
@@ -68,30 +69,30 @@ def test_node_frontend_two_processes(sink, start_sidecar, procs, tmp_path):
     with failures.check("derived metrics"):
         ch.wait_exact(sidecar, exp, "derived metrics from the Node spans and winston logs")
     with failures.check("page views per process"):
-        check_page_views(sidecar, sorted(float(v) for v in views.values()))
+        check_page_views(sidecar, {(("instance", f"{socket.gethostname()}:{pid}"), ("job", JOB)): float(n)
+                                   for pid, n in views.items()})
     with failures.check("forwarded winston logs"):
         check_winston_logs(sink, {pid_a, pid_b})
     failures.raise_any()
 
 
-def check_page_views(sidecar, want: list[float]):
-    """frontend.page.views from two processes without service.instance.id: one series each, never merged."""
+def check_page_views(sidecar, want: dict):
+    """frontend.page.views from two processes without service.instance.id: one series each, never merged.
+
+    The sidecar's fallback instance is host.name:process.pid (the Node SDK's host and process detectors).
+    """
     got = {}
 
     def apart():
-        s = ch.series(sidecar.samples(), "frontend_page_views_total")
         got.clear()
-        got.update(s)
-        return sorted(s.values()) == want
+        got.update(ch.series(sidecar.samples(), "frontend_page_views_total"))
+        return got == want
 
     try:
         mh.wait_for(apart, 30, interval=0.3, what="frontend_page_views_total per process")
     except AssertionError:
         pass
-    assert sorted(got.values()) == want, f"frontend_page_views_total: {got} (want one series per process: {want})"
-    labels = [dict(k) for k in got]
-    assert all(d.get("job") == JOB for d in labels), labels
-    assert len({d.get("instance") for d in labels}) == 2 and None not in {d.get("instance") for d in labels}, labels
+    assert got == want, f"frontend_page_views_total: {got} != {want}"
 
 
 def check_winston_logs(sink, pids: set[int]):
