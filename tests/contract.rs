@@ -78,6 +78,8 @@ async fn send_spans(url: String, spans: Vec<S>) {
 struct L {
     event_name: Option<&'static str>,
     body: Option<&'static str>,
+    /// a map body, as Python's logging handler sends `logger.info({...})`
+    map_body: Vec<(&'static str, AnyValue)>,
     attrs: Vec<(&'static str, &'static str)>,
     severity: Severity,
 }
@@ -90,8 +92,17 @@ fn l(
     L {
         event_name,
         body,
+        map_body: Vec::new(),
         attrs,
         severity: Severity::Info,
+    }
+}
+
+/// A record whose body is a map (and nothing else).
+fn map_body(pairs: Vec<(&'static str, AnyValue)>) -> L {
+    L {
+        map_body: pairs,
+        ..l(None, None, vec![])
     }
 }
 
@@ -115,6 +126,10 @@ async fn send_logs(url: String, logs: Vec<L>) {
             }
             if let Some(b) = lg.body {
                 r.set_body(AnyValue::from(b.to_string()));
+            }
+            if !lg.map_body.is_empty() {
+                let m = lg.map_body.into_iter().map(|(k, v)| (k.into(), v));
+                r.set_body(AnyValue::Map(Box::new(m.collect())));
             }
             r.set_severity_number(lg.severity);
             for (k, v) in lg.attrs {
@@ -404,6 +419,75 @@ async fn memory_operations_from_spans_and_from_ailogger_records() {
         "an ERROR record is a failed operation"
     );
     assert_eq!(m.sum("memory_operations_total", &[]), 5.0);
+}
+
+/// Python's `logger.info({"event": "memory_operation", ...})` through the
+/// OpenTelemetry logging handler arrives as a map (kvlist) body: it counts
+/// exactly like structlog's JSON string body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_operations_from_map_bodies() {
+    let sc = Sidecar::start("").await;
+    let s = |v: &str| AnyValue::from(v.to_string());
+    let mut failed = map_body(vec![
+        ("event", s("memory_operation")),
+        ("operation", s("store")),
+    ]);
+    failed.severity = Severity::Error;
+    send_logs(
+        sc.grpc_url(),
+        vec![
+            map_body(vec![
+                ("event", s("memory_operation")),
+                ("operation", s("archive")),
+                ("user_id", s("u1")),
+            ]),
+            // winston's and structlog's EventRenamer key
+            map_body(vec![
+                ("message", s("memory_operation")),
+                ("operation", s("search")),
+                ("status", s("timeout")),
+            ]),
+            // nested maps are not read; a non-string event names nothing
+            map_body(vec![
+                ("event", AnyValue::Int(1)),
+                ("operation", s("store")),
+                (
+                    "meta",
+                    AnyValue::Map(Box::new([("event".into(), s("memory_operation"))].into())),
+                ),
+            ]),
+            map_body(vec![
+                ("event", s("chat_interaction")),
+                ("operation", s("store")),
+            ]),
+            failed,
+        ],
+    )
+    .await;
+    let m = sc
+        .wait_for("5 log records", |m| {
+            m.sum("otelcol_receiver_accepted_log_records_total", &[]) >= 5.0
+        })
+        .await;
+    let text = sc.scrape_text().await;
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("memory_operations_total{"))
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"memory_operations_total{operation="archive",status="success"} 1"#,
+            r#"memory_operations_total{operation="search",status="timeout"} 1"#,
+            r#"memory_operations_total{operation="store",status="error"} 1"#,
+        ]
+    );
+    assert_eq!(
+        m.value("active_users", &[]),
+        Some(1.0),
+        "user_id from the map body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
