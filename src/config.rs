@@ -228,7 +228,9 @@ pub struct Passthrough {
     pub enabled: bool,
     /// Adds `otel_scope_name` and `otel_scope_version` labels (compatibility spec).
     pub scope_labels: bool,
-    /// Adds `job` and `instance` from the resource to every series.
+    /// Adds `job` and `instance` from the resource to every series (on by
+    /// default: without them, processes of one service overwrite each
+    /// other's series).
     pub resource_labels: bool,
 }
 impl Default for Passthrough {
@@ -236,7 +238,7 @@ impl Default for Passthrough {
         Passthrough {
             enabled: true,
             scope_labels: false,
-            resource_labels: false,
+            resource_labels: true,
         }
     }
 }
