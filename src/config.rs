@@ -1107,6 +1107,17 @@ mod tests {
     }
 
     #[test]
+    fn resource_labels_default_on_and_only_a_boolean() {
+        assert!(Config::default().passthrough.resource_labels);
+        let off = Config::from_yaml("passthrough:\n  resource_labels: false\n", "f.yaml");
+        assert!(!off.expect("false is accepted").passthrough.resource_labels);
+        let e = Config::from_yaml("passthrough:\n  resource_labels: maybe\n", "f.yaml")
+            .unwrap_err();
+        assert!(e.0.contains("passthrough.resource_labels"), "{e}");
+        assert!(e.0.contains("line 2"), "{e}");
+    }
+
+    #[test]
     fn user_id_label_is_refused() {
         let y = "extra_rules:\n- name: by_user\n  kind: counter\n  signal: spans\n  labels:\n  - name: user\n    from: [enduser.id]\n";
         let e = Config::from_yaml(y, "f").unwrap_err();
