@@ -1111,8 +1111,8 @@ mod tests {
         assert!(Config::default().passthrough.resource_labels);
         let off = Config::from_yaml("passthrough:\n  resource_labels: false\n", "f.yaml");
         assert!(!off.expect("false is accepted").passthrough.resource_labels);
-        let e = Config::from_yaml("passthrough:\n  resource_labels: maybe\n", "f.yaml")
-            .unwrap_err();
+        let e =
+            Config::from_yaml("passthrough:\n  resource_labels: maybe\n", "f.yaml").unwrap_err();
         assert!(e.0.contains("passthrough.resource_labels"), "{e}");
         assert!(e.0.contains("line 2"), "{e}");
     }
