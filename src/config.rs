@@ -285,9 +285,9 @@ pub struct Match {
     /// Each attribute must have this value (compared as text).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes_equal: BTreeMap<String, String>,
-    /// Logs: the event name (event_name field, else a string body, else the
-    /// `event` field of a JSON-object body). Spans: the span has an event of
-    /// this name.
+    /// Logs: the event name (event_name field, else the `event`, `message`
+    /// or `msg` field of a map or JSON-object body, else a string body).
+    /// Spans: the span has an event of this name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_name: Option<String>,
 }
