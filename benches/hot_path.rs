@@ -178,10 +178,31 @@ fn logs() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The same records as [`logs`], but the way Python's logging handler sends
+/// `logger.info({"event": ..., ...})`: the fields in a map (kvlist) body.
+fn map_body_logs() -> Vec<u8> {
+    let mut req = ExportLogsServiceRequest::decode(&logs()[..]).unwrap_or_default();
+    for rl in &mut req.resource_logs {
+        for sl in &mut rl.scope_logs {
+            for r in &mut sl.log_records {
+                let mut values = vec![s("event", &std::mem::take(&mut r.event_name))];
+                values.append(&mut r.attributes);
+                r.body = Some(AnyValue {
+                    value: Some(any_value::Value::KvlistValue(
+                        opentelemetry_proto::tonic::common::v1::KeyValueList { values },
+                    )),
+                });
+            }
+        }
+    }
+    req.encode_to_vec()
+}
+
 fn bench(c: &mut Criterion) {
     let d = Deriver::new(&Config::default());
     let traces = spans();
     let logs = logs();
+    let map_logs = map_body_logs();
     let mut g = c.benchmark_group("traces_512");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("walk_and_derive_default_rules", |b| {
@@ -235,6 +256,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             ExportLogsServiceRequest::decode(black_box(&logs[..])).map(|r| r.resource_logs.len())
         })
+    });
+    g.bench_function("map_body_walk_and_derive_default_rules", |b| {
+        b.iter(|| d.logs(black_box(&map_logs)).map(|o| o.items))
     });
     g.finish();
     let mut g = c.benchmark_group("scrape");

@@ -228,7 +228,9 @@ pub struct Passthrough {
     pub enabled: bool,
     /// Adds `otel_scope_name` and `otel_scope_version` labels (compatibility spec).
     pub scope_labels: bool,
-    /// Adds `job` and `instance` from the resource to every series.
+    /// Adds `job` and `instance` from the resource to every series (on by
+    /// default: without them, processes of one service overwrite each
+    /// other's series).
     pub resource_labels: bool,
 }
 impl Default for Passthrough {
@@ -236,7 +238,7 @@ impl Default for Passthrough {
         Passthrough {
             enabled: true,
             scope_labels: false,
-            resource_labels: false,
+            resource_labels: true,
         }
     }
 }
@@ -283,9 +285,9 @@ pub struct Match {
     /// Each attribute must have this value (compared as text).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes_equal: BTreeMap<String, String>,
-    /// Logs: the event name (event_name field, else a string body, else the
-    /// `event` field of a JSON-object body). Spans: the span has an event of
-    /// this name.
+    /// Logs: the event name (event_name field, else the `event`, `message`
+    /// or `msg` field of a map or JSON-object body, else a string body).
+    /// Spans: the span has an event of this name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_name: Option<String>,
 }
@@ -1102,6 +1104,17 @@ mod tests {
         assert!(e.0.contains("lisen"), "{e}");
         assert!(e.0.contains("line 3"), "{e}");
         assert!(e.0.contains("otlp_grpc"), "{e}");
+    }
+
+    #[test]
+    fn resource_labels_default_on_and_only_a_boolean() {
+        assert!(Config::default().passthrough.resource_labels);
+        let off = Config::from_yaml("passthrough:\n  resource_labels: false\n", "f.yaml");
+        assert!(!off.expect("false is accepted").passthrough.resource_labels);
+        let e =
+            Config::from_yaml("passthrough:\n  resource_labels: maybe\n", "f.yaml").unwrap_err();
+        assert!(e.0.contains("passthrough.resource_labels"), "{e}");
+        assert!(e.0.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ async fn send_spans(url: String, spans: Vec<S>) {
 struct L {
     event_name: Option<&'static str>,
     body: Option<&'static str>,
+    /// a map body, as Python's logging handler sends `logger.info({...})`
+    map_body: Vec<(&'static str, AnyValue)>,
     attrs: Vec<(&'static str, &'static str)>,
     severity: Severity,
 }
@@ -90,8 +92,17 @@ fn l(
     L {
         event_name,
         body,
+        map_body: Vec::new(),
         attrs,
         severity: Severity::Info,
+    }
+}
+
+/// A record whose body is a map (and nothing else).
+fn map_body(pairs: Vec<(&'static str, AnyValue)>) -> L {
+    L {
+        map_body: pairs,
+        ..l(None, None, vec![])
     }
 }
 
@@ -115,6 +126,10 @@ async fn send_logs(url: String, logs: Vec<L>) {
             }
             if let Some(b) = lg.body {
                 r.set_body(AnyValue::from(b.to_string()));
+            }
+            if !lg.map_body.is_empty() {
+                let m = lg.map_body.into_iter().map(|(k, v)| (k.into(), v));
+                r.set_body(AnyValue::Map(Box::new(m.collect())));
             }
             r.set_severity_number(lg.severity);
             for (k, v) in lg.attrs {
@@ -406,6 +421,75 @@ async fn memory_operations_from_spans_and_from_ailogger_records() {
     assert_eq!(m.sum("memory_operations_total", &[]), 5.0);
 }
 
+/// Python's `logger.info({"event": "memory_operation", ...})` through the
+/// OpenTelemetry logging handler arrives as a map (kvlist) body: it counts
+/// exactly like structlog's JSON string body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_operations_from_map_bodies() {
+    let sc = Sidecar::start("").await;
+    let s = |v: &str| AnyValue::from(v.to_string());
+    let mut failed = map_body(vec![
+        ("event", s("memory_operation")),
+        ("operation", s("store")),
+    ]);
+    failed.severity = Severity::Error;
+    send_logs(
+        sc.grpc_url(),
+        vec![
+            map_body(vec![
+                ("event", s("memory_operation")),
+                ("operation", s("archive")),
+                ("user_id", s("u1")),
+            ]),
+            // winston's and structlog's EventRenamer key
+            map_body(vec![
+                ("message", s("memory_operation")),
+                ("operation", s("search")),
+                ("status", s("timeout")),
+            ]),
+            // nested maps are not read; a non-string event names nothing
+            map_body(vec![
+                ("event", AnyValue::Int(1)),
+                ("operation", s("store")),
+                (
+                    "meta",
+                    AnyValue::Map(Box::new([("event".into(), s("memory_operation"))].into())),
+                ),
+            ]),
+            map_body(vec![
+                ("event", s("chat_interaction")),
+                ("operation", s("store")),
+            ]),
+            failed,
+        ],
+    )
+    .await;
+    let m = sc
+        .wait_for("5 log records", |m| {
+            m.sum("otelcol_receiver_accepted_log_records_total", &[]) >= 5.0
+        })
+        .await;
+    let text = sc.scrape_text().await;
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("memory_operations_total{"))
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"memory_operations_total{operation="archive",status="success"} 1"#,
+            r#"memory_operations_total{operation="search",status="timeout"} 1"#,
+            r#"memory_operations_total{operation="store",status="error"} 1"#,
+        ]
+    );
+    assert_eq!(
+        m.value("active_users", &[]),
+        Some(1.0),
+        "user_id from the map body"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_users_counts_distinct_ids_and_never_labels_them() {
     let sc = Sidecar::start("").await;
@@ -502,6 +586,149 @@ async fn app_metrics_pass_through_with_prometheus_names() {
         "target_info from the resource"
     );
     assert!(m.sum("otelcol_receiver_accepted_metric_points_total", &[]) >= 3.0);
+}
+
+/// One app process exporting metrics through the SDK's OTLP exporter: a
+/// cumulative counter and a gauge, pushed when the test says so.
+#[derive(Clone)]
+struct AppProcess {
+    provider: SdkMeterProvider,
+    chats: opentelemetry::metrics::Counter<u64>,
+    size: opentelemetry::metrics::Gauge<u64>,
+}
+
+impl AppProcess {
+    async fn start(url: String, resource: Vec<KeyValue>) -> AppProcess {
+        tokio::task::spawn_blocking(move || {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(url)
+                .build()
+                .expect("metric exporter");
+            let provider = SdkMeterProvider::builder()
+                .with_reader(
+                    PeriodicReader::builder(exporter)
+                        .with_interval(Duration::from_secs(3600))
+                        .build(),
+                )
+                .with_resource(Resource::builder_empty().with_attributes(resource).build())
+                .build();
+            let meter = provider.meter("geometra.api");
+            let chats = meter.u64_counter("geometra.chat.messages").build();
+            let size = meter.u64_gauge("memory.size").with_unit("By").build();
+            AppProcess {
+                provider,
+                chats,
+                size,
+            }
+        })
+        .await
+        .expect("meter provider")
+    }
+
+    /// Adds to the counter, sets the gauge and exports now.
+    async fn push(&self, add: u64, size: u64) {
+        let p = self.clone();
+        tokio::task::spawn_blocking(move || {
+            p.chats.add(add, &[]);
+            p.size.record(size, &[]);
+            p.provider.force_flush().expect("flush");
+        })
+        .await
+        .expect("push");
+    }
+}
+
+/// `uvicorn --workers 2` (each worker its own service.instance.id) and two
+/// Node workers (no instance id, different process.pid) export the same
+/// counter and gauge: every process keeps its own series, so the counter
+/// never flips between processes' values (no false resets in Prometheus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_of_one_service_never_overwrite_each_other() {
+    let sc = Sidecar::start("").await;
+    let api = |id: &'static str| {
+        vec![
+            KeyValue::new("service.name", "geometra-api"),
+            KeyValue::new("service.instance.id", id),
+        ]
+    };
+    let web = |pid: i64| {
+        vec![
+            KeyValue::new("service.name", "geometra-web"),
+            KeyValue::new("host.name", "pod-a"),
+            KeyValue::new("process.pid", pid),
+        ]
+    };
+    let procs = [
+        AppProcess::start(sc.grpc_url(), api("w1")).await,
+        AppProcess::start(sc.grpc_url(), api("w2")).await,
+        AppProcess::start(sc.grpc_url(), web(101)).await,
+        AppProcess::start(sc.grpc_url(), web(102)).await,
+    ];
+    let series = [
+        ("geometra-api", "w1"),
+        ("geometra-api", "w2"),
+        ("geometra-web", "pod-a:101"),
+        ("geometra-web", "pod-a:102"),
+    ];
+    // per process: (first add, later adds, gauge)
+    let plan: [(u64, u64, u64); 4] = [
+        (103, 1, 5_000_000),
+        (3, 1, 1_000_000),
+        (50, 5, 7),
+        (1, 2, 9),
+    ];
+    // what each process has exported so far: (counter total, gauge)
+    let mut sent: [Option<(u64, u64)>; 4] = [None; 4];
+    for round in 0..3u64 {
+        for (i, p) in procs.iter().enumerate() {
+            let add = if round == 0 { plan[i].0 } else { plan[i].1 };
+            let total = sent[i].map_or(0, |(t, _)| t) + add;
+            sent[i] = Some((total, plan[i].2 + round));
+            p.push(add, plan[i].2 + round).await;
+            let (job, inst) = series[i];
+            let m = sc
+                .wait_for("the pushed value", |m| {
+                    m.value(
+                        "geometra_chat_messages_total",
+                        &[("job", job), ("instance", inst)],
+                    ) == Some(total as f64)
+                })
+                .await;
+            // every process's series still holds its own last value
+            for (j, (job, inst)) in series.iter().enumerate() {
+                let l = [("job", *job), ("instance", *inst)];
+                let got = (
+                    m.value("geometra_chat_messages_total", &l),
+                    m.value("memory_size_bytes", &l),
+                );
+                let want = sent[j].map(|(t, g)| (t as f64, g as f64));
+                assert_eq!(
+                    got,
+                    (want.map(|w| w.0), want.map(|w| w.1)),
+                    "round {round}, after process {i}: {job} {inst}"
+                );
+            }
+        }
+    }
+    let text = sc.scrape_text().await;
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("geometra_chat_messages_total{"))
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"geometra_chat_messages_total{instance="pod-a:101",job="geometra-web"} 60"#,
+            r#"geometra_chat_messages_total{instance="pod-a:102",job="geometra-web"} 5"#,
+            r#"geometra_chat_messages_total{instance="w1",job="geometra-api"} 105"#,
+            r#"geometra_chat_messages_total{instance="w2",job="geometra-api"} 5"#,
+        ]
+    );
+    for p in procs {
+        let _ = tokio::task::spawn_blocking(move || p.provider.shutdown()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

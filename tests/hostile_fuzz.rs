@@ -279,12 +279,20 @@ impl Gen {
 
     fn resource(&mut self) -> Option<Resource> {
         let mut attributes = self.attrs();
-        if self.rng.bool() {
-            attributes.push(KeyValue {
-                key: "service.name".into(),
-                value: Some(self.value()),
-                ..Default::default()
-            });
+        // the keys job and instance come from (instance: else host and pid)
+        for key in [
+            "service.name",
+            "service.instance.id",
+            "host.name",
+            "process.pid",
+        ] {
+            if self.rng.bool() {
+                attributes.push(KeyValue {
+                    key: key.into(),
+                    value: Some(self.value()),
+                    ..Default::default()
+                });
+            }
         }
         Some(Resource {
             attributes,

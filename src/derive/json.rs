@@ -1,9 +1,10 @@
 //! Reads the fields rules need from a JSON-object log body, the shape
 //! structlog's JSONRenderer sends (`{"event": "memory_operation", ...}`).
-//! Only top-level keys the rules name are kept; everything else is skipped by
-//! serde without building values.
+//! Only top-level keys the rules name, and the event name (the same keys as
+//! a map body's, [`super::wire::BODY_EVENT_KEYS`]), are kept; everything
+//! else is skipped by serde without building values.
 
-use super::wire::{KeyTable, Val};
+use super::wire::{body_event_rank, BodyEvent, KeyTable, Val};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -65,23 +66,27 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = JsonFields::default();
+        let mut event = BodyEvent::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let slot = self.keys.lookup(key.as_bytes());
-            if key == "event" {
-                let v: JsonScalar<'de> = map.next_value()?;
-                if let JsonVal::Str(s) = &v.0 {
-                    out.event = Some(s.clone());
-                }
-                if let Some(slot) = slot {
-                    out.fields.push((slot, v.0));
-                }
-            } else if let Some(slot) = slot {
-                let v: JsonScalar<'de> = map.next_value()?;
-                out.fields.push((slot, v.0));
-            } else {
+            let rank = body_event_rank(key.as_bytes());
+            if slot.is_none() && rank.is_none() {
                 map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let v: JsonScalar<'de> = map.next_value()?;
+            if let Some(rank) = rank {
+                let text = match &v.0 {
+                    JsonVal::Str(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                };
+                event.offer(rank, text);
+            }
+            if let Some(slot) = slot {
+                out.fields.push((slot, v.0));
             }
         }
+        out.event = event.name();
         Ok(out)
     }
 }
@@ -157,5 +162,29 @@ mod tests {
             .contains(&(user, JsonVal::Str(Cow::Owned("u-å".into())))));
         assert!(parse(b"memory_operation", &keys).is_none());
         assert!(parse(b"{not json", &keys).is_none());
+    }
+
+    #[test]
+    fn event_keys_are_those_of_map_bodies() {
+        let keys = KeyTable::default();
+        let ev = |b: &str| parse(b.as_bytes(), &keys).and_then(|f| f.event.map(|e| e.into_owned()));
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            ev(r#"{"msg": "c", "message": "b", "event": "a"}"#),
+            some("a")
+        );
+        assert_eq!(ev(r#"{"msg": "c", "message": "b"}"#), some("b"));
+        assert_eq!(ev(r#"{"level": "info", "msg": "c"}"#), some("c"));
+        assert_eq!(ev(r#"{"event": 7, "message": "b"}"#), some("b"));
+        assert_eq!(ev(r#"{"event": "", "msg": "c"}"#), some("c"));
+        assert_eq!(ev(r#"{"event": {"event": "x"}}"#), None);
+        assert_eq!(ev(r#"{}"#), None);
+        // duplicate keys: the first occurrence counts, as for map bodies
+        assert_eq!(
+            ev(r#"{"event": "first", "event": "second"}"#),
+            some("first")
+        );
+        assert_eq!(ev(r#"{"event": null, "event": "later"}"#), None);
+        assert_eq!(ev(r#"{"event": "esc\u0061ped"}"#), some("escaped"));
     }
 }

@@ -516,13 +516,18 @@ impl Deriver {
         if self.log_rules.is_empty() {
             return Ok(());
         }
-        if let Some(kv) = info.body_kvlist {
-            wire::fill_from_kvlist(kv, &self.keys, slots)?;
-        }
-        // A JSON-object body (structlog) gives the event name and fields.
+        // A map body (Python's logging handler given a dict, structlog's
+        // ProcessorFormatter) gives fields and the event name ...
+        let map_event = match info.body_kvlist {
+            Some(kv) => wire::read_kvlist_body(kv, &self.keys, slots)?,
+            None => None,
+        };
+        // ... and so does a JSON-object body (structlog's JSONRenderer).
         let json = info.body_str.and_then(|b| json::parse(b, &self.keys));
         let event_name: &[u8] = if !info.event_name.is_empty() {
             info.event_name
+        } else if let Some(e) = map_event {
+            e
         } else if let Some(j) = &json {
             j.event.as_deref().map(str::as_bytes).unwrap_or(b"")
         } else {
@@ -718,5 +723,156 @@ impl Distinct {
             ),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value::Value, AnyValue, KeyValue, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+    fn st(v: &str) -> Value {
+        Value::StringValue(v.into())
+    }
+    fn map(pairs: &[(&str, Value)]) -> Option<AnyValue> {
+        let values = pairs.iter().map(|(k, v)| kv(k, v.clone())).collect();
+        Some(AnyValue {
+            value: Some(Value::KvlistValue(KeyValueList { values })),
+        })
+    }
+    fn request(records: Vec<LogRecord>) -> Vec<u8> {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+    /// The `memory_operations_total` lines of /metrics after `records`.
+    fn memory_ops(records: Vec<LogRecord>) -> Vec<String> {
+        let d = Deriver::new(&Config::default());
+        d.logs(&request(records)).expect("walk");
+        let text = crate::metrics::encode::render(d.store(), &[], false);
+        text.lines()
+            .filter(|l| l.starts_with("memory_operations_total{"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn map_bodies_count_like_json_bodies() {
+        let body = |b| LogRecord {
+            body: b,
+            severity_number: 9,
+            ..Default::default()
+        };
+        let json = |s: &str| Some(AnyValue { value: Some(st(s)) });
+        let records = |m: bool| {
+            let b = |pairs: &[(&str, Value)], j: &str| body(if m { map(pairs) } else { json(j) });
+            vec![
+                b(
+                    &[
+                        ("event", st("memory_operation")),
+                        ("operation", st("archive")),
+                        ("user_id", st("u1")),
+                    ],
+                    r#"{"event": "memory_operation", "operation": "archive", "user_id": "u1"}"#,
+                ),
+                b(
+                    &[
+                        ("operation", st("store")),
+                        ("status", st("failed")),
+                        ("message", st("memory_operation")),
+                    ],
+                    r#"{"operation": "store", "status": "failed", "message": "memory_operation"}"#,
+                ),
+                b(
+                    &[("msg", st("memory_operation"))],
+                    r#"{"msg": "memory_operation"}"#,
+                ),
+                b(
+                    &[
+                        ("event", st("chat_interaction")),
+                        ("operation", st("store")),
+                    ],
+                    r#"{"event": "chat_interaction", "operation": "store"}"#,
+                ),
+                b(
+                    &[("event", Value::IntValue(1)), ("operation", st("store"))],
+                    r#"{"event": 1, "operation": "store"}"#,
+                ),
+                b(&[], "{}"),
+            ]
+        };
+        let want = [
+            r#"memory_operations_total{operation="archive",status="success"} 1"#,
+            r#"memory_operations_total{operation="store",status="failed"} 1"#,
+            r#"memory_operations_total{operation="unknown",status="success"} 1"#,
+        ];
+        let mut got = memory_ops(records(true));
+        got.sort();
+        assert_eq!(got, want, "map bodies");
+        let mut got = memory_ops(records(false));
+        got.sort();
+        assert_eq!(got, want, "JSON bodies");
+    }
+
+    #[test]
+    fn event_name_field_wins_over_a_map_body() {
+        let r = |event_name: &str, sev: i32| LogRecord {
+            event_name: event_name.into(),
+            severity_number: sev,
+            body: map(&[
+                ("event", st("chat_interaction")),
+                ("operation", st("archive")),
+            ]),
+            ..Default::default()
+        };
+        let got = memory_ops(vec![r("memory_operation", 17), r("", 9)]);
+        assert_eq!(
+            got,
+            [r#"memory_operations_total{operation="archive",status="error"} 1"#]
+        );
+    }
+
+    #[test]
+    fn a_malformed_map_body_refuses_the_request() {
+        let d = Deriver::new(&Config::default());
+        let good = request(vec![LogRecord {
+            body: map(&[("event", st("memory_operation"))]),
+            ..Default::default()
+        }]);
+        // the event string claims one byte more than its KeyValue holds:
+        // every enclosing length is right, only the map body is malformed
+        let mut bad = good.clone();
+        let at = bad
+            .windows(16)
+            .position(|w| w == b"memory_operation")
+            .expect("body");
+        bad[at - 1] += 1;
+        assert!(d.logs(&good).is_ok());
+        assert!(d.logs(&bad).is_err());
+        let text = crate::metrics::encode::render(d.store(), &[], false);
+        let n = text
+            .lines()
+            .filter(|l| l.starts_with("memory_operations_total{"))
+            .count();
+        assert_eq!(n, 1, "the refused request counted nothing");
     }
 }

@@ -230,10 +230,12 @@ impl KeyTable {
     }
 }
 
-/// Reads one `KeyValue`; when its key is in the table, stores the value in
-/// its slot (the first occurrence wins, as in most SDKs' de-duplication).
+/// A `KeyValue`'s key and encoded `AnyValue`, borrowed (None when absent).
+type KvParts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Splits one `KeyValue` into its key and its encoded `AnyValue`.
 #[inline(always)]
-fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Result<(), WireError> {
+fn split_kv(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     // Fast path for the shape every SDK writes: key (field 1) then value
     // (field 2), both shorter than 128 bytes, nothing else. Anything else
     // takes the general loop below.
@@ -241,24 +243,12 @@ fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Resul
         let klen = *klen as usize;
         if klen < 0x80 && rest.len() >= klen {
             let (key, rest) = rest.split_at(klen);
-            let value = match rest {
-                [] => Some(None),
+            match rest {
+                [] => return Ok((Some(key), None)),
                 [0x12, vlen, v @ ..] if (*vlen as usize) < 0x80 && v.len() == *vlen as usize => {
-                    Some(Some(v))
+                    return Ok((Some(key), Some(v)))
                 }
-                _ => None,
-            };
-            if let Some(value) = value {
-                if let Some(slot) = keys.lookup(key) {
-                    let s = &mut slots[slot as usize];
-                    if matches!(s, Val::Missing) {
-                        *s = match value {
-                            Some(v) => any_value(v)?,
-                            None => Val::Missing,
-                        };
-                    }
-                }
-                return Ok(());
+                _ => {}
             }
         }
     }
@@ -272,14 +262,34 @@ fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Resul
             _ => {}
         }
     }
+    Ok((key, value))
+}
+
+/// Stores `value` in `slot` unless the slot is already filled (the first
+/// occurrence of a key wins, as in most SDKs' de-duplication).
+#[inline(always)]
+fn fill_slot<'a>(
+    slot: u16,
+    value: Option<&'a [u8]>,
+    slots: &mut [Val<'a>],
+) -> Result<(), WireError> {
+    let s = &mut slots[slot as usize];
+    if matches!(s, Val::Missing) {
+        *s = match value {
+            Some(v) => any_value(v)?,
+            None => Val::Missing,
+        };
+    }
+    Ok(())
+}
+
+/// Reads one `KeyValue`; when its key is in the table, stores the value in
+/// its slot (the first occurrence wins).
+#[inline(always)]
+fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Result<(), WireError> {
+    let (key, value) = split_kv(buf)?;
     if let Some(slot) = key.and_then(|k| keys.lookup(k)) {
-        let s = &mut slots[slot as usize];
-        if matches!(s, Val::Missing) {
-            *s = match value {
-                Some(v) => any_value(v)?,
-                None => Val::Missing,
-            };
-        }
+        fill_slot(slot, value, slots)?;
     }
     Ok(())
 }
@@ -521,13 +531,85 @@ fn log_record<'a>(
     Ok(info)
 }
 
-/// Fills still-missing slots from a `KeyValueList` body (field 1: values).
-pub fn fill_from_kvlist<'a>(
+/// The top-level keys of a structured log body that name its event, in
+/// order of preference: structlog's `event`, then `message` (winston, and
+/// structlog's `EventRenamer("message")`), then `msg` (pino, bunyan). The
+/// JSON body reader ([`super::json`]) uses the same list.
+pub const BODY_EVENT_KEYS: [&[u8]; 3] = [b"event", b"message", b"msg"];
+
+/// The rank of `key` in [`BODY_EVENT_KEYS`].
+#[inline(always)]
+pub fn body_event_rank(key: &[u8]) -> Option<usize> {
+    // lengths 5, 7 and 3 differ: one length check, then one compare
+    BODY_EVENT_KEYS.iter().position(|k| *k == key)
+}
+
+/// Picks the event name of a structured body: per key the first occurrence
+/// counts, and of [`BODY_EVENT_KEYS`] the first that holds a non-empty
+/// string wins. `T` is the string (borrowed bytes, or JSON text).
+#[derive(Debug, Clone)]
+pub struct BodyEvent<T> {
+    seen: [bool; 3],
+    found: [Option<T>; 3],
+}
+
+impl<T> Default for BodyEvent<T> {
+    fn default() -> Self {
+        BodyEvent {
+            seen: [false; 3],
+            found: [None, None, None],
+        }
+    }
+}
+
+impl<T> BodyEvent<T> {
+    /// Offers the value of a top-level key of rank `rank`; `text` is the
+    /// value when it is a non-empty string.
+    #[inline]
+    pub fn offer(&mut self, rank: usize, text: Option<T>) {
+        if let (Some(seen), Some(found)) = (self.seen.get_mut(rank), self.found.get_mut(rank)) {
+            if !*seen {
+                *seen = true;
+                *found = text;
+            }
+        }
+    }
+    /// The event name, if any key gave one.
+    #[inline]
+    pub fn name(self) -> Option<T> {
+        self.found.into_iter().flatten().next()
+    }
+}
+
+/// Reads a `KeyValueList` log body (field 1: values): fills still-missing
+/// slots from its top-level entries and returns its event name (see
+/// [`BodyEvent`]). Nested values are skipped by length, never walked, so any
+/// nesting depth costs only its bytes.
+pub fn read_kvlist_body<'a>(
     buf: &'a [u8],
     keys: &KeyTable,
     slots: &mut [Val<'a>],
-) -> Result<(), WireError> {
-    fill_resource_or_scope(buf, 1, keys, slots)
+) -> Result<Option<&'a [u8]>, WireError> {
+    let mut event = BodyEvent::<&'a [u8]>::default();
+    let mut r = Reader::new(buf);
+    while let Some((f, v)) = r.next_field()? {
+        if f != 1 {
+            continue;
+        }
+        let (key, value) = split_kv(bytes(v)?)?;
+        let Some(key) = key else { continue };
+        if let Some(slot) = keys.lookup(key) {
+            fill_slot(slot, value, slots)?;
+        }
+        if let Some(rank) = body_event_rank(key) {
+            let text = match value.map(any_value).transpose()? {
+                Some(Val::Str(t)) if !t.is_empty() => Some(t),
+                _ => None,
+            };
+            event.offer(rank, text);
+        }
+    }
+    Ok(event.name())
 }
 
 /// Counts the data points of an `ExportMetricsServiceRequest` without
@@ -789,5 +871,193 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// A `KeyValue` whose value is an already-encoded `AnyValue`.
+    fn raw_kv(key: &str, any: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(key.len() as u64, &mut out);
+        out.extend_from_slice(key.as_bytes());
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(any.len() as u64, &mut out);
+        out.extend_from_slice(any);
+        out
+    }
+
+    /// A `KeyValueList` of already-encoded `KeyValue`s.
+    fn raw_list(kvs: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for kv in kvs {
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint(kv.len() as u64, &mut out);
+            out.extend_from_slice(kv);
+        }
+        out
+    }
+
+    fn any_of(v: any_value::Value) -> Vec<u8> {
+        AnyValue { value: Some(v) }.encode_to_vec()
+    }
+
+    fn str_any(s: &str) -> Vec<u8> {
+        any_of(any_value::Value::StringValue(s.into()))
+    }
+
+    /// (event name, slot values) read from a map body.
+    fn read_body<'a>(
+        body: &'a [u8],
+        keys: &KeyTable,
+    ) -> Result<(Option<&'a [u8]>, Vec<Val<'a>>), WireError> {
+        let mut slots = vec![Val::Missing; keys.len()];
+        let ev = read_kvlist_body(body, keys, &mut slots)?;
+        Ok((ev, slots))
+    }
+
+    #[test]
+    fn map_body_gives_event_name_and_fields() {
+        let mut keys = KeyTable::default();
+        let op = keys.slot("operation");
+        let user = keys.slot("user_id");
+        let body = raw_list(&[
+            raw_kv("event", &str_any("memory_operation")),
+            raw_kv("operation", &str_any("archive")),
+            raw_kv("user_id", &str_any("u1")),
+            raw_kv("meta", &any_of(any_value::Value::IntValue(3))),
+        ]);
+        let (ev, s) = read_body(&body, &keys).unwrap();
+        assert_eq!(ev, Some(&b"memory_operation"[..]));
+        assert_eq!(s[op as usize], Val::Str(b"archive"));
+        assert_eq!(s[user as usize], Val::Str(b"u1"));
+    }
+
+    #[test]
+    fn map_body_event_key_preference_and_hostile_shapes() {
+        let keys = KeyTable::default();
+        let ev = |kvs: &[Vec<u8>]| {
+            let body = raw_list(kvs);
+            read_body(&body, &keys).map(|(e, _)| e.map(<[u8]>::to_vec))
+        };
+        let name = |s: &str| Ok(Some(s.as_bytes().to_vec()));
+        // empty map, and a map without any event key
+        assert_eq!(ev(&[]), Ok(None));
+        assert_eq!(ev(&[raw_kv("operation", &str_any("x"))]), Ok(None));
+        // `event` beats `message` beats `msg`, whatever their order
+        let all = [
+            raw_kv("msg", &str_any("c")),
+            raw_kv("message", &str_any("b")),
+            raw_kv("event", &str_any("a")),
+        ];
+        assert_eq!(ev(&all), name("a"));
+        assert_eq!(ev(&all[..2]), name("b"));
+        assert_eq!(ev(&all[..1]), name("c"));
+        // a non-string or empty `event` names nothing: the next key does
+        let int_event = raw_kv("event", &any_of(any_value::Value::IntValue(7)));
+        assert_eq!(ev(std::slice::from_ref(&int_event)), Ok(None));
+        assert_eq!(ev(&[int_event.clone(), all[1].clone()]), name("b"));
+        assert_eq!(
+            ev(&[raw_kv("event", &str_any("")), all[0].clone()]),
+            name("c")
+        );
+        let map_event = raw_kv(
+            "event",
+            &any_of(any_value::Value::KvlistValue(Default::default())),
+        );
+        assert_eq!(ev(&[map_event]), Ok(None));
+        // an entry with neither key nor value, and an `event` key without a value
+        assert_eq!(ev(&[Vec::new()]), Ok(None));
+        let key_only = [&[0x0a, 5][..], b"event"].concat();
+        assert_eq!(ev(&[key_only]), Ok(None));
+        // duplicate keys: the first occurrence counts, as for attributes
+        let dup = [
+            raw_kv("event", &str_any("first")),
+            raw_kv("event", &str_any("second")),
+        ];
+        assert_eq!(ev(&dup), name("first"));
+        assert_eq!(
+            ev(&[int_event, raw_kv("event", &str_any("later"))]),
+            Ok(None)
+        );
+        // a truncated body is an error, not a guess
+        let body = raw_list(&all);
+        let mut slots = Vec::new();
+        assert!(read_kvlist_body(&body[..body.len() - 1], &keys, &mut slots).is_err());
+    }
+
+    #[test]
+    fn map_body_reads_only_top_level_keys_whatever_the_nesting() {
+        let mut keys = KeyTable::default();
+        let op = keys.slot("operation");
+        // 10 000 levels of {"event": "deep", "operation": "deep", "x": {...}}
+        let mut inner = str_any("leaf");
+        for _ in 0..10_000 {
+            let list = raw_list(&[
+                raw_kv("event", &str_any("deep")),
+                raw_kv("operation", &str_any("deep")),
+                raw_kv("x", &inner),
+            ]);
+            let mut any = Vec::new();
+            prost::encoding::encode_key(6, prost::encoding::WireType::LengthDelimited, &mut any);
+            prost::encoding::encode_varint(list.len() as u64, &mut any);
+            any.extend_from_slice(&list);
+            inner = any;
+        }
+        let body = raw_list(&[raw_kv("nested", &inner), raw_kv("event", &str_any("top"))]);
+        let (ev, s) = read_body(&body, &keys).unwrap();
+        assert_eq!(
+            ev,
+            Some(&b"top"[..]),
+            "nested `event` keys are not the event"
+        );
+        assert_eq!(s[op as usize], Val::Missing, "nested keys fill no slot");
+    }
+
+    #[test]
+    fn walks_logs_with_a_map_body() {
+        let body =
+            any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList {
+                values: vec![
+                    kv(
+                        "event",
+                        any_value::Value::StringValue("memory_operation".into()),
+                    ),
+                    kv("operation", any_value::Value::StringValue("archive".into())),
+                ],
+            });
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(AnyValue { value: Some(body) }),
+                        attributes: vec![kv(
+                            "operation",
+                            any_value::Value::StringValue("from-attribute".into()),
+                        )],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let mut keys = KeyTable::default();
+        let op = keys.slot("operation");
+        let mut slots = Vec::new();
+        let mut seen = Vec::new();
+        walk_logs(&req, &keys, &mut slots, |info, s| {
+            let kv = info.body_kvlist.expect("a kvlist body");
+            let ev = read_kvlist_body(kv, &keys, s).map(|e| e.map(<[u8]>::to_vec));
+            seen.push((ev, s[op as usize]));
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![(
+                Ok(Some(b"memory_operation".to_vec())),
+                Val::Str(b"from-attribute")
+            )],
+            "the record's attributes win over the body's fields, as with JSON bodies"
+        );
     }
 }

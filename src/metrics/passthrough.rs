@@ -101,6 +101,69 @@ fn key_of(pairs: &mut Vec<(String, String)>, max_label: usize) -> Result<Vec<u8>
     Ok(key)
 }
 
+/// The first value of resource attribute `k`, as text; None when absent or empty.
+fn resource_attr(res: &[KeyValue], k: &str) -> Option<String> {
+    res.iter()
+        .find(|kv| kv.key == k)
+        .map(|kv| value_text(&kv.value))
+        .filter(|v| !v.is_empty())
+}
+
+/// The `job` and `instance` of a resource, per the OpenTelemetry-to-Prometheus
+/// compatibility spec: job is `service.namespace/service.name` (or
+/// `service.name`; none without it), instance is `service.instance.id`.
+/// Without an instance id, so that distinct processes still differ:
+/// `host.name:process.pid` when the resource has both (the Node SDK's
+/// default detectors), else [`resource_hash`]. An empty resource has
+/// neither label.
+fn job_and_instance(res: &[KeyValue]) -> (Option<String>, Option<String>) {
+    let job = match (
+        resource_attr(res, "service.namespace"),
+        resource_attr(res, "service.name"),
+    ) {
+        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+        (None, Some(n)) => Some(n),
+        _ => None,
+    };
+    if res.is_empty() {
+        return (job, None);
+    }
+    let instance = resource_attr(res, "service.instance.id").or_else(|| {
+        match (
+            resource_attr(res, "host.name"),
+            resource_attr(res, "process.pid"),
+        ) {
+            (Some(host), Some(pid)) => Some(format!("{host}:{pid}")),
+            _ => Some(resource_hash(res)),
+        }
+    });
+    (job, instance)
+}
+
+/// A short stable name for a resource: the first 12 hex digits of the
+/// SHA-256 of its attributes as text, sorted by key then value, each key and
+/// value preceded by its length (8 bytes, little-endian). Stable across
+/// restarts and sidecar versions, so a process keeps its series.
+fn resource_hash(res: &[KeyValue]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut pairs: Vec<(&str, String)> = res
+        .iter()
+        .map(|kv| (kv.key.as_str(), value_text(&kv.value)))
+        .collect();
+    pairs.sort();
+    let mut h = Sha256::new();
+    for (k, v) in &pairs {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Totals of one ingest.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
@@ -312,18 +375,7 @@ impl Passthrough {
                 .as_ref()
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or(&[]);
-            let get = |k: &str| {
-                res_attrs
-                    .iter()
-                    .find(|kv| kv.key == k)
-                    .map(|kv| value_text(&kv.value))
-            };
-            let job = match (get("service.namespace"), get("service.name")) {
-                (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-                (None, Some(n)) => Some(n),
-                _ => None,
-            };
-            let instance = get("service.instance.id");
+            let (job, instance) = job_and_instance(res_attrs);
             let mut base: Vec<(String, String)> = Vec::new();
             if self.resource_labels {
                 if let Some(j) = &job {
@@ -608,5 +660,238 @@ impl Passthrough {
                 e.sample("target_info", "", &pairs, 1.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Store;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, ResourceMetrics, ScopeMetrics, Sum,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(k: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+    fn s(k: &str, v: &str) -> KeyValue {
+        kv(k, any_value::Value::StringValue(v.into()))
+    }
+    fn pid(p: i64) -> KeyValue {
+        kv("process.pid", any_value::Value::IntValue(p))
+    }
+    fn labels(res: &[KeyValue]) -> (Option<String>, Option<String>) {
+        job_and_instance(res)
+    }
+    fn some(a: &str, b: &str) -> (Option<String>, Option<String>) {
+        (Some(a.into()), Some(b.into()))
+    }
+
+    #[test]
+    fn job_and_instance_follow_the_spec_then_the_process() {
+        let api = s("service.name", "api");
+        assert_eq!(
+            labels(&[
+                api.clone(),
+                s("service.instance.id", "w-1"),
+                s("host.name", "h"),
+                pid(7)
+            ]),
+            some("api", "w-1")
+        );
+        assert_eq!(
+            labels(&[
+                s("service.namespace", "geometra"),
+                api.clone(),
+                s("service.instance.id", "w-1")
+            ]),
+            some("geometra/api", "w-1")
+        );
+        // no instance id (the Node SDK): host and pid, readable
+        assert_eq!(
+            labels(&[api.clone(), s("host.name", "pod-7f"), pid(42)]),
+            some("api", "pod-7f:42")
+        );
+        // an empty instance id is no instance id
+        assert_eq!(
+            labels(&[
+                api.clone(),
+                s("service.instance.id", ""),
+                s("host.name", "pod-7f"),
+                pid(42)
+            ]),
+            some("api", "pod-7f:42")
+        );
+        // a pid without a host name, or neither: a hash of the whole resource
+        let (job, a) = labels(&[api.clone(), pid(42)]);
+        let (_, b) = labels(&[api.clone(), pid(43)]);
+        let (_, c) = labels(&[pid(42), api.clone()]);
+        assert_eq!(job.as_deref(), Some("api"));
+        assert_ne!(a, b, "distinct processes differ");
+        assert_eq!(a, c, "attribute order does not matter");
+        let a = a.unwrap_or_default();
+        assert_eq!(a.len(), 12);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        // no service.name: no job, as before; an empty resource: no labels
+        let (job, inst) = labels(&[s("service.namespace", "geometra"), pid(1)]);
+        assert_eq!(job, None);
+        assert!(inst.is_some());
+        assert_eq!(labels(&[]), (None, None));
+    }
+
+    #[test]
+    fn resource_hash_is_stable_across_versions() {
+        // The instance of a process without an id must not change when the
+        // sidecar is upgraded (it would start new series): this value is
+        // the documented encoding's, computed once with Python's hashlib
+        // (sha256 of len-prefixed sorted pairs).
+        let res = [s("service.name", "api"), pid(42)];
+        assert_eq!(resource_hash(&res), "fa1506b8ed2c");
+        // a key/value boundary cannot be moved without changing the hash
+        assert_ne!(
+            resource_hash(&[s("ab", "c")]),
+            resource_hash(&[s("a", "bc")])
+        );
+    }
+
+    fn resource(attrs: Vec<KeyValue>) -> Option<Resource> {
+        Some(Resource {
+            attributes: attrs,
+            ..Default::default()
+        })
+    }
+
+    /// One process's export: counter `requests` (cumulative) and gauge `memory.size`.
+    fn export(res: Vec<KeyValue>, count: i64, size: f64) -> ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::NumberDataPoint as P;
+        let pt = |v| P {
+            value: Some(v),
+            ..Default::default()
+        };
+        let metrics = vec![
+            Metric {
+                name: "requests".into(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: vec![pt(number_data_point::Value::AsInt(count))],
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "memory.size".into(),
+                unit: "By".into(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![pt(number_data_point::Value::AsDouble(size))],
+                })),
+                ..Default::default()
+            },
+        ];
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource(res),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The pass-through sample lines (and target_info) of /metrics, sorted.
+    fn lines(store: &Store) -> Vec<String> {
+        let text = crate::metrics::encode::render(store, &[], false);
+        let mut l: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("requests_total")
+                    || l.starts_with("memory_size_bytes")
+                    || l.starts_with("target_info")
+            })
+            .map(str::to_string)
+            .collect();
+        l.sort();
+        l
+    }
+
+    #[test]
+    fn processes_of_one_service_keep_their_own_series() {
+        let store = Store::new(&Config::default());
+        let w1 = || vec![s("service.name", "api"), s("service.instance.id", "w1")];
+        let node = |p| vec![s("service.name", "web"), s("host.name", "pod-a"), pid(p)];
+        for round in 1..=3 {
+            // uvicorn --workers 2: one busy worker, one idle; two Node workers
+            store.passthrough.ingest(&export(w1(), 100 + round, 5e6), 1);
+            let w2 = vec![s("service.name", "api"), s("service.instance.id", "w2")];
+            store.passthrough.ingest(&export(w2, 3, 1e6), 1);
+            store.passthrough.ingest(&export(node(7), round, 1.0), 1);
+            store
+                .passthrough
+                .ingest(&export(node(8), 10 * round, 2.0), 1);
+            let r = 100 + round;
+            let (n7, n8) = (round, 10 * round);
+            let want = [
+                r#"memory_size_bytes{instance="pod-a:7",job="web"} 1"#.to_string(),
+                r#"memory_size_bytes{instance="pod-a:8",job="web"} 2"#.into(),
+                r#"memory_size_bytes{instance="w1",job="api"} 5000000"#.into(),
+                r#"memory_size_bytes{instance="w2",job="api"} 1000000"#.into(),
+                format!(r#"requests_total{{instance="pod-a:7",job="web"}} {n7}"#),
+                format!(r#"requests_total{{instance="pod-a:8",job="web"}} {n8}"#),
+                format!(r#"requests_total{{instance="w1",job="api"}} {r}"#),
+                r#"requests_total{instance="w2",job="api"} 3"#.into(),
+                r#"target_info{host_name="pod-a",instance="pod-a:7",job="web",process_pid="7"} 1"#
+                    .into(),
+                r#"target_info{host_name="pod-a",instance="pod-a:8",job="web",process_pid="8"} 1"#
+                    .into(),
+                r#"target_info{instance="w1",job="api"} 1"#.into(),
+                r#"target_info{instance="w2",job="api"} 1"#.into(),
+            ];
+            assert_eq!(lines(&store), want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn without_resource_labels_processes_share_one_series() {
+        let mut cfg = Config::default();
+        cfg.passthrough.resource_labels = false;
+        let store = Store::new(&cfg);
+        let w = |id: &str| vec![s("service.name", "api"), s("service.instance.id", id)];
+        store.passthrough.ingest(&export(w("w1"), 103, 5.0), 1);
+        store.passthrough.ingest(&export(w("w2"), 3, 1.0), 1);
+        let l = lines(&store);
+        assert!(l.contains(&"requests_total 3".to_string()), "{l:?}");
+        assert!(l.contains(&"memory_size_bytes 1".to_string()), "{l:?}");
+        // target_info still tells them apart
+        assert!(
+            l.contains(&r#"target_info{instance="w1",job="api"} 1"#.to_string()),
+            "{l:?}"
+        );
+    }
+
+    #[test]
+    fn identical_resources_without_an_id_are_one_series() {
+        let store = Store::new(&Config::default());
+        let same = || vec![s("service.name", "api")];
+        store.passthrough.ingest(&export(same(), 5, 1.0), 1);
+        store.passthrough.ingest(&export(same(), 7, 2.0), 1);
+        let inst = resource_hash(&same());
+        let l = lines(&store);
+        assert!(
+            l.contains(&format!(
+                r#"requests_total{{instance="{inst}",job="api"}} 7"#
+            )),
+            "{l:?}"
+        );
+        assert_eq!(
+            l.iter().filter(|x| x.starts_with("requests_total")).count(),
+            1
+        );
     }
 }

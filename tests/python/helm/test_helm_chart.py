@@ -143,7 +143,8 @@ def config_of(objs: list[dict], name: str | None = None) -> tuple[dict, str]:
 
 
 POD_MONITOR_SPEC_KEYS = {"selector", "namespaceSelector", "podMetricsEndpoints", "jobLabel", "podTargetLabels"}
-POD_MONITOR_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings", "scheme"}
+POD_MONITOR_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings", "scheme",
+                             "honorLabels"}
 RELABEL_KEYS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus", "replacement", "action"}
 DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
 
@@ -324,6 +325,10 @@ def test_store_and_depth_limits_reach_the_config():
     assert cfg["store"]["max_series_bytes"] == 8 << 20
     assert cfg["store"]["max_label_value_bytes"] == 2048
     assert cfg["store"]["max_passthrough_families"] == 1000
+    # processes of one service keep their own pass-through series by default
+    assert cfg["passthrough"]["resource_labels"] is True
+    off, _ = config_of(render({"passthrough": {"resourceLabels": False}}))
+    assert off["passthrough"]["resource_labels"] is False
     assert cfg["receivers"]["max_value_depth"] == 24
     cfg, _ = config_of(render({"limits": {"maxSeries": 7, "maxValueDepth": 5}}))
     assert cfg["store"]["max_series"] == 7
@@ -354,6 +359,8 @@ def test_pod_monitor():
     assert ep["path"] == "/metrics"
     # the job label the alert rules in monitoring/ select on
     assert {"action": "replace", "targetLabel": "job", "replacement": "geometra-sidecar"} in ep["relabelings"]
+    # the pod's job/instance win over the app processes' (exported_job / exported_instance)
+    assert ep["honorLabels"] is False
 
 
 def test_pod_monitor_needs_selector_without_demo():

@@ -217,8 +217,10 @@ def start_prometheus(config_dir: Path, config_name: str, tmp: Path) -> tuple[Pro
     return proc, base
 
 
-def prom_query(base: str, expr: str) -> dict:
-    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+def prom_query(base: str, expr: str, at: float | None = None) -> dict:
+    """An instant query, evaluated now or at unix time `at`."""
+    params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+    url = base + "/api/v1/query?" + urllib.parse.urlencode(params)
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
             return json.loads(r.read())

@@ -27,6 +27,7 @@ import monitoring_helpers as mh
 
 RATE_INTERVAL = "30s"
 JOB = "geometra-sidecar"
+WORKER2_MEMORY = 2_000_000
 
 
 # --------------------------------------------------------------------------- sidecar
@@ -99,7 +100,10 @@ def prometheus(sidecar, tmp_path_factory):
 class Load:
     """OTLP/gRPC load through the Python OpenTelemetry SDK: HTTP SERVER spans,
     GenAI CLIENT spans with token usage, memory spans, memory_operation log
-    records, a memory.size gauge (unit By), enduser.id on everything."""
+    records, a memory.size gauge (unit By), enduser.id on everything. Metrics
+    come from two worker processes of one service (uvicorn --workers 2: the
+    same service.name, each its own service.instance.id) exporting the same
+    counter and gauge."""
 
     ROUTES = [("GET", "/api/health"), ("POST", "/api/chat"), ("GET", "/api/memories/{id}"), ("POST", "/api/memories")]
 
@@ -136,6 +140,18 @@ class Load:
             "memory.size", callbacks=[lambda _opts: [Observation(self.memory_size)]], unit="By",
             description="Total size of memory in bytes",
         )
+        # the second worker: a smaller counter and a constant memory.size
+        resource2 = Resource.create({"service.name": "geometra-api", "service.instance.id": "e2e-2"})
+        self.mp2 = MeterProvider(resource=resource2, metric_readers=[PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=url, insecure=True), export_interval_millis=1000)])
+        meter2 = self.mp2.get_meter("geometra.api")
+        meter2.create_observable_gauge(
+            "memory.size", callbacks=[lambda _opts: [Observation(WORKER2_MEMORY)]], unit="By",
+            description="Total size of memory in bytes",
+        )
+        self.chats = meter.create_counter("geometra.chat.messages")
+        self.chats2 = meter2.create_counter("geometra.chat.messages")
+        self.chats.add(100)
         self.tracer = self.tp.get_tracer("geometra.api")
         self.logger = self.lp.get_logger("geometra.api")
         self.error_share = 0.01  # 5xx share of HTTP requests; raised by burst()
@@ -197,6 +213,8 @@ class Load:
             self._log({"operation": op, "status": "error" if rng.random() < 0.05 else "success",
                        "user_id": f"user-{rng.randrange(25)}"})
         self.memory_size += rng.randrange(0, 4096)
+        self.chats.add(1)
+        self.chats2.add(1)
         self.sent += 1
 
     def _run(self):
@@ -216,7 +234,7 @@ class Load:
     def stop(self):
         self._stop.set()
         self._thread.join(timeout=15)
-        for shut in (self.tp.shutdown, self.lp.shutdown, self.mp.shutdown):
+        for shut in (self.tp.shutdown, self.lp.shutdown, self.mp.shutdown, self.mp2.shutdown):
             try:
                 shut()
             except Exception:  # noqa: BLE001 - teardown
@@ -232,8 +250,8 @@ def load(sidecar):
     ld.stop()
 
 
-def _non_empty(base: str, expr: str):
-    res = mh.prom_query(base, expr)
+def _non_empty(base: str, expr: str, at: float | None = None):
+    res = mh.prom_query(base, expr, at)
     assert res.get("status") == "success", f"query refused: {res.get('error')} :: {expr}"
     return res["data"]["result"]
 
@@ -272,6 +290,35 @@ def test_derived_metrics_reach_prometheus(scraping, load):
     assert {("store", "success"), ("retrieve", "success")} <= ops, ops
     mh.wait_for(lambda: float(_non_empty(base, "sum(active_users)")[0]["value"][1]) > 0, 20, what="active_users > 0")
     assert float(_non_empty(base, "max(memory_size_bytes)")[0]["value"][1]) >= 1_000_000
+    assert not load.errors, f"load generator failed: {load.errors!r}"
+
+
+def test_processes_of_one_pod_keep_their_own_series(scraping, load):
+    """Two workers of one service export the same counter and gauge: each has
+    its own series (exported_instance), Prometheus sees no counter reset, and
+    the dashboard's memory panel shows the pod's sum."""
+    base = scraping
+
+    def per_worker(expr):
+        return {s["metric"].get("exported_instance"): s for s in _non_empty(base, expr)}
+
+    mh.wait_for(lambda: set(per_worker("memory_size_bytes")) == {"e2e-1", "e2e-2"}
+                and set(per_worker("count_over_time(geometra_chat_messages_total[1m]) >= 5")) == {"e2e-1", "e2e-2"},
+                40, interval=1, what="both workers' series, 5 scrapes each")
+    for inst, s in per_worker("memory_size_bytes").items():
+        # the scrape's own job/instance stay the pod's (honor_labels: false)
+        assert s["metric"]["job"] == JOB and s["metric"]["exported_job"] == "geometra-api", s
+    resets = {i: float(s["value"][1]) for i, s in per_worker("resets(geometra_chat_messages_total[1m])").items()}
+    assert resets == {"e2e-1": 0.0, "e2e-2": 0.0}, resets
+    chats = {i: float(s["value"][1]) for i, s in per_worker("geometra_chat_messages_total").items()}
+    assert chats["e2e-1"] > chats["e2e-2"] + 50, chats  # worker 1 started 100 ahead
+    # the dashboard's query is the sum of the workers, at one instant
+    [expr] = [e for title, _, e in mh.dashboard_targets() if title == "Memory size"]
+    at = time.time() - 1
+    workers = sum(float(s["value"][1]) for s in _non_empty(base, "memory_size_bytes", at))
+    [panel] = _non_empty(base, mh.grafana_expr(expr, RATE_INTERVAL), at)
+    assert float(panel["value"][1]) == workers
+    assert workers >= 1_000_000 + WORKER2_MEMORY
     assert not load.errors, f"load generator failed: {load.errors!r}"
 
 
