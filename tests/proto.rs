@@ -5,6 +5,7 @@
 //! own sources (the crate our OTLP types are generated from), located with
 //! `cargo metadata`; both sides are compiled with protox (no `protoc`).
 
+use geometra_sidecar::derive::fields;
 use geometra_sidecar::metrics::SignalKind;
 use geometra_sidecar::receiver::validate::{schema, SchemaField};
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
@@ -200,4 +201,58 @@ fn the_validators_tables_match_the_official_otlp_definitions() {
         );
         assert!(got.len() > 20, "{root}: {} fields", got.len());
     }
+}
+
+#[test]
+fn the_walkers_field_numbers_are_the_ones_in_proto_dir() {
+    let ours = ours();
+    let mut used = Vec::new();
+    for &(pkg, message, field, number, wire) in fields::ALL {
+        let full = format!("{pkg}{message}");
+        let m = ours
+            .get_message_by_name(&full)
+            .unwrap_or_else(|| panic!("{full} is not in proto/"));
+        let f = m
+            .get_field_by_name(field)
+            .unwrap_or_else(|| panic!("{full}.{field} is not in proto/"));
+        assert_eq!(
+            f.number(),
+            number,
+            "{full}.{field}: the walker's field number"
+        );
+        assert_eq!(
+            wire_type(&f),
+            wire,
+            "{full}.{field}: the walker's wire type"
+        );
+        used.push(format!("{full}.{field}"));
+    }
+    // and proto/ declares nothing the walker does not read
+    for m in ours.all_messages() {
+        for f in m.fields() {
+            let name = format!("{}.{}", m.full_name(), f.name());
+            let read = used.contains(&name)
+                // AnyValue.array_value only gives the oneof its type
+                || name == "opentelemetry.proto.common.v1.ArrayValue.values";
+            assert!(read, "{name} is in proto/ but the walker does not read it");
+        }
+    }
+}
+
+#[test]
+fn the_fast_path_tags_are_the_canonical_encodings() {
+    // what prost writes for a short string AnyValue and a KeyValue
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use prost::Message;
+    let kv = KeyValue {
+        key: "k".into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue("v".into())),
+        }),
+        ..Default::default()
+    };
+    let b = kv.encode_to_vec();
+    assert_eq!(b[0], fields::tag(fields::KEY_VALUE_KEY, fields::LEN));
+    assert_eq!(b[3], fields::tag(fields::KEY_VALUE_VALUE, fields::LEN));
+    assert_eq!(b[5], fields::tag(fields::ANY_VALUE_STRING, fields::LEN));
 }
