@@ -1,9 +1,10 @@
 //! OTLP/HTTP receiver: `/v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf
-//! or JSON bodies, gzip, a body limit that also bounds decompression, and a
+//! or JSON bodies, gzip, deflate or zstd, a body limit that also bounds decompression, and a
 //! CORS allow-list for browsers. JSON is a cold path: it is decoded with
 //! opentelemetry-proto's serde types and re-encoded to protobuf, so the same
 //! pipeline serves both.
 
+use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
 use super::{Accepted, Pipeline, Rejection};
 use crate::metrics::SignalKind;
@@ -18,7 +19,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use std::io::Read;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -114,6 +114,40 @@ fn error(format: Format, code: StatusCode, grpc_code: i32, msg: &str) -> Respons
     }
 }
 
+/// The body with its `Content-Encoding` undone, within the body limit.
+#[allow(clippy::result_large_err)]
+fn decoded(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Bytes,
+    format: Format,
+) -> Result<Bytes, Response> {
+    let enc = Encoding::parse(headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()))
+        .map_err(|e| {
+            error(
+                format,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                &format!("unsupported content-encoding {e}: supported are {SUPPORTED}"),
+            )
+        })?;
+    if enc == Encoding::Identity {
+        return Ok(body);
+    }
+    encoding::decode(enc, &body, st.max_body).map_err(|e| match e {
+        DecodeError::TooLarge => error(
+            format,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            8,
+            &format!(
+                "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
+                st.max_body
+            ),
+        ),
+        DecodeError::Invalid(m) => error(format, StatusCode::BAD_REQUEST, 3, &m),
+    })
+}
+
 /// Unpacks the body into protobuf bytes; Err is a ready response (a cold
 /// path: its size does not matter).
 #[allow(clippy::result_large_err)]
@@ -143,50 +177,7 @@ where
             "content-type must be application/x-protobuf or application/json",
         ));
     };
-    let enc = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity");
-    let raw = match enc {
-        "identity" | "" => body,
-        "gzip" => {
-            let mut out = Vec::new();
-            let limit = st.max_body as u64 + 1;
-            match flate2::read::GzDecoder::new(body.as_ref())
-                .take(limit)
-                .read_to_end(&mut out)
-            {
-                Ok(_) if out.len() > st.max_body => {
-                    return Err(error(
-                        format,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        8,
-                        &format!(
-                            "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
-                            st.max_body
-                        ),
-                    ))
-                }
-                Ok(_) => Bytes::from(out),
-                Err(e) => {
-                    return Err(error(
-                        format,
-                        StatusCode::BAD_REQUEST,
-                        3,
-                        &format!("invalid gzip body: {e}"),
-                    ))
-                }
-            }
-        }
-        other => {
-            return Err(error(
-                format,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                3,
-                &format!("unsupported content-encoding {other:?} (gzip or identity)"),
-            ))
-        }
-    };
+    let raw = decoded(st, headers, body, format)?;
     match format {
         Format::Proto => Ok((format, raw)),
         Format::Json => match serde_json::from_slice::<J>(&raw) {
