@@ -31,6 +31,60 @@ impl Serialize for Dur {
     }
 }
 
+/// A listen address: `IP:PORT` is exactly that socket; `localhost:PORT`
+/// is both loopback addresses, 127.0.0.1 and ::1 (the latter where the host
+/// has IPv6), so a client whose `localhost` resolves to either reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddr {
+    Exact(SocketAddr),
+    Localhost(u16),
+}
+
+impl ListenAddr {
+    pub const fn localhost(port: u16) -> ListenAddr {
+        ListenAddr::Localhost(port)
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let localhost = s
+            .rsplit_once(':')
+            .filter(|(h, _)| h.eq_ignore_ascii_case("localhost"));
+        if let Some((_, port)) = localhost {
+            return port.parse().map(ListenAddr::Localhost).map_err(|_| {
+                format!("invalid listen address {s:?}: the port must be a number 0-65535")
+            });
+        }
+        s.parse().map(ListenAddr::Exact).map_err(|_| {
+            format!("invalid listen address {s:?}: write IP:PORT, [IPv6]:PORT or localhost:PORT")
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Exact(a) => write!(f, "{a}"),
+            ListenAddr::Localhost(p) => write!(f, "localhost:{p}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -90,13 +144,13 @@ impl Default for Receivers {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpGrpc {
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     pub max_message_bytes: usize,
 }
 impl Default for OtlpGrpc {
     fn default() -> Self {
         OtlpGrpc {
-            listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            listen: ListenAddr::localhost(4317),
             max_message_bytes: 4 << 20,
         }
     }
@@ -106,7 +160,7 @@ impl Default for OtlpGrpc {
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpHttp {
     /// null disables the OTLP/HTTP receiver.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     pub max_body_bytes: usize,
     /// Origins allowed to post from a browser (exact match, or "*").
     pub cors_allowed_origins: Vec<String>,
@@ -114,7 +168,7 @@ pub struct OtlpHttp {
 impl Default for OtlpHttp {
     fn default() -> Self {
         OtlpHttp {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
+            listen: Some(ListenAddr::localhost(4318)),
             max_body_bytes: 4 << 20,
             cors_allowed_origins: Vec::new(),
         }
@@ -125,14 +179,14 @@ impl Default for OtlpHttp {
 #[serde(default, deny_unknown_fields)]
 pub struct Server {
     /// `/metrics`, `/healthz`, `/readyz`.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Limits of every listener's connections (4317, 4318, 9464).
     pub connections: Connections,
 }
 impl Default for Server {
     fn default() -> Self {
         Server {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            listen: ListenAddr::Exact(SocketAddr::from(([0, 0, 0, 0], 9464))),
             connections: Connections::default(),
         }
     }
