@@ -162,8 +162,14 @@ pub struct OtlpHttp {
     /// null disables the OTLP/HTTP receiver.
     pub listen: Option<ListenAddr>,
     pub max_body_bytes: usize,
-    /// Origins allowed to post from a browser (exact match, or "*").
+    /// Origins allowed to post from a browser: exact, "*", or one "*" for
+    /// part of the host (`https://*.example.com`).
     pub cors_allowed_origins: Vec<String>,
+    /// Request headers a browser may send besides the defaults (matched
+    /// ignoring case; "*" allows any).
+    pub cors_allowed_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight answer (Access-Control-Max-Age).
+    pub cors_max_age: u32,
 }
 impl Default for OtlpHttp {
     fn default() -> Self {
@@ -171,6 +177,8 @@ impl Default for OtlpHttp {
             listen: Some(ListenAddr::localhost(4318)),
             max_body_bytes: 4 << 20,
             cors_allowed_origins: Vec::new(),
+            cors_allowed_headers: Vec::new(),
+            cors_max_age: 7200,
         }
     }
 }
@@ -705,18 +713,7 @@ impl Config {
         if http.max_body_bytes == 0 {
             return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
         }
-        for (i, o) in http.cors_allowed_origins.iter().enumerate() {
-            if !valid_cors_origin(o) {
-                return err(
-                    &format!("receivers.otlp_http.cors_allowed_origins[{i}]"),
-                    &format!(
-                        "{o:?} is not an origin: write \"*\" or scheme://host[:port] \
-                         (visible ASCII, no path, no whitespace)"
-                    ),
-                );
-            }
-        }
-        Ok(())
+        validate_cors(http)
     }
 
     fn validate_connections(&self) -> Result<(), ConfigError> {
@@ -992,7 +989,54 @@ pub fn identifies_user(key: &str) -> bool {
     USER_ID_KEYS.iter().any(|u| norm(u) == k)
 }
 
-/// `*`, or an origin as browsers send it: `scheme://host[:port]`.
+/// The CORS keys of `receivers.otlp_http`.
+fn validate_cors(http: &OtlpHttp) -> Result<(), ConfigError> {
+    for (i, o) in http.cors_allowed_origins.iter().enumerate() {
+        if !valid_cors_origin(o) {
+            return err(
+                &format!("receivers.otlp_http.cors_allowed_origins[{i}]"),
+                &format!(
+                    "{o:?} is not an origin: write \"*\", scheme://host[:port], or one \"*\" \
+                     for part of the host as in https://*.example.com \
+                     (http or https, visible ASCII, no path, no whitespace)"
+                ),
+            );
+        }
+    }
+    for (i, h) in http.cors_allowed_headers.iter().enumerate() {
+        if h != "*" && (h.is_empty() || !h.bytes().all(is_token_char)) {
+            return err(
+                &format!("receivers.otlp_http.cors_allowed_headers[{i}]"),
+                &format!(
+                    "{h:?} is not a header name: write a name such as x-tenant-id \
+                     (letters, digits and !#$%&'*+-.^_`|~), or \"*\" for any"
+                ),
+            );
+        }
+    }
+    if http.cors_max_age > MAX_CORS_MAX_AGE {
+        return err(
+            "receivers.otlp_http.cors_max_age",
+            &format!(
+                "{} is more than browsers keep a preflight: at most {MAX_CORS_MAX_AGE} \
+                 seconds (Firefox's cap; Chromium's is 7200)",
+                http.cors_max_age
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The longest preflight cache any browser honours (Firefox: 24 h).
+const MAX_CORS_MAX_AGE: u32 = 86_400;
+
+/// A character of an RFC 9110 token (a header name).
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `*`, or an origin as browsers send it: `scheme://host[:port]`, with at
+/// most one `*` standing for part of it.
 fn valid_cors_origin(o: &str) -> bool {
     if o == "*" {
         return true;
@@ -1003,7 +1047,9 @@ fn valid_cors_origin(o: &str) -> bool {
     else {
         return false;
     };
-    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    !rest.is_empty()
+        && rest.bytes().filter(|&b| b == b'*').count() <= 1
+        && rest.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
 /// The levels `telemetry.log_level` takes, alone or as `target=level`.

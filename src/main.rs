@@ -274,11 +274,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     let grpc_task = tokio::spawn(grpc);
 
     let http_task = http_l.map(|l| {
-        let app = receiver::http::router(
-            pipeline.clone(),
-            cfg.receivers.otlp_http.max_body_bytes,
-            cfg.receivers.otlp_http.cors_allowed_origins.clone(),
-        );
+        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http);
         tokio::spawn(receiver::listen::serve_http(
             l,
             app,

@@ -382,3 +382,31 @@ fn default_listeners_are_both_loopbacks_and_explicit_ones_exact() {
         3,
     );
 }
+
+#[test]
+fn cors_headers_max_age_and_wildcard_origins_are_checked() {
+    let err = refused(
+        "receivers:\n  otlp_http:\n    cors_allowed_headers: [x-tenant-id, \"x tenant\"]\n",
+        "receivers.otlp_http.cors_allowed_headers[1]",
+        3,
+    );
+    assert!(err.contains("\"x tenant\""), "{err}");
+    refused(
+        "receivers:\n  otlp_http:\n    cors_max_age: 100000\n",
+        "receivers.otlp_http.cors_max_age",
+        3,
+    );
+    refused(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://*.*.example.com\"]\n",
+        "receivers.otlp_http.cors_allowed_origins[0]",
+        3,
+    );
+    let out = check_config(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://*.geometra.ai\"]\n    cors_allowed_headers: [\"*\", X-Tenant-Id]\n    cors_max_age: 0\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,9 +4,11 @@
 //! opentelemetry-proto's serde types and re-encoded to protobuf, so the same
 //! pipeline serves both.
 
+use super::cors::Cors;
 use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
 use super::{Accepted, Pipeline, Rejection};
+use crate::config::OtlpHttp;
 use crate::metrics::SignalKind;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,14 +27,15 @@ use std::sync::Arc;
 struct HttpState {
     pipeline: Arc<Pipeline>,
     max_body: usize,
-    cors: Arc<Vec<String>>,
+    cors: Arc<Cors>,
 }
 
-pub fn router(pipeline: Arc<Pipeline>, max_body: usize, cors: Vec<String>) -> Router {
+pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp) -> Router {
+    let max_body = cfg.max_body_bytes;
     let st = HttpState {
         pipeline,
         max_body,
-        cors: Arc::new(cors),
+        cors: Arc::new(Cors::new(cfg)),
     };
     Router::new()
         .route("/v1/traces", post(traces).options(preflight))
@@ -44,50 +47,15 @@ pub fn router(pipeline: Arc<Pipeline>, max_body: usize, cors: Vec<String>) -> Ro
 }
 
 fn allowed_origin(st: &HttpState, headers: &HeaderMap) -> Option<HeaderValue> {
-    let origin = headers.get(header::ORIGIN)?;
-    let o = origin.to_str().ok()?;
-    st.cors
-        .iter()
-        .any(|a| a == "*" || a == o)
-        .then(|| origin.clone())
+    st.cors.allowed_origin(headers)
 }
 
-fn with_cors(mut r: Response, origin: Option<HeaderValue>) -> Response {
-    if let Some(o) = origin {
-        let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    r
+fn with_cors(r: Response, origin: Option<HeaderValue>) -> Response {
+    Cors::decorate(r, origin)
 }
 
 async fn preflight(State(st): State<HttpState>, headers: HeaderMap) -> Response {
-    match allowed_origin(&st, &headers) {
-        Some(o) => {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            let h = r.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("POST, OPTIONS"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("content-type, content-encoding, traceparent, tracestate"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("7200"),
-            );
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            r
-        }
-        None => (
-            StatusCode::FORBIDDEN,
-            "origin not in receivers.otlp_http.cors_allowed_origins",
-        )
-            .into_response(),
-    }
+    st.cors.preflight(&headers)
 }
 
 #[derive(Clone, Copy, PartialEq)]
