@@ -221,3 +221,60 @@ fn both_loopbacks_share_one_connection_limit() {
     );
     drop(held);
 }
+
+#[test]
+fn a_taken_ipv6_loopback_port_stops_start_up() {
+    let Ok(taken) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    };
+    let p = taken.local_addr().expect("addr").port();
+    let out = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
+        .args(["--otlp-grpc-listen", "127.0.0.1:0"])
+        .args(["--otlp-http-listen", &format!("localhost:{p}")])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on [::1]:{p} (OTLP/HTTP)")),
+        "{err}"
+    );
+}
+
+/// In a network namespace of its own whose loopback has no IPv6 (unshare
+/// needs root; skipped without it), `localhost:PORT` is 127.0.0.1 alone.
+#[test]
+fn without_ipv6_localhost_is_127_0_0_1_alone() {
+    let ok = Command::new("unshare").args(["-n", "true"]).status();
+    if !ok.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot make a network namespace (unshare -n)");
+        return;
+    }
+    let script = format!(
+        "ip link set lo up && sysctl -qw net.ipv6.conf.lo.disable_ipv6=1 && \
+         timeout --preserve-status -s INT 2 {} --otlp-grpc-listen localhost:0 --otlp-http-listen localhost:0 \
+         --metrics-listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_geometra-sidecar")
+    );
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("no IPv6 loopback: listening on 127.0.0.1 only"),
+        "{err}"
+    );
+    let ready = err
+        .lines()
+        .find(|l| l.contains("geometra-sidecar ready"))
+        .expect(&err);
+    assert!(!ready.contains("::1"), "{ready}");
+    assert!(
+        ready.contains("otlp_grpc=127.0.0.1:") && ready.contains("otlp_http=127.0.0.1:"),
+        "{ready}"
+    );
+}

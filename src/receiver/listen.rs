@@ -119,17 +119,25 @@ pub async fn bind(addr: ListenAddr, what: &str) -> Result<Sockets, String> {
         ListenAddr::Exact(a) => return Ok(Sockets::new(vec![one(a).await?])),
         ListenAddr::Localhost(p) => p,
     };
-    let v4 = one(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    // with port 0 the kernel chose one: ::1 takes the same
-    let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
-    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-    match TcpListener::bind(v6).await {
-        Ok(l) => Ok(Sockets::new(vec![v4, l])),
-        Err(e) if no_ipv6(&e) => {
-            tracing::info!(listener = what, error = %e, "no IPv6 loopback: listening on 127.0.0.1 only");
-            Ok(Sockets::new(vec![v4]))
+    // with port 0 the kernel chooses 127.0.0.1's port, which ::1 may not
+    // have free: choose again, a few times
+    let mut tries = if port == 0 { 5 } else { 1 };
+    loop {
+        let v4 = one(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+        let got = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, got));
+        tries -= 1;
+        match TcpListener::bind(v6).await {
+            Ok(l) => return Ok(Sockets::new(vec![v4, l])),
+            Err(e) if no_ipv6(&e) => {
+                tracing::info!(listener = what, error = %e, "no IPv6 loopback: listening on 127.0.0.1 only");
+                return Ok(Sockets::new(vec![v4]));
+            }
+            Err(e) if tries == 0 || e.kind() != io::ErrorKind::AddrInUse => {
+                return Err(format!("cannot listen on {v6} ({what}): {e}"));
+            }
+            Err(_) => continue,
         }
-        Err(e) => Err(format!("cannot listen on {v6} ({what}): {e}")),
     }
 }
 
