@@ -368,13 +368,17 @@ async fn grpc_advertises_its_encodings_and_refuses_others() {
     assert!(a.message.contains("snappy"), "{}", a.message);
     assert!(a.message.contains("gzip,deflate,zstd"), "{}", a.message);
     assert_eq!(a.accept_encoding, "gzip,deflate,zstd");
+    // a corrupt compressed message: INTERNAL, as the gRPC compression spec asks
+    let a = send_frame(&sc, Some("zstd"), b"\x28\xb5\x2f\xfd not zstd".to_vec()).await;
+    assert_eq!(a.code, Some(Code::Internal), "{}", a.message);
+    assert!(a.message.contains("decompressing"), "{}", a.message);
     let m = sc.scrape().await;
     assert_eq!(
         m.value(
             "geometra_sidecar_receiver_bad_requests_total",
             &[("transport", "grpc"), ("signal", "spans")]
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(requests(&m, "/snappy"), None);
 }

@@ -233,30 +233,40 @@ where
                 .accept_compressed(CompressionEncoding::Deflate)
                 .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(max);
-            let stats_pipeline = pipeline.clone();
+            let stats = pipeline.clone();
             let svc = Unary::<S> {
                 pipeline,
                 _s: PhantomData,
             };
-            let mut res = grpc.unary(svc, req).await;
-            // tonic reports an oversized message as OUT_OF_RANGE; the OTLP
-            // contract (and every other collector) says RESOURCE_EXHAUSTED.
-            let code = res
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok());
-            if code == Some(Code::OutOfRange as i32) || code == Some(Code::ResourceExhausted as i32)
-            {
-                stats_pipeline.store().grpc.bad_request(signal_of::<S>());
-                res = Status::resource_exhausted(format!(
-                    "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
-                ))
-                .into_http();
-            }
-            Ok(advertise(res))
+            let res = grpc.unary(svc, req).await;
+            Ok(advertise(refused_by_tonic::<S>(res, max, &stats)))
         })
     }
+}
+
+/// Answers tonic gave before the message reached the pipeline, counted as
+/// bad requests: too large (tonic says OUT_OF_RANGE for the frame length;
+/// the OTLP contract, and every other collector, RESOURCE_EXHAUSTED) and a
+/// corrupt compressed message (INTERNAL, as the gRPC compression spec asks).
+fn refused_by_tonic<S: Signal>(
+    res: http::Response<Body>,
+    max: usize,
+    p: &Pipeline,
+) -> http::Response<Body> {
+    let h = |k: &str| res.headers().get(k).and_then(|v| v.to_str().ok());
+    let code = h("grpc-status").and_then(|v| v.parse::<i32>().ok());
+    if code == Some(Code::OutOfRange as i32) || code == Some(Code::ResourceExhausted as i32) {
+        p.store().grpc.bad_request(signal_of::<S>());
+        return Status::resource_exhausted(format!(
+            "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
+        ))
+        .into_http();
+    }
+    let corrupt = h("grpc-message").is_some_and(|m| m.starts_with("Error%20decompressing"));
+    if code == Some(Code::Internal as i32) && corrupt {
+        p.store().grpc.bad_request(signal_of::<S>());
+    }
+    res
 }
 
 fn signal_of<S: Signal>() -> SignalKind {
