@@ -1,8 +1,8 @@
 //! OTLP/HTTP receiver: `/v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf
-//! or JSON bodies, gzip, deflate or zstd, a body limit that also bounds decompression, and a
-//! CORS allow-list for browsers. JSON is a cold path: it is decoded with
-//! opentelemetry-proto's serde types and re-encoded to protobuf, so the same
-//! pipeline serves both.
+//! or JSON bodies, gzip, deflate or zstd (`encoding.rs`), a body limit that
+//! also bounds decompression, and CORS for browsers (`cors.rs`). JSON is a
+//! cold path: it is decoded with opentelemetry-proto's serde types and
+//! re-encoded to protobuf, so the same pipeline serves both.
 
 use super::cors::Cors;
 use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
