@@ -31,6 +31,60 @@ impl Serialize for Dur {
     }
 }
 
+/// A listen address: `IP:PORT` is exactly that socket; `localhost:PORT`
+/// is both loopback addresses, 127.0.0.1 and ::1 (the latter where the host
+/// has IPv6), so a client whose `localhost` resolves to either reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddr {
+    Exact(SocketAddr),
+    Localhost(u16),
+}
+
+impl ListenAddr {
+    pub const fn localhost(port: u16) -> ListenAddr {
+        ListenAddr::Localhost(port)
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let localhost = s
+            .rsplit_once(':')
+            .filter(|(h, _)| h.eq_ignore_ascii_case("localhost"));
+        if let Some((_, port)) = localhost {
+            return port.parse().map(ListenAddr::Localhost).map_err(|_| {
+                format!("invalid listen address {s:?}: the port must be a number 0-65535")
+            });
+        }
+        s.parse().map(ListenAddr::Exact).map_err(|_| {
+            format!("invalid listen address {s:?}: write IP:PORT, [IPv6]:PORT or localhost:PORT")
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Exact(a) => write!(f, "{a}"),
+            ListenAddr::Localhost(p) => write!(f, "localhost:{p}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -90,13 +144,13 @@ impl Default for Receivers {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpGrpc {
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     pub max_message_bytes: usize,
 }
 impl Default for OtlpGrpc {
     fn default() -> Self {
         OtlpGrpc {
-            listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            listen: ListenAddr::localhost(4317),
             max_message_bytes: 4 << 20,
         }
     }
@@ -106,17 +160,25 @@ impl Default for OtlpGrpc {
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpHttp {
     /// null disables the OTLP/HTTP receiver.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     pub max_body_bytes: usize,
-    /// Origins allowed to post from a browser (exact match, or "*").
+    /// Origins allowed to post from a browser: exact, "*", or one "*" for
+    /// part of the host (`https://*.example.com`).
     pub cors_allowed_origins: Vec<String>,
+    /// Request headers a browser may send besides the defaults (matched
+    /// ignoring case; "*" allows any).
+    pub cors_allowed_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight answer (Access-Control-Max-Age).
+    pub cors_max_age: u32,
 }
 impl Default for OtlpHttp {
     fn default() -> Self {
         OtlpHttp {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
+            listen: Some(ListenAddr::localhost(4318)),
             max_body_bytes: 4 << 20,
             cors_allowed_origins: Vec::new(),
+            cors_allowed_headers: Vec::new(),
+            cors_max_age: 7200,
         }
     }
 }
@@ -125,14 +187,14 @@ impl Default for OtlpHttp {
 #[serde(default, deny_unknown_fields)]
 pub struct Server {
     /// `/metrics`, `/healthz`, `/readyz`.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Limits of every listener's connections (4317, 4318, 9464).
     pub connections: Connections,
 }
 impl Default for Server {
     fn default() -> Self {
         Server {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            listen: ListenAddr::Exact(SocketAddr::from(([0, 0, 0, 0], 9464))),
             connections: Connections::default(),
         }
     }
@@ -653,18 +715,7 @@ impl Config {
         if http.max_body_bytes == 0 {
             return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
         }
-        for (i, o) in http.cors_allowed_origins.iter().enumerate() {
-            if !valid_cors_origin(o) {
-                return err(
-                    &format!("receivers.otlp_http.cors_allowed_origins[{i}]"),
-                    &format!(
-                        "{o:?} is not an origin: write \"*\" or scheme://host[:port] \
-                         (visible ASCII, no path, no whitespace)"
-                    ),
-                );
-            }
-        }
-        Ok(())
+        validate_cors(http)
     }
 
     fn validate_connections(&self) -> Result<(), ConfigError> {
@@ -940,7 +991,54 @@ pub fn identifies_user(key: &str) -> bool {
     USER_ID_KEYS.iter().any(|u| norm(u) == k)
 }
 
-/// `*`, or an origin as browsers send it: `scheme://host[:port]`.
+/// The CORS keys of `receivers.otlp_http`.
+fn validate_cors(http: &OtlpHttp) -> Result<(), ConfigError> {
+    for (i, o) in http.cors_allowed_origins.iter().enumerate() {
+        if !valid_cors_origin(o) {
+            return err(
+                &format!("receivers.otlp_http.cors_allowed_origins[{i}]"),
+                &format!(
+                    "{o:?} is not an origin: write \"*\", scheme://host[:port], or one \"*\" \
+                     for part of the host as in https://*.example.com \
+                     (http or https, visible ASCII, no path, no whitespace)"
+                ),
+            );
+        }
+    }
+    for (i, h) in http.cors_allowed_headers.iter().enumerate() {
+        if h != "*" && (h.is_empty() || !h.bytes().all(is_token_char)) {
+            return err(
+                &format!("receivers.otlp_http.cors_allowed_headers[{i}]"),
+                &format!(
+                    "{h:?} is not a header name: write a name such as x-tenant-id \
+                     (letters, digits and !#$%&'*+-.^_`|~), or \"*\" for any"
+                ),
+            );
+        }
+    }
+    if http.cors_max_age > MAX_CORS_MAX_AGE {
+        return err(
+            "receivers.otlp_http.cors_max_age",
+            &format!(
+                "{} is more than browsers keep a preflight: at most {MAX_CORS_MAX_AGE} \
+                 seconds (Firefox's cap; Chromium's is 7200)",
+                http.cors_max_age
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The longest preflight cache any browser honours (Firefox: 24 h).
+const MAX_CORS_MAX_AGE: u32 = 86_400;
+
+/// A character of an RFC 9110 token (a header name).
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `*`, or an origin as browsers send it: `scheme://host[:port]`, with at
+/// most one `*` standing for part of it.
 fn valid_cors_origin(o: &str) -> bool {
     if o == "*" {
         return true;
@@ -951,7 +1049,9 @@ fn valid_cors_origin(o: &str) -> bool {
     else {
         return false;
     };
-    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    !rest.is_empty()
+        && rest.bytes().filter(|&b| b == b'*').count() <= 1
+        && rest.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
 /// The levels `telemetry.log_level` takes, alone or as `target=level`.

@@ -1,18 +1,17 @@
 //! The geometra-sidecar binary: command line, start-up, signals.
 
 use clap::{Parser, Subcommand};
-use geometra_sidecar::config::{Config, LogFormat};
+use geometra_sidecar::config::{Config, ListenAddr, LogFormat};
 use geometra_sidecar::derive::Deriver;
 use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
-use geometra_sidecar::receiver::{self, Pipeline};
+use geometra_sidecar::receiver::{self, listen, Pipeline};
 use geometra_sidecar::server::{self, Health};
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -25,15 +24,15 @@ struct Cli {
     /// YAML config file (every key optional; see print-default-config)
     #[arg(long, env = "GEOMETRA_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// OTLP/gRPC listen address [default 127.0.0.1:4317]
+    /// OTLP/gRPC listen address: IP:PORT, or localhost:PORT for 127.0.0.1 and ::1 [default localhost:4317]
     #[arg(long, env = "GEOMETRA_OTLP_GRPC_LISTEN", global = true)]
-    otlp_grpc_listen: Option<SocketAddr>,
-    /// OTLP/HTTP listen address, or `off` [default 127.0.0.1:4318]
+    otlp_grpc_listen: Option<ListenAddr>,
+    /// OTLP/HTTP listen address (as above), or `off` [default localhost:4318]
     #[arg(long, env = "GEOMETRA_OTLP_HTTP_LISTEN", global = true, value_parser = parse_optional_addr)]
     otlp_http_listen: Option<OptionalAddr>,
     /// /metrics, /healthz and /readyz listen address [default 0.0.0.0:9464]
     #[arg(long, env = "GEOMETRA_METRICS_LISTEN", global = true)]
-    metrics_listen: Option<SocketAddr>,
+    metrics_listen: Option<ListenAddr>,
     /// Forward logs to this OTLP endpoint (http://host:4317 gRPC, or a .../v1/logs URL for OTLP/HTTP)
     #[arg(long, env = "GEOMETRA_FORWARD_LOGS_TO", global = true)]
     forward_logs_to: Option<String>,
@@ -57,7 +56,7 @@ enum Command {
 
 /// A listen address, or `off` to disable the listener.
 #[derive(Clone, Copy, Debug)]
-struct OptionalAddr(Option<SocketAddr>);
+struct OptionalAddr(Option<ListenAddr>);
 
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s.trim() {
@@ -65,7 +64,7 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
         a => a
             .parse()
             .map(|a| OptionalAddr(Some(a)))
-            .map_err(|e| format!("{e}: expected HOST:PORT or `off`")),
+            .map_err(|e: String| format!("{e}, or `off`")),
     }
 }
 
@@ -109,12 +108,23 @@ fn effective_config(cli: &Cli) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything
+/// but the empty string (no-color.org); logs captured by Kubernetes or a
+/// file get no escape codes.
+fn colour(tty: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    tty && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.telemetry.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     match cfg.telemetry.log_format {
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -172,12 +182,6 @@ fn main() -> ExitCode {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
-}
-
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
@@ -195,6 +199,23 @@ async fn shutdown_signal() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
+    }
+}
+
+/// The addresses each listener bound, comma-separated (`off`: disabled).
+struct Bound {
+    otlp_grpc: String,
+    otlp_http: String,
+    metrics: String,
+}
+
+impl Bound {
+    /// What /readyz reports after `ready`.
+    fn readyz(&self) -> String {
+        format!(
+            "otlp_grpc={}\notlp_http={}\nmetrics={}\n",
+            self.otlp_grpc, self.otlp_http, self.metrics
+        )
     }
 }
 
@@ -217,12 +238,19 @@ async fn run(cfg: Config) -> Result<(), String> {
     });
     let health = Arc::new(Health::default());
 
-    let grpc_l = bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
+    let grpc_l = listen::bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
     let http_l = match cfg.receivers.otlp_http.listen {
-        Some(a) => Some(bind(a, "OTLP/HTTP").await?),
+        Some(a) => Some(listen::bind(a, "OTLP/HTTP").await?),
         None => None,
     };
-    let metrics_l = bind(cfg.server.listen, "metrics").await?;
+    let metrics_l = listen::bind(cfg.server.listen, "metrics").await?;
+    let bound = Bound {
+        otlp_grpc: grpc_l.describe(),
+        otlp_http: http_l
+            .as_ref()
+            .map_or_else(|| "off".into(), |l| l.describe()),
+        metrics: metrics_l.describe(),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -246,11 +274,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     let grpc_task = tokio::spawn(grpc);
 
     let http_task = http_l.map(|l| {
-        let app = receiver::http::router(
-            pipeline.clone(),
-            cfg.receivers.otlp_http.max_body_bytes,
-            cfg.receivers.otlp_http.cors_allowed_origins.clone(),
-        );
+        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http);
         tokio::spawn(receiver::listen::serve_http(
             l,
             app,
@@ -285,11 +309,12 @@ async fn run(cfg: Config) -> Result<(), String> {
         })
     };
 
+    let _ = health.listening.set(bound.readyz());
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
-        otlp_grpc = %cfg.receivers.otlp_grpc.listen,
-        otlp_http = ?cfg.receivers.otlp_http.listen,
-        metrics = %cfg.server.listen,
+        otlp_grpc = %bound.otlp_grpc,
+        otlp_http = %bound.otlp_http,
+        metrics = %bound.metrics,
         rules = cfg.rules.len() + cfg.extra_rules.len(),
         forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
         "geometra-sidecar ready"

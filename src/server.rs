@@ -17,6 +17,9 @@ use std::sync::Arc;
 pub struct Health {
     pub ready: AtomicBool,
     pub draining: AtomicBool,
+    /// The bound addresses, one `listener=addr[,addr]` line each, shown
+    /// by /readyz once ready.
+    pub listening: std::sync::OnceLock<String>,
 }
 
 #[derive(Clone)]
@@ -37,7 +40,8 @@ async fn readyz(State(st): State<St>) -> Response {
     if st.health.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else if st.health.ready.load(Ordering::Relaxed) {
-        "ready\n".into_response()
+        let addrs = st.health.listening.get().map_or("", String::as_str);
+        format!("ready\n{addrs}").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }

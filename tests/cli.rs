@@ -235,3 +235,178 @@ fn zero_limits_are_refused_not_clamped() {
         refused(yaml, key, line);
     }
 }
+
+/// Ports chosen by the kernel (port 0), so nothing here needs a free port.
+const ANY_PORTS: [&str; 6] = [
+    "--otlp-grpc-listen",
+    "127.0.0.1:0",
+    "--otlp-http-listen",
+    "localhost:0",
+    "--metrics-listen",
+    "127.0.0.1:0",
+];
+
+/// Runs the sidecar with `args` and `env` until it logs its ready line;
+/// returns everything it wrote to stderr (a pipe, not a terminal) so far.
+fn until_ready(args: &[&str], env: &[(&str, &str)]) -> String {
+    use std::io::BufRead;
+    let mut child = bin()
+        .args(args)
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut out = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("ready") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.contains("geometra-sidecar ready"),
+        "no ready line:\n{out}"
+    );
+    out
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_and_plain_addresses() {
+    for env in [vec![], vec![("NO_COLOR", "1")], vec![("NO_COLOR", "")]] {
+        let out = until_ready(&ANY_PORTS, &env);
+        assert!(
+            !out.contains("\x1b["),
+            "escape codes in piped logs ({env:?}):\n{out:?}"
+        );
+        assert!(!out.contains("Some("), "{out}");
+        // the addresses actually bound, the kernel's ports included
+        let field = |k: &str| {
+            out.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("no {k}= in {out}"))
+                .to_string()
+        };
+        let grpc = field("otlp_grpc");
+        assert!(
+            grpc.starts_with("127.0.0.1:") && !grpc.ends_with(":0"),
+            "{out}"
+        );
+        let http = field("otlp_http");
+        let ports: Vec<&str> = http
+            .split(',')
+            .filter_map(|a| a.rsplit(':').next())
+            .collect();
+        assert!(http.starts_with("127.0.0.1:"), "{out}");
+        // localhost: ::1 on the same port, where the host has IPv6
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            assert!(http.contains(",[::1]:"), "{out}");
+            assert_eq!(ports[0], ports[1], "{out}");
+        }
+    }
+    let mut args = ANY_PORTS.to_vec();
+    args[3] = "off";
+    let out = until_ready(&args, &[]);
+    assert!(out.contains(" otlp_http=off "), "{out}");
+}
+
+/// The sidecar's first log lines written to a terminal (a pty from
+/// util-linux `script`), with `NO_COLOR` as given.
+fn on_a_terminal(no_color: Option<&str>) -> String {
+    let cmd = format!(
+        "timeout -s INT 3 {} {}",
+        env!("CARGO_BIN_EXE_geometra-sidecar"),
+        ANY_PORTS.join(" ")
+    );
+    let mut c = Command::new("script");
+    c.args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    let out = c.output().expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("geometra-sidecar ready"), "{text:?}");
+    text
+}
+
+#[test]
+fn a_terminal_gets_colour_unless_no_color_is_set() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) for a pty");
+        return;
+    }
+    assert!(
+        on_a_terminal(None).contains("\x1b["),
+        "no colour on a terminal"
+    );
+    assert!(
+        on_a_terminal(Some("")).contains("\x1b["),
+        "an empty NO_COLOR keeps colour"
+    );
+    let out = on_a_terminal(Some("1"));
+    assert!(!out.contains("\x1b["), "NO_COLOR=1 still coloured: {out:?}");
+}
+
+#[test]
+fn default_listeners_are_both_loopbacks_and_explicit_ones_exact() {
+    let out = check_config("");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("otlp_grpc:\n    listen: localhost:4317"),
+        "{text}"
+    );
+    assert!(
+        text.contains("otlp_http:\n    listen: localhost:4318"),
+        "{text}"
+    );
+    assert!(text.contains("listen: 0.0.0.0:9464"), "{text}");
+    let out = check_config("receivers:\n  otlp_grpc:\n    listen: \"[::1]:4317\"\n  otlp_http:\n    listen: LocalHost:4000\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen: '[::1]:4317'"), "{text}");
+    assert!(text.contains("listen: localhost:4000"), "{text}");
+    let err = refused(
+        "receivers:\n  otlp_grpc:\n    listen: example.com:4317\n",
+        "receivers.otlp_grpc.listen",
+        3,
+    );
+    assert!(err.contains("localhost:PORT"), "{err}");
+    refused(
+        "receivers:\n  otlp_grpc:\n    listen: localhost:70000\n",
+        "receivers.otlp_grpc.listen",
+        3,
+    );
+}
+
+#[test]
+fn cors_headers_max_age_and_wildcard_origins_are_checked() {
+    let err = refused(
+        "receivers:\n  otlp_http:\n    cors_allowed_headers: [x-tenant-id, \"x tenant\"]\n",
+        "receivers.otlp_http.cors_allowed_headers[1]",
+        3,
+    );
+    assert!(err.contains("\"x tenant\""), "{err}");
+    refused(
+        "receivers:\n  otlp_http:\n    cors_max_age: 100000\n",
+        "receivers.otlp_http.cors_max_age",
+        3,
+    );
+    refused(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://*.*.example.com\"]\n",
+        "receivers.otlp_http.cors_allowed_origins[0]",
+        3,
+    );
+    let out = check_config(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://*.geometra.ai\"]\n    cors_allowed_headers: [\"*\", X-Tenant-Id]\n    cors_max_age: 0\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,6 +6,7 @@
 //! whole request walked cleanly are the updates applied, one family lock per
 //! family per request. A malformed request therefore changes nothing.
 
+pub mod fields;
 pub mod json;
 pub mod wire;
 

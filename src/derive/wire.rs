@@ -13,7 +13,13 @@
 //! metric is touched, because the caller applies updates only after a
 //! successful walk.
 
+use super::fields::*;
 use prost::encoding::decode_varint;
+
+/// Tags of the canonical short encodings the fast paths match on.
+const ANY_STRING_TAG: u8 = tag(ANY_VALUE_STRING, LEN);
+const KEY_TAG: u8 = tag(KEY_VALUE_KEY, LEN);
+const VALUE_TAG: u8 = tag(KEY_VALUE_VALUE, LEN);
 
 /// Why a request could not be walked. Shown to the sender as INVALID_ARGUMENT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +151,7 @@ pub enum Val<'a> {
 #[inline]
 pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
     // fast path: a short string, the usual case
-    if let [0x0a, len, s @ ..] = buf {
+    if let [ANY_STRING_TAG, len, s @ ..] = buf {
         if (*len as usize) < 0x80 && s.len() == *len as usize {
             return Ok(Val::Str(s));
         }
@@ -154,12 +160,14 @@ pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
     let mut out = Val::Missing;
     while let Some((f, v)) = r.next_field()? {
         out = match (f, v) {
-            (1, Wire::Bytes(b)) => Val::Str(b),
-            (2, Wire::Varint(x)) => Val::Bool(x != 0),
-            (3, Wire::Varint(x)) => Val::Int(x as i64),
-            (4, Wire::Fixed64(x)) => Val::Double(f64::from_bits(x)),
-            (5..=7, Wire::Bytes(_)) => Val::Other,
-            (1..=7, _) => return Err(WireError("AnyValue field has the wrong wire type")),
+            (ANY_VALUE_STRING, Wire::Bytes(b)) => Val::Str(b),
+            (ANY_VALUE_BOOL, Wire::Varint(x)) => Val::Bool(x != 0),
+            (ANY_VALUE_INT, Wire::Varint(x)) => Val::Int(x as i64),
+            (ANY_VALUE_DOUBLE, Wire::Fixed64(x)) => Val::Double(f64::from_bits(x)),
+            (ANY_VALUE_ARRAY | ANY_VALUE_KVLIST | ANY_VALUE_BYTES, Wire::Bytes(_)) => Val::Other,
+            (ANY_VALUE_STRING..=ANY_VALUE_BYTES, _) => {
+                return Err(WireError("AnyValue field has the wrong wire type"))
+            }
             _ => out,
         };
     }
@@ -239,13 +247,15 @@ fn split_kv(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     // Fast path for the shape every SDK writes: key (field 1) then value
     // (field 2), both shorter than 128 bytes, nothing else. Anything else
     // takes the general loop below.
-    if let [0x0a, klen, rest @ ..] = buf {
+    if let [KEY_TAG, klen, rest @ ..] = buf {
         let klen = *klen as usize;
         if klen < 0x80 && rest.len() >= klen {
             let (key, rest) = rest.split_at(klen);
             match rest {
                 [] => return Ok((Some(key), None)),
-                [0x12, vlen, v @ ..] if (*vlen as usize) < 0x80 && v.len() == *vlen as usize => {
+                [VALUE_TAG, vlen, v @ ..]
+                    if (*vlen as usize) < 0x80 && v.len() == *vlen as usize =>
+                {
                     return Ok((Some(key), Some(v)))
                 }
                 _ => {}
@@ -257,8 +267,8 @@ fn split_kv(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     let mut value: Option<&[u8]> = None;
     while let Some((f, v)) = r.next_field()? {
         match f {
-            1 => key = Some(bytes(v)?),
-            2 => value = Some(bytes(v)?),
+            KEY_VALUE_KEY => key = Some(bytes(v)?),
+            KEY_VALUE_VALUE => value = Some(bytes(v)?),
             _ => {}
         }
     }
@@ -364,7 +374,7 @@ where
     let mut stats = WalkStats::default();
     let mut req = Reader::new(buf);
     while let Some((f, v)) = req.next_field()? {
-        if f != 1 {
+        if f != REQUEST_RESOURCE_ITEMS {
             continue;
         }
         // The resource may come after the items on the wire, so read it first.
@@ -373,8 +383,8 @@ where
         res_slots.fill(Val::Missing);
         let mut r = Reader::new(rs);
         while let Some((f, v)) = r.next_field()? {
-            if f == 1 {
-                fill_resource_or_scope(bytes(v)?, 1, keys, res_slots)?;
+            if f == RESOURCE_ITEMS_RESOURCE {
+                fill_resource_or_scope(bytes(v)?, RESOURCE_ATTRIBUTES, keys, res_slots)?;
             }
         }
         let res: &[Val<'a>] = if res_slots.iter().any(|v| !matches!(v, Val::Missing)) {
@@ -384,12 +394,12 @@ where
         };
         let mut r = Reader::new(rs);
         while let Some((f, v)) = r.next_field()? {
-            if f != 2 {
+            if f != RESOURCE_ITEMS_SCOPE_ITEMS {
                 continue;
             }
             let mut scope = Reader::new(bytes(v)?);
             while let Some((f, v)) = scope.next_field()? {
-                if f != 2 {
+                if f != SCOPE_ITEMS_ITEMS {
                     continue;
                 }
                 item_slots.fill(Val::Missing);
@@ -445,18 +455,18 @@ fn span<'a>(
     let mut r = Reader::new(buf);
     while let Some((f, v)) = r.next_field()? {
         match f {
-            1 => info.trace_id = bytes(v)?,
-            2 => info.span_id = bytes(v)?,
-            6 => info.kind = varint(v)? as i32,
-            7 => info.start = fixed64(v)?,
-            8 => info.end = fixed64(v)?,
-            9 => key_value(bytes(v)?, keys, slots)?,
-            11 => {
+            SPAN_TRACE_ID => info.trace_id = bytes(v)?,
+            SPAN_SPAN_ID => info.span_id = bytes(v)?,
+            SPAN_KIND => info.kind = varint(v)? as i32,
+            SPAN_START_TIME => info.start = fixed64(v)?,
+            SPAN_END_TIME => info.end = fixed64(v)?,
+            SPAN_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
+            SPAN_EVENTS => {
                 let ev = bytes(v)?;
                 if !event_names.is_empty() {
                     let mut er = Reader::new(ev);
                     while let Some((f, v)) = er.next_field()? {
-                        if f == 2 {
+                        if f == SPAN_EVENT_NAME {
                             let name = bytes(v)?;
                             if let Some(i) = event_names.iter().position(|e| **e == *name) {
                                 info.events |= 1 << i;
@@ -465,15 +475,14 @@ fn span<'a>(
                     }
                 }
             }
-            15 => {
+            SPAN_STATUS => {
                 let mut sr = Reader::new(bytes(v)?);
                 while let Some((f, v)) = sr.next_field()? {
-                    if f == 3 {
+                    if f == STATUS_CODE {
                         info.status = varint(v)? as i32;
                     }
                 }
             }
-            3..=5 | 10 | 12..=14 | 16 => {}
             _ => {}
         }
     }
@@ -508,23 +517,23 @@ fn log_record<'a>(
     let mut r = Reader::new(buf);
     while let Some((f, v)) = r.next_field()? {
         match f {
-            1 => info.time = fixed64(v)?,
-            2 => info.severity = varint(v)? as i32,
-            5 => {
+            LOG_TIME => info.time = fixed64(v)?,
+            LOG_SEVERITY_NUMBER => info.severity = varint(v)? as i32,
+            LOG_BODY => {
                 let mut br = Reader::new(bytes(v)?);
                 while let Some((f, v)) = br.next_field()? {
                     match f {
-                        1 => info.body_str = Some(bytes(v)?),
-                        6 => info.body_kvlist = Some(bytes(v)?),
+                        ANY_VALUE_STRING => info.body_str = Some(bytes(v)?),
+                        ANY_VALUE_KVLIST => info.body_kvlist = Some(bytes(v)?),
                         _ => {}
                     }
                 }
             }
-            6 => key_value(bytes(v)?, keys, slots)?,
-            9 => info.trace_id = bytes(v)?,
-            10 => info.span_id = bytes(v)?,
-            11 => info.observed_time = fixed64(v)?,
-            12 => info.event_name = bytes(v)?,
+            LOG_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
+            LOG_TRACE_ID => info.trace_id = bytes(v)?,
+            LOG_SPAN_ID => info.span_id = bytes(v)?,
+            LOG_OBSERVED_TIME => info.observed_time = fixed64(v)?,
+            LOG_EVENT_NAME => info.event_name = bytes(v)?,
             _ => {}
         }
     }
@@ -593,7 +602,7 @@ pub fn read_kvlist_body<'a>(
     let mut event = BodyEvent::<&'a [u8]>::default();
     let mut r = Reader::new(buf);
     while let Some((f, v)) = r.next_field()? {
-        if f != 1 {
+        if f != KEY_VALUE_LIST_VALUES {
             continue;
         }
         let (key, value) = split_kv(bytes(v)?)?;
@@ -618,27 +627,32 @@ pub fn count_metric_points(buf: &[u8]) -> Result<u64, WireError> {
     let mut n = 0u64;
     let mut req = Reader::new(buf);
     while let Some((f, v)) = req.next_field()? {
-        if f != 1 {
+        if f != REQUEST_RESOURCE_ITEMS {
             continue;
         }
         let mut rm = Reader::new(bytes(v)?);
         while let Some((f, v)) = rm.next_field()? {
-            if f != 2 {
+            if f != RESOURCE_ITEMS_SCOPE_ITEMS {
                 continue;
             }
             let mut sm = Reader::new(bytes(v)?);
             while let Some((f, v)) = sm.next_field()? {
-                if f != 2 {
+                if f != SCOPE_ITEMS_ITEMS {
                     continue;
                 }
-                // Metric: gauge 5, sum 7, histogram 9, exp histogram 10, summary 11;
-                // each holds data_points in field 1.
                 let mut m = Reader::new(bytes(v)?);
                 while let Some((f, v)) = m.next_field()? {
-                    if matches!(f, 5 | 7 | 9 | 10 | 11) {
+                    if matches!(
+                        f,
+                        METRIC_GAUGE
+                            | METRIC_SUM
+                            | METRIC_HISTOGRAM
+                            | METRIC_EXPONENTIAL_HISTOGRAM
+                            | METRIC_SUMMARY
+                    ) {
                         let mut d = Reader::new(bytes(v)?);
                         while let Some((f, _)) = d.next_field()? {
-                            if f == 1 {
+                            if f == DATA_POINTS {
                                 n += 1;
                             }
                         }

@@ -223,37 +223,86 @@ where
                 async move { Ok(Status::unimplemented("no such method").into_http()) },
             );
         }
+        if let Some(e) = unsupported_encoding(req.headers()) {
+            pipeline.store().grpc.bad_request(signal_of::<S>());
+            return Box::pin(async move { Ok(advertise(unsupported(&e).into_http())) });
+        }
         Box::pin(async move {
             let mut grpc = Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Deflate)
+                .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(max);
-            let stats_pipeline = pipeline.clone();
+            let stats = pipeline.clone();
             let svc = Unary::<S> {
                 pipeline,
                 _s: PhantomData,
             };
-            let mut res = grpc.unary(svc, req).await;
-            // tonic reports an oversized message as OUT_OF_RANGE; the OTLP
-            // contract (and every other collector) says RESOURCE_EXHAUSTED.
-            let code = res
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok());
-            if code == Some(Code::OutOfRange as i32) || code == Some(Code::ResourceExhausted as i32)
-            {
-                let sig = match S::PATH {
-                    Traces::PATH => SignalKind::Spans,
-                    Logs::PATH => SignalKind::LogRecords,
-                    _ => SignalKind::MetricPoints,
-                };
-                stats_pipeline.store().grpc.bad_request(sig);
-                res = Status::resource_exhausted(format!(
-                    "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
-                ))
-                .into_http();
-            }
-            Ok(res)
+            let res = grpc.unary(svc, req).await;
+            Ok(advertise(refused_by_tonic::<S>(res, max, &stats)))
         })
     }
+}
+
+/// Answers tonic gave before the message reached the pipeline, counted as
+/// bad requests: too large (tonic says OUT_OF_RANGE for the frame length;
+/// the OTLP contract, and every other collector, RESOURCE_EXHAUSTED) and a
+/// corrupt compressed message (INTERNAL, as the gRPC compression spec asks).
+fn refused_by_tonic<S: Signal>(
+    res: http::Response<Body>,
+    max: usize,
+    p: &Pipeline,
+) -> http::Response<Body> {
+    let h = |k: &str| res.headers().get(k).and_then(|v| v.to_str().ok());
+    let code = h("grpc-status").and_then(|v| v.parse::<i32>().ok());
+    if code == Some(Code::OutOfRange as i32) || code == Some(Code::ResourceExhausted as i32) {
+        p.store().grpc.bad_request(signal_of::<S>());
+        return Status::resource_exhausted(format!(
+            "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
+        ))
+        .into_http();
+    }
+    let corrupt = h("grpc-message").is_some_and(|m| m.starts_with("Error%20decompressing"));
+    if code == Some(Code::Internal as i32) && corrupt {
+        p.store().grpc.bad_request(signal_of::<S>());
+    }
+    res
+}
+
+fn signal_of<S: Signal>() -> SignalKind {
+    match S::PATH {
+        Traces::PATH => SignalKind::Spans,
+        Logs::PATH => SignalKind::LogRecords,
+        _ => SignalKind::MetricPoints,
+    }
+}
+
+/// The `grpc-encoding`s accepted (identity aside), as advertised in
+/// `grpc-accept-encoding`: what the SDKs and the Collector send (grpc-python
+/// and grpc-js: gzip and deflate; grpc-java and grpc-go: gzip; the
+/// Collector's exporter: gzip and zstd; its `snappy` is not accepted).
+pub const GRPC_ENCODINGS: &str = "gzip,deflate,zstd";
+
+/// The request's `grpc-encoding` when it is one the sidecar does not decode.
+fn unsupported_encoding(h: &http::HeaderMap) -> Option<String> {
+    let v = h.get("grpc-encoding")?;
+    let ok = matches!(v.as_bytes(), b"identity" | b"gzip" | b"deflate" | b"zstd");
+    (!ok).then(|| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// UNIMPLEMENTED naming the supported encodings, as the gRPC compression
+/// spec asks (the header tells a client what to use instead).
+fn unsupported(enc: &str) -> Status {
+    Status::unimplemented(format!(
+        "grpc-encoding {enc:?} is not supported: supported are {GRPC_ENCODINGS},identity"
+    ))
+}
+
+/// Every answer advertises the encodings the sidecar accepts.
+fn advertise(mut res: http::Response<Body>) -> http::Response<Body> {
+    res.headers_mut().insert(
+        "grpc-accept-encoding",
+        http::HeaderValue::from_static(GRPC_ENCODINGS),
+    );
+    res
 }

@@ -1,11 +1,14 @@
 //! OTLP/HTTP receiver: `/v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf
-//! or JSON bodies, gzip, a body limit that also bounds decompression, and a
-//! CORS allow-list for browsers. JSON is a cold path: it is decoded with
-//! opentelemetry-proto's serde types and re-encoded to protobuf, so the same
-//! pipeline serves both.
+//! or JSON bodies, gzip, deflate or zstd (`encoding.rs`), a body limit that
+//! also bounds decompression, and CORS for browsers (`cors.rs`). JSON is a
+//! cold path: it is decoded with opentelemetry-proto's serde types and
+//! re-encoded to protobuf, so the same pipeline serves both.
 
+use super::cors::Cors;
+use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
 use super::{Accepted, Pipeline, Rejection};
+use crate::config::OtlpHttp;
 use crate::metrics::SignalKind;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -18,21 +21,21 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use std::io::Read;
 use std::sync::Arc;
 
 #[derive(Clone)]
 struct HttpState {
     pipeline: Arc<Pipeline>,
     max_body: usize,
-    cors: Arc<Vec<String>>,
+    cors: Arc<Cors>,
 }
 
-pub fn router(pipeline: Arc<Pipeline>, max_body: usize, cors: Vec<String>) -> Router {
+pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp) -> Router {
+    let max_body = cfg.max_body_bytes;
     let st = HttpState {
         pipeline,
         max_body,
-        cors: Arc::new(cors),
+        cors: Arc::new(Cors::new(cfg)),
     };
     Router::new()
         .route("/v1/traces", post(traces).options(preflight))
@@ -44,50 +47,15 @@ pub fn router(pipeline: Arc<Pipeline>, max_body: usize, cors: Vec<String>) -> Ro
 }
 
 fn allowed_origin(st: &HttpState, headers: &HeaderMap) -> Option<HeaderValue> {
-    let origin = headers.get(header::ORIGIN)?;
-    let o = origin.to_str().ok()?;
-    st.cors
-        .iter()
-        .any(|a| a == "*" || a == o)
-        .then(|| origin.clone())
+    st.cors.allowed_origin(headers)
 }
 
-fn with_cors(mut r: Response, origin: Option<HeaderValue>) -> Response {
-    if let Some(o) = origin {
-        let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    r
+fn with_cors(r: Response, origin: Option<HeaderValue>) -> Response {
+    Cors::decorate(r, origin)
 }
 
 async fn preflight(State(st): State<HttpState>, headers: HeaderMap) -> Response {
-    match allowed_origin(&st, &headers) {
-        Some(o) => {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            let h = r.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("POST, OPTIONS"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("content-type, content-encoding, traceparent, tracestate"),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("7200"),
-            );
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            r
-        }
-        None => (
-            StatusCode::FORBIDDEN,
-            "origin not in receivers.otlp_http.cors_allowed_origins",
-        )
-            .into_response(),
-    }
+    st.cors.preflight(&headers)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -112,6 +80,40 @@ fn error(format: Format, code: StatusCode, grpc_code: i32, msg: &str) -> Respons
                 .into_response()
         }
     }
+}
+
+/// The body with its `Content-Encoding` undone, within the body limit.
+#[allow(clippy::result_large_err)]
+fn decoded(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Bytes,
+    format: Format,
+) -> Result<Bytes, Response> {
+    let enc = Encoding::parse(headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()))
+        .map_err(|e| {
+            error(
+                format,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                &format!("unsupported content-encoding {e}: supported are {SUPPORTED}"),
+            )
+        })?;
+    if enc == Encoding::Identity {
+        return Ok(body);
+    }
+    encoding::decode(enc, &body, st.max_body).map_err(|e| match e {
+        DecodeError::TooLarge => error(
+            format,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            8,
+            &format!(
+                "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
+                st.max_body
+            ),
+        ),
+        DecodeError::Invalid(m) => error(format, StatusCode::BAD_REQUEST, 3, &m),
+    })
 }
 
 /// Unpacks the body into protobuf bytes; Err is a ready response (a cold
@@ -143,50 +145,7 @@ where
             "content-type must be application/x-protobuf or application/json",
         ));
     };
-    let enc = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity");
-    let raw = match enc {
-        "identity" | "" => body,
-        "gzip" => {
-            let mut out = Vec::new();
-            let limit = st.max_body as u64 + 1;
-            match flate2::read::GzDecoder::new(body.as_ref())
-                .take(limit)
-                .read_to_end(&mut out)
-            {
-                Ok(_) if out.len() > st.max_body => {
-                    return Err(error(
-                        format,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        8,
-                        &format!(
-                            "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
-                            st.max_body
-                        ),
-                    ))
-                }
-                Ok(_) => Bytes::from(out),
-                Err(e) => {
-                    return Err(error(
-                        format,
-                        StatusCode::BAD_REQUEST,
-                        3,
-                        &format!("invalid gzip body: {e}"),
-                    ))
-                }
-            }
-        }
-        other => {
-            return Err(error(
-                format,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                3,
-                &format!("unsupported content-encoding {other:?} (gzip or identity)"),
-            ))
-        }
-    };
+    let raw = decoded(st, headers, body, format)?;
     match format {
         Format::Proto => Ok((format, raw)),
         Format::Json => match serde_json::from_slice::<J>(&raw) {

@@ -5,16 +5,20 @@
 //! connection limit past which new connections are closed at once. When
 //! accept() fails for lack of file descriptors the loop backs off instead
 //! of spinning. Used for OTLP/HTTP (4318) and /metrics (9464) by
-//! [`serve_http`], and for OTLP/gRPC (4317) by [`incoming`].
+//! [`serve_http`], and for OTLP/gRPC (4317) by [`incoming`]. A listener is
+//! one socket, or two for `localhost:PORT` (127.0.0.1 and ::1) sharing its
+//! connection limit and counters ([`bind`]).
 
+use crate::config::ListenAddr;
 use crate::metrics::ListenerStats;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -55,31 +59,125 @@ impl From<&crate::config::Connections> for Limits {
 /// How long accept() pauses after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Accepts the next connection; on EMFILE/ENFILE/ENOBUFS/ENOMEM sleeps
-/// [`ACCEPT_BACKOFF`] first (the error repeats until a descriptor frees up,
-/// so retrying at once would spin a core). Other errors concern one
-/// connection only (ECONNABORTED): the loop goes on.
-pub async fn accept(l: &TcpListener, stats: &ListenerStats, what: &str) -> TcpStream {
+/// The sockets of one listener.
+pub struct Sockets {
+    socks: Vec<TcpListener>,
+    /// Where the next accept starts looking, so that no socket starves.
+    next: AtomicUsize,
+}
+
+impl Sockets {
+    fn new(socks: Vec<TcpListener>) -> Sockets {
+        Sockets {
+            socks,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The addresses bound (the real port when 0 was asked for).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.socks
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound addresses, comma-separated (the ready line, /readyz).
+    pub fn describe(&self) -> String {
+        let a: Vec<String> = self.addrs().iter().map(|a| a.to_string()).collect();
+        a.join(",")
+    }
+
+    async fn accept_any(&self) -> io::Result<TcpStream> {
+        std::future::poll_fn(|cx| {
+            let n = self.socks.len();
+            let start = self.next.load(Ordering::Relaxed);
+            for i in 0..n {
+                let k = (start + i) % n;
+                if let Poll::Ready(r) = self.socks[k].poll_accept(cx) {
+                    self.next.store((k + 1) % n, Ordering::Relaxed);
+                    return Poll::Ready(r.map(|(s, _)| s));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Binds a listener: `IP:PORT` exactly, or for `localhost:PORT` 127.0.0.1
+/// and then ::1 on the same port. A host without IPv6 (::1 not available,
+/// or no IPv6 at all) keeps 127.0.0.1 alone, logged at info; any other
+/// failure (the port taken) stops start-up.
+pub async fn bind(addr: ListenAddr, what: &str) -> Result<Sockets, String> {
+    let one = |a: SocketAddr| async move {
+        TcpListener::bind(a)
+            .await
+            .map_err(|e| format!("cannot listen on {a} ({what}): {e}"))
+    };
+    let port = match addr {
+        ListenAddr::Exact(a) => return Ok(Sockets::new(vec![one(a).await?])),
+        ListenAddr::Localhost(p) => p,
+    };
+    // with port 0 the kernel chooses 127.0.0.1's port, which ::1 may not
+    // have free: choose again, a few times
+    let mut tries = if port == 0 { 5 } else { 1 };
     loop {
-        match l.accept().await {
-            Ok((s, _)) => return s,
+        let v4 = one(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+        let got = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, got));
+        tries -= 1;
+        match TcpListener::bind(v6).await {
+            Ok(l) => return Ok(Sockets::new(vec![v4, l])),
+            Err(e) if no_ipv6(&e) => {
+                tracing::info!(listener = what, error = %e, "no IPv6 loopback: listening on 127.0.0.1 only");
+                return Ok(Sockets::new(vec![v4]));
+            }
+            Err(e) if tries == 0 || e.kind() != io::ErrorKind::AddrInUse => {
+                return Err(format!("cannot listen on {v6} ({what}): {e}"));
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// EADDRNOTAVAIL (::1 not configured) or EAFNOSUPPORT (no IPv6 in the
+/// kernel), Linux numbers.
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(99 | 97))
+}
+
+/// Accepts the next connection on any of the listener's sockets; on
+/// EMFILE/ENFILE/ENOBUFS/ENOMEM sleeps [`ACCEPT_BACKOFF`] first (the error
+/// repeats until a descriptor frees up, so retrying at once would spin a
+/// core). Other errors concern one connection only (ECONNABORTED): the loop
+/// goes on.
+pub async fn accept(l: &Sockets, stats: &ListenerStats, what: &str) -> TcpStream {
+    loop {
+        match l.accept_any().await {
+            Ok(s) => return s,
             Err(e) => {
                 if out_of_resources(&e) {
-                    let n = stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    // one warning per 10 s, not one per back-off
-                    let now = crate::metrics::now_secs();
-                    let last = stats.last_warned_s.load(Ordering::Relaxed);
-                    if now >= last + 10 {
-                        stats.last_warned_s.store(now, Ordering::Relaxed);
-                        tracing::warn!(listener = what, error = %e, accept_errors = n,
-                            "accept failed: out of file descriptors, backing off");
-                    }
+                    warn_out_of_fds(stats, what, &e);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 } else {
                     tracing::debug!(error = %e, "accept failed");
                 }
             }
         }
+    }
+}
+
+/// Counts an accept() failure for lack of descriptors; one warning per 10 s,
+/// not one per back-off.
+fn warn_out_of_fds(stats: &ListenerStats, what: &str, e: &io::Error) {
+    let n = stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = crate::metrics::now_secs();
+    let last = stats.last_warned_s.load(Ordering::Relaxed);
+    if now >= last + 10 {
+        stats.last_warned_s.store(now, Ordering::Relaxed);
+        tracing::warn!(listener = what, error = %e, accept_errors = n,
+            "accept failed: out of file descriptors, backing off");
     }
 }
 
@@ -196,7 +294,7 @@ fn admit(
 /// guarded by the idle timeout (HTTP/2 keep-alive pings keep a live client
 /// busy).
 pub fn incoming(
-    l: TcpListener,
+    l: Sockets,
     limits: Limits,
     stats: Arc<ListenerStats>,
 ) -> impl tokio_stream::Stream<Item = Result<Guarded<TcpStream>, io::Error>> {
@@ -225,7 +323,7 @@ pub fn incoming(
 /// true; then stops accepting, lets in-flight requests finish and returns
 /// when every connection is closed.
 pub async fn serve_http(
-    l: TcpListener,
+    l: Sockets,
     app: Router,
     limits: Limits,
     (what, stats): (&'static str, Arc<ListenerStats>),

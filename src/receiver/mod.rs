@@ -1,6 +1,8 @@
 //! OTLP receivers (gRPC and HTTP) and the pipeline they share: validate and
 //! derive, offer to the forwarder, then acknowledge.
 
+pub mod cors;
+pub mod encoding;
 pub mod grpc;
 pub mod http;
 pub mod listen;

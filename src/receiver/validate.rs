@@ -414,16 +414,74 @@ static EXEMPLAR: M = M {
     ],
 };
 
+/// One field of the validator's schema, as [`schema`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SchemaField {
+    /// the message's name inside its package (`Span.Event`)
+    pub message: &'static str,
+    pub number: u32,
+    pub name: &'static str,
+    /// `string`, `bytes`, `varint`, `fixed64`, `fixed32`, `packed_fixed64`,
+    /// `packed_varint`, `any` (an `AnyValue`) or `message:<name>`
+    pub kind: String,
+}
+
+/// Every field of every message reachable from `sig`'s export request.
+/// `tests/proto.rs` checks this table against the official OTLP
+/// descriptors, so a wrong number or wire type cannot hide.
+pub fn schema(sig: SignalKind) -> Vec<SchemaField> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut out = Vec::new();
+    let mut todo: Vec<&'static M> = vec![root(sig)];
+    while let Some(m) = todo.pop() {
+        if seen.contains(&m.name) {
+            continue;
+        }
+        seen.push(m.name);
+        for (number, (name, kind)) in m.fields.iter().enumerate() {
+            let kind = match kind {
+                K::Unknown => continue,
+                K::Str => "string".to_string(),
+                K::Bytes => "bytes".to_string(),
+                K::Varint => "varint".to_string(),
+                K::Fixed64 => "fixed64".to_string(),
+                K::Fixed32 => "fixed32".to_string(),
+                K::PackedFixed64 => "packed_fixed64".to_string(),
+                K::PackedVarint => "packed_varint".to_string(),
+                K::Any => {
+                    todo.push(&ANY_VALUE);
+                    "any".to_string()
+                }
+                K::Msg(sub) => {
+                    todo.push(sub);
+                    format!("message:{}", sub.name)
+                }
+            };
+            let number = number as u32;
+            out.push(SchemaField {
+                message: m.name,
+                number,
+                name,
+                kind,
+            });
+        }
+    }
+    out
+}
+
+fn root(sig: SignalKind) -> &'static M {
+    match sig {
+        SignalKind::Spans => &TRACES_REQUEST,
+        SignalKind::LogRecords => &LOGS_REQUEST,
+        SignalKind::MetricPoints => &METRICS_REQUEST,
+    }
+}
+
 /// Validates a whole `Export*ServiceRequest` of signal `sig`; `max_depth`
 /// is the deepest `AnyValue` nesting allowed (a top-level attribute value
 /// or log body is level 1), at most [`MAX_VALUE_DEPTH`].
 pub fn request(sig: SignalKind, buf: &[u8], max_depth: u32) -> Result<(), Invalid> {
-    let root = match sig {
-        SignalKind::Spans => &TRACES_REQUEST,
-        SignalKind::LogRecords => &LOGS_REQUEST,
-        SignalKind::MetricPoints => &METRICS_REQUEST,
-    };
-    message(buf, root, 0, max_depth.min(MAX_VALUE_DEPTH))
+    message(buf, root(sig), 0, max_depth.min(MAX_VALUE_DEPTH))
 }
 
 /// One message; `depth` is the number of `AnyValue`s it is nested in. An

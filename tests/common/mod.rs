@@ -173,7 +173,7 @@ pub struct Metrics {
     pub text: String,
 }
 
-fn python() -> String {
+pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     if std::path::Path::new(venv).exists() {
         venv.to_string()
@@ -337,14 +337,25 @@ pub async fn send_raw(
     body: Vec<u8>,
     gzip: bool,
 ) -> Result<Bytes, tonic::Status> {
+    let enc = gzip.then_some(tonic::codec::CompressionEncoding::Gzip);
+    send_raw_with(url, path, body, enc).await
+}
+
+/// Sends raw bytes to an OTLP gRPC method, compressed with `enc` by tonic.
+pub async fn send_raw_with(
+    url: &str,
+    path: &'static str,
+    body: Vec<u8>,
+    enc: Option<tonic::codec::CompressionEncoding>,
+) -> Result<Bytes, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("url")
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
-    if gzip {
-        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    if let Some(enc) = enc {
+        grpc = grpc.send_compressed(enc);
     }
     grpc.ready()
         .await
@@ -356,4 +367,29 @@ pub async fn send_raw(
     )
     .await
     .map(|r| r.into_inner())
+}
+
+/// Exports `count` SERVER spans of `route` with the Python SDK's own OTLP
+/// exporter (`protocol` http or grpc, `compression` none, gzip or deflate)
+/// to `endpoint` (a base URL); true when the exporter reports success.
+pub fn python_export_spans(
+    protocol: &str,
+    endpoint: &str,
+    compression: &str,
+    route: &str,
+    count: u32,
+) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/export_spans.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([protocol, endpoint, compression, route, &count.to_string()])
+        .output()
+        .expect("python3 with the OpenTelemetry SDK (scripts/test.sh installs it)");
+    if !out.status.success() {
+        eprintln!(
+            "python export to {endpoint} ({protocol}, {compression}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
 }

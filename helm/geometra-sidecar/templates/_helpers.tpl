@@ -128,7 +128,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "geometra-sidecar._config" -}}
 {{- $v := .v -}}
 {{- $l := $v.limits -}}
-{{- $http := dict "max_body_bytes" ($l.otlpHttpMaxBodyBytes | int64) "cors_allowed_origins" $v.otlp.http.corsAllowedOrigins -}}
+{{- $http := dict "max_body_bytes" ($l.otlpHttpMaxBodyBytes | int64) "cors_allowed_origins" $v.otlp.http.corsAllowedOrigins "cors_allowed_headers" $v.otlp.http.corsAllowedHeaders "cors_max_age" ($v.otlp.http.corsMaxAge | int64) -}}
 {{- if $v.otlp.http.enabled -}}
 {{- $_ := set $http "listen" $v.otlp.http.listen -}}
 {{- else -}}

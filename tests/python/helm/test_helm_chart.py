@@ -272,13 +272,17 @@ def test_probes_and_ports(mode):
 
 def test_listen_addresses_in_config():
     cfg, _ = config_of(render())
-    assert cfg["receivers"]["otlp_grpc"]["listen"] == "127.0.0.1:4317"
-    assert cfg["receivers"]["otlp_http"]["listen"] == "127.0.0.1:4318"
+    # both loopbacks by default: the SDKs' localhost may resolve to ::1
+    assert cfg["receivers"]["otlp_grpc"]["listen"] == "localhost:4317"
+    assert cfg["receivers"]["otlp_http"]["listen"] == "localhost:4318"
+    assert cfg["receivers"]["otlp_http"]["cors_allowed_headers"] == []
+    assert cfg["receivers"]["otlp_http"]["cors_max_age"] == 7200
     assert cfg["server"]["listen"] == "0.0.0.0:9464"
 
     cfg, _ = config_of(render(load_example("values-frontend.yaml")))
     assert cfg["receivers"]["otlp_http"]["listen"] == "0.0.0.0:4318"
     assert cfg["receivers"]["otlp_http"]["cors_allowed_origins"] == ["https://app.geometra.example"]
+    assert cfg["receivers"]["otlp_http"]["cors_allowed_headers"] == ["x-tenant-id"]
 
     objs = render({"otlp": {"http": {"enabled": False}}})
     cfg, _ = config_of(objs)
@@ -490,7 +494,9 @@ TYPOS = [
     ({"redaction": {"attributes": [{"key": "content", "action": "truncate"}]}}, "maxLength"),
     ({"extraRules": [{"name": "x_total", "kind": "counter", "signal": "spans", "lables": []}]}, "lables"),
     ({"limits": {"seriesTtl": 600}}, "seriesTtl"),
-    ({"otlp": {"grpc": {"listen": "localhost:4317"}}}, "listen"),
+    ({"otlp": {"grpc": {"listen": "example.com:4317"}}}, "listen"),
+    ({"otlp": {"http": {"corsAllowedHeaders": ["x tenant"]}}}, "corsAllowedHeaders"),
+    ({"otlp": {"http": {"corsMaxAge": 100000}}}, "corsMaxAge"),
     ({"resources": {"request": {"cpu": "1"}}}, "request"),
     ({"limits": {"maxValueDepth": 40}}, "maxValueDepth"),
     ({"limits": {"maxLabelValueBytes": 70000}}, "maxLabelValueBytes"),
@@ -585,7 +591,7 @@ def test_app_chart_includes_the_sidecar(app_chart, mode):
     fe_cfg, _ = config_of(objs, "geometra-frontend-sidecar-config")
     assert fe_cfg["receivers"]["otlp_http"]["listen"] == "0.0.0.0:4318"
     api_cfg, _ = config_of(objs, f"{RELEASE}-geometra-sidecar-config")
-    assert api_cfg["receivers"]["otlp_http"]["listen"] == "127.0.0.1:4318"
+    assert api_cfg["receivers"]["otlp_http"]["listen"] == "localhost:4318"
     assert api_cfg["forward"]["logs"]["bearer_token_file"].endswith("/token")
     pm = only(objs, "PodMonitor")
     assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "geometra-app"}
