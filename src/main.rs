@@ -5,6 +5,7 @@ use geometra_sidecar::config::{Config, LogFormat};
 use geometra_sidecar::derive::Deriver;
 use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
 use geometra_sidecar::receiver::{self, Pipeline};
+use geometra_sidecar::reload;
 use geometra_sidecar::server::{self, Health};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -162,7 +163,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "geometra-sidecar stopped");
@@ -198,19 +199,13 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn run(cfg: Config) -> Result<(), String> {
+async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
     let deriver = Deriver::new(&cfg);
     let store = deriver.store().clone();
-    store.passthrough.reserve(
-        store
-            .families
-            .iter()
-            .map(|f| f.name.clone())
-            .chain(store.distinct.iter().map(|d| d.name.clone())),
-    );
     let forward = geometra_sidecar::export::build(&cfg, &store).await?;
     let pipeline = Arc::new(Pipeline {
-        deriver,
+        deriver: geometra_sidecar::reload::Live::new(deriver),
+        store: store.clone(),
         forward: forward.clone().map(|f| f as _),
         passthrough: cfg.passthrough.enabled,
         max_value_depth: cfg.receivers.max_value_depth,
@@ -285,6 +280,13 @@ async fn run(cfg: Config) -> Result<(), String> {
         })
     };
 
+    // SIGHUP or a change of the config file reloads it (src/reload.rs)
+    let path = cli.config.clone();
+    let load = Box::new(move || effective_config(&cli));
+    reload::spawn(
+        path,
+        reload::Reloader::new(load, cfg.clone(), pipeline.clone()),
+    )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         otlp_grpc = %cfg.receivers.otlp_grpc.listen,

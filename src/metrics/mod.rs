@@ -139,12 +139,21 @@ impl ExporterStats {
     }
 }
 
+/// The derived families and distinct-count gauges of the rules in force;
+/// a config reload replaces the whole set (reusing unchanged families).
+#[derive(Default)]
+pub struct Derived {
+    pub families: Vec<Arc<Family>>,
+    pub distinct: Vec<Arc<Distinct>>,
+}
+
 /// Everything `/metrics` shows.
 pub struct Store {
     pub cap: usize,
     pub ttl_s: u64,
-    pub families: Vec<Arc<Family>>,
-    pub distinct: Vec<Arc<Distinct>>,
+    /// what the rules derive; read by scrapes and expiry, replaced on reload
+    /// (the hot path writes through the deriver's own copy)
+    derived: Mutex<Arc<Derived>>,
     window_s: u64,
     max_distinct: usize,
     pub passthrough: passthrough::Passthrough,
@@ -156,6 +165,8 @@ pub struct Store {
     pub listeners: [Arc<ListenerStats>; 3],
     pub exporters: Mutex<Vec<Arc<ExporterStats>>>,
     pub started_s: u64,
+    /// config reload outcomes (counted by `crate::reload`)
+    pub reload: Arc<crate::reload::ReloadStats>,
 }
 
 impl Store {
@@ -167,8 +178,7 @@ impl Store {
         Store {
             cap: cfg.store.max_series_per_metric,
             ttl_s: cfg.store.series_ttl.0.as_secs().max(1),
-            families: Vec::new(),
-            distinct: Vec::new(),
+            derived: Mutex::new(Arc::new(Derived::default())),
             window_s: cfg.store.active_users_window.0.as_secs().max(1),
             max_distinct: cfg.store.max_active_users,
             passthrough: passthrough::Passthrough::new(
@@ -182,33 +192,26 @@ impl Store {
             listeners: Default::default(),
             exporters: Mutex::new(Vec::new()),
             started_s: now_secs(),
+            reload: Arc::new(crate::reload::ReloadStats::default()),
         }
     }
 
-    /// The index of the family with this name, adding `fam` if new (rules
-    /// that make the same metric share one family; config validation has
-    /// checked they agree on kind and labels).
-    pub fn family_index(&mut self, fam: Family) -> usize {
-        if let Some(i) = self.families.iter().position(|f| f.name == fam.name) {
-            return i;
-        }
-        self.passthrough.reserve_family(&fam.name, &fam.kind);
-        self.families.push(Arc::new(fam));
-        self.families.len() - 1
+    /// The derived families and gauges in force.
+    pub fn derived(&self) -> Arc<Derived> {
+        self.derived
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    pub fn distinct_index(&mut self, name: &str, help: &str) -> usize {
-        if let Some(i) = self.distinct.iter().position(|d| d.name == name) {
-            return i;
-        }
-        self.passthrough.reserve_family(name, &store::Kind::Gauge);
-        self.distinct.push(Arc::new(Distinct::new(
-            name,
-            help,
-            self.window_s,
-            self.max_distinct,
-        )));
-        self.distinct.len() - 1
+    /// Puts a rule set's families and gauges in force (start-up, reload).
+    pub fn set_derived(&self, d: Arc<Derived>) {
+        *self.derived.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    /// A new distinct-count gauge with the store's window and cap.
+    pub fn new_distinct(&self, name: &str, help: &str) -> Distinct {
+        Distinct::new(name, help, self.window_s, self.max_distinct)
     }
 
     pub fn add_exporter(&self, e: Arc<ExporterStats>) {
@@ -222,7 +225,7 @@ impl Store {
     pub fn expire(&self, now_s: u64) -> usize {
         let cutoff = now_s.saturating_sub(self.ttl_s);
         let mut n = 0;
-        for f in &self.families {
+        for f in &self.derived().families {
             n += f.expire(cutoff);
         }
         n + self.passthrough.expire(cutoff)

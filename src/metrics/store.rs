@@ -213,6 +213,17 @@ impl Family {
     }
 
     /// Charges this family's series to the store's global budget.
+    /// Same name, help, unit, kind (buckets included), labels and cap: a
+    /// reloaded rule of this shape keeps the family's series.
+    pub fn same_shape(&self, o: &Family) -> bool {
+        self.name == o.name
+            && self.help == o.help
+            && self.unit == o.unit
+            && self.kind == o.kind
+            && self.labels == o.labels
+            && self.cap == o.cap
+    }
+
     pub fn with_budget(mut self, b: Arc<Budget>) -> Self {
         self.budget = b;
         self
