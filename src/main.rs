@@ -269,8 +269,9 @@ async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
     let sweeper = {
         let store = store.clone();
         tokio::spawn(async move {
-            let every = Duration::from_secs((store.ttl_s / 4).clamp(1, 60));
             loop {
+                // series_ttl may change on a config reload
+                let every = Duration::from_secs((store.ttl_s() / 4).clamp(1, 60));
                 tokio::time::sleep(every).await;
                 let n = store.expire(geometra_sidecar::metrics::now_secs());
                 if n > 0 {

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keys that reload; every other difference is refused as restart-only.
-const RELOADABLE: [&str; 2] = ["rules", "extra_rules"];
+const RELOADABLE: [&str; 3] = ["rules", "extra_rules", "store"];
 
 /// A value swapped whole on reload: readers clone the `Arc` once per request
 /// (a lock held for a pointer copy, never per span), writers replace it.
@@ -176,6 +176,8 @@ impl Reloader {
                 fixed.join(", ")
             ));
         }
+        // limits first, so that families the new rules add get them too
+        self.pipeline.store().set_limits(&new.store);
         let next = self.pipeline.deriver.load().reload(&new);
         self.pipeline.deriver.store(next);
         let rules = new.all_rules().count();
@@ -240,6 +242,7 @@ mod tests {
         let old = Config::default();
         let mut new = old.clone();
         new.rules.pop();
+        new.store.series_ttl.0 *= 2;
         assert!(restart_only_changes(&old, &new).is_empty());
         new.receivers.otlp_grpc.listen = "127.0.0.1:1"
             .parse()

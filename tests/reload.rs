@@ -32,6 +32,11 @@ fn config(rules: &[&str]) -> String {
 
 /// Sends `n` server spans with `op=x` through the SDK's OTLP/gRPC exporter.
 async fn send_spans(url: String, n: usize) {
+    send_op_spans(url, n, "x").await
+}
+
+/// Sends `n` server spans with this `op` attribute.
+async fn send_op_spans(url: String, n: usize, op: &'static str) {
     tokio::task::spawn_blocking(move || {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -46,7 +51,7 @@ async fn send_spans(url: String, n: usize) {
             let mut span = tracer
                 .span_builder("GET /x")
                 .with_kind(SpanKind::Server)
-                .with_attributes(vec![KeyValue::new("op", "x")])
+                .with_attributes(vec![KeyValue::new("op", op)])
                 .start(&tracer);
             span.end();
         }
@@ -259,4 +264,37 @@ async fn a_restart_only_key_is_refused_by_name() {
         count(m, "reload_a_total") == Some(1.0)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_limits_reload_for_existing_series_too() {
+    let (s, cfg, _log) = start(&config(&["reload_a_total"])).await;
+    send_spans(s.grpc_url(), 1).await;
+    s.wait_for("a span counted", |m| count(m, "reload_a_total") == Some(1.0))
+        .await;
+    let capped = format!(
+        "store:\n  max_series_per_metric: 1\n  series_ttl: 1h\n{}",
+        config(&["reload_a_total"])
+    );
+    replace(&cfg, &capped);
+    s.wait_for("the new limits in force", |m| reloads(m, "success") == 1.0)
+        .await;
+    // the family already holds one series: a second label value overflows
+    send_op_spans(s.grpc_url(), 2, "y").await;
+    let m = s
+        .wait_for("the new series capped", |m| {
+            m.value(
+                "geometra_sidecar_series_overflow_total",
+                &[("metric", "reload_a_total")],
+            ) == Some(2.0)
+        })
+        .await;
+    assert_eq!(count(&m, "reload_a_total"), Some(1.0), "{}", m.text);
+    assert_eq!(
+        m.value("reload_a_total", &[("otel_metric_overflow", "true")]),
+        Some(2.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(m.value("reload_a_total", &[("op", "y")]), None);
 }

@@ -236,7 +236,7 @@ impl Deriver {
                         unit,
                         kind,
                         LabelNames::Fixed(names),
-                        store.cap,
+                        store.cap(),
                     )
                     .with_budget(store.budget.clone());
                     Target::Family(reg.family(fam))
