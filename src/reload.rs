@@ -23,7 +23,7 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keys that reload; every other difference is refused as restart-only.
-const RELOADABLE: [&str; 3] = ["rules", "extra_rules", "store"];
+const RELOADABLE: [&str; 4] = ["rules", "extra_rules", "store", "redaction"];
 
 /// A value swapped whole on reload: readers clone the `Arc` once per request
 /// (a lock held for a pointer copy, never per span), writers replace it.
@@ -176,10 +176,16 @@ impl Reloader {
                 fixed.join(", ")
             ));
         }
-        // limits first, so that families the new rules add get them too
+        // everything that can fail first (the hash key file is re-read, so
+        // SIGHUP also rotates the key), then nothing fails
+        let redactor = crate::export::redact::Redactor::new(&new.redaction)?;
+        // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
         let next = self.pipeline.deriver.load().reload(&new);
         self.pipeline.deriver.store(next);
+        if let Some(f) = &self.pipeline.forward {
+            f.set_redaction(redactor);
+        }
         let rules = new.all_rules().count();
         self.current = new;
         Ok(rules)

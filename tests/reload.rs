@@ -270,8 +270,10 @@ async fn a_restart_only_key_is_refused_by_name() {
 async fn store_limits_reload_for_existing_series_too() {
     let (s, cfg, _log) = start(&config(&["reload_a_total"])).await;
     send_spans(s.grpc_url(), 1).await;
-    s.wait_for("a span counted", |m| count(m, "reload_a_total") == Some(1.0))
-        .await;
+    s.wait_for("a span counted", |m| {
+        count(m, "reload_a_total") == Some(1.0)
+    })
+    .await;
     let capped = format!(
         "store:\n  max_series_per_metric: 1\n  series_ttl: 1h\n{}",
         config(&["reload_a_total"])
