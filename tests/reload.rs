@@ -300,3 +300,37 @@ async fn store_limits_reload_for_existing_series_too() {
     );
     assert_eq!(m.value("reload_a_total", &[("op", "y")]), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_span_is_lost_or_counted_twice_while_reloading() {
+    let (s, cfg, _log) = start(&config(&["reload_a_total"])).await;
+    const N: usize = 400;
+    let sender = tokio::spawn(send_spans(s.grpc_url(), N));
+    // reload over and over while the spans arrive (one span per request):
+    // rule c comes and goes, rule a never changes
+    let mut flip = false;
+    let mut hups = 0;
+    while !sender.is_finished() {
+        flip = !flip;
+        let rules: &[&str] = if flip {
+            &["reload_a_total", "reload_c_total"]
+        } else {
+            &["reload_a_total"]
+        };
+        replace(&cfg, &config(rules));
+        hup(&s);
+        hups += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sender.await.expect("sender");
+    let m = s
+        .wait_for("every span counted once", |m| {
+            count(m, "reload_a_total") == Some(N as f64)
+        })
+        .await;
+    assert!(hups > 1 && reloads(&m, "success") >= 1.0, "{}", m.text);
+    assert_eq!(reloads(&m, "failure"), 0.0);
+    // and it stays there: nothing was counted twice by a late commit
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&s.scrape().await, "reload_a_total"), Some(N as f64));
+}
