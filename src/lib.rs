@@ -11,5 +11,6 @@ pub mod derive;
 pub mod export;
 pub mod metrics;
 pub mod receiver;
+pub mod reload;
 pub mod rpc_status;
 pub mod server;

@@ -5,6 +5,7 @@ use geometra_sidecar::config::{Config, ListenAddr, LogFormat};
 use geometra_sidecar::derive::Deriver;
 use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
 use geometra_sidecar::receiver::{self, listen, Pipeline};
+use geometra_sidecar::reload;
 use geometra_sidecar::server::{self, Health};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -172,7 +173,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "geometra-sidecar stopped");
@@ -219,19 +220,13 @@ impl Bound {
     }
 }
 
-async fn run(cfg: Config) -> Result<(), String> {
+async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
     let deriver = Deriver::new(&cfg);
     let store = deriver.store().clone();
-    store.passthrough.reserve(
-        store
-            .families
-            .iter()
-            .map(|f| f.name.clone())
-            .chain(store.distinct.iter().map(|d| d.name.clone())),
-    );
     let forward = geometra_sidecar::export::build(&cfg, &store).await?;
     let pipeline = Arc::new(Pipeline {
-        deriver,
+        deriver: geometra_sidecar::reload::Live::new(deriver),
+        store: store.clone(),
         forward: forward.clone().map(|f| f as _),
         passthrough: cfg.passthrough.enabled,
         max_value_depth: cfg.receivers.max_value_depth,
@@ -298,8 +293,9 @@ async fn run(cfg: Config) -> Result<(), String> {
     let sweeper = {
         let store = store.clone();
         tokio::spawn(async move {
-            let every = Duration::from_secs((store.ttl_s / 4).clamp(1, 60));
             loop {
+                // series_ttl may change on a config reload
+                let every = Duration::from_secs((store.ttl_s() / 4).clamp(1, 60));
                 tokio::time::sleep(every).await;
                 let n = store.expire(geometra_sidecar::metrics::now_secs());
                 if n > 0 {
@@ -310,6 +306,13 @@ async fn run(cfg: Config) -> Result<(), String> {
     };
 
     let _ = health.listening.set(bound.readyz());
+    // SIGHUP or a change of the config file reloads it (src/reload.rs)
+    let path = cli.config.clone();
+    let load = Box::new(move || effective_config(&cli));
+    reload::spawn(
+        path,
+        reload::Reloader::new(load, cfg.clone(), pipeline.clone()),
+    )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         otlp_grpc = %bound.otlp_grpc,

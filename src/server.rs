@@ -69,7 +69,7 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
         .to_string();
     let p = st.pipeline.clone();
     // encoding takes each family's lock briefly; keep it off the async workers' critical path
-    match tokio::task::spawn_blocking(move || render(&p.deriver, &accept)).await {
+    match tokio::task::spawn_blocking(move || render(&p.deriver.load(), &accept)).await {
         Ok((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

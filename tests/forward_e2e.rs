@@ -1582,3 +1582,77 @@ async fn a_full_filesystem_pushes_back_and_loses_nothing() {
     sink.wait_all(&later, Duration::from_secs(20)).await;
     down.stop().await;
 }
+
+/// Redaction reloads: a config change (noticed without a signal) puts the
+/// new rules in force for records offered from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_reloads_with_the_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let redact =
+        |key: &str| format!("redaction:\n  attributes:\n    - {{ key: {key}, action: drop }}\n");
+    let s = Sidecar::start(
+        dir.path(),
+        "rr",
+        &base_config(&endpoint, &redact("user_id")),
+        &[],
+    )
+    .await;
+    let mut c = s.client().await;
+    let attrs = [("user_id", "u-42"), ("message", "hello")];
+    c.export(request(vec![record("r-1", &attrs, None)]))
+        .await
+        .expect("accepted");
+    sink.wait_all(&HashSet::from(["r-1".to_string()]), Duration::from_secs(10))
+        .await;
+    let new = base_config(&endpoint, &redact("message"));
+    std::fs::write(dir.path().join("rr.yaml.tmp"), new).expect("write");
+    std::fs::rename(dir.path().join("rr.yaml.tmp"), dir.path().join("rr.yaml")).expect("swap");
+    let t = Instant::now();
+    while !s.log_text().contains("config reloaded") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no reload:\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.export(request(vec![record("r-2", &attrs, None)]))
+        .await
+        .expect("accepted");
+    sink.wait_all(
+        &HashSet::from(["r-1".to_string(), "r-2".to_string()]),
+        Duration::from_secs(10),
+    )
+    .await;
+    let recs = sink.records.lock().expect("lock").clone();
+    let keys = |seq: &str| -> Vec<String> {
+        let r = recs
+            .iter()
+            .find(|r| {
+                r.attributes.iter().any(|kv| {
+                    kv.key == "seq"
+                        && kv.value
+                            == Some(AnyValue {
+                                value: Some(Value::StringValue(seq.into())),
+                            })
+                })
+            })
+            .expect("record");
+        r.attributes
+            .iter()
+            .map(|kv| kv.key.clone())
+            .filter(|k| k != "seq")
+            .collect()
+    };
+    assert_eq!(keys("r-1"), ["message"], "the first config dropped user_id");
+    assert_eq!(
+        keys("r-2"),
+        ["user_id"],
+        "the reloaded one drops message instead"
+    );
+    down.stop().await;
+}

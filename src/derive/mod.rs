@@ -12,7 +12,7 @@ pub mod wire;
 
 use crate::config::{Config, RuleKind, Signal, SpanKind, ValueSource};
 use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames};
-use crate::metrics::{Distinct, Store};
+use crate::metrics::{Derived, Distinct, Store};
 use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::io::Write as _;
@@ -71,7 +71,8 @@ struct CRule {
     /// a counter, or a histogram without negative buckets: a negative value
     /// from an attribute is refused (a counter never goes down)
     nonneg: bool,
-    skipped: [AtomicU64; 4],
+    /// shared with the same rule of the previous rule set across a reload
+    skipped: Arc<[AtomicU64; 4]>,
 }
 
 /// The compiled rules and the store they write to.
@@ -82,6 +83,8 @@ pub struct Deriver {
     log_rules: Vec<CRule>,
     error_type: u16,
     store: Arc<Store>,
+    /// the families and gauges these rules write to (also in force in the store)
+    derived: Arc<Derived>,
     n_families: usize,
     n_distinct: usize,
     /// `store.max_label_value_bytes`
@@ -126,6 +129,56 @@ pub struct Prepared {
     scratch: Scratch,
 }
 
+/// Collects the families and gauges of a rule set, reusing the previous
+/// set's where their shape is unchanged.
+struct Registry<'a> {
+    store: &'a Store,
+    prev: Option<&'a Derived>,
+    out: Derived,
+}
+
+impl Registry<'_> {
+    /// The index of the family with this name (rules that make the same
+    /// metric share one; validation checked they agree).
+    fn family(&mut self, fam: Family) -> usize {
+        if let Some(i) = self.out.families.iter().position(|f| f.name == fam.name) {
+            return i;
+        }
+        let old = self
+            .prev
+            .and_then(|p| p.families.iter().find(|f| f.same_shape(&fam)));
+        let f = match old {
+            Some(f) => f.clone(),
+            None => {
+                self.store.passthrough.reserve_family(&fam.name, &fam.kind);
+                self.store.passthrough.reserve([fam.name.clone()]);
+                Arc::new(fam)
+            }
+        };
+        self.out.families.push(f);
+        self.out.families.len() - 1
+    }
+
+    fn distinct(&mut self, name: &str, help: &str) -> usize {
+        if let Some(i) = self.out.distinct.iter().position(|d| d.name == name) {
+            return i;
+        }
+        let old = self
+            .prev
+            .and_then(|p| p.distinct.iter().find(|d| d.name == name && d.help == help));
+        let d = match old {
+            Some(d) => d.clone(),
+            None => {
+                self.store.passthrough.reserve_family(name, &Kind::Gauge);
+                self.store.passthrough.reserve([name.to_string()]);
+                Arc::new(self.store.new_distinct(name, help))
+            }
+        };
+        self.out.distinct.push(d);
+        self.out.distinct.len() - 1
+    }
+}
+
 fn kind_bit(k: SpanKind) -> u8 {
     1 << (k as u8)
 }
@@ -139,7 +192,24 @@ pub struct Outcome {
 impl Deriver {
     /// Compiles the config's rules and creates the store with their families.
     pub fn new(cfg: &Config) -> Deriver {
-        let mut store = Store::new(cfg);
+        Deriver::compile(cfg, Arc::new(Store::new(cfg)), None)
+    }
+
+    /// The config's rules compiled against this deriver's store, for a
+    /// reload: a family of the same shape (name, help, kind, buckets,
+    /// labels) keeps its series, a changed one starts empty, a removed one
+    /// is no longer derived or shown. The new families are put in force in
+    /// the store; the caller swaps the deriver in.
+    pub fn reload(&self, cfg: &Config) -> Deriver {
+        Deriver::compile(cfg, self.store.clone(), Some(self))
+    }
+
+    fn compile(cfg: &Config, store: Arc<Store>, prev: Option<&Deriver>) -> Deriver {
+        let mut reg = Registry {
+            store: &store,
+            prev: prev.map(|p| &*p.derived),
+            out: Derived::default(),
+        };
         let mut keys = KeyTable::default();
         let error_type = keys.slot("error.type");
         let mut span_events: Vec<Box<[u8]>> = Vec::new();
@@ -147,7 +217,7 @@ impl Deriver {
         let mut log_rules = Vec::new();
         for r in cfg.all_rules() {
             let target = match r.kind {
-                RuleKind::DistinctCount => Target::Distinct(store.distinct_index(&r.name, &r.help)),
+                RuleKind::DistinctCount => Target::Distinct(reg.distinct(&r.name, &r.help)),
                 RuleKind::Counter | RuleKind::Histogram => {
                     let kind = if r.kind == RuleKind::Counter {
                         Kind::Counter
@@ -166,10 +236,10 @@ impl Deriver {
                         unit,
                         kind,
                         LabelNames::Fixed(names),
-                        store.cap,
+                        store.cap(),
                     )
                     .with_budget(store.budget.clone());
-                    Target::Family(store.family_index(fam))
+                    Target::Family(reg.family(fam))
                 }
             };
             let labels = r
@@ -212,7 +282,15 @@ impl Deriver {
                 .iter()
                 .map(|(k, v)| (keys.slot(k), v.as_bytes().into()))
                 .collect();
-            let mk = |span_event: Option<usize>,
+            let prev_skips = |logs: bool| {
+                let rules = prev.map(|p| if logs { &p.log_rules } else { &p.span_rules });
+                rules
+                    .and_then(|rs| rs.iter().find(|x| x.name == r.name))
+                    .map(|x| x.skipped.clone())
+                    .unwrap_or_default()
+            };
+            let mk = |span_side: bool,
+                      span_event: Option<usize>,
                       log_event: Option<Box<[u8]>>,
                       labels,
                       value,
@@ -231,7 +309,7 @@ impl Deriver {
                 nonneg: r.kind == RuleKind::Counter
                     || (r.kind == RuleKind::Histogram
                         && r.buckets.first().is_some_and(|b| *b >= 0.0)),
-                skipped: Default::default(),
+                skipped: prev_skips(!span_side),
             };
             let span_event = r.matcher.event_name.as_ref().map(|e| {
                 let b: Box<[u8]> = e.as_bytes().into();
@@ -246,12 +324,12 @@ impl Deriver {
             let log_event: Option<Box<[u8]>> =
                 r.matcher.event_name.as_ref().map(|e| e.as_bytes().into());
             match r.signal {
-                Signal::Spans => {
-                    span_rules.push(mk(span_event, None, labels, value, present, equals, target))
-                }
-                Signal::Logs => {
-                    log_rules.push(mk(None, log_event, labels, value, present, equals, target))
-                }
+                Signal::Spans => span_rules.push(mk(
+                    true, span_event, None, labels, value, present, equals, target,
+                )),
+                Signal::Logs => log_rules.push(mk(
+                    false, None, log_event, labels, value, present, equals, target,
+                )),
                 Signal::Any => {
                     // the same rule on both signals: compile it twice
                     let again = Deriver::clone_parts(&labels, &value);
@@ -266,15 +344,18 @@ impl Deriver {
                             .map(|(a, b): &(u16, Box<[u8]>)| (*a, b.clone()))
                             .collect(),
                     );
-                    span_rules.push(mk(span_event, None, labels, value, present, equals, target));
-                    log_rules.push(mk(None, log_event, again.0, again.1, p2, e2, t2));
+                    span_rules.push(mk(
+                        true, span_event, None, labels, value, present, equals, target,
+                    ));
+                    log_rules.push(mk(false, None, log_event, again.0, again.1, p2, e2, t2));
                 }
             }
         }
         span_events.truncate(64);
-        let n_families = store.families.len();
-        let n_distinct = store.distinct.len();
-        let store = Arc::new(store);
+        let derived = Arc::new(reg.out);
+        let n_families = derived.families.len();
+        let n_distinct = derived.distinct.len();
+        store.set_derived(derived.clone());
         Deriver {
             keys,
             span_events,
@@ -282,6 +363,7 @@ impl Deriver {
             log_rules,
             error_type,
             store,
+            derived,
             n_families,
             n_distinct,
             max_label: cfg.store.max_label_value_bytes,
@@ -416,7 +498,7 @@ impl Deriver {
             if ups.is_empty() {
                 continue;
             }
-            let fam = &self.store.families[i];
+            let fam = &self.derived.families[i];
             let hist = matches!(fam.kind, Kind::Histogram(_));
             let mut g = fam.lock(now);
             for u in ups {
@@ -430,7 +512,7 @@ impl Deriver {
         }
         for (i, hs) in sc.distinct.iter().enumerate() {
             if !hs.is_empty() {
-                self.store.distinct[i].insert(hs, now);
+                self.derived.distinct[i].insert(hs, now);
             }
         }
     }
@@ -479,7 +561,7 @@ impl Deriver {
                 }
                 ValueSrc::Attr(from) => match (&r.target, first(slots, from)) {
                     (Target::Distinct(i), Some(v)) => {
-                        if let Some(h) = self.store.distinct[*i].hash(v) {
+                        if let Some(h) = self.derived.distinct[*i].hash(v) {
                             sc.distinct[*i].push(h);
                         }
                         continue;
@@ -573,7 +655,7 @@ impl Deriver {
                 ValueSrc::Duration => continue,
                 ValueSrc::Attr(from) => match (&r.target, first(slots, from)) {
                     (Target::Distinct(i), Some(v)) => {
-                        if let Some(h) = self.store.distinct[*i].hash(v) {
+                        if let Some(h) = self.derived.distinct[*i].hash(v) {
                             sc.distinct[*i].push(h);
                         }
                         continue;

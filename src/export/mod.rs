@@ -54,6 +54,9 @@ pub trait Forward: Send + Sync {
     /// `body` holds `items` items. Ok means the data is queued and will be
     /// delivered (at least once); the receiver then acknowledges it.
     fn offer(&self, signal: SignalKind, body: Bytes, items: u64) -> OfferFuture<'_>;
+    /// Puts a new redaction in force for what is offered from now on (a
+    /// config reload); what is queued already was redacted by the old one.
+    fn set_redaction(&self, _redactor: Option<redact::Redactor>) {}
 }
 
 /// Batching and retry settings a sender task works with.
@@ -71,12 +74,13 @@ struct Policy {
 struct Pipe {
     name: &'static str,
     queue: Arc<Queue>,
-    redactor: Option<Arc<redact::Redactor>>,
 }
 
 /// The forwarder the binary runs.
 pub struct Forwarder {
     pipes: [Option<Pipe>; 3],
+    /// log records' redaction, swapped whole by a config reload
+    redactor: crate::reload::Live<Option<redact::Redactor>>,
     /// Set when draining: the instant by which senders give up.
     drain_tx: watch::Sender<Option<Instant>>,
     /// The queue directory's lock, held while the process lives.
@@ -137,8 +141,9 @@ impl Forward for Forwarder {
             let Some(p) = &self.pipes[signal as usize] else {
                 return Ok(());
             };
-            let body = match &p.redactor {
-                Some(r) if signal == SignalKind::LogRecords => match r.apply_logs(&body) {
+            let redactor = (signal == SignalKind::LogRecords).then(|| self.redactor.load());
+            let body = match redactor.as_deref() {
+                Some(Some(r)) => match r.apply_logs(&body) {
                     Ok(Some(b)) => b,
                     Ok(None) => body,
                     Err(e) => {
@@ -155,6 +160,10 @@ impl Forward for Forwarder {
             };
             p.queue.push(body, items).await
         })
+    }
+
+    fn set_redaction(&self, redactor: Option<redact::Redactor>) {
+        self.redactor.store(redactor);
     }
 }
 
@@ -387,7 +396,7 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
             .min(Duration::from_secs(3600)),
         max_elapsed: (!f.retry.max_elapsed.0.is_zero()).then_some(f.retry.max_elapsed.0),
     };
-    let redactor = redact::Redactor::new(&cfg.redaction)?.map(Arc::new);
+    let redactor = redact::Redactor::new(&cfg.redaction)?;
     let (drain_tx, _) = watch::channel(None);
     let mut pipes: [Option<Pipe>; 3] = [None, None, None];
     for (sig, ep, name, sub) in [
@@ -457,16 +466,11 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
             consumers,
             drain_tx.subscribe(),
         ));
-        pipes[sig as usize] = Some(Pipe {
-            name,
-            queue: q,
-            redactor: (sig == SignalKind::LogRecords)
-                .then(|| redactor.clone())
-                .flatten(),
-        });
+        pipes[sig as usize] = Some(Pipe { name, queue: q });
     }
     Ok(Some(Arc::new(Forwarder {
         pipes,
+        redactor: crate::reload::Live::new(redactor),
         drain_tx,
         _lock: lock,
     })))

@@ -276,10 +276,11 @@ fn proc_stats() -> Option<(f64, f64)> {
 pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) -> String {
     let mut e = Encoder::new(om);
     let now = super::now_secs();
-    for f in &store.families {
+    let derived = store.derived();
+    for f in &derived.families {
         e.family(f);
     }
-    for d in &store.distinct {
+    for d in &derived.distinct {
         e.header(&d.name, "gauge", &d.help, "");
         e.sample(&d.name, "", &[], d.count(now) as f64);
     }
@@ -325,6 +326,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         }
     }
     connections(&mut e, store);
+    store.reload.render(&mut e);
     let exporters = store
         .exporters
         .lock()
@@ -393,7 +395,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         "Live series per metric.",
         "",
     );
-    for f in &store.families {
+    for f in &derived.families {
         e.sample(
             "geometra_sidecar_series",
             "",
@@ -415,7 +417,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         "Points recorded in a metric's overflow series because it reached its series cap.",
         "",
     );
-    for f in &store.families {
+    for f in &derived.families {
         e.sample(
             "geometra_sidecar_series_overflow_total",
             "",
@@ -423,7 +425,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
             f.overflowed.load(Ordering::Relaxed) as f64,
         );
     }
-    for d in &store.distinct {
+    for d in &derived.distinct {
         e.sample(
             "geometra_sidecar_series_overflow_total",
             "",
@@ -445,7 +447,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
         "Series dropped because they were not updated within store.series_ttl.",
         "",
     );
-    for f in &store.families {
+    for f in &derived.families {
         e.sample(
             "geometra_sidecar_series_expired_total",
             "",
@@ -464,7 +466,7 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
     for (rule, reason, n) in skipped {
         *skips.entry((rule, reason)).or_default() += n;
     }
-    for f in &store.families {
+    for f in &derived.families {
         let n = f.invalid.load(Ordering::Relaxed);
         if n > 0 {
             *skips.entry((&f.name, "invalid_utf8")).or_default() += n;

@@ -6,7 +6,7 @@ pub mod passthrough;
 pub mod sanitize;
 pub mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{Budget, Family, FastMap};
 
@@ -22,8 +22,9 @@ pub fn now_secs() -> u64 {
 pub struct Distinct {
     pub name: String,
     pub help: String,
-    pub window_s: u64,
-    pub cap: usize,
+    /// `store.active_users_window` and `store.max_active_users` (a reload may change them)
+    window_s: AtomicU64,
+    cap: AtomicUsize,
     pub hasher: foldhash::quality::RandomState,
     seen: Mutex<FastMap<u64, u64>>,
     /// values not tracked because the set was full
@@ -35,8 +36,8 @@ impl Distinct {
         Distinct {
             name: name.into(),
             help: help.into(),
-            window_s,
-            cap,
+            window_s: AtomicU64::new(window_s),
+            cap: AtomicUsize::new(cap),
             hasher: Default::default(),
             seen: Mutex::new(FastMap::default()),
             overflowed: AtomicU64::new(0),
@@ -48,7 +49,7 @@ impl Distinct {
         for h in hashes {
             if let Some(t) = m.get_mut(h) {
                 *t = now_s;
-            } else if m.len() < self.cap {
+            } else if m.len() < self.cap.load(Ordering::Relaxed) {
                 m.insert(*h, now_s);
             } else {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
@@ -56,10 +57,16 @@ impl Distinct {
         }
     }
 
+    /// A new window and cap (a config reload).
+    pub fn set_limits(&self, window_s: u64, cap: usize) {
+        self.window_s.store(window_s, Ordering::Relaxed);
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
     /// Distinct values seen within the window (older ones are forgotten).
     pub fn count(&self, now_s: u64) -> usize {
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let cutoff = now_s.saturating_sub(self.window_s);
+        let cutoff = now_s.saturating_sub(self.window_s.load(Ordering::Relaxed));
         m.retain(|_, t| *t > cutoff);
         m.len()
     }
@@ -139,14 +146,24 @@ impl ExporterStats {
     }
 }
 
-/// Everything `/metrics` shows.
-pub struct Store {
-    pub cap: usize,
-    pub ttl_s: u64,
+/// The derived families and distinct-count gauges of the rules in force;
+/// a config reload replaces the whole set (reusing unchanged families).
+#[derive(Default)]
+pub struct Derived {
     pub families: Vec<Arc<Family>>,
     pub distinct: Vec<Arc<Distinct>>,
-    window_s: u64,
-    max_distinct: usize,
+}
+
+/// Everything `/metrics` shows.
+pub struct Store {
+    /// `store.*` limits; atomics so that a config reload can change them
+    cap: AtomicUsize,
+    ttl_s: AtomicU64,
+    /// what the rules derive; read by scrapes and expiry, replaced on reload
+    /// (the hot path writes through the deriver's own copy)
+    derived: Mutex<Arc<Derived>>,
+    window_s: AtomicU64,
+    max_distinct: AtomicUsize,
     pub passthrough: passthrough::Passthrough,
     /// the global series bound, shared by every family
     pub budget: Arc<Budget>,
@@ -156,6 +173,8 @@ pub struct Store {
     pub listeners: [Arc<ListenerStats>; 3],
     pub exporters: Mutex<Vec<Arc<ExporterStats>>>,
     pub started_s: u64,
+    /// config reload outcomes (counted by `crate::reload`)
+    pub reload: Arc<crate::reload::ReloadStats>,
 }
 
 impl Store {
@@ -165,12 +184,11 @@ impl Store {
             cfg.store.max_series_bytes,
         ));
         Store {
-            cap: cfg.store.max_series_per_metric,
-            ttl_s: cfg.store.series_ttl.0.as_secs().max(1),
-            families: Vec::new(),
-            distinct: Vec::new(),
-            window_s: cfg.store.active_users_window.0.as_secs().max(1),
-            max_distinct: cfg.store.max_active_users,
+            cap: AtomicUsize::new(cfg.store.max_series_per_metric),
+            ttl_s: AtomicU64::new(cfg.store.series_ttl.0.as_secs().max(1)),
+            derived: Mutex::new(Arc::new(Derived::default())),
+            window_s: AtomicU64::new(cfg.store.active_users_window.0.as_secs().max(1)),
+            max_distinct: AtomicUsize::new(cfg.store.max_active_users),
             passthrough: passthrough::Passthrough::new(
                 &cfg.passthrough,
                 &cfg.store,
@@ -182,33 +200,63 @@ impl Store {
             listeners: Default::default(),
             exporters: Mutex::new(Vec::new()),
             started_s: now_secs(),
+            reload: Arc::new(crate::reload::ReloadStats::default()),
         }
     }
 
-    /// The index of the family with this name, adding `fam` if new (rules
-    /// that make the same metric share one family; config validation has
-    /// checked they agree on kind and labels).
-    pub fn family_index(&mut self, fam: Family) -> usize {
-        if let Some(i) = self.families.iter().position(|f| f.name == fam.name) {
-            return i;
-        }
-        self.passthrough.reserve_family(&fam.name, &fam.kind);
-        self.families.push(Arc::new(fam));
-        self.families.len() - 1
+    /// The derived families and gauges in force.
+    pub fn derived(&self) -> Arc<Derived> {
+        self.derived
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    pub fn distinct_index(&mut self, name: &str, help: &str) -> usize {
-        if let Some(i) = self.distinct.iter().position(|d| d.name == name) {
-            return i;
-        }
-        self.passthrough.reserve_family(name, &store::Kind::Gauge);
-        self.distinct.push(Arc::new(Distinct::new(
+    /// Puts a rule set's families and gauges in force (start-up, reload).
+    pub fn set_derived(&self, d: Arc<Derived>) {
+        *self.derived.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    /// A new distinct-count gauge with the store's window and cap.
+    pub fn new_distinct(&self, name: &str, help: &str) -> Distinct {
+        Distinct::new(
             name,
             help,
-            self.window_s,
-            self.max_distinct,
-        )));
-        self.distinct.len() - 1
+            self.window_s.load(Ordering::Relaxed),
+            self.max_distinct.load(Ordering::Relaxed),
+        )
+    }
+
+    /// `store.max_series_per_metric`, for a new family.
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// `store.series_ttl` in seconds.
+    pub fn ttl_s(&self) -> u64 {
+        self.ttl_s.load(Ordering::Relaxed)
+    }
+
+    /// Puts new `store.*` limits in force (a config reload): for new series
+    /// and families, and for those that exist; what exceeds a lowered bound
+    /// stays until it expires.
+    pub fn set_limits(&self, s: &crate::config::Store) {
+        let window = s.active_users_window.0.as_secs().max(1);
+        self.cap.store(s.max_series_per_metric, Ordering::Relaxed);
+        self.ttl_s
+            .store(s.series_ttl.0.as_secs().max(1), Ordering::Relaxed);
+        self.window_s.store(window, Ordering::Relaxed);
+        self.max_distinct
+            .store(s.max_active_users, Ordering::Relaxed);
+        self.budget.set_limits(s.max_series, s.max_series_bytes);
+        self.passthrough.set_limits(s);
+        let d = self.derived();
+        for f in &d.families {
+            f.set_cap(s.max_series_per_metric);
+        }
+        for x in &d.distinct {
+            x.set_limits(window, s.max_active_users);
+        }
     }
 
     pub fn add_exporter(&self, e: Arc<ExporterStats>) {
@@ -220,9 +268,9 @@ impl Store {
 
     /// Drops series not updated within the TTL; returns how many.
     pub fn expire(&self, now_s: u64) -> usize {
-        let cutoff = now_s.saturating_sub(self.ttl_s);
+        let cutoff = now_s.saturating_sub(self.ttl_s());
         let mut n = 0;
-        for f in &self.families {
+        for f in &self.derived().families {
             n += f.expire(cutoff);
         }
         n + self.passthrough.expire(cutoff)

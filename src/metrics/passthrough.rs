@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, HistogramDataPoint, NumberDataPoint,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The pass-through families and every name taken in the exposition.
@@ -32,9 +32,10 @@ pub struct Passthrough {
     enabled: bool,
     scope_labels: bool,
     resource_labels: bool,
-    cap: usize,
-    max_label: usize,
-    max_families: usize,
+    /// `store.*` limits (a config reload may change them)
+    cap: AtomicUsize,
+    max_label: AtomicUsize,
+    max_families: AtomicUsize,
     budget: Arc<Budget>,
     reg: Mutex<Registry>,
     /// target_info series: key -> last update
@@ -186,9 +187,9 @@ impl Passthrough {
             enabled: cfg.enabled,
             scope_labels: cfg.scope_labels,
             resource_labels: cfg.resource_labels,
-            cap: store.max_series_per_metric,
-            max_label: store.max_label_value_bytes,
-            max_families: store.max_passthrough_families,
+            cap: AtomicUsize::new(store.max_series_per_metric),
+            max_label: AtomicUsize::new(store.max_label_value_bytes),
+            max_families: AtomicUsize::new(store.max_passthrough_families),
             budget,
             reg: Mutex::new(Registry::default()),
             targets: Mutex::new(FastMap::default()),
@@ -207,6 +208,22 @@ impl Passthrough {
 
     fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New `store.*` limits (a config reload), existing families included.
+    pub fn set_limits(&self, s: &config::Store) {
+        self.cap.store(s.max_series_per_metric, Ordering::Relaxed);
+        self.max_label
+            .store(s.max_label_value_bytes, Ordering::Relaxed);
+        self.max_families
+            .store(s.max_passthrough_families, Ordering::Relaxed);
+        for f in self.reg().families.values() {
+            f.set_cap(s.max_series_per_metric);
+        }
+    }
+
+    fn max_label(&self) -> usize {
+        self.max_label.load(Ordering::Relaxed)
     }
 
     /// Reserves the names a family of the sidecar's own writes.
@@ -270,13 +287,20 @@ impl Passthrough {
         if names.iter().any(|n| reg.taken.contains_key(n)) {
             return Err(Drop::NameClash);
         }
-        if reg.families.len() >= self.max_families {
+        if reg.families.len() >= self.max_families.load(Ordering::Relaxed) {
             return Err(Drop::FamilyLimit);
         }
         let help = sanitize::cut(help, sanitize::MAX_HELP_BYTES);
         let f = Arc::new(
-            Family::new(name, help, unit, kind.clone(), LabelNames::InKey, self.cap)
-                .with_budget(self.budget.clone()),
+            Family::new(
+                name,
+                help,
+                unit,
+                kind.clone(),
+                LabelNames::InKey,
+                self.cap.load(Ordering::Relaxed),
+            )
+            .with_budget(self.budget.clone()),
         );
         for n in names {
             reg.taken.insert(n, name.to_string());
@@ -324,7 +348,7 @@ impl Passthrough {
         }
         let mut p = scope.to_vec();
         self.attrs_into(attrs, &mut p);
-        key_of(&mut p, self.max_label)
+        key_of(&mut p, self.max_label())
     }
 
     /// Records the resource as a `target_info` series.
@@ -355,7 +379,7 @@ impl Passthrough {
         if let Some(i) = instance {
             t.push(("instance".into(), i.clone()));
         }
-        match key_of(&mut t, self.max_label) {
+        match key_of(&mut t, self.max_label()) {
             Ok(key) => {
                 let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
                 if targets.len() < 64 || targets.contains_key(&key[..]) {
@@ -413,12 +437,12 @@ impl Passthrough {
         gauge: bool,
         counter: bool,
     ) -> Result<String, Drop> {
-        if m.name.len() > self.max_label {
+        if m.name.len() > self.max_label() {
             return Err(Drop::NameTooLong);
         }
         let name =
             sanitize::prom_name(&m.name, &m.unit, gauge, counter).ok_or(Drop::InvalidName)?;
-        if name.len() > self.max_label {
+        if name.len() > self.max_label() {
             return Err(Drop::NameTooLong);
         }
         Ok(name)

@@ -102,8 +102,8 @@ pub struct FamilyInner {
 /// each series is charged its lines times (name + labels + a number).
 /// Taken when a series is created, given back when it expires.
 pub struct Budget {
-    max_series: usize,
-    max_bytes: usize,
+    max_series: AtomicUsize,
+    max_bytes: AtomicUsize,
     series: AtomicUsize,
     bytes: AtomicUsize,
     /// points sent to an overflow series because the budget was spent
@@ -113,8 +113,8 @@ pub struct Budget {
 impl Budget {
     pub fn new(max_series: usize, max_bytes: usize) -> Self {
         Budget {
-            max_series,
-            max_bytes,
+            max_series: AtomicUsize::new(max_series),
+            max_bytes: AtomicUsize::new(max_bytes),
             series: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
@@ -129,11 +129,19 @@ impl Budget {
     fn take(&self, cost: usize) -> bool {
         let n = self.series.fetch_add(1, Ordering::Relaxed);
         let b = self.bytes.fetch_add(cost, Ordering::Relaxed);
-        if n >= self.max_series || b.saturating_add(cost) > self.max_bytes {
+        if n >= self.max_series.load(Ordering::Relaxed)
+            || b.saturating_add(cost) > self.max_bytes.load(Ordering::Relaxed)
+        {
             self.give_back(1, cost);
             return false;
         }
         true
+    }
+
+    /// New bounds (a config reload); series past them stay until they expire.
+    pub fn set_limits(&self, max_series: usize, max_bytes: usize) {
+        self.max_series.store(max_series, Ordering::Relaxed);
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
     fn give_back(&self, series: usize, bytes: usize) {
@@ -156,7 +164,8 @@ pub struct Family {
     pub unit: String,
     pub kind: Kind,
     pub labels: LabelNames,
-    pub cap: usize,
+    /// series at most (`store.max_series_per_metric`; a reload may change it)
+    cap: AtomicUsize,
     inner: Mutex<FamilyInner>,
     /// points that went to the overflow series
     pub overflowed: AtomicU64,
@@ -193,7 +202,7 @@ impl Family {
             help: help.to_string(),
             unit: unit.to_string(),
             labels,
-            cap,
+            cap: AtomicUsize::new(cap),
             inner: Mutex::new(FamilyInner {
                 series: FastMap::default(),
                 overflow: None,
@@ -213,6 +222,25 @@ impl Family {
     }
 
     /// Charges this family's series to the store's global budget.
+    /// Same name, help, unit, kind (buckets included) and labels: a
+    /// reloaded rule of this shape keeps the family's series.
+    pub fn same_shape(&self, o: &Family) -> bool {
+        self.name == o.name
+            && self.help == o.help
+            && self.unit == o.unit
+            && self.kind == o.kind
+            && self.labels == o.labels
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// A new series cap (a config reload); series past it stay until they expire.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
     pub fn with_budget(mut self, b: Arc<Budget>) -> Self {
         self.budget = b;
         self
@@ -338,10 +366,10 @@ impl<'f> Locked<'f> {
                 if !key_is_valid(key) {
                     fam.invalid.fetch_add(1, Ordering::Relaxed);
                     None
-                } else if len < fam.cap && fam.budget.take(fam.cost(key.len())) {
+                } else if len < fam.cap() && fam.budget.take(fam.cost(key.len())) {
                     Some(v.insert_with_key(key.into(), fam.fresh(now)))
                 } else {
-                    if len < fam.cap {
+                    if len < fam.cap() {
                         fam.budget.refused.fetch_add(1, Ordering::Relaxed);
                     }
                     fam.overflowed.fetch_add(1, Ordering::Relaxed);

@@ -34,7 +34,9 @@ pub struct Accepted {
 }
 
 pub struct Pipeline {
-    pub deriver: Deriver,
+    /// the rules in force, swapped whole by a config reload (`crate::reload`)
+    pub deriver: crate::reload::Live<Deriver>,
+    pub store: Arc<Store>,
     pub forward: Option<Arc<dyn Forward>>,
     pub passthrough: bool,
     /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted
@@ -44,7 +46,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn store(&self) -> &Arc<Store> {
-        self.deriver.store()
+        &self.store
     }
 
     fn forwards(&self, sig: SignalKind) -> bool {
@@ -82,9 +84,12 @@ impl Pipeline {
             stats.bad_request(sig);
             return Err(r);
         }
+        // one rule set for the whole request: a reload meanwhile neither
+        // loses its updates nor counts them twice
+        let deriver = self.deriver.load();
         let prepared = match sig {
-            SignalKind::Spans => self.deriver.prepare_traces(&body),
-            _ => self.deriver.prepare_logs(&body),
+            SignalKind::Spans => deriver.prepare_traces(&body),
+            _ => deriver.prepare_logs(&body),
         };
         let prepared = match prepared {
             Ok(p) => p,
@@ -98,7 +103,7 @@ impl Pipeline {
             stats.refuse(sig, items);
             return Err(Rejection::Unavailable(r));
         }
-        self.deriver.commit(prepared);
+        deriver.commit(prepared);
         stats.accept(sig, items);
         Ok(Accepted {
             items,

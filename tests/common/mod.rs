@@ -45,6 +45,12 @@ impl Sidecar {
         std::fs::File::create(&cfg)
             .and_then(|mut f| f.write_all(config.as_bytes()))
             .expect("write config");
+        Sidecar::start_at(&cfg, Stdio::inherit(), dir).await
+    }
+
+    /// Starts the sidecar on the config file at `cfg` (left as it is),
+    /// its stderr going to `stderr`; `dir` lives as long as the sidecar.
+    pub async fn start_at(cfg: &std::path::Path, stderr: Stdio, dir: tempfile::TempDir) -> Sidecar {
         let (g, h, m) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
             .args(["--config", cfg.to_str().expect("utf-8 path")])
@@ -53,7 +59,7 @@ impl Sidecar {
             .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start the sidecar");
         let s = Sidecar {

@@ -6,7 +6,7 @@ Public (for app charts that depend on this chart):
   geometra-sidecar.containers      the sidecar as a list item, in container mode only (else nothing)
   geometra-sidecar.container       the sidecar as a list item, whatever the mode
   geometra-sidecar.volumes         the pod volumes it needs, as list items
-  geometra-sidecar.podAnnotations  scrape annotations + config checksum, as map lines
+  geometra-sidecar.podAnnotations  scrape annotations (+ config checksum if rollOnConfigChange), as map lines
   geometra-sidecar.configmap       the ConfigMap document
   geometra-sidecar.config          the config.yaml text
   geometra-sidecar.configMapName   the ConfigMap's name
@@ -220,7 +220,11 @@ data:
 {{/* ---------- pod pieces ---------- */}}
 
 {{- define "geometra-sidecar._podAnnotations" -}}
+{{- /* the sidecar reloads a changed ConfigMap in place; rolling the pods on
+       every config change is opt-in (rollOnConfigChange) */ -}}
+{{- if .v.rollOnConfigChange }}
 checksum/geometra-sidecar-config: {{ include "geometra-sidecar._config" . | sha256sum }}
+{{- end }}
 {{- if .v.scrapeAnnotations.enabled }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .v.metrics.port | int | quote }}

@@ -307,18 +307,28 @@ def test_config_mounted_and_passed():
     assert not any(a.startswith("--queue-dir") for a in c["args"])
 
 
-def test_checksum_annotation_follows_config():
-    objs = render()
+def test_config_changes_do_not_roll_pods_by_default():
+    # the sidecar reloads the mounted ConfigMap in place: no checksum annotation
+    ann = only(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert not any(k.startswith("checksum/") for k in ann)
+    assert ann["prometheus.io/scrape"] == "true"
+    changed = render({"rules": [], "limits": {"maxSeriesPerMetric": 500}})
+    assert only(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"] == ann
+
+
+def test_checksum_annotation_follows_config_when_opted_in():
+    roll = {"rollOnConfigChange": True}
+    objs = render(roll)
     ann = only(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     _, text = config_of(objs)
     assert ann["checksum/geometra-sidecar-config"] == hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
 
-    changed = render({"limits": {"maxSeriesPerMetric": 500}})
+    changed = render({**roll, "limits": {"maxSeriesPerMetric": 500}})
     ann2 = only(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert ann2["checksum/geometra-sidecar-config"] != ann["checksum/geometra-sidecar-config"]
     assert config_of(changed)[0]["store"]["max_series_per_metric"] == 500
 
-    same = render({"demo": {"replicas": 3}})
+    same = render({**roll, "demo": {"replicas": 3}})
     ann3 = only(same, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert ann3["checksum/geometra-sidecar-config"] == ann["checksum/geometra-sidecar-config"]
 
@@ -344,8 +354,11 @@ def test_scrape_annotations():
     assert ann["prometheus.io/scrape"] == "true"
     assert ann["prometheus.io/port"] == "9464"
     assert ann["prometheus.io/path"] == "/metrics"
-    off = only(render({"scrapeAnnotations": {"enabled": False}}), "Deployment")
-    assert not any(k.startswith("prometheus.io/") for k in off["spec"]["template"]["metadata"]["annotations"])
+    off_objs = render({"scrapeAnnotations": {"enabled": False}})
+    # nothing left to annotate (no checksum either by default): still a valid pod
+    validate_all(off_objs)
+    off = only(off_objs, "Deployment")
+    assert not any(k.startswith("prometheus.io/") for k in off["spec"]["template"]["metadata"]["annotations"] or {})
 
 
 def test_pod_monitor():
@@ -566,7 +579,7 @@ def test_app_chart_lints(app_chart):
 
 @pytest.mark.parametrize("mode", ["native", "container"])
 def test_app_chart_includes_the_sidecar(app_chart, mode):
-    objs = render({"geometra-sidecar": {"sidecarMode": mode}}, chart=app_chart)
+    objs = render({"geometra-sidecar": {"sidecarMode": mode, "rollOnConfigChange": True}}, chart=app_chart)
     validate_all(objs)
     # the sidecar chart renders no workload and no ConfigMap of its own here
     assert not [o for o in objs if "charts/geometra-sidecar" in o["__template"] and o["kind"] != "PodMonitor"]

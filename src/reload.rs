@@ -1,0 +1,262 @@
+//! Config reload without a restart: SIGHUP, or a change of the `--config`
+//! file (a Kubernetes ConfigMap's atomic `..data` symlink swap included),
+//! re-reads the config; a valid one whose only changes are reloadable is
+//! put in force by swapping the deriver, anything else is refused and the
+//! old config keeps serving. Outcomes are counted for `/metrics`.
+
+use crate::config::Config;
+use crate::metrics::encode::Encoder;
+use crate::receiver::Pipeline;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often the config file is read and compared. Polling rather than
+/// inotify: a mounted ConfigMap changes by replacing the `..data` symlink in
+/// the directory, so a watch on the file's inode never fires and a watch on
+/// the directory must re-resolve symlinks; editors and `kubectl cp` replace
+/// files in yet other ways. Reading a small file every 2 s and comparing its
+/// content catches every one of them with no new dependency, well within the
+/// 10 s promised.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Keys that reload; every other difference is refused as restart-only.
+const RELOADABLE: [&str; 4] = ["rules", "extra_rules", "store", "redaction"];
+
+/// A value swapped whole on reload: readers clone the `Arc` once per request
+/// (a lock held for a pointer copy, never per span), writers replace it.
+pub struct Live<T>(Mutex<Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(v: T) -> Self {
+        Live(Mutex::new(Arc::new(v)))
+    }
+
+    /// The value in force now; a request keeps it until it is done.
+    pub fn load(&self) -> Arc<T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn store(&self, v: T) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+    }
+}
+
+/// Reload outcomes, shown on `/metrics`.
+pub struct ReloadStats {
+    pub success: AtomicU64,
+    pub failure: AtomicU64,
+    pub last_ok: AtomicBool,
+}
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        ReloadStats {
+            success: AtomicU64::new(0),
+            failure: AtomicU64::new(0),
+            last_ok: AtomicBool::new(true),
+        }
+    }
+}
+
+impl ReloadStats {
+    pub fn render(&self, e: &mut Encoder) {
+        let name = "geometra_sidecar_config_reloads_total";
+        e.header(name, "counter", "Config reloads by result.", "");
+        for (result, n) in [("success", &self.success), ("failure", &self.failure)] {
+            e.sample(
+                name,
+                "",
+                &[("result", result)],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
+        let name = "geometra_sidecar_config_last_reload_successful";
+        e.header(
+            name,
+            "gauge",
+            "1 if the last config reload was put in force (or none was tried), 0 if it was refused.",
+            "",
+        );
+        let ok = self.last_ok.load(Ordering::Relaxed);
+        e.sample(name, "", &[], if ok { 1.0 } else { 0.0 });
+    }
+}
+
+/// The keys (dotted paths) whose values differ between two configs, apart
+/// from the reloadable ones.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let strip = |c: &Config| {
+        let mut v = serde_yaml_ng::to_value(c).unwrap_or(serde_yaml_ng::Value::Null);
+        if let serde_yaml_ng::Value::Mapping(m) = &mut v {
+            for k in RELOADABLE {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    let mut out = Vec::new();
+    diff("", &strip(old), &strip(new), &mut out);
+    out
+}
+
+fn diff(path: &str, a: &serde_yaml_ng::Value, b: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    use serde_yaml_ng::Value::Mapping;
+    match (a, b) {
+        (Mapping(ma), Mapping(mb)) => {
+            let keys = ma.keys().chain(mb.keys().filter(|k| !ma.contains_key(*k)));
+            for k in keys {
+                let name = k.as_str().map(str::to_string).unwrap_or_default();
+                let sub = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
+                let none = serde_yaml_ng::Value::Null;
+                diff(
+                    &sub,
+                    ma.get(k).unwrap_or(&none),
+                    mb.get(k).unwrap_or(&none),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+/// Reads the config the way start-up does (file plus command-line overrides,
+/// validated).
+pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send>;
+
+/// Owns the config in force and puts new ones in force.
+pub struct Reloader {
+    load: Loader,
+    current: Config,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Reloader {
+    pub fn new(load: Loader, current: Config, pipeline: Arc<Pipeline>) -> Self {
+        Reloader {
+            load,
+            current,
+            pipeline,
+        }
+    }
+
+    /// Re-reads and applies the config; counts and logs the outcome.
+    pub fn reload(&mut self, why: &str) -> Result<(), String> {
+        let stats = self.pipeline.store().reload.clone();
+        let r = self.try_reload();
+        match &r {
+            Ok(rules) => {
+                stats.success.fetch_add(1, Ordering::Relaxed);
+                stats.last_ok.store(true, Ordering::Relaxed);
+                tracing::info!(trigger = why, rules, "config reloaded");
+            }
+            Err(e) => {
+                stats.failure.fetch_add(1, Ordering::Relaxed);
+                stats.last_ok.store(false, Ordering::Relaxed);
+                tracing::error!(trigger = why, error = %e, "config reload refused; the previous config stays in force");
+            }
+        }
+        r.map(|_| ())
+    }
+
+    fn try_reload(&mut self) -> Result<usize, String> {
+        let new = (self.load)()?;
+        let fixed = restart_only_changes(&self.current, &new);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} cannot change without a restart (restart the pod to apply it); nothing of this config was applied",
+                fixed.join(", ")
+            ));
+        }
+        // everything that can fail first (the hash key file is re-read, so
+        // SIGHUP also rotates the key), then nothing fails
+        let redactor = crate::export::redact::Redactor::new(&new.redaction)?;
+        // limits before the rules, so that families the new rules add get them too
+        self.pipeline.store().set_limits(&new.store);
+        let next = self.pipeline.deriver.load().reload(&new);
+        self.pipeline.deriver.store(next);
+        if let Some(f) = &self.pipeline.forward {
+            f.set_redaction(redactor);
+        }
+        let rules = new.all_rules().count();
+        self.current = new;
+        Ok(rules)
+    }
+}
+
+/// Starts reloading on SIGHUP and on a change of `path` (polled every
+/// [`POLL`] on a thread of its own, so file reads never block an async
+/// worker). Must be called within the runtime.
+pub fn spawn(path: Option<PathBuf>, mut reloader: Reloader) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<()>();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup =
+            signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    std::mem::forget(tx);
+    std::thread::Builder::new()
+        .name("config-reload".into())
+        .spawn(move || {
+            let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+            let mut last = read(&path);
+            loop {
+                match rx.recv_timeout(POLL) {
+                    Ok(()) => {
+                        last = read(&path).or(last);
+                        let _ = reloader.reload("SIGHUP");
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // unreadable (e.g. mid-swap): try again next poll
+                        let Some(now) = read(&path) else { continue };
+                        if last.as_ref() != Some(&now) {
+                            last = Some(now);
+                            let _ = reloader.reload("file changed");
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the config reload thread: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_changes_reload_and_listen_changes_are_named() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.rules.pop();
+        new.store.series_ttl.0 *= 2;
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.receivers.otlp_grpc.listen = "127.0.0.1:1"
+            .parse()
+            .unwrap_or(old.receivers.otlp_grpc.listen);
+        new.forward.queue.dir = Some("/tmp/q".into());
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            vec!["receivers.otlp_grpc.listen", "forward.queue.dir"]
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Config reload against the real binary: by SIGHUP, by a ConfigMap-style
+//! `..data` symlink swap, a bad config refused with the old one serving,
+//! counters continuous across a reload, a removed rule's series gone, and a
+//! restart-only key refused by name. Spans come from the OpenTelemetry SDK
+//! through the opentelemetry-otlp exporter.
+
+mod common;
+
+use common::{Metrics, Sidecar};
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A counter rule on server spans, labelled by the `op` attribute.
+fn rule(name: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: counter\n    signal: spans\n    match:\n      span_kinds: [server]\n    labels:\n      - name: op\n        from: [op]\n"
+    )
+}
+
+fn config(rules: &[&str]) -> String {
+    let mut s = String::from("rules:\n");
+    for r in rules {
+        s.push_str(&rule(r));
+    }
+    s
+}
+
+/// Sends `n` server spans with `op=x` through the SDK's OTLP/gRPC exporter.
+async fn send_spans(url: String, n: usize) {
+    send_op_spans(url, n, "x").await
+}
+
+/// Sends `n` server spans with this `op` attribute.
+async fn send_op_spans(url: String, n: usize, op: &'static str) {
+    tokio::task::spawn_blocking(move || {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .build()
+            .expect("span exporter");
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("reload-test");
+        for _ in 0..n {
+            let mut span = tracer
+                .span_builder("GET /x")
+                .with_kind(SpanKind::Server)
+                .with_attributes(vec![KeyValue::new("op", op)])
+                .start(&tracer);
+            span.end();
+        }
+        provider.force_flush().expect("flush");
+        provider.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("span sender");
+}
+
+fn count(m: &Metrics, name: &str) -> Option<f64> {
+    m.value(name, &[("op", "x")])
+}
+
+fn reloads(m: &Metrics, result: &str) -> f64 {
+    m.value(
+        "geometra_sidecar_config_reloads_total",
+        &[("result", result)],
+    )
+    .unwrap_or(-1.0)
+}
+
+fn last_ok(m: &Metrics) -> Option<f64> {
+    m.value("geometra_sidecar_config_last_reload_successful", &[])
+}
+
+/// The sidecar on `config` at `dir/config.yaml`, its stderr in `dir/stderr`.
+async fn start(config: &str) -> (Sidecar, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    let log = dir.path().join("stderr");
+    std::fs::write(&cfg, config).expect("write config");
+    let err = std::fs::File::create(&log).expect("stderr file");
+    let s = Sidecar::start_at(&cfg, Stdio::from(err), dir).await;
+    (s, cfg, log)
+}
+
+fn hup(s: &Sidecar) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .map(|st| st.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -HUP");
+}
+
+/// Replaces a file atomically (write aside, rename), as editors do.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_config() {
+    let (mut s, _cfg, _log) = start(&config(&["reload_a_total"])).await;
+    let m = s.scrape().await;
+    assert_eq!(reloads(&m, "success"), 0.0, "{}", m.text);
+    assert_eq!(last_ok(&m), Some(1.0));
+    // the file is unchanged, so only the signal can cause this reload
+    hup(&s);
+    s.wait_for("a reload by SIGHUP", |m| reloads(m, "success") == 1.0)
+        .await;
+    send_spans(s.grpc_url(), 2).await;
+    s.wait_for("spans counted after the reload", |m| {
+        count(m, "reload_a_total") == Some(2.0)
+    })
+    .await;
+    let running = s.child.try_wait().map(|st| st.is_none()).unwrap_or(false);
+    assert!(running, "SIGHUP must not stop the sidecar");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_continue_and_removed_rules_go_away() {
+    let (s, cfg, _log) = start(&config(&["reload_a_total", "reload_b_total"])).await;
+    send_spans(s.grpc_url(), 3).await;
+    s.wait_for("3 spans counted by both rules", |m| {
+        count(m, "reload_a_total") == Some(3.0) && count(m, "reload_b_total") == Some(3.0)
+    })
+    .await;
+    // b removed, c added, a unchanged
+    replace(&cfg, &config(&["reload_a_total", "reload_c_total"]));
+    hup(&s);
+    let m = s
+        .wait_for("the new rules in force", |m| reloads(m, "success") >= 1.0)
+        .await;
+    assert_eq!(count(&m, "reload_a_total"), Some(3.0), "{}", m.text);
+    assert!(
+        !m.text.contains("reload_b_total"),
+        "a removed rule's series must go away:\n{}",
+        m.text
+    );
+    send_spans(s.grpc_url(), 2).await;
+    let m = s
+        .wait_for("2 more spans", |m| count(m, "reload_c_total") == Some(2.0))
+        .await;
+    assert_eq!(
+        count(&m, "reload_a_total"),
+        Some(5.0),
+        "an unchanged rule's counter continues across a reload:\n{}",
+        m.text
+    );
+    assert_eq!(reloads(&m, "failure"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_symlink_swap_reloads_without_a_signal() {
+    // the layout kubelet makes for a mounted ConfigMap
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let v1 = d.join("..2026_11_27_10_00_00.000000001");
+    std::fs::create_dir(&v1).expect("mkdir");
+    std::fs::write(v1.join("config.yaml"), config(&["reload_a_total"])).expect("write");
+    std::os::unix::fs::symlink(v1.file_name().expect("name"), d.join("..data")).expect("..data");
+    std::os::unix::fs::symlink("..data/config.yaml", d.join("config.yaml")).expect("file link");
+    let cfg = d.join("config.yaml");
+    let log = std::fs::File::create(d.join("stderr")).expect("stderr");
+    let s = Sidecar::start_at(&cfg, Stdio::from(log), dir).await;
+    send_spans(s.grpc_url(), 1).await;
+    s.wait_for("a span counted", |m| {
+        count(m, "reload_a_total") == Some(1.0)
+    })
+    .await;
+
+    // kubelet's swap: a new timestamped dir, a new symlink renamed over ..data
+    let d = cfg.parent().expect("dir").to_path_buf();
+    let v2 = d.join("..2026_11_27_10_01_00.000000002");
+    std::fs::create_dir(&v2).expect("mkdir");
+    let new = config(&["reload_a_total", "reload_c_total"]);
+    std::fs::write(v2.join("config.yaml"), new).expect("write");
+    std::os::unix::fs::symlink(v2.file_name().expect("name"), d.join("..data_tmp")).expect("link");
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).expect("swap ..data");
+    std::fs::remove_dir_all(&v1).expect("old version removed");
+    let t = Instant::now();
+    s.wait_for("the swapped config in force (no signal)", |m| {
+        reloads(m, "success") == 1.0
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(10));
+    send_spans(s.grpc_url(), 1).await;
+    s.wait_for("both rules counting", |m| {
+        count(m, "reload_a_total") == Some(2.0) && count(m, "reload_c_total") == Some(1.0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_is_refused_and_the_old_one_keeps_serving() {
+    let (s, cfg, log) = start(&config(&["reload_a_total"])).await;
+    send_spans(s.grpc_url(), 1).await;
+    s.wait_for("a span counted", |m| {
+        count(m, "reload_a_total") == Some(1.0)
+    })
+    .await;
+    // a histogram with descending buckets: parses, fails validation
+    let bad = format!(
+        "{}  - name: reload_bad_seconds\n    kind: histogram\n    signal: spans\n    buckets: [2, 1]\n",
+        config(&["reload_a_total", "reload_c_total"])
+    );
+    replace(&cfg, &bad);
+    let m = s
+        .wait_for("the bad config refused", |m| reloads(m, "failure") == 1.0)
+        .await;
+    assert_eq!(last_ok(&m), Some(0.0), "{}", m.text);
+    assert_eq!(reloads(&m, "success"), 0.0);
+    assert!(!m.text.contains("reload_c_total"), "nothing of it applies");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("config reload refused") && text.contains("rules[2].buckets"),
+        "the failure is logged with the validation error:\n{text}"
+    );
+    send_spans(s.grpc_url(), 2).await;
+    s.wait_for("the old rules still derive", |m| {
+        count(m, "reload_a_total") == Some(3.0)
+    })
+    .await;
+    // fixing the file is a successful reload again
+    replace(&cfg, &config(&["reload_a_total", "reload_c_total"]));
+    let m = s
+        .wait_for("the fixed config in force", |m| {
+            reloads(m, "success") == 1.0
+        })
+        .await;
+    assert_eq!(last_ok(&m), Some(1.0));
+    assert_eq!(count(&m, "reload_a_total"), Some(3.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_only_key_is_refused_by_name() {
+    let (s, cfg, log) = start(&config(&["reload_a_total"])).await;
+    let changed = format!(
+        "receivers:\n  otlp_http:\n    max_body_bytes: 1000\nforward:\n  queue:\n    dir: /nonexistent/q\n{}",
+        config(&["reload_a_total", "reload_c_total"])
+    );
+    replace(&cfg, &changed);
+    let m = s
+        .wait_for("the change refused", |m| reloads(m, "failure") == 1.0)
+        .await;
+    assert_eq!(last_ok(&m), Some(0.0));
+    assert!(!m.text.contains("reload_c_total"), "nothing of it applies");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("receivers.otlp_http.max_body_bytes")
+            && text.contains("forward.queue.dir")
+            && text.contains("without a restart"),
+        "the refusal names the keys:\n{text}"
+    );
+    send_spans(s.grpc_url(), 1).await;
+    s.wait_for("the old rules still derive", |m| {
+        count(m, "reload_a_total") == Some(1.0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_limits_reload_for_existing_series_too() {
+    let (s, cfg, _log) = start(&config(&["reload_a_total"])).await;
+    send_spans(s.grpc_url(), 1).await;
+    s.wait_for("a span counted", |m| {
+        count(m, "reload_a_total") == Some(1.0)
+    })
+    .await;
+    let capped = format!(
+        "store:\n  max_series_per_metric: 1\n  series_ttl: 1h\n{}",
+        config(&["reload_a_total"])
+    );
+    replace(&cfg, &capped);
+    s.wait_for("the new limits in force", |m| reloads(m, "success") == 1.0)
+        .await;
+    // the family already holds one series: a second label value overflows
+    send_op_spans(s.grpc_url(), 2, "y").await;
+    let m = s
+        .wait_for("the new series capped", |m| {
+            m.value(
+                "geometra_sidecar_series_overflow_total",
+                &[("metric", "reload_a_total")],
+            ) == Some(2.0)
+        })
+        .await;
+    assert_eq!(count(&m, "reload_a_total"), Some(1.0), "{}", m.text);
+    assert_eq!(
+        m.value("reload_a_total", &[("otel_metric_overflow", "true")]),
+        Some(2.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(m.value("reload_a_total", &[("op", "y")]), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_span_is_lost_or_counted_twice_while_reloading() {
+    let (s, cfg, _log) = start(&config(&["reload_a_total"])).await;
+    const N: usize = 400;
+    let sender = tokio::spawn(send_spans(s.grpc_url(), N));
+    // reload over and over while the spans arrive (one span per request):
+    // rule c comes and goes, rule a never changes
+    let mut flip = false;
+    let mut hups = 0;
+    while !sender.is_finished() {
+        flip = !flip;
+        let rules: &[&str] = if flip {
+            &["reload_a_total", "reload_c_total"]
+        } else {
+            &["reload_a_total"]
+        };
+        replace(&cfg, &config(rules));
+        hup(&s);
+        hups += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sender.await.expect("sender");
+    let m = s
+        .wait_for("every span counted once", |m| {
+            count(m, "reload_a_total") == Some(N as f64)
+        })
+        .await;
+    assert!(hups > 1 && reloads(&m, "success") >= 1.0, "{}", m.text);
+    assert_eq!(reloads(&m, "failure"), 0.0);
+    // and it stays there: nothing was counted twice by a late commit
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&s.scrape().await, "reload_a_total"), Some(N as f64));
+}
