@@ -9,10 +9,7 @@ use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider 
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::Resource;
 use std::time::{Duration, SystemTime};
 
@@ -44,15 +41,7 @@ fn s(name: &'static str, kind: SpanKind, millis: u64, attrs: Vec<KeyValue>) -> S
 /// Sends spans through the SDK's tracer and the OTLP/gRPC exporter.
 async fn send_spans(url: String, spans: Vec<S>) {
     tokio::task::spawn_blocking(move || {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .expect("span exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(resource())
-            .build();
+        let provider = common::sdk::tracer_provider(&url, resource());
         let tracer = provider.tracer("contract-test");
         let t0 = SystemTime::now() - Duration::from_secs(30);
         for sp in spans {
@@ -109,15 +98,7 @@ fn map_body(pairs: Vec<(&'static str, AnyValue)>) -> L {
 /// Sends log records through the SDK's logger and the OTLP/gRPC exporter.
 async fn send_logs(url: String, logs: Vec<L>) {
     tokio::task::spawn_blocking(move || {
-        let exporter = opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .expect("log exporter");
-        let provider = SdkLoggerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(resource())
-            .build();
+        let provider = common::sdk::logger_provider(&url, resource());
         let logger = provider.logger("geometra.ai");
         for lg in logs {
             let mut r = logger.create_log_record();
@@ -534,19 +515,7 @@ async fn app_metrics_pass_through_with_prometheus_names() {
     let sc = Sidecar::start("").await;
     let url = sc.grpc_url();
     tokio::task::spawn_blocking(move || {
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .expect("metric exporter");
-        let provider = SdkMeterProvider::builder()
-            .with_reader(
-                PeriodicReader::builder(exporter)
-                    .with_interval(Duration::from_secs(3600))
-                    .build(),
-            )
-            .with_resource(resource())
-            .build();
+        let provider = common::sdk::meter_provider(&url, resource());
         let meter = provider.meter("geometra.memory");
         let size = meter
             .u64_gauge("memory.size")
@@ -600,19 +569,8 @@ struct AppProcess {
 impl AppProcess {
     async fn start(url: String, resource: Vec<KeyValue>) -> AppProcess {
         tokio::task::spawn_blocking(move || {
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(url)
-                .build()
-                .expect("metric exporter");
-            let provider = SdkMeterProvider::builder()
-                .with_reader(
-                    PeriodicReader::builder(exporter)
-                        .with_interval(Duration::from_secs(3600))
-                        .build(),
-                )
-                .with_resource(Resource::builder_empty().with_attributes(resource).build())
-                .build();
+            let resource = Resource::builder_empty().with_attributes(resource).build();
+            let provider = common::sdk::meter_provider(&url, resource);
             let meter = provider.meter("geometra.api");
             let chats = meter.u64_counter("geometra.chat.messages").build();
             let size = meter.u64_gauge("memory.size").with_unit("By").build();
@@ -1013,14 +971,7 @@ async fn rules_match_span_events() {
     let sc = Sidecar::start(cfg).await;
     let url = sc.grpc_url();
     tokio::task::spawn_blocking(move || {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .expect("span exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .build();
+        let provider = common::sdk::tracer_provider(&url, Resource::builder().build());
         let tracer = provider.tracer("events");
         let mut span = tracer
             .span_builder("GET /boom")

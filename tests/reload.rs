@@ -9,8 +9,7 @@ mod common;
 use common::{Metrics, Sidecar};
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,14 +37,7 @@ async fn send_spans(url: String, n: usize) {
 /// Sends `n` server spans with this `op` attribute.
 async fn send_op_spans(url: String, n: usize, op: &'static str) {
     tokio::task::spawn_blocking(move || {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .expect("span exporter");
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .build();
+        let provider = common::sdk::tracer_provider(&url, Resource::builder().build());
         let tracer = provider.tracer("reload-test");
         for _ in 0..n {
             let mut span = tracer

@@ -2,6 +2,7 @@
 //! `/metrics` and parses it with a Prometheus text parser.
 #![allow(dead_code)]
 
+pub mod sdk;
 pub mod strict;
 
 use bytes::{Buf, BufMut, Bytes};
