@@ -268,8 +268,11 @@ async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
         );
     let grpc_task = tokio::spawn(grpc);
 
+    let cors = Arc::new(reload::Live::new(receiver::cors::Cors::new(
+        &cfg.receivers.otlp_http,
+    )));
     let http_task = http_l.map(|l| {
-        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http);
+        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http, cors.clone());
         tokio::spawn(receiver::listen::serve_http(
             l,
             app,
@@ -311,7 +314,7 @@ async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
     let load = Box::new(move || effective_config(&cli));
     reload::spawn(
         path,
-        reload::Reloader::new(load, cfg.clone(), pipeline.clone()),
+        reload::Reloader::new(load, cfg.clone(), pipeline.clone()).with_cors(cors),
     )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(

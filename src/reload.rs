@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::metrics::encode::Encoder;
+use crate::receiver::cors::Cors;
 use crate::receiver::Pipeline;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,8 +23,17 @@ use std::time::Duration;
 /// 10 s promised.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// Keys that reload; every other difference is refused as restart-only.
-const RELOADABLE: [&str; 4] = ["rules", "extra_rules", "store", "redaction"];
+/// Keys (dotted paths: a whole section or one key of it) that reload; every
+/// other difference is refused as restart-only.
+const RELOADABLE: &[&str] = &[
+    "rules",
+    "extra_rules",
+    "store",
+    "redaction",
+    "receivers.otlp_http.cors_allowed_origins",
+    "receivers.otlp_http.cors_allowed_headers",
+    "receivers.otlp_http.cors_max_age",
+];
 
 /// A value swapped whole on reload: readers clone the `Arc` once per request
 /// (a lock held for a pointer copy, never per span), writers replace it.
@@ -90,16 +100,35 @@ impl ReloadStats {
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let strip = |c: &Config| {
         let mut v = serde_yaml_ng::to_value(c).unwrap_or(serde_yaml_ng::Value::Null);
-        if let serde_yaml_ng::Value::Mapping(m) = &mut v {
-            for k in RELOADABLE {
-                m.remove(k);
-            }
+        for k in RELOADABLE {
+            remove_path(&mut v, k);
         }
         v
     };
     let mut out = Vec::new();
     diff("", &strip(old), &strip(new), &mut out);
     out
+}
+
+/// Removes the key at a dotted path (`a.b.c`), if there is one.
+fn remove_path(v: &mut serde_yaml_ng::Value, path: &str) {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let serde_yaml_ng::Value::Mapping(m) = v else {
+        return;
+    };
+    match rest {
+        None => {
+            m.remove(head);
+        }
+        Some(rest) => {
+            if let Some(sub) = m.get_mut(head) {
+                remove_path(sub, rest);
+            }
+        }
+    }
 }
 
 fn diff(path: &str, a: &serde_yaml_ng::Value, b: &serde_yaml_ng::Value, out: &mut Vec<String>) {
@@ -137,6 +166,8 @@ pub struct Reloader {
     load: Loader,
     current: Config,
     pipeline: Arc<Pipeline>,
+    /// the OTLP/HTTP receiver's CORS policy (none when it is off)
+    cors: Option<Arc<Live<Cors>>>,
 }
 
 impl Reloader {
@@ -145,7 +176,14 @@ impl Reloader {
             load,
             current,
             pipeline,
+            cors: None,
         }
+    }
+
+    /// Reloads the OTLP/HTTP receiver's CORS policy too.
+    pub fn with_cors(mut self, cors: Arc<Live<Cors>>) -> Self {
+        self.cors = Some(cors);
+        self
     }
 
     /// Re-reads and applies the config; counts and logs the outcome.
@@ -185,6 +223,9 @@ impl Reloader {
         self.pipeline.deriver.store(next);
         if let Some(f) = &self.pipeline.forward {
             f.set_redaction(redactor);
+        }
+        if let Some(c) = &self.cors {
+            c.store(Cors::new(&new.receivers.otlp_http));
         }
         let rules = new.all_rules().count();
         self.current = new;
@@ -249,6 +290,8 @@ mod tests {
         let mut new = old.clone();
         new.rules.pop();
         new.store.series_ttl.0 *= 2;
+        new.receivers.otlp_http.cors_allowed_origins = vec!["https://a.example".into()];
+        new.receivers.otlp_http.cors_max_age += 1;
         assert!(restart_only_changes(&old, &new).is_empty());
         new.receivers.otlp_grpc.listen = "127.0.0.1:1"
             .parse()

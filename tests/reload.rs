@@ -334,3 +334,75 @@ async fn no_span_is_lost_or_counted_twice_while_reloading() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&s.scrape().await, "reload_a_total"), Some(N as f64));
 }
+
+/// A browser's preflight for a POST to `/v1/traces` from `origin`.
+async fn preflight(s: &Sidecar, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/v1/traces", s.http),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, x-tenant-id",
+        )
+        .send()
+        .await
+        .expect("preflight")
+}
+
+fn cors_config(origins: &str, headers: &str, max_age: u32) -> String {
+    format!(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: {origins}\n    cors_allowed_headers: {headers}\n    cors_max_age: {max_age}\n{}",
+        config(&["reload_a_total"])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_origins_and_headers_reload() {
+    let old = cors_config("[\"https://a.example\"]", "[]", 7200);
+    let (s, cfg, _log) = start(&old).await;
+    let r = preflight(&s, "https://b.example").await;
+    assert_eq!(r.status(), 403, "b is not allowed yet");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = preflight(&s, "https://a.example").await;
+    assert_eq!(r.status(), 204);
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap_or("");
+    assert!(!allowed.contains("x-tenant-id"), "{allowed}");
+
+    let new = cors_config(
+        "[\"https://a.example\", \"https://*.b.example\"]",
+        "[x-tenant-id]",
+        60,
+    );
+    replace(&cfg, &new);
+    s.wait_for("the new CORS policy in force", |m| {
+        reloads(m, "success") == 1.0
+    })
+    .await;
+    let r = preflight(&s, "https://app.b.example").await;
+    assert_eq!(r.status(), 204, "an origin added by the reload is allowed");
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.b.example");
+    assert_eq!(h["access-control-max-age"], "60");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap_or("");
+    assert!(allowed.contains("x-tenant-id"), "{allowed}");
+    // an actual export from the new origin is answered for the browser
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", s.http))
+        .header("origin", "https://app.b.example")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.b.example"
+    );
+}
