@@ -33,6 +33,7 @@ const RELOADABLE: &[&str] = &[
     "receivers.otlp_http.cors_allowed_origins",
     "receivers.otlp_http.cors_allowed_headers",
     "receivers.otlp_http.cors_max_age",
+    "telemetry.log_level",
 ];
 
 /// A value swapped whole on reload: readers clone the `Arc` once per request
@@ -161,6 +162,9 @@ fn diff(path: &str, a: &serde_yaml_ng::Value, b: &serde_yaml_ng::Value, out: &mu
 /// validated).
 pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send>;
 
+/// Puts a `telemetry.log_level` in force in the sidecar's own logging.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
 /// Owns the config in force and puts new ones in force.
 pub struct Reloader {
     load: Loader,
@@ -168,6 +172,8 @@ pub struct Reloader {
     pipeline: Arc<Pipeline>,
     /// the OTLP/HTTP receiver's CORS policy (none when it is off)
     cors: Option<Arc<Live<Cors>>>,
+    /// `None` when `RUST_LOG` set the log filter (it wins over the file)
+    set_log_level: Option<SetLogLevel>,
 }
 
 impl Reloader {
@@ -177,7 +183,14 @@ impl Reloader {
             current,
             pipeline,
             cors: None,
+            set_log_level: None,
         }
+    }
+
+    /// Reloads `telemetry.log_level` too (`None`: `RUST_LOG` rules).
+    pub fn with_log_level(mut self, set: Option<SetLogLevel>) -> Self {
+        self.set_log_level = set;
+        self
     }
 
     /// Reloads the OTLP/HTTP receiver's CORS policy too.
@@ -217,6 +230,7 @@ impl Reloader {
         // everything that can fail first (the hash key file is re-read, so
         // SIGHUP also rotates the key), then nothing fails
         let redactor = crate::export::redact::Redactor::new(&new.redaction)?;
+        self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
         let next = self.pipeline.deriver.load().reload(&new);
@@ -228,9 +242,40 @@ impl Reloader {
             c.store(Cors::new(&new.receivers.otlp_http));
         }
         let rules = new.all_rules().count();
+        let changed = changed_keys(&self.current, &new);
+        tracing::debug!(keys = %changed.join(", "), "config keys changed");
         self.current = new;
         Ok(rules)
     }
+}
+
+impl Reloader {
+    /// The last fallible step of a reload: a changed level is parsed and put
+    /// in force (with `RUST_LOG` set it stays, and a warning says why).
+    fn set_log_level(&self, new: &Config) -> Result<(), String> {
+        let level = &new.telemetry.log_level;
+        if *level == self.current.telemetry.log_level {
+            return Ok(());
+        }
+        match &self.set_log_level {
+            Some(set) => set(level),
+            None => {
+                tracing::warn!(
+                    log_level = %level,
+                    "telemetry.log_level changed but RUST_LOG is set and overrides it; the log level stays"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every key (dotted path) whose value differs between two configs.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let v = |c: &Config| serde_yaml_ng::to_value(c).unwrap_or(serde_yaml_ng::Value::Null);
+    let mut out = Vec::new();
+    diff("", &v(old), &v(new), &mut out);
+    out
 }
 
 /// Starts reloading on SIGHUP and on a change of `path` (polled every

@@ -406,3 +406,53 @@ async fn cors_origins_and_headers_reload() {
         "https://app.b.example"
     );
 }
+
+fn level_config(level: &str, rules: &[&str]) -> String {
+    format!("telemetry:\n  log_level: {level}\n{}", config(rules))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    let log = dir.path().join("stderr");
+    std::fs::write(&cfg, level_config("warn", &["reload_a_total"])).expect("write");
+    let err = std::fs::File::create(&log).expect("stderr file");
+    // no RUST_LOG: the file's level rules
+    let s = Sidecar::start_logging(&cfg, Stdio::from(err), dir, None).await;
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    // a reload at level warn: neither its info nor its debug line shows
+    replace(
+        &cfg,
+        &level_config("warn", &["reload_a_total", "reload_c_total"]),
+    );
+    s.wait_for("a reload at warn", |m| reloads(m, "success") == 1.0)
+        .await;
+    let text = stderr();
+    assert!(
+        !text.contains("config reloaded") && !text.contains("config keys changed"),
+        "{text}"
+    );
+    replace(&cfg, &level_config("debug", &["reload_a_total"]));
+    s.wait_for("the debug level in force", |m| reloads(m, "success") == 2.0)
+        .await;
+    let text = stderr();
+    assert!(
+        text.contains("DEBUG") && text.contains("config keys changed"),
+        "a debug line after raising the level by reload:\n{text}"
+    );
+    assert!(text.contains("telemetry.log_level"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_wins_over_a_reloaded_log_level() {
+    let (s, cfg, log) = start(&level_config("warn", &["reload_a_total"])).await;
+    replace(&cfg, &level_config("debug", &["reload_a_total"]));
+    s.wait_for("the reload accepted", |m| reloads(m, "success") == 1.0)
+        .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("RUST_LOG is set and overrides it") && !text.contains("DEBUG"),
+        "{text}"
+    );
+}
