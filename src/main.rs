@@ -262,7 +262,6 @@ async fn run(
         deriver: geometra_sidecar::reload::Live::new(deriver),
         store: store.clone(),
         forward: forward.clone().map(|f| f as _),
-        passthrough: cfg.passthrough.enabled,
         max_value_depth: cfg.receivers.max_value_depth,
     });
     let health = Arc::new(Health::default());

@@ -34,6 +34,7 @@ const RELOADABLE: &[&str] = &[
     "receivers.otlp_http.cors_allowed_headers",
     "receivers.otlp_http.cors_max_age",
     "telemetry.log_level",
+    "passthrough",
 ];
 
 /// A value swapped whole on reload: readers clone the `Arc` once per request
@@ -237,6 +238,17 @@ impl Reloader {
         self.pipeline.deriver.store(next);
         if let Some(f) = &self.pipeline.forward {
             f.set_redaction(redactor);
+        }
+        let cleared = self
+            .pipeline
+            .store()
+            .passthrough
+            .set_switches(&new.passthrough);
+        if cleared > 0 {
+            tracing::info!(
+                series = cleared,
+                "passthrough.* changed: pass-through series removed, they return as exports arrive"
+            );
         }
         if let Some(c) = &self.cors {
             c.store(Cors::new(&new.receivers.otlp_http));

@@ -456,3 +456,79 @@ async fn rust_log_wins_over_a_reloaded_log_level() {
         "{text}"
     );
 }
+
+/// Records `v` on the gauge `reload.pt.level` through the SDK's OTLP/gRPC
+/// metric exporter (scope `reload-scope`); returns once it is acknowledged.
+async fn send_gauge(url: String, v: u64) {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+    tokio::task::spawn_blocking(move || {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .build()
+            .expect("metric exporter");
+        let provider = SdkMeterProvider::builder()
+            .with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(Duration::from_secs(3600))
+                    .build(),
+            )
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("reload-api")
+                    .build(),
+            )
+            .build();
+        let gauge = provider
+            .meter("reload-scope")
+            .u64_gauge("reload.pt.level")
+            .build();
+        gauge.record(v, &[]);
+        provider.force_flush().expect("flush");
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("metric sender");
+}
+
+fn pt_config(passthrough: &str) -> String {
+    format!("passthrough:\n{passthrough}{}", config(&["reload_a_total"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_switches_reload() {
+    let (s, cfg, _log) = start(&pt_config("  scope_labels: false\n")).await;
+    let scoped = [("otel_scope_name", "reload-scope")];
+    send_gauge(s.grpc_url(), 5).await;
+    let m = s
+        .wait_for("the gauge passed through", |m| {
+            m.value("reload_pt_level", &[("job", "reload-api")]) == Some(5.0)
+        })
+        .await;
+    assert_eq!(m.value("reload_pt_level", &scoped), None, "{}", m.text);
+
+    replace(&cfg, &pt_config("  scope_labels: true\n"));
+    let m = s
+        .wait_for("scope labels in force", |m| reloads(m, "success") == 1.0)
+        .await;
+    assert!(
+        !m.text.contains("reload_pt_level"),
+        "series under the old labels go at once:\n{}",
+        m.text
+    );
+    send_gauge(s.grpc_url(), 6).await;
+    let m = s.scrape().await;
+    assert_eq!(m.value("reload_pt_level", &scoped), Some(6.0), "{}", m.text);
+
+    replace(&cfg, &pt_config("  enabled: false\n  scope_labels: true\n"));
+    let m = s
+        .wait_for("pass-through off", |m| reloads(m, "success") == 2.0)
+        .await;
+    assert!(!m.text.contains("reload_pt_level"), "{}", m.text);
+    // acknowledged, but no longer exposed
+    send_gauge(s.grpc_url(), 7).await;
+    let m = s.scrape().await;
+    assert!(!m.text.contains("reload_pt_level"), "{}", m.text);
+    assert_eq!(reloads(&m, "failure"), 0.0);
+}
