@@ -116,10 +116,17 @@ fn colour(tty: bool, no_color: Option<std::ffi::OsString>) -> bool {
     tty && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.telemetry.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Starts the sidecar's own logging. The filter sits behind a reload
+/// handle, so a config reload can change `telemetry.log_level`; the setter
+/// returned is `None` when `RUST_LOG` chose the filter, which then wins over
+/// the file until a restart.
+fn init_logging(cfg: &Config) -> Option<reload::SetLogLevel> {
+    use tracing_subscriber::EnvFilter;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&cfg.telemetry.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour(
@@ -127,10 +134,33 @@ fn init_logging(cfg: &Config) {
             std::env::var_os("NO_COLOR"),
         ))
         .with_writer(std::io::stderr);
-    match cfg.telemetry.log_format {
-        LogFormat::Json => b.json().flatten_event(true).init(),
-        LogFormat::Text => b.init(),
-    }
+    let set = match cfg.telemetry.log_format {
+        LogFormat::Json => {
+            let b = b.json().flatten_event(true).with_filter_reloading();
+            let set = level_setter(b.reload_handle());
+            b.init();
+            set
+        }
+        LogFormat::Text => {
+            let b = b.with_filter_reloading();
+            let set = level_setter(b.reload_handle());
+            b.init();
+            set
+        }
+    };
+    (!env_set).then_some(set)
+}
+
+/// Puts a `telemetry.log_level` in force through the subscriber's handle.
+fn level_setter<S: 'static>(
+    h: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) -> reload::SetLogLevel {
+    Box::new(move |level: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("telemetry.log_level {level:?}: {e}"))?;
+        h.reload(f)
+            .map_err(|e| format!("cannot change the log level: {e}"))
+    })
 }
 
 fn main() -> ExitCode {
@@ -161,7 +191,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&cfg);
+    let set_log_level = init_logging(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -173,7 +203,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg, cli)) {
+    match rt.block_on(run(cfg, cli, set_log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "geometra-sidecar stopped");
@@ -220,7 +250,11 @@ impl Bound {
     }
 }
 
-async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
+async fn run(
+    cfg: Config,
+    cli: Cli,
+    set_log_level: Option<reload::SetLogLevel>,
+) -> Result<(), String> {
     let deriver = Deriver::new(&cfg);
     let store = deriver.store().clone();
     let forward = geometra_sidecar::export::build(&cfg, &store).await?;
@@ -228,7 +262,6 @@ async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
         deriver: geometra_sidecar::reload::Live::new(deriver),
         store: store.clone(),
         forward: forward.clone().map(|f| f as _),
-        passthrough: cfg.passthrough.enabled,
         max_value_depth: cfg.receivers.max_value_depth,
     });
     let health = Arc::new(Health::default());
@@ -268,8 +301,11 @@ async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
         );
     let grpc_task = tokio::spawn(grpc);
 
+    let cors = Arc::new(reload::Live::new(receiver::cors::Cors::new(
+        &cfg.receivers.otlp_http,
+    )));
     let http_task = http_l.map(|l| {
-        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http);
+        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http, cors.clone());
         tokio::spawn(receiver::listen::serve_http(
             l,
             app,
@@ -311,7 +347,9 @@ async fn run(cfg: Config, cli: Cli) -> Result<(), String> {
     let load = Box::new(move || effective_config(&cli));
     reload::spawn(
         path,
-        reload::Reloader::new(load, cfg.clone(), pipeline.clone()),
+        reload::Reloader::new(load, cfg.clone(), pipeline.clone())
+            .with_cors(cors)
+            .with_log_level(set_log_level),
     )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(

@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::metrics::encode::Encoder;
+use crate::receiver::cors::Cors;
 use crate::receiver::Pipeline;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,8 +23,19 @@ use std::time::Duration;
 /// 10 s promised.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// Keys that reload; every other difference is refused as restart-only.
-const RELOADABLE: [&str; 4] = ["rules", "extra_rules", "store", "redaction"];
+/// Keys (dotted paths: a whole section or one key of it) that reload; every
+/// other difference is refused as restart-only.
+const RELOADABLE: &[&str] = &[
+    "rules",
+    "extra_rules",
+    "store",
+    "redaction",
+    "receivers.otlp_http.cors_allowed_origins",
+    "receivers.otlp_http.cors_allowed_headers",
+    "receivers.otlp_http.cors_max_age",
+    "telemetry.log_level",
+    "passthrough",
+];
 
 /// A value swapped whole on reload: readers clone the `Arc` once per request
 /// (a lock held for a pointer copy, never per span), writers replace it.
@@ -90,16 +102,35 @@ impl ReloadStats {
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let strip = |c: &Config| {
         let mut v = serde_yaml_ng::to_value(c).unwrap_or(serde_yaml_ng::Value::Null);
-        if let serde_yaml_ng::Value::Mapping(m) = &mut v {
-            for k in RELOADABLE {
-                m.remove(k);
-            }
+        for k in RELOADABLE {
+            remove_path(&mut v, k);
         }
         v
     };
     let mut out = Vec::new();
     diff("", &strip(old), &strip(new), &mut out);
     out
+}
+
+/// Removes the key at a dotted path (`a.b.c`), if there is one.
+fn remove_path(v: &mut serde_yaml_ng::Value, path: &str) {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let serde_yaml_ng::Value::Mapping(m) = v else {
+        return;
+    };
+    match rest {
+        None => {
+            m.remove(head);
+        }
+        Some(rest) => {
+            if let Some(sub) = m.get_mut(head) {
+                remove_path(sub, rest);
+            }
+        }
+    }
 }
 
 fn diff(path: &str, a: &serde_yaml_ng::Value, b: &serde_yaml_ng::Value, out: &mut Vec<String>) {
@@ -132,11 +163,18 @@ fn diff(path: &str, a: &serde_yaml_ng::Value, b: &serde_yaml_ng::Value, out: &mu
 /// validated).
 pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send>;
 
+/// Puts a `telemetry.log_level` in force in the sidecar's own logging.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
 /// Owns the config in force and puts new ones in force.
 pub struct Reloader {
     load: Loader,
     current: Config,
     pipeline: Arc<Pipeline>,
+    /// the OTLP/HTTP receiver's CORS policy (none when it is off)
+    cors: Option<Arc<Live<Cors>>>,
+    /// `None` when `RUST_LOG` set the log filter (it wins over the file)
+    set_log_level: Option<SetLogLevel>,
 }
 
 impl Reloader {
@@ -145,7 +183,21 @@ impl Reloader {
             load,
             current,
             pipeline,
+            cors: None,
+            set_log_level: None,
         }
+    }
+
+    /// Reloads `telemetry.log_level` too (`None`: `RUST_LOG` rules).
+    pub fn with_log_level(mut self, set: Option<SetLogLevel>) -> Self {
+        self.set_log_level = set;
+        self
+    }
+
+    /// Reloads the OTLP/HTTP receiver's CORS policy too.
+    pub fn with_cors(mut self, cors: Arc<Live<Cors>>) -> Self {
+        self.cors = Some(cors);
+        self
     }
 
     /// Re-reads and applies the config; counts and logs the outcome.
@@ -179,6 +231,7 @@ impl Reloader {
         // everything that can fail first (the hash key file is re-read, so
         // SIGHUP also rotates the key), then nothing fails
         let redactor = crate::export::redact::Redactor::new(&new.redaction)?;
+        self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
         let next = self.pipeline.deriver.load().reload(&new);
@@ -186,10 +239,55 @@ impl Reloader {
         if let Some(f) = &self.pipeline.forward {
             f.set_redaction(redactor);
         }
+        let cleared = self
+            .pipeline
+            .store()
+            .passthrough
+            .set_switches(&new.passthrough);
+        if cleared > 0 {
+            tracing::info!(
+                series = cleared,
+                "passthrough.* changed: pass-through series removed, they return as exports arrive"
+            );
+        }
+        if let Some(c) = &self.cors {
+            c.store(Cors::new(&new.receivers.otlp_http));
+        }
         let rules = new.all_rules().count();
+        let changed = changed_keys(&self.current, &new);
+        tracing::debug!(keys = %changed.join(", "), "config keys changed");
         self.current = new;
         Ok(rules)
     }
+}
+
+impl Reloader {
+    /// The last fallible step of a reload: a changed level is parsed and put
+    /// in force (with `RUST_LOG` set it stays, and a warning says why).
+    fn set_log_level(&self, new: &Config) -> Result<(), String> {
+        let level = &new.telemetry.log_level;
+        if *level == self.current.telemetry.log_level {
+            return Ok(());
+        }
+        match &self.set_log_level {
+            Some(set) => set(level),
+            None => {
+                tracing::warn!(
+                    log_level = %level,
+                    "telemetry.log_level changed but RUST_LOG is set and overrides it; the log level stays"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every key (dotted path) whose value differs between two configs.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let v = |c: &Config| serde_yaml_ng::to_value(c).unwrap_or(serde_yaml_ng::Value::Null);
+    let mut out = Vec::new();
+    diff("", &v(old), &v(new), &mut out);
+    out
 }
 
 /// Starts reloading on SIGHUP and on a change of `path` (polled every
@@ -249,6 +347,8 @@ mod tests {
         let mut new = old.clone();
         new.rules.pop();
         new.store.series_ttl.0 *= 2;
+        new.receivers.otlp_http.cors_allowed_origins = vec!["https://a.example".into()];
+        new.receivers.otlp_http.cors_max_age += 1;
         assert!(restart_only_changes(&old, &new).is_empty());
         new.receivers.otlp_grpc.listen = "127.0.0.1:1"
             .parse()

@@ -326,3 +326,201 @@ async fn no_span_is_lost_or_counted_twice_while_reloading() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&s.scrape().await, "reload_a_total"), Some(N as f64));
 }
+
+/// A browser's preflight for a POST to `/v1/traces` from `origin`.
+async fn preflight(s: &Sidecar, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/v1/traces", s.http),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, x-tenant-id",
+        )
+        .send()
+        .await
+        .expect("preflight")
+}
+
+fn cors_config(origins: &str, headers: &str, max_age: u32) -> String {
+    format!(
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: {origins}\n    cors_allowed_headers: {headers}\n    cors_max_age: {max_age}\n{}",
+        config(&["reload_a_total"])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_origins_and_headers_reload() {
+    let old = cors_config("[\"https://a.example\"]", "[]", 7200);
+    let (s, cfg, _log) = start(&old).await;
+    let r = preflight(&s, "https://b.example").await;
+    assert_eq!(r.status(), 403, "b is not allowed yet");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = preflight(&s, "https://a.example").await;
+    assert_eq!(r.status(), 204);
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap_or("");
+    assert!(!allowed.contains("x-tenant-id"), "{allowed}");
+
+    let new = cors_config(
+        "[\"https://a.example\", \"https://*.b.example\"]",
+        "[x-tenant-id]",
+        60,
+    );
+    replace(&cfg, &new);
+    s.wait_for("the new CORS policy in force", |m| {
+        reloads(m, "success") == 1.0
+    })
+    .await;
+    let r = preflight(&s, "https://app.b.example").await;
+    assert_eq!(r.status(), 204, "an origin added by the reload is allowed");
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.b.example");
+    assert_eq!(h["access-control-max-age"], "60");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap_or("");
+    assert!(allowed.contains("x-tenant-id"), "{allowed}");
+    // an actual export from the new origin is answered for the browser
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", s.http))
+        .header("origin", "https://app.b.example")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.b.example"
+    );
+}
+
+fn level_config(level: &str, rules: &[&str]) -> String {
+    format!("telemetry:\n  log_level: {level}\n{}", config(rules))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    let log = dir.path().join("stderr");
+    std::fs::write(&cfg, level_config("warn", &["reload_a_total"])).expect("write");
+    let err = std::fs::File::create(&log).expect("stderr file");
+    // no RUST_LOG: the file's level rules
+    let s = Sidecar::start_logging(&cfg, Stdio::from(err), dir, None).await;
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    // a reload at level warn: neither its info nor its debug line shows
+    replace(
+        &cfg,
+        &level_config("warn", &["reload_a_total", "reload_c_total"]),
+    );
+    s.wait_for("a reload at warn", |m| reloads(m, "success") == 1.0)
+        .await;
+    let text = stderr();
+    assert!(
+        !text.contains("config reloaded") && !text.contains("config keys changed"),
+        "{text}"
+    );
+    replace(&cfg, &level_config("debug", &["reload_a_total"]));
+    s.wait_for("the debug level in force", |m| reloads(m, "success") == 2.0)
+        .await;
+    let text = stderr();
+    assert!(
+        text.contains("DEBUG") && text.contains("config keys changed"),
+        "a debug line after raising the level by reload:\n{text}"
+    );
+    assert!(text.contains("telemetry.log_level"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_wins_over_a_reloaded_log_level() {
+    let (s, cfg, log) = start(&level_config("warn", &["reload_a_total"])).await;
+    replace(&cfg, &level_config("debug", &["reload_a_total"]));
+    s.wait_for("the reload accepted", |m| reloads(m, "success") == 1.0)
+        .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("RUST_LOG is set and overrides it") && !text.contains("DEBUG"),
+        "{text}"
+    );
+}
+
+/// Records `v` on the gauge `reload.pt.level` through the SDK's OTLP/gRPC
+/// metric exporter (scope `reload-scope`); returns once it is acknowledged.
+async fn send_gauge(url: String, v: u64) {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+    tokio::task::spawn_blocking(move || {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .build()
+            .expect("metric exporter");
+        let provider = SdkMeterProvider::builder()
+            .with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(Duration::from_secs(3600))
+                    .build(),
+            )
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("reload-api")
+                    .build(),
+            )
+            .build();
+        let gauge = provider
+            .meter("reload-scope")
+            .u64_gauge("reload.pt.level")
+            .build();
+        gauge.record(v, &[]);
+        provider.force_flush().expect("flush");
+        let _ = provider.shutdown();
+    })
+    .await
+    .expect("metric sender");
+}
+
+fn pt_config(passthrough: &str) -> String {
+    format!("passthrough:\n{passthrough}{}", config(&["reload_a_total"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_switches_reload() {
+    let (s, cfg, _log) = start(&pt_config("  scope_labels: false\n")).await;
+    let scoped = [("otel_scope_name", "reload-scope")];
+    send_gauge(s.grpc_url(), 5).await;
+    let m = s
+        .wait_for("the gauge passed through", |m| {
+            m.value("reload_pt_level", &[("job", "reload-api")]) == Some(5.0)
+        })
+        .await;
+    assert_eq!(m.value("reload_pt_level", &scoped), None, "{}", m.text);
+
+    replace(&cfg, &pt_config("  scope_labels: true\n"));
+    let m = s
+        .wait_for("scope labels in force", |m| reloads(m, "success") == 1.0)
+        .await;
+    assert!(
+        !m.text.contains("reload_pt_level"),
+        "series under the old labels go at once:\n{}",
+        m.text
+    );
+    send_gauge(s.grpc_url(), 6).await;
+    let m = s.scrape().await;
+    assert_eq!(m.value("reload_pt_level", &scoped), Some(6.0), "{}", m.text);
+
+    replace(&cfg, &pt_config("  enabled: false\n  scope_labels: true\n"));
+    let m = s
+        .wait_for("pass-through off", |m| reloads(m, "success") == 2.0)
+        .await;
+    assert!(!m.text.contains("reload_pt_level"), "{}", m.text);
+    // acknowledged, but no longer exposed
+    send_gauge(s.grpc_url(), 7).await;
+    let m = s.scrape().await;
+    assert!(!m.text.contains("reload_pt_level"), "{}", m.text);
+    assert_eq!(reloads(&m, "failure"), 0.0);
+}

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The pass-through families and every name taken in the exposition.
 #[derive(Default)]
@@ -28,10 +28,28 @@ struct Registry {
     taken: HashMap<String, String>,
 }
 
-pub struct Passthrough {
+/// The `passthrough.*` switches (a config reload may change them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Switches {
     enabled: bool,
     scope_labels: bool,
     resource_labels: bool,
+}
+
+impl From<&config::Passthrough> for Switches {
+    fn from(c: &config::Passthrough) -> Self {
+        Switches {
+            enabled: c.enabled,
+            scope_labels: c.scope_labels,
+            resource_labels: c.resource_labels,
+        }
+    }
+}
+
+pub struct Passthrough {
+    /// read-locked by a request for the whole of its ingest (one
+    /// uncontended lock per request), write-locked by a reload
+    switches: RwLock<Switches>,
     /// `store.*` limits (a config reload may change them)
     cap: AtomicUsize,
     max_label: AtomicUsize,
@@ -184,9 +202,7 @@ enum Op {
 impl Passthrough {
     pub fn new(cfg: &config::Passthrough, store: &config::Store, budget: Arc<Budget>) -> Self {
         let p = Passthrough {
-            enabled: cfg.enabled,
-            scope_labels: cfg.scope_labels,
-            resource_labels: cfg.resource_labels,
+            switches: RwLock::new(Switches::from(cfg)),
             cap: AtomicUsize::new(store.max_series_per_metric),
             max_label: AtomicUsize::new(store.max_label_value_bytes),
             max_families: AtomicUsize::new(store.max_passthrough_families),
@@ -208,6 +224,29 @@ impl Passthrough {
 
     fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn switches(&self) -> std::sync::RwLockReadGuard<'_, Switches> {
+        self.switches.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether OTLP metrics are exposed (`passthrough.enabled` in force).
+    pub fn enabled(&self) -> bool {
+        self.switches().enabled
+    }
+
+    /// Puts new `passthrough.*` switches in force (a config reload). Any
+    /// change removes every pass-through series at once, while no request
+    /// is being ingested, so none is exposed under two label sets; they come
+    /// back as exports arrive. Returns the number of series removed.
+    pub fn set_switches(&self, cfg: &config::Passthrough) -> usize {
+        let mut sw = self.switches.write().unwrap_or_else(|p| p.into_inner());
+        let new = Switches::from(cfg);
+        if *sw == new {
+            return 0;
+        }
+        *sw = new;
+        self.expire(u64::MAX)
     }
 
     /// New `store.*` limits (a config reload), existing families included.
@@ -393,6 +432,11 @@ impl Passthrough {
     /// Takes one request in. Returns how many points it held and dropped.
     pub fn ingest(&self, req: &ExportMetricsServiceRequest, now_s: u64) -> Ingested {
         let mut st = Ingested::default();
+        // one set of switches for the whole request; a reload waits for it
+        let sw = self.switches();
+        if !sw.enabled {
+            return st;
+        }
         for rm in &req.resource_metrics {
             let res_attrs: &[KeyValue] = rm
                 .resource
@@ -401,7 +445,7 @@ impl Passthrough {
                 .unwrap_or(&[]);
             let (job, instance) = job_and_instance(res_attrs);
             let mut base: Vec<(String, String)> = Vec::new();
-            if self.resource_labels {
+            if sw.resource_labels {
                 if let Some(j) = &job {
                     base.push(("job".into(), j.clone()));
                 }
@@ -409,12 +453,12 @@ impl Passthrough {
                     base.push(("instance".into(), i.clone()));
                 }
             }
-            if self.enabled && !res_attrs.is_empty() {
+            if !res_attrs.is_empty() {
                 self.target(res_attrs, &job, &instance, now_s);
             }
             for sm in &rm.scope_metrics {
                 let mut scope: Vec<(String, String)> = base.clone();
-                if self.scope_labels {
+                if sw.scope_labels {
                     if let Some(s) = &sm.scope {
                         scope.push(("otel_scope_name".into(), s.name.clone()));
                         scope.push(("otel_scope_version".into(), s.version.clone()));

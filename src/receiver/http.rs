@@ -10,6 +10,7 @@ use super::grpc::{Logs, Metrics, Signal, Traces};
 use super::{Accepted, Pipeline, Rejection};
 use crate::config::OtlpHttp;
 use crate::metrics::SignalKind;
+use crate::reload::Live;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -27,15 +28,17 @@ use std::sync::Arc;
 struct HttpState {
     pipeline: Arc<Pipeline>,
     max_body: usize,
-    cors: Arc<Cors>,
+    /// swapped by a config reload; loaded once per request
+    cors: Arc<Live<Cors>>,
 }
 
-pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp) -> Router {
+/// The OTLP/HTTP routes; `cors` is the policy in force (see `crate::reload`).
+pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp, cors: Arc<Live<Cors>>) -> Router {
     let max_body = cfg.max_body_bytes;
     let st = HttpState {
         pipeline,
         max_body,
-        cors: Arc::new(Cors::new(cfg)),
+        cors,
     };
     Router::new()
         .route("/v1/traces", post(traces).options(preflight))
@@ -46,16 +49,12 @@ pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp) -> Router {
         .with_state(st)
 }
 
-fn allowed_origin(st: &HttpState, headers: &HeaderMap) -> Option<HeaderValue> {
-    st.cors.allowed_origin(headers)
-}
-
 fn with_cors(r: Response, origin: Option<HeaderValue>) -> Response {
     Cors::decorate(r, origin)
 }
 
 async fn preflight(State(st): State<HttpState>, headers: HeaderMap) -> Response {
-    st.cors.preflight(&headers)
+    st.cors.load().preflight(&headers)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -192,7 +191,7 @@ fn rejection(format: Format, r: Rejection) -> Response {
 #[allow(clippy::result_large_err)]
 async fn run(
     st: HttpState,
-    headers: HeaderMap,
+    origin: Option<HeaderValue>,
     sig: SignalKind,
     parsed: Result<(Format, Bytes), Response>,
 ) -> Result<(Format, Accepted), Response> {
@@ -200,7 +199,7 @@ async fn run(
         Ok(x) => x,
         Err(r) => {
             st.pipeline.store().http.bad_request(sig);
-            return Err(with_cors(r, allowed_origin(&st, &headers)));
+            return Err(with_cors(r, origin));
         }
     };
     let p = &st.pipeline;
@@ -209,20 +208,22 @@ async fn run(
         _ => p.spans_or_logs(sig, body, &p.store().http).await,
     };
     res.map(|a| (format, a))
-        .map_err(|r| with_cors(rejection(format, r), allowed_origin(&st, &headers)))
+        .map_err(|r| with_cors(rejection(format, r), origin))
 }
 
 /// The body could not be read (over the limit, or the connection broke).
-fn too_large(st: &HttpState, headers: &HeaderMap, sig: SignalKind, e: BytesRejection) -> Response {
+fn too_large(
+    st: &HttpState,
+    origin: Option<HeaderValue>,
+    sig: SignalKind,
+    e: BytesRejection,
+) -> Response {
     st.pipeline.store().http.bad_request(sig);
     let msg = format!(
         "{e} (receivers.otlp_http.max_body_bytes is {})",
         st.max_body
     );
-    with_cors(
-        error(Format::Proto, e.status(), 8, &msg),
-        allowed_origin(st, headers),
-    )
+    with_cors(error(Format::Proto, e.status(), 8, &msg), origin)
 }
 
 /// One OTLP/HTTP export: read the body, unpack it to protobuf, run the
@@ -238,13 +239,14 @@ where
     S: Signal,
     S::Response: serde::Serialize,
 {
+    // the CORS policy is read once per request
+    let origin = st.cors.load().allowed_origin(&headers);
     let body = match body {
         Ok(b) => b,
-        Err(e) => return too_large(&st, &headers, sig, e),
+        Err(e) => return too_large(&st, origin, sig, e),
     };
     let parsed = body_bytes(&st, &headers, body, |j: J| j.encode_to_vec());
-    let origin = allowed_origin(&st, &headers);
-    match run(st, headers, sig, parsed).await {
+    match run(st, origin.clone(), sig, parsed).await {
         Ok((f, a)) => with_cors(respond(f, S::respond(a)), origin),
         Err(r) => r,
     }

@@ -38,7 +38,6 @@ pub struct Pipeline {
     pub deriver: crate::reload::Live<Deriver>,
     pub store: Arc<Store>,
     pub forward: Option<Arc<dyn Forward>>,
-    pub passthrough: bool,
     /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted
     /// in a forwarded request.
     pub max_value_depth: u32,
@@ -125,7 +124,9 @@ impl Pipeline {
                 return Err(Rejection::Invalid(e.to_string()));
             }
         };
-        let req = if self.passthrough {
+        // `passthrough.enabled` may change on a reload: read once here, and
+        // ingest skips the request if it was turned off meanwhile
+        let req = if self.store().passthrough.enabled() {
             match ExportMetricsServiceRequest::decode(body.as_ref()) {
                 Ok(r) => Some(r),
                 Err(e) => {

@@ -52,13 +52,28 @@ impl Sidecar {
     /// Starts the sidecar on the config file at `cfg` (left as it is),
     /// its stderr going to `stderr`; `dir` lives as long as the sidecar.
     pub async fn start_at(cfg: &std::path::Path, stderr: Stdio, dir: tempfile::TempDir) -> Sidecar {
+        Sidecar::start_logging(cfg, stderr, dir, Some("warn")).await
+    }
+
+    /// As [`Sidecar::start_at`], with `RUST_LOG` set to `rust_log`, or
+    /// unset (`None`: the config's `telemetry.log_level` rules).
+    pub async fn start_logging(
+        cfg: &std::path::Path,
+        stderr: Stdio,
+        dir: tempfile::TempDir,
+        rust_log: Option<&str>,
+    ) -> Sidecar {
         let (g, h, m) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"));
+        match rust_log {
+            Some(l) => cmd.env("RUST_LOG", l),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let child = cmd
             .args(["--config", cfg.to_str().expect("utf-8 path")])
             .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
             .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
