@@ -453,25 +453,9 @@ async fn rust_log_wins_over_a_reloaded_log_level() {
 /// metric exporter (scope `reload-scope`); returns once it is acknowledged.
 async fn send_gauge(url: String, v: u64) {
     use opentelemetry::metrics::MeterProvider as _;
-    use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
     tokio::task::spawn_blocking(move || {
-        let exporter = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .expect("metric exporter");
-        let provider = SdkMeterProvider::builder()
-            .with_reader(
-                PeriodicReader::builder(exporter)
-                    .with_interval(Duration::from_secs(3600))
-                    .build(),
-            )
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("reload-api")
-                    .build(),
-            )
-            .build();
+        let resource = Resource::builder().with_service_name("reload-api").build();
+        let provider = common::sdk::meter_provider(&url, resource);
         let gauge = provider
             .meter("reload-scope")
             .u64_gauge("reload.pt.level")
