@@ -10,6 +10,7 @@ pub mod config;
 pub mod derive;
 pub mod export;
 pub mod metrics;
+pub mod proto;
 pub mod receiver;
 pub mod reload;
 pub mod rpc_status;

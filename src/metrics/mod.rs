@@ -4,6 +4,7 @@
 pub mod encode;
 pub mod passthrough;
 pub mod sanitize;
+pub mod snapshot;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
