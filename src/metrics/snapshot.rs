@@ -199,6 +199,25 @@ impl Family {
         });
     }
 
+    /// Adds a series whose labels come from an iterator (no slice to build).
+    pub fn push_iter<'a>(
+        &mut self,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+        point: Point,
+        created_ms: Option<i64>,
+    ) {
+        let start = self.labels.next();
+        for (k, v) in labels {
+            self.labels.push(k, v);
+        }
+        let labels = start..self.labels.next();
+        self.series.push(Series {
+            labels,
+            point,
+            created_ms,
+        });
+    }
+
     /// Adds a counter or gauge series.
     pub fn value(&mut self, labels: &[(&str, &str)], v: f64) {
         self.push(labels, Point::Value(v), None);
