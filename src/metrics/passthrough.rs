@@ -709,6 +709,15 @@ impl Passthrough {
             .collect()
     }
 
+    /// TEMPORARY (encode_old's equivalence test): the families and sorted target keys.
+    #[cfg(test)]
+    pub(crate) fn test_parts(&self) -> (Vec<Arc<Family>>, Vec<Box<[u8]>>) {
+        let t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<Box<[u8]>> = t.keys().cloned().collect();
+        keys.sort();
+        (self.all(), keys)
+    }
+
     /// The pass-through families (those with series) and `target_info`.
     pub fn snapshot(&self, out: &mut Vec<snap::Family>, _now: u64) {
         for f in self.all() {

@@ -2,10 +2,11 @@
 //! histogram buckets, `_created`, `# UNIT` and `# EOF` in OpenMetrics only.
 //!
 //! What the text formats cannot carry: a native (exponential) histogram has
-//! no text form, so a histogram with only `native` buckets renders its
-//! `_sum` and `_count` alone (and its `_created` in OpenMetrics); with
-//! `classic` buckets too, the classic buckets are written. Summaries are
-//! quantile lines plus `_sum` and `_count`.
+//! no text form, so a histogram with only `native` buckets renders as
+//! client_golang's text encoder does: a lone `+Inf` bucket (its count; both
+//! formats require that bucket), `_sum` and `_count` (and `_created` in
+//! OpenMetrics). With `classic` buckets too, the classic buckets are
+//! written. Summaries are quantile lines plus `_sum` and `_count`.
 
 use crate::metrics::snapshot::{Classic, Exemplar, Family, Histogram, Kind, Point, Series, Snapshot};
 use std::fmt::Write as _;
@@ -154,8 +155,13 @@ impl Writer {
                 Point::Histogram(h) => self.histogram(f, s, h),
                 Point::Summary(q) => {
                     for (quantile, v) in &q.quantiles {
+                        // written as the Prometheus clients do: 1 in text, 1.0 in OpenMetrics
                         let mut qs = String::new();
-                        fmt_f64(&mut qs, *quantile);
+                        if self.om {
+                            fmt_le(&mut qs, *quantile);
+                        } else {
+                            fmt_f64(&mut qs, *quantile);
+                        }
                         self.out.push_str(&f.name);
                         self.labels(f.labels_of(s), Some(("quantile", &qs)));
                         self.out.push(' ');
@@ -172,9 +178,17 @@ impl Writer {
 
     fn histogram(&mut self, f: &Family, s: &Series, h: &Histogram) {
         let mut negative = false;
-        if let Some(c) = &h.classic {
-            negative = c.bounds.first().is_some_and(|b| *b < 0.0);
-            self.buckets(f, s, c);
+        match &h.classic {
+            Some(c) => {
+                negative = c.bounds.first().is_some_and(|b| *b < 0.0);
+                self.buckets(f, s, c);
+            }
+            None => {
+                self.out.push_str(&f.name);
+                self.out.push_str("_bucket");
+                self.labels(f.labels_of(s), Some(("le", "+Inf")));
+                let _ = writeln!(self.out, " {}", h.count);
+            }
         }
         // OpenMetrics: no _sum (so no _count) with negative buckets
         if !(self.om && negative) {
@@ -221,5 +235,146 @@ impl Writer {
         self.out.push_str("\"} ");
         fmt_f64(&mut self.out, e.value);
         let _ = write!(self.out, " {:.3}", e.time_ns as f64 / 1e9);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::metrics::snapshot::{Buckets, Native, Summary};
+    use super::*;
+    use std::sync::Arc;
+
+    fn both(fams: Vec<Family>) -> (String, String) {
+        let s = Snapshot {
+            families: fams,
+            timestamp_ms: 0,
+        };
+        (encode(&s, false), encode(&s, true))
+    }
+
+    #[test]
+    fn nothing_is_an_empty_text_and_a_lone_eof() {
+        assert_eq!(both(vec![]), (String::new(), "# EOF\n".to_string()));
+    }
+
+    #[test]
+    fn an_empty_family_is_its_header_alone() {
+        let mut f = Family::new("d_seconds", Kind::Gauge, "H");
+        f.unit = "seconds".into();
+        let (t, o) = both(vec![f]);
+        assert_eq!(t, "# HELP d_seconds H\n# TYPE d_seconds gauge\n");
+        assert_eq!(
+            o,
+            "# HELP d_seconds H\n# TYPE d_seconds gauge\n# UNIT d_seconds seconds\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped_per_format() {
+        let mut f = Family::new("x_total", Kind::Counter, "a \"q\" \\ b\nc");
+        f.push(&[("a", "q\"b\\s\nn"), ("e", "")], Point::Value(3.0), Some(1500));
+        f.value(&[], 0.25);
+        let (t, o) = both(vec![f]);
+        assert_eq!(
+            t,
+            "# HELP x_total a \"q\" \\\\ b\\nc\n# TYPE x_total counter\n\
+             x_total{a=\"q\\\"b\\\\s\\nn\",e=\"\"} 3\nx_total 0.25\n"
+        );
+        assert_eq!(
+            o,
+            "# HELP x a \\\"q\\\" \\\\ b\\nc\n# TYPE x counter\n\
+             x_total{a=\"q\\\"b\\\\s\\nn\",e=\"\"} 3\nx_created{a=\"q\\\"b\\\\s\\nn\",e=\"\"} 1.5\n\
+             x_total 0.25\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn summaries_are_quantiles_sum_and_count() {
+        let mut f = Family::new("rpc", Kind::Summary, "S");
+        let q = Summary {
+            count: 9_007_199_254_740_993,
+            sum: 1.5,
+            quantiles: vec![(0.5, 0.1), (0.99, f64::NAN), (1.0, f64::INFINITY)],
+        };
+        f.push(&[("m", "get")], Point::Summary(Box::new(q)), Some(2000));
+        let (t, o) = both(vec![f]);
+        let lines = "rpc{m=\"get\",quantile=\"0.5\"} 0.1\nrpc{m=\"get\",quantile=\"0.99\"} NaN\n\
+                     rpc{m=\"get\",quantile=\"1\"} +Inf\nrpc_sum{m=\"get\"} 1.5\n\
+                     rpc_count{m=\"get\"} 9007199254740993\n";
+        assert_eq!(t, format!("# HELP rpc S\n# TYPE rpc summary\n{lines}"));
+        let om_lines = lines.replace("\"1\"", "\"1.0\"");
+        assert_eq!(
+            o,
+            format!("# HELP rpc S\n# TYPE rpc summary\n{om_lines}rpc_created{{m=\"get\"}} 2\n# EOF\n")
+        );
+    }
+
+    fn hist(bounds: &[f64], counts: Vec<u64>, native: bool) -> Point {
+        let n = counts.iter().sum();
+        let exemplars = vec![
+            None,
+            Some(Exemplar {
+                trace_id: [0xab; 16],
+                span_id: [1; 8],
+                value: 0.5,
+                time_ns: 1_700_000_000_123_000_000,
+            }),
+        ];
+        Point::Histogram(Box::new(Histogram {
+            count: n,
+            sum: 2.5,
+            classic: (!native).then(|| Classic {
+                bounds: Arc::from(bounds),
+                counts,
+                exemplars,
+            }),
+            native: native.then(|| Native {
+                schema: 3,
+                zero_threshold: 0.0,
+                zero_count: 1,
+                positive: Buckets {
+                    offset: -2,
+                    counts: vec![1, 0, 2],
+                },
+                negative: Buckets::default(),
+            }),
+        }))
+    }
+
+    #[test]
+    fn classic_buckets_are_cumulative_with_exemplars_in_openmetrics() {
+        let mut f = Family::new("h", Kind::Histogram, "H");
+        f.push(&[], hist(&[1.0, 2.5], vec![1, 2, 3], false), Some(1000));
+        let (t, o) = both(vec![f]);
+        let b = "h_bucket{le=\"1.0\"} 1\nh_bucket{le=\"2.5\"} 3";
+        let rest = "\nh_bucket{le=\"+Inf\"} 6\nh_sum 2.5\nh_count 6\n";
+        assert_eq!(t, format!("# HELP h H\n# TYPE h histogram\n{b}{rest}"));
+        let ex = " # {trace_id=\"abababababababababababababababab\",span_id=\"0101010101010101\"} 0.5 1700000000.123";
+        assert_eq!(
+            o,
+            format!("# HELP h H\n# TYPE h histogram\n{b}{ex}{rest}h_created 1\n# EOF\n")
+        );
+    }
+
+    #[test]
+    fn negative_buckets_drop_sum_and_count_in_openmetrics_only() {
+        let mut f = Family::new("h", Kind::Histogram, "H");
+        f.push(&[], hist(&[-1.0], vec![1, 1], false), None);
+        let (t, o) = both(vec![f]);
+        assert!(t.contains("h_sum 2.5\nh_count 2\n"), "{t}");
+        assert!(!o.contains("h_sum") && !o.contains("h_count"), "{o}");
+        assert!(o.contains("h_bucket{le=\"-1.0\"} 1\n"), "{o}");
+    }
+
+    #[test]
+    fn a_native_only_histogram_is_a_lone_inf_bucket_sum_and_count_in_text() {
+        let mut f = Family::new("h", Kind::Histogram, "H");
+        f.push(&[("a", "b")], hist(&[], vec![1, 0, 2], true), None);
+        let (t, _) = both(vec![f]);
+        assert_eq!(
+            t,
+            "# HELP h H\n# TYPE h histogram\nh_bucket{a=\"b\",le=\"+Inf\"} 3\n\
+             h_sum{a=\"b\"} 2.5\nh_count{a=\"b\"} 3\n"
+        );
     }
 }
