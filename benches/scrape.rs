@@ -47,7 +47,12 @@ fn s(k: &str, v: &str) -> KeyValue {
 /// 10 metrics (5 counters, 5 histograms) of `n / 10` series each.
 fn request(n: usize) -> ExportMetricsServiceRequest {
     let per = n / 10;
-    let attrs = |i: usize| vec![s("route", &format!("/api/v1/items/{i}")), s("method", "GET")];
+    let attrs = |i: usize| {
+        vec![
+            s("route", &format!("/api/v1/items/{i}")),
+            s("method", "GET"),
+        ]
+    };
     let mut metrics = Vec::new();
     for m in 0..5 {
         let data_points = (0..per)

@@ -16,7 +16,19 @@ use geometra_sidecar::metrics::snapshot::{
 use std::sync::Arc;
 
 const VALUES: &[&str] = &[
-    "", "a", "\"", "\\", "\n", "}", "{x=\"y\"}", "ü", "😀", "\\n", "a b", "#", " # {t=\"1\"} 1",
+    "",
+    "a",
+    "\"",
+    "\\",
+    "\n",
+    "}",
+    "{x=\"y\"}",
+    "ü",
+    "😀",
+    "\\n",
+    "a b",
+    "#",
+    " # {t=\"1\"} 1",
 ];
 
 fn value_text(rng: &mut fastrand::Rng) -> String {
@@ -24,7 +36,10 @@ fn value_text(rng: &mut fastrand::Rng) -> String {
         .map(|_| match rng.usize(0..3) {
             0 => VALUES[rng.usize(..VALUES.len())].to_string(),
             // any character but controls (the checker reads lines with str::lines)
-            1 => Some(rng.char(..)).filter(|c| !c.is_control()).unwrap_or('x').to_string(),
+            1 => Some(rng.char(..))
+                .filter(|c| !c.is_control())
+                .unwrap_or('x')
+                .to_string(),
             _ => rng.u32(..).to_string(),
         })
         .collect()
@@ -122,7 +137,12 @@ fn family(rng: &mut fastrand::Rng, i: usize) -> Family {
         let vals: Vec<String> = (0..n).map(|_| value_text(rng)).collect();
         let idx = s.to_string();
         let mut labels: Vec<(&str, &str)> = vec![("series", &idx)];
-        labels.extend(names[..n].iter().copied().zip(vals.iter().map(String::as_str)));
+        labels.extend(
+            names[..n]
+                .iter()
+                .copied()
+                .zip(vals.iter().map(String::as_str)),
+        );
         let p = point(rng, kind);
         let created = rng.bool().then(|| rng.i64(0..2_000_000_000_000));
         f.push(&labels, p, created);

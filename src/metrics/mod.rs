@@ -2,9 +2,6 @@
 //! sidecar's own counters, and their Prometheus encoding.
 
 pub mod encode;
-/// TEMPORARY: the pre-snapshot direct renderer, to check the snapshot encoders match it byte for byte.
-#[cfg(test)]
-mod encode_old;
 pub mod own;
 pub mod passthrough;
 pub mod sanitize;

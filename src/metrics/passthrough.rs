@@ -6,8 +6,8 @@
 //! removed. This is a cold path (apps push metrics every few seconds), so it
 //! decodes with prost.
 
-use super::snapshot as snap;
 use super::sanitize::{self, Drop, DROP_REASONS, MAX_LABELS};
+use super::snapshot as snap;
 use super::store::{push_key_part, Budget, Family, FastMap, Kind, LabelNames, Locked};
 use crate::config;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -707,15 +707,6 @@ impl Passthrough {
         fams.iter()
             .map(|f| (f.name.clone(), f.overflowed.load(Ordering::Relaxed)))
             .collect()
-    }
-
-    /// TEMPORARY (encode_old's equivalence test): the families and sorted target keys.
-    #[cfg(test)]
-    pub(crate) fn test_parts(&self) -> (Vec<Arc<Family>>, Vec<Box<[u8]>>) {
-        let t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<Box<[u8]>> = t.keys().cloned().collect();
-        keys.sort();
-        (self.all(), keys)
     }
 
     /// The pass-through families (those with series) and `target_info`.

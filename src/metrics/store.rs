@@ -8,8 +8,8 @@
 //! per-span cost is a hash lookup and plain adds, with no atomics and no
 //! allocation once a series exists.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use super::snapshot as snap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// hashbrown directly (std's map is the same table) for `entry_ref`: one
