@@ -112,7 +112,8 @@ fn point(rng: &mut fastrand::Rng, kind: Kind) -> Point {
             Point::Summary(Box::new(Summary {
                 count: rng.u64(0..1 << 60),
                 sum: rng.f64() * 10.0,
-                quantiles: q.into_iter().map(|x| (x, number(rng))).collect(),
+                // OpenMetrics: quantile values are never negative (the producer's duty)
+                quantiles: q.into_iter().map(|x| (x, number(rng).abs())).collect(),
             }))
         }
     }

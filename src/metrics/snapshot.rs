@@ -159,7 +159,8 @@ pub struct Buckets {
 pub struct Summary {
     pub count: u64,
     pub sum: f64,
-    /// (quantile in 0..=1, value), ascending by quantile
+    /// (quantile in 0..=1, value), ascending by quantile; values not negative
+    /// (OpenMetrics refuses them; NaN and +Inf are fine)
     pub quantiles: Vec<(f64, f64)>,
 }
 
