@@ -183,6 +183,7 @@ impl Encoder {
                     self.sample(&fam.name, "_created", pairs, s.created_ms as f64 / 1000.0);
                 }
             }
+            Value::Summary(_) => {} // rendered from the snapshot (issue 10)
         }
     }
 

@@ -234,8 +234,14 @@ impl NativeHist {
             negative: dense(negative),
             max_buckets: max_buckets.max(1),
         };
-        if h.positive.offset.checked_add(h.positive.counts.len() as i32).is_none()
-            || h.negative.offset.checked_add(h.negative.counts.len() as i32).is_none()
+        if h.positive
+            .offset
+            .checked_add(h.positive.counts.len() as i32)
+            .is_none()
+            || h.negative
+                .offset
+                .checked_add(h.negative.counts.len() as i32)
+                .is_none()
         {
             return Err("bucket offset out of range");
         }
@@ -256,6 +262,52 @@ impl NativeHist {
             }
         }
         Ok(h)
+    }
+
+    /// Adds another histogram's buckets (a delta point) at the coarser of
+    /// the two schemas, then bounds the width again. False (nothing
+    /// changed) when a count would wrap.
+    pub fn merge(&mut self, o: &NativeHist) -> bool {
+        let schema = self.schema.min(o.schema);
+        let mine = (self.schema - schema) as u32;
+        let theirs = o.schema.clamp(schema, MAX_SCHEMA);
+        let (mut pos, mut neg) = (self.positive.coarser(mine), self.negative.coarser(mine));
+        let by = (theirs - schema) as u32;
+        for (to, from) in [(&mut pos, &o.positive), (&mut neg, &o.negative)] {
+            for (i, c) in from.counts.iter().enumerate() {
+                if *c == 0 {
+                    continue;
+                }
+                let k = coarser_key(from.offset + i as i32, by);
+                let cur = usize::try_from(i64::from(k) - i64::from(to.offset))
+                    .ok()
+                    .and_then(|i| to.counts.get(i));
+                if cur.is_some_and(|x| x.checked_add(*c).is_none()) {
+                    return false;
+                }
+                to.add(k, *c);
+            }
+        }
+        let Some(zero) = self.zero_count.checked_add(o.zero_count) else {
+            return false;
+        };
+        // thresholds of one SDK do not change; if they did, the wider one wins
+        self.zero_threshold = self.zero_threshold.max(o.zero_threshold);
+        self.zero_count = zero;
+        (self.schema, self.positive, self.negative) = (schema, pos, neg);
+        for side in [0, 1] {
+            let d = if side == 0 {
+                &self.positive
+            } else {
+                &self.negative
+            };
+            if d.counts.len() > self.max_buckets {
+                let hi = d.offset + d.counts.len() as i32 - 1;
+                let by = steps_to_fit(d.offset, hi, self.max_buckets, self.schema);
+                self.reduce(by);
+            }
+        }
+        true
     }
 
     /// The buckets in the exposition model.
@@ -337,7 +389,8 @@ mod tests {
         }
         assert_eq!(h.zero_count, 2);
         assert_eq!(h.schema, 3);
-        let total: u64 = h.positive.counts.iter().sum::<u64>() + h.negative.counts.iter().sum::<u64>();
+        let total: u64 =
+            h.positive.counts.iter().sum::<u64>() + h.negative.counts.iter().sum::<u64>();
         assert_eq!(total, 4);
         assert_eq!(h.positive.offset, 0);
         assert_eq!(h.positive.counts.first(), Some(&1)); // 1.0 in (2^-1/8, 1]
@@ -387,8 +440,20 @@ mod tests {
         // OTLP scale 0, offset 0: (1, 2] and (2, 4] → Prometheus keys 1 and 2
         let h = NativeHist::from_otlp(0, 0.0, 3, (0, &[5, 7]), (-1, &[1]), 160).unwrap();
         assert_eq!(h.schema, 0);
-        assert_eq!(h.positive, Dense { offset: 1, counts: vec![5, 7] });
-        assert_eq!(h.negative, Dense { offset: 0, counts: vec![1] });
+        assert_eq!(
+            h.positive,
+            Dense {
+                offset: 1,
+                counts: vec![5, 7]
+            }
+        );
+        assert_eq!(
+            h.negative,
+            Dense {
+                offset: 0,
+                counts: vec![1]
+            }
+        );
         assert_eq!(h.zero_count, 3);
         // scale 10 → schema 8: four neighbours merge into one
         let counts = [1u64; 8];
@@ -403,6 +468,18 @@ mod tests {
             want.add(key(mid, 8), *c);
         }
         assert_eq!(h.positive, want);
+        // a delta merges at the coarser schema
+        let mut a = NativeHist::from_otlp(1, 0.0, 1, (0, &[2, 3]), (0, &[]), 160).unwrap();
+        let b = NativeHist::from_otlp(0, 0.0, 2, (0, &[4]), (0, &[1]), 160).unwrap();
+        assert!(a.merge(&b));
+        assert_eq!(a.schema, 0);
+        assert_eq!(a.zero_count, 3);
+        assert_eq!(a.positive.counts.iter().sum::<u64>(), 9);
+        assert_eq!(a.negative.counts.iter().sum::<u64>(), 1);
+        let mut full = NativeHist::from_otlp(0, 0.0, 0, (0, &[u64::MAX]), (0, &[]), 160).unwrap();
+        let before = full.clone();
+        assert!(!full.merge(&b));
+        assert_eq!(full, before);
         assert!(NativeHist::from_otlp(-5, 0.0, 0, (0, &[1]), (0, &[]), 160).is_err());
         assert!(NativeHist::from_otlp(0, f64::NAN, 0, (0, &[1]), (0, &[]), 160).is_err());
         assert!(NativeHist::from_otlp(0, 0.0, 0, (i32::MAX, &[1, 1]), (0, &[]), 160).is_err());
