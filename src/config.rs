@@ -247,6 +247,36 @@ pub struct Store {
     /// Most pass-through metric families (past it, `family_limit`).
     #[serde(deserialize_with = "at_least_one")]
     pub max_passthrough_families: usize,
+    /// Buckets of derived histograms: `classic` (the rule's `buckets`, what
+    /// the text formats and the seed's `_bucket` queries read), `native`
+    /// (Prometheus' exponential buckets) or `both`; a rule may override it.
+    pub histograms: HistogramFormat,
+    /// Starting resolution of native histograms (-4 ..= 8; 3 is
+    /// client_golang's bucket factor 1.1).
+    pub native_histogram_schema: i32,
+    /// Most buckets per side of a native histogram; past it the resolution
+    /// is halved (neighbouring buckets merged), as client_golang does.
+    #[serde(deserialize_with = "at_least_one")]
+    pub native_histogram_max_buckets: usize,
+}
+
+/// Which buckets a derived histogram keeps (`store.histograms`, a rule's `histograms`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HistogramFormat {
+    #[default]
+    Classic,
+    Native,
+    Both,
+}
+
+impl HistogramFormat {
+    pub fn classic(self) -> bool {
+        self != HistogramFormat::Native
+    }
+    pub fn native(self) -> bool {
+        self != HistogramFormat::Classic
+    }
 }
 impl Default for Store {
     fn default() -> Self {
@@ -259,6 +289,9 @@ impl Default for Store {
             max_series: 50_000,
             max_series_bytes: 8 << 20,
             max_passthrough_families: 1000,
+            histograms: HistogramFormat::Classic,
+            native_histogram_schema: crate::metrics::native::DEFAULT_SCHEMA,
+            native_histogram_max_buckets: crate::metrics::native::DEFAULT_MAX_BUCKETS,
         }
     }
 }
@@ -397,6 +430,9 @@ pub struct Rule {
     /// Histogram bucket upper bounds, ascending.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buckets: Vec<f64>,
+    /// Histogram: classic, native or both buckets (default `store.histograms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<HistogramFormat>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -755,6 +791,16 @@ impl Config {
         if st.active_users_window.0.is_zero() {
             return err("store.active_users_window", "must be longer than 0s");
         }
+        let (lo, hi) = (
+            crate::metrics::native::MIN_SCHEMA,
+            crate::metrics::native::MAX_SCHEMA,
+        );
+        if !(lo..=hi).contains(&st.native_histogram_schema) {
+            return err(
+                "store.native_histogram_schema",
+                &format!("must be between {lo} and {hi}"),
+            );
+        }
         Ok(())
     }
 
@@ -767,6 +813,7 @@ impl Config {
                 format!("extra_rules[{}]", i - self.rules.len())
             };
             validate_rule(r, &at)?;
+            validate_histograms(r, self.store.histograms, &at)?;
             let names = r
                 .labels
                 .iter()
@@ -920,11 +967,25 @@ fn validate_buckets(r: &Rule, at: &str) -> Result<(), ConfigError> {
             false => err(&at, "only a histogram has buckets"),
         };
     }
-    if r.buckets.is_empty() {
-        return err(&at, "a histogram needs buckets");
-    }
     if r.buckets.windows(2).any(|w| w[0] >= w[1]) || r.buckets.iter().any(|b| !b.is_finite()) {
         return err(&at, "buckets must be finite and strictly ascending");
+    }
+    Ok(())
+}
+
+/// Which buckets a histogram rule keeps: classic ones need `buckets`.
+fn validate_histograms(r: &Rule, store: HistogramFormat, at: &str) -> Result<(), ConfigError> {
+    if r.kind != RuleKind::Histogram {
+        return match r.histograms {
+            None => Ok(()),
+            Some(_) => err(&format!("{at}.histograms"), "only a histogram has buckets"),
+        };
+    }
+    if r.histograms.unwrap_or(store).classic() && r.buckets.is_empty() {
+        return err(
+            &format!("{at}.buckets"),
+            "a classic histogram needs buckets (or `histograms: native`)",
+        );
     }
     Ok(())
 }

@@ -179,6 +179,20 @@ impl Registry<'_> {
     }
 }
 
+/// The buckets a histogram rule keeps: its own `histograms`, else `store.histograms`.
+fn hist_mode(
+    r: &crate::config::Rule,
+    st: &crate::config::Store,
+) -> crate::metrics::store::HistMode {
+    let f = r.histograms.unwrap_or(st.histograms);
+    crate::metrics::store::HistMode {
+        classic: f.classic(),
+        native: f
+            .native()
+            .then_some((st.native_histogram_schema, st.native_histogram_max_buckets)),
+    }
+}
+
 fn kind_bit(k: SpanKind) -> u8 {
     1 << (k as u8)
 }
@@ -238,6 +252,7 @@ impl Deriver {
                         LabelNames::Fixed(names),
                         store.cap(),
                     )
+                    .with_hist_mode(hist_mode(r, &cfg.store))
                     .with_budget(store.budget.clone());
                     Target::Family(reg.family(fam))
                 }

@@ -6,14 +6,18 @@
 //! removed. This is a cold path (apps push metrics every few seconds), so it
 //! decodes with prost.
 
+use super::native::NativeHist;
 use super::sanitize::{self, Drop, DROP_REASONS, MAX_LABELS};
 use super::snapshot as snap;
-use super::store::{push_key_part, Budget, Family, FastMap, Kind, LabelNames, Locked};
+use super::store::{
+    push_key_part, Budget, Family, FastMap, HistMode, Kind, LabelNames, Locked, SummaryValue,
+};
 use crate::config;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, HistogramDataPoint, NumberDataPoint,
+    metric, number_data_point, AggregationTemporality, ExponentialHistogramDataPoint,
+    HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,6 +58,8 @@ pub struct Passthrough {
     cap: AtomicUsize,
     max_label: AtomicUsize,
     max_families: AtomicUsize,
+    /// `store.native_histogram_max_buckets`, for exponential histograms
+    max_native: AtomicUsize,
     budget: Arc<Budget>,
     reg: Mutex<Registry>,
     /// target_info series: key -> last update
@@ -206,6 +212,7 @@ impl Passthrough {
             cap: AtomicUsize::new(store.max_series_per_metric),
             max_label: AtomicUsize::new(store.max_label_value_bytes),
             max_families: AtomicUsize::new(store.max_passthrough_families),
+            max_native: AtomicUsize::new(store.native_histogram_max_buckets),
             budget,
             reg: Mutex::new(Registry::default()),
             targets: Mutex::new(FastMap::default()),
@@ -256,6 +263,8 @@ impl Passthrough {
             .store(s.max_label_value_bytes, Ordering::Relaxed);
         self.max_families
             .store(s.max_passthrough_families, Ordering::Relaxed);
+        self.max_native
+            .store(s.native_histogram_max_buckets, Ordering::Relaxed);
         for f in self.reg().families.values() {
             f.set_cap(s.max_series_per_metric);
         }
@@ -270,7 +279,7 @@ impl Passthrough {
         let names = sanitize::family_names(
             name,
             *kind == Kind::Counter,
-            matches!(kind, Kind::Histogram(_)),
+            matches!(kind, Kind::Histogram(_) | Kind::Summary),
         );
         let mut reg = self.reg();
         for n in names {
@@ -321,7 +330,7 @@ impl Passthrough {
         let names = sanitize::family_names(
             name,
             *kind == Kind::Counter,
-            matches!(kind, Kind::Histogram(_)),
+            matches!(kind, Kind::Histogram(_) | Kind::Summary),
         );
         if names.iter().any(|n| reg.taken.contains_key(n)) {
             return Err(Drop::NameClash);
@@ -339,6 +348,7 @@ impl Passthrough {
                 LabelNames::InKey,
                 self.cap.load(Ordering::Relaxed),
             )
+            .with_hist_mode(self.hist_mode(kind))
             .with_budget(self.budget.clone()),
         );
         for n in names {
@@ -346,6 +356,22 @@ impl Passthrough {
         }
         reg.families.insert(name.to_string(), f.clone());
         Ok(f)
+    }
+
+    /// Pass-through histogram series get their buckets from the points:
+    /// classic ones from explicit-bounds points, native ones from
+    /// exponential points (a family made by the latter has no bounds).
+    fn hist_mode(&self, kind: &Kind) -> HistMode {
+        match kind {
+            Kind::Histogram(b) if b.is_empty() => HistMode {
+                classic: false,
+                native: Some((
+                    super::native::MAX_SCHEMA,
+                    self.max_native.load(Ordering::Relaxed),
+                )),
+            },
+            _ => HistMode::default(),
+        }
     }
 
     /// Runs `f` on the family locked, retrying if expiry retired it meanwhile.
@@ -521,11 +547,17 @@ impl Passthrough {
                     self.histograms(m, &h.data_points, delta, scope, now_s),
                 )
             }
-            // Text exposition cannot carry native histograms; summaries are not mapped.
             metric::Data::ExponentialHistogram(h) => {
-                (h.data_points.len(), Err(Drop::UnsupportedType))
+                let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
+                (
+                    h.data_points.len(),
+                    self.exp_histograms(m, &h.data_points, delta, scope, now_s),
+                )
             }
-            metric::Data::Summary(s) => (s.data_points.len(), Err(Drop::UnsupportedType)),
+            metric::Data::Summary(s) => (
+                s.data_points.len(),
+                self.summaries(m, &s.data_points, scope, now_s),
+            ),
         };
         let points = points as u64;
         match res {
@@ -656,6 +688,80 @@ impl Passthrough {
         Ok(dropped)
     }
 
+    /// Exponential histograms, kept as native histograms. Err: the whole
+    /// metric was refused; Ok: points dropped.
+    fn exp_histograms(
+        &self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        points: &[ExponentialHistogramDataPoint],
+        delta: bool,
+        scope: &[(String, String)],
+        now_s: u64,
+    ) -> Result<u64, Drop> {
+        let name = self.name_of(m, false, false)?;
+        let unit = sanitize::unit_suffix(&m.unit, false);
+        let max = self.max_native.load(Ordering::Relaxed);
+        let mut dropped = 0;
+        self.count_mangled(&m.name, &name);
+        let kind = Kind::Histogram(Vec::new());
+        self.with_family(&name, &kind, &m.description, &unit, now_s, |l| {
+            for p in points {
+                let r = exp_point(p, max).and_then(|(n, sum)| {
+                    let key = self.key(scope, &p.attributes)?;
+                    match l.merge_native(&key, n, sum, p.count, delta) {
+                        true => Ok(()),
+                        false => Err(Drop::InvalidHistogram),
+                    }
+                });
+                if let Err(why) = r {
+                    self.drop_point(why, 1);
+                    dropped += 1;
+                }
+            }
+        })?;
+        Ok(dropped)
+    }
+
+    /// Summaries, kept as Prometheus summaries (always cumulative in OTLP).
+    fn summaries(
+        &self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        points: &[SummaryDataPoint],
+        scope: &[(String, String)],
+        now_s: u64,
+    ) -> Result<u64, Drop> {
+        let name = self.name_of(m, false, false)?;
+        let unit = sanitize::unit_suffix(&m.unit, false);
+        let mut dropped = 0;
+        self.count_mangled(&m.name, &name);
+        self.with_family(&name, &Kind::Summary, &m.description, &unit, now_s, |l| {
+            for p in points {
+                let q: Vec<(f64, f64)> = p
+                    .quantile_values
+                    .iter()
+                    .map(|q| (q.quantile, q.value))
+                    .collect();
+                let r = sanitize::check_summary(&q, p.sum).and_then(|quantiles| {
+                    let key = self.key(scope, &p.attributes)?;
+                    let v = SummaryValue {
+                        count: p.count,
+                        sum: p.sum,
+                        quantiles: quantiles.into(),
+                    };
+                    match l.set_summary(&key, v) {
+                        true => Ok(()),
+                        false => Err(Drop::BadValue),
+                    }
+                });
+                if let Err(why) = r {
+                    self.drop_point(why, 1);
+                    dropped += 1;
+                }
+            }
+        })?;
+        Ok(dropped)
+    }
+
     /// Counts a metric name renamed beyond `.` to `_` (once per family).
     fn count_mangled(&self, raw: &str, name: &str) {
         if sanitize::name_was_mangled(raw) && !self.reg().families.contains_key(name) {
@@ -727,6 +833,25 @@ impl Passthrough {
             out.push(fam);
         }
     }
+}
+
+type ExpBuckets =
+    opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+
+/// One side of an exponential histogram point: (offset, counts).
+fn side(b: &Option<ExpBuckets>) -> (i32, &[u64]) {
+    b.as_ref()
+        .map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()))
+}
+
+/// An exponential histogram point checked and converted (buckets, sum).
+fn exp_point(p: &ExponentialHistogramDataPoint, max: usize) -> Result<(NativeHist, f64), Drop> {
+    let sum = p.sum.unwrap_or(0.0);
+    let (pos, neg) = (side(&p.positive), side(&p.negative));
+    sanitize::check_exp_histogram(pos.1, neg.1, p.zero_count, p.count, sum)?;
+    let n = NativeHist::from_otlp(p.scale, p.zero_threshold, p.zero_count, pos, neg, max)
+        .map_err(|_| Drop::InvalidHistogram)?;
+    Ok((n, sum))
 }
 
 #[cfg(test)]
@@ -959,5 +1084,132 @@ mod tests {
             l.iter().filter(|x| x.starts_with("requests_total")).count(),
             1
         );
+    }
+}
+
+#[cfg(test)]
+mod native_tests {
+    use super::*;
+    use crate::metrics::store::Value;
+    use crate::metrics::Store;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile,
+        ExponentialHistogram, Metric, ResourceMetrics, ScopeMetrics, Summary,
+    };
+
+    fn request(name: &str, data: metric::Data) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: name.into(),
+                        unit: "s".into(),
+                        data: Some(data),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn exp(delta: bool, pos: Vec<u64>, zero: u64, count: u64) -> metric::Data {
+        let t = if delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        };
+        metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                scale: 2,
+                zero_count: zero,
+                count,
+                sum: Some(3.5),
+                positive: Some(Buckets {
+                    offset: -1,
+                    bucket_counts: pos,
+                }),
+                ..Default::default()
+            }],
+            aggregation_temporality: t as i32,
+        })
+    }
+
+    /// The single series of the family `name`.
+    fn only(store: &Store, name: &str) -> Option<Value> {
+        let fam = store
+            .passthrough
+            .all()
+            .into_iter()
+            .find(|f| f.name == name)?;
+        fam.with(|inner| inner.series.values().next().map(|s| s.value.clone()))
+    }
+
+    fn store() -> Store {
+        let mut cfg = crate::config::Config::default();
+        cfg.passthrough.resource_labels = false;
+        Store::new(&cfg)
+    }
+
+    #[test]
+    fn exponential_histograms_become_native_and_deltas_add_up() {
+        let st = store();
+        st.passthrough
+            .ingest(&request("latency", exp(true, vec![1, 0, 2], 1, 4)), 10);
+        st.passthrough
+            .ingest(&request("latency", exp(true, vec![0, 5], 0, 5)), 11);
+        let Some(Value::Hist(h)) = only(&st, "latency_seconds") else {
+            panic!("no native histogram series");
+        };
+        let n = h
+            .native
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| NativeHist::new(0, 1));
+        assert_eq!((h.count, h.sum), (9, 7.0));
+        assert!(h.counts.is_empty(), "no classic buckets");
+        assert_eq!(n.schema, 2);
+        assert_eq!(n.zero_count, 1);
+        assert_eq!(n.positive.offset, 0); // OTLP offset -1 is Prometheus key 0
+        assert_eq!(n.positive.counts, vec![1, 5, 2]);
+    }
+
+    #[test]
+    fn bad_exponential_points_and_summaries_are_dropped_by_reason() {
+        let st = store();
+        // counts that do not add up to `count`
+        st.passthrough
+            .ingest(&request("latency", exp(false, vec![1, 1], 0, 5)), 10);
+        let q = |quantile, value| ValueAtQuantile { quantile, value };
+        let summary = |qs: Vec<ValueAtQuantile>| {
+            metric::Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    count: 4,
+                    sum: 2.0,
+                    quantile_values: qs,
+                    ..Default::default()
+                }],
+            })
+        };
+        st.passthrough
+            .ingest(&request("rpc", summary(vec![q(1.5, 1.0)])), 10);
+        let dropped: BTreeMap<_, _> = st.passthrough.dropped().into_iter().collect();
+        assert_eq!(dropped.get("invalid_histogram"), Some(&1));
+        assert_eq!(dropped.get("bad_value"), Some(&1));
+        // a good summary: quantiles sorted, NaN kept (an empty window)
+        st.passthrough.ingest(
+            &request("rpc", summary(vec![q(0.99, f64::NAN), q(0.5, 0.25)])),
+            10,
+        );
+        let Some(Value::Summary(s)) = only(&st, "rpc_seconds") else {
+            panic!("no summary series");
+        };
+        assert_eq!((s.count, s.sum), (4, 2.0));
+        assert_eq!(s.quantiles.first(), Some(&(0.5, 0.25)));
+        assert!(s
+            .quantiles
+            .get(1)
+            .is_some_and(|x| x.0 == 0.99 && x.1.is_nan()));
     }
 }

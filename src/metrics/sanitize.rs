@@ -270,6 +270,55 @@ pub fn check_histogram(bounds: &[f64], counts: &[u64], count: u64, sum: f64) -> 
     Ok(())
 }
 
+/// Most buckets on one side of a pass-through exponential histogram point
+/// (the SDKs' default is 160; a wider point is reduced to
+/// `store.native_histogram_max_buckets` after this bound on what is copied).
+pub const MAX_EXP_BUCKETS: usize = 16_384;
+
+/// Checks an OTLP exponential histogram point: bounded sides, counts that
+/// add up to `count` (zero bucket included), a finite sum.
+pub fn check_exp_histogram(
+    pos: &[u64],
+    neg: &[u64],
+    zero: u64,
+    count: u64,
+    sum: f64,
+) -> Result<(), Drop> {
+    if pos.len() > MAX_EXP_BUCKETS || neg.len() > MAX_EXP_BUCKETS || !sum.is_finite() {
+        return Err(Drop::InvalidHistogram);
+    }
+    let total = pos
+        .iter()
+        .chain(neg)
+        .try_fold(zero, |a, b| a.checked_add(*b));
+    if total != Some(count) || (sum < 0.0 && neg.iter().all(|c| *c == 0)) {
+        return Err(Drop::InvalidHistogram);
+    }
+    Ok(())
+}
+
+/// Checks an OTLP summary point and returns its quantiles ascending:
+/// quantiles in [0, 1] and distinct, values not negative, finite or NaN
+/// (an empty window, as Prometheus' own summaries report), a finite sum
+/// that is not negative.
+pub fn check_summary(q: &[(f64, f64)], sum: f64) -> Result<Vec<(f64, f64)>, Drop> {
+    // OpenMetrics parsers refuse negative quantile values and sums
+    if q.len() > MAX_BUCKETS || !sum.is_finite() || sum < 0.0 {
+        return Err(Drop::BadValue);
+    }
+    if q.iter()
+        .any(|(k, v)| !(0.0..=1.0).contains(k) || v.is_infinite() || *v < 0.0)
+    {
+        return Err(Drop::BadValue);
+    }
+    let mut out = q.to_vec();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if out.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(Drop::BadValue);
+    }
+    Ok(out)
+}
+
 /// Cuts `s` to at most `max` bytes at a character boundary.
 pub fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {

@@ -8,6 +8,7 @@
 //! per-span cost is a hash lookup and plain adds, with no atomics and no
 //! allocation once a series exists.
 
+use super::native::NativeHist;
 use super::snapshot as snap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +24,26 @@ pub enum Kind {
     Gauge,
     /// Explicit upper bounds, ascending, without +Inf.
     Histogram(Vec<f64>),
+    /// Quantiles, count and sum (pass-through OTLP summaries only).
+    Summary,
+}
+
+/// How a histogram family's series keep their buckets: classic (the
+/// family's bounds), native (exponential, `store.histograms`), or both.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistMode {
+    pub classic: bool,
+    /// starting schema and most buckets per side of native histograms
+    pub native: Option<(i32, usize)>,
+}
+
+impl Default for HistMode {
+    fn default() -> Self {
+        HistMode {
+            classic: true,
+            native: None,
+        }
+    }
 }
 
 impl Kind {
@@ -31,6 +52,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram(_) => "histogram",
+            Kind::Summary => "summary",
         }
     }
 }
@@ -56,7 +78,8 @@ pub struct Exemplar {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hist {
-    /// Per bucket (not cumulative), the last one is +Inf.
+    /// Per bucket (not cumulative), the last one is +Inf; empty when the
+    /// series keeps no classic buckets (native only).
     pub counts: Box<[u64]>,
     pub sum: f64,
     pub count: u64,
@@ -64,24 +87,37 @@ pub struct Hist {
     /// from the family's (None: the family's).
     pub bounds: Option<Box<[f64]>>,
     pub exemplars: Option<Box<[Option<Exemplar>]>>,
+    /// Native (exponential) buckets, if the family keeps them.
+    pub native: Option<Box<NativeHist>>,
 }
 
 impl Hist {
-    fn new(buckets: usize) -> Self {
+    fn new(buckets: Option<usize>, native: Option<(i32, usize)>) -> Self {
         Hist {
-            counts: vec![0; buckets + 1].into(),
+            counts: buckets.map_or_else(Vec::new, |b| vec![0; b + 1]).into(),
             sum: 0.0,
             count: 0,
             bounds: None,
             exemplars: None,
+            native: native.map(|(schema, max)| Box::new(NativeHist::new(schema, max))),
         }
     }
+}
+
+/// A pass-through summary point.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SummaryValue {
+    pub count: u64,
+    pub sum: f64,
+    /// (quantile, value), ascending by quantile
+    pub quantiles: Box<[(f64, f64)]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Scalar(f64),
     Hist(Box<Hist>),
+    Summary(Box<SummaryValue>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,6 +200,8 @@ pub struct Family {
     pub help: String,
     pub unit: String,
     pub kind: Kind,
+    /// classic and/or native buckets (histograms)
+    pub hist: HistMode,
     pub labels: LabelNames,
     /// series at most (`store.max_series_per_metric`; a reload may change it)
     cap: AtomicUsize,
@@ -215,8 +253,10 @@ impl Family {
                 Kind::Histogram(b) => b.len() + 5,
                 Kind::Counter => 2,
                 Kind::Gauge => 1,
+                Kind::Summary => 8,
             },
             kind,
+            hist: HistMode::default(),
             budget: Arc::new(Budget::unlimited()),
             retired: AtomicBool::new(false),
         }
@@ -230,6 +270,7 @@ impl Family {
             && self.help == o.help
             && self.unit == o.unit
             && self.kind == o.kind
+            && self.hist == o.hist
             && self.labels == o.labels
     }
 
@@ -240,6 +281,18 @@ impl Family {
     /// A new series cap (a config reload); series past it stay until they expire.
     pub fn set_cap(&self, cap: usize) {
         self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Classic and/or native buckets for a histogram family. A native
+    /// series is charged for its widest buckets (16 bytes each, both sides).
+    pub fn with_hist_mode(mut self, mode: HistMode) -> Self {
+        if let Kind::Histogram(b) = &self.kind {
+            let classic = if mode.classic { b.len() + 1 } else { 0 };
+            let native = mode.native.map_or(0, |(_, max)| 2 + max / 8);
+            self.lines = classic + 4 + native;
+        }
+        self.hist = mode;
+        self
     }
 
     pub fn with_budget(mut self, b: Arc<Budget>) -> Self {
@@ -321,8 +374,10 @@ impl Family {
     }
 
     fn fresh(&self, now_s: u64) -> Series {
+        let classic = self.hist.classic.then(|| self.buckets());
         let value = match self.kind {
-            Kind::Histogram(_) => Value::Hist(Box::new(Hist::new(self.buckets()))),
+            Kind::Histogram(_) => Value::Hist(Box::new(Hist::new(classic, self.hist.native))),
+            Kind::Summary => Value::Summary(Box::default()),
             _ => Value::Scalar(0.0),
         };
         Series {
@@ -353,6 +408,7 @@ impl Family {
             Kind::Counter => snap::Kind::Counter,
             Kind::Gauge => snap::Kind::Gauge,
             Kind::Histogram(_) => snap::Kind::Histogram,
+            Kind::Summary => snap::Kind::Summary,
         };
         let bounds: Arc<[f64]> = match &self.kind {
             Kind::Histogram(b) => b.as_slice().into(),
@@ -408,7 +464,8 @@ impl Value {
             Value::Hist(h) => snap::Point::Histogram(Box::new(snap::Histogram {
                 count: h.count,
                 sum: h.sum,
-                classic: Some(snap::Classic {
+                // no classic buckets: a native-only series
+                classic: (!h.counts.is_empty()).then(|| snap::Classic {
                     bounds: match &h.bounds {
                         Some(b) => Arc::from(&b[..]),
                         None => bounds.clone(),
@@ -420,7 +477,12 @@ impl Value {
                         .map(|x| x.iter().map(|e| e.map(Into::into)).collect())
                         .unwrap_or_default(),
                 }),
-                native: None,
+                native: h.native.as_ref().map(|n| n.to_snapshot()),
+            })),
+            Value::Summary(s) => snap::Point::Summary(Box::new(snap::Summary {
+                count: s.count,
+                sum: s.sum,
+                quantiles: s.quantiles.to_vec(),
             })),
         }
     }
@@ -526,11 +588,20 @@ impl<'f> Locked<'f> {
             return false;
         };
         if let Value::Hist(h) = &mut s.value {
-            h.counts[idx] += 1;
             h.count += 1;
             h.sum += v;
+            if let Some(n) = &mut h.native {
+                n.observe(v);
+            }
+            let Some(c) = h.counts.get_mut(idx) else {
+                return true; // native only
+            };
+            *c += 1;
             if let Some(e) = ex {
-                h.exemplars.get_or_insert_with(|| vec![None; nb + 1].into())[idx] = Some(e);
+                let ex = h.exemplars.get_or_insert_with(|| vec![None; nb + 1].into());
+                if let Some(slot) = ex.get_mut(idx) {
+                    *slot = Some(e);
+                }
             }
         }
         true
@@ -583,6 +654,57 @@ impl<'f> Locked<'f> {
             h.count = count;
         }
         true
+    }
+
+    /// Replaces (cumulative) or adds to (delta) a series' native buckets
+    /// (pass-through exponential histograms). False when a delta would wrap
+    /// a count or make the sum non-finite (nothing changed then).
+    pub fn merge_native(
+        &mut self,
+        key: &[u8],
+        n: NativeHist,
+        sum: f64,
+        count: u64,
+        delta: bool,
+    ) -> bool {
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        let Value::Hist(h) = &mut s.value else {
+            return false;
+        };
+        match (&mut h.native, delta) {
+            (Some(old), true) => {
+                let Some(total) = h.count.checked_add(count) else {
+                    return false;
+                };
+                if !(h.sum + sum).is_finite() || !old.merge(&n) {
+                    return false;
+                }
+                h.count = total;
+                h.sum += sum;
+            }
+            _ => {
+                h.native = Some(Box::new(n));
+                h.count = count;
+                h.sum = sum;
+            }
+        }
+        true
+    }
+
+    /// Sets a summary series (pass-through; summaries are cumulative).
+    pub fn set_summary(&mut self, key: &[u8], v: SummaryValue) -> bool {
+        let Some(s) = self.series(key) else {
+            return false;
+        };
+        match &mut s.value {
+            Value::Summary(x) => {
+                **x = v;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn family(&self) -> &'f Family {

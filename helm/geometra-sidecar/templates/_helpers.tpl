@@ -148,7 +148,10 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
     "max_series" ($l.maxSeries | int64)
     "max_series_bytes" ($l.maxSeriesBytes | int64)
     "max_label_value_bytes" ($l.maxLabelValueBytes | int64)
-    "max_passthrough_families" ($l.maxPassthroughFamilies | int64))
+    "max_passthrough_families" ($l.maxPassthroughFamilies | int64)
+    "histograms" $v.metrics.histograms
+    "native_histogram_schema" ($v.metrics.nativeHistogramSchema | int64)
+    "native_histogram_max_buckets" ($v.metrics.nativeHistogramMaxBuckets | int64))
   "passthrough" (dict
     "enabled" $v.passthrough.enabled
     "scope_labels" $v.passthrough.scopeLabels

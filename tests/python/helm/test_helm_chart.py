@@ -349,6 +349,17 @@ def test_store_and_depth_limits_reach_the_config():
     assert cfg["receivers"]["max_value_depth"] == 5
 
 
+def test_native_histogram_values_reach_the_config():
+    cfg, _ = config_of(render())
+    assert cfg["store"]["histograms"] == "classic"
+    assert cfg["store"]["native_histogram_schema"] == 3
+    assert cfg["store"]["native_histogram_max_buckets"] == 160
+    v = {"metrics": {"histograms": "both", "nativeHistogramSchema": -2}}
+    cfg, _ = config_of(render(v))
+    assert cfg["store"]["histograms"] == "both"
+    assert cfg["store"]["native_histogram_schema"] == -2
+
+
 def test_scrape_annotations():
     ann = only(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
