@@ -18,8 +18,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
-    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    exponential_histogram_data_point::Buckets, metric, number_data_point,
+    summary_data_point::ValueAtQuantile, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    Sum, Summary, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -247,10 +249,81 @@ impl Gen {
         }
     }
 
+    /// Bucket counts: mostly small, sometimes huge or wide.
+    fn counts(&mut self) -> Vec<u64> {
+        let n = match self.rng.u8(..10) {
+            0 => self.rng.usize(..20_000),
+            1 => 0,
+            _ => self.rng.usize(1..12),
+        };
+        (0..n)
+            .map(|_| match self.rng.u8(..12) {
+                0 => u64::MAX,
+                1 => u64::MAX / 2 + 1,
+                _ => self.rng.u64(..50),
+            })
+            .collect()
+    }
+
+    fn exp_point(&mut self) -> ExponentialHistogramDataPoint {
+        let mut side = |g: &mut Self| {
+            let offset = match g.rng.u8(..8) {
+                0 => i32::MAX,
+                1 => i32::MIN,
+                _ => g.rng.i32(-300..300),
+            };
+            Buckets {
+                offset,
+                bucket_counts: g.counts(),
+            }
+        };
+        let (pos, neg) = (side(self), side(self));
+        let zero_count = self.rng.u64(..10);
+        let count = if self.rng.u8(..4) == 0 {
+            self.rng.u64(..)
+        } else {
+            pos.bucket_counts
+                .iter()
+                .chain(&neg.bucket_counts)
+                .fold(zero_count, |a, b| a.wrapping_add(*b))
+        };
+        ExponentialHistogramDataPoint {
+            attributes: self.attrs(),
+            scale: self.rng.i32(-10..25),
+            zero_count,
+            count,
+            sum: Some(self.number()),
+            zero_threshold: if self.rng.bool() { 0.0 } else { self.number() },
+            positive: Some(pos),
+            negative: Some(neg),
+            ..Default::default()
+        }
+    }
+
+    fn summary_point(&mut self) -> SummaryDataPoint {
+        let n = self.rng.usize(..6);
+        SummaryDataPoint {
+            attributes: self.attrs(),
+            count: self.rng.u64(..),
+            sum: self.number(),
+            quantile_values: (0..n)
+                .map(|_| ValueAtQuantile {
+                    quantile: if self.rng.bool() {
+                        self.rng.f64()
+                    } else {
+                        self.number()
+                    },
+                    value: self.number(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     fn metric(&mut self) -> Metric {
         let n = self.rng.usize(1..4);
         let temporality = self.rng.i32(0..3);
-        let data = match self.rng.u8(..10) {
+        let data = match self.rng.u8(..12) {
             0..=2 => metric::Data::Gauge(Gauge {
                 data_points: (0..n).map(|_| self.number_point()).collect(),
             }),
@@ -263,9 +336,12 @@ impl Gen {
                 data_points: (0..n).map(|_| self.hist_point()).collect(),
                 aggregation_temporality: temporality,
             }),
-            _ => metric::Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: vec![ExponentialHistogramDataPoint::default()],
+            9 | 10 => metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: (0..n).map(|_| self.exp_point()).collect(),
                 aggregation_temporality: temporality,
+            }),
+            _ => metric::Data::Summary(Summary {
+                data_points: (0..n).map(|_| self.summary_point()).collect(),
             }),
         };
         Metric {
@@ -439,7 +515,7 @@ async fn hostile_otlp_never_breaks_either_exposition_format() {
     let mut g = Gen {
         rng: fastrand::Rng::with_seed(seed),
     };
-    let sc = Sidecar::start("store:\n  max_series_per_metric: 50\n").await;
+    let sc = Sidecar::start("store:\n  max_series_per_metric: 50\n  histograms: both\n").await;
     for round in 0..rounds {
         for _ in 0..3 {
             let (grpc_path, http_path, body) = match g.rng.u8(..3) {
