@@ -874,6 +874,51 @@ mod tests {
     }
 
     #[test]
+    fn a_histogram_rule_keeps_classic_native_or_both_buckets() {
+        let yaml = |store: &str, rule: &str| {
+            format!(
+                "store:\n  histograms: {store}\nextra_rules:\n- name: x_seconds\n  kind: histogram\n  \
+                 signal: logs\n  match: {{event_name: e}}\n  value: attribute\n  value_from: [v]\n  \
+                 buckets: [1, 2]\n{rule}"
+            )
+        };
+        let rec = |v: f64| LogRecord {
+            event_name: "e".into(),
+            attributes: vec![kv("v", Value::DoubleValue(v))],
+            ..Default::default()
+        };
+        let point = |text: String| {
+            let cfg = Config::from_yaml(&text, "test").expect("config");
+            let d = Deriver::new(&cfg);
+            d.logs(&request(vec![rec(0.5), rec(1.5), rec(3.0)]))
+                .expect("walk");
+            let snap = crate::server::collect(d.store(), &[]);
+            let fam = snap.families.into_iter().find(|f| f.name == "x_seconds");
+            match fam
+                .and_then(|f| f.series.into_iter().next())
+                .map(|s| s.point)
+            {
+                Some(crate::metrics::snapshot::Point::Histogram(h)) => *h,
+                other => panic!("no histogram: {other:?}"),
+            }
+        };
+        let classic = point(yaml("classic", ""));
+        assert!(classic.native.is_none());
+        assert_eq!(classic.classic.map(|c| c.counts), Some(vec![1, 1, 1]));
+        let both = point(yaml("native", "  histograms: both\n"));
+        assert_eq!((both.count, both.sum), (3, 5.0));
+        assert_eq!(both.classic.map(|c| c.counts), Some(vec![1, 1, 1]));
+        let n = both.native.expect("native buckets");
+        // schema 3: 0.5 is key -8, 1.5 key 5 (2^(4/8) < 1.5 <= 2^(5/8)), 3 key 13
+        assert_eq!((n.schema, n.zero_count, n.positive.offset), (3, 0, -8));
+        let at = |k: i32| n.positive.counts.get((k + 8) as usize).copied();
+        assert_eq!((at(-8), at(5), at(13)), (Some(1), Some(1), Some(1)));
+        assert_eq!(n.positive.counts.iter().sum::<u64>(), 3);
+        let native = point(yaml("native", ""));
+        assert!(native.classic.is_none() && native.native.is_some());
+    }
+
+    #[test]
     fn map_bodies_count_like_json_bodies() {
         let body = |b| LogRecord {
             body: b,
