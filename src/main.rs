@@ -257,7 +257,7 @@ async fn run(
 ) -> Result<(), String> {
     let deriver = Deriver::new(&cfg);
     let store = deriver.store().clone();
-    let forward = geometra_sidecar::export::build(&cfg, &store).await?;
+    let forward = geometra_sidecar::export::otlp::build(&cfg, &store).await?;
     let pipeline = Arc::new(Pipeline {
         deriver: geometra_sidecar::reload::Live::new(deriver),
         store: store.clone(),

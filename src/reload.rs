@@ -230,7 +230,7 @@ impl Reloader {
         }
         // everything that can fail first (the hash key file is re-read, so
         // SIGHUP also rotates the key), then nothing fails
-        let redactor = crate::export::redact::Redactor::new(&new.redaction)?;
+        let redactor = crate::export::otlp::redact::Redactor::new(&new.redaction)?;
         self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
@@ -359,4 +359,5 @@ mod tests {
             vec!["receivers.otlp_grpc.listen", "forward.queue.dir"]
         );
     }
+
 }
