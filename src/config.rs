@@ -12,6 +12,7 @@ use std::time::Duration;
 pub use crate::export::otlp::config::{
     Batch, Compression, Endpoint, Forward, Protocol, Queue, Retry,
 };
+pub use crate::export::remote_write::config::{BasicAuth, RemoteWrite};
 
 /// The default derivation rules, written out (also what `print-default-config` shows).
 pub const DEFAULT_RULES_YAML: &str = include_str!("default-rules.yaml");
@@ -103,6 +104,9 @@ pub struct Config {
     /// Appended to `rules`.
     pub extra_rules: Vec<Rule>,
     pub forward: Forward,
+    /// Prometheus remote write of the store's metrics; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<RemoteWrite>,
     pub redaction: Redaction,
     pub telemetry: Telemetry,
 }
@@ -117,6 +121,7 @@ impl Default for Config {
             rules: default_rules(),
             extra_rules: Vec::new(),
             forward: Forward::default(),
+            remote_write: None,
             redaction: Redaction::default(),
             telemetry: Telemetry::default(),
         }
@@ -565,6 +570,9 @@ impl Config {
         self.validate_rules()?;
         self.validate_redaction()?;
         self.forward.validate()?;
+        if let Some(rw) = &self.remote_write {
+            rw.validate()?;
+        }
         validate_log_level(&self.telemetry.log_level)
     }
 

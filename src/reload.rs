@@ -24,7 +24,8 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keys (dotted paths: a whole section or one key of it) that reload; every
-/// other difference is refused as restart-only.
+/// other difference is refused as restart-only, named by its key path
+/// (`forward.*`, `remote_write.*` and the listeners among them).
 const RELOADABLE: &[&str] = &[
     "rules",
     "extra_rules",
@@ -360,4 +361,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn remote_write_changes_are_refused_by_name() {
+        let mut old = Config::default();
+        let mut new = old.clone();
+        new.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));
+        assert_eq!(restart_only_changes(&old, &new), vec!["remote_write"]);
+        old.remote_write = new.remote_write.clone();
+        if let Some(rw) = &mut new.remote_write {
+            rw.interval.0 *= 2;
+            rw.external_labels.insert("cluster".into(), "b".into());
+        }
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            vec!["remote_write.interval", "remote_write.external_labels"]
+        );
+    }
 }

@@ -78,3 +78,56 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
             .into_response(),
     }
 }
+
+// TEMP until the snapshot helper's version lands: derived counters, gauges
+// and histograms only (no pass-through, no self-metrics), enough for the
+// remote-write exporter to be wired and tested.
+pub fn snapshot(d: &Deriver) -> crate::metrics::snapshot::Snapshot {
+    use crate::metrics::snapshot as s;
+    use crate::metrics::store::{key_parts, Kind, LabelNames, Value};
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as i64);
+    let mut out = s::Snapshot {
+        families: Vec::new(),
+        timestamp_ms: now_ms,
+    };
+    let derived = d.store().derived();
+    for f in &derived.families {
+        let (kind, bounds): (s::Kind, std::sync::Arc<[f64]>) = match &f.kind {
+            Kind::Counter => (s::Kind::Counter, std::sync::Arc::from(Vec::new())),
+            Kind::Gauge => (s::Kind::Gauge, std::sync::Arc::from(Vec::new())),
+            Kind::Histogram(b) => (s::Kind::Histogram, std::sync::Arc::from(b.clone())),
+        };
+        let mut fam = s::Family::new(f.name.clone(), kind, f.help.clone());
+        fam.unit = f.unit.clone();
+        f.with(|inner| {
+            let series = inner.series.iter().map(|(k, v)| (Some(k), v));
+            for (k, v) in series.chain(inner.overflow.iter().map(|v| (None, v))) {
+                let pairs: Vec<(&str, &str)> = match (k, &f.labels) {
+                    (None, _) => vec![("otel_metric_overflow", "true")],
+                    (Some(k), LabelNames::Fixed(n)) => {
+                        n.iter().map(String::as_str).zip(key_parts(k)).collect()
+                    }
+                    (Some(_), LabelNames::InKey) => continue,
+                };
+                let point = match &v.value {
+                    Value::Scalar(x) => s::Point::Value(*x),
+                    Value::Hist(h) => s::Point::Histogram(Box::new(s::Histogram {
+                        count: h.count,
+                        sum: h.sum,
+                        classic: Some(s::Classic {
+                            bounds: bounds.clone(),
+                            counts: h.counts.to_vec(),
+                            exemplars: Vec::new(),
+                        }),
+                        native: None,
+                    })),
+                };
+                fam.push(&pairs, point, Some(v.created_ms as i64));
+            }
+        });
+        out.families.push(fam);
+    }
+    out
+}

@@ -4,6 +4,8 @@
 //! - [`otlp`]: the OTLP forwarder (logs, traces, metrics as received, over
 //!   OTLP/gRPC or OTLP/HTTP, with a memory or disk queue). Receivers hand it
 //!   requests through the [`Forward`] seam below.
+//! - [`remote_write`]: the store's metrics pushed to a Prometheus remote-write
+//!   receiver (Mimir, Thanos Receive, Cortex, VictoriaMetrics, Prometheus).
 //! - [`retry`]: backoff with jitter, the classification of outcomes into
 //!   retryable or not, and the server's Retry-After / RetryInfo hints.
 //!
@@ -13,6 +15,7 @@
 pub mod auth;
 pub mod http;
 pub mod otlp;
+pub mod remote_write;
 pub mod retry;
 
 use crate::metrics::SignalKind;

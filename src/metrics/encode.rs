@@ -389,6 +389,9 @@ pub fn render(store: &Store, skipped: &[(&str, &'static str, u64)], om: bool) ->
             }
         }
     }
+    if let Some(rw) = store.remote_write.get() {
+        rw.render(&mut e);
+    }
     e.header(
         "geometra_sidecar_series",
         "gauge",
