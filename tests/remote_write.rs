@@ -35,7 +35,7 @@ impl Prom {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
-            .arg("--enable-feature=native-histograms")
+            .arg("--enable-feature=native-histograms,exemplar-storage")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -98,6 +98,22 @@ impl Prom {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// POSTs a body as the sidecar would; the HTTP status.
+    async fn push(&self, req: &WriteRequest) -> u16 {
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .expect("snappy");
+        reqwest::Client::new()
+            .post(self.write_url())
+            .header("content-encoding", "snappy")
+            .header("content-type", "application/x-protobuf")
+            .header("x-prometheus-remote-write-version", "0.1.0")
+            .body(body)
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
     }
 
     fn stop(&mut self) {
@@ -464,4 +480,94 @@ async fn a_503_and_a_429_are_retried_after_their_retry_after() {
         "{:?}",
         got[2].at - got[1].at
     );
+}
+
+/// The translation of native histograms and exemplars, checked by the
+/// receiver that defines them: Prometheus stores the histogram with the
+/// buckets we meant (Prometheus' bucket index: `k` covers
+/// `(2^(k-1), 2^k]` at schema 0) and the exemplar on its bucket.
+#[tokio::test]
+async fn native_histograms_and_exemplars_are_stored_as_meant() {
+    use geometra_sidecar::export::remote_write::translate::Translator;
+    use geometra_sidecar::metrics::snapshot as s;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prom = Prom::start(common::free_port(), dir.path()).await;
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut f = s::Family::new("rw_latency_seconds", s::Kind::Histogram, "");
+    // 4 observations in (0.5, 1], 2 in (2, 4], 1 in the zero bucket
+    let native = s::Native {
+        schema: 0,
+        zero_threshold: 1e-9,
+        zero_count: 1,
+        positive: s::Buckets {
+            offset: 0,
+            counts: vec![4, 0, 2],
+        },
+        negative: s::Buckets::default(),
+    };
+    let ex = s::Exemplar {
+        trace_id: [0x11; 16],
+        span_id: [0x22; 8],
+        value: 0.8,
+        time_ns: now_ms as u64 * 1_000_000,
+    };
+    let classic = s::Classic {
+        bounds: std::sync::Arc::from(vec![1.0]),
+        counts: vec![5, 2],
+        exemplars: vec![Some(ex), None],
+    };
+    let h = s::Histogram {
+        count: 7,
+        sum: 9.5,
+        classic: Some(classic),
+        native: Some(native),
+    };
+    f.push(&[("op", "chat")], s::Point::Histogram(Box::new(h)), None);
+    let snap = s::Snapshot {
+        families: vec![f],
+        timestamp_ms: now_ms,
+    };
+    let req = Translator::new(&Default::default()).request(&snap);
+    assert_eq!(prom.push(&req).await, 204);
+    prom.wait_value("histogram_count(rw_latency_seconds)", 7.0)
+        .await;
+    prom.wait_value("histogram_sum(rw_latency_seconds)", 9.5)
+        .await;
+    // the upper half of the observations lies in (2, 4]: quantile 0.9 there
+    let q = prom
+        .query("histogram_quantile(0.9, rw_latency_seconds)")
+        .await;
+    assert!(q.len() == 1 && q[0].1 > 2.0 && q[0].1 <= 4.0, "{q:?}");
+    let q = prom
+        .query("histogram_quantile(0.3, rw_latency_seconds)")
+        .await;
+    assert!(q.len() == 1 && q[0].1 > 0.5 && q[0].1 <= 1.0, "{q:?}");
+    prom.wait_value("rw_latency_seconds_bucket{le=\"1.0\"}", 5.0)
+        .await;
+    // the exemplar, on the le="1.0" bucket
+    let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", prom.port);
+    let (start, end) = (
+        (now_ms / 1000 - 60).to_string(),
+        (now_ms / 1000 + 60).to_string(),
+    );
+    let r = reqwest::Client::new()
+        .get(url)
+        .query(&[
+            ("query", "rw_latency_seconds_bucket"),
+            ("start", &start),
+            ("end", &end),
+        ])
+        .send()
+        .await
+        .expect("query_exemplars");
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+    let data = &v["data"][0];
+    assert_eq!(data["seriesLabels"]["le"], "1.0", "{v}");
+    let e = &data["exemplars"][0];
+    assert_eq!(e["labels"]["trace_id"], "11".repeat(16), "{v}");
+    assert_eq!(e["labels"]["span_id"], "22".repeat(8), "{v}");
+    assert_eq!(e["value"], "0.8", "{v}");
 }
