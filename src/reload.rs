@@ -5,7 +5,6 @@
 //! old config keeps serving. Outcomes are counted for `/metrics`.
 
 use crate::config::Config;
-use crate::metrics::encode::Encoder;
 use crate::receiver::cors::Cors;
 use crate::receiver::Pipeline;
 use std::path::PathBuf;
@@ -71,30 +70,6 @@ impl Default for ReloadStats {
             failure: AtomicU64::new(0),
             last_ok: AtomicBool::new(true),
         }
-    }
-}
-
-impl ReloadStats {
-    pub fn render(&self, e: &mut Encoder) {
-        let name = "geometra_sidecar_config_reloads_total";
-        e.header(name, "counter", "Config reloads by result.", "");
-        for (result, n) in [("success", &self.success), ("failure", &self.failure)] {
-            e.sample(
-                name,
-                "",
-                &[("result", result)],
-                n.load(Ordering::Relaxed) as f64,
-            );
-        }
-        let name = "geometra_sidecar_config_last_reload_successful";
-        e.header(
-            name,
-            "gauge",
-            "1 if the last config reload was put in force (or none was tried), 0 if it was refused.",
-            "",
-        );
-        let ok = self.last_ok.load(Ordering::Relaxed);
-        e.sample(name, "", &[], if ok { 1.0 } else { 0.0 });
     }
 }
 

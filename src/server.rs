@@ -3,7 +3,8 @@
 //! draining).
 
 use crate::derive::Deriver;
-use crate::metrics::encode;
+use crate::metrics::snapshot::{Family, Kind, Snapshot};
+use crate::metrics::{encode, own, Store};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,18 +48,43 @@ async fn readyz(State(st): State<St>) -> Response {
     }
 }
 
-/// Renders the exposition for a scrape.
+/// Everything `/metrics` shows, at this instant: the derived families (with
+/// series) and distinct-count gauges, the pass-through families, and the
+/// sidecar's own metrics. Built at scrape (or push) time only.
+pub fn snapshot(d: &Deriver) -> Snapshot {
+    collect(d.store(), &d.skipped())
+}
+
+/// [`snapshot`] of a store; `skipped` are the derive stage's (rule, reason,
+/// count) drops.
+pub fn collect(store: &Store, skipped: &[(&str, &'static str, u64)]) -> Snapshot {
+    let timestamp_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let now = (timestamp_ms / 1000) as u64;
+    let derived = store.derived();
+    let mut families = Vec::with_capacity(derived.families.len() + derived.distinct.len() + 64);
+    for f in &derived.families {
+        families.extend(f.snapshot());
+    }
+    for x in &derived.distinct {
+        let mut f = Family::new(x.name.clone(), Kind::Gauge, x.help.clone());
+        f.value(&[], x.count(now) as f64);
+        families.push(f);
+    }
+    store.passthrough.snapshot(&mut families, now);
+    families.extend(own::families(store, &derived, skipped));
+    Snapshot {
+        families,
+        timestamp_ms,
+    }
+}
+
+/// Renders the exposition for a scrape: (content type, body).
 pub fn render(d: &Deriver, accept: &str) -> (&'static str, String) {
-    let om = encode::wants_openmetrics(accept);
-    let body = encode::render(d.store(), &d.skipped(), om);
-    (
-        if om {
-            encode::OPENMETRICS_CONTENT_TYPE
-        } else {
-            encode::TEXT_CONTENT_TYPE
-        },
-        body,
-    )
+    let f = encode::negotiate(accept);
+    (f.content_type(), encode::encode(&snapshot(d), f))
 }
 
 async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
@@ -77,57 +103,4 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
         )
             .into_response(),
     }
-}
-
-// TEMP until the snapshot helper's version lands: derived counters, gauges
-// and histograms only (no pass-through, no self-metrics), enough for the
-// remote-write exporter to be wired and tested.
-pub fn snapshot(d: &Deriver) -> crate::metrics::snapshot::Snapshot {
-    use crate::metrics::snapshot as s;
-    use crate::metrics::store::{key_parts, Kind, LabelNames, Value};
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_millis() as i64);
-    let mut out = s::Snapshot {
-        families: Vec::new(),
-        timestamp_ms: now_ms,
-    };
-    let derived = d.store().derived();
-    for f in &derived.families {
-        let (kind, bounds): (s::Kind, std::sync::Arc<[f64]>) = match &f.kind {
-            Kind::Counter => (s::Kind::Counter, std::sync::Arc::from(Vec::new())),
-            Kind::Gauge => (s::Kind::Gauge, std::sync::Arc::from(Vec::new())),
-            Kind::Histogram(b) => (s::Kind::Histogram, std::sync::Arc::from(b.clone())),
-        };
-        let mut fam = s::Family::new(f.name.clone(), kind, f.help.clone());
-        fam.unit = f.unit.clone();
-        f.with(|inner| {
-            let series = inner.series.iter().map(|(k, v)| (Some(k), v));
-            for (k, v) in series.chain(inner.overflow.iter().map(|v| (None, v))) {
-                let pairs: Vec<(&str, &str)> = match (k, &f.labels) {
-                    (None, _) => vec![("otel_metric_overflow", "true")],
-                    (Some(k), LabelNames::Fixed(n)) => {
-                        n.iter().map(String::as_str).zip(key_parts(k)).collect()
-                    }
-                    (Some(_), LabelNames::InKey) => continue,
-                };
-                let point = match &v.value {
-                    Value::Scalar(x) => s::Point::Value(*x),
-                    Value::Hist(h) => s::Point::Histogram(Box::new(s::Histogram {
-                        count: h.count,
-                        sum: h.sum,
-                        classic: Some(s::Classic {
-                            bounds: bounds.clone(),
-                            counts: h.counts.to_vec(),
-                            exemplars: Vec::new(),
-                        }),
-                        native: None,
-                    })),
-                };
-                fam.push(&pairs, point, Some(v.created_ms as i64));
-            }
-        });
-        out.families.push(fam);
-    }
-    out
 }

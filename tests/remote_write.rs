@@ -371,7 +371,8 @@ fn seen(s: &Arc<Mutex<Vec<Seen>>>) -> Vec<Seen> {
 #[tokio::test]
 async fn requests_follow_the_protocol_and_a_400_is_never_retried() {
     let (url, log) = receiver(vec![(400, None)]).await;
-    let sc = Sidecar::start(&config(&url, "")).await;
+    // 2s between pushes: far from the retry backoff (0.25-0.75s at first)
+    let sc = Sidecar::start(&config(&url, "").replace("interval: 1s", "interval: 2s")).await;
     send_spans(sc.grpc_url(), "/api/x", 3).await;
     let m = sc
         .wait_for("three refused pushes", |m| {
@@ -405,11 +406,12 @@ async fn requests_follow_the_protocol_and_a_400_is_never_retried() {
     );
     let got = seen(&log);
     assert!(got.len() as f64 >= batches);
-    // one request per interval tick (1s), not retries in between
+    // one request per interval tick (2s), no retries in between
     for w in got.windows(2) {
+        let gap = w[1].at - w[0].at;
         assert!(
-            w[1].at - w[0].at >= Duration::from_millis(800),
-            "a refused request was sent again early"
+            gap >= Duration::from_millis(1200),
+            "a refused request was sent again after {gap:?}"
         );
     }
     let first = &got[0];

@@ -2,6 +2,7 @@
 //! sidecar's own counters, and their Prometheus encoding.
 
 pub mod encode;
+pub mod own;
 pub mod passthrough;
 pub mod sanitize;
 pub mod snapshot;

@@ -6,8 +6,8 @@
 //! removed. This is a cold path (apps push metrics every few seconds), so it
 //! decodes with prost.
 
-use super::encode::Encoder;
 use super::sanitize::{self, Drop, DROP_REASONS, MAX_LABELS};
+use super::snapshot as snap;
 use super::store::{push_key_part, Budget, Family, FastMap, Kind, LabelNames, Locked};
 use crate::config;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -709,24 +709,22 @@ impl Passthrough {
             .collect()
     }
 
-    pub fn render(&self, e: &mut Encoder, _now: u64) {
-        let fams = self.all();
-        for f in fams {
-            e.family(&f);
+    /// The pass-through families (those with series) and `target_info`.
+    pub fn snapshot(&self, out: &mut Vec<snap::Family>, _now: u64) {
+        for f in self.all() {
+            out.extend(f.snapshot());
         }
         let t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
         if !t.is_empty() {
-            e.header("target_info", "gauge", "Target metadata", "");
+            let mut fam = snap::Family::new("target_info", snap::Kind::Gauge, "Target metadata");
             let mut keys: Vec<&Box<[u8]>> = t.keys().collect();
             keys.sort();
             for k in keys {
                 let mut it = super::store::key_parts(k);
-                let mut pairs = Vec::new();
-                while let (Some(n), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((n, v));
-                }
-                e.sample("target_info", "", &pairs, 1.0);
+                let pairs = std::iter::from_fn(|| Some((it.next()?, it.next()?)));
+                fam.push_iter(pairs, snap::Point::Value(1.0), None);
             }
+            out.push(fam);
         }
     }
 }

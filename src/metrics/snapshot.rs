@@ -159,7 +159,8 @@ pub struct Buckets {
 pub struct Summary {
     pub count: u64,
     pub sum: f64,
-    /// (quantile in 0..=1, value), ascending by quantile
+    /// (quantile in 0..=1, value), ascending by quantile; values not negative
+    /// (OpenMetrics refuses them; NaN and +Inf are fine)
     pub quantiles: Vec<(f64, f64)>,
 }
 
@@ -187,6 +188,25 @@ impl Family {
 
     /// Adds a series with these labels.
     pub fn push(&mut self, labels: &[(&str, &str)], point: Point, created_ms: Option<i64>) {
+        let start = self.labels.next();
+        for (k, v) in labels {
+            self.labels.push(k, v);
+        }
+        let labels = start..self.labels.next();
+        self.series.push(Series {
+            labels,
+            point,
+            created_ms,
+        });
+    }
+
+    /// Adds a series whose labels come from an iterator (no slice to build).
+    pub fn push_iter<'a>(
+        &mut self,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+        point: Point,
+        created_ms: Option<i64>,
+    ) {
         let start = self.labels.next();
         for (k, v) in labels {
             self.labels.push(k, v);

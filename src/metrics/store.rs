@@ -8,6 +8,7 @@
 //! per-span cost is a hash lookup and plain adds, with no atomics and no
 //! allocation once a series exists.
 
+use super::snapshot as snap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -328,6 +329,99 @@ impl Family {
             value,
             updated: now_s,
             created_ms: now_s.saturating_mul(1000),
+        }
+    }
+}
+
+/// The snapshot form of an exemplar.
+impl From<Exemplar> for snap::Exemplar {
+    fn from(e: Exemplar) -> Self {
+        snap::Exemplar {
+            trace_id: e.trace_id,
+            span_id: e.span_id,
+            value: e.value,
+            time_ns: e.time,
+        }
+    }
+}
+
+impl Family {
+    /// This family in a snapshot, series sorted by their labels; None if it
+    /// has no series. Holds the family's lock while it copies.
+    pub fn snapshot(&self) -> Option<snap::Family> {
+        let kind = match self.kind {
+            Kind::Counter => snap::Kind::Counter,
+            Kind::Gauge => snap::Kind::Gauge,
+            Kind::Histogram(_) => snap::Kind::Histogram,
+        };
+        let bounds: Arc<[f64]> = match &self.kind {
+            Kind::Histogram(b) => b.as_slice().into(),
+            _ => Arc::new([]),
+        };
+        self.with(|inner| {
+            if inner.series.is_empty() && inner.overflow.is_none() {
+                return None;
+            }
+            let mut out = snap::Family::new(self.name.clone(), kind, self.help.clone());
+            out.unit = self.unit.clone();
+            out.series.reserve(inner.series.len() + 1);
+            let mut all: Vec<(&Box<[u8]>, &Series)> = inner.series.iter().collect();
+            all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, s) in all {
+                let start = out.labels.next();
+                match &self.labels {
+                    LabelNames::Fixed(names) => {
+                        for (n, v) in names.iter().zip(key_parts(k)) {
+                            out.labels.push(n, v);
+                        }
+                    }
+                    LabelNames::InKey => {
+                        let mut it = key_parts(k);
+                        while let (Some(n), Some(v)) = (it.next(), it.next()) {
+                            out.labels.push(n, v);
+                        }
+                    }
+                }
+                out.series.push(snap::Series {
+                    labels: start..out.labels.next(),
+                    point: s.value.point(&bounds),
+                    created_ms: Some(s.created_ms as i64),
+                });
+            }
+            if let Some(s) = &inner.overflow {
+                out.push(
+                    &[("otel_metric_overflow", "true")],
+                    s.value.point(&bounds),
+                    Some(s.created_ms as i64),
+                );
+            }
+            Some(out)
+        })
+    }
+}
+
+impl Value {
+    /// The snapshot point; `bounds` are the family's (shared by its series).
+    fn point(&self, bounds: &Arc<[f64]>) -> snap::Point {
+        match self {
+            Value::Scalar(v) => snap::Point::Value(*v),
+            Value::Hist(h) => snap::Point::Histogram(Box::new(snap::Histogram {
+                count: h.count,
+                sum: h.sum,
+                classic: Some(snap::Classic {
+                    bounds: match &h.bounds {
+                        Some(b) => Arc::from(&b[..]),
+                        None => bounds.clone(),
+                    },
+                    counts: h.counts.to_vec(),
+                    exemplars: h
+                        .exemplars
+                        .as_ref()
+                        .map(|x| x.iter().map(|e| e.map(Into::into)).collect())
+                        .unwrap_or_default(),
+                }),
+                native: None,
+            })),
         }
     }
 }

@@ -8,8 +8,7 @@ use super::client::Client;
 use super::config::RemoteWrite;
 use super::translate::Translator;
 use crate::export::retry::{Backoff, Failure};
-use crate::metrics::encode::Encoder;
-use crate::metrics::snapshot::Snapshot;
+use crate::metrics::snapshot::{Family, Kind, Snapshot};
 use crate::metrics::{ExporterStats, SignalKind, Store};
 use bytes::Bytes;
 use prost::Message;
@@ -38,7 +37,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn render(&self, e: &mut Encoder) {
+    /// The exporter's own families (beside the `points` counters, which the
+    /// exporters' section renders with the OTLP forwarder's).
+    pub fn families(&self, out: &mut Vec<Family>) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         for (name, help, v) in [
             (
@@ -52,28 +53,18 @@ impl Stats {
                 &self.translated_series,
             ),
         ] {
-            e.header(name, "counter", help, "");
-            e.sample(name, "", &[], load(v));
+            let mut f = Family::new(name, Kind::Counter, help);
+            f.value(&[], load(v));
+            out.push(f);
         }
-        let name = "geometra_sidecar_remote_write_failed_requests_total";
-        e.header(
-            name,
-            "counter",
+        let mut f = Family::new(
+            "geometra_sidecar_remote_write_failed_requests_total",
+            Kind::Counter,
             "Remote write requests that failed: retryable (5xx, 429, no connection) or permanent (other 4xx, dropped).",
-            "",
         );
-        e.sample(
-            name,
-            "",
-            &[("reason", "retryable")],
-            load(&self.failed_retryable),
-        );
-        e.sample(
-            name,
-            "",
-            &[("reason", "permanent")],
-            load(&self.failed_permanent),
-        );
+        f.value(&[("reason", "retryable")], load(&self.failed_retryable));
+        f.value(&[("reason", "permanent")], load(&self.failed_permanent));
+        out.push(f);
     }
 }
 

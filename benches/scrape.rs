@@ -1,0 +1,154 @@
+//! Scrape cost: building and encoding `/metrics` (text 0.0.4 and OpenMetrics)
+//! for 10k and 100k pass-through series (half counters, half 10-bucket
+//! histograms), with the allocations of one scrape counted by a counting
+//! global allocator. `cargo bench --bench scrape`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use geometra_sidecar::config::Config;
+use geometra_sidecar::derive::Deriver;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts allocations (the only extra cost is one relaxed add per call).
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn s(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// 10 metrics (5 counters, 5 histograms) of `n / 10` series each.
+fn request(n: usize) -> ExportMetricsServiceRequest {
+    let per = n / 10;
+    let attrs = |i: usize| {
+        vec![
+            s("route", &format!("/api/v1/items/{i}")),
+            s("method", "GET"),
+        ]
+    };
+    let mut metrics = Vec::new();
+    for m in 0..5 {
+        let data_points = (0..per)
+            .map(|i| NumberDataPoint {
+                attributes: attrs(i),
+                value: Some(number_data_point::Value::AsInt((i * 7) as i64)),
+                start_time_unix_nano: 1_764_000_000_000_000_000,
+                ..Default::default()
+            })
+            .collect();
+        metrics.push(Metric {
+            name: format!("bench.requests.{m}"),
+            description: "Requests.".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        });
+    }
+    let bounds = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    for m in 0..5 {
+        let data_points = (0..per)
+            .map(|i| HistogramDataPoint {
+                attributes: attrs(i),
+                count: 11,
+                sum: Some(i as f64 * 0.5),
+                bucket_counts: vec![1; 11],
+                explicit_bounds: bounds.clone(),
+                ..Default::default()
+            })
+            .collect();
+        metrics.push(Metric {
+            name: format!("bench.duration.{m}"),
+            description: "Durations.".into(),
+            unit: "s".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            })),
+            ..Default::default()
+        });
+    }
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: None,
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn deriver(n: usize) -> Deriver {
+    let mut cfg = Config::default();
+    cfg.store.max_series = 10 * n;
+    cfg.store.max_series_bytes = usize::MAX / 2;
+    cfg.store.max_series_per_metric = n;
+    let d = Deriver::new(&cfg);
+    let now = geometra_sidecar::metrics::now_secs();
+    let got = d.store().passthrough.ingest(&request(n), now);
+    let _ = got;
+    d
+}
+
+fn bench(c: &mut Criterion) {
+    for n in [10_000usize, 100_000] {
+        let d = deriver(n);
+        let mut g = c.benchmark_group(format!("scrape_{}k", n / 1000));
+        g.throughput(Throughput::Elements(n as u64));
+        for (fmt, accept) in [
+            ("text", "text/plain"),
+            ("openmetrics", "application/openmetrics-text"),
+        ] {
+            let before = ALLOCS.load(Ordering::Relaxed);
+            let (_, body) = geometra_sidecar::server::render(&d, accept);
+            let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+            eprintln!(
+                "scrape_{}k/{fmt}: {} bytes, {allocs} allocations",
+                n / 1000,
+                body.len()
+            );
+            g.bench_function(fmt, |b| {
+                b.iter(|| geometra_sidecar::server::render(&d, accept).1.len())
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);

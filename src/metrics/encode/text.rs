@@ -1,0 +1,387 @@
+//! Text exposition 0.0.4 and OpenMetrics 1.0 of a snapshot: exemplars on
+//! histogram buckets, `_created`, `# UNIT` and `# EOF` in OpenMetrics only.
+//!
+//! What the text formats cannot carry: a native (exponential) histogram has
+//! no text form, so a histogram with only `native` buckets renders as
+//! client_golang's text encoder does: a lone `+Inf` bucket (its count; both
+//! formats require that bucket), `_sum` and `_count` (and `_created` in
+//! OpenMetrics). With `classic` buckets too, the classic buckets are
+//! written. Summaries are quantile lines plus `_sum` and `_count`.
+
+use crate::metrics::snapshot::{
+    Classic, Exemplar, Family, Histogram, Kind, Point, Series, Snapshot,
+};
+use std::fmt::Write as _;
+
+pub fn encode(s: &Snapshot, om: bool) -> String {
+    let mut w = Writer {
+        out: String::with_capacity(16 * 1024),
+        om,
+        le: String::new(),
+    };
+    for f in &s.families {
+        w.family(f);
+    }
+    if om {
+        w.out.push_str("# EOF\n");
+    }
+    w.out
+}
+
+struct Writer {
+    out: String,
+    om: bool,
+    /// scratch for a bucket's `le` value
+    le: String,
+}
+
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn fmt_f64(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// `le` values in the form Prometheus' own clients write them (`1.0`, `0.005`).
+fn fmt_le(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}.0", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+impl Writer {
+    /// `# HELP`, `# TYPE` (and `# UNIT` in OpenMetrics) of a family.
+    fn header(&mut self, f: &Family) {
+        let base = self.base(f);
+        let _ = write!(self.out, "# HELP {base} ");
+        for c in f.help.chars() {
+            match c {
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                // OpenMetrics escapes quotes in HELP too; the text format does not
+                '"' if self.om => self.out.push_str("\\\""),
+                c => self.out.push(c),
+            }
+        }
+        let _ = writeln!(self.out, "\n# TYPE {base} {}", f.kind.type_name());
+        let unit = f.unit.as_str();
+        let unit_ok = base
+            .strip_suffix(unit)
+            .is_some_and(|b| b.ends_with('_') && b.len() > 1);
+        if self.om && !unit.is_empty() && unit_ok {
+            let _ = writeln!(self.out, "# UNIT {base} {unit}");
+        }
+    }
+
+    /// The metric name without a counter's `_total` (OpenMetrics' family name).
+    fn base<'f>(&self, f: &'f Family) -> &'f str {
+        if self.om && f.kind == Kind::Counter {
+            f.name.strip_suffix("_total").unwrap_or(&f.name)
+        } else {
+            &f.name
+        }
+    }
+
+    fn labels<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+        extra: Option<(&'a str, &'a str)>,
+    ) {
+        let mut first = true;
+        for (k, v) in pairs.chain(extra) {
+            self.out.push(if first { '{' } else { ',' });
+            first = false;
+            self.out.push_str(k);
+            self.out.push_str("=\"");
+            escape_into(&mut self.out, v);
+            self.out.push('"');
+        }
+        if !first {
+            self.out.push('}');
+        }
+    }
+
+    /// `name suffix{labels} value`
+    fn sample(&mut self, name: &str, suffix: &str, f: &Family, s: &Series, v: f64) {
+        self.out.push_str(name);
+        self.out.push_str(suffix);
+        self.labels(f.labels_of(s), None);
+        self.out.push(' ');
+        fmt_f64(&mut self.out, v);
+        self.out.push('\n');
+    }
+
+    /// `name suffix{labels} n`, exact (an f64 would round past 2^53)
+    fn count(&mut self, suffix: &str, f: &Family, s: &Series, n: u64) {
+        self.out.push_str(&f.name);
+        self.out.push_str(suffix);
+        self.labels(f.labels_of(s), None);
+        let _ = writeln!(self.out, " {n}");
+    }
+
+    fn created(&mut self, f: &Family, s: &Series) {
+        if let (true, Some(ms)) = (self.om, s.created_ms) {
+            let base = self.base(f);
+            self.sample(base, "_created", f, s, ms as f64 / 1000.0);
+        }
+    }
+
+    fn family(&mut self, f: &Family) {
+        self.header(f);
+        for s in &f.series {
+            match &s.point {
+                Point::Value(v) => {
+                    self.sample(&f.name, "", f, s, *v);
+                    if f.kind == Kind::Counter {
+                        self.created(f, s);
+                    }
+                }
+                Point::Histogram(h) => self.histogram(f, s, h),
+                Point::Summary(q) => {
+                    for (quantile, v) in &q.quantiles {
+                        // written as the Prometheus clients do: 1 in text, 1.0 in OpenMetrics
+                        let mut qs = String::new();
+                        if self.om {
+                            fmt_le(&mut qs, *quantile);
+                        } else {
+                            fmt_f64(&mut qs, *quantile);
+                        }
+                        self.out.push_str(&f.name);
+                        self.labels(f.labels_of(s), Some(("quantile", &qs)));
+                        self.out.push(' ');
+                        fmt_f64(&mut self.out, *v);
+                        self.out.push('\n');
+                    }
+                    self.sample(&f.name, "_sum", f, s, q.sum);
+                    self.count("_count", f, s, q.count);
+                    // no summary `_created` yet: the strict checker in tests/ knows
+                    // it only for counters and histograms (OpenMetrics allows it)
+                }
+            }
+        }
+    }
+
+    fn histogram(&mut self, f: &Family, s: &Series, h: &Histogram) {
+        let mut negative = false;
+        match &h.classic {
+            Some(c) => {
+                negative = c.bounds.first().is_some_and(|b| *b < 0.0);
+                self.buckets(f, s, c);
+            }
+            None => {
+                self.out.push_str(&f.name);
+                self.out.push_str("_bucket");
+                self.labels(f.labels_of(s), Some(("le", "+Inf")));
+                let _ = writeln!(self.out, " {}", h.count);
+            }
+        }
+        // OpenMetrics: no _sum (so no _count) with negative buckets
+        if !(self.om && negative) {
+            self.sample(&f.name, "_sum", f, s, h.sum);
+            self.count("_count", f, s, h.count);
+        }
+        self.created(f, s);
+    }
+
+    fn buckets(&mut self, f: &Family, s: &Series, c: &Classic) {
+        let mut le = std::mem::take(&mut self.le);
+        let mut cum = 0u64;
+        for (i, n) in c.counts.iter().enumerate() {
+            // ingest refuses counts that wrap; never panic here
+            cum = cum.saturating_add(*n);
+            le.clear();
+            match c.bounds.get(i) {
+                Some(b) => fmt_le(&mut le, *b),
+                None => le.push_str("+Inf"),
+            }
+            self.out.push_str(&f.name);
+            self.out.push_str("_bucket");
+            self.labels(f.labels_of(s), Some(("le", &le)));
+            let _ = write!(self.out, " {cum}");
+            if self.om {
+                if let Some(Some(e)) = c.exemplars.get(i) {
+                    self.exemplar(e);
+                }
+            }
+            self.out.push('\n');
+        }
+        self.le = le;
+    }
+
+    fn exemplar(&mut self, e: &Exemplar) {
+        self.out.push_str(" # {trace_id=\"");
+        for b in e.trace_id {
+            let _ = write!(self.out, "{b:02x}");
+        }
+        self.out.push_str("\",span_id=\"");
+        for b in e.span_id {
+            let _ = write!(self.out, "{b:02x}");
+        }
+        self.out.push_str("\"} ");
+        fmt_f64(&mut self.out, e.value);
+        let _ = write!(self.out, " {:.3}", e.time_ns as f64 / 1e9);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::snapshot::{Buckets, Native, Summary};
+    use std::sync::Arc;
+
+    fn both(fams: Vec<Family>) -> (String, String) {
+        let s = Snapshot {
+            families: fams,
+            timestamp_ms: 0,
+        };
+        (encode(&s, false), encode(&s, true))
+    }
+
+    #[test]
+    fn nothing_is_an_empty_text_and_a_lone_eof() {
+        assert_eq!(both(vec![]), (String::new(), "# EOF\n".to_string()));
+    }
+
+    #[test]
+    fn an_empty_family_is_its_header_alone() {
+        let mut f = Family::new("d_seconds", Kind::Gauge, "H");
+        f.unit = "seconds".into();
+        let (t, o) = both(vec![f]);
+        assert_eq!(t, "# HELP d_seconds H\n# TYPE d_seconds gauge\n");
+        assert_eq!(
+            o,
+            "# HELP d_seconds H\n# TYPE d_seconds gauge\n# UNIT d_seconds seconds\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped_per_format() {
+        let mut f = Family::new("x_total", Kind::Counter, "a \"q\" \\ b\nc");
+        f.push(
+            &[("a", "q\"b\\s\nn"), ("e", "")],
+            Point::Value(3.0),
+            Some(1500),
+        );
+        f.value(&[], 0.25);
+        let (t, o) = both(vec![f]);
+        assert_eq!(
+            t,
+            "# HELP x_total a \"q\" \\\\ b\\nc\n# TYPE x_total counter\n\
+             x_total{a=\"q\\\"b\\\\s\\nn\",e=\"\"} 3\nx_total 0.25\n"
+        );
+        assert_eq!(
+            o,
+            "# HELP x a \\\"q\\\" \\\\ b\\nc\n# TYPE x counter\n\
+             x_total{a=\"q\\\"b\\\\s\\nn\",e=\"\"} 3\nx_created{a=\"q\\\"b\\\\s\\nn\",e=\"\"} 1.5\n\
+             x_total 0.25\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn summaries_are_quantiles_sum_and_count() {
+        let mut f = Family::new("rpc", Kind::Summary, "S");
+        let q = Summary {
+            count: 9_007_199_254_740_993,
+            sum: 1.5,
+            quantiles: vec![(0.5, 0.1), (0.99, f64::NAN), (1.0, f64::INFINITY)],
+        };
+        f.push(&[("m", "get")], Point::Summary(Box::new(q)), Some(2000));
+        let (t, o) = both(vec![f]);
+        let lines = "rpc{m=\"get\",quantile=\"0.5\"} 0.1\nrpc{m=\"get\",quantile=\"0.99\"} NaN\n\
+                     rpc{m=\"get\",quantile=\"1\"} +Inf\nrpc_sum{m=\"get\"} 1.5\n\
+                     rpc_count{m=\"get\"} 9007199254740993\n";
+        assert_eq!(t, format!("# HELP rpc S\n# TYPE rpc summary\n{lines}"));
+        let om_lines = lines.replace("\"1\"", "\"1.0\"");
+        assert_eq!(
+            o,
+            format!("# HELP rpc S\n# TYPE rpc summary\n{om_lines}# EOF\n")
+        );
+    }
+
+    fn hist(bounds: &[f64], counts: Vec<u64>, native: bool) -> Point {
+        let n = counts.iter().sum();
+        let exemplars = vec![
+            None,
+            Some(Exemplar {
+                trace_id: [0xab; 16],
+                span_id: [1; 8],
+                value: 0.5,
+                time_ns: 1_700_000_000_123_000_000,
+            }),
+        ];
+        Point::Histogram(Box::new(Histogram {
+            count: n,
+            sum: 2.5,
+            classic: (!native).then(|| Classic {
+                bounds: Arc::from(bounds),
+                counts,
+                exemplars,
+            }),
+            native: native.then(|| Native {
+                schema: 3,
+                zero_threshold: 0.0,
+                zero_count: 1,
+                positive: Buckets {
+                    offset: -2,
+                    counts: vec![1, 0, 2],
+                },
+                negative: Buckets::default(),
+            }),
+        }))
+    }
+
+    #[test]
+    fn classic_buckets_are_cumulative_with_exemplars_in_openmetrics() {
+        let mut f = Family::new("h", Kind::Histogram, "H");
+        f.push(&[], hist(&[1.0, 2.5], vec![1, 2, 3], false), Some(1000));
+        let (t, o) = both(vec![f]);
+        let b = "h_bucket{le=\"1.0\"} 1\nh_bucket{le=\"2.5\"} 3";
+        let rest = "\nh_bucket{le=\"+Inf\"} 6\nh_sum 2.5\nh_count 6\n";
+        assert_eq!(t, format!("# HELP h H\n# TYPE h histogram\n{b}{rest}"));
+        let ex = " # {trace_id=\"abababababababababababababababab\",span_id=\"0101010101010101\"} 0.5 1700000000.123";
+        assert_eq!(
+            o,
+            format!("# HELP h H\n# TYPE h histogram\n{b}{ex}{rest}h_created 1\n# EOF\n")
+        );
+    }
+
+    #[test]
+    fn negative_buckets_drop_sum_and_count_in_openmetrics_only() {
+        let mut f = Family::new("h", Kind::Histogram, "H");
+        f.push(&[], hist(&[-1.0], vec![1, 1], false), None);
+        let (t, o) = both(vec![f]);
+        assert!(t.contains("h_sum 2.5\nh_count 2\n"), "{t}");
+        assert!(!o.contains("h_sum") && !o.contains("h_count"), "{o}");
+        assert!(o.contains("h_bucket{le=\"-1.0\"} 1\n"), "{o}");
+    }
+
+    #[test]
+    fn a_native_only_histogram_is_a_lone_inf_bucket_sum_and_count_in_text() {
+        let mut f = Family::new("h", Kind::Histogram, "H");
+        f.push(&[("a", "b")], hist(&[], vec![1, 0, 2], true), None);
+        let (t, _) = both(vec![f]);
+        assert_eq!(
+            t,
+            "# HELP h H\n# TYPE h histogram\nh_bucket{a=\"b\",le=\"+Inf\"} 3\n\
+             h_sum{a=\"b\"} 2.5\nh_count{a=\"b\"} 3\n"
+        );
+    }
+}
