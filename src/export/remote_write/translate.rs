@@ -181,7 +181,7 @@ fn metadata(f: &Family) -> MetricMetadata {
     };
     MetricMetadata {
         r#type: t as i32,
-        // Prometheus' own remote write names a counter's family with _total
+        // the family's name as the text format's # TYPE line gives it
         metric_family_name: f.name.clone(),
         help: f.help.clone(),
         unit: f.unit.clone(),
