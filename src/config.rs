@@ -8,6 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// the exporters' own sections, declared next to the exporters
+pub use crate::export::otlp::config::{
+    Batch, Compression, Endpoint, Forward, Protocol, Queue, Retry,
+};
+pub use crate::export::remote_write::config::{BasicAuth, RemoteWrite};
+
 /// The default derivation rules, written out (also what `print-default-config` shows).
 pub const DEFAULT_RULES_YAML: &str = include_str!("default-rules.yaml");
 
@@ -98,6 +104,9 @@ pub struct Config {
     /// Appended to `rules`.
     pub extra_rules: Vec<Rule>,
     pub forward: Forward,
+    /// Prometheus remote write of the store's metrics; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<RemoteWrite>,
     pub redaction: Redaction,
     pub telemetry: Telemetry,
 }
@@ -112,6 +121,7 @@ impl Default for Config {
             rules: default_rules(),
             extra_rules: Vec::new(),
             forward: Forward::default(),
+            remote_write: None,
             redaction: Redaction::default(),
             telemetry: Telemetry::default(),
         }
@@ -443,60 +453,6 @@ pub enum ValueSource {
     Attribute,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Forward {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub logs: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub traces: Option<Endpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Endpoint>,
-    pub batch: Batch,
-    pub retry: Retry,
-    pub queue: Queue,
-    pub drain_timeout: Dur,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Grpc,
-    Http,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    Gzip,
-    None,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    pub endpoint: String,
-    /// Inferred from the endpoint when absent: a path ending in `/v1/<signal>` is OTLP/HTTP, else gRPC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<Protocol>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token_file: Option<PathBuf>,
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    #[serde(default = "default_compression")]
-    pub compression: Compression,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Tls>,
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_compression() -> Compression {
-    Compression::Gzip
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tls {
@@ -506,85 +462,6 @@ pub struct Tls {
     pub cert_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Batch {
-    pub max_items: usize,
-    pub max_bytes: usize,
-    pub timeout: Dur,
-}
-impl Default for Batch {
-    fn default() -> Self {
-        Batch {
-            max_items: 512,
-            max_bytes: 1 << 20,
-            timeout: Dur(Duration::from_millis(200)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Retry {
-    pub initial_interval: Dur,
-    pub max_interval: Dur,
-    pub max_elapsed: Dur,
-}
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            initial_interval: Dur(Duration::from_millis(500)),
-            max_interval: Dur(Duration::from_secs(30)),
-            // never give up: a full queue pushes back on the app instead of
-            // dropping what was acknowledged (0s = no limit)
-            max_elapsed: Dur(Duration::ZERO),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Queue {
-    pub max_items: usize,
-    pub max_bytes: usize,
-    /// On-disk queue directory; null keeps the queue in memory only.
-    pub dir: Option<PathBuf>,
-    pub max_disk_bytes: u64,
-    /// fdatasync the on-disk queue before acknowledging (group commit);
-    /// false survives a crash of the process but not of the node.
-    pub fsync: bool,
-    /// Batches sent concurrently per signal.
-    pub consumers: usize,
-}
-impl Default for Queue {
-    fn default() -> Self {
-        Queue {
-            max_items: 10_000,
-            max_bytes: 64 << 20,
-            dir: None,
-            // an hour at 1,000 records/s of ~300-byte log records is
-            // ~1.1 GB with framing: 2 GiB holds it with room to spare
-            max_disk_bytes: 2 << 30,
-            fsync: true,
-            consumers: 4,
-        }
-    }
-}
-
-impl Default for Forward {
-    fn default() -> Self {
-        Forward {
-            logs: None,
-            traces: None,
-            metrics: None,
-            batch: Batch::default(),
-            retry: Retry::default(),
-            queue: Queue::default(),
-            drain_timeout: Dur(Duration::from_secs(10)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -728,7 +605,10 @@ impl Config {
         self.validate_connections()?;
         self.validate_rules()?;
         self.validate_redaction()?;
-        self.validate_forward()?;
+        self.forward.validate()?;
+        if let Some(rw) = &self.remote_write {
+            rw.validate()?;
+        }
         validate_log_level(&self.telemetry.log_level)
     }
 
@@ -860,31 +740,6 @@ impl Config {
                 "redaction.hash_key_file",
                 "the hash action needs a key file",
             );
-        }
-        Ok(())
-    }
-
-    fn validate_forward(&self) -> Result<(), ConfigError> {
-        let f = &self.forward;
-        for (name, ep) in [
-            ("logs", &f.logs),
-            ("traces", &f.traces),
-            ("metrics", &f.metrics),
-        ] {
-            if let Some(ep) = ep {
-                if !(ep.endpoint.starts_with("http://") || ep.endpoint.starts_with("https://")) {
-                    return err(
-                        &format!("forward.{name}.endpoint"),
-                        "must start with http:// or https://",
-                    );
-                }
-            }
-        }
-        if f.batch.max_items == 0 {
-            return err("forward.batch.max_items", "must be at least 1");
-        }
-        if f.queue.consumers == 0 {
-            return err("forward.queue.consumers", "must be at least 1");
         }
         Ok(())
     }

@@ -37,6 +37,9 @@ struct Cli {
     /// Forward logs to this OTLP endpoint (http://host:4317 gRPC, or a .../v1/logs URL for OTLP/HTTP)
     #[arg(long, env = "GEOMETRA_FORWARD_LOGS_TO", global = true)]
     forward_logs_to: Option<String>,
+    /// Push the metrics to this Prometheus remote-write URL (e.g. http://mimir:8080/api/v1/push)
+    #[arg(long, env = "GEOMETRA_REMOTE_WRITE_URL", global = true)]
+    remote_write_url: Option<String>,
     /// Directory of the on-disk forward queue
     #[arg(long, env = "GEOMETRA_QUEUE_DIR", global = true)]
     queue_dir: Option<PathBuf>,
@@ -101,6 +104,14 @@ fn effective_config(cli: &Cli) -> Result<Config, String> {
             compression: geometra_sidecar::config::Compression::Gzip,
             tls: None,
         });
+    }
+    if let Some(url) = &cli.remote_write_url {
+        match &mut cfg.remote_write {
+            Some(rw) => rw.url = url.clone(),
+            None => {
+                cfg.remote_write = Some(geometra_sidecar::config::RemoteWrite::with_url(url));
+            }
+        }
     }
     if let Some(d) = &cli.queue_dir {
         cfg.forward.queue.dir = Some(d.clone());
@@ -257,7 +268,7 @@ async fn run(
 ) -> Result<(), String> {
     let deriver = Deriver::new(&cfg);
     let store = deriver.store().clone();
-    let forward = geometra_sidecar::export::build(&cfg, &store).await?;
+    let forward = geometra_sidecar::export::otlp::build(&cfg, &store).await?;
     let pipeline = Arc::new(Pipeline {
         deriver: geometra_sidecar::reload::Live::new(deriver),
         store: store.clone(),
@@ -265,6 +276,13 @@ async fn run(
         max_value_depth: cfg.receivers.max_value_depth,
     });
     let health = Arc::new(Health::default());
+    if let Some(rw) = &cfg.remote_write {
+        let p = pipeline.clone();
+        let source: geometra_sidecar::export::remote_write::SnapshotSource =
+            Arc::new(move || server::snapshot(&p.deriver.load()));
+        let stats = geometra_sidecar::export::remote_write::start(rw, &store, source)?;
+        let _ = store.remote_write.set(stats);
+    }
 
     let grpc_l = listen::bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
     let http_l = match cfg.receivers.otlp_http.listen {

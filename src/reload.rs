@@ -23,7 +23,8 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keys (dotted paths: a whole section or one key of it) that reload; every
-/// other difference is refused as restart-only.
+/// other difference is refused as restart-only, named by its key path
+/// (`forward.*`, `remote_write.*` and the listeners among them).
 const RELOADABLE: &[&str] = &[
     "rules",
     "extra_rules",
@@ -205,7 +206,7 @@ impl Reloader {
         }
         // everything that can fail first (the hash key file is re-read, so
         // SIGHUP also rotates the key), then nothing fails
-        let redactor = crate::export::redact::Redactor::new(&new.redaction)?;
+        let redactor = crate::export::otlp::redact::Redactor::new(&new.redaction)?;
         self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
@@ -332,6 +333,23 @@ mod tests {
         assert_eq!(
             restart_only_changes(&old, &new),
             vec!["receivers.otlp_grpc.listen", "forward.queue.dir"]
+        );
+    }
+
+    #[test]
+    fn remote_write_changes_are_refused_by_name() {
+        let mut old = Config::default();
+        let mut new = old.clone();
+        new.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));
+        assert_eq!(restart_only_changes(&old, &new), vec!["remote_write"]);
+        old.remote_write = new.remote_write.clone();
+        if let Some(rw) = &mut new.remote_write {
+            rw.interval.0 *= 2;
+            rw.external_labels.insert("cluster".into(), "b".into());
+        }
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            vec!["remote_write.interval", "remote_write.external_labels"]
         );
     }
 }

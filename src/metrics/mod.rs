@@ -178,6 +178,8 @@ pub struct Store {
     pub started_s: u64,
     /// config reload outcomes (counted by `crate::reload`)
     pub reload: Arc<crate::reload::ReloadStats>,
+    /// the remote-write exporter's own counters, when it runs
+    pub remote_write: std::sync::OnceLock<Arc<crate::export::remote_write::Stats>>,
 }
 
 impl Store {
@@ -204,6 +206,7 @@ impl Store {
             exporters: Mutex::new(Vec::new()),
             started_s: now_secs(),
             reload: Arc::new(crate::reload::ReloadStats::default()),
+            remote_write: std::sync::OnceLock::new(),
         }
     }
 

@@ -179,6 +179,9 @@ fn exporters(out: &mut Vec<Family>, store: &Store) {
         }
         out.push(f);
     }
+    if let Some(rw) = store.remote_write.get() {
+        rw.families(out);
+    }
 }
 
 /// Live, overflowed and expired series per metric.

@@ -13,7 +13,7 @@
 //! (the repeated field 1 of the concatenation holds all the resources).
 
 use super::disk::{DiskLog, Loc};
-use super::Refusal;
+use crate::export::Refusal;
 use crate::metrics::ExporterStats;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;

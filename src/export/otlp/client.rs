@@ -1,20 +1,18 @@
 //! The OTLP exporters' transports: OTLP/gRPC (tonic, raw request bytes) and
-//! OTLP/HTTP (protobuf, gzip), and the classification of their outcomes into
-//! delivered (possibly partially), retryable and permanent, after the OTLP
-//! specification and opentelemetry-rust's retry classification.
-//!
-//! HTTP client: reqwest (with rustls). It is the most used, well-kept Rust
-//! HTTP client, already in the tree as a dev-dependency, and gives custom CAs,
-//! client certificates, timeouts and connection pooling without the TLS and
-//! pool plumbing that hyper-util's legacy client leaves to the caller.
+//! OTLP/HTTP (protobuf, gzip), and what the downstream answered: delivered
+//! (possibly partially) or a [`Failure`] classified by [`crate::export::retry`].
+//! The HTTP client is built by [`crate::export::http`].
 
 use crate::config::{Compression, Endpoint, Protocol};
+use crate::export::auth::Token;
+use crate::export::http::read;
+pub use crate::export::retry::Failure;
+use crate::export::retry::{classify_grpc, classify_http, HttpRetry};
 use crate::metrics::SignalKind;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Code, Status};
 
 /// What the downstream said about a delivered request.
@@ -22,21 +20,6 @@ use tonic::{Code, Status};
 pub struct Delivered {
     pub rejected: u64,
     pub message: String,
-}
-
-#[derive(Debug, PartialEq)]
-pub enum Failure {
-    /// Try again, after the server's hint when it gave one.
-    Retryable {
-        after: Option<Duration>,
-        msg: String,
-    },
-    /// Never retried: counted and dropped.
-    Permanent(String),
-    /// Never retried: the downstream refused the data itself (gRPC
-    /// INVALID_ARGUMENT, HTTP 400 or 413), so a batch of several requests is
-    /// split to find the one refused.
-    Rejected(String),
 }
 
 /// `Export*ServiceResponse`: all three share this layout (field 1 partial
@@ -63,128 +46,6 @@ impl From<ExportResponse> for Delivered {
             },
             None => Delivered::default(),
         }
-    }
-}
-
-/// `google.rpc.RetryInfo`'s delay, when `details` (a `google.rpc.Status`) has one.
-pub fn retry_info(details: &[u8]) -> Option<Duration> {
-    crate::rpc_status::retry_delay(details)
-}
-
-/// The OTLP/gRPC classification: UNAVAILABLE, CANCELLED, DEADLINE_EXCEEDED,
-/// ABORTED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only
-/// with RetryInfo (the server says it can recover); everything else is
-/// permanent. A transport error (no connection) is retryable.
-pub fn classify_grpc(status: &Status) -> Failure {
-    let hint = retry_info(status.details());
-    let msg = format!("gRPC {:?}: {}", status.code(), status.message());
-    match status.code() {
-        Code::Unavailable
-        | Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::DataLoss => Failure::Retryable { after: hint, msg },
-        Code::ResourceExhausted if hint.is_some() => Failure::Retryable { after: hint, msg },
-        Code::InvalidArgument => Failure::Rejected(msg),
-        // tonic reports its own transport failures as UNKNOWN with a source
-        Code::Unknown if std::error::Error::source(status).is_some() => {
-            Failure::Retryable { after: None, msg }
-        }
-        _ => Failure::Permanent(msg),
-    }
-}
-
-/// The OTLP/HTTP classification: 429, 502, 503 and 504 are retryable
-/// (honouring Retry-After); other non-2xx answers are permanent.
-pub fn classify_http(status: u16, retry_after: Option<&str>, body: &str) -> Failure {
-    let msg = format!(
-        "HTTP {status}: {}",
-        body.chars().take(200).collect::<String>()
-    );
-    match status {
-        429 | 502 | 503 | 504 => Failure::Retryable {
-            after: retry_after.and_then(parse_retry_after),
-            msg,
-        },
-        400 | 413 => Failure::Rejected(msg),
-        _ => Failure::Permanent(msg),
-    }
-}
-
-/// Retry-After: delay-seconds or an HTTP date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s));
-    }
-    let t = httpdate_parse(v)?;
-    Some(
-        t.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers send.
-fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
-    let p: Vec<&str> = v.split_whitespace().collect();
-    if p.len() != 6 || p[5] != "GMT" {
-        return None;
-    }
-    let day: u64 = p[1].parse().ok()?;
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = months.iter().position(|m| *m == p[2])? as u64 + 1;
-    let year: u64 = p[3].parse().ok()?;
-    let hms: Vec<u64> = p[4].split(':').filter_map(|x| x.parse().ok()).collect();
-    if hms.len() != 3 || year < 1970 {
-        return None;
-    }
-    // days from civil (Howard Hinnant's algorithm)
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// A bearer token read from a file, re-read at most once a minute (mounted
-/// secrets rotate).
-pub struct Token {
-    path: PathBuf,
-    cached: RwLock<(Instant, String)>,
-}
-
-impl Token {
-    fn load(path: &PathBuf) -> Result<String, String> {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read bearer_token_file {}: {e}", path.display()))
-    }
-    fn get(&self) -> String {
-        {
-            let c = self.cached.read().unwrap_or_else(|p| p.into_inner());
-            if c.0.elapsed() < Duration::from_secs(60) {
-                return c.1.clone();
-            }
-        }
-        let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
-        match Token::load(&self.path) {
-            Ok(t) => *c = (Instant::now(), t),
-            Err(e) => {
-                tracing::warn!(error = %e, "keeping the previous bearer token");
-                c.0 = Instant::now();
-            }
-        }
-        c.1.clone()
     }
 }
 
@@ -230,19 +91,12 @@ pub fn resolve(ep: &Endpoint, sig: SignalKind) -> (Protocol, String) {
     }
 }
 
-fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
-}
-
 impl Client {
     pub fn new(ep: &Endpoint, sig: SignalKind) -> Result<Client, String> {
         let (proto, url) = resolve(ep, sig);
         let where_ = format!("forward.{}", signal_path(sig));
         let token = match &ep.bearer_token_file {
-            Some(p) => Some(Arc::new(Token {
-                path: p.clone(),
-                cached: RwLock::new((Instant::now(), Token::load(p)?)),
-            })),
+            Some(p) => Some(Arc::new(Token::new(p)?)),
             None => None,
         };
         let gzip = ep.compression == Compression::Gzip;
@@ -314,50 +168,15 @@ impl Client {
                 })
             }
             Protocol::Http => {
-                let mut b = reqwest::Client::builder()
-                    .use_rustls_tls()
-                    .timeout(timeout)
-                    .connect_timeout(timeout.min(Duration::from_secs(5)))
-                    .pool_idle_timeout(Duration::from_secs(60));
-                if let Some(t) = &ep.tls {
-                    if let Some(ca) = &t.ca_file {
-                        for c in reqwest::Certificate::from_pem_bundle(&read(ca, "tls.ca_file")?)
-                            .map_err(|e| format!("{where_}.tls.ca_file: {e}"))?
-                        {
-                            b = b.add_root_certificate(c);
-                        }
-                    }
-                    match (&t.cert_file, &t.key_file) {
-                        (Some(c), Some(k)) => {
-                            let mut pem = read(c, "tls.cert_file")?;
-                            pem.push(b'\n');
-                            pem.extend_from_slice(&read(k, "tls.key_file")?);
-                            b = b.identity(
-                                reqwest::Identity::from_pem(&pem)
-                                    .map_err(|e| format!("{where_}.tls: {e}"))?,
-                            );
-                        }
-                        (None, None) => {}
-                        _ => {
-                            return Err(format!("{where_}.tls: cert_file and key_file go together"))
-                        }
-                    }
-                }
-                let mut headers = reqwest::header::HeaderMap::new();
-                for (k, v) in &ep.headers {
-                    let key = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| format!("{where_}.headers: {k:?}: {e}"))?;
-                    let val = reqwest::header::HeaderValue::from_str(v)
-                        .map_err(|e| format!("{where_}.headers.{k}: {e}"))?;
-                    headers.insert(key, val);
-                }
-                headers.insert(
-                    reqwest::header::CONTENT_TYPE,
-                    reqwest::header::HeaderValue::from_static("application/x-protobuf"),
-                );
-                b = b.default_headers(headers);
+                let client = crate::export::http::client(
+                    &where_,
+                    ep.tls.as_ref(),
+                    timeout,
+                    &ep.headers,
+                    &[(reqwest::header::CONTENT_TYPE, "application/x-protobuf")],
+                )?;
                 Ok(Client::Http {
-                    client: b.build().map_err(|e| format!("{where_}: {e}"))?,
+                    client,
                     url,
                     gzip,
                     token,
@@ -384,7 +203,11 @@ impl Client {
                         after: None,
                         msg: format!("gRPC connection: {e}"),
                     })?;
-                let req = grpc_request(path, metadata, token.as_deref(), *gzip, *timeout, &body)?;
+                let bearer = match token {
+                    Some(t) => Some(t.current().await),
+                    None => None,
+                };
+                let req = grpc_request(path, metadata, bearer.as_deref(), *gzip, *timeout, &body)?;
                 let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
                     Failure::Retryable {
                         after: None,
@@ -408,7 +231,7 @@ impl Client {
                     req = req.body(body);
                 }
                 if let Some(t) = token {
-                    req = req.bearer_auth(t.get());
+                    req = req.bearer_auth(t.current().await);
                 }
                 let resp = req.send().await.map_err(|e| Failure::Retryable {
                     after: None,
@@ -438,6 +261,7 @@ impl Client {
                     status,
                     retry_after.as_deref(),
                     &String::from_utf8_lossy(&bytes),
+                    HttpRetry::Otlp,
                 ))
             }
         }
@@ -450,7 +274,7 @@ impl Client {
 fn grpc_request(
     path: &http::uri::PathAndQuery,
     metadata: &tonic::metadata::MetadataMap,
-    token: Option<&Token>,
+    bearer: Option<&str>,
     gzip: bool,
     timeout: Duration,
     body: &[u8],
@@ -493,8 +317,8 @@ fn grpc_request(
             }
         }
     }
-    if let Some(t) = token {
-        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {}", t.get())) {
+    if let Some(t) = bearer {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}")) {
             headers.insert(http::header::AUTHORIZATION, v);
         }
     }
@@ -613,117 +437,6 @@ mod tests {
         assert_eq!(
             resolve(&e, SignalKind::Spans),
             (Protocol::Http, "https://gw:4318/v1/traces".into())
-        );
-    }
-
-    #[test]
-    fn grpc_classification_follows_the_spec() {
-        for c in [
-            Code::Unavailable,
-            Code::Cancelled,
-            Code::DeadlineExceeded,
-            Code::Aborted,
-            Code::OutOfRange,
-            Code::DataLoss,
-        ] {
-            assert!(matches!(
-                classify_grpc(&Status::new(c, "x")),
-                Failure::Retryable { .. }
-            ));
-        }
-        assert!(matches!(
-            classify_grpc(&Status::new(Code::InvalidArgument, "x")),
-            Failure::Rejected(_)
-        ));
-        for c in [
-            Code::Unauthenticated,
-            Code::PermissionDenied,
-            Code::NotFound,
-            Code::Unimplemented,
-            Code::Internal,
-            Code::ResourceExhausted,
-        ] {
-            assert!(
-                matches!(classify_grpc(&Status::new(c, "x")), Failure::Permanent(_)),
-                "{c:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn resource_exhausted_with_retry_info_is_retried_after_its_delay() {
-        // google.rpc.Status { details: [Any { RetryInfo { 3s } }] }, built by hand
-        #[derive(Clone, PartialEq, Message)]
-        struct D {
-            #[prost(int64, tag = "1")]
-            s: i64,
-        }
-        #[derive(Clone, PartialEq, Message)]
-        struct Ri {
-            #[prost(message, optional, tag = "1")]
-            d: Option<D>,
-        }
-        #[derive(Clone, PartialEq, Message)]
-        struct Any {
-            #[prost(string, tag = "1")]
-            t: String,
-            #[prost(bytes = "vec", tag = "2")]
-            v: Vec<u8>,
-        }
-        #[derive(Clone, PartialEq, Message)]
-        struct St {
-            #[prost(int32, tag = "1")]
-            code: i32,
-            #[prost(message, repeated, tag = "3")]
-            details: Vec<Any>,
-        }
-        let details = St {
-            code: 8,
-            details: vec![Any {
-                t: "type.googleapis.com/google.rpc.RetryInfo".into(),
-                v: Ri {
-                    d: Some(D { s: 3 }),
-                }
-                .encode_to_vec(),
-            }],
-        }
-        .encode_to_vec();
-        let s = Status::with_details(Code::ResourceExhausted, "slow down", details.into());
-        assert_eq!(
-            classify_grpc(&s),
-            Failure::Retryable {
-                after: Some(Duration::from_secs(3)),
-                msg: "gRPC ResourceExhausted: slow down".into()
-            }
-        );
-    }
-
-    #[test]
-    fn http_classification_and_retry_after() {
-        assert_eq!(
-            classify_http(429, Some("7"), ""),
-            Failure::Retryable {
-                after: Some(Duration::from_secs(7)),
-                msg: "HTTP 429: ".into()
-            }
-        );
-        for s in [502, 503, 504] {
-            assert!(matches!(
-                classify_http(s, None, ""),
-                Failure::Retryable { after: None, .. }
-            ));
-        }
-        for s in [401, 403, 404, 500] {
-            assert!(matches!(classify_http(s, None, ""), Failure::Permanent(_)));
-        }
-        for s in [400, 413] {
-            assert!(matches!(classify_http(s, None, ""), Failure::Rejected(_)));
-        }
-        let past = classify_http(503, Some("Sun, 06 Nov 1994 08:49:37 GMT"), "");
-        assert!(matches!(past, Failure::Retryable { after: Some(d), .. } if d.is_zero()));
-        assert_eq!(
-            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(std::time::UNIX_EPOCH + Duration::from_secs(784111777))
         );
     }
 

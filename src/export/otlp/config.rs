@@ -1,0 +1,169 @@
+//! The OTLP forwarder's configuration (`forward:`): where each signal goes,
+//! and how it is batched, retried and queued; with its validation.
+
+use crate::config::{ConfigError, Dur, Tls};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Forward {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Endpoint>,
+    pub batch: Batch,
+    pub retry: Retry,
+    pub queue: Queue,
+    pub drain_timeout: Dur,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub endpoint: String,
+    /// Inferred from the endpoint when absent: a path ending in `/v1/<signal>` is OTLP/HTTP, else gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_compression() -> Compression {
+    Compression::Gzip
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batch {
+    pub max_items: usize,
+    pub max_bytes: usize,
+    pub timeout: Dur,
+}
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            max_items: 512,
+            max_bytes: 1 << 20,
+            timeout: Dur(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retry {
+    pub initial_interval: Dur,
+    pub max_interval: Dur,
+    pub max_elapsed: Dur,
+}
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial_interval: Dur(Duration::from_millis(500)),
+            max_interval: Dur(Duration::from_secs(30)),
+            // never give up: a full queue pushes back on the app instead of
+            // dropping what was acknowledged (0s = no limit)
+            max_elapsed: Dur(Duration::ZERO),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queue {
+    pub max_items: usize,
+    pub max_bytes: usize,
+    /// On-disk queue directory; null keeps the queue in memory only.
+    pub dir: Option<PathBuf>,
+    pub max_disk_bytes: u64,
+    /// fdatasync the on-disk queue before acknowledging (group commit);
+    /// false survives a crash of the process but not of the node.
+    pub fsync: bool,
+    /// Batches sent concurrently per signal.
+    pub consumers: usize,
+}
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            max_items: 10_000,
+            max_bytes: 64 << 20,
+            dir: None,
+            // an hour at 1,000 records/s of ~300-byte log records is
+            // ~1.1 GB with framing: 2 GiB holds it with room to spare
+            max_disk_bytes: 2 << 30,
+            fsync: true,
+            consumers: 4,
+        }
+    }
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            logs: None,
+            traces: None,
+            metrics: None,
+            batch: Batch::default(),
+            retry: Retry::default(),
+            queue: Queue::default(),
+            drain_timeout: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl Forward {
+    /// What serde cannot check (the key paths start at `forward.`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, msg: &str| Err(ConfigError(format!("forward.{key}: {msg}")));
+        for (name, ep) in [
+            ("logs", &self.logs),
+            ("traces", &self.traces),
+            ("metrics", &self.metrics),
+        ] {
+            if let Some(ep) = ep {
+                if !(ep.endpoint.starts_with("http://") || ep.endpoint.starts_with("https://")) {
+                    return bad(
+                        &format!("{name}.endpoint"),
+                        "must start with http:// or https://",
+                    );
+                }
+            }
+        }
+        if self.batch.max_items == 0 {
+            return bad("batch.max_items", "must be at least 1");
+        }
+        if self.queue.consumers == 0 {
+            return bad("queue.consumers", "must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The push loop: a timer takes a snapshot (on a blocking thread: it walks
+//! the whole store), translates, encodes and compresses it, and sends it;
+//! a failed send is retried with backoff while at most one request, the
+//! latest, waits. Its self-metrics use the Collector's names for its
+//! `prometheusremotewrite` exporter.
+
+use super::client::Client;
+use super::config::RemoteWrite;
+use super::translate::Translator;
+use crate::export::retry::{Backoff, Failure};
+use crate::metrics::snapshot::{Family, Kind, Snapshot};
+use crate::metrics::{ExporterStats, SignalKind, Store};
+use bytes::Bytes;
+use prost::Message;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// The exporter's name in the `exporter` label.
+pub const NAME: &str = "prometheusremotewrite";
+
+/// Where snapshots come from (the binary passes the store's).
+pub type SnapshotSource = Arc<dyn Fn() -> Snapshot + Send + Sync>;
+
+/// Counters of the exporter; `points` (sent, send_failed, queue size) are
+/// the Collector's exporter metrics with `exporter="prometheusremotewrite"`.
+pub struct Stats {
+    pub points: Arc<ExporterStats>,
+    /// requests sent, whatever their outcome (the Collector's `sent_batches`)
+    pub sent_batches: AtomicU64,
+    pub translated_series: AtomicU64,
+    /// failed requests that will be retried
+    pub failed_retryable: AtomicU64,
+    /// failed requests dropped without a retry (4xx other than 429)
+    pub failed_permanent: AtomicU64,
+}
+
+impl Stats {
+    /// The exporter's own families (beside the `points` counters, which the
+    /// exporters' section renders with the OTLP forwarder's).
+    pub fn families(&self, out: &mut Vec<Family>) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        for (name, help, v) in [
+            (
+                "otelcol_exporter_prometheusremotewrite_sent_batches_total",
+                "Number of remote write requests sent, whatever their outcome.",
+                &self.sent_batches,
+            ),
+            (
+                "otelcol_exporter_prometheusremotewrite_translated_time_series_total",
+                "Number of Prometheus time series translated for remote write.",
+                &self.translated_series,
+            ),
+        ] {
+            let mut f = Family::new(name, Kind::Counter, help);
+            f.value(&[], load(v));
+            out.push(f);
+        }
+        let mut f = Family::new(
+            "geometra_sidecar_remote_write_failed_requests_total",
+            Kind::Counter,
+            "Remote write requests that failed: retryable (5xx, 429, no connection) or permanent (other 4xx, dropped).",
+        );
+        f.value(&[("reason", "retryable")], load(&self.failed_retryable));
+        f.value(&[("reason", "permanent")], load(&self.failed_permanent));
+        out.push(f);
+    }
+}
+
+/// One compressed request and what it holds.
+struct Push {
+    body: Bytes,
+    points: u64,
+}
+
+/// Checks the config, builds the client and starts the push loop.
+pub fn start(
+    cfg: &RemoteWrite,
+    store: &Arc<Store>,
+    source: SnapshotSource,
+) -> Result<Arc<Stats>, String> {
+    let client = Client::new(cfg)?;
+    let points = Arc::new(ExporterStats::new(NAME, SignalKind::MetricPoints, 1));
+    store.add_exporter(points.clone());
+    let stats = Arc::new(Stats {
+        points,
+        sent_batches: AtomicU64::new(0),
+        translated_series: AtomicU64::new(0),
+        failed_retryable: AtomicU64::new(0),
+        failed_permanent: AtomicU64::new(0),
+    });
+    let translator = Arc::new(Translator::new(&cfg.external_labels));
+    tokio::spawn(run(
+        client,
+        translator,
+        source,
+        cfg.interval.0,
+        stats.clone(),
+    ));
+    tracing::info!(url = %cfg.url, interval = ?cfg.interval.0, "remote write started");
+    Ok(stats)
+}
+
+/// Snapshot → request → protobuf → snappy, off the async workers.
+async fn build(source: &SnapshotSource, tr: &Arc<Translator>, stats: &Stats) -> Option<Push> {
+    let (source, tr) = (source.clone(), tr.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        let req = tr.request(&source());
+        let points: usize = req
+            .timeseries
+            .iter()
+            .map(|t| t.samples.len() + t.histograms.len())
+            .sum();
+        let series = req.timeseries.len() as u64;
+        let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec());
+        body.map(|b| {
+            (
+                Push {
+                    body: b.into(),
+                    points: points as u64,
+                },
+                series,
+            )
+        })
+    })
+    .await;
+    match res {
+        // nothing to say yet (no series in the store)
+        Ok(Ok((_, 0))) => None,
+        Ok(Ok((push, series))) => {
+            stats.translated_series.fetch_add(series, Ordering::Relaxed);
+            Some(push)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "remote write: snappy compression failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "remote write: building the snapshot failed");
+            None
+        }
+    }
+}
+
+async fn run(
+    client: Client,
+    tr: Arc<Translator>,
+    source: SnapshotSource,
+    interval: Duration,
+    stats: Arc<Stats>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // 500ms doubling to 5s: the bounds of Prometheus' own remote write (30ms
+    // to 5s), starting slower as one request carries the whole store
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+    let mut pending: Option<Push> = None;
+    // set while a failed request waits for its retry
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let wake = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = ticker.tick() => {
+                let Some(push) = build(&source, &tr, &stats).await else { continue };
+                if let Some(old) = pending.replace(push) {
+                    // cumulative data: the newer snapshot supersedes it
+                    stats.points.send_failed.fetch_add(old.points, Ordering::Relaxed);
+                }
+                stats.points.queue_size.store(1, Ordering::Relaxed);
+                if retry_at.is_some() {
+                    continue;
+                }
+            }
+            _ = tokio::time::sleep_until(wake), if retry_at.is_some() => {}
+        }
+        retry_at = attempt(&client, &mut pending, &mut backoff, &stats).await;
+    }
+}
+
+/// Sends the pending request; the instant of its retry when it should be
+/// retried, else None (sent or dropped).
+async fn attempt(
+    client: &Client,
+    pending: &mut Option<Push>,
+    backoff: &mut Backoff,
+    stats: &Stats,
+) -> Option<Instant> {
+    let push = pending.as_ref()?;
+    stats.sent_batches.fetch_add(1, Ordering::Relaxed);
+    let (points, res) = (push.points, client.send(push.body.clone()).await);
+    let p = &stats.points;
+    match res {
+        Ok(()) => p.sent.fetch_add(points, Ordering::Relaxed),
+        Err(Failure::Retryable { after, msg }) => {
+            stats.failed_retryable.fetch_add(1, Ordering::Relaxed);
+            let wait = backoff.next(after);
+            tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "remote write failed; retrying (only the latest snapshot is kept)");
+            return Some(Instant::now() + wait);
+        }
+        Err(Failure::Permanent(msg) | Failure::Rejected(msg)) => {
+            stats.failed_permanent.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %msg, points, "remote write refused; request dropped, not retried");
+            p.send_failed.fetch_add(points, Ordering::Relaxed)
+        }
+    };
+    *pending = None;
+    p.queue_size.store(0, Ordering::Relaxed);
+    backoff.reset();
+    None
+}
