@@ -266,7 +266,7 @@ impl Gen {
     }
 
     fn exp_point(&mut self) -> ExponentialHistogramDataPoint {
-        let mut side = |g: &mut Self| {
+        let side = |g: &mut Self| {
             let offset = match g.rng.u8(..8) {
                 0 => i32::MAX,
                 1 => i32::MIN,
