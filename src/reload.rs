@@ -5,7 +5,6 @@
 //! old config keeps serving. Outcomes are counted for `/metrics`.
 
 use crate::config::Config;
-use crate::metrics::encode::Encoder;
 use crate::receiver::cors::Cors;
 use crate::receiver::Pipeline;
 use std::path::PathBuf;
@@ -74,26 +73,27 @@ impl Default for ReloadStats {
 }
 
 impl ReloadStats {
-    pub fn render(&self, e: &mut Encoder) {
-        let name = "geometra_sidecar_config_reloads_total";
-        e.header(name, "counter", "Config reloads by result.", "");
-        for (result, n) in [("success", &self.success), ("failure", &self.failure)] {
-            e.sample(
-                name,
-                "",
-                &[("result", result)],
-                n.load(Ordering::Relaxed) as f64,
-            );
-        }
-        let name = "geometra_sidecar_config_last_reload_successful";
-        e.header(
-            name,
-            "gauge",
+    /// Reload outcomes (counted by [`Reloader::reload`]).
+    pub fn declare(t: &crate::telemetry::SelfMetrics, store: &Arc<crate::metrics::Store>) {
+        let s = store.reload.clone();
+        t.counter(
+            "geometra_sidecar_config_reloads_total",
+            "Config reloads by result.",
+            "",
+            move |o| {
+                for (result, n) in [("success", &s.success), ("failure", &s.failure)] {
+                    let v = n.load(Ordering::Relaxed);
+                    o.observe(v, &crate::telemetry::kv([("result", result)]));
+                }
+            },
+        );
+        let s = store.reload.clone();
+        t.gauge(
+            "geometra_sidecar_config_last_reload_successful",
             "1 if the last config reload was put in force (or none was tried), 0 if it was refused.",
             "",
+            move |o| o.observe(if s.last_ok.load(Ordering::Relaxed) { 1.0 } else { 0.0 }, &[]),
         );
-        let ok = self.last_ok.load(Ordering::Relaxed);
-        e.sample(name, "", &[], if ok { 1.0 } else { 0.0 });
     }
 }
 
@@ -202,6 +202,7 @@ impl Reloader {
 
     /// Re-reads and applies the config; counts and logs the outcome.
     pub fn reload(&mut self, why: &str) -> Result<(), String> {
+        let _span = tracing::info_span!("config_reload", trigger = why).entered();
         let stats = self.pipeline.store().reload.clone();
         let r = self.try_reload();
         match &r {

@@ -4,6 +4,7 @@
 
 use crate::derive::Deriver;
 use crate::metrics::encode;
+use crate::telemetry::SelfMetrics;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,14 +27,24 @@ pub struct Health {
 struct St {
     pipeline: Arc<crate::receiver::Pipeline>,
     health: Arc<Health>,
+    own: Arc<SelfMetrics>,
 }
 
-pub fn router(pipeline: Arc<crate::receiver::Pipeline>, health: Arc<Health>) -> Router {
+/// `own`: the self-metrics, declared by the components (see `main.rs`).
+pub fn router(
+    pipeline: Arc<crate::receiver::Pipeline>,
+    health: Arc<Health>,
+    own: Arc<SelfMetrics>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(St { pipeline, health })
+        .with_state(St {
+            pipeline,
+            health,
+            own,
+        })
 }
 
 async fn readyz(State(st): State<St>) -> Response {
@@ -48,9 +59,9 @@ async fn readyz(State(st): State<St>) -> Response {
 }
 
 /// Renders the exposition for a scrape.
-pub fn render(d: &Deriver, accept: &str) -> (&'static str, String) {
+pub fn render(d: &Deriver, own: &SelfMetrics, accept: &str) -> (&'static str, String) {
     let om = encode::wants_openmetrics(accept);
-    let body = encode::render(d.store(), &d.skipped(), om);
+    let body = encode::render(d.store(), &own.families(), om);
     (
         if om {
             encode::OPENMETRICS_CONTENT_TYPE
@@ -68,8 +79,9 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
         .unwrap_or("")
         .to_string();
     let p = st.pipeline.clone();
+    let own = st.own.clone();
     // encoding takes each family's lock briefly; keep it off the async workers' critical path
-    match tokio::task::spawn_blocking(move || render(&p.deriver.load(), &accept)).await {
+    match tokio::task::spawn_blocking(move || render(&p.deriver.load(), &own, &accept)).await {
         Ok((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
