@@ -335,7 +335,9 @@ async fn run(
             stop_rx.clone(),
         ))
     });
-    let own = Arc::new(SelfMetrics::new(otlp));
+    // per-metric self-metrics list every rule and pass-through family
+    let families = cfg.rules.len() + cfg.extra_rules.len() + cfg.store.max_passthrough_families;
+    let own = Arc::new(SelfMetrics::new(otlp, families + 64));
     declare_self_metrics(&own, &pipeline);
     let metrics_app = server::router(pipeline.clone(), health.clone(), own.clone());
     // /metrics keeps serving while draining; it stops last.

@@ -126,7 +126,11 @@ impl Sink {
         let mut out = Vec::new();
         for rl in l.iter().flat_map(|r| &r.resource_logs) {
             for sl in &rl.scope_logs {
-                let scope = sl.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                let scope = sl
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
                 for r in &sl.log_records {
                     let body = match r.body.as_ref().and_then(|b| b.value.as_ref()) {
                         Some(Value::StringValue(s)) => s.clone(),
@@ -153,7 +157,10 @@ impl Sink {
                     continue;
                 }
                 for p in &s.data_points {
-                    if attrs.iter().all(|(k, v)| attr(&p.attributes, k) == Some(*v)) {
+                    if attrs
+                        .iter()
+                        .all(|(k, v)| attr(&p.attributes, k) == Some(*v))
+                    {
                         let v = match p.value {
                             Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
                             Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
@@ -169,12 +176,12 @@ impl Sink {
 }
 
 fn attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    kvs.iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+    kvs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
             Some(Value::StringValue(s)) => Some(s.as_str()),
             _ => None,
-        })
+        }
+    })
 }
 
 fn service(r: &Option<ProtoResource>) -> String {
@@ -201,7 +208,10 @@ async fn start(config: &str) -> (Sidecar, std::path::PathBuf) {
         .expect("write config");
     let err = std::fs::File::create(&log).expect("log file");
     std::env::set_var("K8S_POD_NAME", "api-7d9f-xk2p");
-    std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test");
+    std::env::set_var(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment.name=test",
+    );
     let sc = Sidecar::start_logging(&cfg, Stdio::from(err), dir, None).await;
     (sc, log)
 }
@@ -287,8 +297,14 @@ async fn own_spans_logs_and_metrics_reach_the_endpoint_and_nothing_loops_back() 
     // record, the derived metrics count only the app's spans...
     let m = sc.scrape().await;
     assert_eq!(m.sum("otelcol_receiver_accepted_spans_total", &[]), 3.0);
-    assert_eq!(m.sum("otelcol_receiver_accepted_log_records_total", &[]), 0.0);
-    assert_eq!(m.sum("otelcol_receiver_accepted_metric_points_total", &[]), 0.0);
+    assert_eq!(
+        m.sum("otelcol_receiver_accepted_log_records_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        m.sum("otelcol_receiver_accepted_metric_points_total", &[]),
+        0.0
+    );
     // ...and the forward sink got the app's spans only, no own logs
     fwd.wait("the app's 3 spans forwarded", |s| s.span_names().len() >= 3)
         .await;
@@ -302,9 +318,11 @@ async fn own_spans_logs_and_metrics_reach_the_endpoint_and_nothing_loops_back() 
     // the exporter's own transports and the SDK never export themselves
     let scopes: Vec<String> = own.log_records().into_iter().map(|(_, s, _)| s).collect();
     assert!(
-        scopes.iter().all(|s| !["opentelemetry", "h2", "tonic", "hyper", "tower"]
+        scopes
             .iter()
-            .any(|p| s.starts_with(p))),
+            .all(|s| !["opentelemetry", "h2", "tonic", "hyper", "tower"]
+                .iter()
+                .any(|p| s.starts_with(p))),
         "{scopes:?}"
     );
 }
@@ -351,7 +369,11 @@ fn an_endpoint_at_its_own_receiver_is_refused_unless_allowed() {
             .output()
             .expect("run")
     };
-    for ep in ["http://localhost:4317", "http://127.0.0.1:4318", "http://[::1]:4317"] {
+    for ep in [
+        "http://localhost:4317",
+        "http://127.0.0.1:4318",
+        "http://[::1]:4317",
+    ] {
         let out = check(&format!("telemetry:\n  otlp:\n    endpoint: {ep}\n"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{ep} accepted");
@@ -360,8 +382,17 @@ fn an_endpoint_at_its_own_receiver_is_refused_unless_allowed() {
             "{err}"
         );
     }
-    let out = check("telemetry:\n  otlp:\n    endpoint: http://localhost:4317\n    allow_self: true\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        check("telemetry:\n  otlp:\n    endpoint: http://localhost:4317\n    allow_self: true\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = check("telemetry:\n  otlp:\n    endpoint: http://otel-collector:4317\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -7,10 +7,10 @@ pub mod sanitize;
 pub mod snapshot;
 pub mod store;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use crate::telemetry::SelfMetrics;
 use opentelemetry::KeyValue;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use store::{Budget, Family, FastMap};
 
 pub fn now_secs() -> u64 {
@@ -384,12 +384,16 @@ impl ExporterStats {
         type Field = fn(&ExporterStats) -> &AtomicU64;
         let counters: [(&str, &str, Field); 3] = [
             ("sent", "successfully sent to destination", |x| &x.sent),
-            ("send_failed", "in failed attempts to send to destination", |x| {
-                &x.send_failed
-            }),
-            ("enqueue_failed", "failed to be added to the sending queue", |x| {
-                &x.enqueue_failed
-            }),
+            (
+                "send_failed",
+                "in failed attempts to send to destination",
+                |x| &x.send_failed,
+            ),
+            (
+                "enqueue_failed",
+                "failed to be added to the sending queue",
+                |x| &x.enqueue_failed,
+            ),
         ];
         for (what, help, field) in counters {
             for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {

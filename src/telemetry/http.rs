@@ -31,7 +31,10 @@ impl Client {
         Ok(Client { client, rt })
     }
 
-    async fn send(client: reqwest::Client, req: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+    async fn send(
+        client: reqwest::Client,
+        req: Request<Bytes>,
+    ) -> Result<Response<Bytes>, HttpError> {
         let (parts, body) = req.into_parts();
         let mut r = client
             .request(parts.method, parts.uri.to_string())

@@ -28,11 +28,10 @@ use std::time::Duration;
 
 /// Attribute sets one instrument may report (the SDK preallocates its map to
 /// this size, so it stays small); instruments with a label per metric or
-/// rule get [`WIDE`].
+/// rule get the `wide` limit given to [`SelfMetrics::new`].
 const NARROW: usize = 64;
-/// For instruments labelled by metric or rule name: the store's families
-/// are bounded by `store.max_series`, far below this.
-pub const WIDE: usize = 20_000;
+/// The `wide` limit of [`SelfMetrics::default`].
+const DEFAULT_WIDE: usize = 2048;
 
 /// One declared instrument, in declaration order (the exposition order).
 struct Declared {
@@ -79,29 +78,35 @@ impl MetricReader for Shared {
     }
 }
 
-/// Each instrument's attribute-set limit: [`WIDE`] for those labelled per
-/// metric or rule ([`WIDE_INSTRUMENTS`]), [`NARROW`] for the rest.
-fn view(i: &Instrument) -> Option<Stream> {
-    let wide = WIDE_INSTRUMENTS.contains(&i.name());
-    Stream::builder()
-        .with_cardinality_limit(if wide { WIDE } else { NARROW })
-        .build()
-        .ok()
+/// Each instrument's attribute-set limit: `wide` for those labelled per
+/// metric or rule ([`WIDE_INSTRUMENTS`]), [`NARROW`] for the rest. Past it
+/// the SDK folds attribute sets into one `otel_metric_overflow="true"` series.
+fn view(wide: usize) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
+    move |i: &Instrument| {
+        let limit = if WIDE_INSTRUMENTS.contains(&i.name()) {
+            wide.max(NARROW)
+        } else {
+            NARROW
+        };
+        Stream::builder().with_cardinality_limit(limit).build().ok()
+    }
 }
 
 impl Default for SelfMetrics {
     fn default() -> Self {
-        Self::new(None)
+        Self::new(None, DEFAULT_WIDE)
     }
 }
 
 impl SelfMetrics {
     /// The provider with its /metrics reader and, given one, the OTLP push.
-    pub fn new(push: Option<&otlp::Pipelines>) -> Self {
+    /// `wide`: how many metrics or rules the per-metric self-metrics may
+    /// list (the store's bound on families, at start-up).
+    pub fn new(push: Option<&otlp::Pipelines>, wide: usize) -> Self {
         let reader = Arc::new(ManualReader::builder().build());
         let mut b = SdkMeterProvider::builder()
             .with_reader(Shared(reader.clone()))
-            .with_view(view);
+            .with_view(view(wide));
         if let Some(p) = push {
             b = p.add_metric_reader(b);
         }
@@ -224,7 +229,7 @@ impl SelfMetrics {
     }
 }
 
-/// The instruments labelled per metric or rule (see [`WIDE`]).
+/// The instruments labelled per metric or rule.
 const WIDE_INSTRUMENTS: [&str; 4] = [
     "geometra_sidecar_series",
     "geometra_sidecar_series_overflow",
@@ -245,8 +250,14 @@ fn prometheus_unit(ucum: &str) -> &'static str {
 fn fill(f: &mut Family, data: &AggregatedMetrics) {
     let mut rows: Vec<(Vec<(String, String)>, f64)> = Vec::new();
     let labels = |a: &mut dyn Iterator<Item = &KeyValue>| {
-        a.map(|kv| (kv.key.as_str().to_string(), kv.value.as_str().into_owned()))
-            .collect::<Vec<_>>()
+        // the SDK's `otel.metric.overflow` becomes a valid Prometheus label
+        a.map(|kv| {
+            (
+                kv.key.as_str().replace('.', "_"),
+                kv.value.as_str().into_owned(),
+            )
+        })
+        .collect::<Vec<_>>()
     };
     match data {
         AggregatedMetrics::U64(MetricData::Sum(s)) => {
@@ -315,7 +326,10 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![(vec![("b", "1")], 7.0), (vec![("b", "2")], 5.0)]);
-        assert_eq!((f[1].name.as_str(), f[1].unit.as_str()), ("x_empty", "bytes"));
+        assert_eq!(
+            (f[1].name.as_str(), f[1].unit.as_str()),
+            ("x_empty", "bytes")
+        );
         assert!(f[1].series.is_empty());
         n.store(9, Ordering::Relaxed);
         let f = t.families();
@@ -339,5 +353,29 @@ mod tests {
         assert_eq!(t.families()[0].series.len(), 2);
         on.store(false, Ordering::Relaxed);
         assert_eq!(t.families()[0].series.len(), 1);
+    }
+
+    #[test]
+    fn past_the_wide_limit_series_fold_into_a_valid_overflow_label() {
+        let t = SelfMetrics::new(None, 64);
+        t.gauge(
+            "geometra_sidecar_series",
+            "Live series per metric.",
+            "",
+            |o| {
+                for i in 0..100 {
+                    o.observe(1.0, &[KeyValue::new("metric", format!("m{i}"))]);
+                }
+            },
+        );
+        let f = t.families();
+        assert!(f[0].series.len() <= 64, "{}", f[0].series.len());
+        let overflow: Vec<Vec<(&str, &str)>> = f[0]
+            .series
+            .iter()
+            .map(|s| f[0].labels_of(s).collect::<Vec<_>>())
+            .filter(|l| l.iter().any(|(k, _)| k.starts_with("otel")))
+            .collect();
+        assert_eq!(overflow, vec![vec![("otel_metric_overflow", "true")]]);
     }
 }

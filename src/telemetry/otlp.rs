@@ -163,9 +163,8 @@ impl Pipelines {
     {
         let tracer = self.tracer.tracer("geometra-sidecar");
         let spans = tracing_opentelemetry::layer().with_tracer(tracer);
-        let logs = opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
-            &self.logger,
-        );
+        let logs =
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&self.logger);
         spans
             .and_then(logs)
             .with_filter(tracing_subscriber::filter::filter_fn(|m| {
@@ -175,7 +174,11 @@ impl Pipelines {
 
     /// Adds the periodic OTLP reader (once) to the self-metrics' provider.
     pub fn add_metric_reader(&self, b: MeterProviderBuilder) -> MeterProviderBuilder {
-        let r = self.metrics.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let r = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match r {
             Some(r) => b.with_reader(r).with_resource(self.resource.clone()),
             None => b,
@@ -207,7 +210,12 @@ mod tests {
         ] {
             assert!(!exported(t), "{t}");
         }
-        for t in ["geometra_sidecar::reload", "geometra_sidecar", "hyperloop", "tonicity"] {
+        for t in [
+            "geometra_sidecar::reload",
+            "geometra_sidecar",
+            "hyperloop",
+            "tonicity",
+        ] {
             assert!(exported(t), "{t}");
         }
     }
