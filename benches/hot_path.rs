@@ -261,11 +261,34 @@ fn bench(c: &mut Criterion) {
         b.iter(|| d.logs(black_box(&map_logs)).map(|o| o.items))
     });
     g.finish();
+    // the whole /metrics body: the store's families and the self-metrics,
+    // collected through the OpenTelemetry SDK's manual reader
+    let own = self_metrics(&d);
     let mut g = c.benchmark_group("scrape");
     g.bench_function("render_text", |b| {
-        b.iter(|| geometra_sidecar::metrics::encode::render(d.store(), &[], false).len())
+        b.iter(|| {
+            geometra_sidecar::metrics::encode::render(d.store(), &own.families(), false).len()
+        })
     });
+    g.bench_function("self_metrics_families", |b| b.iter(|| own.families().len()));
     g.finish();
+}
+
+/// The self-metrics /metrics shows, declared as the binary declares them
+/// (without exporters: the bench has none).
+fn self_metrics(d: &Deriver) -> geometra_sidecar::telemetry::SelfMetrics {
+    use geometra_sidecar::metrics::{self, passthrough::Passthrough, ListenerStats, ReceiverStats};
+    let t = geometra_sidecar::telemetry::SelfMetrics::default();
+    let store = d.store();
+    ReceiverStats::declare(&t, store);
+    ListenerStats::declare(&t, store);
+    geometra_sidecar::reload::ReloadStats::declare(&t, store);
+    metrics::Store::declare(&t, store);
+    let rules = std::sync::Arc::new(Deriver::new(&Config::default()));
+    Deriver::declare_skipped(&t, move || rules.clone());
+    Passthrough::declare(&t, store);
+    geometra_sidecar::telemetry::process::declare(&t, store.started_s);
+    t
 }
 
 criterion_group! {

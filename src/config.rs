@@ -50,6 +50,30 @@ impl ListenAddr {
     pub const fn localhost(port: u16) -> ListenAddr {
         ListenAddr::Localhost(port)
     }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            ListenAddr::Exact(a) => a.port(),
+            ListenAddr::Localhost(p) => *p,
+        }
+    }
+
+    /// Whether a client connecting to `host:port` reaches this listener
+    /// (by address: a name other than `localhost` is not resolved).
+    pub fn reached_by(&self, host: &str, port: u16) -> bool {
+        let ip = host.parse::<std::net::IpAddr>().ok();
+        let local = host.eq_ignore_ascii_case("localhost")
+            || ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified());
+        port == self.port()
+            && match self {
+                ListenAddr::Localhost(_) => local,
+                ListenAddr::Exact(a) => {
+                    a.ip().is_unspecified() && local
+                        || ip == Some(a.ip())
+                        || local && a.ip().is_loopback()
+                }
+            }
+    }
 }
 
 impl std::str::FromStr for ListenAddr {
@@ -503,13 +527,60 @@ pub enum LogFormat {
 pub struct Telemetry {
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The sidecar's own traces, logs and metrics over OTLP (off unless
+    /// `endpoint` is set), like the Collector's `service.telemetry`.
+    #[serde(skip_serializing_if = "TelemetryOtlp::is_off")]
+    pub otlp: TelemetryOtlp,
 }
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            otlp: TelemetryOtlp::default(),
         }
+    }
+}
+
+/// `telemetry.otlp`: where the sidecar sends its own telemetry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryOtlp {
+    /// `http://host:4317` (gRPC) or `http://host:4318` (OTLP/HTTP, with
+    /// `protocol: http`; `/v1/<signal>` is appended); unset: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// How often self-metrics are pushed.
+    pub interval: Dur,
+    pub timeout: Dur,
+    /// Resource attributes added to (and overriding) those from the
+    /// environment (`OTEL_RESOURCE_ATTRIBUTES`, `K8S_POD_NAME`, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource: BTreeMap<String, String>,
+    /// Allow an endpoint that is this sidecar's own OTLP receiver (its own
+    /// telemetry is then derived and forwarded like any app's).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_self: bool,
+}
+impl Default for TelemetryOtlp {
+    fn default() -> Self {
+        TelemetryOtlp {
+            endpoint: None,
+            protocol: Protocol::Grpc,
+            headers: BTreeMap::new(),
+            interval: Dur(Duration::from_secs(60)),
+            timeout: Dur(Duration::from_secs(10)),
+            resource: BTreeMap::new(),
+            allow_self: false,
+        }
+    }
+}
+impl TelemetryOtlp {
+    pub fn is_off(&self) -> bool {
+        *self == TelemetryOtlp::default()
     }
 }
 
@@ -609,7 +680,59 @@ impl Config {
         if let Some(rw) = &self.remote_write {
             rw.validate()?;
         }
+        self.validate_telemetry()?;
         validate_log_level(&self.telemetry.log_level)
+    }
+
+    /// `telemetry.otlp`: a URL, a sane interval, and not this sidecar's own
+    /// receiver unless `allow_self` says so (its own telemetry would be
+    /// derived and forwarded, and every export would log, be exported...).
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        let t = &self.telemetry.otlp;
+        let Some(ep) = &t.endpoint else {
+            return Ok(());
+        };
+        let Some(rest) = ep
+            .strip_prefix("http://")
+            .or_else(|| ep.strip_prefix("https://"))
+        else {
+            return err(
+                "telemetry.otlp.endpoint",
+                "must start with http:// or https://",
+            );
+        };
+        if t.interval.0 < Duration::from_secs(1) {
+            return err("telemetry.otlp.interval", "must be at least 1s");
+        }
+        if t.timeout.0.is_zero() {
+            return err("telemetry.otlp.timeout", "must be more than 0");
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        if !t.allow_self && self.is_own_receiver(authority) {
+            return err(
+                "telemetry.otlp.endpoint",
+                &format!(
+                    "{ep} is this sidecar's own OTLP receiver: its own telemetry would be \
+                     derived and forwarded as an app's; send it to a Collector, or set \
+                     telemetry.otlp.allow_self: true if that is meant"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `host:port` reaches one of this sidecar's OTLP listeners.
+    fn is_own_receiver(&self, authority: &str) -> bool {
+        let Some((host, Ok(port))) = authority
+            .rsplit_once(':')
+            .map(|(h, p)| (h, p.parse::<u16>()))
+        else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let r = &self.receivers;
+        r.otlp_grpc.listen.reached_by(host, port)
+            || r.otlp_http.listen.is_some_and(|l| l.reached_by(host, port))
     }
 
     fn validate_receivers(&self) -> Result<(), ConfigError> {

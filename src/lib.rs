@@ -15,3 +15,4 @@ pub mod receiver;
 pub mod reload;
 pub mod rpc_status;
 pub mod server;
+pub mod telemetry;

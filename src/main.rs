@@ -7,6 +7,8 @@ use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
 use geometra_sidecar::receiver::{self, listen, Pipeline};
 use geometra_sidecar::reload;
 use geometra_sidecar::server::{self, Health};
+use geometra_sidecar::telemetry::otlp::Pipelines;
+use geometra_sidecar::telemetry::SelfMetrics;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,39 +129,38 @@ fn colour(tty: bool, no_color: Option<std::ffi::OsString>) -> bool {
     tty && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Starts the sidecar's own logging. The filter sits behind a reload
+/// Starts the sidecar's own logging: stderr, and the OTLP pipelines when
+/// `telemetry.otlp.endpoint` is set. The level filter sits behind a reload
 /// handle, so a config reload can change `telemetry.log_level`; the setter
 /// returned is `None` when `RUST_LOG` chose the filter, which then wins over
 /// the file until a restart.
-fn init_logging(cfg: &Config) -> Option<reload::SetLogLevel> {
-    use tracing_subscriber::EnvFilter;
+fn init_logging(cfg: &Config, otlp: Option<&Pipelines>) -> Option<reload::SetLogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let from_env = EnvFilter::try_from_default_env().ok();
     let env_set = from_env.is_some();
     let filter = from_env
         .or_else(|| EnvFilter::try_new(&cfg.telemetry.log_level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR"),
-        ))
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let set = match cfg.telemetry.log_format {
-        LogFormat::Json => {
-            let b = b.json().flatten_event(true).with_filter_reloading();
-            let set = level_setter(b.reload_handle());
-            b.init();
-            set
-        }
-        LogFormat::Text => {
-            let b = b.with_filter_reloading();
-            let set = level_setter(b.reload_handle());
-            b.init();
-            set
-        }
+    let stderr = match cfg.telemetry.log_format {
+        LogFormat::Json => stderr.json().flatten_event(true).boxed(),
+        LogFormat::Text => stderr.boxed(),
     };
-    (!env_set).then_some(set)
+    let registry = tracing_subscriber::registry().with(filter).with(stderr);
+    match otlp {
+        Some(p) => registry.with(p.layer()).init(),
+        None => registry.init(),
+    }
+    (!env_set).then_some(level_setter(handle))
 }
 
 /// Puts a `telemetry.log_level` in force through the subscriber's handle.
@@ -202,7 +203,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let set_log_level = init_logging(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -214,7 +214,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg, cli, set_log_level)) {
+    // the OTLP exporters' gRPC channels live on the runtime
+    let otlp = {
+        let _in_rt = rt.enter();
+        match Pipelines::start(&cfg.telemetry.otlp) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("config error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let set_log_level = init_logging(&cfg, otlp.as_ref());
+    let result = rt.block_on(run(cfg, cli, set_log_level, otlp.as_ref()));
+    if let Some(p) = &otlp {
+        // flushes the last spans and logs (bounded by telemetry.otlp.timeout)
+        p.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "geometra-sidecar stopped");
@@ -265,7 +282,11 @@ async fn run(
     cfg: Config,
     cli: Cli,
     set_log_level: Option<reload::SetLogLevel>,
+    otlp: Option<&Pipelines>,
 ) -> Result<(), String> {
+    // spans of the sidecar's own life (exported with telemetry.otlp): start-up
+    // from here to ready, drain from the signal to the end
+    let startup = tracing::info_span!("startup", version = env!("CARGO_PKG_VERSION"));
     let deriver = Deriver::new(&cfg);
     let store = deriver.store().clone();
     let forward = geometra_sidecar::export::otlp::build(&cfg, &store).await?;
@@ -276,12 +297,24 @@ async fn run(
         max_value_depth: cfg.receivers.max_value_depth,
     });
     let health = Arc::new(Health::default());
-    if let Some(rw) = &cfg.remote_write {
-        let p = pipeline.clone();
-        let source: geometra_sidecar::export::remote_write::SnapshotSource =
-            Arc::new(move || server::snapshot(&p.deriver.load()));
-        let stats = geometra_sidecar::export::remote_write::start(rw, &store, source)?;
-        let _ = store.remote_write.set(stats);
+    // per-metric self-metrics list every rule and pass-through family
+    let families = cfg.rules.len() + cfg.extra_rules.len() + cfg.store.max_passthrough_families;
+    let own = Arc::new(SelfMetrics::new(otlp, families + 64));
+    let remote_write = match &cfg.remote_write {
+        Some(rw) => {
+            let (p, o) = (pipeline.clone(), own.clone());
+            let source: geometra_sidecar::export::remote_write::SnapshotSource =
+                Arc::new(move || server::snapshot(&p.deriver.load(), &o));
+            Some(geometra_sidecar::export::remote_write::start(
+                rw, &store, source,
+            )?)
+        }
+        None => None,
+    };
+    // after every exporter is built: they declare their counters too
+    declare_self_metrics(&own, &pipeline);
+    if let Some(rw) = remote_write {
+        rw.declare(&own);
     }
 
     let grpc_l = listen::bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
@@ -332,7 +365,7 @@ async fn run(
             stop_rx.clone(),
         ))
     });
-    let metrics_app = server::router(pipeline.clone(), health.clone());
+    let metrics_app = server::router(pipeline.clone(), health.clone(), own.clone());
     // /metrics keeps serving while draining; it stops last.
     let (mstop_tx, mstop_rx) = watch::channel(false);
     let metrics_task = tokio::spawn(receiver::listen::serve_http(
@@ -371,6 +404,7 @@ async fn run(
     )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
+        parent: &startup,
         otlp_grpc = %bound.otlp_grpc,
         otlp_http = %bound.otlp_http,
         metrics = %bound.metrics,
@@ -378,9 +412,12 @@ async fn run(
         forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
         "geometra-sidecar ready"
     );
+    drop(startup);
 
     let sig = shutdown_signal().await;
+    let drain_span = tracing::info_span!("drain", signal = sig);
     tracing::info!(
+        parent: &drain_span,
         signal = sig,
         "stopping: no new requests, finishing in-flight ones"
     );
@@ -397,6 +434,25 @@ async fn run(
     sweeper.abort();
     let _ = mstop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), metrics_task).await;
-    tracing::info!("stopped");
+    tracing::info!(parent: &drain_span, "stopped");
+    drop(drain_span);
+    // the last push of the self-metrics (blocking: off the async workers)
+    let _ = tokio::task::spawn_blocking(move || own.shutdown()).await;
     Ok(())
+}
+
+/// Every component declares the self-metrics it counts, in the order
+/// /metrics shows them.
+fn declare_self_metrics(t: &SelfMetrics, p: &Arc<Pipeline>) {
+    use geometra_sidecar::metrics;
+    let store = &p.store;
+    metrics::ReceiverStats::declare(t, store);
+    metrics::ListenerStats::declare(t, store);
+    reload::ReloadStats::declare(t, store);
+    metrics::ExporterStats::declare(t, store);
+    metrics::Store::declare(t, store);
+    let live = p.clone();
+    Deriver::declare_skipped(t, move || live.deriver.load());
+    metrics::passthrough::Passthrough::declare(t, store);
+    geometra_sidecar::telemetry::process::declare(t, store.started_s);
 }

@@ -73,6 +73,31 @@ impl Default for ReloadStats {
     }
 }
 
+impl ReloadStats {
+    /// Reload outcomes (counted by [`Reloader::reload`]).
+    pub fn declare(t: &crate::telemetry::SelfMetrics, store: &Arc<crate::metrics::Store>) {
+        let s = store.reload.clone();
+        t.counter(
+            "geometra_sidecar_config_reloads_total",
+            "Config reloads by result.",
+            "",
+            move |o| {
+                for (result, n) in [("success", &s.success), ("failure", &s.failure)] {
+                    let v = n.load(Ordering::Relaxed);
+                    o.observe(v, &crate::telemetry::kv([("result", result)]));
+                }
+            },
+        );
+        let s = store.reload.clone();
+        t.gauge(
+            "geometra_sidecar_config_last_reload_successful",
+            "1 if the last config reload was put in force (or none was tried), 0 if it was refused.",
+            "",
+            move |o| o.observe(if s.last_ok.load(Ordering::Relaxed) { 1.0 } else { 0.0 }, &[]),
+        );
+    }
+}
+
 /// The keys (dotted paths) whose values differ between two configs, apart
 /// from the reloadable ones.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
@@ -178,6 +203,7 @@ impl Reloader {
 
     /// Re-reads and applies the config; counts and logs the outcome.
     pub fn reload(&mut self, why: &str) -> Result<(), String> {
+        let _span = tracing::info_span!("config_reload", trigger = why).entered();
         let stats = self.pipeline.store().reload.clone();
         let r = self.try_reload();
         match &r {

@@ -4,7 +4,8 @@
 
 use crate::derive::Deriver;
 use crate::metrics::snapshot::{Family, Kind, Snapshot};
-use crate::metrics::{encode, own, Store};
+use crate::metrics::{encode, Store};
+use crate::telemetry::SelfMetrics;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,14 +28,24 @@ pub struct Health {
 struct St {
     pipeline: Arc<crate::receiver::Pipeline>,
     health: Arc<Health>,
+    own: Arc<SelfMetrics>,
 }
 
-pub fn router(pipeline: Arc<crate::receiver::Pipeline>, health: Arc<Health>) -> Router {
+/// `own`: the self-metrics, declared by the components (see `main.rs`).
+pub fn router(
+    pipeline: Arc<crate::receiver::Pipeline>,
+    health: Arc<Health>,
+    own: Arc<SelfMetrics>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(St { pipeline, health })
+        .with_state(St {
+            pipeline,
+            health,
+            own,
+        })
 }
 
 async fn readyz(State(st): State<St>) -> Response {
@@ -51,13 +62,13 @@ async fn readyz(State(st): State<St>) -> Response {
 /// Everything `/metrics` shows, at this instant: the derived families (with
 /// series) and distinct-count gauges, the pass-through families, and the
 /// sidecar's own metrics. Built at scrape (or push) time only.
-pub fn snapshot(d: &Deriver) -> Snapshot {
-    collect(d.store(), &d.skipped())
+pub fn snapshot(d: &Deriver, own: &SelfMetrics) -> Snapshot {
+    collect(d.store(), own.families())
 }
 
-/// [`snapshot`] of a store; `skipped` are the derive stage's (rule, reason,
-/// count) drops.
-pub fn collect(store: &Store, skipped: &[(&str, &'static str, u64)]) -> Snapshot {
+/// [`snapshot`] of a store; `own` are the sidecar's own families (declared
+/// by the components, read through the OpenTelemetry SDK: `crate::telemetry`).
+pub fn collect(store: &Store, own: Vec<Family>) -> Snapshot {
     let timestamp_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -74,7 +85,7 @@ pub fn collect(store: &Store, skipped: &[(&str, &'static str, u64)]) -> Snapshot
         families.push(f);
     }
     store.passthrough.snapshot(&mut families, now);
-    families.extend(own::families(store, &derived, skipped));
+    families.extend(own);
     Snapshot {
         families,
         timestamp_ms,
@@ -82,9 +93,9 @@ pub fn collect(store: &Store, skipped: &[(&str, &'static str, u64)]) -> Snapshot
 }
 
 /// Renders the exposition for a scrape: (content type, body).
-pub fn render(d: &Deriver, accept: &str) -> (&'static str, String) {
+pub fn render(d: &Deriver, own: &SelfMetrics, accept: &str) -> (&'static str, String) {
     let f = encode::negotiate(accept);
-    (f.content_type(), encode::encode(&snapshot(d), f))
+    (f.content_type(), encode::encode(&snapshot(d, own), f))
 }
 
 async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
@@ -94,8 +105,9 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
         .unwrap_or("")
         .to_string();
     let p = st.pipeline.clone();
+    let own = st.own.clone();
     // encoding takes each family's lock briefly; keep it off the async workers' critical path
-    match tokio::task::spawn_blocking(move || render(&p.deriver.load(), &accept)).await {
+    match tokio::task::spawn_blocking(move || render(&p.deriver.load(), &own, &accept)).await {
         Ok((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

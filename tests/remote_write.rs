@@ -590,9 +590,9 @@ async fn derived_native_histograms_arrive_next_to_the_classic_buckets() {
         .await;
     let native = prom.query(&format!("histogram_quantile(0.9, {sel})")).await;
     let classic = prom
-        .query(&format!(
-            "histogram_quantile(0.9, sum by (le) (http_request_duration_seconds_bucket{{endpoint=\"/api/native\"}}))"
-        ))
+        .query(
+            "histogram_quantile(0.9, sum by (le) (http_request_duration_seconds_bucket{endpoint=\"/api/native\"}))",
+        )
         .await;
     let (n, c) = match (native.first(), classic.first()) {
         (Some(n), Some(c)) => (n.1, c.1),

@@ -428,6 +428,41 @@ impl Deriver {
         out.into_iter().map(|((r, why), n)| (r, why, n)).collect()
     }
 
+    /// `geometra_sidecar_derive_skipped_total`: the rules' skips and the
+    /// families' UTF-8 refusals, one series per (rule, reason), read from
+    /// the rule set in force at each collection.
+    pub fn declare_skipped<F>(t: &crate::telemetry::SelfMetrics, current: F)
+    where
+        F: Fn() -> Arc<Deriver> + Send + Sync + 'static,
+    {
+        t.counter(
+            "geometra_sidecar_derive_skipped_total",
+            "Items a rule skipped (missing label, bad value, label too long, invalid UTF-8).",
+            "",
+            move |o| {
+                let d = current();
+                let mut skips: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+                for (rule, reason, n) in d.skipped() {
+                    *skips.entry((rule, reason)).or_default() += n;
+                }
+                let derived = d.store().derived();
+                for f in &derived.families {
+                    let n = f.invalid.load(Ordering::Relaxed);
+                    if n > 0 {
+                        *skips.entry((&f.name, "invalid_utf8")).or_default() += n;
+                    }
+                }
+                for ((rule, reason), n) in skips {
+                    let attrs = [
+                        opentelemetry::KeyValue::new("rule", rule.to_string()),
+                        opentelemetry::KeyValue::new("reason", reason.to_string()),
+                    ];
+                    o.observe(n, &attrs);
+                }
+            },
+        );
+    }
+
     /// Walks an encoded `ExportTraceServiceRequest` and prepares its metric
     /// updates; nothing is applied until [`Deriver::commit`].
     pub fn prepare_traces(&self, buf: &[u8]) -> Result<Prepared, WireError> {
@@ -892,7 +927,7 @@ mod tests {
             let d = Deriver::new(&cfg);
             d.logs(&request(vec![rec(0.5), rec(1.5), rec(3.0)]))
                 .expect("walk");
-            let snap = crate::server::collect(d.store(), &[]);
+            let snap = crate::server::collect(d.store(), Vec::new());
             let fam = snap.families.into_iter().find(|f| f.name == "x_seconds");
             match fam
                 .and_then(|f| f.series.into_iter().next())

@@ -3,12 +3,13 @@
 
 pub mod encode;
 pub mod native;
-pub mod own;
 pub mod passthrough;
 pub mod sanitize;
 pub mod snapshot;
 pub mod store;
 
+use crate::telemetry::SelfMetrics;
+use opentelemetry::KeyValue;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{Budget, Family, FastMap};
@@ -178,8 +179,6 @@ pub struct Store {
     pub started_s: u64,
     /// config reload outcomes (counted by `crate::reload`)
     pub reload: Arc<crate::reload::ReloadStats>,
-    /// the remote-write exporter's own counters, when it runs
-    pub remote_write: std::sync::OnceLock<Arc<crate::export::remote_write::Stats>>,
 }
 
 impl Store {
@@ -206,7 +205,6 @@ impl Store {
             exporters: Mutex::new(Vec::new()),
             started_s: now_secs(),
             reload: Arc::new(crate::reload::ReloadStats::default()),
-            remote_write: std::sync::OnceLock::new(),
         }
     }
 
@@ -280,5 +278,215 @@ impl Store {
             n += f.expire(cutoff);
         }
         n + self.passthrough.expire(cutoff)
+    }
+}
+
+/// Static attribute pairs (no allocation).
+fn kv<const N: usize>(pairs: [(&'static str, &'static str); N]) -> [KeyValue; N] {
+    crate::telemetry::kv(pairs)
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl ReceiverStats {
+    /// The receivers' self-metrics, in the Collector's names.
+    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
+        for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
+            for (what, help) in [
+                ("accepted", "successfully pushed into the pipeline"),
+                ("refused", "refused by the sidecar"),
+            ] {
+                let s = store.clone();
+                let name = format!("otelcol_receiver_{what}_{item}_total");
+                let help = format!("Number of {item} {help}.");
+                t.counter(&name, &help, "", move |o| {
+                    for (transport, st) in [("grpc", &s.grpc), ("http", &s.http)] {
+                        let v = if what == "accepted" {
+                            &st.accepted[i]
+                        } else {
+                            &st.refused[i]
+                        };
+                        o.observe(
+                            load(v),
+                            &kv([("receiver", "otlp"), ("transport", transport)]),
+                        );
+                    }
+                });
+            }
+        }
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_receiver_bad_requests_total",
+            "Requests refused as a whole (malformed, too large) before their items could be counted.",
+            "",
+            move |o| {
+                for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
+                    for (transport, st) in [("grpc", &s.grpc), ("http", &s.http)] {
+                        let v = load(&st.bad_requests[i]);
+                        o.observe(v, &kv([("transport", transport), ("signal", item)]));
+                    }
+                }
+            },
+        );
+    }
+}
+
+impl ListenerStats {
+    /// The listeners' connection counters.
+    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
+        let per_listener = |name: &str, help: &str, f: fn(&ListenerStats) -> &AtomicU64| {
+            let s = store.clone();
+            t.counter(name, help, "", move |o| {
+                for (l, st) in LISTENER_NAMES.iter().zip(s.listeners.iter()) {
+                    o.observe(load(f(st)), &kv([("listener", l)]));
+                }
+            });
+        };
+        per_listener(
+            "geometra_sidecar_connections_refused_total",
+            "Connections closed at accept: the listener's connection limit was reached.",
+            |s| &s.refused,
+        );
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_connections_timed_out_total",
+            "Connections cut by a timeout: headers, a whole request, or idle.",
+            "",
+            move |o| {
+                for (l, st) in LISTENER_NAMES.iter().zip(s.listeners.iter()) {
+                    for (phase, n) in TIMEOUT_PHASES.iter().zip(st.timed_out.iter()) {
+                        o.observe(load(n), &kv([("listener", l), ("phase", phase)]));
+                    }
+                }
+            },
+        );
+        per_listener(
+            "geometra_sidecar_accept_errors_total",
+            "accept() failures for lack of file descriptors; the listener backs off.",
+            |s| &s.accept_errors,
+        );
+    }
+}
+
+impl ExporterStats {
+    /// The exporters' self-metrics in the Collector's names, for the
+    /// signals that have an exporter (call after they are built).
+    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
+        let exporters = store
+            .exporters
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        if exporters.is_empty() {
+            return;
+        }
+        type Field = fn(&ExporterStats) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 3] = [
+            ("sent", "successfully sent to destination", |x| &x.sent),
+            (
+                "send_failed",
+                "in failed attempts to send to destination",
+                |x| &x.send_failed,
+            ),
+            (
+                "enqueue_failed",
+                "failed to be added to the sending queue",
+                |x| &x.enqueue_failed,
+            ),
+        ];
+        for (what, help, field) in counters {
+            for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
+                let of: Vec<Arc<ExporterStats>> = exporters
+                    .iter()
+                    .filter(|x| x.signal as usize == i)
+                    .cloned()
+                    .collect();
+                if of.is_empty() {
+                    continue;
+                }
+                let name = format!("otelcol_exporter_{what}_{item}_total");
+                let help = format!("Number of {item} {help}.");
+                t.counter(&name, &help, "", move |o| {
+                    for x in &of {
+                        o.observe(load(field(x)), &[KeyValue::new("exporter", x.name.clone())]);
+                    }
+                });
+            }
+        }
+        let gauges: [(&str, &str, Field); 2] = [
+            (
+                "otelcol_exporter_queue_size",
+                "Current size of the sending queue (items; bytes on disk with an on-disk queue).",
+                |x| &x.queue_size,
+            ),
+            (
+                "otelcol_exporter_queue_capacity",
+                "Fixed capacity of the sending queue (items; bytes with an on-disk queue).",
+                |x| &x.queue_capacity,
+            ),
+        ];
+        for (name, help, field) in gauges {
+            let all = exporters.clone();
+            t.gauge(name, help, "", move |o| {
+                for x in &all {
+                    let v = load(field(x)) as f64;
+                    o.observe(v, &[KeyValue::new("exporter", x.name.clone())]);
+                }
+            });
+        }
+    }
+}
+
+impl Store {
+    /// The store's own metrics: series per metric, overflow and expiry,
+    /// and the global series budget.
+    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
+        let metric = |name: &str| [KeyValue::new("metric", name.to_string())];
+        let s = store.clone();
+        t.gauge(
+            "geometra_sidecar_series",
+            "Live series per metric.",
+            "",
+            move |o| {
+                for f in &s.derived().families {
+                    o.observe(f.series_count() as f64, &metric(&f.name));
+                }
+                for (name, n) in s.passthrough.series_counts() {
+                    o.observe(n as f64, &metric(&name));
+                }
+            },
+        );
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_series_overflow_total",
+            "Points recorded in a metric's overflow series because it reached its series cap.",
+            "",
+            move |o| {
+                let d = s.derived();
+                for f in &d.families {
+                    o.observe(load(&f.overflowed), &metric(&f.name));
+                }
+                for x in &d.distinct {
+                    o.observe(load(&x.overflowed), &metric(&x.name));
+                }
+                for (name, n) in s.passthrough.overflow_counts() {
+                    o.observe(n, &metric(&name));
+                }
+            },
+        );
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_series_expired_total",
+            "Series dropped because they were not updated within store.series_ttl.",
+            "",
+            move |o| {
+                for f in &s.derived().families {
+                    o.observe(load(&f.expired), &metric(&f.name));
+                }
+            },
+        );
+        Budget::declare(t, &store.budget);
     }
 }

@@ -307,6 +307,32 @@ impl Passthrough {
             .collect()
     }
 
+    /// Pass-through's self-metrics: points dropped by reason, names renamed.
+    pub fn declare(t: &crate::telemetry::SelfMetrics, store: &Arc<super::Store>) {
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_passthrough_dropped_points_total",
+            "Pass-through metric points dropped, by reason (see README).",
+            "",
+            move |o| {
+                for (reason, n) in s.passthrough.dropped() {
+                    o.observe(n, &crate::telemetry::kv([("reason", reason)]));
+                }
+            },
+        );
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_passthrough_renamed_total",
+            "Pass-through metric names (per family) and label keys (per point) renamed beyond '.' to '_'.",
+            "",
+            move |o| {
+                for (what, n) in s.passthrough.renamed() {
+                    o.observe(n, &crate::telemetry::kv([("what", what)]));
+                }
+            },
+        );
+    }
+
     /// (what, count) of names renamed beyond `.` to `_`.
     pub fn renamed(&self) -> [(&'static str, u64); 2] {
         [

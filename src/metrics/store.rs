@@ -193,6 +193,31 @@ impl Budget {
             self.bytes.load(Ordering::Relaxed),
         )
     }
+
+    /// The budget's self-metrics: points refused, series and bytes in use.
+    pub fn declare(t: &crate::telemetry::SelfMetrics, b: &Arc<Budget>) {
+        let x = b.clone();
+        t.counter(
+            "geometra_sidecar_series_global_overflow_total",
+            "Points recorded in an overflow series because store.max_series or store.max_series_bytes was reached.",
+            "",
+            move |o| o.observe(x.refused.load(Ordering::Relaxed), &[]),
+        );
+        let x = b.clone();
+        t.gauge(
+            "geometra_sidecar_store_series",
+            "Live series of all metrics (bounded by store.max_series).",
+            "",
+            move |o| o.observe(x.used().0 as f64, &[]),
+        );
+        let x = b.clone();
+        t.gauge(
+            "geometra_sidecar_store_series_bytes",
+            "Estimated exposition bytes of all series (bounded by store.max_series_bytes).",
+            "",
+            move |o| o.observe(x.used().1 as f64, &[]),
+        );
+    }
 }
 
 pub struct Family {

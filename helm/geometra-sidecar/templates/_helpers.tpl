@@ -281,6 +281,16 @@ httpGet:
       value: {{ printf "0.0.0.0:%d" ($v.metrics.port | int) | quote }}
     - name: GEOMETRA_LOG_FORMAT
       value: {{ $v.logging.format | quote }}
+    # The pod's identity for the sidecar's own telemetry (telemetry.otlp):
+    # resource attributes k8s.pod.name, k8s.namespace.name, k8s.node.name, k8s.pod.uid
+    - name: K8S_POD_NAME
+      valueFrom: { fieldRef: { fieldPath: metadata.name } }
+    - name: K8S_NAMESPACE_NAME
+      valueFrom: { fieldRef: { fieldPath: metadata.namespace } }
+    - name: K8S_NODE_NAME
+      valueFrom: { fieldRef: { fieldPath: spec.nodeName } }
+    - name: K8S_POD_UID
+      valueFrom: { fieldRef: { fieldPath: metadata.uid } }
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

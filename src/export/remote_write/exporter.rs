@@ -8,7 +8,7 @@ use super::client::Client;
 use super::config::RemoteWrite;
 use super::translate::Translator;
 use crate::export::retry::{Backoff, Failure};
-use crate::metrics::snapshot::{Family, Kind, Snapshot};
+use crate::metrics::snapshot::Snapshot;
 use crate::metrics::{ExporterStats, SignalKind, Store};
 use bytes::Bytes;
 use prost::Message;
@@ -37,34 +37,41 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The exporter's own families (beside the `points` counters, which the
-    /// exporters' section renders with the OTLP forwarder's).
-    pub fn families(&self, out: &mut Vec<Family>) {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-        for (name, help, v) in [
+    /// The exporter's own self-metrics (beside the `points` counters, which
+    /// `ExporterStats` declares with the OTLP forwarder's).
+    pub fn declare(self: &Arc<Self>, t: &crate::telemetry::SelfMetrics) {
+        for (name, help, f) in [
             (
                 "otelcol_exporter_prometheusremotewrite_sent_batches_total",
                 "Number of remote write requests sent, whatever their outcome.",
-                &self.sent_batches,
+                (|s: &Stats| &s.sent_batches) as fn(&Stats) -> &AtomicU64,
             ),
             (
                 "otelcol_exporter_prometheusremotewrite_translated_time_series_total",
                 "Number of Prometheus time series translated for remote write.",
-                &self.translated_series,
+                |s: &Stats| &s.translated_series,
             ),
         ] {
-            let mut f = Family::new(name, Kind::Counter, help);
-            f.value(&[], load(v));
-            out.push(f);
+            let s = self.clone();
+            t.counter(name, help, "", move |o| {
+                o.observe(f(&s).load(Ordering::Relaxed), &[])
+            });
         }
-        let mut f = Family::new(
+        let s = self.clone();
+        t.counter(
             "geometra_sidecar_remote_write_failed_requests_total",
-            Kind::Counter,
             "Remote write requests that failed: retryable (5xx, 429, no connection) or permanent (other 4xx, dropped).",
+            "",
+            move |o| {
+                for (reason, n) in [
+                    ("retryable", &s.failed_retryable),
+                    ("permanent", &s.failed_permanent),
+                ] {
+                    let v = n.load(Ordering::Relaxed);
+                    o.observe(v, &crate::telemetry::kv([("reason", reason)]));
+                }
+            },
         );
-        f.value(&[("reason", "retryable")], load(&self.failed_retryable));
-        f.value(&[("reason", "permanent")], load(&self.failed_permanent));
-        out.push(f);
     }
 }
 

@@ -56,11 +56,11 @@ pub fn encode(s: &Snapshot, f: Format) -> String {
 
 /// Collects a store's snapshot and renders it (text or OpenMetrics): a
 /// shorthand for tests that hold a store rather than a deriver.
-pub fn render(store: &super::Store, skipped: &[(&str, &'static str, u64)], om: bool) -> String {
+pub fn render(store: &super::Store, own: &[super::snapshot::Family], om: bool) -> String {
     let f = if om {
         Format::OpenMetrics
     } else {
         Format::Text
     };
-    encode(&crate::server::collect(store, skipped), f)
+    encode(&crate::server::collect(store, own.to_vec()), f)
 }
