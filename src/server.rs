@@ -82,7 +82,7 @@ pub fn collect(store: &Store, skipped: &[(&str, &'static str, u64)]) -> Snapshot
 }
 
 /// Renders the exposition for a scrape: (content type, body).
-pub fn render(d: &Deriver, accept: &str) -> (&'static str, String) {
+pub fn render(d: &Deriver, accept: &str) -> (&'static str, Vec<u8>) {
     let f = encode::negotiate(accept);
     (f.content_type(), encode::encode(&snapshot(d), f))
 }

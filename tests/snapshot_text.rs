@@ -165,8 +165,8 @@ fn random_snapshots_always_encode_to_parseable_text_and_openmetrics() {
             families,
             timestamp_ms: 0,
         };
-        let text = encode(&s, Format::Text);
-        let om = encode(&s, Format::OpenMetrics);
+        let text = String::from_utf8(encode(&s, Format::Text)).expect("utf-8");
+        let om = String::from_utf8(encode(&s, Format::OpenMetrics)).expect("utf-8");
         if let Err(e) = strict::check_all(&text, &om) {
             panic!("seed {seed}, round {round}: {e}\n--- text\n{text}\n--- openmetrics\n{om}");
         }
