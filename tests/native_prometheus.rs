@@ -45,14 +45,19 @@ impl Prometheus {
         let port = free_port();
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if native {
             cmd.arg("--enable-feature=native-histograms");
         }
-        let child = cmd.spawn().expect("start prometheus (apt-get install prometheus)");
+        let child = cmd
+            .spawn()
+            .expect("start prometheus (apt-get install prometheus)");
         Prometheus {
             child,
             port,
@@ -148,7 +153,10 @@ async fn send_exponential(url: String) {
             .with_resource(resource())
             .with_view(view)
             .build();
-        let h = provider.meter("native-test").f64_histogram("expo_latency").build();
+        let h = provider
+            .meter("native-test")
+            .f64_histogram("expo_latency")
+            .build();
         for v in 1..=EXPO {
             h.record(v as f64, &[]);
         }
@@ -173,7 +181,9 @@ async fn prometheus_reads_native_histograms_from_the_protobuf_exposition() {
 
     // the derived histogram, native side: count, and a quantile close to truth
     let h = "http_request_duration_seconds";
-    let n = native.wait(&format!("histogram_count({h})"), |v| v > 0.0).await;
+    let n = native
+        .wait(&format!("histogram_count({h})"), |v| v > 0.0)
+        .await;
     assert_eq!(n, SPANS as f64, "native histogram_count");
     let qn = native
         .wait(&format!("histogram_quantile(0.9, {h})"), f64::is_finite)
@@ -181,19 +191,29 @@ async fn prometheus_reads_native_histograms_from_the_protobuf_exposition() {
     // classic side, from the plain Prometheus (text; 2.42 with the feature
     // flag keeps only the native buckets of a histogram that has both)
     let qc = plain
-        .wait(&format!("histogram_quantile(0.9, {h}_bucket)"), f64::is_finite)
+        .wait(
+            &format!("histogram_quantile(0.9, {h}_bucket)"),
+            f64::is_finite,
+        )
         .await;
     let buckets = plain.wait(&format!("count({h}_bucket)"), |v| v > 0.0).await;
     assert_eq!(buckets, 15.0, "14 classic bounds and +Inf");
-    assert_eq!(plain.wait(&format!("{h}_count"), |v| v > 0.0).await, SPANS as f64);
+    assert_eq!(
+        plain.wait(&format!("{h}_count"), |v| v > 0.0).await,
+        SPANS as f64
+    );
     assert!(close(qn, 0.9, 0.06), "native p90 {qn} vs true 0.9");
     assert!(close(qn, qc, 0.08), "native p90 {qn} vs classic {qc}");
 
     // the SDK's exponential histogram arrives as a native histogram
     let e = "expo_latency";
-    let n = native.wait(&format!("histogram_count({e})"), |v| v > 0.0).await;
+    let n = native
+        .wait(&format!("histogram_count({e})"), |v| v > 0.0)
+        .await;
     assert_eq!(n, EXPO as f64, "exponential histogram_count");
-    let s = native.wait(&format!("histogram_sum({e})"), |v| v > 0.0).await;
+    let s = native
+        .wait(&format!("histogram_sum({e})"), |v| v > 0.0)
+        .await;
     assert_eq!(s, (1..=EXPO).sum::<u64>() as f64);
     let q = native
         .wait(&format!("histogram_quantile(0.5, {e})"), f64::is_finite)

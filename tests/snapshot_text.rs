@@ -214,7 +214,10 @@ fn check_histogram(h: &Histogram, got: &pb::Histogram) {
             cum += c.counts[i];
             assert_eq!(b.cumulative_count(), cum, "cumulative");
             assert_eq!(b.upper_bound(), c.bounds[i]);
-            assert_eq!(b.exemplar.is_some(), c.exemplars.get(i).is_some_and(Option::is_some));
+            assert_eq!(
+                b.exemplar.is_some(),
+                c.exemplars.get(i).is_some_and(Option::is_some)
+            );
         }
     } else {
         assert!(got.bucket.is_empty());
@@ -229,8 +232,10 @@ fn check_histogram(h: &Histogram, got: &pb::Histogram) {
             ] {
                 let covered: usize = spans.iter().map(|s| s.length() as usize).sum();
                 assert_eq!(covered, deltas.len(), "spans cover the deltas");
-                let back: Vec<(i64, i64)> =
-                    expand(spans, deltas).into_iter().filter(|x| x.1 != 0).collect();
+                let back: Vec<(i64, i64)> = expand(spans, deltas)
+                    .into_iter()
+                    .filter(|x| x.1 != 0)
+                    .collect();
                 assert_eq!(back, populated(side), "deltas reconstruct the counts");
             }
             let marked = !got.positive_span.is_empty()

@@ -181,9 +181,15 @@ mod tests {
                 &format!("{PB};encoding=delimited; escaping=allow-utf-8;"),
                 Protobuf,
             ),
-            (&format!("{PB};encoding=delimited; escaping=underscores;"), Protobuf),
+            (
+                &format!("{PB};encoding=delimited; escaping=underscores;"),
+                Protobuf,
+            ),
             // client_golang serves the protobuf text forms; we fall back
-            (&format!("{PB};encoding=compact-text; escaping=underscores"), Text),
+            (
+                &format!("{PB};encoding=compact-text; escaping=underscores"),
+                Text,
+            ),
             (&format!("{PB};encoding=text"), Text),
         ];
         for (h, want) in cases {
@@ -207,13 +213,18 @@ mod tests {
         assert_eq!(negotiate(&q), Format::Protobuf);
         let q = format!("text/plain;q=0.95, {PB};encoding=delimited;q=0.9");
         assert_eq!(negotiate(&q), Format::Text);
-        assert_eq!(negotiate("application/openmetrics-text;q=x, text/plain;q=0.1"), Format::Text);
+        assert_eq!(
+            negotiate("application/openmetrics-text;q=x, text/plain;q=0.1"),
+            Format::Text
+        );
         // protobuf without proto= or encoding= is not the exposition
         let bare = "application/vnd.google.protobuf, application/openmetrics-text;q=0.2";
         assert_eq!(negotiate(bare), Format::OpenMetrics001);
         for h in ["", "*/*", "garbage", "application/json", "a/b/c;;;=,"] {
             assert_eq!(negotiate(h), Format::Text, "{h}");
         }
-        assert!(wants_openmetrics("application/openmetrics-text; version=1.0.0"));
+        assert!(wants_openmetrics(
+            "application/openmetrics-text; version=1.0.0"
+        ));
     }
 }

@@ -297,7 +297,12 @@ mod tests {
         let ct = ctr.created_timestamp.expect("created");
         assert_eq!((ct.seconds, ct.nanos), (1, 500_000_000));
         assert_eq!(got[1].unit, None);
-        assert!(got[1].metric[0].gauge.as_ref().expect("gauge").value().is_nan());
+        assert!(got[1].metric[0]
+            .gauge
+            .as_ref()
+            .expect("gauge")
+            .value()
+            .is_nan());
         let s = got[2].metric[0].summary.as_ref().expect("summary");
         assert_eq!(s.sample_count(), 9_007_199_254_740_993);
         assert_eq!(s.quantile[1].quantile(), 0.99);
@@ -354,7 +359,10 @@ mod tests {
         assert_eq!(e.label[0].value(), "ab".repeat(16));
         assert_eq!(e.label[1].value(), "01".repeat(8));
         assert_eq!(e.timestamp.expect("ts").nanos, 123_000_000);
-        assert_eq!((h.schema(), h.zero_threshold(), h.zero_count()), (3, 1e-3, 1));
+        assert_eq!(
+            (h.schema(), h.zero_threshold(), h.zero_count()),
+            (3, 1e-3, 1)
+        );
         assert_eq!(
             expand(&h.positive_span, &h.positive_delta),
             vec![(-2, 1), (-1, 0), (0, 2)]
