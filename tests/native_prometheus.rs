@@ -8,12 +8,14 @@
 mod common;
 
 use common::{free_port, Sidecar};
+use geometra_sidecar::proto::client as pb;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::Resource;
+use prost::Message;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -167,6 +169,60 @@ async fn send_exponential(url: String) {
     .expect("metric sender");
 }
 
+/// `/metrics` asked for protobuf answers with its media type, and the body
+/// decodes (prost, the generated types) to the derived histogram with both
+/// its classic buckets and its native spans.
+async fn protobuf_scrape_has_both_bucket_kinds(sc: &Sidecar) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/metrics", sc.metrics))
+        .header("accept", PROTOBUF_ACCEPT)
+        .send()
+        .await
+        .expect("scrape");
+    let ct = r.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(
+        ct,
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+    );
+    let body = r.bytes().await.expect("body");
+    let mut b = &body[..];
+    let mut found = None;
+    while !b.is_empty() {
+        let f = pb::MetricFamily::decode_length_delimited(&mut b).expect("decodes");
+        if f.name() == "http_request_duration_seconds" {
+            found = Some(f);
+        }
+    }
+    let f = found.expect("the derived histogram family");
+    assert_eq!(f.r#type(), pb::MetricType::Histogram);
+    let h = f.metric[0].histogram.as_ref().expect("histogram");
+    assert_eq!(h.sample_count(), SPANS);
+    assert_eq!(h.bucket.len(), 14, "classic bounds (+Inf is sample_count)");
+    assert!(!h.positive_span.is_empty(), "native spans");
+    let covered: u32 = h.positive_span.iter().map(|s| s.length()).sum();
+    assert_eq!(covered as usize, h.positive_delta.len());
+    let total: i64 = h
+        .positive_delta
+        .iter()
+        .scan(0i64, |v, d| {
+            *v += d;
+            Some(*v)
+        })
+        .sum();
+    assert_eq!(
+        total as u64 + h.zero_count(),
+        SPANS,
+        "native buckets hold every span"
+    );
+}
+
+const PROTOBUF_ACCEPT: &str =
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                               encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8";
+
 fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs()
 }
@@ -176,6 +232,7 @@ async fn prometheus_reads_native_histograms_from_the_protobuf_exposition() {
     let sc = Sidecar::start("store:\n  histograms: both\n").await;
     send_spans(sc.grpc_url()).await;
     send_exponential(sc.grpc_url()).await;
+    protobuf_scrape_has_both_bucket_kinds(&sc).await;
     let native = Prometheus::start(sc.metrics, true);
     let plain = Prometheus::start(sc.metrics, false);
 
