@@ -1,5 +1,5 @@
-//! Scrape cost: building and encoding `/metrics` (text 0.0.4 and OpenMetrics)
-//! for 10k and 100k pass-through series (half counters, half 10-bucket
+//! Scrape cost: building and encoding `/metrics` (text 0.0.4, OpenMetrics and
+//! the protobuf exposition) for 10k and 100k pass-through series (half counters, half 10-bucket
 //! histograms), with the allocations of one scrape counted by a counting
 //! global allocator. `cargo bench --bench scrape`.
 
@@ -130,7 +130,11 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         for (fmt, accept) in [
             ("text", "text/plain"),
-            ("openmetrics", "application/openmetrics-text"),
+            ("openmetrics", "application/openmetrics-text; version=1.0.0"),
+            (
+                "protobuf",
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+            ),
         ] {
             let before = ALLOCS.load(Ordering::Relaxed);
             let (_, body) = geometra_sidecar::server::render(&d, &own, accept);

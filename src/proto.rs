@@ -7,3 +7,10 @@
 pub mod remote {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
+
+/// The Prometheus protobuf exposition (`proto/prometheus/client/metrics.proto`,
+/// package `io.prometheus.client`): `MetricFamily` and what it holds.
+#[allow(clippy::all, missing_docs)]
+pub mod client {
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
+}

@@ -93,7 +93,7 @@ pub fn collect(store: &Store, own: Vec<Family>) -> Snapshot {
 }
 
 /// Renders the exposition for a scrape: (content type, body).
-pub fn render(d: &Deriver, own: &SelfMetrics, accept: &str) -> (&'static str, String) {
+pub fn render(d: &Deriver, own: &SelfMetrics, accept: &str) -> (&'static str, Vec<u8>) {
     let f = encode::negotiate(accept);
     (f.content_type(), encode::encode(&snapshot(d, own), f))
 }

@@ -13,6 +13,8 @@ use geometra_sidecar::metrics::encode::{encode, Format};
 use geometra_sidecar::metrics::snapshot::{
     Buckets, Classic, Exemplar, Family, Histogram, Kind, Native, Point, Snapshot, Summary,
 };
+use geometra_sidecar::proto::client as pb;
+use prost::Message;
 use std::sync::Arc;
 
 const VALUES: &[&str] = &[
@@ -165,10 +167,125 @@ fn random_snapshots_always_encode_to_parseable_text_and_openmetrics() {
             families,
             timestamp_ms: 0,
         };
-        let text = encode(&s, Format::Text);
-        let om = encode(&s, Format::OpenMetrics);
+        let text = String::from_utf8(encode(&s, Format::Text)).expect("utf-8");
+        let om = String::from_utf8(encode(&s, Format::OpenMetrics)).expect("utf-8");
         if let Err(e) = strict::check_all(&text, &om) {
             panic!("seed {seed}, round {round}: {e}\n--- text\n{text}\n--- openmetrics\n{om}");
         }
+    }
+}
+
+/// Counts back from Prometheus spans and deltas: (bucket index, count) of
+/// every bucket the spans cover.
+fn expand(spans: &[pb::BucketSpan], deltas: &[i64]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let (mut k, mut v) = (0i64, 0i64);
+    let mut d = deltas.iter();
+    for (i, s) in spans.iter().enumerate() {
+        k = if i == 0 { 0 } else { k } + i64::from(s.offset());
+        for _ in 0..s.length() {
+            v += d.next().copied().expect("a delta per covered bucket");
+            out.push((k, v));
+            k += 1;
+        }
+    }
+    assert!(d.next().is_none(), "more deltas than buckets");
+    out
+}
+
+/// The populated buckets of a dense side.
+fn populated(b: &Buckets) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for (i, c) in b.counts.iter().enumerate() {
+        if *c > 0 {
+            out.push((i64::from(b.offset) + i as i64, *c as i64));
+        }
+    }
+    out
+}
+
+fn check_histogram(h: &Histogram, got: &pb::Histogram) {
+    assert_eq!(got.sample_count(), h.count);
+    assert!(got.sample_sum() == h.sum || (got.sample_sum().is_nan() && h.sum.is_nan()));
+    if let Some(c) = &h.classic {
+        assert_eq!(got.bucket.len(), c.bounds.len(), "no +Inf bucket");
+        let mut cum = 0u64;
+        for (i, b) in got.bucket.iter().enumerate() {
+            cum += c.counts[i];
+            assert_eq!(b.cumulative_count(), cum, "cumulative");
+            assert_eq!(b.upper_bound(), c.bounds[i]);
+            assert_eq!(
+                b.exemplar.is_some(),
+                c.exemplars.get(i).is_some_and(Option::is_some)
+            );
+        }
+    } else {
+        assert!(got.bucket.is_empty());
+    }
+    match &h.native {
+        Some(n) => {
+            assert_eq!(got.schema(), n.schema);
+            assert_eq!(got.zero_count(), n.zero_count);
+            for (spans, deltas, side) in [
+                (&got.positive_span, &got.positive_delta, &n.positive),
+                (&got.negative_span, &got.negative_delta, &n.negative),
+            ] {
+                let covered: usize = spans.iter().map(|s| s.length() as usize).sum();
+                assert_eq!(covered, deltas.len(), "spans cover the deltas");
+                let back: Vec<(i64, i64)> = expand(spans, deltas)
+                    .into_iter()
+                    .filter(|x| x.1 != 0)
+                    .collect();
+                assert_eq!(back, populated(side), "deltas reconstruct the counts");
+            }
+            let marked = !got.positive_span.is_empty()
+                || !got.negative_span.is_empty()
+                || got.zero_threshold() > 0.0
+                || got.zero_count() > 0;
+            assert!(marked, "a native histogram must look native");
+        }
+        None => assert!(got.schema.is_none() && got.positive_span.is_empty()),
+    }
+}
+
+#[test]
+fn random_snapshots_always_encode_to_decodable_protobuf() {
+    let seed = std::env::var("GEOMETRA_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("snapshot_protobuf seed {seed} (GEOMETRA_FUZZ_SEED={seed} replays it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..200 {
+        let families: Vec<Family> = (0..rng.usize(0..12)).map(|i| family(&mut rng, i)).collect();
+        let s = Snapshot {
+            families,
+            timestamp_ms: 0,
+        };
+        let body = encode(&s, Format::Protobuf);
+        let mut b = &body[..];
+        for f in &s.families {
+            let got = pb::MetricFamily::decode_length_delimited(&mut b).expect("decodes");
+            assert_eq!(got.name(), f.name, "seed {seed}");
+            assert_eq!(got.help(), f.help);
+            assert_eq!(got.metric.len(), f.series.len());
+            for (m, sr) in got.metric.iter().zip(&f.series) {
+                let labels: Vec<(&str, &str)> =
+                    m.label.iter().map(|l| (l.name(), l.value())).collect();
+                assert_eq!(labels, f.labels_of(sr).collect::<Vec<_>>());
+                match &sr.point {
+                    Point::Histogram(h) => {
+                        check_histogram(h, m.histogram.as_ref().expect("histogram"))
+                    }
+                    Point::Summary(q) => {
+                        let got = m.summary.as_ref().expect("summary");
+                        assert_eq!(got.sample_count(), q.count);
+                        assert_eq!(got.quantile.len(), q.quantiles.len());
+                    }
+                    Point::Value(_) => assert!(m.counter.is_some() || m.gauge.is_some()),
+                }
+            }
+        }
+        assert!(b.is_empty(), "seed {seed}: trailing bytes");
     }
 }

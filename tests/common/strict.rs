@@ -370,7 +370,8 @@ pub fn check(text: &str, om: bool) -> Result<(), String> {
     } else {
         text
     };
-    if !text.ends_with('\n') {
+    // an empty text exposition (no family at all) is valid: nothing to end
+    if !text.is_empty() && !text.ends_with('\n') {
         return Err("no final newline".into());
     }
     for (i, line) in body.lines().enumerate() {
