@@ -313,9 +313,10 @@ async fn run(
     };
     // after every exporter is built: they declare their counters too
     declare_self_metrics(&own, &pipeline);
-    if let Some(rw) = remote_write {
-        rw.declare(&own);
-    }
+    let remote_write = remote_write.map(|(stats, control)| {
+        stats.declare(&own);
+        control
+    });
 
     let grpc_l = listen::bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
     let http_l = match cfg.receivers.otlp_http.listen {
@@ -400,7 +401,8 @@ async fn run(
         path,
         reload::Reloader::new(load, cfg.clone(), pipeline.clone())
             .with_cors(cors)
-            .with_log_level(set_log_level),
+            .with_log_level(set_log_level)
+            .with_remote_write(remote_write),
     )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(

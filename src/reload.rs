@@ -24,8 +24,10 @@ pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keys (dotted paths: a whole section or one key of it) that reload; every
 /// other difference is refused as restart-only, named by its key path
-/// (`forward.*`, `remote_write.*` and the listeners among them).
+/// (`forward.*` and the listeners among them). `remote_write` reloads while
+/// it stays configured; adding or removing it needs a restart.
 const RELOADABLE: &[&str] = &[
+    "remote_write",
     "rules",
     "extra_rules",
     "store",
@@ -176,6 +178,8 @@ pub struct Reloader {
     cors: Option<Arc<Live<Cors>>>,
     /// `None` when `RUST_LOG` set the log filter (it wins over the file)
     set_log_level: Option<SetLogLevel>,
+    /// the remote write exporter's settings (none when it is off)
+    remote_write: Option<crate::export::remote_write::Control>,
 }
 
 impl Reloader {
@@ -186,12 +190,19 @@ impl Reloader {
             pipeline,
             cors: None,
             set_log_level: None,
+            remote_write: None,
         }
     }
 
     /// Reloads `telemetry.log_level` too (`None`: `RUST_LOG` rules).
     pub fn with_log_level(mut self, set: Option<SetLogLevel>) -> Self {
         self.set_log_level = set;
+        self
+    }
+
+    /// Reloads the remote write exporter's settings too.
+    pub fn with_remote_write(mut self, c: Option<crate::export::remote_write::Control>) -> Self {
+        self.remote_write = c;
         self
     }
 
@@ -233,6 +244,7 @@ impl Reloader {
         // everything that can fail first (the hash key file is re-read, so
         // SIGHUP also rotates the key), then nothing fails
         let redactor = crate::export::otlp::redact::Redactor::new(&new.redaction)?;
+        let remote_write = self.remote_write_setup(&new)?;
         self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
@@ -255,6 +267,9 @@ impl Reloader {
         if let Some(c) = &self.cors {
             c.store(Cors::new(&new.receivers.otlp_http));
         }
+        if let (Some(setup), Some(control)) = (remote_write, &self.remote_write) {
+            control.send_replace(Arc::new(setup));
+        }
         let rules = new.all_rules().count();
         let changed = changed_keys(&self.current, &new);
         tracing::debug!(keys = %changed.join(", "), "config keys changed");
@@ -264,6 +279,19 @@ impl Reloader {
 }
 
 impl Reloader {
+    /// A changed `remote_write` built and checked (None: unchanged). It may
+    /// change while configured; adding or removing it needs a restart.
+    fn remote_write_setup(
+        &self,
+        new: &Config,
+    ) -> Result<Option<crate::export::remote_write::Setup>, String> {
+        match (&self.current.remote_write, &new.remote_write, &self.remote_write) {
+            (old, new, _) if old == new => Ok(None),
+            (Some(_), Some(rw), Some(_)) => crate::export::remote_write::Setup::new(rw).map(Some),
+            _ => Err("remote_write cannot be added or removed without a restart (restart the pod to apply it); nothing of this config was applied".into()),
+        }
+    }
+
     /// The last fallible step of a reload: a changed level is parsed and put
     /// in force (with `RUST_LOG` set it stays, and a warning says why).
     fn set_log_level(&self, new: &Config) -> Result<(), String> {
@@ -363,19 +391,16 @@ mod tests {
     }
 
     #[test]
-    fn remote_write_changes_are_refused_by_name() {
+    fn remote_write_reloads_only_while_configured() {
         let mut old = Config::default();
         let mut new = old.clone();
         new.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));
-        assert_eq!(restart_only_changes(&old, &new), vec!["remote_write"]);
+        // its keys are not restart-only (adding or removing is refused by the reloader)
+        assert!(restart_only_changes(&old, &new).is_empty());
         old.remote_write = new.remote_write.clone();
         if let Some(rw) = &mut new.remote_write {
             rw.interval.0 *= 2;
-            rw.external_labels.insert("cluster".into(), "b".into());
         }
-        assert_eq!(
-            restart_only_changes(&old, &new),
-            vec!["remote_write.interval", "remote_write.external_labels"]
-        );
+        assert!(restart_only_changes(&old, &new).is_empty());
     }
 }

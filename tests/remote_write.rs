@@ -608,3 +608,86 @@ async fn derived_native_histograms_arrive_next_to_the_classic_buckets() {
     )
     .await;
 }
+
+/// A config reload moves remote write to another receiver with other
+/// external labels, without a restart; removing `remote_write` is refused.
+#[tokio::test]
+async fn a_reload_moves_remote_write_to_a_new_url() {
+    let (url_a, seen_a) = receiver(vec![(204, None)]).await;
+    let (url_b, seen_b) = receiver(vec![(204, None)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, config(&url_a, "")).expect("write config");
+    let sc = Sidecar::start_at(&cfg, Stdio::inherit(), dir).await;
+    send_spans(sc.grpc_url(), "/api/chat", 3).await;
+    requests(&sc, "/api/chat").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen(&seen_a).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing pushed to the first receiver"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved = format!(
+        "remote_write:\n  url: {url_b}\n  interval: 1s\n  external_labels:\n    cluster: eu-other\n"
+    );
+    std::fs::write(&cfg, &moved).expect("rewrite config");
+    let ok = Command::new("kill")
+        .args(["-HUP", &sc.pid().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cluster = |s: &Seen| {
+        let ts = s.body.as_ref().and_then(|b| b.timeseries.first().cloned());
+        ts.and_then(|t| t.labels.into_iter().find(|l| l.name == "cluster"))
+            .map(|l| l.value)
+    };
+    loop {
+        if let Some(s) = seen(&seen_b).last() {
+            assert_eq!(cluster(s).as_deref(), Some("eu-other"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing pushed after the reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the first receiver hears nothing more once the second one does
+    let a_before = seen(&seen_a).len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        seen(&seen_a).len() <= a_before + 1,
+        "still pushing to the old URL"
+    );
+    let m = sc.scrape().await;
+    let reloads = m.value(
+        "geometra_sidecar_config_reloads_total",
+        &[("result", "success")],
+    );
+    assert_eq!(reloads, Some(1.0), "{}", m.text);
+    // removing remote_write needs a restart: refused, pushes go on
+    std::fs::write(&cfg, "").expect("rewrite config");
+    let ok = Command::new("kill")
+        .args(["-HUP", &sc.pid().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -HUP");
+    let m = sc
+        .wait_for("the refused reload", |m| {
+            m.value(
+                "geometra_sidecar_config_reloads_total",
+                &[("result", "failure")],
+            ) == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        m.value("geometra_sidecar_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    let b_before = seen(&seen_b).len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        seen(&seen_b).len() > b_before,
+        "pushes stopped after a refused reload"
+    );
+}

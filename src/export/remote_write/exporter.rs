@@ -81,13 +81,37 @@ struct Push {
     points: u64,
 }
 
+/// What one configuration of the exporter sends with: built (and checked)
+/// before it is put in force, at start-up or on a config reload.
+pub struct Setup {
+    client: Client,
+    translator: Translator,
+    interval: Duration,
+}
+
+impl Setup {
+    /// Fails on what a config reload must refuse (unreadable TLS files, ...).
+    pub fn new(cfg: &RemoteWrite) -> Result<Setup, String> {
+        Ok(Setup {
+            client: Client::new(cfg)?,
+            translator: Translator::new(&cfg.external_labels),
+            interval: cfg.interval.0,
+        })
+    }
+}
+
+/// Puts a new [`Setup`] in force in the running exporter (a config reload):
+/// the next push uses it; a request waiting for a retry is dropped (the
+/// next snapshot supersedes it: cumulative data).
+pub type Control = tokio::sync::watch::Sender<Arc<Setup>>;
+
 /// Checks the config, builds the client and starts the push loop.
 pub fn start(
     cfg: &RemoteWrite,
     store: &Arc<Store>,
     source: SnapshotSource,
-) -> Result<Arc<Stats>, String> {
-    let client = Client::new(cfg)?;
+) -> Result<(Arc<Stats>, Control), String> {
+    let setup = Arc::new(Setup::new(cfg)?);
     let points = Arc::new(ExporterStats::new(NAME, SignalKind::MetricPoints, 1));
     store.add_exporter(points.clone());
     let stats = Arc::new(Stats {
@@ -97,23 +121,17 @@ pub fn start(
         failed_retryable: AtomicU64::new(0),
         failed_permanent: AtomicU64::new(0),
     });
-    let translator = Arc::new(Translator::new(&cfg.external_labels));
-    tokio::spawn(run(
-        client,
-        translator,
-        source,
-        cfg.interval.0,
-        stats.clone(),
-    ));
+    let (control, rx) = tokio::sync::watch::channel(setup);
+    tokio::spawn(run(rx, source, stats.clone()));
     tracing::info!(url = %cfg.url, interval = ?cfg.interval.0, "remote write started");
-    Ok(stats)
+    Ok((stats, control))
 }
 
 /// Snapshot → request → protobuf → snappy, off the async workers.
-async fn build(source: &SnapshotSource, tr: &Arc<Translator>, stats: &Stats) -> Option<Push> {
-    let (source, tr) = (source.clone(), tr.clone());
+async fn build(source: &SnapshotSource, setup: &Arc<Setup>, stats: &Stats) -> Option<Push> {
+    let (source, setup) = (source.clone(), setup.clone());
     let res = tokio::task::spawn_blocking(move || {
-        let req = tr.request(&source());
+        let req = setup.translator.request(&source());
         let points: usize = req
             .timeseries
             .iter()
@@ -150,15 +168,19 @@ async fn build(source: &SnapshotSource, tr: &Arc<Translator>, stats: &Stats) -> 
     }
 }
 
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(interval);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
 async fn run(
-    client: Client,
-    tr: Arc<Translator>,
+    mut setups: tokio::sync::watch::Receiver<Arc<Setup>>,
     source: SnapshotSource,
-    interval: Duration,
     stats: Arc<Stats>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut setup = setups.borrow_and_update().clone();
+    let mut ticker = ticker(setup.interval);
     // 500ms doubling to 5s: the bounds of Prometheus' own remote write (30ms
     // to 5s), starting slower as one request carries the whole store
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
@@ -168,8 +190,22 @@ async fn run(
     loop {
         let wake = retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
+            changed = setups.changed() => {
+                if changed.is_err() {
+                    return; // the sidecar is shutting down
+                }
+                setup = setups.borrow_and_update().clone();
+                ticker = self::ticker(setup.interval);
+                if let Some(old) = pending.take() {
+                    stats.points.send_failed.fetch_add(old.points, Ordering::Relaxed);
+                }
+                stats.points.queue_size.store(0, Ordering::Relaxed);
+                (retry_at, _) = (None, backoff.reset());
+                tracing::info!(interval = ?setup.interval, "remote write reconfigured");
+                continue;
+            }
             _ = ticker.tick() => {
-                let Some(push) = build(&source, &tr, &stats).await else { continue };
+                let Some(push) = build(&source, &setup, &stats).await else { continue };
                 if let Some(old) = pending.replace(push) {
                     // cumulative data: the newer snapshot supersedes it
                     stats.points.send_failed.fetch_add(old.points, Ordering::Relaxed);
@@ -181,7 +217,7 @@ async fn run(
             }
             _ = tokio::time::sleep_until(wake), if retry_at.is_some() => {}
         }
-        retry_at = attempt(&client, &mut pending, &mut backoff, &stats).await;
+        retry_at = attempt(&setup.client, &mut pending, &mut backoff, &stats).await;
     }
 }
 

@@ -18,4 +18,4 @@ pub mod config;
 mod exporter;
 pub mod translate;
 
-pub use exporter::{start, SnapshotSource, Stats};
+pub use exporter::{start, Control, Setup, SnapshotSource, Stats};
