@@ -54,6 +54,12 @@ pub trait Forward: Send + Sync {
     /// `body` holds `items` items. Ok means the data is queued and will be
     /// delivered (at least once); the receiver then acknowledges it.
     fn offer(&self, signal: SignalKind, body: Bytes, items: u64) -> OfferFuture<'_>;
+    /// A refusal (counted) when the queue has no room for `items` items
+    /// now: the receiver asks before walking a request, so push-back costs
+    /// no walk. None means "offer it" (the offer may still refuse).
+    fn refuse_early(&self, _signal: SignalKind, _items: u64) -> Option<Refusal> {
+        None
+    }
     /// Puts a new redaction in force for what is offered from now on (a
     /// config reload); what is queued already was redacted by the old one.
     fn set_redaction(&self, _redactor: Option<redact::Redactor>) {}
@@ -160,6 +166,13 @@ impl Forward for Forwarder {
             };
             p.queue.push(body, items).await
         })
+    }
+
+    fn refuse_early(&self, signal: SignalKind, items: u64) -> Option<Refusal> {
+        self.pipes[signal as usize]
+            .as_ref()?
+            .queue
+            .refuse_early(items)
     }
 
     fn set_redaction(&self, redactor: Option<redact::Redactor>) {
