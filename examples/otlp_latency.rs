@@ -129,8 +129,14 @@ async fn scraper(url: String, every: Duration, stop: Arc<AtomicBool>) -> Vec<u64
 async fn main() -> Result<(), String> {
     let a = args()?;
     let (payload, path) = match a.signal.as_str() {
-        "logs" => (requests::logs(), "/opentelemetry.proto.collector.logs.v1.LogsService/Export"),
-        _ => (requests::spans(), "/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+        "logs" => (
+            requests::logs(),
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        ),
+        _ => (
+            requests::spans(),
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ),
     };
     let payload = Bytes::from(payload);
     let channel = tonic::transport::Endpoint::from_shared(a.endpoint.clone())
@@ -151,8 +157,12 @@ async fn main() -> Result<(), String> {
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
-        let (payload, claimed, errors, times) =
-            (payload.clone(), claimed.clone(), errors.clone(), times.clone());
+        let (payload, claimed, errors, times) = (
+            payload.clone(),
+            claimed.clone(),
+            errors.clone(),
+            times.clone(),
+        );
         let fixed = a.requests;
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();

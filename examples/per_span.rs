@@ -49,5 +49,8 @@ fn main() {
             }
         }
     }
-    println!("signal={signal} iterations={iterations} items={items} per_request={}", requests::N);
+    println!(
+        "signal={signal} iterations={iterations} items={items} per_request={}",
+        requests::N
+    );
 }

@@ -193,4 +193,3 @@ pub fn map_body_logs() -> Vec<u8> {
     }
     req.encode_to_vec()
 }
-
