@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The HTTP/2 max frame size the OTLP/gRPC listener advertises.
+const GRPC_MAX_FRAME: u32 = 1 << 20;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "geometra-sidecar",
@@ -343,6 +346,11 @@ async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(128))
+        // OTLP requests are 100-500 KB: frames up to 1 MiB let a client send
+        // one in a single DATA frame, which the receiver takes without a
+        // copy (receiver/grpc.rs) and h2 reads without regrowing its buffer
+        // per 16 KiB frame; the windows (hyper's default 1 MiB each) stay.
+        .max_frame_size(Some(GRPC_MAX_FRAME))
         .timeout(limits.request)
         .add_service(OtlpService::<Traces>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))

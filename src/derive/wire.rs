@@ -621,6 +621,32 @@ pub fn read_kvlist_body<'a>(
     Ok(event.name())
 }
 
+/// Counts the spans of an `ExportTraceServiceRequest` or the log records of
+/// an `ExportLogsServiceRequest` (same nesting) without reading into them:
+/// what a request refused before its walk is counted as.
+pub fn count_items(buf: &[u8]) -> Result<u64, WireError> {
+    let mut n = 0u64;
+    let mut req = Reader::new(buf);
+    while let Some((f, v)) = req.next_field()? {
+        if f != REQUEST_RESOURCE_ITEMS {
+            continue;
+        }
+        let mut rs = Reader::new(bytes(v)?);
+        while let Some((f, v)) = rs.next_field()? {
+            if f != RESOURCE_ITEMS_SCOPE_ITEMS {
+                continue;
+            }
+            let mut ss = Reader::new(bytes(v)?);
+            while let Some((f, _)) = ss.next_field()? {
+                if f == SCOPE_ITEMS_ITEMS {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Counts the data points of an `ExportMetricsServiceRequest` without
 /// decoding it (for the receiver's accepted/refused counters).
 pub fn count_metric_points(buf: &[u8]) -> Result<u64, WireError> {
@@ -733,6 +759,18 @@ mod tests {
             }],
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn counts_items_without_walking_them() {
+        assert_eq!(count_items(&request()).ok(), Some(3));
+        assert_eq!(count_items(&[]).ok(), Some(0));
+        let mut cut = request();
+        cut.truncate(cut.len() - 1);
+        assert!(
+            count_items(&cut).is_err(),
+            "a truncated request is an error"
+        );
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub trait Forward: Send + Sync {
     /// `body` holds `items` items. Ok means the data is queued and will be
     /// delivered (at least once); the receiver then acknowledges it.
     fn offer(&self, signal: SignalKind, body: Bytes, items: u64) -> OfferFuture<'_>;
+    /// A refusal (counted) when the queue has no room for `items` items
+    /// now: the receiver asks before walking a request, so push-back costs
+    /// no walk. None means "offer it" (the offer may still refuse).
+    fn refuse_early(&self, _signal: SignalKind, _items: u64) -> Option<Refusal> {
+        None
+    }
     /// Puts a new redaction in force for what is offered from now on (a
     /// config reload); what is queued already was redacted by the old one.
     fn set_redaction(&self, _redactor: Option<otlp::redact::Redactor>) {}

@@ -1,12 +1,16 @@
 //! OTLP/gRPC receiver. The request message reaches the pipeline as raw bytes
-//! through [`RawCodec`] (a full prost decode of every span would cost more
-//! than everything else the sidecar does); responses are opentelemetry-proto's
-//! prost types. The three services are routed by path like tonic's generated
-//! servers, which always decode.
+//! (a full prost decode of every span would cost more than everything else
+//! the sidecar does): the unary call is read here rather than by tonic's
+//! codec machinery, so the message is taken straight from the HTTP/2 DATA
+//! frame that holds it, or assembled once at its exact length, and the
+//! common answer comes from a static buffer. Responses are
+//! opentelemetry-proto's prost types. The three services are routed by path
+//! like tonic's generated servers; tonic still serves HTTP/2 (`main.rs`).
 
+use super::encoding::{self, DecodeError, Encoding};
 use super::{Accepted, Pipeline, Rejection};
 use crate::metrics::SignalKind;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
@@ -20,50 +24,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::body::Body;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::server::NamedService;
 use tonic::{Code, Status};
-
-/// Decodes nothing: hands the message bytes over as they are.
-pub struct RawCodec<R>(PhantomData<R>);
-impl<R> Default for RawCodec<R> {
-    fn default() -> Self {
-        RawCodec(PhantomData)
-    }
-}
-pub struct RawDecoder;
-pub struct ProstEncoder<R>(PhantomData<R>);
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n)))
-    }
-}
-
-impl<R: Message> Encoder for ProstEncoder<R> {
-    type Item = R;
-    type Error = Status;
-    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
-    }
-}
-
-impl<R: Message + Send + 'static> Codec for RawCodec<R> {
-    type Encode = R;
-    type Decode = Bytes;
-    type Encoder = ProstEncoder<R>;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder(PhantomData)
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
-    }
-}
 
 /// Which OTLP service a [`OtlpService`] serves.
 pub trait Signal: Send + Sync + 'static {
@@ -148,27 +110,6 @@ pub fn status_of(r: Rejection) -> Status {
     }
 }
 
-struct Unary<S: Signal> {
-    pipeline: Arc<Pipeline>,
-    _s: PhantomData<S>,
-}
-
-impl<S: Signal> UnaryService<Bytes> for Unary<S> {
-    type Response = S::Response;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<tonic::Response<S::Response>, Status>> + Send>,
-    >;
-    fn call(&mut self, req: tonic::Request<Bytes>) -> Self::Future {
-        let p = self.pipeline.clone();
-        Box::pin(async move {
-            match S::handle(p, req.into_inner()).await {
-                Ok(acc) => Ok(tonic::Response::new(S::respond(acc))),
-                Err(r) => Err(status_of(r)),
-            }
-        })
-    }
-}
-
 /// One OTLP gRPC service over raw bytes.
 pub struct OtlpService<S: Signal> {
     pipeline: Arc<Pipeline>,
@@ -223,50 +164,188 @@ where
                 async move { Ok(Status::unimplemented("no such method").into_http()) },
             );
         }
-        if let Some(e) = unsupported_encoding(req.headers()) {
-            pipeline.store().grpc.bad_request(signal_of::<S>());
-            return Box::pin(async move { Ok(advertise(unsupported(&e).into_http())) });
-        }
+        let enc = match request_encoding(req.headers()) {
+            Ok(enc) => enc,
+            Err(e) => {
+                pipeline.store().grpc.bad_request(signal_of::<S>());
+                return Box::pin(async move { Ok(advertise(unsupported(&e).into_http())) });
+            }
+        };
         Box::pin(async move {
-            let mut grpc = Grpc::new(RawCodec::<S::Response>::default())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Deflate)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(max);
-            let stats = pipeline.clone();
-            let svc = Unary::<S> {
-                pipeline,
-                _s: PhantomData,
+            let res = match message(req.into_body(), enc, max).await {
+                Ok(body) => match S::handle(pipeline, body).await {
+                    Ok(acc) => ok_response(S::respond(acc)),
+                    Err(r) => status_of(r).into_http(),
+                },
+                Err(Unread::Bad(status)) => {
+                    pipeline.store().grpc.bad_request(signal_of::<S>());
+                    status.into_http()
+                }
+                Err(Unread::Other(status)) => status.into_http(),
             };
-            let res = grpc.unary(svc, req).await;
-            Ok(advertise(refused_by_tonic::<S>(res, max, &stats)))
+            Ok(advertise(res))
         })
     }
 }
 
-/// Answers tonic gave before the message reached the pipeline, counted as
-/// bad requests: too large (tonic says OUT_OF_RANGE for the frame length;
-/// the OTLP contract, and every other collector, RESOURCE_EXHAUSTED) and a
-/// corrupt compressed message (INTERNAL, as the gRPC compression spec asks).
-fn refused_by_tonic<S: Signal>(
-    res: http::Response<Body>,
-    max: usize,
-    p: &Pipeline,
-) -> http::Response<Body> {
-    let h = |k: &str| res.headers().get(k).and_then(|v| v.to_str().ok());
-    let code = h("grpc-status").and_then(|v| v.parse::<i32>().ok());
-    if code == Some(Code::OutOfRange as i32) || code == Some(Code::ResourceExhausted as i32) {
-        p.store().grpc.bad_request(signal_of::<S>());
-        return Status::resource_exhausted(format!(
-            "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
-        ))
-        .into_http();
+/// Why a request's message could not be read.
+enum Unread {
+    /// A bad request, counted: too large, a corrupt compressed message.
+    Bad(Status),
+    /// The stream broke or ended early (not counted, as tonic did not).
+    Other(Status),
+}
+
+/// The one message of a unary request, decompressed: the 5-byte gRPC
+/// prefix, then the message, taken without a copy when it arrives in one
+/// DATA frame (the receiver's HTTP/2 max frame size makes that the common
+/// case), else assembled once into a buffer of its exact length. Larger
+/// than `max` before or after decompression: RESOURCE_EXHAUSTED.
+async fn message<B>(body: B, enc: Encoding, max: usize) -> Result<Bytes, Unread>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (flag, msg) = framed(body, max).await?;
+    match (flag, enc) {
+        (0, _) => Ok(msg),
+        (1, Encoding::Identity) => Err(Unread::Other(Status::internal(
+            "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+        ))),
+        (1, enc) => encoding::decode(enc, &msg, max).map_err(|e| match e {
+            DecodeError::TooLarge => Unread::Bad(too_large(max)),
+            // a zstd frame asking for a window beyond what the limit needs
+            // is refused before allocation: too large, as tonic said
+            DecodeError::Invalid(m) if m.contains("too much memory") => Unread::Bad(too_large(max)),
+            DecodeError::Invalid(m) => Unread::Bad(Status::internal(format!("Error decompressing: {m}"))),
+        }),
+        (f, _) => Err(Unread::Other(Status::internal(format!(
+            "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1)"
+        )))),
     }
-    let corrupt = h("grpc-message").is_some_and(|m| m.starts_with("Error%20decompressing"));
-    if code == Some(Code::Internal as i32) && corrupt {
-        p.store().grpc.bad_request(signal_of::<S>());
+}
+
+fn too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
+    ))
+}
+
+/// The compressed flag and the bytes of the first length-prefixed message;
+/// the rest of the body (a well-behaved client sends nothing more) is read
+/// and dropped.
+async fn framed<B>(body: B, max: usize) -> Result<(u8, Bytes), Unread>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut head = [0u8; 5];
+    let mut have = 0usize;
+    let mut msg: Option<(u8, usize, BytesMut)> = None;
+    let mut done: Option<(u8, Bytes)> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Unread::Other(Status::from_error(e.into())))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if done.is_some() {
+            continue;
+        }
+        let mut data = data.copy_to_bytes(data.remaining());
+        if let Some((_, len, buf)) = msg.as_mut() {
+            let take = (*len - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..take]);
+            if buf.len() == *len {
+                done = msg.take().map(|(flag, _, b)| (flag, b.freeze()));
+            }
+            continue;
+        }
+        let n = (5 - have).min(data.len());
+        head[have..have + n].copy_from_slice(&data[..n]);
+        have += n;
+        data.advance(n);
+        if have < 5 {
+            continue;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > max {
+            return Err(Unread::Bad(too_large(max)));
+        }
+        if data.len() >= len {
+            done = Some((head[0], data.split_to(len)));
+        } else {
+            let mut buf = BytesMut::with_capacity(len);
+            buf.extend_from_slice(&data);
+            msg = Some((head[0], len, buf));
+        }
     }
+    done.ok_or_else(|| {
+        Unread::Other(Status::internal(if have == 0 {
+            "Missing request message."
+        } else {
+            "Unexpected EOF decoding stream."
+        }))
+    })
+}
+
+/// The empty OTLP response (no partial success) as a gRPC message: the
+/// common answer, sent from a static buffer.
+static EMPTY_MESSAGE: [u8; 5] = [0; 5];
+
+/// A 200 carrying `m` and `grpc-status: 0` in the trailers.
+fn ok_response<R: Message>(m: R) -> http::Response<Body> {
+    let len = m.encoded_len();
+    let data = if len == 0 {
+        Bytes::from_static(&EMPTY_MESSAGE)
+    } else {
+        let mut buf = BytesMut::with_capacity(5 + len);
+        buf.put_u8(0);
+        buf.put_u32(len as u32);
+        // cannot fail: the buffer has room for encoded_len bytes
+        let _ = m.encode(&mut buf);
+        buf.freeze()
+    };
+    let mut trailers = http::HeaderMap::with_capacity(1);
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let mut res = http::Response::new(Body::new(UnaryBody {
+        data: Some(data),
+        trailers: Some(trailers),
+    }));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
     res
+}
+
+/// A unary response body: one data frame, then the trailers.
+struct UnaryBody {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(d) = this.data.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        Poll::Ready(
+            this.trailers
+                .take()
+                .map(|t| Ok(http_body::Frame::trailers(t))),
+        )
+    }
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
 }
 
 fn signal_of<S: Signal>() -> SignalKind {
@@ -283,11 +362,15 @@ fn signal_of<S: Signal>() -> SignalKind {
 /// Collector's exporter: gzip and zstd; its `snappy` is not accepted).
 pub const GRPC_ENCODINGS: &str = "gzip,deflate,zstd";
 
-/// The request's `grpc-encoding` when it is one the sidecar does not decode.
-fn unsupported_encoding(h: &http::HeaderMap) -> Option<String> {
-    let v = h.get("grpc-encoding")?;
-    let ok = matches!(v.as_bytes(), b"identity" | b"gzip" | b"deflate" | b"zstd");
-    (!ok).then(|| String::from_utf8_lossy(v.as_bytes()).into_owned())
+/// The request's `grpc-encoding`; Err names one the sidecar does not decode.
+fn request_encoding(h: &http::HeaderMap) -> Result<Encoding, String> {
+    match h.get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => Ok(Encoding::Identity),
+        Some(b"gzip") => Ok(Encoding::Gzip),
+        Some(b"deflate") => Ok(Encoding::Deflate),
+        Some(b"zstd") => Ok(Encoding::Zstd),
+        Some(v) => Err(String::from_utf8_lossy(v).into_owned()),
+    }
 }
 
 /// UNIMPLEMENTED naming the supported encodings, as the gRPC compression

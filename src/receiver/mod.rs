@@ -63,6 +63,28 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Push-back before any work: when the forwarder's queue has no room
+    /// for the request's items, it is refused (counted) without validating
+    /// or walking it. A request that cannot be counted goes on to the walk,
+    /// which says what is wrong with it.
+    fn refused_early(
+        &self,
+        sig: SignalKind,
+        body: &[u8],
+        stats: &ReceiverStats,
+    ) -> Option<Rejection> {
+        let f = self.forward.as_ref().filter(|f| f.forwards(sig))?;
+        let items = match sig {
+            SignalKind::MetricPoints => crate::derive::wire::count_metric_points(body),
+            _ => crate::derive::wire::count_items(body),
+        }
+        .ok()
+        .filter(|&n| n > 0)?;
+        let refusal = f.refuse_early(sig, items)?;
+        stats.refuse(sig, items);
+        Some(Rejection::Unavailable(refusal))
+    }
+
     async fn offer(&self, sig: SignalKind, body: Bytes, items: u64) -> Result<(), Refusal> {
         match &self.forward {
             Some(f) if f.forwards(sig) && items > 0 => f.offer(sig, body, items).await,
@@ -79,6 +101,9 @@ impl Pipeline {
         body: Bytes,
         stats: &ReceiverStats,
     ) -> Result<Accepted, Rejection> {
+        if let Some(r) = self.refused_early(sig, &body, stats) {
+            return Err(r);
+        }
         if let Err(r) = self.validate_forwarded(sig, &body) {
             stats.bad_request(sig);
             return Err(r);
@@ -113,6 +138,9 @@ impl Pipeline {
     /// Metric points: counted by the walker, decoded for pass-through.
     pub async fn metrics(&self, body: Bytes, stats: &ReceiverStats) -> Result<Accepted, Rejection> {
         let sig = SignalKind::MetricPoints;
+        if let Some(r) = self.refused_early(sig, &body, stats) {
+            return Err(r);
+        }
         if let Err(r) = self.validate_forwarded(sig, &body) {
             stats.bad_request(sig);
             return Err(r);

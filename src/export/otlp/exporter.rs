@@ -7,7 +7,7 @@ use super::queue::{self, Queue};
 use super::{disk, redact};
 use crate::config::Config;
 use crate::export::retry::{Backoff, Failure};
-use crate::export::{Forward, OfferFuture};
+use crate::export::{Forward, OfferFuture, Refusal};
 use crate::metrics::{ExporterStats, SignalKind, Store};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -117,6 +117,13 @@ impl Forward for Forwarder {
             };
             p.queue.push(body, items).await
         })
+    }
+
+    fn refuse_early(&self, signal: SignalKind, items: u64) -> Option<Refusal> {
+        self.pipes[signal as usize]
+            .as_ref()?
+            .queue
+            .refuse_early(items)
     }
 
     fn set_redaction(&self, redactor: Option<redact::Redactor>) {

@@ -120,6 +120,28 @@ impl Queue {
         }
     }
 
+    /// The refusal [`Queue::push`] would give `items` items now for lack of
+    /// room (memory queue: max_items, or max_bytes reached already; the
+    /// bytes are not known before redaction). A disk queue decides on
+    /// append.
+    pub fn refuse_early(&self, items: u64) -> Option<Refusal> {
+        if self.disk.is_some() {
+            return None;
+        }
+        let q = self.lock();
+        let full = q.items > 0 && (q.items + items > self.max_items || q.bytes >= self.max_bytes);
+        drop(q);
+        full.then(|| {
+            self.refuse(
+                items,
+                format!(
+                    "forward queue full (forward.queue.max_items {} / max_bytes {}); retry later",
+                    self.max_items, self.max_bytes
+                ),
+            )
+        })
+    }
+
     /// Takes a record, or refuses it when the queue is full. With a disk
     /// queue, returns only once the record is written.
     pub async fn push(&self, body: Bytes, items: u64) -> Result<(), Refusal> {
@@ -315,6 +337,26 @@ mod tests {
             q.push(Bytes::from_static(b"c"), 6)
                 .await
                 .expect("space again");
+        });
+    }
+
+    #[test]
+    fn refuses_early_exactly_when_push_would() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let s = stats();
+            let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
+            assert!(
+                q.refuse_early(60).is_none(),
+                "an empty queue takes anything"
+            );
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            assert!(q.refuse_early(4).is_none(), "room for 4 more");
+            assert!(q.refuse_early(5).is_some(), "no room for 5");
+            assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 5);
+            assert!(q.push(Bytes::from_static(b"b"), 5).await.is_err());
         });
     }
 
