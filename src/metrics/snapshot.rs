@@ -188,16 +188,7 @@ impl Family {
 
     /// Adds a series with these labels.
     pub fn push(&mut self, labels: &[(&str, &str)], point: Point, created_ms: Option<i64>) {
-        let start = self.labels.next();
-        for (k, v) in labels {
-            self.labels.push(k, v);
-        }
-        let labels = start..self.labels.next();
-        self.series.push(Series {
-            labels,
-            point,
-            created_ms,
-        });
+        self.push_iter(labels.iter().copied(), point, created_ms);
     }
 
     /// Adds a series whose labels come from an iterator (no slice to build).
