@@ -29,6 +29,19 @@ pub const DEFAULT_SCHEMA: i32 = 3;
 /// Buckets per side before the resolution is halved.
 pub const DEFAULT_MAX_BUCKETS: usize = 160;
 
+/// The finest scale OTLP defines.
+pub const OTLP_MAX_SCALE: i32 = 20;
+
+/// A bound on |bucket index| at `scale` that every finite f64 respects
+/// (2^-1074 ..= 2^1024 is 1100 powers of two, `2^scale` buckets each).
+fn key_limit(scale: i32) -> i64 {
+    if scale >= 0 {
+        1100i64 << scale
+    } else {
+        (1100i64 >> -scale) + 1
+    }
+}
+
 /// `frexp`: `v = frac * 2^exp` with `frac` in [0.5, 1), for finite `v > 0`.
 fn frexp(v: f64) -> (f64, i32) {
     let (v, adj) = if v < f64::MIN_POSITIVE {
@@ -110,6 +123,12 @@ impl Dense {
         if let Some(c) = self.counts.get_mut(i) {
             *c = c.saturating_add(n);
         }
+    }
+
+    /// The first and last index `by` schemas coarser, if any bucket.
+    fn ends(&self, by: u32) -> Option<(i32, i32)> {
+        let last = self.offset + self.counts.len().checked_sub(1)? as i32;
+        Some((coarser_key(self.offset, by), coarser_key(last, by)))
     }
 
     /// The same counts `by` schemas coarser (each step merges pairs).
@@ -216,8 +235,8 @@ impl NativeHist {
         negative: (i32, &[u64]),
         max_buckets: usize,
     ) -> Result<NativeHist, &'static str> {
-        if scale < MIN_SCHEMA {
-            return Err("scale below -4");
+        if !(MIN_SCHEMA..=OTLP_MAX_SCALE).contains(&scale) {
+            return Err("scale outside -4..=20");
         }
         if !(zero_threshold >= 0.0 && zero_threshold.is_finite()) {
             return Err("bad zero threshold");
@@ -234,16 +253,14 @@ impl NativeHist {
             negative: dense(negative),
             max_buckets: max_buckets.max(1),
         };
-        if h.positive
-            .offset
-            .checked_add(h.positive.counts.len() as i32)
-            .is_none()
-            || h.negative
-                .offset
-                .checked_add(h.negative.counts.len() as i32)
-                .is_none()
-        {
-            return Err("bucket offset out of range");
+        // no f64 lies in a bucket past these: a hostile offset would
+        // otherwise make merging two points allocate the range between them
+        let limit = key_limit(scale);
+        for d in [&h.positive, &h.negative] {
+            let last = i64::from(d.offset) + d.counts.len() as i64 - 1;
+            if !d.counts.is_empty() && (i64::from(d.offset) < -limit || last > limit) {
+                return Err("bucket index out of range");
+            }
         }
         if scale > MAX_SCHEMA {
             h.reduce((scale - MAX_SCHEMA) as u32);
@@ -268,17 +285,28 @@ impl NativeHist {
     /// the two schemas, then bounds the width again. False (nothing
     /// changed) when a count would wrap.
     pub fn merge(&mut self, o: &NativeHist) -> bool {
-        let schema = self.schema.min(o.schema);
-        let mine = (self.schema - schema) as u32;
-        let theirs = o.schema.clamp(schema, MAX_SCHEMA);
+        let common = self.schema.min(o.schema);
+        let (mine, theirs) = ((self.schema - common) as u32, (o.schema - common) as u32);
+        // halve further first if the union of a side would be too wide, so
+        // that nothing wider than max_buckets is ever allocated
+        let mut extra = 0;
+        for (a, b) in [(&self.positive, &o.positive), (&self.negative, &o.negative)] {
+            let ends = match (a.ends(mine), b.ends(theirs)) {
+                (Some(x), Some(y)) => Some((x.0.min(y.0), x.1.max(y.1))),
+                (x, y) => x.or(y),
+            };
+            if let Some((lo, hi)) = ends {
+                extra = extra.max(steps_to_fit(lo, hi, self.max_buckets, common));
+            }
+        }
+        let (mine, theirs) = (mine + extra, theirs + extra);
         let (mut pos, mut neg) = (self.positive.coarser(mine), self.negative.coarser(mine));
-        let by = (theirs - schema) as u32;
         for (to, from) in [(&mut pos, &o.positive), (&mut neg, &o.negative)] {
             for (i, c) in from.counts.iter().enumerate() {
                 if *c == 0 {
                     continue;
                 }
-                let k = coarser_key(from.offset + i as i32, by);
+                let k = coarser_key(from.offset + i as i32, theirs);
                 let cur = usize::try_from(i64::from(k) - i64::from(to.offset))
                     .ok()
                     .and_then(|i| to.counts.get(i));
@@ -294,19 +322,8 @@ impl NativeHist {
         // thresholds of one SDK do not change; if they did, the wider one wins
         self.zero_threshold = self.zero_threshold.max(o.zero_threshold);
         self.zero_count = zero;
-        (self.schema, self.positive, self.negative) = (schema, pos, neg);
-        for side in [0, 1] {
-            let d = if side == 0 {
-                &self.positive
-            } else {
-                &self.negative
-            };
-            if d.counts.len() > self.max_buckets {
-                let hi = d.offset + d.counts.len() as i32 - 1;
-                let by = steps_to_fit(d.offset, hi, self.max_buckets, self.schema);
-                self.reduce(by);
-            }
-        }
+        self.schema = common - extra as i32;
+        (self.positive, self.negative) = (pos, neg);
         true
     }
 
@@ -480,6 +497,20 @@ mod tests {
         let before = full.clone();
         assert!(!full.merge(&b));
         assert_eq!(full, before);
+        // hostile offsets: refused, and far-apart deltas never allocate the gap
+        assert!(NativeHist::from_otlp(0, 0.0, 0, (i32::MAX - 5, &[1]), (0, &[]), 160).is_err());
+        assert!(NativeHist::from_otlp(21, 0.0, 0, (0, &[1]), (0, &[]), 160).is_err());
+        let lo = NativeHist::from_otlp(8, 0.0, 0, (-270_000, &[1]), (0, &[]), 160).unwrap();
+        let hi = NativeHist::from_otlp(8, 0.0, 0, (260_000, &[1]), (0, &[]), 160).unwrap();
+        let mut m = lo.clone();
+        assert!(m.merge(&hi));
+        assert!(
+            m.positive.counts.len() <= 160,
+            "{}",
+            m.positive.counts.len()
+        );
+        assert_eq!(m.positive.counts.iter().sum::<u64>(), 2);
+        assert!(m.schema < 8);
         assert!(NativeHist::from_otlp(-5, 0.0, 0, (0, &[1]), (0, &[]), 160).is_err());
         assert!(NativeHist::from_otlp(0, f64::NAN, 0, (0, &[1]), (0, &[]), 160).is_err());
         assert!(NativeHist::from_otlp(0, 0.0, 0, (i32::MAX, &[1, 1]), (0, &[]), 160).is_err());

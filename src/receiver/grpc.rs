@@ -231,6 +231,9 @@ fn too_large(max: usize) -> Status {
     ))
 }
 
+/// Bytes reserved ahead of what has arrived of a message split over frames.
+const CLAIM_AHEAD: usize = 256 << 10;
+
 /// The compressed flag and the bytes of the first length-prefixed message;
 /// the rest of the body (a well-behaved client sends nothing more) is read
 /// and dropped.
@@ -276,7 +279,10 @@ where
         if data.len() >= len {
             done = Some((head[0], data.split_to(len)));
         } else {
-            let mut buf = BytesMut::with_capacity(len);
+            // the length is the client's claim: reserve at most 256 KiB
+            // beyond what arrived (the buffer grows as the rest does), so a
+            // stream that declares 4 MiB and sends nothing holds little
+            let mut buf = BytesMut::with_capacity(len.min(data.len() + CLAIM_AHEAD));
             buf.extend_from_slice(&data);
             msg = Some((head[0], len, buf));
         }
