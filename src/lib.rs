@@ -6,6 +6,7 @@
 //! [`derive`] turns it into metric updates, [`metrics`] stores and encodes
 //! them, [`export`] sends data downstream.
 
+pub mod allocator;
 pub mod config;
 pub mod derive;
 pub mod export;

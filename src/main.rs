@@ -179,6 +179,7 @@ fn level_setter<S: 'static>(
 }
 
 fn main() -> ExitCode {
+    geometra_sidecar::allocator::tune();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::PrintDefaultConfig) => {
@@ -360,6 +361,7 @@ async fn run(
             stopped(stop_rx.clone()),
         );
     let grpc_task = tokio::spawn(grpc);
+    geometra_sidecar::allocator::spawn_trim();
 
     let cors = Arc::new(reload::Live::new(receiver::cors::Cors::new(
         &cfg.receivers.otlp_http,
