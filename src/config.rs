@@ -653,8 +653,8 @@ impl Config {
     }
 
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = crate::fsread::read_string(path, crate::fsread::CONFIG_MAX, "config file")
+            .map_err(ConfigError)?;
         Config::from_yaml(&text, &path.display().to_string())
     }
 

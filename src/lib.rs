@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod config;
 pub mod derive;
 pub mod export;
+pub mod fsread;
 pub mod metrics;
 pub mod proto;
 pub mod receiver;

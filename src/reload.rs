@@ -343,7 +343,12 @@ pub fn spawn(path: Option<PathBuf>, mut reloader: Reloader) -> Result<(), String
     std::thread::Builder::new()
         .name("config-reload".into())
         .spawn(move || {
-            let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+            // a file past the bound still shows as changed; the reload then
+            // refuses it with the bound named
+            let read = |p: &Option<PathBuf>| {
+                p.as_ref()
+                    .and_then(|p| crate::fsread::head(p, crate::fsread::CONFIG_MAX + 1))
+            };
             let mut last = read(&path);
             loop {
                 match rx.recv_timeout(POLL) {

@@ -232,6 +232,30 @@ async fn a_bad_config_is_refused_and_the_old_one_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_config_file_is_refused_not_read() {
+    let (s, cfg, log) = start(&config(&["reload_a_total"])).await;
+    // valid YAML (a comment) past the 4 MiB bound, as a wrong file might be
+    let huge = format!(
+        "{}# {}\n",
+        config(&["reload_a_total", "reload_c_total"]),
+        "x".repeat(5 << 20)
+    );
+    replace(&cfg, &huge);
+    let m = s
+        .wait_for("the oversized file refused", |m| {
+            reloads(m, "failure") == 1.0
+        })
+        .await;
+    assert_eq!(last_ok(&m), Some(0.0), "{}", m.text);
+    assert!(!m.text.contains("reload_c_total"), "nothing of it applies");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("larger than 4194304 bytes"),
+        "the refusal names the bound:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_only_key_is_refused_by_name() {
     let (s, cfg, log) = start(&config(&["reload_a_total"])).await;
     let changed = format!(

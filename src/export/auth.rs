@@ -22,9 +22,8 @@ impl Token {
     }
 
     fn load(path: &Path) -> Result<String, String> {
-        std::fs::read_to_string(path)
+        crate::fsread::read_string(path, crate::fsread::SECRET_MAX, "credentials file")
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))
     }
     /// The secret, from an async task: the file is re-read (when the cached
     /// copy is older than a minute) on a blocking thread.

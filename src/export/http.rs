@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Reads a file named in the config (start-up only).
+/// Reads a PEM file named in the config (start-up and reload only).
 pub fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+    crate::fsread::read(path, crate::fsread::PEM_MAX, what)
 }
 
 /// A client for one endpoint; `at` is the config key path for errors.

@@ -36,9 +36,8 @@ impl Redactor {
         }
         let key = match &cfg.hash_key_file {
             Some(p) => {
-                let mut k = std::fs::read(p).map_err(|e| {
-                    format!("cannot read redaction.hash_key_file {}: {e}", p.display())
-                })?;
+                let mut k =
+                    crate::fsread::read(p, crate::fsread::SECRET_MAX, "redaction.hash_key_file")?;
                 while k.last().is_some_and(|b| b.is_ascii_whitespace()) {
                     k.pop();
                 }
