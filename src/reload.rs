@@ -497,16 +497,19 @@ mod tests {
         new.forward.queue.fsync = !new.forward.queue.fsync;
         new.forward.queue.consumers += 1;
         new.forward.drain_timeout.0 *= 2;
+        let mut named = restart_only_changes(&old, &new);
+        named.sort();
         assert_eq!(
-            restart_only_changes(&old, &new),
+            named,
             vec![
-                "forward.queue.dir",
-                "forward.queue.max_disk_bytes",
-                "forward.queue.fsync",
+                "forward.drain_timeout",
                 "forward.queue.consumers",
-                "forward.drain_timeout"
+                "forward.queue.dir",
+                "forward.queue.fsync",
+                "forward.queue.max_disk_bytes",
             ]
         );
+
     }
 
     #[test]

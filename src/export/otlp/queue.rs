@@ -402,4 +402,25 @@ mod tests {
             assert_eq!(rest.payload.as_ref(), b"ef");
         });
     }
+
+    #[test]
+    fn reloaded_limits_apply_to_the_next_push_and_drop_nothing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let s = stats();
+            let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.set_limits(4, 1 << 20);
+            assert_eq!(s.queue_capacity.load(Ordering::Relaxed), 4);
+            assert!(q.push(Bytes::from_static(b"b"), 1).await.is_err());
+            assert_eq!(q.size(), 6, "what was queued stays");
+            let b = q.take(100, 100).await;
+            assert_eq!(b.items(0, b.entries.len()), 6);
+            q.done(b);
+            q.set_limits(20, 1 << 20);
+            q.push(Bytes::from_static(b"c"), 15).await.expect("room again");
+        });
+    }
 }
