@@ -131,7 +131,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 pub fn added_or_removed(old: &Config, new: &Config) -> Vec<String> {
     let (a, b) = (&old.forward, &new.forward);
     [
-        ("remote_write", old.remote_write.is_some(), new.remote_write.is_some()),
+        (
+            "remote_write",
+            old.remote_write.is_some(),
+            new.remote_write.is_some(),
+        ),
         ("forward.logs", a.logs.is_some(), b.logs.is_some()),
         ("forward.traces", a.traces.is_some(), b.traces.is_some()),
         ("forward.metrics", a.metrics.is_some(), b.metrics.is_some()),
@@ -336,10 +340,7 @@ impl Reloader {
     /// A changed `forward:` built and checked, new clients and all (None:
     /// unchanged, or nothing forwarded). Which keys may change was checked
     /// before.
-    fn forward_setup(
-        &self,
-        new: &Config,
-    ) -> Result<Option<crate::export::otlp::Reconfig>, String> {
+    fn forward_setup(&self, new: &Config) -> Result<Option<crate::export::otlp::Reconfig>, String> {
         if self.current.forward == new.forward {
             return Ok(None);
         }
@@ -509,7 +510,6 @@ mod tests {
                 "forward.queue.max_disk_bytes",
             ]
         );
-
     }
 
     #[test]

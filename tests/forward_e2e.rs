@@ -7,9 +7,7 @@
 mod common;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::sink::{
-    has_poison, seqs_of, Downstream, Sink, INVALID, PARTIAL, POISON, UNAVAILABLE,
-};
+use common::sink::{has_poison, seqs_of, Downstream, Sink, INVALID, PARTIAL, POISON, UNAVAILABLE};
 use common::{free_port, rss_kib};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -29,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::codec::CompressionEncoding;
-
 
 // ---------------------------------------------------------------- sidecar
 
@@ -1257,7 +1254,6 @@ impl LogsService for Counter {
     }
 }
 
-
 /// The outage measurement for BENCHMARKS.md (not part of the suite): with
 /// default settings and a queue directory, the gateway is down while
 /// OUTAGE_RECORDS (default 3,600,000: an hour at 1,000/s) ~300-byte records
@@ -1572,7 +1568,13 @@ async fn forwarding_follows_the_reloaded_endpoint(disk: bool) {
         false => vec![],
     };
     let cfg = |ep: &str| base_config(ep, "");
-    let s = Sidecar::start(dir.path(), "mv", &cfg(&format!("http://127.0.0.1:{pa}")), &extra).await;
+    let s = Sidecar::start(
+        dir.path(),
+        "mv",
+        &cfg(&format!("http://127.0.0.1:{pa}")),
+        &extra,
+    )
+    .await;
     let url = format!("http://127.0.0.1:{}", s.grpc);
     sdk_emit(url.clone(), "a", 30).await.expect("sdk a");
     a.wait_all(&seqs("a", 30), Duration::from_secs(10)).await;
@@ -1588,7 +1590,11 @@ async fn forwarding_follows_the_reloaded_endpoint(disk: bool) {
     b.wait_all(&seqs("c", 30), Duration::from_secs(10)).await;
 
     // a ConfigMap-style swap, no signal: OTLP/HTTP from now on
-    swap_config(dir.path(), "mv", &cfg(&format!("http://127.0.0.1:{pc}/v1/logs")));
+    swap_config(
+        dir.path(),
+        "mv",
+        &cfg(&format!("http://127.0.0.1:{pc}/v1/logs")),
+    );
     wait_log(&s, "config reloaded", 2).await;
     sdk_emit(url.clone(), "d", 30).await.expect("sdk d");
     c.wait_all(&seqs("d", 30), Duration::from_secs(10)).await;
@@ -1598,13 +1604,22 @@ async fn forwarding_follows_the_reloaded_endpoint(disk: bool) {
         acked.extend(seqs(t, 30));
     }
     // every emitted record was acknowledged by the sidecar
-    assert_eq!(scrape_sum(&s, "otelcol_receiver_accepted_log_records_total").await, 120.0);
-    assert_eq!(scrape_sum(&s, "otelcol_receiver_refused_log_records_total").await, 0.0);
+    assert_eq!(
+        scrape_sum(&s, "otelcol_receiver_accepted_log_records_total").await,
+        120.0
+    );
+    assert_eq!(
+        scrape_sum(&s, "otelcol_receiver_refused_log_records_total").await,
+        0.0
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     exactly_once(&[&a, &b, &c], &acked);
     assert_eq!(s.metric("sent_log_records_total").await, 120.0);
     assert_eq!(s.metric("send_failed_log_records_total").await, 0.0);
-    assert_eq!(scrape_sum(&s, "geometra_sidecar_config_last_reload_successful").await, 1.0);
+    assert_eq!(
+        scrape_sum(&s, "geometra_sidecar_config_last_reload_successful").await,
+        1.0
+    );
     down_b.stop().await;
     down_c.stop().await;
 }
@@ -1637,7 +1652,10 @@ async fn a_bad_forward_config_is_refused_and_the_old_sink_keeps_receiving() {
     let (pa, pb) = (free_port(), free_port());
     let down_a = Downstream::start(&a, pa).await;
     let down_b = Downstream::start(&b, pb).await;
-    let (ea, eb) = (format!("http://127.0.0.1:{pa}"), format!("http://127.0.0.1:{pb}"));
+    let (ea, eb) = (
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    );
     let s = Sidecar::start(dir.path(), "mv", &base_config(&ea, ""), &[]).await;
     let url = format!("http://127.0.0.1:{}", s.grpc);
     let missing_ca = dir.path().join("no-such-ca.pem");
@@ -1650,7 +1668,13 @@ async fn a_bad_forward_config_is_refused_and_the_old_sink_keeps_receiving() {
             "tls.ca_file",
         ),
         (
-            base_config(&eb, &format!("  queue: {{ dir: \"{}\" }}\n", dir.path().join("q").display())),
+            base_config(
+                &eb,
+                &format!(
+                    "  queue: {{ dir: \"{}\" }}\n",
+                    dir.path().join("q").display()
+                ),
+            ),
             "forward.queue.dir",
         ),
         (
@@ -1666,17 +1690,70 @@ async fn a_bad_forward_config_is_refused_and_the_old_sink_keeps_receiving() {
         hup(&s);
         wait_log(&s, "config reload refused", i + 1).await;
         let log = s.log_text();
-        let last = log.lines().filter(|l| l.contains("config reload refused")).last();
-        assert!(last.is_some_and(|l| l.contains(key)), "{key} not named:\n{log}");
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("config reload refused"));
+        assert!(
+            last.is_some_and(|l| l.contains(key)),
+            "{key} not named:\n{log}"
+        );
         let m = scrape_sum(&s, "geometra_sidecar_config_last_reload_successful").await;
         assert_eq!(m, 0.0);
         let tag: &'static str = ["x", "y", "z"][i];
         sdk_emit(url.clone(), tag, 20).await.expect("sdk");
         a.wait_all(&seqs(tag, 20), Duration::from_secs(10)).await;
     }
-    let failures = scrape_sum(&s, "geometra_sidecar_config_reloads_total{result=\"failure\"}").await;
+    let failures = scrape_sum(
+        &s,
+        "geometra_sidecar_config_reloads_total{result=\"failure\"}",
+    )
+    .await;
     assert!(failures >= 3.0, "{failures}");
-    assert!(b.seen.lock().expect("lock").is_empty(), "the refused sink got records");
+    assert!(
+        b.seen.lock().expect("lock").is_empty(),
+        "the refused sink got records"
+    );
+    down_a.stop().await;
+    down_b.stop().await;
+}
+
+/// A send on the wire when the reload comes finishes against the old sink
+/// and is counted once; nothing of it is sent again to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_under_way_at_the_reload_finishes_at_the_old_sink_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Sink::default(), Sink::default());
+    let (pa, pb) = (free_port(), free_port());
+    let down_a = Downstream::start(&a, pa).await;
+    let down_b = Downstream::start(&b, pb).await;
+    a.delay_ms.store(1500, Ordering::SeqCst);
+    let cfg = |p: u16| base_config(&format!("http://127.0.0.1:{p}"), "");
+    let s = Sidecar::start(dir.path(), "mv", &cfg(pa), &[]).await;
+    let url = format!("http://127.0.0.1:{}", s.grpc);
+    sdk_emit(url.clone(), "s", 40).await.expect("sdk s");
+    let t = Instant::now();
+    while a.requests.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "nothing sent to a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hup_to(&s, dir.path(), &cfg(pb)).await;
+    sdk_emit(url.clone(), "t", 20).await.expect("sdk t");
+    let mut acked = seqs("s", 40);
+    acked.extend(seqs("t", 20));
+    let t = Instant::now();
+    while !(a.seen.lock().expect("lock").len() + b.seen.lock().expect("lock").len() >= 60) {
+        assert!(t.elapsed() < Duration::from_secs(10), "records missing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        a.missing(&seqs("s", 40)) < 40,
+        "the send under way reached a"
+    );
+    assert_eq!(b.missing(&seqs("t", 20)), 0, "later records went to b");
+    exactly_once(&[&a, &b], &acked);
+    assert_eq!(s.metric("sent_log_records_total").await, 60.0);
     down_a.stop().await;
     down_b.stop().await;
 }

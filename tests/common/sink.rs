@@ -227,7 +227,10 @@ impl Sink {
                     continue;
                 };
                 for p in &s.data_points {
-                    if attrs.iter().all(|(k, v)| attr(&p.attributes, k) == Some(*v)) {
+                    if attrs
+                        .iter()
+                        .all(|(k, v)| attr(&p.attributes, k) == Some(*v))
+                    {
                         let v = match p.value {
                             Some(number_data_point::Value::AsInt(i)) => i as f64,
                             Some(number_data_point::Value::AsDouble(d)) => d,
@@ -424,7 +427,9 @@ async fn http_metrics(st: St, headers: HeaderMap, body: axum::body::Bytes) -> Ht
 async fn http_logs(st: St, headers: HeaderMap, body: axum::body::Bytes) -> HttpAnswer {
     let req = match http_decode(&headers, &body) {
         Ok(r) => r,
-        Err(m) => return http_answer::<ExportLogsServiceResponse>(Err((StatusCode::BAD_REQUEST, m))),
+        Err(m) => {
+            return http_answer::<ExportLogsServiceResponse>(Err((StatusCode::BAD_REQUEST, m)))
+        }
     };
     let res = st.0.take_logs(req).await.map_err(|s| {
         let code = match s.code() {

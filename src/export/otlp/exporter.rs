@@ -169,7 +169,11 @@ impl Forwarder {
                     sending[sig as usize] = Some(Arc::new(Sending::new(ep, sig, f)?));
                 }
                 (None, None) => {}
-                _ => return Err("a forwarded signal cannot be added or removed without a restart".into()),
+                _ => {
+                    return Err(
+                        "a forwarded signal cannot be added or removed without a restart".into(),
+                    )
+                }
             }
         }
         Ok(Reconfig {
@@ -348,7 +352,10 @@ async fn send_retrying(
             Wake::Due => {}
             Wake::Drained => return Sent::Abandoned,
             Wake::Reconfigured => {
-                tracing::debug!(exporter = name, "forward settings reloaded: retrying the batch now")
+                tracing::debug!(
+                    exporter = name,
+                    "forward settings reloaded: retrying the batch now"
+                )
             }
         }
         let now = setups.borrow_and_update().clone();

@@ -420,7 +420,9 @@ mod tests {
             assert_eq!(b.items(0, b.entries.len()), 6);
             q.done(b);
             q.set_limits(20, 1 << 20);
-            q.push(Bytes::from_static(b"c"), 15).await.expect("room again");
+            q.push(Bytes::from_static(b"c"), 15)
+                .await
+                .expect("room again");
         });
     }
 }
