@@ -1742,7 +1742,7 @@ async fn a_send_under_way_at_the_reload_finishes_at_the_old_sink_once() {
     let mut acked = seqs("s", 40);
     acked.extend(seqs("t", 20));
     let t = Instant::now();
-    while !(a.seen.lock().expect("lock").len() + b.seen.lock().expect("lock").len() >= 60) {
+    while a.seen.lock().expect("lock").len() + b.seen.lock().expect("lock").len() < 60 {
         assert!(t.elapsed() < Duration::from_secs(10), "records missing");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
