@@ -462,11 +462,8 @@ mod tests {
         assert!(restart_only_changes(&old, &new).is_empty());
     }
 
-    #[test]
-    fn forward_endpoints_reload_and_its_disk_state_is_named() {
-        use crate::config::{Endpoint, Tls};
-        let mut old = Config::default();
-        old.forward.logs = Some(Endpoint {
+    fn endpoint() -> crate::config::Endpoint {
+        crate::config::Endpoint {
             endpoint: "http://a:4317".into(),
             protocol: None,
             headers: Default::default(),
@@ -474,7 +471,14 @@ mod tests {
             timeout: crate::config::Dur(Duration::from_secs(1)),
             compression: crate::config::Compression::Gzip,
             tls: None,
-        });
+        }
+    }
+
+    #[test]
+    fn forward_endpoints_reload_and_its_disk_state_is_named() {
+        use crate::config::Tls;
+        let mut old = Config::default();
+        old.forward.logs = Some(endpoint());
         let mut new = old.clone();
         if let Some(ep) = &mut new.forward.logs {
             ep.endpoint = "https://b:4318/v1/logs".into();
@@ -517,15 +521,7 @@ mod tests {
         let mut old = Config::default();
         let new = old.clone();
         assert!(added_or_removed(&old, &new).is_empty());
-        let ep = crate::config::Endpoint {
-            endpoint: "http://a:4317".into(),
-            protocol: None,
-            headers: Default::default(),
-            bearer_token_file: None,
-            timeout: crate::config::Dur(Duration::from_secs(1)),
-            compression: crate::config::Compression::Gzip,
-            tls: None,
-        };
+        let ep = endpoint();
         old.forward.logs = Some(ep.clone());
         old.forward.traces = Some(ep);
         old.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));

@@ -34,6 +34,21 @@ async fn start(config: &str) -> (Sidecar, std::path::PathBuf) {
     (sc, log)
 }
 
+/// Waits for the sidecar's own start-up span and ready log at `own`.
+async fn wait_startup(own: &Sink) {
+    own.wait("the start-up span", |s| {
+        s.span_names()
+            .contains(&("geometra-sidecar".into(), "startup".into()))
+    })
+    .await;
+    own.wait("the ready log", |s| {
+        s.log_records()
+            .iter()
+            .any(|(svc, _, body)| svc == "geometra-sidecar" && body == "geometra-sidecar ready")
+    })
+    .await;
+}
+
 /// Sends `n` server spans through the OpenTelemetry SDK's OTLP exporter.
 async fn send_spans(url: String, n: usize) {
     tokio::task::spawn_blocking(move || {
@@ -69,17 +84,7 @@ async fn own_spans_logs_and_metrics_reach_the_endpoint_and_nothing_loops_back() 
     send_spans(sc.grpc_url(), 3).await;
 
     // its start-up span and ready log, with its resource
-    own.wait("the start-up span", |s| {
-        s.span_names()
-            .contains(&("geometra-sidecar".into(), "startup".into()))
-    })
-    .await;
-    own.wait("the ready log", |s| {
-        s.log_records()
-            .iter()
-            .any(|(svc, _, body)| svc == "geometra-sidecar" && body == "geometra-sidecar ready")
-    })
-    .await;
+    wait_startup(&own).await;
     {
         let t = own.traces.lock().expect("lock");
         let r = &t[0].resource_spans[0].resource;
@@ -156,17 +161,7 @@ async fn own_telemetry_over_otlp_http() {
     ))
     .await;
     send_spans(sc.grpc_url(), 2).await;
-    own.wait("the start-up span over HTTP", |s| {
-        s.span_names()
-            .contains(&("geometra-sidecar".into(), "startup".into()))
-    })
-    .await;
-    own.wait("the ready log over HTTP", |s| {
-        s.log_records()
-            .iter()
-            .any(|(svc, _, body)| svc == "geometra-sidecar" && body == "geometra-sidecar ready")
-    })
-    .await;
+    wait_startup(&own).await;
     own.wait("accepted spans = 2 over HTTP", |s| {
         s.sum(
             "otelcol_receiver_accepted_spans",
