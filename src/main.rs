@@ -412,7 +412,8 @@ async fn run(
         reload::Reloader::new(load, cfg.clone(), pipeline.clone())
             .with_cors(cors)
             .with_log_level(set_log_level)
-            .with_remote_write(remote_write),
+            .with_remote_write(remote_write)
+            .with_forward(forward.clone()),
     )?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(

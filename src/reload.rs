@@ -23,11 +23,21 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_secs(2);
 
 /// Keys (dotted paths: a whole section or one key of it) that reload; every
-/// other difference is refused as restart-only, named by its key path
-/// (`forward.*` and the listeners among them). `remote_write` reloads while
-/// it stays configured; adding or removing it needs a restart.
+/// other difference is refused as restart-only, named by its key path (the
+/// listeners, and the forward queue's on-disk state and sender tasks:
+/// `forward.queue.dir`, `max_disk_bytes`, `fsync`, `consumers`, and
+/// `forward.drain_timeout`). `remote_write` and each `forward.<signal>`
+/// reload while they stay configured; adding or removing one needs a
+/// restart ([`added_or_removed`]).
 const RELOADABLE: &[&str] = &[
     "remote_write",
+    "forward.logs",
+    "forward.traces",
+    "forward.metrics",
+    "forward.batch",
+    "forward.retry",
+    "forward.queue.max_items",
+    "forward.queue.max_bytes",
     "rules",
     "extra_rules",
     "store",
@@ -115,6 +125,27 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// The exporters (`remote_write`, `forward.<signal>`) configured in one
+/// config and not in the other: they reload only while they stay
+/// configured, so these need a restart.
+pub fn added_or_removed(old: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (&old.forward, &new.forward);
+    [
+        (
+            "remote_write",
+            old.remote_write.is_some(),
+            new.remote_write.is_some(),
+        ),
+        ("forward.logs", a.logs.is_some(), b.logs.is_some()),
+        ("forward.traces", a.traces.is_some(), b.traces.is_some()),
+        ("forward.metrics", a.metrics.is_some(), b.metrics.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, x, y)| x != y)
+    .map(|(k, _, _)| k.to_string())
+    .collect()
+}
+
 /// Removes the key at a dotted path (`a.b.c`), if there is one.
 fn remove_path(v: &mut serde_yaml_ng::Value, path: &str) {
     let (head, rest) = match path.split_once('.') {
@@ -180,6 +211,8 @@ pub struct Reloader {
     set_log_level: Option<SetLogLevel>,
     /// the remote write exporter's settings (none when it is off)
     remote_write: Option<crate::export::remote_write::Control>,
+    /// the OTLP forwarder (none when nothing is forwarded)
+    forward: Option<Arc<crate::export::otlp::Forwarder>>,
 }
 
 impl Reloader {
@@ -191,7 +224,14 @@ impl Reloader {
             cors: None,
             set_log_level: None,
             remote_write: None,
+            forward: None,
         }
+    }
+
+    /// Reloads the OTLP forwarder's endpoints and settings too.
+    pub fn with_forward(mut self, f: Option<Arc<crate::export::otlp::Forwarder>>) -> Self {
+        self.forward = f;
+        self
     }
 
     /// Reloads `telemetry.log_level` too (`None`: `RUST_LOG` rules).
@@ -234,7 +274,8 @@ impl Reloader {
 
     fn try_reload(&mut self) -> Result<usize, String> {
         let new = (self.load)()?;
-        let fixed = restart_only_changes(&self.current, &new);
+        let mut fixed = restart_only_changes(&self.current, &new);
+        fixed.extend(added_or_removed(&self.current, &new));
         if !fixed.is_empty() {
             return Err(format!(
                 "{} cannot change without a restart (restart the pod to apply it); nothing of this config was applied",
@@ -245,6 +286,7 @@ impl Reloader {
         // SIGHUP also rotates the key), then nothing fails
         let redactor = crate::export::otlp::redact::Redactor::new(&new.redaction)?;
         let remote_write = self.remote_write_setup(&new)?;
+        let forward = self.forward_setup(&new)?;
         self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
@@ -270,6 +312,9 @@ impl Reloader {
         if let (Some(setup), Some(control)) = (remote_write, &self.remote_write) {
             control.send_replace(Arc::new(setup));
         }
+        if let (Some(r), Some(f)) = (forward, &self.forward) {
+            f.apply(r);
+        }
         let rules = new.all_rules().count();
         let changed = changed_keys(&self.current, &new);
         tracing::debug!(keys = %changed.join(", "), "config keys changed");
@@ -289,6 +334,19 @@ impl Reloader {
             (old, new, _) if old == new => Ok(None),
             (Some(_), Some(rw), Some(_)) => crate::export::remote_write::Setup::new(rw).map(Some),
             _ => Err("remote_write cannot be added or removed without a restart (restart the pod to apply it); nothing of this config was applied".into()),
+        }
+    }
+
+    /// A changed `forward:` built and checked, new clients and all (None:
+    /// unchanged, or nothing forwarded). Which keys may change was checked
+    /// before.
+    fn forward_setup(&self, new: &Config) -> Result<Option<crate::export::otlp::Reconfig>, String> {
+        if self.current.forward == new.forward {
+            return Ok(None);
+        }
+        match &self.forward {
+            Some(f) => f.prepare(&new.forward).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -407,5 +465,79 @@ mod tests {
             rw.interval.0 *= 2;
         }
         assert!(restart_only_changes(&old, &new).is_empty());
+    }
+
+    fn endpoint() -> crate::config::Endpoint {
+        crate::config::Endpoint {
+            endpoint: "http://a:4317".into(),
+            protocol: None,
+            headers: Default::default(),
+            bearer_token_file: None,
+            timeout: crate::config::Dur(Duration::from_secs(1)),
+            compression: crate::config::Compression::Gzip,
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn forward_endpoints_reload_and_its_disk_state_is_named() {
+        use crate::config::Tls;
+        let mut old = Config::default();
+        old.forward.logs = Some(endpoint());
+        let mut new = old.clone();
+        if let Some(ep) = &mut new.forward.logs {
+            ep.endpoint = "https://b:4318/v1/logs".into();
+            ep.headers.insert("x-tenant".into(), "t".into());
+            ep.bearer_token_file = Some("/run/token".into());
+            ep.tls = Some(Tls {
+                ca_file: Some("/run/ca.pem".into()),
+                ..Tls::default()
+            });
+            ep.timeout.0 *= 2;
+            ep.compression = crate::config::Compression::None;
+        }
+        new.forward.batch.max_items += 1;
+        new.forward.retry.max_interval.0 *= 2;
+        new.forward.queue.max_items += 1;
+        new.forward.queue.max_bytes += 1;
+        assert!(restart_only_changes(&old, &new).is_empty());
+        assert!(added_or_removed(&old, &new).is_empty());
+        new.forward.queue.dir = Some("/q".into());
+        new.forward.queue.max_disk_bytes += 1;
+        new.forward.queue.fsync = !new.forward.queue.fsync;
+        new.forward.queue.consumers += 1;
+        new.forward.drain_timeout.0 *= 2;
+        let mut named = restart_only_changes(&old, &new);
+        named.sort();
+        assert_eq!(
+            named,
+            vec![
+                "forward.drain_timeout",
+                "forward.queue.consumers",
+                "forward.queue.dir",
+                "forward.queue.fsync",
+                "forward.queue.max_disk_bytes",
+            ]
+        );
+    }
+
+    #[test]
+    fn adding_or_removing_a_forwarded_signal_is_named() {
+        let mut old = Config::default();
+        let new = old.clone();
+        assert!(added_or_removed(&old, &new).is_empty());
+        let ep = endpoint();
+        old.forward.logs = Some(ep.clone());
+        old.forward.traces = Some(ep);
+        old.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));
+        let mut new = old.clone();
+        new.forward.logs = None;
+        assert_eq!(added_or_removed(&old, &new), vec!["forward.logs"]);
+        assert_eq!(added_or_removed(&new, &old), vec!["forward.logs"]);
+        new.remote_write = None;
+        assert_eq!(
+            added_or_removed(&old, &new),
+            vec!["remote_write", "forward.logs"]
+        );
     }
 }

@@ -4,13 +4,17 @@
 //! counts records by a unique `seq` attribute and checks that every record
 //! the sidecar acknowledged arrived (duplicates allowed, losses not).
 
+mod common;
+
 use axum::http::{HeaderMap, StatusCode};
+use common::sink::{has_poison, seqs_of, Downstream, Sink, INVALID, PARTIAL, POISON, UNAVAILABLE};
+use common::{free_port, rss_kib};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -19,17 +23,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::codec::CompressionEncoding;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 // ---------------------------------------------------------------- sidecar
 
@@ -226,177 +223,39 @@ async fn send_batches(
     (acked, refused)
 }
 
-fn seqs_of(req: &ExportLogsServiceRequest) -> Vec<String> {
-    let mut out = Vec::new();
-    for rl in &req.resource_logs {
-        for sl in &rl.scope_logs {
-            for lr in &sl.log_records {
-                for kv in &lr.attributes {
-                    if kv.key == "seq" {
-                        if let Some(AnyValue {
-                            value: Some(Value::StringValue(v)),
-                        }) = &kv.value
-                        {
-                            out.push(v.clone());
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------- downstreams
-
-const UNAVAILABLE: u8 = 1;
-const INVALID: u8 = 2;
-const PARTIAL: u8 = 3;
-/// Refuses (INVALID_ARGUMENT) any request holding a record whose body is
-/// "POISON", as a collector refuses a batch it cannot take; takes the rest.
-const POISON: u8 = 4;
-
-fn has_poison(req: &ExportLogsServiceRequest) -> bool {
-    req.resource_logs
-        .iter()
-        .flat_map(|rl| &rl.scope_logs)
-        .flat_map(|sl| &sl.log_records)
-        .any(|lr| {
-            matches!(&lr.body, Some(AnyValue { value: Some(Value::StringValue(b)) }) if b == "POISON")
-        })
-}
-
-/// A downstream OTLP/gRPC logs receiver with a switchable behaviour.
-#[derive(Clone, Default)]
-struct Sink {
-    seen: Arc<Mutex<HashMap<String, u32>>>,
-    records: Arc<Mutex<Vec<LogRecord>>>,
-    requests: Arc<AtomicU64>,
-    mode: Arc<AtomicU8>,
-    delay_ms: Arc<AtomicU64>,
-}
-
-impl Sink {
-    fn has_all(&self, want: &HashSet<String>) -> bool {
-        let seen = self.seen.lock().expect("lock");
-        want.iter().all(|s| seen.contains_key(s))
-    }
-    fn missing(&self, want: &HashSet<String>) -> usize {
-        let seen = self.seen.lock().expect("lock");
-        want.iter().filter(|s| !seen.contains_key(*s)).count()
-    }
-    async fn wait_all(&self, want: &HashSet<String>, within: Duration) {
-        let t = Instant::now();
-        while !self.has_all(want) {
-            assert!(
-                t.elapsed() < within,
-                "{} of {} acknowledged records never arrived",
-                self.missing(want),
-                want.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    fn note(&self, req: &ExportLogsServiceRequest) {
-        let mut seen = self.seen.lock().expect("lock");
-        for s in seqs_of(req) {
-            *seen.entry(s).or_default() += 1;
-        }
-        let mut recs = self.records.lock().expect("lock");
-        for rl in &req.resource_logs {
-            for sl in &rl.scope_logs {
-                recs.extend(sl.log_records.iter().cloned());
-            }
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Sink {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        let d = self.delay_ms.load(Ordering::SeqCst);
-        if d > 0 {
-            tokio::time::sleep(Duration::from_millis(d)).await;
-        }
-        let req = req.into_inner();
-        match self.mode.load(Ordering::SeqCst) {
-            UNAVAILABLE => Err(tonic::Status::unavailable("down for maintenance")),
-            INVALID => Err(tonic::Status::invalid_argument("schema says no")),
-            POISON if has_poison(&req) => {
-                Err(tonic::Status::invalid_argument("record body POISON"))
-            }
-            PARTIAL => {
-                self.note(&req);
-                Ok(tonic::Response::new(ExportLogsServiceResponse {
-                    partial_success: Some(ExportLogsPartialSuccess {
-                        rejected_log_records: 2,
-                        error_message: "two records too old".into(),
-                    }),
-                }))
-            }
-            _ => {
-                self.note(&req);
-                Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-            }
-        }
-    }
-}
-
-/// A running gRPC downstream; dropping or `stop` takes it down.
-struct Downstream {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Downstream {
-    async fn start(sink: &Sink, port: u16) -> Downstream {
-        let t = Instant::now();
-        let l = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(l) => break l,
-                Err(e) => {
-                    assert!(t.elapsed() < Duration::from_secs(10), "rebind {port}: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let svc = LogsServiceServer::new(sink.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(l),
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await;
-        });
-        Downstream {
-            stop: Some(tx),
-            task,
-        }
-    }
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
-        self.task.abort();
-    }
-}
-
 fn base_config(endpoint: &str, extra: &str) -> String {
     format!(
         "forward:\n  logs: {{ endpoint: \"{endpoint}\", timeout: 2s }}\n  retry: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed: 0s }}\n  batch: {{ max_items: 50, timeout: 50ms }}\n{extra}"
     )
+}
+
+/// Emits `n` log records (seq `<tag>-<i>`) through the OpenTelemetry SDK's
+/// OTLP/gRPC exporter, one export per record, on a blocking thread (the
+/// exporter blocks on its own runtime).
+fn sdk_emit(url: String, tag: &'static str, n: usize) -> tokio::task::JoinHandle<()> {
+    use opentelemetry::logs::{
+        AnyValue as SdkValue, LogRecord as _, Logger as _, LoggerProvider as _,
+    };
+    use opentelemetry_otlp::WithExportConfig;
+    tokio::task::spawn_blocking(move || {
+        let exporter = opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(url)
+            .build()
+            .expect("log exporter");
+        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_simple_exporter(exporter)
+            .build();
+        let logger = provider.logger("geometra.ai");
+        for i in 0..n {
+            let mut r = logger.create_log_record();
+            r.set_body(SdkValue::from(format!("chat message {i}")));
+            r.add_attribute("seq", format!("{tag}-{i}"));
+            logger.emit(r);
+        }
+        let _ = provider.force_flush();
+        let _ = provider.shutdown();
+    })
 }
 
 // ---------------------------------------------------------------- tests
@@ -406,10 +265,6 @@ fn base_config(endpoint: &str, extra: &str) -> String {
 /// comes back: every record arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_logs_reach_a_grpc_gateway_that_restarts() {
-    use opentelemetry::logs::{
-        AnyValue as SdkValue, LogRecord as _, Logger as _, LoggerProvider as _,
-    };
-    use opentelemetry_otlp::WithExportConfig;
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::default();
     let port = free_port();
@@ -423,27 +278,7 @@ async fn sdk_logs_reach_a_grpc_gateway_that_restarts() {
     )
     .await;
     let url = format!("http://127.0.0.1:{}", s.grpc);
-    let emit = |tag: &'static str, n: usize, url: String| {
-        tokio::task::spawn_blocking(move || {
-            let exporter = opentelemetry_otlp::LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(url)
-                .build()
-                .expect("log exporter");
-            let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-                .with_simple_exporter(exporter)
-                .build();
-            let logger = provider.logger("geometra.ai");
-            for i in 0..n {
-                let mut r = logger.create_log_record();
-                r.set_body(SdkValue::from(format!("chat message {i}")));
-                r.add_attribute("seq", format!("{tag}-{i}"));
-                logger.emit(r);
-            }
-            let _ = provider.force_flush();
-            let _ = provider.shutdown();
-        })
-    };
+    let emit = |tag: &'static str, n: usize, url: String| sdk_emit(url, tag, n);
     emit("a", 40, url.clone()).await.expect("sdk a");
     let mut want: HashSet<String> = (0..40).map(|i| format!("a-{i}")).collect();
     sink.wait_all(&want, Duration::from_secs(10)).await;
@@ -1419,18 +1254,6 @@ impl LogsService for Counter {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The outage measurement for BENCHMARKS.md (not part of the suite): with
 /// default settings and a queue directory, the gateway is down while
 /// OUTAGE_RECORDS (default 3,600,000: an hour at 1,000/s) ~300-byte records
@@ -1655,4 +1478,282 @@ async fn redaction_reloads_with_the_config() {
         "the reloaded one drops message instead"
     );
     down.stop().await;
+}
+
+// ------------------------------------------------- forward settings reload
+
+/// SIGHUP to the sidecar.
+fn hup(s: &Sidecar) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .map(|st| st.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -HUP failed");
+}
+
+/// Replaces the config file the way a ConfigMap update does (a new file
+/// renamed over the old one).
+fn swap_config(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!("{name}.yaml.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, dir.join(format!("{name}.yaml"))).expect("swap");
+}
+
+/// The sum of every sample of `name` on /metrics (NaN when absent).
+async fn scrape_sum(s: &Sidecar, name: &str) -> f64 {
+    let text = match reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics)).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return f64::NAN,
+    };
+    let v: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+        .collect();
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum()
+    }
+}
+
+/// Waits (10 s at most) until the sidecar's log holds `what` `n` times.
+async fn wait_log(s: &Sidecar, what: &str, n: usize) {
+    let t = Instant::now();
+    while s.log_text().matches(what).count() < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{what:?} not logged {n} times:\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every acknowledged seq arrived exactly once across the sinks.
+fn exactly_once(sinks: &[&Sink], acked: &HashSet<String>) {
+    let mut count: HashMap<String, u32> = HashMap::new();
+    for s in sinks {
+        for (seq, n) in s.seen.lock().expect("lock").iter() {
+            *count.entry(seq.clone()).or_default() += n;
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|s| !count.contains_key(*s)).collect();
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    let unknown: Vec<_> = count.keys().filter(|s| !acked.contains(*s)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(twice.is_empty(), "arrived more than once: {twice:?}");
+    assert!(unknown.is_empty(), "never sent: {unknown:?}");
+}
+
+fn seqs(tag: &str, n: usize) -> HashSet<String> {
+    (0..n).map(|i| format!("{tag}-{i}")).collect()
+}
+
+/// Forwarding moves to a new gRPC sink on SIGHUP, records queued (in memory
+/// or on disk) for the first sink while it is down go to the new one, and a
+/// file swap then moves it to an OTLP/HTTP sink: every record the SDK had
+/// acknowledged arrives exactly once across the three.
+async fn forwarding_follows_the_reloaded_endpoint(disk: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (Sink::default(), Sink::default(), Sink::default());
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let down_a = Downstream::start(&a, pa).await;
+    let down_b = Downstream::start(&b, pb).await;
+    let down_c = Downstream::start_http(&c, pc).await;
+    let qdir = dir.path().join("queue");
+    let extra: Vec<&str> = match disk {
+        true => vec!["--queue-dir", qdir.to_str().expect("utf-8")],
+        false => vec![],
+    };
+    let cfg = |ep: &str| base_config(ep, "");
+    let s = Sidecar::start(
+        dir.path(),
+        "mv",
+        &cfg(&format!("http://127.0.0.1:{pa}")),
+        &extra,
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}", s.grpc);
+    sdk_emit(url.clone(), "a", 30).await.expect("sdk a");
+    a.wait_all(&seqs("a", 30), Duration::from_secs(10)).await;
+
+    // the first sink goes down: what is acknowledged now waits in the queue
+    down_a.stop().await;
+    sdk_emit(url.clone(), "b", 30).await.expect("sdk b");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(b.missing(&seqs("b", 30)), 30, "nothing was sent to b yet");
+    hup_to(&s, dir.path(), &cfg(&format!("http://127.0.0.1:{pb}"))).await;
+    b.wait_all(&seqs("b", 30), Duration::from_secs(10)).await;
+    sdk_emit(url.clone(), "c", 30).await.expect("sdk c");
+    b.wait_all(&seqs("c", 30), Duration::from_secs(10)).await;
+
+    // a ConfigMap-style swap, no signal: OTLP/HTTP from now on
+    swap_config(
+        dir.path(),
+        "mv",
+        &cfg(&format!("http://127.0.0.1:{pc}/v1/logs")),
+    );
+    wait_log(&s, "config reloaded", 2).await;
+    sdk_emit(url.clone(), "d", 30).await.expect("sdk d");
+    c.wait_all(&seqs("d", 30), Duration::from_secs(10)).await;
+
+    let mut acked = HashSet::new();
+    for t in ["a", "b", "c", "d"] {
+        acked.extend(seqs(t, 30));
+    }
+    // every emitted record was acknowledged by the sidecar
+    assert_eq!(
+        scrape_sum(&s, "otelcol_receiver_accepted_log_records_total").await,
+        120.0
+    );
+    assert_eq!(
+        scrape_sum(&s, "otelcol_receiver_refused_log_records_total").await,
+        0.0
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exactly_once(&[&a, &b, &c], &acked);
+    assert_eq!(s.metric("sent_log_records_total").await, 120.0);
+    assert_eq!(s.metric("send_failed_log_records_total").await, 0.0);
+    assert_eq!(
+        scrape_sum(&s, "geometra_sidecar_config_last_reload_successful").await,
+        1.0
+    );
+    down_b.stop().await;
+    down_c.stop().await;
+}
+
+/// Writes `text` as the config and sends SIGHUP; waits for the reload.
+async fn hup_to(s: &Sidecar, dir: &Path, text: &str) {
+    let before = s.log_text().matches("config reloaded").count();
+    swap_config(dir, "mv", text);
+    hup(s);
+    wait_log(s, "config reloaded", before + 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_follows_the_reloaded_endpoint_memory_queue() {
+    forwarding_follows_the_reloaded_endpoint(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_follows_the_reloaded_endpoint_disk_queue() {
+    forwarding_follows_the_reloaded_endpoint(true).await;
+}
+
+/// A forward config that cannot be put in force (an unreadable CA file) is
+/// refused, counted, and forwarding goes on to the old sink; so is a
+/// changed `forward.queue.dir` or a newly forwarded signal, named by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_forward_config_is_refused_and_the_old_sink_keeps_receiving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Sink::default(), Sink::default());
+    let (pa, pb) = (free_port(), free_port());
+    let down_a = Downstream::start(&a, pa).await;
+    let down_b = Downstream::start(&b, pb).await;
+    let (ea, eb) = (
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    );
+    let s = Sidecar::start(dir.path(), "mv", &base_config(&ea, ""), &[]).await;
+    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let missing_ca = dir.path().join("no-such-ca.pem");
+    let bad = [
+        (
+            format!(
+                "forward:\n  logs: {{ endpoint: \"{eb}\", tls: {{ ca_file: \"{}\" }} }}\n",
+                missing_ca.display()
+            ),
+            "tls.ca_file",
+        ),
+        (
+            base_config(
+                &eb,
+                &format!(
+                    "  queue: {{ dir: \"{}\" }}\n",
+                    dir.path().join("q").display()
+                ),
+            ),
+            "forward.queue.dir",
+        ),
+        (
+            base_config(&eb, "").replace(
+                "forward:\n",
+                &format!("forward:\n  traces: {{ endpoint: \"{eb}\" }}\n"),
+            ),
+            "forward.traces",
+        ),
+    ];
+    for (i, (text, key)) in bad.iter().enumerate() {
+        swap_config(dir.path(), "mv", text);
+        hup(&s);
+        wait_log(&s, "config reload refused", i + 1).await;
+        let log = s.log_text();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("config reload refused"));
+        assert!(
+            last.is_some_and(|l| l.contains(key)),
+            "{key} not named:\n{log}"
+        );
+        let m = scrape_sum(&s, "geometra_sidecar_config_last_reload_successful").await;
+        assert_eq!(m, 0.0);
+        let tag: &'static str = ["x", "y", "z"][i];
+        sdk_emit(url.clone(), tag, 20).await.expect("sdk");
+        a.wait_all(&seqs(tag, 20), Duration::from_secs(10)).await;
+    }
+    let failures = scrape_sum(
+        &s,
+        "geometra_sidecar_config_reloads_total{result=\"failure\"}",
+    )
+    .await;
+    assert!(failures >= 3.0, "{failures}");
+    assert!(
+        b.seen.lock().expect("lock").is_empty(),
+        "the refused sink got records"
+    );
+    down_a.stop().await;
+    down_b.stop().await;
+}
+
+/// A send on the wire when the reload comes finishes against the old sink
+/// and is counted once; nothing of it is sent again to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_under_way_at_the_reload_finishes_at_the_old_sink_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Sink::default(), Sink::default());
+    let (pa, pb) = (free_port(), free_port());
+    let down_a = Downstream::start(&a, pa).await;
+    let down_b = Downstream::start(&b, pb).await;
+    a.delay_ms.store(1500, Ordering::SeqCst);
+    let cfg = |p: u16| base_config(&format!("http://127.0.0.1:{p}"), "");
+    let s = Sidecar::start(dir.path(), "mv", &cfg(pa), &[]).await;
+    let url = format!("http://127.0.0.1:{}", s.grpc);
+    sdk_emit(url.clone(), "s", 40).await.expect("sdk s");
+    let t = Instant::now();
+    while a.requests.load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "nothing sent to a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    hup_to(&s, dir.path(), &cfg(pb)).await;
+    sdk_emit(url.clone(), "t", 20).await.expect("sdk t");
+    let mut acked = seqs("s", 40);
+    acked.extend(seqs("t", 20));
+    let t = Instant::now();
+    while a.seen.lock().expect("lock").len() + b.seen.lock().expect("lock").len() < 60 {
+        assert!(t.elapsed() < Duration::from_secs(10), "records missing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        a.missing(&seqs("s", 40)) < 40,
+        "the send under way reached a"
+    );
+    assert_eq!(b.missing(&seqs("t", 20)), 0, "later records went to b");
+    exactly_once(&[&a, &b], &acked);
+    assert_eq!(s.metric("sent_log_records_total").await, 60.0);
+    down_a.stop().await;
+    down_b.stop().await;
 }

@@ -1,201 +1,19 @@
 //! The sidecar's own telemetry (`telemetry.otlp`): the release binary sends
-//! its spans, logs and self-metrics to a test OTLP sink (a tonic server of
-//! the three OTLP services), never into its own pipeline; with the sink
-//! down it keeps serving without a storm of log lines.
+//! its spans, logs and self-metrics to a test OTLP sink (`common::sink`:
+//! the three OTLP services over gRPC, or OTLP/HTTP), never into its own
+//! pipeline; with the sink down it keeps serving without a storm of log
+//! lines.
 
 mod common;
 
+use common::sink::{resource_attr, Sink};
 use common::{free_port, Sidecar};
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue as OtelKv;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::metric;
-use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use opentelemetry_sdk::Resource;
 use std::io::Write;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::codec::CompressionEncoding;
-
-/// Everything the sink received, as it arrived.
-#[derive(Clone, Default)]
-struct Sink {
-    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
-    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces.lock().expect("lock").push(req.into_inner());
-        Ok(tonic::Response::new(Default::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Sink {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.logs.lock().expect("lock").push(req.into_inner());
-        Ok(tonic::Response::new(Default::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Sink {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics.lock().expect("lock").push(req.into_inner());
-        Ok(tonic::Response::new(Default::default()))
-    }
-}
-
-impl Sink {
-    /// Serves the three OTLP services on a free port; returns the port.
-    async fn start(&self) -> u16 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        let s = self.clone();
-        tokio::spawn(async move {
-            let gz = CompressionEncoding::Gzip;
-            let _ = tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(s.clone()).accept_compressed(gz))
-                .add_service(LogsServiceServer::new(s.clone()).accept_compressed(gz))
-                .add_service(MetricsServiceServer::new(s).accept_compressed(gz))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-                .await;
-        });
-        port
-    }
-
-    /// Waits (10s at most) until `f` holds.
-    async fn wait(&self, what: &str, f: impl Fn(&Sink) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f(self) {
-            assert!(Instant::now() < deadline, "the sink never got {what}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn span_names(&self) -> Vec<(String, String)> {
-        let t = self.traces.lock().expect("lock");
-        t.iter()
-            .flat_map(|r| &r.resource_spans)
-            .flat_map(|rs| {
-                let svc = service(&rs.resource);
-                rs.scope_spans
-                    .iter()
-                    .flat_map(|s| &s.spans)
-                    .map(move |s| (svc.clone(), s.name.clone()))
-            })
-            .collect()
-    }
-
-    /// (service.name, scope name, body) of every log record.
-    fn log_records(&self) -> Vec<(String, String, String)> {
-        let l = self.logs.lock().expect("lock");
-        let mut out = Vec::new();
-        for rl in l.iter().flat_map(|r| &r.resource_logs) {
-            for sl in &rl.scope_logs {
-                let scope = sl
-                    .scope
-                    .as_ref()
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
-                for r in &sl.log_records {
-                    let body = match r.body.as_ref().and_then(|b| b.value.as_ref()) {
-                        Some(Value::StringValue(s)) => s.clone(),
-                        _ => String::new(),
-                    };
-                    out.push((service(&rl.resource), scope.clone(), body));
-                }
-            }
-        }
-        out
-    }
-
-    /// The latest value of a sum with these attributes, and the resource's
-    /// service.name of the request that carried it.
-    fn sum(&self, name: &str, attrs: &[(&str, &str)]) -> Option<(String, f64)> {
-        let m = self.metrics.lock().expect("lock");
-        let mut last = None;
-        for rm in m.iter().flat_map(|r| &r.resource_metrics) {
-            for x in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
-                let Some(metric::Data::Sum(s)) = &x.data else {
-                    continue;
-                };
-                if x.name != name {
-                    continue;
-                }
-                for p in &s.data_points {
-                    if attrs
-                        .iter()
-                        .all(|(k, v)| attr(&p.attributes, k) == Some(*v))
-                    {
-                        let v = match p.value {
-                            Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
-                            Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
-                            None => f64::NAN,
-                        };
-                        last = Some((service(&rm.resource), v));
-                    }
-                }
-            }
-        }
-        last
-    }
-}
-
-fn attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    kvs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(Value::StringValue(s)) => Some(s.as_str()),
-            _ => None,
-        }
-    })
-}
-
-fn service(r: &Option<ProtoResource>) -> String {
-    r.as_ref()
-        .and_then(|r| attr(&r.attributes, "service.name"))
-        .unwrap_or("")
-        .to_string()
-}
-
-fn resource_attr(r: &Option<ProtoResource>, key: &str) -> Option<String> {
-    r.as_ref()
-        .and_then(|r| attr(&r.attributes, key))
-        .map(String::from)
-}
 
 /// Starts the sidecar on `config` with the environment below and stderr
 /// into a file (returned), log level from the config (no RUST_LOG).
@@ -214,6 +32,21 @@ async fn start(config: &str) -> (Sidecar, std::path::PathBuf) {
     );
     let sc = Sidecar::start_logging(&cfg, Stdio::from(err), dir, None).await;
     (sc, log)
+}
+
+/// Waits for the sidecar's own start-up span and ready log at `own`.
+async fn wait_startup(own: &Sink) {
+    own.wait("the start-up span", |s| {
+        s.span_names()
+            .contains(&("geometra-sidecar".into(), "startup".into()))
+    })
+    .await;
+    own.wait("the ready log", |s| {
+        s.log_records()
+            .iter()
+            .any(|(svc, _, body)| svc == "geometra-sidecar" && body == "geometra-sidecar ready")
+    })
+    .await;
 }
 
 /// Sends `n` server spans through the OpenTelemetry SDK's OTLP exporter.
@@ -251,17 +84,7 @@ async fn own_spans_logs_and_metrics_reach_the_endpoint_and_nothing_loops_back() 
     send_spans(sc.grpc_url(), 3).await;
 
     // its start-up span and ready log, with its resource
-    own.wait("the start-up span", |s| {
-        s.span_names()
-            .contains(&("geometra-sidecar".into(), "startup".into()))
-    })
-    .await;
-    own.wait("the ready log", |s| {
-        s.log_records()
-            .iter()
-            .any(|(svc, _, body)| svc == "geometra-sidecar" && body == "geometra-sidecar ready")
-    })
-    .await;
+    wait_startup(&own).await;
     {
         let t = own.traces.lock().expect("lock");
         let r = &t[0].resource_spans[0].resource;
@@ -324,6 +147,34 @@ async fn own_spans_logs_and_metrics_reach_the_endpoint_and_nothing_loops_back() 
                 .iter()
                 .any(|p| s.starts_with(p))),
         "{scopes:?}"
+    );
+}
+
+/// `telemetry.otlp.protocol: http`: the same spans, logs and self-metrics
+/// arrive over OTLP/HTTP (protobuf, `/v1/<signal>` appended to the endpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_telemetry_over_otlp_http() {
+    let own = Sink::default();
+    let port = own.start_http().await;
+    let (sc, _log) = start(&format!(
+        "telemetry:\n  otlp:\n    endpoint: http://127.0.0.1:{port}\n    protocol: http\n    interval: 1s\n"
+    ))
+    .await;
+    send_spans(sc.grpc_url(), 2).await;
+    wait_startup(&own).await;
+    own.wait("accepted spans = 2 over HTTP", |s| {
+        s.sum(
+            "otelcol_receiver_accepted_spans",
+            &[("receiver", "otlp"), ("transport", "grpc")],
+        )
+        .is_some_and(|(svc, v)| svc == "geometra-sidecar" && v == 2.0)
+    })
+    .await;
+    let t = own.traces.lock().expect("lock");
+    let r = &t[0].resource_spans[0].resource;
+    assert_eq!(
+        resource_attr(r, "k8s.pod.name").as_deref(),
+        Some("api-7d9f-xk2p")
     );
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod sdk;
+pub mod sink;
 pub mod strict;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -23,11 +24,46 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A port free now: an ephemeral one, or with `GEOMETRA_TEST_PORTS=LO-HI`
+/// set, the next free one of that range (for machines where test runs must
+/// keep to a range of their own).
 pub fn free_port() -> u16 {
+    if let Some((lo, hi)) = std::env::var("GEOMETRA_TEST_PORTS")
+        .ok()
+        .and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+        })
+        .filter(|(lo, hi)| lo < hi)
+    {
+        return port_in(lo, hi);
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The next port of `lo..=hi` that binds, taken in turn from an offset of
+/// this process's own (so that test binaries run one after another do not
+/// reuse each other's ports at once).
+fn port_in(lo: u16, hi: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(hi - lo) + 1;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = lo + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {lo}-{hi}")
 }
 
 pub struct Sidecar {

@@ -158,6 +158,13 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
     "resource_labels" $v.passthrough.resourceLabels)
   "telemetry" (dict "log_level" $v.logging.level "log_format" $v.logging.format)
 -}}
+{{- $o := $v.telemetry.otlp -}}
+{{- if $o.endpoint -}}
+{{- $otlp := dict "endpoint" $o.endpoint "protocol" $o.protocol "interval" $o.interval "timeout" $o.timeout -}}
+{{- if $o.headers -}}{{- $_ := set $otlp "headers" $o.headers -}}{{- end -}}
+{{- if $o.resource -}}{{- $_ := set $otlp "resource" $o.resource -}}{{- end -}}
+{{- $_ := set (index $cfg "telemetry") "otlp" $otlp -}}
+{{- end -}}
 {{- if $v.rules -}}
 {{- $_ := set $cfg "rules" $v.rules -}}
 {{- end -}}

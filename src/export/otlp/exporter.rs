@@ -1,11 +1,12 @@
 //! The OTLP forwarder's tasks: the [`Forwarder`] the receivers offer
 //! requests to, the sender tasks that batch, send and retry, and [`build`],
-//! which makes them from the `forward:` config.
+//! which makes them from the `forward:` config. A config reload hands each
+//! sender a new [`Sending`] (client and policy) through a `watch` channel.
 
 use super::client::{self, Client};
 use super::queue::{self, Queue};
 use super::{disk, redact};
-use crate::config::Config;
+use crate::config::{Config, Forward as ForwardCfg};
 use crate::export::retry::{Backoff, Failure};
 use crate::export::{Forward, OfferFuture, Refusal};
 use crate::metrics::{ExporterStats, SignalKind, Store};
@@ -27,10 +28,73 @@ struct Policy {
     max_elapsed: Option<Duration>,
 }
 
-/// One forwarded signal: its queue and exporter.
+impl Policy {
+    fn new(f: &ForwardCfg) -> Policy {
+        let consumers = f.queue.consumers.max(1);
+        // with a disk queue, memory holds only the batches in flight: at most
+        // `consumers` of them, together within queue.max_bytes
+        let batch_bytes = match &f.queue.dir {
+            Some(_) => f.batch.max_bytes.min(f.queue.max_bytes / consumers),
+            None => f.batch.max_bytes,
+        };
+        let r = &f.retry;
+        Policy {
+            batch_items: f.batch.max_items.max(1) as u64,
+            batch_bytes: batch_bytes.max(1) as u64,
+            batch_timeout: f.batch.timeout.0,
+            initial: r
+                .initial_interval
+                .0
+                .clamp(Duration::from_millis(10), Duration::from_secs(3600)),
+            // capped so that no arithmetic on them can overflow
+            max_interval: r
+                .max_interval
+                .0
+                .max(r.initial_interval.0)
+                .min(Duration::from_secs(3600)),
+            max_elapsed: (!r.max_elapsed.0.is_zero()).then_some(r.max_elapsed.0),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.initial, self.max_interval)
+    }
+}
+
+/// What one forwarded signal sends with under one configuration: its
+/// client and its batching and retry policy. Built (and checked) before it
+/// is put in force, at start-up or on a config reload.
+pub struct Sending {
+    client: Client,
+    pol: Policy,
+}
+
+impl Sending {
+    /// Fails on what a reload must refuse (an unreadable CA, key or token
+    /// file, a bad header...). Reads files: not on an async worker, except
+    /// at start-up. Must run within the runtime (a gRPC channel spawns its
+    /// worker).
+    fn new(ep: &crate::config::Endpoint, sig: SignalKind, f: &ForwardCfg) -> Result<Self, String> {
+        Ok(Sending {
+            client: Client::new(ep, sig)?,
+            pol: Policy::new(f),
+        })
+    }
+}
+
+/// One forwarded signal: its queue, and the settings its sender task uses.
 struct Pipe {
     name: &'static str,
     queue: Arc<Queue>,
+    sending: watch::Sender<Arc<Sending>>,
+}
+
+/// A checked new `forward:` config for the running forwarder, made by
+/// [`Forwarder::prepare`] and put in force by [`Forwarder::apply`].
+pub struct Reconfig {
+    sending: [Option<Arc<Sending>>; 3],
+    max_items: usize,
+    max_bytes: usize,
 }
 
 /// The forwarder the binary runs.
@@ -40,6 +104,8 @@ pub struct Forwarder {
     redactor: crate::reload::Live<Option<redact::Redactor>>,
     /// Set when draining: the instant by which senders give up.
     drain_tx: watch::Sender<Option<Instant>>,
+    /// the runtime, entered by a reload (on its own thread) to build clients
+    rt: tokio::runtime::Handle,
     /// The queue directory's lock, held while the process lives.
     _lock: Option<std::fs::File>,
 }
@@ -86,6 +152,60 @@ impl Forwarder {
             }
         }
     }
+}
+
+impl Forwarder {
+    /// Builds what a changed `forward:` config sends with, changing
+    /// nothing yet: every client (CA, key and token files read) is made
+    /// here, so a bad config is refused with the old one still in force.
+    /// Which keys may change is [`crate::reload`]'s business; a signal must
+    /// stay forwarded or not.
+    pub fn prepare(&self, f: &ForwardCfg) -> Result<Reconfig, String> {
+        let _rt = self.rt.enter();
+        let mut sending: [Option<Arc<Sending>>; 3] = [None, None, None];
+        for (sig, ep) in endpoints(f) {
+            match (ep, &self.pipes[sig as usize]) {
+                (Some(ep), Some(_)) => {
+                    sending[sig as usize] = Some(Arc::new(Sending::new(ep, sig, f)?));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(
+                        "a forwarded signal cannot be added or removed without a restart".into(),
+                    )
+                }
+            }
+        }
+        Ok(Reconfig {
+            sending,
+            max_items: f.queue.max_items,
+            max_bytes: f.queue.max_bytes,
+        })
+    }
+
+    /// Puts a prepared config in force. A send under way finishes with the
+    /// client it started with (its outcome counted once); every later send,
+    /// retries and what is queued (in memory or on disk) included, goes to
+    /// the endpoint in force then. A batch waiting for a retry is retried
+    /// at once with the new settings.
+    pub fn apply(&self, r: Reconfig) {
+        for (p, s) in self.pipes.iter().zip(r.sending) {
+            if let (Some(p), Some(s)) = (p, s) {
+                p.queue.set_limits(r.max_items, r.max_bytes);
+                p.sending.send_replace(s);
+                tracing::info!(exporter = p.name, "forward settings reloaded");
+            }
+        }
+    }
+}
+
+/// The configured endpoint of each signal.
+fn endpoints(f: &ForwardCfg) -> [(SignalKind, Option<&crate::config::Endpoint>); 3] {
+    [
+        (SignalKind::LogRecords, f.logs.as_ref()),
+        (SignalKind::Spans, f.traces.as_ref()),
+        (SignalKind::MetricPoints, f.metrics.as_ref()),
+    ]
 }
 
 impl Forward for Forwarder {
@@ -156,10 +276,9 @@ enum Sent {
 /// request costs only that request: the rest is delivered.
 async fn deliver(
     name: &'static str,
-    client: &Client,
+    mut setups: watch::Receiver<Arc<Sending>>,
     q: &Queue,
     batch: &queue::Batch,
-    pol: &Policy,
     mut drain: watch::Receiver<Option<Instant>>,
 ) -> Outcome {
     let stats = &q.stats;
@@ -171,7 +290,7 @@ async fn deliver(
         } else {
             batch.part(from, to)
         };
-        match send_retrying(name, client, payload, pol, &mut drain).await {
+        match send_retrying(name, &mut setups, payload, &mut drain).await {
             Sent::Delivered(d) => {
                 let rejected = d.rejected.min(items);
                 stats.sent.fetch_add(items - rejected, Ordering::Relaxed);
@@ -201,24 +320,20 @@ async fn deliver(
 }
 
 /// Sends one payload until it is delivered, refused permanently, out of
-/// retries, or the drain deadline passes.
+/// retries, or the drain deadline passes. Each attempt uses the settings in
+/// force when it starts.
 async fn send_retrying(
     name: &'static str,
-    client: &Client,
+    setups: &mut watch::Receiver<Arc<Sending>>,
     payload: Bytes,
-    pol: &Policy,
     drain: &mut watch::Receiver<Option<Instant>>,
 ) -> Sent {
     let start = Instant::now();
-    let mut backoff = Backoff::new(pol.initial, pol.max_interval);
+    let mut s = setups.borrow_and_update().clone();
+    let mut backoff = s.pol.backoff();
     loop {
-        let deadline = *drain.borrow();
-        let res = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, client.send(payload.clone())).await {
-                Ok(r) => r,
-                Err(_) => return Sent::Abandoned,
-            },
-            None => client.send(payload.clone()).await,
+        let Some(res) = attempt(&s.client, payload.clone(), drain).await else {
+            return Sent::Abandoned;
         };
         let (after, msg) = match res {
             Ok(d) => return Sent::Delivered(d),
@@ -227,48 +342,86 @@ async fn send_retrying(
             Err(Failure::Retryable { after, msg }) => (after, msg),
         };
         let wait = backoff.next(after);
-        if let Some(max) = pol.max_elapsed {
+        if let Some(max) = s.pol.max_elapsed {
             if start.elapsed() + wait > max {
                 return Sent::Exhausted(msg);
             }
         }
         tracing::debug!(exporter = name, error = %msg, wait_ms = wait.as_millis() as u64, "retrying a batch");
-        if !wait_or_drain(Instant::now() + wait, drain).await {
-            return Sent::Abandoned;
+        match wait_for(Instant::now() + wait, drain, setups).await {
+            Wake::Due => {}
+            Wake::Drained => return Sent::Abandoned,
+            Wake::Reconfigured => {
+                tracing::debug!(
+                    exporter = name,
+                    "forward settings reloaded: retrying the batch now"
+                )
+            }
+        }
+        let now = setups.borrow_and_update().clone();
+        if !Arc::ptr_eq(&now, &s) {
+            (s, backoff) = (now.clone(), now.pol.backoff());
         }
     }
 }
 
-/// Sleeps until `wake`; false when the drain deadline comes first.
-async fn wait_or_drain(wake: Instant, drain: &mut watch::Receiver<Option<Instant>>) -> bool {
+/// One send, cut short by the drain deadline (None).
+async fn attempt(
+    client: &Client,
+    payload: Bytes,
+    drain: &watch::Receiver<Option<Instant>>,
+) -> Option<Result<client::Delivered, Failure>> {
+    let deadline = *drain.borrow();
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, client.send(payload)).await.ok(),
+        None => Some(client.send(payload).await),
+    }
+}
+
+/// Why [`wait_for`] returned.
+enum Wake {
+    Due,
+    /// the drain deadline came first
+    Drained,
+    /// new settings were put in force meanwhile
+    Reconfigured,
+}
+
+/// Sleeps until `wake`, unless the drain deadline comes first or a reload
+/// puts new settings in force.
+async fn wait_for(
+    wake: Instant,
+    drain: &mut watch::Receiver<Option<Instant>>,
+    setups: &mut watch::Receiver<Arc<Sending>>,
+) -> Wake {
+    let (mut drain_open, mut setups_open) = (true, true);
     loop {
-        let d = *drain.borrow_and_update();
-        match d {
-            Some(d) if d <= wake => {
-                tokio::time::sleep_until(d).await;
-                if Instant::now() >= d {
-                    return false;
-                }
-            }
-            _ => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(wake) => return true,
-                    r = drain.changed() => if r.is_err() { tokio::time::sleep_until(wake).await; return true; },
-                }
-            }
+        let now = Instant::now();
+        let deadline = *drain.borrow_and_update();
+        if deadline.is_some_and(|d| d <= wake && now >= d) {
+            return Wake::Drained;
         }
-        if Instant::now() >= wake {
-            return true;
+        if now >= wake {
+            return Wake::Due;
+        }
+        let until = deadline.map_or(wake, |d| d.min(wake));
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            r = drain.changed(), if drain_open => drain_open = r.is_ok(),
+            r = setups.changed(), if setups_open => match r {
+                Ok(()) => return Wake::Reconfigured,
+                Err(_) => setups_open = false,
+            },
         }
     }
 }
 
-/// Takes batches off the queue and sends them, `consumers` at a time.
+/// Takes batches off the queue and sends them, `consumers` at a time, with
+/// the batching policy in force when a batch starts.
 async fn run_sender(
     name: &'static str,
-    client: Arc<Client>,
+    setups: watch::Receiver<Arc<Sending>>,
     q: Arc<Queue>,
-    pol: Policy,
     consumers: usize,
     drain: watch::Receiver<Option<Instant>>,
 ) {
@@ -283,6 +436,7 @@ async fn run_sender(
             notified.await;
         }
         // then for a full batch, the batch timeout, or a drain
+        let pol = setups.borrow().pol.clone();
         let until = Instant::now() + pol.batch_timeout;
         loop {
             let notified = q.notify.notified();
@@ -304,9 +458,9 @@ async fn run_sender(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let (client, q2, pol2, drain2) = (client.clone(), q.clone(), pol.clone(), drain.clone());
+        let (setups2, q2, drain2) = (setups.clone(), q.clone(), drain.clone());
         tokio::spawn(async move {
-            match deliver(name, &client, &q2, &batch, &pol2, drain2).await {
+            match deliver(name, setups2, &q2, &batch, drain2).await {
                 Outcome::Done => q2.done(batch),
                 Outcome::Abandoned => q2.abandon(batch),
             }
@@ -327,30 +481,6 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         None => None,
     };
     let consumers = f.queue.consumers.max(1);
-    // with a disk queue, memory holds only the batches in flight: at most
-    // `consumers` of them, together within queue.max_bytes
-    let batch_bytes = match &f.queue.dir {
-        Some(_) => f.batch.max_bytes.min(f.queue.max_bytes / consumers),
-        None => f.batch.max_bytes,
-    };
-    let pol = Policy {
-        batch_items: f.batch.max_items.max(1) as u64,
-        batch_bytes: batch_bytes.max(1) as u64,
-        batch_timeout: f.batch.timeout.0,
-        initial: f
-            .retry
-            .initial_interval
-            .0
-            .clamp(Duration::from_millis(10), Duration::from_secs(3600)),
-        // capped so that no arithmetic on them can overflow
-        max_interval: f
-            .retry
-            .max_interval
-            .0
-            .max(f.retry.initial_interval.0)
-            .min(Duration::from_secs(3600)),
-        max_elapsed: (!f.retry.max_elapsed.0.is_zero()).then_some(f.retry.max_elapsed.0),
-    };
     let redactor = redact::Redactor::new(&cfg.redaction)?;
     let (drain_tx, _) = watch::channel(None);
     let mut pipes: [Option<Pipe>; 3] = [None, None, None];
@@ -365,7 +495,7 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         ),
     ] {
         let Some(ep) = ep else { continue };
-        let client = Arc::new(Client::new(ep, sig)?);
+        let sending = Arc::new(Sending::new(ep, sig, f)?);
         // queue capacity in the queue's unit: items, or bytes on disk
         let capacity = match &f.queue.dir {
             Some(_) => f.queue.max_disk_bytes,
@@ -413,20 +543,25 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
             disk,
             stats,
         ));
+        let (sending, setups) = watch::channel(sending);
         tokio::spawn(run_sender(
             name,
-            client,
+            setups,
             q.clone(),
-            pol.clone(),
             consumers,
             drain_tx.subscribe(),
         ));
-        pipes[sig as usize] = Some(Pipe { name, queue: q });
+        pipes[sig as usize] = Some(Pipe {
+            name,
+            queue: q,
+            sending,
+        });
     }
     Ok(Some(Arc::new(Forwarder {
         pipes,
         redactor: crate::reload::Live::new(redactor),
         drain_tx,
+        rt: tokio::runtime::Handle::current(),
         _lock: lock,
     })))
 }

@@ -18,6 +18,10 @@
 //! for ever). A crash between delivery and deletion sends records again;
 //! a memory-only queue loses what it holds at a crash or at the end of the
 //! drain (counted as send_failed).
+//!
+//! A config reload changes the endpoints and their settings in place
+//! ([`Forwarder::prepare`], [`Forwarder::apply`]): what is queued goes to the
+//! endpoint in force when it is sent.
 
 pub mod client;
 pub mod config;
@@ -26,4 +30,4 @@ mod exporter;
 pub mod queue;
 pub mod redact;
 
-pub use exporter::{build, Forwarder};
+pub use exporter::{build, Forwarder, Reconfig};

@@ -17,7 +17,7 @@ use crate::export::Refusal;
 use crate::metrics::ExporterStats;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -70,8 +70,9 @@ struct Inner {
 pub struct Queue {
     inner: Mutex<Inner>,
     pub notify: Notify,
-    max_items: u64,
-    max_bytes: u64,
+    /// memory queue limits; a config reload may change them
+    max_items: AtomicU64,
+    max_bytes: AtomicU64,
     pub disk: Option<DiskLog>,
     pub stats: Arc<ExporterStats>,
 }
@@ -86,8 +87,8 @@ impl Queue {
         let q = Queue {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
-            max_items: max_items as u64,
-            max_bytes: max_bytes as u64,
+            max_items: AtomicU64::new(max_items as u64),
+            max_bytes: AtomicU64::new(max_bytes as u64),
             disk,
             stats,
         };
@@ -104,6 +105,27 @@ impl Queue {
             None => self.lock().items,
         };
         self.stats.queue_size.store(v, Ordering::Relaxed);
+    }
+
+    /// Puts new memory-queue limits in force (a config reload): a smaller
+    /// queue holding more than they allow refuses until it has drained below
+    /// them; nothing queued is dropped. A disk queue is bounded by
+    /// max_disk_bytes instead.
+    pub fn set_limits(&self, max_items: usize, max_bytes: usize) {
+        self.max_items.store(max_items as u64, Ordering::Relaxed);
+        self.max_bytes.store(max_bytes as u64, Ordering::Relaxed);
+        if self.disk.is_none() {
+            self.stats
+                .queue_capacity
+                .store(max_items as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn limits(&self) -> (u64, u64) {
+        (
+            self.max_items.load(Ordering::Relaxed),
+            self.max_bytes.load(Ordering::Relaxed),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -128,15 +150,15 @@ impl Queue {
         if self.disk.is_some() {
             return None;
         }
+        let (max_items, max_bytes) = self.limits();
         let q = self.lock();
-        let full = q.items > 0 && (q.items + items > self.max_items || q.bytes >= self.max_bytes);
+        let full = q.items > 0 && (q.items + items > max_items || q.bytes >= max_bytes);
         drop(q);
         full.then(|| {
             self.refuse(
                 items,
                 format!(
-                    "forward queue full (forward.queue.max_items {} / max_bytes {}); retry later",
-                    self.max_items, self.max_bytes
+                    "forward queue full (forward.queue.max_items {max_items} / max_bytes {max_bytes}); retry later"
                 ),
             )
         })
@@ -154,13 +176,14 @@ impl Queue {
             return Ok(());
         }
         let len = body.len() as u64;
+        let (max_items, max_bytes) = self.limits();
         {
             let mut q = self.lock();
             let empty = q.items == 0;
-            let full = if !empty && q.items + items > self.max_items {
-                Some(format!("{} items, forward.queue.max_items", self.max_items))
-            } else if !empty && q.bytes + len > self.max_bytes {
-                Some(format!("{} bytes, forward.queue.max_bytes", self.max_bytes))
+            let full = if !empty && q.items + items > max_items {
+                Some(format!("{max_items} items, forward.queue.max_items"))
+            } else if !empty && q.bytes + len > max_bytes {
+                Some(format!("{max_bytes} bytes, forward.queue.max_bytes"))
             } else {
                 None
             };
@@ -377,6 +400,29 @@ mod tests {
             assert_eq!(b.items(0, 2), 4);
             let rest = q.take(4, 1 << 20).await;
             assert_eq!(rest.payload.as_ref(), b"ef");
+        });
+    }
+
+    #[test]
+    fn reloaded_limits_apply_to_the_next_push_and_drop_nothing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let s = stats();
+            let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.set_limits(4, 1 << 20);
+            assert_eq!(s.queue_capacity.load(Ordering::Relaxed), 4);
+            assert!(q.push(Bytes::from_static(b"b"), 1).await.is_err());
+            assert_eq!(q.size(), 6, "what was queued stays");
+            let b = q.take(100, 100).await;
+            assert_eq!(b.items(0, b.entries.len()), 6);
+            q.done(b);
+            q.set_limits(20, 1 << 20);
+            q.push(Bytes::from_static(b"c"), 15)
+                .await
+                .expect("room again");
         });
     }
 }

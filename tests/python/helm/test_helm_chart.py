@@ -69,6 +69,7 @@ FULL = {
     "queue": {"persistent": True},
     "redaction": load_example("values-redaction.yaml")["redaction"],
     "otlp": {"http": {"listen": "0.0.0.0:4318", "corsAllowedOrigins": ["https://app.geometra.example"]}},
+    "telemetry": {"otlp": {"endpoint": "http://otel-collector.observability:4318", "protocol": "http"}},
 }
 FULL["forwarding"]["tls"] = {"secretName": "otel-gateway-ca", "caKey": "ca.crt"}
 
@@ -360,6 +361,40 @@ def test_native_histogram_values_reach_the_config():
     assert cfg["store"]["native_histogram_schema"] == -2
 
 
+def test_telemetry_otlp_reaches_the_config():
+    cfg, _ = config_of(render())
+    assert "otlp" not in cfg["telemetry"], "off unless an endpoint is set"
+    v = {
+        "telemetry": {
+            "otlp": {
+                "endpoint": "http://otel-collector.observability:4318",
+                "protocol": "http",
+                "headers": {"X-Scope-OrgID": "geometra"},
+                "interval": "15s",
+                "resource": {"team": "obs"},
+            }
+        }
+    }
+    cfg, _ = config_of(render(v))
+    assert cfg["telemetry"]["otlp"] == {
+        "endpoint": "http://otel-collector.observability:4318",
+        "protocol": "http",
+        "headers": {"X-Scope-OrgID": "geometra"},
+        "interval": "15s",
+        "timeout": "10s",
+        "resource": {"team": "obs"},
+    }
+    # the log settings stay beside it
+    assert cfg["telemetry"]["log_level"] == "info"
+    cfg, _ = config_of(render({"telemetry": {"otlp": {"endpoint": "http://c:4317"}}}))
+    assert cfg["telemetry"]["otlp"] == {
+        "endpoint": "http://c:4317",
+        "protocol": "grpc",
+        "interval": "60s",
+        "timeout": "10s",
+    }
+
+
 def test_scrape_annotations():
     ann = only(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
@@ -524,6 +559,9 @@ TYPOS = [
     ({"resources": {"request": {"cpu": "1"}}}, "request"),
     ({"limits": {"maxValueDepth": 40}}, "maxValueDepth"),
     ({"limits": {"maxLabelValueBytes": 70000}}, "maxLabelValueBytes"),
+    ({"telemetry": {"otlp": {"protocol": "https"}}}, "protocol"),
+    ({"telemetry": {"otlp": {"endpoint": "otel-collector:4317"}}}, "endpoint"),
+    ({"telemetry": {"otlp": {"interval": 60}}}, "interval"),
 ]
 
 
