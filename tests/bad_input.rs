@@ -100,9 +100,11 @@ async fn malformed_protobuf_is_invalid_argument_and_counted() {
     assert_eq!(
         m.sum(
             "geometra_sidecar_receiver_bad_requests_total",
-            &[("transport", "grpc")]
+            &[("transport", "grpc"), ("reason", "malformed")]
         ),
-        4.0
+        4.0,
+        "{}",
+        m.text
     );
     // the truncated request changed nothing: no partial counts from its first span
     assert_eq!(m.value("http_requests_total", &[("endpoint", "/a")]), None);
@@ -147,6 +149,19 @@ async fn oversized_and_compression_bombs_are_resource_exhausted() {
         rss < 64 * 1024,
         "inflating a bomb must not grow memory: RSS {rss} KiB"
     );
+    let m = sc.scrape().await;
+    let bad = |reason| {
+        m.sum(
+            "geometra_sidecar_receiver_bad_requests_total",
+            &[
+                ("transport", "grpc"),
+                ("signal", "spans"),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(bad("too_large"), 2.0, "the large request and the bomb");
+    assert_eq!(bad("malformed") + bad("encoding") + bad("invalid"), 0.0);
     still_serving(&sc).await;
 }
 

@@ -175,7 +175,11 @@ async fn unknown_and_broken_codings_are_refused_clearly() {
     assert_eq!(
         m.value(
             "geometra_sidecar_receiver_bad_requests_total",
-            &[("transport", "http"), ("signal", "spans")]
+            &[
+                ("transport", "http"),
+                ("signal", "spans"),
+                ("reason", "encoding")
+            ]
         ),
         Some(5.0),
         "{}",
@@ -258,7 +262,11 @@ async fn otlp_http_bombs_stop_at_the_limit_with_bounded_memory() {
     assert_eq!(
         m.value(
             "geometra_sidecar_receiver_bad_requests_total",
-            &[("transport", "http"), ("signal", "log_records")]
+            &[
+                ("transport", "http"),
+                ("signal", "log_records"),
+                ("reason", "too_large")
+            ]
         ),
         Some(32.0)
     );
@@ -376,9 +384,14 @@ async fn grpc_advertises_its_encodings_and_refuses_others() {
     assert_eq!(
         m.value(
             "geometra_sidecar_receiver_bad_requests_total",
-            &[("transport", "grpc"), ("signal", "spans")]
+            &[
+                ("transport", "grpc"),
+                ("signal", "spans"),
+                ("reason", "encoding")
+            ]
         ),
-        Some(2.0)
+        Some(2.0),
+        "an unsupported and a corrupt encoding"
     );
     assert_eq!(requests(&m, "/snappy"), None);
 }

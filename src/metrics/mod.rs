@@ -81,8 +81,9 @@ impl Distinct {
 pub struct ReceiverStats {
     pub accepted: [AtomicU64; 3],
     pub refused: [AtomicU64; 3],
-    /// requests refused before their items could be counted (malformed, too large)
-    pub bad_requests: [AtomicU64; 3],
+    /// requests refused before their items could be counted, per signal and
+    /// [`BadRequest`] reason
+    pub bad_requests: [[AtomicU64; 4]; 3],
 }
 
 /// Connection counters of one listener, counted by `receiver/listen.rs`.
@@ -103,6 +104,22 @@ pub const TIMEOUT_PHASES: [&str; 3] = ["header", "request", "idle"];
 /// The listeners, in `Store::listeners` order.
 pub const LISTENER_NAMES: [&str; 3] = ["otlp_grpc", "otlp_http", "metrics"];
 
+/// Why a request was refused whole, in `ReceiverStats::bad_requests` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRequest {
+    /// an unsupported content type or encoding, or a body that does not
+    /// decompress
+    Encoding = 0,
+    /// over the message or body limit, before or after decompression
+    TooLarge = 1,
+    /// protobuf or JSON that does not parse as the OTLP message
+    Malformed = 2,
+    /// parses, but breaks what OTLP requires (invalid UTF-8, id lengths...)
+    Invalid = 3,
+}
+/// The `reason` label of each [`BadRequest`].
+pub const BAD_REQUEST_REASONS: [&str; 4] = ["encoding", "too_large", "malformed", "invalid"];
+
 /// The signals, in the order of the arrays above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalKind {
@@ -119,8 +136,8 @@ impl ReceiverStats {
     pub fn refuse(&self, s: SignalKind, n: u64) {
         self.refused[s as usize].fetch_add(n, Ordering::Relaxed);
     }
-    pub fn bad_request(&self, s: SignalKind) {
-        self.bad_requests[s as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn bad_request(&self, s: SignalKind, why: BadRequest) {
+        self.bad_requests[s as usize][why as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -319,13 +336,16 @@ impl ReceiverStats {
         let s = store.clone();
         t.counter(
             "geometra_sidecar_receiver_bad_requests_total",
-            "Requests refused as a whole (malformed, too large) before their items could be counted.",
+            "Requests refused as a whole before their items could be counted, by reason: encoding, too_large, malformed, invalid.",
             "",
             move |o| {
                 for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
                     for (transport, st) in [("grpc", &s.grpc), ("http", &s.http)] {
-                        let v = load(&st.bad_requests[i]);
-                        o.observe(v, &kv([("transport", transport), ("signal", item)]));
+                        for (reason, r) in BAD_REQUEST_REASONS.iter().zip(0..) {
+                            let v = load(&st.bad_requests[i][r]);
+                            let at = [("transport", transport), ("signal", *item), ("reason", *reason)];
+                            o.observe(v, &kv(at));
+                        }
                     }
                 }
             },

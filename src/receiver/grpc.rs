@@ -9,7 +9,7 @@
 
 use super::encoding::{self, DecodeError, Encoding};
 use super::{Accepted, Pipeline, Rejection};
-use crate::metrics::SignalKind;
+use crate::metrics::{BadRequest, SignalKind};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
@@ -167,7 +167,10 @@ where
         let enc = match request_encoding(req.headers()) {
             Ok(enc) => enc,
             Err(e) => {
-                pipeline.store().grpc.bad_request(signal_of::<S>());
+                pipeline
+                    .store()
+                    .grpc
+                    .bad_request(signal_of::<S>(), BadRequest::Encoding);
                 return Box::pin(async move { Ok(advertise(unsupported(&e).into_http())) });
             }
         };
@@ -177,8 +180,8 @@ where
                     Ok(acc) => ok_response(S::respond(acc)),
                     Err(r) => status_of(r).into_http(),
                 },
-                Err(Unread::Bad(status)) => {
-                    pipeline.store().grpc.bad_request(signal_of::<S>());
+                Err(Unread::Bad(why, status)) => {
+                    pipeline.store().grpc.bad_request(signal_of::<S>(), why);
                     status.into_http()
                 }
                 Err(Unread::Other(status)) => status.into_http(),
@@ -191,7 +194,7 @@ where
 /// Why a request's message could not be read.
 enum Unread {
     /// A bad request, counted: too large, a corrupt compressed message.
-    Bad(Status),
+    Bad(BadRequest, Status),
     /// The stream broke or ended early (not counted, as tonic did not).
     Other(Status),
 }
@@ -213,11 +216,14 @@ where
             "protocol error: received message with compressed-flag but no grpc-encoding was specified",
         ))),
         (1, enc) => encoding::decode(enc, &msg, max).map_err(|e| match e {
-            DecodeError::TooLarge => Unread::Bad(too_large(max)),
+            DecodeError::TooLarge => too_large(max),
             // a zstd frame asking for a window beyond what the limit needs
             // is refused before allocation: too large, as tonic said
-            DecodeError::Invalid(m) if m.contains("too much memory") => Unread::Bad(too_large(max)),
-            DecodeError::Invalid(m) => Unread::Bad(Status::internal(format!("Error decompressing: {m}"))),
+            DecodeError::Invalid(m) if m.contains("too much memory") => too_large(max),
+            DecodeError::Invalid(m) => Unread::Bad(
+                BadRequest::Encoding,
+                Status::internal(format!("Error decompressing: {m}")),
+            ),
         }),
         (f, _) => Err(Unread::Other(Status::internal(format!(
             "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1)"
@@ -225,10 +231,13 @@ where
     }
 }
 
-fn too_large(max: usize) -> Status {
-    Status::resource_exhausted(format!(
-        "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
-    ))
+fn too_large(max: usize) -> Unread {
+    Unread::Bad(
+        BadRequest::TooLarge,
+        Status::resource_exhausted(format!(
+            "request larger than receivers.otlp_grpc.max_message_bytes ({max} bytes, after decompression)"
+        )),
+    )
 }
 
 /// Bytes reserved ahead of what has arrived of a message split over frames.
@@ -274,7 +283,7 @@ where
         }
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > max {
-            return Err(Unread::Bad(too_large(max)));
+            return Err(too_large(max));
         }
         if data.len() >= len {
             done = Some((head[0], data.split_to(len)));

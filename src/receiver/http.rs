@@ -9,7 +9,7 @@ use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
 use super::{Accepted, Pipeline, Rejection};
 use crate::config::OtlpHttp;
-use crate::metrics::SignalKind;
+use crate::metrics::{BadRequest, SignalKind};
 use crate::reload::Live;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -81,6 +81,9 @@ fn error(format: Format, code: StatusCode, grpc_code: i32, msg: &str) -> Respons
     }
 }
 
+/// A request refused whole: why (for the count), and the ready response.
+type Refused = (BadRequest, Response);
+
 /// The body with its `Content-Encoding` undone, within the body limit.
 #[allow(clippy::result_large_err)]
 fn decoded(
@@ -88,30 +91,37 @@ fn decoded(
     headers: &HeaderMap,
     body: Bytes,
     format: Format,
-) -> Result<Bytes, Response> {
+) -> Result<Bytes, Refused> {
     let enc = Encoding::parse(headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()))
         .map_err(|e| {
-            error(
+            let r = error(
                 format,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 3,
                 &format!("unsupported content-encoding {e}: supported are {SUPPORTED}"),
-            )
+            );
+            (BadRequest::Encoding, r)
         })?;
     if enc == Encoding::Identity {
         return Ok(body);
     }
     encoding::decode(enc, &body, st.max_body).map_err(|e| match e {
-        DecodeError::TooLarge => error(
-            format,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            8,
-            &format!(
-                "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
-                st.max_body
+        DecodeError::TooLarge => (
+            BadRequest::TooLarge,
+            error(
+                format,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                8,
+                &format!(
+                    "decompressed body larger than receivers.otlp_http.max_body_bytes ({})",
+                    st.max_body
+                ),
             ),
         ),
-        DecodeError::Invalid(m) => error(format, StatusCode::BAD_REQUEST, 3, &m),
+        DecodeError::Invalid(m) => (
+            BadRequest::Encoding,
+            error(format, StatusCode::BAD_REQUEST, 3, &m),
+        ),
     })
 }
 
@@ -123,7 +133,7 @@ fn body_bytes<J, F>(
     headers: &HeaderMap,
     body: Bytes,
     to_proto: F,
-) -> Result<(Format, Bytes), Response>
+) -> Result<(Format, Bytes), Refused>
 where
     J: serde::de::DeserializeOwned,
     F: FnOnce(J) -> Vec<u8>,
@@ -137,11 +147,14 @@ where
     } else if ct.starts_with("application/x-protobuf") || ct.starts_with("application/protobuf") {
         Format::Proto
     } else {
-        return Err(error(
-            Format::Proto,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            3,
-            "content-type must be application/x-protobuf or application/json",
+        return Err((
+            BadRequest::Encoding,
+            error(
+                Format::Proto,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                "content-type must be application/x-protobuf or application/json",
+            ),
         ));
     };
     let raw = decoded(st, headers, body, format)?;
@@ -149,11 +162,14 @@ where
         Format::Proto => Ok((format, raw)),
         Format::Json => match serde_json::from_slice::<J>(&raw) {
             Ok(j) => Ok((format, Bytes::from(to_proto(j)))),
-            Err(e) => Err(error(
-                format,
-                StatusCode::BAD_REQUEST,
-                3,
-                &format!("malformed OTLP JSON: {e}"),
+            Err(e) => Err((
+                BadRequest::Malformed,
+                error(
+                    format,
+                    StatusCode::BAD_REQUEST,
+                    3,
+                    &format!("malformed OTLP JSON: {e}"),
+                ),
             )),
         },
     }
@@ -193,12 +209,12 @@ async fn run(
     st: HttpState,
     origin: Option<HeaderValue>,
     sig: SignalKind,
-    parsed: Result<(Format, Bytes), Response>,
+    parsed: Result<(Format, Bytes), Refused>,
 ) -> Result<(Format, Accepted), Response> {
     let (format, body) = match parsed {
         Ok(x) => x,
-        Err(r) => {
-            st.pipeline.store().http.bad_request(sig);
+        Err((why, r)) => {
+            st.pipeline.store().http.bad_request(sig, why);
             return Err(with_cors(r, origin));
         }
     };
@@ -218,7 +234,11 @@ fn too_large(
     sig: SignalKind,
     e: BytesRejection,
 ) -> Response {
-    st.pipeline.store().http.bad_request(sig);
+    let why = match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => BadRequest::TooLarge,
+        _ => BadRequest::Malformed, // the body broke off
+    };
+    st.pipeline.store().http.bad_request(sig, why);
     let msg = format!(
         "{e} (receivers.otlp_http.max_body_bytes is {})",
         st.max_body

@@ -10,7 +10,7 @@ pub mod validate;
 
 use crate::derive::Deriver;
 use crate::export::{Forward, Refusal};
-use crate::metrics::{ReceiverStats, SignalKind, Store};
+use crate::metrics::{BadRequest, ReceiverStats, SignalKind, Store};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
@@ -105,7 +105,7 @@ impl Pipeline {
             return Err(r);
         }
         if let Err(r) = self.validate_forwarded(sig, &body) {
-            stats.bad_request(sig);
+            stats.bad_request(sig, BadRequest::Invalid);
             return Err(r);
         }
         // one rule set for the whole request: a reload meanwhile neither
@@ -118,7 +118,7 @@ impl Pipeline {
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
-                stats.bad_request(sig);
+                stats.bad_request(sig, BadRequest::Malformed);
                 return Err(Rejection::Invalid(e.to_string()));
             }
         };
@@ -142,13 +142,13 @@ impl Pipeline {
             return Err(r);
         }
         if let Err(r) = self.validate_forwarded(sig, &body) {
-            stats.bad_request(sig);
+            stats.bad_request(sig, BadRequest::Invalid);
             return Err(r);
         }
         let points = match crate::derive::wire::count_metric_points(&body) {
             Ok(n) => n,
             Err(e) => {
-                stats.bad_request(sig);
+                stats.bad_request(sig, BadRequest::Malformed);
                 return Err(Rejection::Invalid(e.to_string()));
             }
         };
@@ -158,7 +158,7 @@ impl Pipeline {
             match ExportMetricsServiceRequest::decode(body.as_ref()) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    stats.bad_request(sig);
+                    stats.bad_request(sig, BadRequest::Malformed);
                     return Err(Rejection::Invalid(format!("malformed OTLP protobuf: {e}")));
                 }
             }
