@@ -32,6 +32,18 @@ fn link_args() {
     // DT_RELR: the ~20k relative relocations of a PIE (vtables, string
     // tables) in a few KiB instead of 0.5 MB that ld.so reads at every start
     arg("-Wl,-z,pack-relative-relocs");
+    // the functions that run (start-up, traces, logs, scrapes: recorded by
+    // benches/symbol_order.sh) laid out together, hottest first, so the
+    // 64 KiB windows the kernel maps around each fault of .text hold code
+    // that runs rather than its cold neighbours. Names that no longer exist
+    // are skipped, new ones land after the list: a stale list costs memory,
+    // never correctness.
+    let order = Path::new("link/symbol-order.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    if let Ok(abs) = order.canonicalize() {
+        arg(&format!("-Wl,--symbol-ordering-file={}", abs.display()));
+        arg("-Wl,--no-warn-symbol-ordering");
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
