@@ -21,7 +21,8 @@ fn protos(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Link arguments of the `geometra-sidecar` binary that cut the memory it
 /// maps (BENCHMARKS.md, "Issue 12: memory"). Only on x86_64 Linux with
 /// glibc, where rustc links with lld by default and glibc (2.36+, Debian 12)
-/// reads packed relocations.
+/// reads packed relocations. `GEOMETRA_PLAIN_LINK=1` turns them off (another
+/// linker, an older glibc).
 fn link_args() {
     println!("cargo:rerun-if-env-changed=GEOMETRA_PLAIN_LINK");
     let target = std::env::var("TARGET").unwrap_or_default();
