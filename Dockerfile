@@ -12,10 +12,14 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # Manifests and sources only (see .dockerignore); benches/ is declared in
-# Cargo.toml, so it has to be there for the manifest to load.
-COPY Cargo.toml Cargo.lock ./
+# Cargo.toml, so it has to be there for the manifest to load; build.rs
+# generates the Prometheus types from proto/ and links with the function
+# order of link/symbol-order.txt.
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+COPY proto ./proto
+COPY link ./link
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin geometra-sidecar \
