@@ -18,6 +18,7 @@ use prost::encoding::decode_varint;
 
 /// Tags of the canonical short encodings the fast paths match on.
 const ANY_STRING_TAG: u8 = tag(ANY_VALUE_STRING, LEN);
+const ANY_INT_TAG: u8 = tag(ANY_VALUE_INT, VARINT);
 const KEY_TAG: u8 = tag(KEY_VALUE_KEY, LEN);
 const VALUE_TAG: u8 = tag(KEY_VALUE_VALUE, LEN);
 
@@ -54,6 +55,21 @@ impl<'a> Reader<'a> {
     /// The next (field number, value), or None at the end of the message.
     #[inline(always)]
     pub fn next_field(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
+        // fast path: a one-byte key (fields 1-15) of a length-delimited
+        // field with a one-byte length, most fields of a span or record
+        if let [k, l, rest @ ..] = self.buf {
+            if *k < 0x80 && *k & 7 == LEN && *k >= 8 && *l < 0x80 && (*l as usize) <= rest.len() {
+                let (head, tail) = rest.split_at(*l as usize);
+                self.buf = tail;
+                return Ok(Some((u32::from(*k >> 3), Wire::Bytes(head))));
+            }
+        }
+        self.next_field_general()
+    }
+
+    /// [`Reader::next_field`] for any key, wire type and length.
+    #[inline(always)]
+    fn next_field_general(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
@@ -148,14 +164,25 @@ pub enum Val<'a> {
 }
 
 /// Reads an `AnyValue` message.
-#[inline]
+#[inline(always)]
 pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
-    // fast path: a short string, the usual case
-    if let [ANY_STRING_TAG, len, s @ ..] = buf {
-        if (*len as usize) < 0x80 && s.len() == *len as usize {
-            return Ok(Val::Str(s));
+    // fast paths: a short string, the usual case, and a short integer
+    match buf {
+        [ANY_STRING_TAG, len, s @ ..] if (*len as usize) < 0x80 && s.len() == *len as usize => {
+            return Ok(Val::Str(s))
         }
+        [ANY_INT_TAG, b0] if *b0 < 0x80 => return Ok(Val::Int(i64::from(*b0))),
+        [ANY_INT_TAG, b0, b1] if *b0 >= 0x80 && *b1 < 0x80 => {
+            return Ok(Val::Int(i64::from(b0 & 0x7f) | (i64::from(*b1) << 7)))
+        }
+        _ => {}
     }
+    any_value_general(buf)
+}
+
+/// [`any_value`] for any encoding (several fields, long strings, other types).
+#[inline(never)]
+fn any_value_general(buf: &[u8]) -> Result<Val<'_>, WireError> {
     let mut r = Reader::new(buf);
     let mut out = Val::Missing;
     while let Some((f, v)) = r.next_field()? {
@@ -885,6 +912,49 @@ mod tests {
         assert_eq!(read(&encoded), Ok((Val::Missing, Val::Int(7))));
         // a truncated value is an error on both paths
         assert!(read(&canon[..canon.len() - 1]).is_err());
+    }
+
+    /// Every field sequence the general reader gives (or its error).
+    fn fields(buf: &[u8], fast: bool) -> Result<Vec<(u32, String)>, WireError> {
+        let mut r = Reader::new(buf);
+        let mut out = Vec::new();
+        loop {
+            let f = if fast {
+                r.next_field()?
+            } else {
+                r.next_field_general()?
+            };
+            match f {
+                Some((n, w)) => out.push((n, format!("{w:?}"))),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn fast_and_general_field_and_value_readers_agree() {
+        let mut rng = fastrand::Rng::with_seed(12);
+        let mut inputs: Vec<Vec<u8>> = vec![request(), vec![0x0a, 0x80, 0x01]];
+        for v in [0i64, 1, 127, 128, 16_383, 16_384, -1, i64::MAX] {
+            let any = AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            };
+            inputs.push(any.encode_to_vec());
+        }
+        for _ in 0..20_000 {
+            let len = rng.usize(0..12);
+            let mut b: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if let Some(first) = b.first_mut() {
+                // mostly plausible tags: small fields, every wire type
+                *first = if rng.bool() { *first & 0x7f } else { *first };
+            }
+            inputs.push(b);
+        }
+        for b in &inputs {
+            assert_eq!(fields(b, true), fields(b, false), "{b:?}");
+            let general = any_value_general(b).map(|v| format!("{v:?}"));
+            assert_eq!(any_value(b).map(|v| format!("{v:?}")), general, "{b:?}");
+        }
     }
 
     #[test]
