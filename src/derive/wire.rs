@@ -211,8 +211,18 @@ pub struct KeyTable {
     names: Vec<String>,
 }
 
-/// (first 8 bytes as a number, the key, its slot)
-type KeyEntry = (u64, Box<[u8]>, u16);
+/// (first 8 bytes as a number, last 8 bytes as a number, the key, its slot)
+type KeyEntry = (u64, u64, Box<[u8]>, u16);
+
+/// The last 8 bytes of a key as a number (0 for keys of 8 bytes or fewer,
+/// which [`prefix`] covers whole).
+#[inline(always)]
+fn suffix(key: &[u8]) -> u64 {
+    match key.last_chunk::<8>() {
+        Some(tail) if key.len() > 8 => u64::from_le_bytes(*tail),
+        _ => 0,
+    }
+}
 
 #[inline(always)]
 fn prefix(key: &[u8]) -> u64 {
@@ -237,7 +247,8 @@ impl KeyTable {
         if self.by_len.len() <= l {
             self.by_len.resize_with(l + 1, Vec::new);
         }
-        self.by_len[l].push((prefix(key.as_bytes()), key.as_bytes().into(), s));
+        let k = key.as_bytes();
+        self.by_len[l].push((prefix(k), suffix(k), k.into(), s));
         s
     }
 
@@ -247,11 +258,14 @@ impl KeyTable {
         if bucket.is_empty() {
             return None;
         }
-        let p = prefix(key);
-        bucket
-            .iter()
-            .find(|(kp, k, _)| *kp == p && (key.len() <= 8 || k[8..] == key[8..]))
-            .map(|(_, _, s)| *s)
+        let (p, q) = (prefix(key), suffix(key));
+        for (kp, kq, k, s) in bucket {
+            // first and last 8 bytes cover keys of up to 16 bytes whole
+            if *kp == p && *kq == q && (key.len() <= 16 || k[8..] == key[8..]) {
+                return Some(*s);
+            }
+        }
+        None
     }
 
     pub fn len(&self) -> usize {
@@ -955,6 +969,25 @@ mod tests {
             let general = any_value_general(b).map(|v| format!("{v:?}"));
             assert_eq!(any_value(b).map(|v| format!("{v:?}")), general, "{b:?}");
         }
+    }
+
+    #[test]
+    fn key_table_finds_exactly_its_keys_whatever_the_length() {
+        let mut keys = KeyTable::default();
+        let names: Vec<String> = (0..40).map(|n| "abcdefghijklmnopqrstuvwxyz0123456789.-_ABCDEF"[..n].to_string()).collect();
+        for n in &names {
+            keys.slot(n);
+        }
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(keys.lookup(n.as_bytes()), Some(i as u16), "{n}");
+            // one byte changed anywhere: not found
+            for at in 0..n.len() {
+                let mut k = n.clone().into_bytes();
+                k[at] ^= 0x20;
+                assert_eq!(keys.lookup(&k), None, "{n} changed at {at}");
+            }
+        }
+        assert_eq!(keys.lookup(&[b'a'; 300]), None);
     }
 
     #[test]
