@@ -91,18 +91,21 @@ fn link_shared(rules: &mut [CRule]) {
         if r.labels.is_empty() || r.labels.len() > usize::from(u8::MAX) {
             continue;
         }
-        r.share = before.iter().take(64).position(|s| {
-            matches!(s.target, Target::Family(_))
-                && matches!(r.target, Target::Family(_))
-                && s.kinds == r.kinds
-                && s.present == r.present
-                && s.equals == r.equals
-                && s.span_event == r.span_event
-                && s.log_event == r.log_event
-                && s.labels.len() >= r.labels.len()
-                && s.labels[..r.labels.len()] == r.labels[..]
-        })
-        .map(|j| (j as u8, r.labels.len() as u8));
+        r.share = before
+            .iter()
+            .take(64)
+            .position(|s| {
+                matches!(s.target, Target::Family(_))
+                    && matches!(r.target, Target::Family(_))
+                    && s.kinds == r.kinds
+                    && s.present == r.present
+                    && s.equals == r.equals
+                    && s.span_event == r.span_event
+                    && s.log_event == r.log_event
+                    && s.labels.len() >= r.labels.len()
+                    && s.labels[..r.labels.len()] == r.labels[..]
+            })
+            .map(|j| (j as u8, r.labels.len() as u8));
     }
 }
 
@@ -640,7 +643,17 @@ impl Deriver {
             } else {
                 None
             };
-            self.queue(ri, r, shared, slots, error, value, exemplar, sc, &mut queued);
+            self.queue(
+                ri,
+                r,
+                shared,
+                slots,
+                error,
+                value,
+                exemplar,
+                sc,
+                &mut queued,
+            );
         }
     }
 
@@ -1181,7 +1194,10 @@ mod tests {
         let d = Deriver::new(&cfg);
         let rec = |st: &str| LogRecord {
             event_name: "e".into(),
-            attributes: vec![kv("op", Value::StringValue("put".into())), kv("st", Value::StringValue(st.into()))],
+            attributes: vec![
+                kv("op", Value::StringValue("put".into())),
+                kv("st", Value::StringValue(st.into())),
+            ],
             ..Default::default()
         };
         d.logs(&request(vec![rec("ok"), rec("far-too-long"), rec("ok")]))

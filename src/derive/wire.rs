@@ -974,7 +974,9 @@ mod tests {
     #[test]
     fn key_table_finds_exactly_its_keys_whatever_the_length() {
         let mut keys = KeyTable::default();
-        let names: Vec<String> = (0..40).map(|n| "abcdefghijklmnopqrstuvwxyz0123456789.-_ABCDEF"[..n].to_string()).collect();
+        let names: Vec<String> = (0..40)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz0123456789.-_ABCDEF"[..n].to_string())
+            .collect();
         for n in &names {
             keys.slot(n);
         }
