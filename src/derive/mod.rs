@@ -36,6 +36,7 @@ pub const SKIP_REASONS: [&str; 4] = [
     "invalid_utf8",
 ];
 
+#[derive(PartialEq)]
 enum LabelSrc {
     Const(Box<[u8]>),
     Dyn {
@@ -73,6 +74,50 @@ struct CRule {
     nonneg: bool,
     /// shared with the same rule of the previous rule set across a reload
     skipped: Arc<[AtomicU64; 4]>,
+    /// (an earlier rule, n): that rule has the same match and its first n
+    /// labels are this rule's labels, so when it queued a key for an item,
+    /// this rule's key is that key's first n parts (see [`link_shared`])
+    share: Option<(u8, u8)>,
+}
+
+/// Sets [`CRule::share`]: for each rule, the first earlier rule (of the
+/// first 64, a bit each in a per-item mask) with the same match whose labels
+/// start with this rule's labels (`http_request_duration_seconds` reuses the
+/// method and endpoint of `http_requests_total`'s key).
+fn link_shared(rules: &mut [CRule]) {
+    for i in 1..rules.len() {
+        let (before, rest) = rules.split_at_mut(i);
+        let r = &mut rest[0];
+        if r.labels.is_empty() || r.labels.len() > usize::from(u8::MAX) {
+            continue;
+        }
+        r.share = before
+            .iter()
+            .take(64)
+            .position(|s| {
+                matches!(s.target, Target::Family(_))
+                    && matches!(r.target, Target::Family(_))
+                    && s.kinds == r.kinds
+                    && s.present == r.present
+                    && s.equals == r.equals
+                    && s.span_event == r.span_event
+                    && s.log_event == r.log_event
+                    && s.labels.len() >= r.labels.len()
+                    && s.labels[..r.labels.len()] == r.labels[..]
+            })
+            .map(|j| (j as u8, r.labels.len() as u8));
+    }
+}
+
+/// The end of the first `parts` parts of the key starting at `start`.
+#[inline]
+fn prefix_end(keys: &[u8], start: usize, parts: u8) -> Option<usize> {
+    let mut at = start;
+    for _ in 0..parts {
+        let len = keys.get(at..at + 2)?;
+        at += 2 + usize::from(u16::from_le_bytes([len[0], len[1]]));
+    }
+    (at <= keys.len()).then_some(at)
 }
 
 /// The compiled rules and the store they write to.
@@ -99,6 +144,8 @@ struct Scratch {
     ups: Vec<Vec<Up>>,
     /// per distinct-count: hashes of the values seen
     distinct: Vec<Vec<u64>>,
+    /// per rule (of the first 64): where its key for the current item starts
+    starts: Vec<u32>,
 }
 
 struct Up {
@@ -325,6 +372,7 @@ impl Deriver {
                     || (r.kind == RuleKind::Histogram
                         && r.buckets.first().is_some_and(|b| *b >= 0.0)),
                 skipped: prev_skips(!span_side),
+                share: None,
             };
             let span_event = r.matcher.event_name.as_ref().map(|e| {
                 let b: Box<[u8]> = e.as_bytes().into();
@@ -367,6 +415,8 @@ impl Deriver {
             }
         }
         span_events.truncate(64);
+        link_shared(&mut span_rules);
+        link_shared(&mut log_rules);
         let derived = Arc::new(reg.out);
         let n_families = derived.families.len();
         let n_distinct = derived.distinct.len();
@@ -540,6 +590,8 @@ impl Deriver {
         sc.ups.iter_mut().for_each(Vec::clear);
         sc.distinct.resize_with(self.n_distinct, Vec::new);
         sc.distinct.iter_mut().for_each(Vec::clear);
+        let rules = self.span_rules.len().max(self.log_rules.len()).min(64);
+        sc.starts.resize(rules, 0);
     }
 
     fn apply(&self, sc: &mut Scratch) {
@@ -575,68 +627,119 @@ impl Deriver {
             0
         };
         let error = info.status == 2 || !matches!(slots[self.error_type as usize], Val::Missing);
-        for r in &self.span_rules {
-            if r.kinds != 0 && r.kinds & kind_bit == 0 {
+        // rules (of the first 64) that queued a key for this span
+        let mut queued = 0u64;
+        for (ri, r) in self.span_rules.iter().enumerate() {
+            let shared = shared_with(r, queued);
+            // a rule sharing a queued key has the same match: it matches
+            if shared.is_none() && !span_matches(r, info, kind_bit, slots) {
                 continue;
             }
-            if let Some(e) = r.span_event {
-                if info.events & (1 << e) == 0 {
-                    continue;
-                }
-            }
-            if !matches_attrs(r, slots) {
+            let Some(value) = self.span_value(r, info, slots, sc) else {
                 continue;
-            }
-            let ex = || {
-                let mut e = Exemplar {
-                    time: info.end,
-                    ..Default::default()
-                };
-                if info.trace_id.len() == 16 && info.span_id.len() == 8 {
-                    e.trace_id.copy_from_slice(info.trace_id);
-                    e.span_id.copy_from_slice(info.span_id);
-                    Some(e)
-                } else {
-                    None
-                }
-            };
-            let value = match &r.value {
-                ValueSrc::One => 1.0,
-                ValueSrc::Duration => {
-                    if info.end < info.start || info.start == 0 {
-                        r.skipped[SkipReason::BadValue as usize].fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    (info.end - info.start) as f64 / 1e9
-                }
-                ValueSrc::Attr(from) => match (&r.target, first(slots, from)) {
-                    (Target::Distinct(i), Some(v)) => {
-                        if let Some(h) = self.derived.distinct[*i].hash(v) {
-                            sc.distinct[*i].push(h);
-                        }
-                        continue;
-                    }
-                    (Target::Distinct(_), None) => continue,
-                    (_, Some(v)) => match number(v) {
-                        Some(x) if x >= 0.0 || !r.nonneg => x,
-                        _ => {
-                            r.skipped[SkipReason::BadValue as usize]
-                                .fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    },
-                    (_, None) => continue,
-                },
             };
             let exemplar = if matches!(r.value, ValueSrc::Duration) {
-                ex().map(|mut e| {
-                    e.value = value;
-                    e
-                })
+                exemplar(info, value)
             } else {
                 None
             };
-            self.push(r, slots, error, value, exemplar, sc);
+            self.queue(
+                ri,
+                r,
+                shared,
+                slots,
+                error,
+                value,
+                exemplar,
+                sc,
+                &mut queued,
+            );
+        }
+    }
+
+    /// The value a span rule records, or None when it records nothing for
+    /// this span (a distinct count queues its hash here).
+    #[inline(always)]
+    fn span_value(
+        &self,
+        r: &CRule,
+        info: &SpanInfo<'_>,
+        slots: &[Val<'_>],
+        sc: &mut Scratch,
+    ) -> Option<f64> {
+        match &r.value {
+            ValueSrc::One => Some(1.0),
+            ValueSrc::Duration => {
+                if info.end < info.start || info.start == 0 {
+                    r.skipped[SkipReason::BadValue as usize].fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Some((info.end - info.start) as f64 / 1e9)
+            }
+            ValueSrc::Attr(from) => self.attr_value(r, slots, from, sc),
+        }
+    }
+
+    /// The value of a rule that reads it from an attribute.
+    #[inline(always)]
+    fn attr_value(
+        &self,
+        r: &CRule,
+        slots: &[Val<'_>],
+        from: &[u16],
+        sc: &mut Scratch,
+    ) -> Option<f64> {
+        match (&r.target, first(slots, from)) {
+            (Target::Distinct(i), Some(v)) => {
+                if let Some(h) = self.derived.distinct[*i].hash(v) {
+                    sc.distinct[*i].push(h);
+                }
+                None
+            }
+            (_, None) => None,
+            (_, Some(v)) => match number(v) {
+                Some(x) if x >= 0.0 || !r.nonneg => Some(x),
+                _ => {
+                    r.skipped[SkipReason::BadValue as usize].fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Queues rule `ri`'s update: its key is the shared prefix of an
+    /// earlier rule's key when `shared` says so, else built ([`Deriver::push`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn queue(
+        &self,
+        ri: usize,
+        r: &CRule,
+        shared: Option<(u8, u8)>,
+        slots: &[Val<'_>],
+        error: bool,
+        value: f64,
+        exemplar: Option<Exemplar>,
+        sc: &mut Scratch,
+        queued: &mut u64,
+    ) {
+        if let (Some((j, parts)), Target::Family(fam)) = (shared, &r.target) {
+            let start = sc.starts[usize::from(j)];
+            if let Some(end) = prefix_end(&sc.keys, start as usize, parts) {
+                sc.ups[*fam].push(Up {
+                    start,
+                    end: end as u32,
+                    value,
+                    exemplar,
+                });
+                return;
+            }
+        }
+        if let Some(start) = self.push(r, slots, error, value, exemplar, sc) {
+            if let Some(s) = sc.starts.get_mut(ri) {
+                *s = start;
+                *queued |= 1 << ri;
+            }
         }
     }
 
@@ -690,42 +793,34 @@ impl Deriver {
         sc: &mut Scratch,
     ) {
         let error = info.severity >= 17 || !matches!(slots[self.error_type as usize], Val::Missing);
-        for r in &self.log_rules {
-            if let Some(e) = &r.log_event {
-                if **e != *event_name {
+        let mut queued = 0u64;
+        for (ri, r) in self.log_rules.iter().enumerate() {
+            let shared = shared_with(r, queued);
+            if shared.is_none() {
+                if let Some(e) = &r.log_event {
+                    if **e != *event_name {
+                        continue;
+                    }
+                }
+                if !matches_attrs(r, slots) {
                     continue;
                 }
-            }
-            if !matches_attrs(r, slots) {
-                continue;
             }
             let value = match &r.value {
                 ValueSrc::One => 1.0,
                 // a log record has no duration
                 ValueSrc::Duration => continue,
-                ValueSrc::Attr(from) => match (&r.target, first(slots, from)) {
-                    (Target::Distinct(i), Some(v)) => {
-                        if let Some(h) = self.derived.distinct[*i].hash(v) {
-                            sc.distinct[*i].push(h);
-                        }
-                        continue;
-                    }
-                    (_, None) => continue,
-                    (_, Some(v)) => match number(v) {
-                        Some(x) if x >= 0.0 || !r.nonneg => x,
-                        _ => {
-                            r.skipped[SkipReason::BadValue as usize]
-                                .fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    },
+                ValueSrc::Attr(from) => match self.attr_value(r, slots, from, sc) {
+                    Some(v) => v,
+                    None => continue,
                 },
             };
-            self.push(r, slots, error, value, None, sc);
+            self.queue(ri, r, shared, slots, error, value, None, sc, &mut queued);
         }
     }
 
-    /// Builds the series key of `r` for this item and queues the update.
+    /// Builds the series key of `r` for this item and queues the update;
+    /// returns where the key starts in the scratch (None: nothing queued).
     #[inline]
     fn push(
         &self,
@@ -735,40 +830,16 @@ impl Deriver {
         value: f64,
         exemplar: Option<Exemplar>,
         sc: &mut Scratch,
-    ) {
+    ) -> Option<u32> {
         let Target::Family(fam) = r.target else {
-            return;
+            return None;
         };
         let start = sc.keys.len();
         for l in &r.labels {
-            let ok = match l {
-                LabelSrc::Const(c) => {
-                    push_key_part(&mut sc.keys, c);
-                    Ok(())
-                }
-                LabelSrc::Dyn {
-                    from,
-                    outcome,
-                    default,
-                } => match first(slots, from) {
-                    Some(v) => push_val(&mut sc.keys, v, self.max_label),
-                    None if *outcome => {
-                        push_key_part(&mut sc.keys, if error { b"error" } else { b"success" });
-                        Ok(())
-                    }
-                    None => match default {
-                        Some(d) => {
-                            push_key_part(&mut sc.keys, d);
-                            Ok(())
-                        }
-                        None => Err(SkipReason::MissingLabel),
-                    },
-                },
-            };
-            if let Err(reason) = ok {
+            if let Err(reason) = self.push_label(l, slots, error, &mut sc.keys) {
                 sc.keys.truncate(start);
                 r.skipped[reason as usize].fetch_add(1, Ordering::Relaxed);
-                return;
+                return None;
             }
         }
         sc.ups[fam].push(Up {
@@ -777,17 +848,87 @@ impl Deriver {
             value,
             exemplar,
         });
+        Some(start as u32)
+    }
+
+    /// Appends one label value of an item to a series key.
+    #[inline(always)]
+    fn push_label(
+        &self,
+        l: &LabelSrc,
+        slots: &[Val<'_>],
+        error: bool,
+        key: &mut Vec<u8>,
+    ) -> Result<(), SkipReason> {
+        match l {
+            LabelSrc::Const(c) => push_key_part(key, c),
+            LabelSrc::Dyn {
+                from,
+                outcome,
+                default,
+            } => match first(slots, from) {
+                Some(v) => return push_val(key, v, self.max_label),
+                None if *outcome => push_key_part(key, if error { b"error" } else { b"success" }),
+                None => match default {
+                    Some(d) => push_key_part(key, d),
+                    None => return Err(SkipReason::MissingLabel),
+                },
+            },
+        }
+        Ok(())
     }
 }
 
 #[inline(always)]
 fn matches_attrs(r: &CRule, slots: &[Val<'_>]) -> bool {
-    r.present
-        .iter()
-        .all(|s| !matches!(slots[*s as usize], Val::Missing | Val::Other))
-        && r.equals
-            .iter()
-            .all(|(s, want)| val_eq(slots[*s as usize], want))
+    for s in &r.present {
+        if matches!(slots[*s as usize], Val::Missing | Val::Other) {
+            return false;
+        }
+    }
+    for (s, want) in &r.equals {
+        if !val_eq(slots[*s as usize], want) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a span matches a rule's span kinds, events and attributes.
+#[inline(always)]
+fn span_matches(r: &CRule, info: &SpanInfo<'_>, kind_bit: u8, slots: &[Val<'_>]) -> bool {
+    if r.kinds != 0 && r.kinds & kind_bit == 0 {
+        return false;
+    }
+    if let Some(e) = r.span_event {
+        if info.events & (1 << e) == 0 {
+            return false;
+        }
+    }
+    matches_attrs(r, slots)
+}
+
+/// `r.share`, when the rule it shares with queued a key for this item.
+#[inline(always)]
+fn shared_with(r: &CRule, queued: u64) -> Option<(u8, u8)> {
+    r.share.filter(|(j, _)| queued & (1u64 << (j & 63)) != 0)
+}
+
+/// A histogram exemplar of a span (None without valid ids).
+#[inline(always)]
+fn exemplar(info: &SpanInfo<'_>, value: f64) -> Option<Exemplar> {
+    let mut e = Exemplar {
+        time: info.end,
+        value,
+        ..Default::default()
+    };
+    if info.trace_id.len() == 16 && info.span_id.len() == 8 {
+        e.trace_id.copy_from_slice(info.trace_id);
+        e.span_id.copy_from_slice(info.span_id);
+        Some(e)
+    } else {
+        None
+    }
 }
 
 #[inline]
@@ -1009,6 +1150,70 @@ mod tests {
         let mut got = memory_ops(records(false));
         got.sort();
         assert_eq!(got, want, "JSON bodies");
+    }
+
+    #[test]
+    fn rules_with_the_same_match_share_a_key_prefix() {
+        let d = Deriver::new(&Config::default());
+        let share = |name: &str| {
+            let r = d.span_rules.iter().find(|r| r.name == name);
+            r.and_then(|r| r.share)
+        };
+        // http_requests_total and ai_requests_total are rules 0 and 2
+        assert_eq!(share("http_request_duration_seconds"), Some((0, 2)));
+        assert_eq!(share("ai_request_duration_seconds"), Some((2, 1)));
+        assert_eq!(share("ai_tokens_total"), None, "type then a constant");
+        assert_eq!(share("http_requests_total"), None);
+        let mut keys = Vec::new();
+        for v in [&b"GET"[..], b"", b"/x"] {
+            push_key_part(&mut keys, v);
+        }
+        assert_eq!(prefix_end(&keys, 0, 2), Some(7));
+        assert_eq!(prefix_end(&keys, 0, 3), Some(11));
+        assert_eq!(prefix_end(&keys, 0, 4), None);
+        assert_eq!(prefix_end(&keys, 5, 9), None);
+    }
+
+    #[test]
+    fn a_sharing_rule_counts_when_the_longer_key_is_skipped() {
+        // b's key is a prefix of a's; a's status is too long for a label
+        let rule = |name: &str, labels: &str| {
+            format!(
+                "- name: {name}\n  kind: counter\n  signal: logs\n  match: {{event_name: e}}\n  \
+                 labels:\n{labels}"
+            )
+        };
+        let op = "  - {name: op, from: [op]}\n";
+        let st = "  - {name: st, from: [st]}\n";
+        let yaml = format!(
+            "store:\n  max_label_value_bytes: 8\nextra_rules:\n{}{}",
+            rule("a_total", &format!("{op}{st}")),
+            rule("b_total", op)
+        );
+        let cfg = Config::from_yaml(&yaml, "test").expect("config");
+        let d = Deriver::new(&cfg);
+        let rec = |st: &str| LogRecord {
+            event_name: "e".into(),
+            attributes: vec![
+                kv("op", Value::StringValue("put".into())),
+                kv("st", Value::StringValue(st.into())),
+            ],
+            ..Default::default()
+        };
+        d.logs(&request(vec![rec("ok"), rec("far-too-long"), rec("ok")]))
+            .expect("walk");
+        let text = crate::metrics::encode::render(d.store(), &[], false);
+        let mut got: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("a_total{") || l.starts_with("b_total{"))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [r#"a_total{op="put",st="ok"} 2"#, r#"b_total{op="put"} 3"#]
+        );
+        let skipped = d.skipped();
+        assert_eq!(skipped, [("a_total", "label_too_long", 1)]);
     }
 
     #[test]

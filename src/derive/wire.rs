@@ -18,6 +18,7 @@ use prost::encoding::decode_varint;
 
 /// Tags of the canonical short encodings the fast paths match on.
 const ANY_STRING_TAG: u8 = tag(ANY_VALUE_STRING, LEN);
+const ANY_INT_TAG: u8 = tag(ANY_VALUE_INT, VARINT);
 const KEY_TAG: u8 = tag(KEY_VALUE_KEY, LEN);
 const VALUE_TAG: u8 = tag(KEY_VALUE_VALUE, LEN);
 
@@ -54,6 +55,21 @@ impl<'a> Reader<'a> {
     /// The next (field number, value), or None at the end of the message.
     #[inline(always)]
     pub fn next_field(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
+        // fast path: a one-byte key (fields 1-15) of a length-delimited
+        // field with a one-byte length, most fields of a span or record
+        if let [k, l, rest @ ..] = self.buf {
+            if *k < 0x80 && *k & 7 == LEN && *k >= 8 && *l < 0x80 && (*l as usize) <= rest.len() {
+                let (head, tail) = rest.split_at(*l as usize);
+                self.buf = tail;
+                return Ok(Some((u32::from(*k >> 3), Wire::Bytes(head))));
+            }
+        }
+        self.next_field_general()
+    }
+
+    /// [`Reader::next_field`] for any key, wire type and length.
+    #[inline(always)]
+    fn next_field_general(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
@@ -148,14 +164,25 @@ pub enum Val<'a> {
 }
 
 /// Reads an `AnyValue` message.
-#[inline]
+#[inline(always)]
 pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
-    // fast path: a short string, the usual case
-    if let [ANY_STRING_TAG, len, s @ ..] = buf {
-        if (*len as usize) < 0x80 && s.len() == *len as usize {
-            return Ok(Val::Str(s));
+    // fast paths: a short string, the usual case, and a short integer
+    match buf {
+        [ANY_STRING_TAG, len, s @ ..] if (*len as usize) < 0x80 && s.len() == *len as usize => {
+            return Ok(Val::Str(s))
         }
+        [ANY_INT_TAG, b0] if *b0 < 0x80 => return Ok(Val::Int(i64::from(*b0))),
+        [ANY_INT_TAG, b0, b1] if *b0 >= 0x80 && *b1 < 0x80 => {
+            return Ok(Val::Int(i64::from(b0 & 0x7f) | (i64::from(*b1) << 7)))
+        }
+        _ => {}
     }
+    any_value_general(buf)
+}
+
+/// [`any_value`] for any encoding (several fields, long strings, other types).
+#[inline(never)]
+fn any_value_general(buf: &[u8]) -> Result<Val<'_>, WireError> {
     let mut r = Reader::new(buf);
     let mut out = Val::Missing;
     while let Some((f, v)) = r.next_field()? {
@@ -184,8 +211,18 @@ pub struct KeyTable {
     names: Vec<String>,
 }
 
-/// (first 8 bytes as a number, the key, its slot)
-type KeyEntry = (u64, Box<[u8]>, u16);
+/// (first 8 bytes as a number, last 8 bytes as a number, the key, its slot)
+type KeyEntry = (u64, u64, Box<[u8]>, u16);
+
+/// The last 8 bytes of a key as a number (0 for keys of 8 bytes or fewer,
+/// which [`prefix`] covers whole).
+#[inline(always)]
+fn suffix(key: &[u8]) -> u64 {
+    match key.last_chunk::<8>() {
+        Some(tail) if key.len() > 8 => u64::from_le_bytes(*tail),
+        _ => 0,
+    }
+}
 
 #[inline(always)]
 fn prefix(key: &[u8]) -> u64 {
@@ -210,7 +247,8 @@ impl KeyTable {
         if self.by_len.len() <= l {
             self.by_len.resize_with(l + 1, Vec::new);
         }
-        self.by_len[l].push((prefix(key.as_bytes()), key.as_bytes().into(), s));
+        let k = key.as_bytes();
+        self.by_len[l].push((prefix(k), suffix(k), k.into(), s));
         s
     }
 
@@ -220,11 +258,14 @@ impl KeyTable {
         if bucket.is_empty() {
             return None;
         }
-        let p = prefix(key);
-        bucket
-            .iter()
-            .find(|(kp, k, _)| *kp == p && (key.len() <= 8 || k[8..] == key[8..]))
-            .map(|(_, _, s)| *s)
+        let (p, q) = (prefix(key), suffix(key));
+        for (kp, kq, k, s) in bucket {
+            // first and last 8 bytes cover keys of up to 16 bytes whole
+            if *kp == p && *kq == q && (key.len() <= 16 || k[8..] == key[8..]) {
+                return Some(*s);
+            }
+        }
+        None
     }
 
     pub fn len(&self) -> usize {
@@ -885,6 +926,70 @@ mod tests {
         assert_eq!(read(&encoded), Ok((Val::Missing, Val::Int(7))));
         // a truncated value is an error on both paths
         assert!(read(&canon[..canon.len() - 1]).is_err());
+    }
+
+    /// Every field sequence the general reader gives (or its error).
+    fn fields(buf: &[u8], fast: bool) -> Result<Vec<(u32, String)>, WireError> {
+        let mut r = Reader::new(buf);
+        let mut out = Vec::new();
+        loop {
+            let f = if fast {
+                r.next_field()?
+            } else {
+                r.next_field_general()?
+            };
+            match f {
+                Some((n, w)) => out.push((n, format!("{w:?}"))),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn fast_and_general_field_and_value_readers_agree() {
+        let mut rng = fastrand::Rng::with_seed(12);
+        let mut inputs: Vec<Vec<u8>> = vec![request(), vec![0x0a, 0x80, 0x01]];
+        for v in [0i64, 1, 127, 128, 16_383, 16_384, -1, i64::MAX] {
+            let any = AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            };
+            inputs.push(any.encode_to_vec());
+        }
+        for _ in 0..20_000 {
+            let len = rng.usize(0..12);
+            let mut b: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if let Some(first) = b.first_mut() {
+                // mostly plausible tags: small fields, every wire type
+                *first = if rng.bool() { *first & 0x7f } else { *first };
+            }
+            inputs.push(b);
+        }
+        for b in &inputs {
+            assert_eq!(fields(b, true), fields(b, false), "{b:?}");
+            let general = any_value_general(b).map(|v| format!("{v:?}"));
+            assert_eq!(any_value(b).map(|v| format!("{v:?}")), general, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn key_table_finds_exactly_its_keys_whatever_the_length() {
+        let mut keys = KeyTable::default();
+        let names: Vec<String> = (0..40)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz0123456789.-_ABCDEF"[..n].to_string())
+            .collect();
+        for n in &names {
+            keys.slot(n);
+        }
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(keys.lookup(n.as_bytes()), Some(i as u16), "{n}");
+            // one byte changed anywhere: not found
+            for at in 0..n.len() {
+                let mut k = n.clone().into_bytes();
+                k[at] ^= 0x20;
+                assert_eq!(keys.lookup(&k), None, "{n} changed at {at}");
+            }
+        }
+        assert_eq!(keys.lookup(&[b'a'; 300]), None);
     }
 
     #[test]

@@ -12,13 +12,45 @@ use crate::telemetry::SelfMetrics;
 use opentelemetry::KeyValue;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use store::{Budget, Family, FastMap};
+use store::{Budget, Family};
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The hasher of [`Distinct`]'s set, whose keys are already keyed 64-bit
+/// hashes (`foldhash::quality` with a random seed): it uses them as they are
+/// instead of hashing them again.
+#[derive(Clone, Copy, Default)]
+pub struct PreHashed;
+
+/// See [`PreHashed`].
+#[derive(Default)]
+pub struct PreHashedHasher(u64);
+
+impl std::hash::BuildHasher for PreHashed {
+    type Hasher = PreHashedHasher;
+    fn build_hasher(&self) -> PreHashedHasher {
+        PreHashedHasher(0)
+    }
+}
+
+impl std::hash::Hasher for PreHashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    /// Not used by `u64` keys; mixes anything else in rather than drop it.
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
 }
 
 /// A gauge of distinct values (e.g. user ids) seen within a sliding window.
@@ -30,7 +62,7 @@ pub struct Distinct {
     window_s: AtomicU64,
     cap: AtomicUsize,
     pub hasher: foldhash::quality::RandomState,
-    seen: Mutex<FastMap<u64, u64>>,
+    seen: Mutex<hashbrown::HashMap<u64, u64, PreHashed>>,
     /// values not tracked because the set was full
     pub overflowed: AtomicU64,
 }
@@ -43,7 +75,7 @@ impl Distinct {
             window_s: AtomicU64::new(window_s),
             cap: AtomicUsize::new(cap),
             hasher: Default::default(),
-            seen: Mutex::new(FastMap::default()),
+            seen: Mutex::new(hashbrown::HashMap::with_hasher(PreHashed)),
             overflowed: AtomicU64::new(0),
         }
     }
