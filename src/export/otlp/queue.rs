@@ -338,12 +338,17 @@ mod tests {
         Arc::new(ExporterStats::new("otlp/logs", SignalKind::LogRecords, 10))
     }
 
+    /// Runs a test's future on a current-thread runtime.
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt")
+            .block_on(f)
+    }
+
     #[test]
     fn full_queue_refuses_and_counts() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        block_on(async {
             let s = stats();
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
             q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
@@ -365,10 +370,7 @@ mod tests {
 
     #[test]
     fn refuses_early_exactly_when_push_would() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        block_on(async {
             let s = stats();
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
             assert!(
@@ -385,10 +387,7 @@ mod tests {
 
     #[test]
     fn batches_concatenate_whole_records() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        block_on(async {
             let q = Arc::new(Queue::new(100, 1 << 20, None, stats()));
             for p in [&b"ab"[..], b"cd", b"ef"] {
                 q.push(Bytes::copy_from_slice(p), 2).await.expect("push");
@@ -405,10 +404,7 @@ mod tests {
 
     #[test]
     fn reloaded_limits_apply_to_the_next_push_and_drop_nothing() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
+        block_on(async {
             let s = stats();
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
             q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
