@@ -712,6 +712,15 @@ async fn forwarded_requests_must_be_valid_otlp_before_they_are_acknowledged() {
         ),
         2.0 * cases.len() as f64
     );
+    // the truncated message is not protobuf; the others break OTLP's schema
+    let why = |reason| {
+        m.sum(
+            "geometra_sidecar_receiver_bad_requests_total",
+            &[("signal", "log_records"), ("reason", reason)],
+        )
+    };
+    assert_eq!(why("malformed"), 2.0, "{}", m.text);
+    assert_eq!(why("invalid"), 2.0 * (cases.len() - 1) as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -475,7 +475,7 @@ impl ExporterStats {
             ),
             (
                 "otelcol_exporter_queue_capacity",
-                "Fixed capacity of the sending queue (items; bytes with an on-disk queue).",
+                "Capacity of the sending queue (items; bytes with an on-disk queue); a config reload may change it.",
                 |x| &x.queue_capacity,
             ),
         ];

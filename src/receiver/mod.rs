@@ -55,10 +55,19 @@ impl Pipeline {
     /// A forwarded request goes downstream as received, so it must be valid
     /// OTLP as a whole (see [`validate`]) before it is acknowledged; a
     /// request that is only derived from needs only what the walker checks.
-    fn validate_forwarded(&self, sig: SignalKind, body: &[u8]) -> Result<(), Rejection> {
+    fn validate_forwarded(
+        &self,
+        sig: SignalKind,
+        body: &[u8],
+    ) -> Result<(), (BadRequest, Rejection)> {
         if self.forwards(sig) {
-            validate::request(sig, body, self.max_value_depth)
-                .map_err(|e| Rejection::Invalid(e.to_string()))?;
+            validate::request(sig, body, self.max_value_depth).map_err(|e| {
+                let why = match e.malformed {
+                    true => BadRequest::Malformed,
+                    false => BadRequest::Invalid,
+                };
+                (why, Rejection::Invalid(e.to_string()))
+            })?;
         }
         Ok(())
     }
@@ -104,8 +113,8 @@ impl Pipeline {
         if let Some(r) = self.refused_early(sig, &body, stats) {
             return Err(r);
         }
-        if let Err(r) = self.validate_forwarded(sig, &body) {
-            stats.bad_request(sig, BadRequest::Invalid);
+        if let Err((why, r)) = self.validate_forwarded(sig, &body) {
+            stats.bad_request(sig, why);
             return Err(r);
         }
         // one rule set for the whole request: a reload meanwhile neither
@@ -141,8 +150,8 @@ impl Pipeline {
         if let Some(r) = self.refused_early(sig, &body, stats) {
             return Err(r);
         }
-        if let Err(r) = self.validate_forwarded(sig, &body) {
-            stats.bad_request(sig, BadRequest::Invalid);
+        if let Err((why, r)) = self.validate_forwarded(sig, &body) {
+            stats.bad_request(sig, why);
             return Err(r);
         }
         let points = match crate::derive::wire::count_metric_points(&body) {

@@ -29,6 +29,9 @@ pub struct Invalid {
     pub message: &'static str,
     pub field: &'static str,
     pub what: &'static str,
+    /// not protobuf at all (a length past the end, a bad varint), rather
+    /// than protobuf that breaks OTLP's schema
+    pub malformed: bool,
 }
 
 impl std::fmt::Display for Invalid {
@@ -493,11 +496,17 @@ fn message(buf: &[u8], m: &'static M, depth: u32, max_depth: u32) -> Result<(), 
             message: m.name,
             field,
             what,
+            malformed: false,
         };
         let (f, v) = match r.next_field() {
             Ok(Some(x)) => x,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(at("", e.0)),
+            Err(e) => {
+                return Err(Invalid {
+                    malformed: true,
+                    ..at("", e.0)
+                })
+            }
         };
         let (name, kind) = m.fields.get(f as usize).copied().unwrap_or(U);
         match (kind, v) {
