@@ -19,6 +19,17 @@ use tokio::sync::watch;
 
 /// The HTTP/2 max frame size the OTLP/gRPC listener advertises.
 const GRPC_MAX_FRAME: u32 = 1 << 20;
+/// The OTLP/gRPC listener's HTTP/2 flow-control windows: a stream may have
+/// 1 MiB in flight (hyper's default), a connection 4 MiB (hyper's default
+/// is 1 MiB). A Collector or gateway exporting with 8 concurrent 190 KB
+/// requests on one connection overran 1 MiB, so requests were cut into
+/// several DATA frames and the receiver copied them back together: 4 MiB
+/// took 8 % of the CPU a span costs (BENCHMARKS.md, "connection window").
+/// Memory is not the bound it looks like: a client can hold up to
+/// `max_message_bytes` per stream in the receiver's buffers whatever the
+/// window, and the request timeout ends a stream that never finishes.
+const GRPC_STREAM_WINDOW: u32 = 1 << 20;
+const GRPC_CONN_WINDOW: u32 = 4 << 20;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -350,8 +361,10 @@ async fn run(
         // OTLP requests are 100-500 KB: frames up to 1 MiB let a client send
         // one in a single DATA frame, which the receiver takes without a
         // copy (receiver/grpc.rs) and h2 reads without regrowing its buffer
-        // per 16 KiB frame; the windows (hyper's default 1 MiB each) stay.
+        // per 16 KiB frame.
         .max_frame_size(Some(GRPC_MAX_FRAME))
+        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
+        .initial_connection_window_size(Some(GRPC_CONN_WINDOW))
         .timeout(limits.request)
         .add_service(OtlpService::<Traces>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))
