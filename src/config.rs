@@ -161,9 +161,20 @@ pub struct Receivers {
     /// in a forwarded request; deeper is refused with INVALID_ARGUMENT / 400.
     #[serde(default = "default_value_depth")]
     pub max_value_depth: u32,
+    /// The most bytes all OTLP requests being read or worked on may hold
+    /// together (`receiver/admit.rs`); past it a request is refused,
+    /// retryable. At least the larger of the two message limits.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight_bytes: usize,
 }
 fn default_value_depth() -> u32 {
     crate::receiver::validate::DEFAULT_VALUE_DEPTH
+}
+/// 32 MiB: eight requests of the largest size, a hundred and more of the
+/// usual 200-300 KB, with the sidecar's own ~10 MiB well inside the Helm
+/// chart's 64 MiB limit.
+fn default_in_flight() -> usize {
+    32 << 20
 }
 impl Default for Receivers {
     fn default() -> Self {
@@ -171,6 +182,7 @@ impl Default for Receivers {
             otlp_grpc: OtlpGrpc::default(),
             otlp_http: OtlpHttp::default(),
             max_value_depth: default_value_depth(),
+            max_in_flight_bytes: default_in_flight(),
         }
     }
 }
@@ -753,6 +765,15 @@ impl Config {
         let http = &self.receivers.otlp_http;
         if http.max_body_bytes == 0 {
             return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
+        }
+        let largest = http
+            .max_body_bytes
+            .max(self.receivers.otlp_grpc.max_message_bytes);
+        if self.receivers.max_in_flight_bytes < largest {
+            return err(
+                "receivers.max_in_flight_bytes",
+                &format!("must be at least the largest request accepted ({largest} bytes: receivers.otlp_grpc.max_message_bytes, receivers.otlp_http.max_body_bytes)"),
+            );
         }
         validate_cors(http)
     }

@@ -310,6 +310,7 @@ async fn run(
         store: store.clone(),
         forward: forward.clone().map(|f| f as _),
         max_value_depth: cfg.receivers.max_value_depth,
+        in_flight: receiver::admit::InFlight::new(cfg.receivers.max_in_flight_bytes),
     });
     let health = Arc::new(Health::default());
     // per-metric self-metrics list every rule and pass-through family
@@ -473,6 +474,7 @@ fn declare_self_metrics(t: &SelfMetrics, p: &Arc<Pipeline>) {
     use geometra_sidecar::metrics;
     let store = &p.store;
     metrics::ReceiverStats::declare(t, store);
+    receiver::admit::InFlight::declare(t, &p.in_flight);
     metrics::ListenerStats::declare(t, store);
     reload::ReloadStats::declare(t, store);
     metrics::ExporterStats::declare(t, store);

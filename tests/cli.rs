@@ -231,6 +231,11 @@ fn zero_limits_are_refused_not_clamped() {
             "receivers.otlp_http.max_body_bytes",
             3,
         ),
+        (
+            "receivers:\n  max_in_flight_bytes: 1048576\n",
+            "receivers.max_in_flight_bytes",
+            2,
+        ),
     ] {
         refused(yaml, key, line);
     }

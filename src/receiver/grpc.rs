@@ -7,6 +7,7 @@
 //! opentelemetry-proto's prost types. The three services are routed by path
 //! like tonic's generated servers; tonic still serves HTTP/2 (`main.rs`).
 
+use super::admit::{Held, InFlight, Transport};
 use super::encoding::{self, DecodeError, Encoding};
 use super::{Accepted, Pipeline, Rejection};
 use crate::metrics::{BadRequest, SignalKind};
@@ -175,14 +176,20 @@ where
             }
         };
         Box::pin(async move {
-            let res = match message(req.into_body(), enc, max).await {
-                Ok(body) => match S::handle(pipeline, body).await {
+            let budget = pipeline.in_flight.clone();
+            let res = match message(req.into_body(), enc, max, &budget).await {
+                // the request's bytes stay taken until it is answered
+                Ok((body, _held)) => match S::handle(pipeline, body).await {
                     Ok(acc) => ok_response(S::respond(acc)),
                     Err(r) => status_of(r).into_http(),
                 },
                 Err(Unread::Bad(why, status)) => {
                     pipeline.store().grpc.bad_request(signal_of::<S>(), why);
                     status.into_http()
+                }
+                Err(Unread::Busy) => {
+                    let refusal = budget.refuse(Transport::Grpc, signal_of::<S>());
+                    status_of(Rejection::Unavailable(refusal)).into_http()
                 }
                 Err(Unread::Other(status)) => status.into_http(),
             };
@@ -195,6 +202,9 @@ where
 enum Unread {
     /// A bad request, counted: too large, a corrupt compressed message.
     Bad(BadRequest, Status),
+    /// `receivers.max_in_flight_bytes` is held by other requests: refused,
+    /// retryable, counted by the budget.
+    Busy,
     /// The stream broke or ended early (not counted, as tonic did not).
     Other(Status),
 }
@@ -204,31 +214,48 @@ enum Unread {
 /// DATA frame (the receiver's HTTP/2 max frame size makes that the common
 /// case), else assembled once into a buffer of its exact length. Larger
 /// than `max` before or after decompression: RESOURCE_EXHAUSTED.
-async fn message<B>(body: B, enc: Encoding, max: usize) -> Result<Bytes, Unread>
+/// The message's bytes are taken from `budget` as soon as its length prefix
+/// is read (before it is buffered), the inflated ones after decompression.
+async fn message<B>(
+    body: B,
+    enc: Encoding,
+    max: usize,
+    budget: &Arc<InFlight>,
+) -> Result<(Bytes, Held), Unread>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (flag, msg) = framed(body, max).await?;
+    let (flag, msg, held) = framed(body, max, budget).await?;
     match (flag, enc) {
-        (0, _) => Ok(msg),
+        (0, _) => Ok((msg, held)),
         (1, Encoding::Identity) => Err(Unread::Other(Status::internal(
             "protocol error: received message with compressed-flag but no grpc-encoding was specified",
         ))),
-        (1, enc) => encoding::decode(enc, &msg, max).map_err(|e| match e {
-            DecodeError::TooLarge => too_large(max),
-            // a zstd frame asking for a window beyond what the limit needs
-            // is refused before allocation: too large, as tonic said
-            DecodeError::Invalid(m) if m.contains("too much memory") => too_large(max),
-            DecodeError::Invalid(m) => Unread::Bad(
-                BadRequest::Encoding,
-                Status::internal(format!("Error decompressing: {m}")),
-            ),
-        }),
+        (1, enc) => {
+            let out = inflate(enc, &msg, max)?;
+            drop((msg, held));
+            let held = budget.take(out.len()).ok_or(Unread::Busy)?;
+            Ok((out, held))
+        }
         (f, _) => Err(Unread::Other(Status::internal(format!(
             "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1)"
         )))),
     }
+}
+
+/// A compressed message inflated within `max`.
+fn inflate(enc: Encoding, msg: &[u8], max: usize) -> Result<Bytes, Unread> {
+    encoding::decode(enc, msg, max).map_err(|e| match e {
+        DecodeError::TooLarge => too_large(max),
+        // a zstd frame asking for a window beyond what the limit needs
+        // is refused before allocation: too large, as tonic said
+        DecodeError::Invalid(m) if m.contains("too much memory") => too_large(max),
+        DecodeError::Invalid(m) => Unread::Bad(
+            BadRequest::Encoding,
+            Status::internal(format!("Error decompressing: {m}")),
+        ),
+    })
 }
 
 fn too_large(max: usize) -> Unread {
@@ -240,13 +267,10 @@ fn too_large(max: usize) -> Unread {
     )
 }
 
-/// Bytes reserved ahead of what has arrived of a message split over frames.
-const CLAIM_AHEAD: usize = 256 << 10;
-
 /// The compressed flag and the bytes of the first length-prefixed message;
 /// the rest of the body (a well-behaved client sends nothing more) is read
 /// and dropped.
-async fn framed<B>(body: B, max: usize) -> Result<(u8, Bytes), Unread>
+async fn framed<B>(body: B, max: usize, budget: &Arc<InFlight>) -> Result<(u8, Bytes, Held), Unread>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -255,8 +279,9 @@ where
     let mut body = std::pin::pin!(body);
     let mut head = [0u8; 5];
     let mut have = 0usize;
-    let mut msg: Option<(u8, usize, BytesMut)> = None;
+    let mut msg: Option<(u8, usize, Vec<u8>)> = None;
     let mut done: Option<(u8, Bytes)> = None;
+    let mut held: Option<Held> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Unread::Other(Status::from_error(e.into())))?;
         let Ok(mut data) = frame.into_data() else {
@@ -270,7 +295,7 @@ where
             let take = (*len - buf.len()).min(data.len());
             buf.extend_from_slice(&data[..take]);
             if buf.len() == *len {
-                done = msg.take().map(|(flag, _, b)| (flag, b.freeze()));
+                done = msg.take().map(|(flag, _, b)| (flag, Bytes::from(b)));
             }
             continue;
         }
@@ -285,24 +310,27 @@ where
         if len > max {
             return Err(too_large(max));
         }
+        held = Some(budget.take(len).ok_or(Unread::Busy)?);
         if data.len() >= len {
             done = Some((head[0], data.split_to(len)));
         } else {
-            // the length is the client's claim: reserve at most 256 KiB
-            // beyond what arrived (the buffer grows as the rest does), so a
-            // stream that declares 4 MiB and sends nothing holds little
-            let mut buf = BytesMut::with_capacity(len.min(data.len() + CLAIM_AHEAD));
+            // the claimed length is taken from the budget already: one
+            // allocation of exactly that size, never regrown (a realloc
+            // would copy what arrived again); pages the client never fills
+            // are never touched, so RSS stays at what was sent
+            let mut buf = Vec::with_capacity(len);
             buf.extend_from_slice(&data);
             msg = Some((head[0], len, buf));
         }
     }
-    done.ok_or_else(|| {
-        Unread::Other(Status::internal(if have == 0 {
+    match (done, held) {
+        (Some((flag, m)), Some(held)) => Ok((flag, m, held)),
+        _ => Err(Unread::Other(Status::internal(if have == 0 {
             "Missing request message."
         } else {
             "Unexpected EOF decoding stream."
-        }))
-    })
+        }))),
+    }
 }
 
 /// The empty OTLP response (no partial success) as a gRPC message: the

@@ -4,6 +4,7 @@
 //! cold path: it is decoded with opentelemetry-proto's serde types and
 //! re-encoded to protobuf, so the same pipeline serves both.
 
+use super::admit::{Held, Transport};
 use super::cors::Cors;
 use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
@@ -11,8 +12,8 @@ use super::{Accepted, Pipeline, Rejection};
 use crate::config::OtlpHttp;
 use crate::metrics::{BadRequest, SignalKind};
 use crate::reload::Live;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -44,8 +45,6 @@ pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp, cors: Arc<Live<Cors>>) ->
         .route("/v1/traces", post(traces).options(preflight))
         .route("/v1/logs", post(logs).options(preflight))
         .route("/v1/metrics", post(metrics).options(preflight))
-        // the compressed body may not exceed the limit either
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(st)
 }
 
@@ -227,33 +226,92 @@ async fn run(
         .map_err(|r| with_cors(rejection(format, r), origin))
 }
 
-/// The body could not be read (over the limit, or the connection broke).
-fn too_large(
+/// Why a body was not read whole.
+enum Unread {
+    /// past `max_body_bytes` (declared or sent)
+    TooLarge,
+    /// the connection broke off or timed out mid-body
+    Broken(String),
+    /// `receivers.max_in_flight_bytes` is held by other requests
+    Busy,
+}
+
+/// The body, read within the body limit and taking its bytes from the
+/// in-flight budget (`admit.rs`): a declared Content-Length up front, before
+/// anything is buffered, else chunk by chunk. A body that arrives in one
+/// chunk is taken as it is; one in several is copied once into a buffer
+/// (the walker reads a contiguous message).
+async fn read_body(
     st: &HttpState,
-    origin: Option<HeaderValue>,
-    sig: SignalKind,
-    e: BytesRejection,
-) -> Response {
-    let why = match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => BadRequest::TooLarge,
-        _ => BadRequest::Malformed, // the body broke off
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Held), Unread> {
+    use http_body_util::BodyExt;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.max_body) {
+        return Err(Unread::TooLarge);
+    }
+    let budget = &st.pipeline.in_flight;
+    let mut held = budget.take(declared.unwrap_or(0)).ok_or(Unread::Busy)?;
+    let (mut first, mut rest): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
+    let mut body = std::pin::pin!(body);
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Unread::Broken(e.to_string()))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += chunk.len();
+        if total > st.max_body {
+            return Err(Unread::TooLarge);
+        }
+        if total > held.bytes() && !held.grow(total - held.bytes()) {
+            return Err(Unread::Busy);
+        }
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(f) => {
+                rest.reserve_exact(declared.unwrap_or(total).max(total));
+                rest.extend_from_slice(&f);
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    let body = first.unwrap_or_else(|| Bytes::from(rest));
+    Ok((body, held))
+}
+
+/// The answer to a body that was not read whole, counted.
+fn unread(st: &HttpState, origin: Option<HeaderValue>, sig: SignalKind, e: Unread) -> Response {
+    let http = &st.pipeline.store().http;
+    let r = match e {
+        Unread::TooLarge => {
+            http.bad_request(sig, BadRequest::TooLarge);
+            let msg = format!(
+                "request body larger than receivers.otlp_http.max_body_bytes ({} bytes)",
+                st.max_body
+            );
+            error(Format::Proto, StatusCode::PAYLOAD_TOO_LARGE, 8, &msg)
+        }
+        Unread::Broken(e) => {
+            http.bad_request(sig, BadRequest::Malformed);
+            let msg = format!("the request body broke off: {e}");
+            error(Format::Proto, StatusCode::BAD_REQUEST, 3, &msg)
+        }
+        Unread::Busy => {
+            let refusal = st.pipeline.in_flight.refuse(Transport::Http, sig);
+            rejection(Format::Proto, Rejection::Unavailable(refusal))
+        }
     };
-    st.pipeline.store().http.bad_request(sig, why);
-    let msg = format!(
-        "{e} (receivers.otlp_http.max_body_bytes is {})",
-        st.max_body
-    );
-    with_cors(error(Format::Proto, e.status(), 8, &msg), origin)
+    with_cors(r, origin)
 }
 
 /// One OTLP/HTTP export: read the body, unpack it to protobuf, run the
 /// pipeline, answer in the request's format.
-async fn export<J, S>(
-    st: HttpState,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    sig: SignalKind,
-) -> Response
+async fn export<J, S>(st: HttpState, headers: HeaderMap, body: Body, sig: SignalKind) -> Response
 where
     J: serde::de::DeserializeOwned + Message,
     S: Signal,
@@ -261,38 +319,34 @@ where
 {
     // the CORS policy is read once per request
     let origin = st.cors.load().allowed_origin(&headers);
-    let body = match body {
+    // the body's bytes stay taken until it is answered
+    let (body, mut held) = match read_body(&st, &headers, body).await {
         Ok(b) => b,
-        Err(e) => return too_large(&st, origin, sig, e),
+        Err(e) => return unread(&st, origin, sig, e),
     };
+    let raw = body.as_ptr();
     let parsed = body_bytes(&st, &headers, body, |j: J| j.encode_to_vec());
+    // an inflated or re-encoded (JSON) body is new memory: taken too
+    if let Ok((_, b)) = &parsed {
+        if b.as_ptr() != raw && !held.grow(b.len()) {
+            return unread(&st, origin, sig, Unread::Busy);
+        }
+    }
     match run(st, origin.clone(), sig, parsed).await {
         Ok((f, a)) => with_cors(respond(f, S::respond(a)), origin),
         Err(r) => r,
     }
 }
 
-async fn traces(
-    State(st): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn traces(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     export::<ExportTraceServiceRequest, Traces>(st, headers, body, SignalKind::Spans).await
 }
 
-async fn logs(
-    State(st): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn logs(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     export::<ExportLogsServiceRequest, Logs>(st, headers, body, SignalKind::LogRecords).await
 }
 
-async fn metrics(
-    State(st): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn metrics(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     export::<ExportMetricsServiceRequest, Metrics>(st, headers, body, SignalKind::MetricPoints)
         .await
 }

@@ -1,6 +1,7 @@
 //! OTLP receivers (gRPC and HTTP) and the pipeline they share: validate and
 //! derive, offer to the forwarder, then acknowledge.
 
+pub mod admit;
 pub mod cors;
 pub mod encoding;
 pub mod grpc;
@@ -41,6 +42,9 @@ pub struct Pipeline {
     /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted
     /// in a forwarded request.
     pub max_value_depth: u32,
+    /// `receivers.max_in_flight_bytes`: what requests being read or worked
+    /// on may hold, taken by the receivers (`admit.rs`)
+    pub in_flight: Arc<admit::InFlight>,
 }
 
 impl Pipeline {

@@ -187,18 +187,30 @@ impl Sidecar {
     }
 
     /// Scrapes until `f` holds (the SDKs export asynchronously), at most 10s.
+    /// A scrape the listener refuses (a test holding every connection slot
+    /// while its closes reach the server) is tried again.
     pub async fn wait_for(&self, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::from("(no scrape answered)");
         loop {
-            let m = self.scrape().await;
-            if f(&m) {
-                return m;
+            if let Some(m) = self.try_scrape().await {
+                if f(&m) {
+                    return m;
+                }
+                last = m.text;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last scrape:\n{}", m.text);
+                panic!("timed out waiting for {what}; last scrape:\n{last}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    async fn try_scrape(&self) -> Option<Metrics> {
+        let r = reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .ok()?;
+        Some(Metrics::parse(&r.text().await.ok()?))
     }
 
     pub fn pid(&self) -> u32 {

@@ -138,7 +138,8 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
   "receivers" (dict
     "otlp_grpc" (dict "listen" $v.otlp.grpc.listen "max_message_bytes" ($l.otlpGrpcMaxMessageBytes | int64))
     "otlp_http" $http
-    "max_value_depth" ($l.maxValueDepth | int64))
+    "max_value_depth" ($l.maxValueDepth | int64)
+    "max_in_flight_bytes" ($l.maxInFlightBytes | int64))
   "server" (dict "listen" (printf "0.0.0.0:%d" ($v.metrics.port | int)))
   "store" (dict
     "max_series_per_metric" ($l.maxSeriesPerMetric | int64)

@@ -345,9 +345,12 @@ def test_store_and_depth_limits_reach_the_config():
     off, _ = config_of(render({"passthrough": {"resourceLabels": False}}))
     assert off["passthrough"]["resource_labels"] is False
     assert cfg["receivers"]["max_value_depth"] == 24
-    cfg, _ = config_of(render({"limits": {"maxSeries": 7, "maxValueDepth": 5}}))
+    assert cfg["receivers"]["max_in_flight_bytes"] == 32 << 20
+    v = {"limits": {"maxSeries": 7, "maxValueDepth": 5, "maxInFlightBytes": 8 << 20}}
+    cfg, _ = config_of(render(v))
     assert cfg["store"]["max_series"] == 7
     assert cfg["receivers"]["max_value_depth"] == 5
+    assert cfg["receivers"]["max_in_flight_bytes"] == 8 << 20
 
 
 def test_native_histogram_values_reach_the_config():
@@ -558,6 +561,7 @@ TYPOS = [
     ({"otlp": {"http": {"corsMaxAge": 100000}}}, "corsMaxAge"),
     ({"resources": {"request": {"cpu": "1"}}}, "request"),
     ({"limits": {"maxValueDepth": 40}}, "maxValueDepth"),
+    ({"limits": {"maxInFlightBytes": 100}}, "maxInFlightBytes"),
     ({"limits": {"maxLabelValueBytes": 70000}}, "maxLabelValueBytes"),
     ({"telemetry": {"otlp": {"protocol": "https"}}}, "protocol"),
     ({"telemetry": {"otlp": {"endpoint": "otel-collector:4317"}}}, "endpoint"),
