@@ -39,11 +39,15 @@ pub const SCOPE_ITEMS_ITEMS: u32 = 2;
 // trace.v1
 pub const SPAN_TRACE_ID: u32 = 1;
 pub const SPAN_SPAN_ID: u32 = 2;
+pub const SPAN_TRACE_STATE: u32 = 3;
+pub const SPAN_PARENT_SPAN_ID: u32 = 4;
+pub const SPAN_NAME: u32 = 5;
 pub const SPAN_KIND: u32 = 6;
 pub const SPAN_START_TIME: u32 = 7;
 pub const SPAN_END_TIME: u32 = 8;
 pub const SPAN_ATTRIBUTES: u32 = 9;
 pub const SPAN_EVENTS: u32 = 11;
+pub const SPAN_LINKS: u32 = 13;
 pub const SPAN_STATUS: u32 = 15;
 pub const SPAN_EVENT_NAME: u32 = 2;
 pub const STATUS_CODE: u32 = 3;
@@ -51,6 +55,7 @@ pub const STATUS_CODE: u32 = 3;
 // logs.v1
 pub const LOG_TIME: u32 = 1;
 pub const LOG_SEVERITY_NUMBER: u32 = 2;
+pub const LOG_SEVERITY_TEXT: u32 = 3;
 pub const LOG_BODY: u32 = 5;
 pub const LOG_ATTRIBUTES: u32 = 6;
 pub const LOG_TRACE_ID: u32 = 9;
@@ -99,11 +104,15 @@ pub const ALL: &[Entry] = &[
     (T, "ScopeSpans", "spans", SCOPE_ITEMS_ITEMS, LEN),
     (T, "Span", "trace_id", SPAN_TRACE_ID, LEN),
     (T, "Span", "span_id", SPAN_SPAN_ID, LEN),
+    (T, "Span", "trace_state", SPAN_TRACE_STATE, LEN),
+    (T, "Span", "parent_span_id", SPAN_PARENT_SPAN_ID, LEN),
+    (T, "Span", "name", SPAN_NAME, LEN),
     (T, "Span", "kind", SPAN_KIND, VARINT),
     (T, "Span", "start_time_unix_nano", SPAN_START_TIME, FIXED64),
     (T, "Span", "end_time_unix_nano", SPAN_END_TIME, FIXED64),
     (T, "Span", "attributes", SPAN_ATTRIBUTES, LEN),
     (T, "Span", "events", SPAN_EVENTS, LEN),
+    (T, "Span", "links", SPAN_LINKS, LEN),
     (T, "Span", "status", SPAN_STATUS, LEN),
     (T, "Span.Event", "name", SPAN_EVENT_NAME, LEN),
     (T, "Status", "code", STATUS_CODE, VARINT),
@@ -113,6 +122,7 @@ pub const ALL: &[Entry] = &[
     (L, "ScopeLogs", "log_records", SCOPE_ITEMS_ITEMS, LEN),
     (L, "LogRecord", "time_unix_nano", LOG_TIME, FIXED64),
     (L, "LogRecord", "severity_number", LOG_SEVERITY_NUMBER, VARINT),
+    (L, "LogRecord", "severity_text", LOG_SEVERITY_TEXT, LEN),
     (L, "LogRecord", "body", LOG_BODY, LEN),
     (L, "LogRecord", "attributes", LOG_ATTRIBUTES, LEN),
     (L, "LogRecord", "trace_id", LOG_TRACE_ID, LEN),

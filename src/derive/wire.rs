@@ -485,6 +485,11 @@ where
     })
 }
 
+/// Reads one span. Fields with a one-byte tag and a one- or two-byte length
+/// (or a short varint, a fixed64) are matched on their tag byte, which
+/// settles field number and wire type in one compare; anything else (long
+/// lengths, other wire types, malformed bytes) takes one step of the general
+/// reader, which reads the field the same way or reports the error.
 #[inline]
 fn span<'a>(
     buf: &'a [u8],
@@ -493,41 +498,135 @@ fn span<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<SpanInfo<'a>, WireError> {
     let mut info = SpanInfo::default();
-    let mut r = Reader::new(buf);
-    while let Some((f, v)) = r.next_field()? {
-        match f {
-            SPAN_TRACE_ID => info.trace_id = bytes(v)?,
-            SPAN_SPAN_ID => info.span_id = bytes(v)?,
-            SPAN_KIND => info.kind = varint(v)? as i32,
-            SPAN_START_TIME => info.start = fixed64(v)?,
-            SPAN_END_TIME => info.end = fixed64(v)?,
-            SPAN_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
-            SPAN_EVENTS => {
-                let ev = bytes(v)?;
-                if !event_names.is_empty() {
-                    let mut er = Reader::new(ev);
-                    while let Some((f, v)) = er.next_field()? {
-                        if f == SPAN_EVENT_NAME {
-                            let name = bytes(v)?;
-                            if let Some(i) = event_names.iter().position(|e| **e == *name) {
-                                info.events |= 1 << i;
-                            }
-                        }
-                    }
+    let mut c = buf;
+    loop {
+        match c {
+            [] => return Ok(info),
+            [SPAN_ATTRIBUTES_TAG, rest @ ..] => {
+                if let Some((kv, tail)) = short_len(rest) {
+                    key_value(kv, keys, slots)?;
+                    c = tail;
+                    continue;
                 }
             }
-            SPAN_STATUS => {
-                let mut sr = Reader::new(bytes(v)?);
-                while let Some((f, v)) = sr.next_field()? {
-                    if f == STATUS_CODE {
-                        info.status = varint(v)? as i32;
-                    }
+            [SPAN_TRACE_ID_TAG, rest @ ..] => {
+                if let Some((b, tail)) = short_len(rest) {
+                    (info.trace_id, c) = (b, tail);
+                    continue;
+                }
+            }
+            [SPAN_SPAN_ID_TAG, rest @ ..] => {
+                if let Some((b, tail)) = short_len(rest) {
+                    (info.span_id, c) = (b, tail);
+                    continue;
+                }
+            }
+            [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG | SPAN_LINKS_TAG, rest @ ..] => {
+                if let Some((_, tail)) = short_len(rest) {
+                    c = tail;
+                    continue;
+                }
+            }
+            [SPAN_KIND_TAG, k, tail @ ..] if *k < 0x80 => {
+                (info.kind, c) = (i32::from(*k), tail);
+                continue;
+            }
+            [SPAN_START_TAG, rest @ ..] => {
+                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
+                    (info.start, c) = (u64::from_le_bytes(*x), tail);
+                    continue;
+                }
+            }
+            [SPAN_END_TAG, rest @ ..] => {
+                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
+                    (info.end, c) = (u64::from_le_bytes(*x), tail);
+                    continue;
                 }
             }
             _ => {}
         }
+        let mut r = Reader::new(c);
+        if let Some((f, v)) = r.next_field_general()? {
+            span_field(f, v, &mut info, keys, event_names, slots)?;
+        }
+        c = r.buf;
     }
-    Ok(info)
+}
+
+/// Tags of the span fields [`span`] matches on.
+const SPAN_TRACE_ID_TAG: u8 = tag(SPAN_TRACE_ID, LEN);
+const SPAN_SPAN_ID_TAG: u8 = tag(SPAN_SPAN_ID, LEN);
+const SPAN_KIND_TAG: u8 = tag(SPAN_KIND, VARINT);
+const SPAN_START_TAG: u8 = tag(SPAN_START_TIME, FIXED64);
+const SPAN_END_TAG: u8 = tag(SPAN_END_TIME, FIXED64);
+const SPAN_ATTRIBUTES_TAG: u8 = tag(SPAN_ATTRIBUTES, LEN);
+/// trace_state, parent_span_id, name and links: never read by the rules.
+const SPAN_TRACE_STATE_TAG: u8 = tag(SPAN_TRACE_STATE, LEN);
+const SPAN_PARENT_TAG: u8 = tag(SPAN_PARENT_SPAN_ID, LEN);
+const SPAN_NAME_TAG: u8 = tag(SPAN_NAME, LEN);
+const SPAN_LINKS_TAG: u8 = tag(SPAN_LINKS, LEN);
+
+/// A length-delimited payload whose length (one or two bytes, the usual
+/// case) starts `rest`, and what follows it; None for any other shape,
+/// which the general reader then takes (and reports if malformed).
+#[inline(always)]
+fn short_len(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, body) = match rest {
+        [l, body @ ..] if *l < 0x80 => (usize::from(*l), body),
+        [l0, l1, body @ ..] if *l1 < 0x80 => {
+            (usize::from(*l0 & 0x7f) | usize::from(*l1) << 7, body)
+        }
+        _ => return None,
+    };
+    if len <= body.len() {
+        Some(body.split_at(len))
+    } else {
+        None
+    }
+}
+
+/// One span field as the general reader gives it.
+#[inline(always)]
+fn span_field<'a>(
+    f: u32,
+    v: Wire<'a>,
+    info: &mut SpanInfo<'a>,
+    keys: &KeyTable,
+    event_names: &[Box<[u8]>],
+    slots: &mut [Val<'a>],
+) -> Result<(), WireError> {
+    match f {
+        SPAN_TRACE_ID => info.trace_id = bytes(v)?,
+        SPAN_SPAN_ID => info.span_id = bytes(v)?,
+        SPAN_KIND => info.kind = varint(v)? as i32,
+        SPAN_START_TIME => info.start = fixed64(v)?,
+        SPAN_END_TIME => info.end = fixed64(v)?,
+        SPAN_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
+        SPAN_EVENTS => {
+            let ev = bytes(v)?;
+            if !event_names.is_empty() {
+                let mut er = Reader::new(ev);
+                while let Some((f, v)) = er.next_field()? {
+                    if f == SPAN_EVENT_NAME {
+                        let name = bytes(v)?;
+                        if let Some(i) = event_names.iter().position(|e| **e == *name) {
+                            info.events |= 1 << i;
+                        }
+                    }
+                }
+            }
+        }
+        SPAN_STATUS => {
+            let mut sr = Reader::new(bytes(v)?);
+            while let Some((f, v)) = sr.next_field()? {
+                if f == STATUS_CODE {
+                    info.status = varint(v)? as i32;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Walks an `ExportLogsServiceRequest`, like [`walk_traces`].
@@ -548,6 +647,7 @@ where
     })
 }
 
+/// Reads one log record, like [`span`].
 #[inline]
 fn log_record<'a>(
     buf: &'a [u8],
@@ -555,30 +655,138 @@ fn log_record<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<LogInfo<'a>, WireError> {
     let mut info = LogInfo::default();
-    let mut r = Reader::new(buf);
-    while let Some((f, v)) = r.next_field()? {
-        match f {
-            LOG_TIME => info.time = fixed64(v)?,
-            LOG_SEVERITY_NUMBER => info.severity = varint(v)? as i32,
-            LOG_BODY => {
-                let mut br = Reader::new(bytes(v)?);
-                while let Some((f, v)) = br.next_field()? {
-                    match f {
-                        ANY_VALUE_STRING => info.body_str = Some(bytes(v)?),
-                        ANY_VALUE_KVLIST => info.body_kvlist = Some(bytes(v)?),
-                        _ => {}
-                    }
+    let mut c = buf;
+    loop {
+        match c {
+            [] => return Ok(info),
+            [LOG_ATTRIBUTES_TAG, rest @ ..] => {
+                if let Some((kv, tail)) = short_len(rest) {
+                    key_value(kv, keys, slots)?;
+                    c = tail;
+                    continue;
                 }
             }
-            LOG_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
-            LOG_TRACE_ID => info.trace_id = bytes(v)?,
-            LOG_SPAN_ID => info.span_id = bytes(v)?,
-            LOG_OBSERVED_TIME => info.observed_time = fixed64(v)?,
-            LOG_EVENT_NAME => info.event_name = bytes(v)?,
+            [LOG_EVENT_NAME_TAG, rest @ ..] => {
+                if let Some((b, tail)) = short_len(rest) {
+                    (info.event_name, c) = (b, tail);
+                    continue;
+                }
+            }
+            [LOG_BODY_TAG, rest @ ..] => {
+                if let Some((b, tail)) = short_len(rest) {
+                    log_body(b, &mut info)?;
+                    c = tail;
+                    continue;
+                }
+            }
+            [LOG_TRACE_ID_TAG, rest @ ..] => {
+                if let Some((b, tail)) = short_len(rest) {
+                    (info.trace_id, c) = (b, tail);
+                    continue;
+                }
+            }
+            [LOG_SPAN_ID_TAG, rest @ ..] => {
+                if let Some((b, tail)) = short_len(rest) {
+                    (info.span_id, c) = (b, tail);
+                    continue;
+                }
+            }
+            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => {
+                if let Some((_, tail)) = short_len(rest) {
+                    c = tail;
+                    continue;
+                }
+            }
+            [LOG_SEVERITY_TAG, k, tail @ ..] if *k < 0x80 => {
+                (info.severity, c) = (i32::from(*k), tail);
+                continue;
+            }
+            [LOG_TIME_TAG, rest @ ..] => {
+                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
+                    (info.time, c) = (u64::from_le_bytes(*x), tail);
+                    continue;
+                }
+            }
+            [LOG_OBSERVED_TIME_TAG, rest @ ..] => {
+                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
+                    (info.observed_time, c) = (u64::from_le_bytes(*x), tail);
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        let mut r = Reader::new(c);
+        if let Some((f, v)) = r.next_field_general()? {
+            log_field(f, v, &mut info, keys, slots)?;
+        }
+        c = r.buf;
+    }
+}
+
+/// Tags of the log record fields [`log_record`] matches on.
+const LOG_TIME_TAG: u8 = tag(LOG_TIME, FIXED64);
+const LOG_SEVERITY_TAG: u8 = tag(LOG_SEVERITY_NUMBER, VARINT);
+const LOG_SEVERITY_TEXT_TAG: u8 = tag(LOG_SEVERITY_TEXT, LEN);
+const LOG_BODY_TAG: u8 = tag(LOG_BODY, LEN);
+const LOG_ATTRIBUTES_TAG: u8 = tag(LOG_ATTRIBUTES, LEN);
+const LOG_TRACE_ID_TAG: u8 = tag(LOG_TRACE_ID, LEN);
+const LOG_SPAN_ID_TAG: u8 = tag(LOG_SPAN_ID, LEN);
+const LOG_OBSERVED_TIME_TAG: u8 = tag(LOG_OBSERVED_TIME, FIXED64);
+const LOG_EVENT_NAME_TAG: u8 = tag(LOG_EVENT_NAME, LEN);
+const ANY_KVLIST_TAG: u8 = tag(ANY_VALUE_KVLIST, LEN);
+
+/// Reads a log body (an `AnyValue`): a string or a key-value list, kept
+/// for the event name and body fields.
+#[inline(always)]
+fn log_body<'a>(b: &'a [u8], info: &mut LogInfo<'a>) -> Result<(), WireError> {
+    // fast path: one string or key-value list field, nothing else
+    match b {
+        [ANY_STRING_TAG, rest @ ..] => {
+            if let Some((s, [])) = short_len(rest) {
+                info.body_str = Some(s);
+                return Ok(());
+            }
+        }
+        [ANY_KVLIST_TAG, rest @ ..] => {
+            if let Some((s, [])) = short_len(rest) {
+                info.body_kvlist = Some(s);
+                return Ok(());
+            }
+        }
+        _ => {}
+    }
+    let mut br = Reader::new(b);
+    while let Some((f, v)) = br.next_field()? {
+        match f {
+            ANY_VALUE_STRING => info.body_str = Some(bytes(v)?),
+            ANY_VALUE_KVLIST => info.body_kvlist = Some(bytes(v)?),
             _ => {}
         }
     }
-    Ok(info)
+    Ok(())
+}
+
+/// One log record field as the general reader gives it.
+#[inline(always)]
+fn log_field<'a>(
+    f: u32,
+    v: Wire<'a>,
+    info: &mut LogInfo<'a>,
+    keys: &KeyTable,
+    slots: &mut [Val<'a>],
+) -> Result<(), WireError> {
+    match f {
+        LOG_TIME => info.time = fixed64(v)?,
+        LOG_SEVERITY_NUMBER => info.severity = varint(v)? as i32,
+        LOG_BODY => log_body(bytes(v)?, info)?,
+        LOG_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
+        LOG_TRACE_ID => info.trace_id = bytes(v)?,
+        LOG_SPAN_ID => info.span_id = bytes(v)?,
+        LOG_OBSERVED_TIME => info.observed_time = fixed64(v)?,
+        LOG_EVENT_NAME => info.event_name = bytes(v)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The top-level keys of a structured log body that name its event, in
@@ -968,6 +1176,151 @@ mod tests {
             assert_eq!(fields(b, true), fields(b, false), "{b:?}");
             let general = any_value_general(b).map(|v| format!("{v:?}"));
             assert_eq!(any_value(b).map(|v| format!("{v:?}")), general, "{b:?}");
+        }
+    }
+
+    /// [`span`] read by the general field loop alone.
+    fn span_general<'a>(
+        buf: &'a [u8],
+        keys: &KeyTable,
+        ev: &[Box<[u8]>],
+        slots: &mut [Val<'a>],
+    ) -> Result<SpanInfo<'a>, WireError> {
+        let mut info = SpanInfo::default();
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next_field_general()? {
+            span_field(f, v, &mut info, keys, ev, slots)?;
+        }
+        Ok(info)
+    }
+
+    /// [`log_record`] read by the general field loop alone.
+    fn log_general<'a>(
+        buf: &'a [u8],
+        keys: &KeyTable,
+        slots: &mut [Val<'a>],
+    ) -> Result<LogInfo<'a>, WireError> {
+        let mut info = LogInfo::default();
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next_field_general()? {
+            log_field(f, v, &mut info, keys, slots)?;
+        }
+        Ok(info)
+    }
+
+    /// Real items and mutations of them (a byte changed, cut, a random
+    /// tail), plus random bytes with plausible tags.
+    fn item_inputs(seeds: &[Vec<u8>], rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
+        let mut inputs: Vec<Vec<u8>> = seeds.to_vec();
+        for _ in 0..20_000 {
+            let mut b = match rng.u8(..4) {
+                0 => (0..rng.usize(0..24)).map(|_| rng.u8(..)).collect(),
+                _ => seeds[rng.usize(..seeds.len())].clone(),
+            };
+            for _ in 0..rng.usize(0..3) {
+                if b.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..b.len());
+                match rng.u8(..4) {
+                    0 => b[at] = rng.u8(..),
+                    1 => b[at] = rng.u8(..0x80) & !7 | rng.u8(..6),
+                    2 => b.truncate(at),
+                    _ => b
+                        .splice(at..at, (0..rng.usize(1..4)).map(|_| rng.u8(..)))
+                        .for_each(drop),
+                }
+            }
+            inputs.push(b);
+        }
+        inputs
+    }
+
+    /// The span and log record messages inside an export request.
+    fn items_of(buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut slots = Vec::new();
+        let keys = KeyTable::default();
+        walk_envelope(buf, &keys, &mut slots, |item, _, _| {
+            out.push(item.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn fast_and_general_span_and_log_readers_agree() {
+        let mut keys = KeyTable::default();
+        for k in [
+            "http.route",
+            "http.response.status_code",
+            "ignored",
+            "operation",
+            "a",
+        ] {
+            keys.slot(k);
+        }
+        let ev: Vec<Box<[u8]>> = vec![b"exception".as_slice().into()];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut spans = items_of(&request());
+        spans.push(
+            Span {
+                trace_state: "k=v".into(),
+                parent_span_id: vec![1; 8],
+                name: "n".repeat(300),
+                kind: 300,
+                links: vec![Default::default()],
+                attributes: vec![kv("a", any_value::Value::StringValue("x".repeat(200)))],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        for b in item_inputs(&spans, &mut rng) {
+            let (mut s1, mut s2) = (
+                vec![Val::Missing; keys.len()],
+                vec![Val::Missing; keys.len()],
+            );
+            let fast = span(&b, &keys, &ev, &mut s1).map(|i| format!("{i:?} {s1:?}"));
+            let general = span_general(&b, &keys, &ev, &mut s2).map(|i| format!("{i:?} {s2:?}"));
+            assert_eq!(fast, general, "{b:?}");
+        }
+        let body = |v| Some(AnyValue { value: Some(v) });
+        let records: Vec<Vec<u8>> = [
+            LogRecord {
+                time_unix_nano: 1,
+                observed_time_unix_nano: 2,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                event_name: "e".into(),
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                body: body(any_value::Value::StringValue("hello".into())),
+                attributes: vec![kv("operation", any_value::Value::StringValue("x".into()))],
+                ..Default::default()
+            },
+            LogRecord {
+                severity_number: 300,
+                body: body(any_value::Value::KvlistValue(Default::default())),
+                ..Default::default()
+            },
+            LogRecord {
+                body: body(any_value::Value::StringValue("y".repeat(20_000))),
+                attributes: vec![kv("a", any_value::Value::IntValue(-1))],
+                ..Default::default()
+            },
+        ]
+        .iter()
+        .map(Message::encode_to_vec)
+        .collect();
+        for b in item_inputs(&records, &mut rng) {
+            let (mut s1, mut s2) = (
+                vec![Val::Missing; keys.len()],
+                vec![Val::Missing; keys.len()],
+            );
+            let fast = log_record(&b, &keys, &mut s1).map(|i| format!("{i:?} {s1:?}"));
+            let general = log_general(&b, &keys, &mut s2).map(|i| format!("{i:?} {s2:?}"));
+            assert_eq!(fast, general, "{b:?}");
         }
     }
 
