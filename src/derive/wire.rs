@@ -56,12 +56,13 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     pub fn next_field(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
         // fast path: a one-byte key (fields 1-15) of a length-delimited
-        // field with a one-byte length, most fields of a span or record
-        if let [k, l, rest @ ..] = self.buf {
-            if *k < 0x80 && *k & 7 == LEN && *k >= 8 && *l < 0x80 && (*l as usize) <= rest.len() {
-                let (head, tail) = rest.split_at(*l as usize);
-                self.buf = tail;
-                return Ok(Some((u32::from(*k >> 3), Wire::Bytes(head))));
+        // field with a one- or two-byte length, most fields of a request
+        if let [k, rest @ ..] = self.buf {
+            if *k < 0x80 && *k & 7 == LEN && *k >= 8 {
+                if let Some((head, tail)) = short_len(rest) {
+                    self.buf = tail;
+                    return Ok(Some((u32::from(*k >> 3), Wire::Bytes(head))));
+                }
             }
         }
         self.next_field_general()
@@ -166,18 +167,27 @@ pub enum Val<'a> {
 /// Reads an `AnyValue` message.
 #[inline(always)]
 pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
+    let mut v = Val::Missing;
+    any_value_into(buf, &mut v)?;
+    Ok(v)
+}
+
+/// [`any_value`] written straight into a slot (no `Result` of a `Val` to
+/// move on the hot path).
+#[inline(always)]
+fn any_value_into<'a>(buf: &'a [u8], out: &mut Val<'a>) -> Result<(), WireError> {
     // fast paths: a short string, the usual case, and a short integer
-    match buf {
+    *out = match buf {
         [ANY_STRING_TAG, len, s @ ..] if (*len as usize) < 0x80 && s.len() == *len as usize => {
-            return Ok(Val::Str(s))
+            Val::Str(s)
         }
-        [ANY_INT_TAG, b0] if *b0 < 0x80 => return Ok(Val::Int(i64::from(*b0))),
+        [ANY_INT_TAG, b0] if *b0 < 0x80 => Val::Int(i64::from(*b0)),
         [ANY_INT_TAG, b0, b1] if *b0 >= 0x80 && *b1 < 0x80 => {
-            return Ok(Val::Int(i64::from(b0 & 0x7f) | (i64::from(*b1) << 7)))
+            Val::Int(i64::from(b0 & 0x7f) | (i64::from(*b1) << 7))
         }
-        _ => {}
-    }
-    any_value_general(buf)
+        _ => any_value_general(buf)?,
+    };
+    Ok(())
 }
 
 /// [`any_value`] for any encoding (several fields, long strings, other types).
@@ -224,15 +234,37 @@ fn suffix(key: &[u8]) -> u64 {
     }
 }
 
+/// The first 8 bytes of a key as a number; a shorter key whole, from two
+/// overlapping loads (within one length, which the table compares first,
+/// they cover every byte, so equal numbers mean equal keys).
 #[inline(always)]
 fn prefix(key: &[u8]) -> u64 {
-    match key.first_chunk::<8>() {
-        Some(head) => u64::from_le_bytes(*head),
-        None => key
-            .iter()
-            .enumerate()
-            .fold(0u64, |p, (i, b)| p | (u64::from(*b) << (8 * i))),
+    if let Some(head) = key.first_chunk::<8>() {
+        return u64::from_le_bytes(*head);
     }
+    if let (Some(a), Some(b)) = (key.first_chunk::<4>(), key.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32;
+    }
+    if let (Some(a), Some(b)) = (key.first_chunk::<2>(), key.last_chunk::<2>()) {
+        return u64::from(u16::from_le_bytes(*a)) | u64::from(u16::from_le_bytes(*b)) << 16;
+    }
+    key.first().map_or(0, |b| u64::from(*b))
+}
+
+/// Whether two keys of the same length, longer than 16 bytes, agree in the
+/// bytes between their first and last 8: compared 8 at a time (the last
+/// word may overlap the suffix) rather than through a memcmp call.
+#[inline(always)]
+fn middle_eq(a: &[u8], b: &[u8]) -> bool {
+    let word = |k: &[u8], i: usize| k.get(i..).and_then(|t| t.first_chunk::<8>().copied());
+    let mut i = 8;
+    while i + 8 < a.len() {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    true
 }
 
 impl KeyTable {
@@ -261,7 +293,7 @@ impl KeyTable {
         let (p, q) = (prefix(key), suffix(key));
         for (kp, kq, k, s) in bucket {
             // first and last 8 bytes cover keys of up to 16 bytes whole
-            if *kp == p && *kq == q && (key.len() <= 16 || k[8..] == key[8..]) {
+            if *kp == p && *kq == q && (key.len() <= 16 || middle_eq(k, key)) {
                 return Some(*s);
             }
         }
@@ -325,13 +357,10 @@ fn fill_slot<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<(), WireError> {
     let s = &mut slots[slot as usize];
-    if matches!(s, Val::Missing) {
-        *s = match value {
-            Some(v) => any_value(v)?,
-            None => Val::Missing,
-        };
+    match value {
+        Some(v) if matches!(s, Val::Missing) => any_value_into(v, s),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads one `KeyValue`; when its key is in the table, stores the value in
