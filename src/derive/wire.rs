@@ -221,9 +221,6 @@ pub struct KeyTable {
     names: Vec<String>,
 }
 
-/// (first 8 bytes as a number, last 8 bytes as a number, the key, its slot)
-type KeyEntry = (u64, u64, Box<[u8]>, u16);
-
 /// The last 8 bytes of a key as a number (0 for keys of 8 bytes or fewer,
 /// which [`prefix`] covers whole).
 #[inline(always)]
@@ -251,20 +248,43 @@ fn prefix(key: &[u8]) -> u64 {
     key.first().map_or(0, |b| u64::from(*b))
 }
 
-/// Whether two keys of the same length, longer than 16 bytes, agree in the
-/// bytes between their first and last 8: compared 8 at a time (the last
-/// word may overlap the suffix) rather than through a memcmp call.
+/// The 8 bytes of `key` at `at` as a number (0 past its end).
 #[inline(always)]
-fn middle_eq(a: &[u8], b: &[u8]) -> bool {
-    let word = |k: &[u8], i: usize| k.get(i..).and_then(|t| t.first_chunk::<8>().copied());
-    let mut i = 8;
-    while i + 8 < a.len() {
-        if word(a, i) != word(b, i) {
-            return false;
-        }
-        i += 8;
+fn word_at(key: &[u8], at: usize) -> u64 {
+    key.get(at..)
+        .and_then(|t| t.first_chunk::<8>())
+        .map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// The bytes of a key longer than 16 between its first and last 8, as two
+/// words (at 8 and at len - 16, overlapping): for keys of up to 32 bytes
+/// they cover those bytes whole.
+#[inline(always)]
+fn middle(key: &[u8]) -> [u64; 2] {
+    [word_at(key, 8), word_at(key, key.len().saturating_sub(16))]
+}
+
+/// One key of the table: its first and last 8 bytes as numbers, the
+/// middle words of a longer key, the key and its slot.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    prefix: u64,
+    suffix: u64,
+    middle: [u64; 2],
+    key: Box<[u8]>,
+    slot: u16,
+}
+
+impl KeyEntry {
+    /// Whether `key`, of this entry's length, with the given prefix and
+    /// suffix, is this entry's key.
+    #[inline(always)]
+    fn is(&self, key: &[u8], p: u64, q: u64) -> bool {
+        self.prefix == p
+            && self.suffix == q
+            && (key.len() <= 16
+                || (self.middle == middle(key) && (key.len() <= 32 || self.key[16..] == key[16..])))
     }
-    true
 }
 
 impl KeyTable {
@@ -280,7 +300,13 @@ impl KeyTable {
             self.by_len.resize_with(l + 1, Vec::new);
         }
         let k = key.as_bytes();
-        self.by_len[l].push((prefix(k), suffix(k), k.into(), s));
+        self.by_len[l].push(KeyEntry {
+            prefix: prefix(k),
+            suffix: suffix(k),
+            middle: middle(k),
+            key: k.into(),
+            slot: s,
+        });
         s
     }
 
@@ -291,10 +317,9 @@ impl KeyTable {
             return None;
         }
         let (p, q) = (prefix(key), suffix(key));
-        for (kp, kq, k, s) in bucket {
-            // first and last 8 bytes cover keys of up to 16 bytes whole
-            if *kp == p && *kq == q && (key.len() <= 16 || middle_eq(k, key)) {
-                return Some(*s);
+        for e in bucket {
+            if e.is(key, p, q) {
+                return Some(e.slot);
             }
         }
         None
