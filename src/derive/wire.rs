@@ -554,15 +554,16 @@ fn span<'a>(
     let mut info = SpanInfo::default();
     let mut c = buf;
     loop {
+        // attributes first: most fields of most items
+        if let [SPAN_ATTRIBUTES_TAG, rest @ ..] = c {
+            if let Some((kv, tail)) = short_len(rest) {
+                key_value(kv, keys, slots)?;
+                c = tail;
+                continue;
+            }
+        }
         match c {
             [] => return Ok(info),
-            [SPAN_ATTRIBUTES_TAG, rest @ ..] => {
-                if let Some((kv, tail)) = short_len(rest) {
-                    key_value(kv, keys, slots)?;
-                    c = tail;
-                    continue;
-                }
-            }
             [SPAN_TRACE_ID_TAG, rest @ ..] => {
                 if let Some((b, tail)) = short_len(rest) {
                     (info.trace_id, c) = (b, tail);
@@ -711,15 +712,16 @@ fn log_record<'a>(
     let mut info = LogInfo::default();
     let mut c = buf;
     loop {
+        // attributes first: most fields of most items
+        if let [LOG_ATTRIBUTES_TAG, rest @ ..] = c {
+            if let Some((kv, tail)) = short_len(rest) {
+                key_value(kv, keys, slots)?;
+                c = tail;
+                continue;
+            }
+        }
         match c {
             [] => return Ok(info),
-            [LOG_ATTRIBUTES_TAG, rest @ ..] => {
-                if let Some((kv, tail)) = short_len(rest) {
-                    key_value(kv, keys, slots)?;
-                    c = tail;
-                    continue;
-                }
-            }
             [LOG_EVENT_NAME_TAG, rest @ ..] => {
                 if let Some((b, tail)) = short_len(rest) {
                     (info.event_name, c) = (b, tail);
