@@ -343,23 +343,24 @@ type KvParts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 #[inline(always)]
 fn split_kv(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     // Fast path for the shape every SDK writes: key (field 1) then value
-    // (field 2), both shorter than 128 bytes, nothing else. Anything else
-    // takes the general loop below.
+    // (field 2), both shorter than 128 bytes, nothing else: the value's tag
+    // and length sit right after the key, and the lengths add up to the
+    // message's. Anything else takes the general loop.
     if let [KEY_TAG, klen, rest @ ..] = buf {
-        let klen = *klen as usize;
-        if klen < 0x80 && rest.len() >= klen {
-            let (key, rest) = rest.split_at(klen);
-            match rest {
-                [] => return Ok((Some(key), None)),
-                [VALUE_TAG, vlen, v @ ..]
-                    if (*vlen as usize) < 0x80 && v.len() == *vlen as usize =>
-                {
-                    return Ok((Some(key), Some(v)))
-                }
-                _ => {}
+        let klen = usize::from(*klen);
+        if let Some([VALUE_TAG, vlen]) = rest.get(klen..klen + 2) {
+            if klen < 0x80 && *vlen < 0x80 && klen + 2 + usize::from(*vlen) == rest.len() {
+                let (key, value) = rest.split_at(klen);
+                return Ok((Some(key), value.get(2..)));
             }
         }
     }
+    split_kv_general(buf)
+}
+
+/// [`split_kv`] for any encoding (fields in any order, repeated, long).
+#[inline(never)]
+fn split_kv_general(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     let mut r = Reader::new(buf);
     let mut key: Option<&[u8]> = None;
     let mut value: Option<&[u8]> = None;
@@ -1303,6 +1304,22 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn fast_and_general_key_value_splits_agree() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let kvs: Vec<Vec<u8>> = vec![
+            raw_kv("http.route", &str_any("/a")),
+            raw_kv("k", &any_of(any_value::Value::IntValue(300))),
+            raw_kv("", &[]),
+            raw_kv(&"k".repeat(130), &str_any("v")),
+            raw_kv("k", &str_any(&"v".repeat(130))),
+            [&[0x0a, 1][..], b"k"].concat(),
+        ];
+        for b in item_inputs(&kvs, &mut rng) {
+            assert_eq!(split_kv(&b), split_kv_general(&b), "{b:?}");
+        }
     }
 
     #[test]
