@@ -553,7 +553,7 @@ fn span<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<SpanInfo<'a>, WireError> {
     let mut info = SpanInfo::default();
-    let mut c = buf;
+    let mut c = span_head(buf, &mut info);
     loop {
         // attributes first: most fields of most items
         if let [SPAN_ATTRIBUTES_TAG, rest @ ..] = c {
@@ -607,6 +607,40 @@ fn span<'a>(
         }
         c = r.buf;
     }
+}
+
+/// Reads the fields every SDK writes first, in field order (ids, name,
+/// kind, times), each with one compare instead of the tag dispatch; returns
+/// the rest of the span, from the first field that does not fit.
+#[inline(always)]
+fn span_head<'a>(mut c: &'a [u8], info: &mut SpanInfo<'a>) -> &'a [u8] {
+    if let [SPAN_TRACE_ID_TAG, rest @ ..] = c {
+        let Some((b, tail)) = short_len(rest) else { return c };
+        (info.trace_id, c) = (b, tail);
+    }
+    if let [SPAN_SPAN_ID_TAG, rest @ ..] = c {
+        let Some((b, tail)) = short_len(rest) else { return c };
+        (info.span_id, c) = (b, tail);
+    }
+    while let [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG, rest @ ..] = c {
+        let Some((_, tail)) = short_len(rest) else { return c };
+        c = tail;
+    }
+    if let [SPAN_KIND_TAG, k, tail @ ..] = c {
+        if *k >= 0x80 {
+            return c;
+        }
+        (info.kind, c) = (i32::from(*k), tail);
+    }
+    if let [SPAN_START_TAG, rest @ ..] = c {
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else { return c };
+        (info.start, c) = (u64::from_le_bytes(*x), tail);
+    }
+    if let [SPAN_END_TAG, rest @ ..] = c {
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else { return c };
+        (info.end, c) = (u64::from_le_bytes(*x), tail);
+    }
+    c
 }
 
 /// Tags of the span fields [`span`] matches on.
