@@ -587,6 +587,18 @@ fn span<'a>(
                 (info.kind, c) = (i32::from(*k), tail);
                 continue;
             }
+            [SPAN_DROPPED_ATTRIBUTES_TAG | SPAN_DROPPED_EVENTS_TAG | SPAN_DROPPED_LINKS_TAG, n, tail @ ..]
+                if *n < 0x80 =>
+            {
+                c = tail;
+                continue;
+            }
+            [SPAN_FLAGS_TAG_0, SPAN_FLAGS_TAG_1, rest @ ..] => {
+                if let Some((_, tail)) = rest.split_first_chunk::<4>() {
+                    c = tail;
+                    continue;
+                }
+            }
             [SPAN_START_TAG, rest @ ..] => {
                 if let Some((x, tail)) = rest.split_first_chunk::<8>() {
                     (info.start, c) = (u64::from_le_bytes(*x), tail);
@@ -615,15 +627,21 @@ fn span<'a>(
 #[inline(always)]
 fn span_head<'a>(mut c: &'a [u8], info: &mut SpanInfo<'a>) -> &'a [u8] {
     if let [SPAN_TRACE_ID_TAG, rest @ ..] = c {
-        let Some((b, tail)) = short_len(rest) else { return c };
+        let Some((b, tail)) = short_len(rest) else {
+            return c;
+        };
         (info.trace_id, c) = (b, tail);
     }
     if let [SPAN_SPAN_ID_TAG, rest @ ..] = c {
-        let Some((b, tail)) = short_len(rest) else { return c };
+        let Some((b, tail)) = short_len(rest) else {
+            return c;
+        };
         (info.span_id, c) = (b, tail);
     }
     while let [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG, rest @ ..] = c {
-        let Some((_, tail)) = short_len(rest) else { return c };
+        let Some((_, tail)) = short_len(rest) else {
+            return c;
+        };
         c = tail;
     }
     if let [SPAN_KIND_TAG, k, tail @ ..] = c {
@@ -633,11 +651,15 @@ fn span_head<'a>(mut c: &'a [u8], info: &mut SpanInfo<'a>) -> &'a [u8] {
         (info.kind, c) = (i32::from(*k), tail);
     }
     if let [SPAN_START_TAG, rest @ ..] = c {
-        let Some((x, tail)) = rest.split_first_chunk::<8>() else { return c };
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else {
+            return c;
+        };
         (info.start, c) = (u64::from_le_bytes(*x), tail);
     }
     if let [SPAN_END_TAG, rest @ ..] = c {
-        let Some((x, tail)) = rest.split_first_chunk::<8>() else { return c };
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else {
+            return c;
+        };
         (info.end, c) = (u64::from_le_bytes(*x), tail);
     }
     c
@@ -655,6 +677,12 @@ const SPAN_TRACE_STATE_TAG: u8 = tag(SPAN_TRACE_STATE, LEN);
 const SPAN_PARENT_TAG: u8 = tag(SPAN_PARENT_SPAN_ID, LEN);
 const SPAN_NAME_TAG: u8 = tag(SPAN_NAME, LEN);
 const SPAN_LINKS_TAG: u8 = tag(SPAN_LINKS, LEN);
+/// Dropped counts and flags: never read by the rules either.
+const SPAN_DROPPED_ATTRIBUTES_TAG: u8 = tag(SPAN_DROPPED_ATTRIBUTES, VARINT);
+const SPAN_DROPPED_EVENTS_TAG: u8 = tag(SPAN_DROPPED_EVENTS, VARINT);
+const SPAN_DROPPED_LINKS_TAG: u8 = tag(SPAN_DROPPED_LINKS, VARINT);
+const SPAN_FLAGS_TAG_0: u8 = tag2(SPAN_FLAGS, FIXED32)[0];
+const SPAN_FLAGS_TAG_1: u8 = tag2(SPAN_FLAGS, FIXED32)[1];
 
 /// A length-delimited payload whose length (one or two bytes, the usual
 /// case) starts `rest`, and what follows it; None for any other shape,
@@ -745,7 +773,7 @@ fn log_record<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<LogInfo<'a>, WireError> {
     let mut info = LogInfo::default();
-    let mut c = buf;
+    let mut c = log_head(buf, &mut info)?;
     loop {
         // attributes first: most fields of most items
         if let [LOG_ATTRIBUTES_TAG, rest @ ..] = c {
@@ -792,6 +820,16 @@ fn log_record<'a>(
                 (info.severity, c) = (i32::from(*k), tail);
                 continue;
             }
+            [LOG_DROPPED_ATTRIBUTES_TAG, n, tail @ ..] if *n < 0x80 => {
+                c = tail;
+                continue;
+            }
+            [LOG_FLAGS_TAG, rest @ ..] => {
+                if let Some((_, tail)) = rest.split_first_chunk::<4>() {
+                    c = tail;
+                    continue;
+                }
+            }
             [LOG_TIME_TAG, rest @ ..] => {
                 if let Some((x, tail)) = rest.split_first_chunk::<8>() {
                     (info.time, c) = (u64::from_le_bytes(*x), tail);
@@ -814,12 +852,46 @@ fn log_record<'a>(
     }
 }
 
+/// Reads the fields SDKs write before a record's attributes, in field
+/// order (times, severity, body), like [`span_head`].
+#[inline(always)]
+fn log_head<'a>(mut c: &'a [u8], info: &mut LogInfo<'a>) -> Result<&'a [u8], WireError> {
+    if let [LOG_TIME_TAG, rest @ ..] = c {
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else {
+            return Ok(c);
+        };
+        (info.time, c) = (u64::from_le_bytes(*x), tail);
+    }
+    if let [LOG_SEVERITY_TAG, k, tail @ ..] = c {
+        if *k >= 0x80 {
+            return Ok(c);
+        }
+        (info.severity, c) = (i32::from(*k), tail);
+    }
+    if let [LOG_SEVERITY_TEXT_TAG, rest @ ..] = c {
+        let Some((_, tail)) = short_len(rest) else {
+            return Ok(c);
+        };
+        c = tail;
+    }
+    if let [LOG_BODY_TAG, rest @ ..] = c {
+        let Some((b, tail)) = short_len(rest) else {
+            return Ok(c);
+        };
+        log_body(b, info)?;
+        c = tail;
+    }
+    Ok(c)
+}
+
 /// Tags of the log record fields [`log_record`] matches on.
 const LOG_TIME_TAG: u8 = tag(LOG_TIME, FIXED64);
 const LOG_SEVERITY_TAG: u8 = tag(LOG_SEVERITY_NUMBER, VARINT);
 const LOG_SEVERITY_TEXT_TAG: u8 = tag(LOG_SEVERITY_TEXT, LEN);
 const LOG_BODY_TAG: u8 = tag(LOG_BODY, LEN);
 const LOG_ATTRIBUTES_TAG: u8 = tag(LOG_ATTRIBUTES, LEN);
+const LOG_DROPPED_ATTRIBUTES_TAG: u8 = tag(LOG_DROPPED_ATTRIBUTES, VARINT);
+const LOG_FLAGS_TAG: u8 = tag(LOG_FLAGS, FIXED32);
 const LOG_TRACE_ID_TAG: u8 = tag(LOG_TRACE_ID, LEN);
 const LOG_SPAN_ID_TAG: u8 = tag(LOG_SPAN_ID, LEN);
 const LOG_OBSERVED_TIME_TAG: u8 = tag(LOG_OBSERVED_TIME, FIXED64);
@@ -1341,6 +1413,19 @@ mod tests {
     }
 
     #[test]
+    fn two_byte_tags_are_what_protobuf_encoders_write() {
+        for (field, wire, wt) in [
+            (SPAN_FLAGS, FIXED32, prost::encoding::WireType::ThirtyTwoBit),
+            (16, LEN, prost::encoding::WireType::LengthDelimited),
+            (2047, VARINT, prost::encoding::WireType::Varint),
+        ] {
+            let mut b = Vec::new();
+            prost::encoding::encode_key(field, wt, &mut b);
+            assert_eq!(b, tag2(field, wire), "field {field}");
+        }
+    }
+
+    #[test]
     fn fast_and_general_key_value_splits_agree() {
         let mut rng = fastrand::Rng::with_seed(9);
         let kvs: Vec<Vec<u8>> = vec![
@@ -1378,6 +1463,10 @@ mod tests {
                 name: "n".repeat(300),
                 kind: 300,
                 links: vec![Default::default()],
+                flags: 0x301,
+                dropped_attributes_count: 3,
+                dropped_events_count: 300,
+                dropped_links_count: 1,
                 attributes: vec![kv("a", any_value::Value::StringValue("x".repeat(200)))],
                 ..Default::default()
             }
@@ -1408,6 +1497,9 @@ mod tests {
             },
             LogRecord {
                 severity_number: 300,
+                flags: 1,
+                dropped_attributes_count: 2,
+                trace_id: vec![3; 16],
                 body: body(any_value::Value::KvlistValue(Default::default())),
                 ..Default::default()
             },
