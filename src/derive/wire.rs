@@ -563,55 +563,12 @@ fn span<'a>(
                 continue;
             }
         }
-        match c {
-            [] => return Ok(info),
-            [SPAN_TRACE_ID_TAG, rest @ ..] => {
-                if let Some((b, tail)) = short_len(rest) {
-                    (info.trace_id, c) = (b, tail);
-                    continue;
-                }
-            }
-            [SPAN_SPAN_ID_TAG, rest @ ..] => {
-                if let Some((b, tail)) = short_len(rest) {
-                    (info.span_id, c) = (b, tail);
-                    continue;
-                }
-            }
-            [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG | SPAN_LINKS_TAG, rest @ ..] => {
-                if let Some((_, tail)) = short_len(rest) {
-                    c = tail;
-                    continue;
-                }
-            }
-            [SPAN_KIND_TAG, k, tail @ ..] if *k < 0x80 => {
-                (info.kind, c) = (i32::from(*k), tail);
-                continue;
-            }
-            [SPAN_DROPPED_ATTRIBUTES_TAG | SPAN_DROPPED_EVENTS_TAG | SPAN_DROPPED_LINKS_TAG, n, tail @ ..]
-                if *n < 0x80 =>
-            {
-                c = tail;
-                continue;
-            }
-            [SPAN_FLAGS_TAG_0, SPAN_FLAGS_TAG_1, rest @ ..] => {
-                if let Some((_, tail)) = rest.split_first_chunk::<4>() {
-                    c = tail;
-                    continue;
-                }
-            }
-            [SPAN_START_TAG, rest @ ..] => {
-                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
-                    (info.start, c) = (u64::from_le_bytes(*x), tail);
-                    continue;
-                }
-            }
-            [SPAN_END_TAG, rest @ ..] => {
-                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
-                    (info.end, c) = (u64::from_le_bytes(*x), tail);
-                    continue;
-                }
-            }
-            _ => {}
+        if c.is_empty() {
+            return Ok(info);
+        }
+        if let Some(tail) = span_fast_field(c, &mut info) {
+            c = tail;
+            continue;
         }
         let mut r = Reader::new(c);
         if let Some((f, v)) = r.next_field_general()? {
@@ -619,6 +576,50 @@ fn span<'a>(
         }
         c = r.buf;
     }
+}
+
+/// Reads one span field other than an attribute when its tag and shape
+/// are the usual ones; returns the rest of the span, or None for the
+/// general reader.
+#[inline(always)]
+fn span_fast_field<'a>(c: &'a [u8], info: &mut SpanInfo<'a>) -> Option<&'a [u8]> {
+    let tail = match c {
+        [SPAN_TRACE_ID_TAG, rest @ ..] => {
+            let (b, tail) = short_len(rest)?;
+            info.trace_id = b;
+            tail
+        }
+        [SPAN_SPAN_ID_TAG, rest @ ..] => {
+            let (b, tail) = short_len(rest)?;
+            info.span_id = b;
+            tail
+        }
+        [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG | SPAN_LINKS_TAG, rest @ ..] => {
+            short_len(rest)?.1
+        }
+        [SPAN_KIND_TAG, k, tail @ ..] if *k < 0x80 => {
+            info.kind = i32::from(*k);
+            tail
+        }
+        [SPAN_DROPPED_ATTRIBUTES_TAG | SPAN_DROPPED_EVENTS_TAG | SPAN_DROPPED_LINKS_TAG, n, tail @ ..]
+            if *n < 0x80 =>
+        {
+            tail
+        }
+        [SPAN_FLAGS_TAG_0, SPAN_FLAGS_TAG_1, rest @ ..] => rest.split_first_chunk::<4>()?.1,
+        [SPAN_START_TAG, rest @ ..] => {
+            let (x, tail) = rest.split_first_chunk::<8>()?;
+            info.start = u64::from_le_bytes(*x);
+            tail
+        }
+        [SPAN_END_TAG, rest @ ..] => {
+            let (x, tail) = rest.split_first_chunk::<8>()?;
+            info.end = u64::from_le_bytes(*x);
+            tail
+        }
+        _ => return None,
+    };
+    Some(tail)
 }
 
 /// Reads the fields every SDK writes first, in field order (ids, name,
@@ -783,72 +784,71 @@ fn log_record<'a>(
                 continue;
             }
         }
-        match c {
-            [] => return Ok(info),
-            [LOG_EVENT_NAME_TAG, rest @ ..] => {
-                if let Some((b, tail)) = short_len(rest) {
-                    (info.event_name, c) = (b, tail);
-                    continue;
-                }
-            }
-            [LOG_BODY_TAG, rest @ ..] => {
-                if let Some((b, tail)) = short_len(rest) {
-                    log_body(b, &mut info)?;
-                    c = tail;
-                    continue;
-                }
-            }
-            [LOG_TRACE_ID_TAG, rest @ ..] => {
-                if let Some((b, tail)) = short_len(rest) {
-                    (info.trace_id, c) = (b, tail);
-                    continue;
-                }
-            }
-            [LOG_SPAN_ID_TAG, rest @ ..] => {
-                if let Some((b, tail)) = short_len(rest) {
-                    (info.span_id, c) = (b, tail);
-                    continue;
-                }
-            }
-            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => {
-                if let Some((_, tail)) = short_len(rest) {
-                    c = tail;
-                    continue;
-                }
-            }
-            [LOG_SEVERITY_TAG, k, tail @ ..] if *k < 0x80 => {
-                (info.severity, c) = (i32::from(*k), tail);
-                continue;
-            }
-            [LOG_DROPPED_ATTRIBUTES_TAG, n, tail @ ..] if *n < 0x80 => {
-                c = tail;
-                continue;
-            }
-            [LOG_FLAGS_TAG, rest @ ..] => {
-                if let Some((_, tail)) = rest.split_first_chunk::<4>() {
-                    c = tail;
-                    continue;
-                }
-            }
-            [LOG_TIME_TAG, rest @ ..] => {
-                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
-                    (info.time, c) = (u64::from_le_bytes(*x), tail);
-                    continue;
-                }
-            }
-            [LOG_OBSERVED_TIME_TAG, rest @ ..] => {
-                if let Some((x, tail)) = rest.split_first_chunk::<8>() {
-                    (info.observed_time, c) = (u64::from_le_bytes(*x), tail);
-                    continue;
-                }
-            }
-            _ => {}
+        if c.is_empty() {
+            return Ok(info);
+        }
+        if let Some(tail) = log_fast_field(c, &mut info)? {
+            c = tail;
+            continue;
         }
         let mut r = Reader::new(c);
         if let Some((f, v)) = r.next_field_general()? {
             log_field(f, v, &mut info, keys, slots)?;
         }
         c = r.buf;
+    }
+}
+
+/// Reads one log record field other than an attribute when its tag and
+/// shape are the usual ones, like [`span_fast_field`] (a malformed body is
+/// an error).
+#[inline(always)]
+fn log_fast_field<'a>(c: &'a [u8], info: &mut LogInfo<'a>) -> Result<Option<&'a [u8]>, WireError> {
+    let fast = |c: &'a [u8], info: &mut LogInfo<'a>| -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        Some(match c {
+            [LOG_EVENT_NAME_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                info.event_name = b;
+                (tail, None)
+            }
+            [LOG_BODY_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                (tail, Some(b))
+            }
+            [LOG_TRACE_ID_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                info.trace_id = b;
+                (tail, None)
+            }
+            [LOG_SPAN_ID_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                info.span_id = b;
+                (tail, None)
+            }
+            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => (short_len(rest)?.1, None),
+            [LOG_SEVERITY_TAG, k, tail @ ..] if *k < 0x80 => {
+                info.severity = i32::from(*k);
+                (tail, None)
+            }
+            [LOG_DROPPED_ATTRIBUTES_TAG, n, tail @ ..] if *n < 0x80 => (tail, None),
+            [LOG_FLAGS_TAG, rest @ ..] => (rest.split_first_chunk::<4>()?.1, None),
+            [LOG_TIME_TAG, rest @ ..] => {
+                let (x, tail) = rest.split_first_chunk::<8>()?;
+                info.time = u64::from_le_bytes(*x);
+                (tail, None)
+            }
+            [LOG_OBSERVED_TIME_TAG, rest @ ..] => {
+                let (x, tail) = rest.split_first_chunk::<8>()?;
+                info.observed_time = u64::from_le_bytes(*x);
+                (tail, None)
+            }
+            _ => return None,
+        })
+    };
+    match fast(c, info) {
+        Some((tail, Some(body))) => log_body(body, info).map(|()| Some(tail)),
+        Some((tail, None)) => Ok(Some(tail)),
+        None => Ok(None),
     }
 }
 
@@ -1441,8 +1441,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fast_and_general_span_and_log_readers_agree() {
+    fn test_keys() -> KeyTable {
         let mut keys = KeyTable::default();
         for k in [
             "http.route",
@@ -1453,6 +1452,12 @@ mod tests {
         ] {
             keys.slot(k);
         }
+        keys
+    }
+
+    #[test]
+    fn fast_and_general_span_readers_agree() {
+        let keys = test_keys();
         let ev: Vec<Box<[u8]>> = vec![b"exception".as_slice().into()];
         let mut rng = fastrand::Rng::with_seed(7);
         let mut spans = items_of(&request());
@@ -1481,6 +1486,12 @@ mod tests {
             let general = span_general(&b, &keys, &ev, &mut s2).map(|i| format!("{i:?} {s2:?}"));
             assert_eq!(fast, general, "{b:?}");
         }
+    }
+
+    #[test]
+    fn fast_and_general_log_readers_agree() {
+        let keys = test_keys();
+        let mut rng = fastrand::Rng::with_seed(8);
         let body = |v| Some(AnyValue { value: Some(v) });
         let records: Vec<Vec<u8>> = [
             LogRecord {
