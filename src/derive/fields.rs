@@ -8,10 +8,17 @@
 pub const VARINT: u8 = 0;
 pub const FIXED64: u8 = 1;
 pub const LEN: u8 = 2;
+pub const FIXED32: u8 = 5;
 
 /// The first byte of a field's tag, for fields numbered below 16.
 pub const fn tag(field: u32, wire: u8) -> u8 {
     ((field as u8) << 3) | wire
+}
+
+/// The two bytes of a field's tag, for fields numbered 16 to 2047.
+pub const fn tag2(field: u32, wire: u8) -> [u8; 2] {
+    let key = (field << 3) | wire as u32;
+    [(key & 0x7f) as u8 | 0x80, (key >> 7) as u8]
 }
 
 // common.v1
@@ -39,20 +46,31 @@ pub const SCOPE_ITEMS_ITEMS: u32 = 2;
 // trace.v1
 pub const SPAN_TRACE_ID: u32 = 1;
 pub const SPAN_SPAN_ID: u32 = 2;
+pub const SPAN_TRACE_STATE: u32 = 3;
+pub const SPAN_PARENT_SPAN_ID: u32 = 4;
+pub const SPAN_NAME: u32 = 5;
 pub const SPAN_KIND: u32 = 6;
 pub const SPAN_START_TIME: u32 = 7;
 pub const SPAN_END_TIME: u32 = 8;
 pub const SPAN_ATTRIBUTES: u32 = 9;
+pub const SPAN_DROPPED_ATTRIBUTES: u32 = 10;
 pub const SPAN_EVENTS: u32 = 11;
+pub const SPAN_DROPPED_EVENTS: u32 = 12;
+pub const SPAN_LINKS: u32 = 13;
+pub const SPAN_DROPPED_LINKS: u32 = 14;
 pub const SPAN_STATUS: u32 = 15;
+pub const SPAN_FLAGS: u32 = 16;
 pub const SPAN_EVENT_NAME: u32 = 2;
 pub const STATUS_CODE: u32 = 3;
 
 // logs.v1
 pub const LOG_TIME: u32 = 1;
 pub const LOG_SEVERITY_NUMBER: u32 = 2;
+pub const LOG_SEVERITY_TEXT: u32 = 3;
 pub const LOG_BODY: u32 = 5;
 pub const LOG_ATTRIBUTES: u32 = 6;
+pub const LOG_DROPPED_ATTRIBUTES: u32 = 7;
+pub const LOG_FLAGS: u32 = 8;
 pub const LOG_TRACE_ID: u32 = 9;
 pub const LOG_SPAN_ID: u32 = 10;
 pub const LOG_OBSERVED_TIME: u32 = 11;
@@ -99,12 +117,20 @@ pub const ALL: &[Entry] = &[
     (T, "ScopeSpans", "spans", SCOPE_ITEMS_ITEMS, LEN),
     (T, "Span", "trace_id", SPAN_TRACE_ID, LEN),
     (T, "Span", "span_id", SPAN_SPAN_ID, LEN),
+    (T, "Span", "trace_state", SPAN_TRACE_STATE, LEN),
+    (T, "Span", "parent_span_id", SPAN_PARENT_SPAN_ID, LEN),
+    (T, "Span", "name", SPAN_NAME, LEN),
     (T, "Span", "kind", SPAN_KIND, VARINT),
     (T, "Span", "start_time_unix_nano", SPAN_START_TIME, FIXED64),
     (T, "Span", "end_time_unix_nano", SPAN_END_TIME, FIXED64),
     (T, "Span", "attributes", SPAN_ATTRIBUTES, LEN),
+    (T, "Span", "dropped_attributes_count", SPAN_DROPPED_ATTRIBUTES, VARINT),
     (T, "Span", "events", SPAN_EVENTS, LEN),
+    (T, "Span", "dropped_events_count", SPAN_DROPPED_EVENTS, VARINT),
+    (T, "Span", "links", SPAN_LINKS, LEN),
+    (T, "Span", "dropped_links_count", SPAN_DROPPED_LINKS, VARINT),
     (T, "Span", "status", SPAN_STATUS, LEN),
+    (T, "Span", "flags", SPAN_FLAGS, FIXED32),
     (T, "Span.Event", "name", SPAN_EVENT_NAME, LEN),
     (T, "Status", "code", STATUS_CODE, VARINT),
     ("opentelemetry.proto.collector.logs.v1.", "ExportLogsServiceRequest", "resource_logs", REQUEST_RESOURCE_ITEMS, LEN),
@@ -113,8 +139,11 @@ pub const ALL: &[Entry] = &[
     (L, "ScopeLogs", "log_records", SCOPE_ITEMS_ITEMS, LEN),
     (L, "LogRecord", "time_unix_nano", LOG_TIME, FIXED64),
     (L, "LogRecord", "severity_number", LOG_SEVERITY_NUMBER, VARINT),
+    (L, "LogRecord", "severity_text", LOG_SEVERITY_TEXT, LEN),
     (L, "LogRecord", "body", LOG_BODY, LEN),
     (L, "LogRecord", "attributes", LOG_ATTRIBUTES, LEN),
+    (L, "LogRecord", "dropped_attributes_count", LOG_DROPPED_ATTRIBUTES, VARINT),
+    (L, "LogRecord", "flags", LOG_FLAGS, FIXED32),
     (L, "LogRecord", "trace_id", LOG_TRACE_ID, LEN),
     (L, "LogRecord", "span_id", LOG_SPAN_ID, LEN),
     (L, "LogRecord", "observed_time_unix_nano", LOG_OBSERVED_TIME, FIXED64),

@@ -56,12 +56,13 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     pub fn next_field(&mut self) -> Result<Option<(u32, Wire<'a>)>, WireError> {
         // fast path: a one-byte key (fields 1-15) of a length-delimited
-        // field with a one-byte length, most fields of a span or record
-        if let [k, l, rest @ ..] = self.buf {
-            if *k < 0x80 && *k & 7 == LEN && *k >= 8 && *l < 0x80 && (*l as usize) <= rest.len() {
-                let (head, tail) = rest.split_at(*l as usize);
-                self.buf = tail;
-                return Ok(Some((u32::from(*k >> 3), Wire::Bytes(head))));
+        // field with a one- or two-byte length, most fields of a request
+        if let [k, rest @ ..] = self.buf {
+            if *k < 0x80 && *k & 7 == LEN && *k >= 8 {
+                if let Some((head, tail)) = short_len(rest) {
+                    self.buf = tail;
+                    return Ok(Some((u32::from(*k >> 3), Wire::Bytes(head))));
+                }
             }
         }
         self.next_field_general()
@@ -166,18 +167,27 @@ pub enum Val<'a> {
 /// Reads an `AnyValue` message.
 #[inline(always)]
 pub fn any_value(buf: &[u8]) -> Result<Val<'_>, WireError> {
+    let mut v = Val::Missing;
+    any_value_into(buf, &mut v)?;
+    Ok(v)
+}
+
+/// [`any_value`] written straight into a slot (no `Result` of a `Val` to
+/// move on the hot path).
+#[inline(always)]
+fn any_value_into<'a>(buf: &'a [u8], out: &mut Val<'a>) -> Result<(), WireError> {
     // fast paths: a short string, the usual case, and a short integer
-    match buf {
+    *out = match buf {
         [ANY_STRING_TAG, len, s @ ..] if (*len as usize) < 0x80 && s.len() == *len as usize => {
-            return Ok(Val::Str(s))
+            Val::Str(s)
         }
-        [ANY_INT_TAG, b0] if *b0 < 0x80 => return Ok(Val::Int(i64::from(*b0))),
+        [ANY_INT_TAG, b0] if *b0 < 0x80 => Val::Int(i64::from(*b0)),
         [ANY_INT_TAG, b0, b1] if *b0 >= 0x80 && *b1 < 0x80 => {
-            return Ok(Val::Int(i64::from(b0 & 0x7f) | (i64::from(*b1) << 7)))
+            Val::Int(i64::from(b0 & 0x7f) | (i64::from(*b1) << 7))
         }
-        _ => {}
-    }
-    any_value_general(buf)
+        _ => any_value_general(buf)?,
+    };
+    Ok(())
 }
 
 /// [`any_value`] for any encoding (several fields, long strings, other types).
@@ -211,9 +221,6 @@ pub struct KeyTable {
     names: Vec<String>,
 }
 
-/// (first 8 bytes as a number, last 8 bytes as a number, the key, its slot)
-type KeyEntry = (u64, u64, Box<[u8]>, u16);
-
 /// The last 8 bytes of a key as a number (0 for keys of 8 bytes or fewer,
 /// which [`prefix`] covers whole).
 #[inline(always)]
@@ -224,14 +231,59 @@ fn suffix(key: &[u8]) -> u64 {
     }
 }
 
+/// The first 8 bytes of a key as a number; a shorter key whole, from two
+/// overlapping loads (within one length, which the table compares first,
+/// they cover every byte, so equal numbers mean equal keys).
 #[inline(always)]
 fn prefix(key: &[u8]) -> u64 {
-    match key.first_chunk::<8>() {
-        Some(head) => u64::from_le_bytes(*head),
-        None => key
-            .iter()
-            .enumerate()
-            .fold(0u64, |p, (i, b)| p | (u64::from(*b) << (8 * i))),
+    if let Some(head) = key.first_chunk::<8>() {
+        return u64::from_le_bytes(*head);
+    }
+    if let (Some(a), Some(b)) = (key.first_chunk::<4>(), key.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32;
+    }
+    if let (Some(a), Some(b)) = (key.first_chunk::<2>(), key.last_chunk::<2>()) {
+        return u64::from(u16::from_le_bytes(*a)) | u64::from(u16::from_le_bytes(*b)) << 16;
+    }
+    key.first().map_or(0, |b| u64::from(*b))
+}
+
+/// The 8 bytes of `key` at `at` as a number (0 past its end).
+#[inline(always)]
+fn word_at(key: &[u8], at: usize) -> u64 {
+    key.get(at..)
+        .and_then(|t| t.first_chunk::<8>())
+        .map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// The bytes of a key longer than 16 between its first and last 8, as two
+/// words (at 8 and at len - 16, overlapping): for keys of up to 32 bytes
+/// they cover those bytes whole.
+#[inline(always)]
+fn middle(key: &[u8]) -> [u64; 2] {
+    [word_at(key, 8), word_at(key, key.len().saturating_sub(16))]
+}
+
+/// One key of the table: its first and last 8 bytes as numbers, the
+/// middle words of a longer key, the key and its slot.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    prefix: u64,
+    suffix: u64,
+    middle: [u64; 2],
+    key: Box<[u8]>,
+    slot: u16,
+}
+
+impl KeyEntry {
+    /// Whether `key`, of this entry's length, with the given prefix and
+    /// suffix, is this entry's key.
+    #[inline(always)]
+    fn is(&self, key: &[u8], p: u64, q: u64) -> bool {
+        self.prefix == p
+            && self.suffix == q
+            && (key.len() <= 16
+                || (self.middle == middle(key) && (key.len() <= 32 || self.key[16..] == key[16..])))
     }
 }
 
@@ -248,7 +300,13 @@ impl KeyTable {
             self.by_len.resize_with(l + 1, Vec::new);
         }
         let k = key.as_bytes();
-        self.by_len[l].push((prefix(k), suffix(k), k.into(), s));
+        self.by_len[l].push(KeyEntry {
+            prefix: prefix(k),
+            suffix: suffix(k),
+            middle: middle(k),
+            key: k.into(),
+            slot: s,
+        });
         s
     }
 
@@ -259,10 +317,9 @@ impl KeyTable {
             return None;
         }
         let (p, q) = (prefix(key), suffix(key));
-        for (kp, kq, k, s) in bucket {
-            // first and last 8 bytes cover keys of up to 16 bytes whole
-            if *kp == p && *kq == q && (key.len() <= 16 || k[8..] == key[8..]) {
-                return Some(*s);
+        for e in bucket {
+            if e.is(key, p, q) {
+                return Some(e.slot);
             }
         }
         None
@@ -286,23 +343,24 @@ type KvParts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 #[inline(always)]
 fn split_kv(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     // Fast path for the shape every SDK writes: key (field 1) then value
-    // (field 2), both shorter than 128 bytes, nothing else. Anything else
-    // takes the general loop below.
+    // (field 2), both shorter than 128 bytes, nothing else: the value's tag
+    // and length sit right after the key, and the lengths add up to the
+    // message's. Anything else takes the general loop.
     if let [KEY_TAG, klen, rest @ ..] = buf {
-        let klen = *klen as usize;
-        if klen < 0x80 && rest.len() >= klen {
-            let (key, rest) = rest.split_at(klen);
-            match rest {
-                [] => return Ok((Some(key), None)),
-                [VALUE_TAG, vlen, v @ ..]
-                    if (*vlen as usize) < 0x80 && v.len() == *vlen as usize =>
-                {
-                    return Ok((Some(key), Some(v)))
-                }
-                _ => {}
+        let klen = usize::from(*klen);
+        if let Some([VALUE_TAG, vlen]) = rest.get(klen..klen + 2) {
+            if klen < 0x80 && *vlen < 0x80 && klen + 2 + usize::from(*vlen) == rest.len() {
+                let (key, value) = rest.split_at(klen);
+                return Ok((Some(key), value.get(2..)));
             }
         }
     }
+    split_kv_general(buf)
+}
+
+/// [`split_kv`] for any encoding (fields in any order, repeated, long).
+#[inline(never)]
+fn split_kv_general(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
     let mut r = Reader::new(buf);
     let mut key: Option<&[u8]> = None;
     let mut value: Option<&[u8]> = None;
@@ -325,13 +383,10 @@ fn fill_slot<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<(), WireError> {
     let s = &mut slots[slot as usize];
-    if matches!(s, Val::Missing) {
-        *s = match value {
-            Some(v) => any_value(v)?,
-            None => Val::Missing,
-        };
+    match value {
+        Some(v) if matches!(s, Val::Missing) => any_value_into(v, s),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads one `KeyValue`; when its key is in the table, stores the value in
@@ -485,6 +540,11 @@ where
     })
 }
 
+/// Reads one span. Fields with a one-byte tag and a one- or two-byte length
+/// (or a short varint, a fixed64) are matched on their tag byte, which
+/// settles field number and wire type in one compare; anything else (long
+/// lengths, other wire types, malformed bytes) takes one step of the general
+/// reader, which reads the field the same way or reports the error.
 #[inline]
 fn span<'a>(
     buf: &'a [u8],
@@ -493,41 +553,199 @@ fn span<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<SpanInfo<'a>, WireError> {
     let mut info = SpanInfo::default();
-    let mut r = Reader::new(buf);
-    while let Some((f, v)) = r.next_field()? {
-        match f {
-            SPAN_TRACE_ID => info.trace_id = bytes(v)?,
-            SPAN_SPAN_ID => info.span_id = bytes(v)?,
-            SPAN_KIND => info.kind = varint(v)? as i32,
-            SPAN_START_TIME => info.start = fixed64(v)?,
-            SPAN_END_TIME => info.end = fixed64(v)?,
-            SPAN_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
-            SPAN_EVENTS => {
-                let ev = bytes(v)?;
-                if !event_names.is_empty() {
-                    let mut er = Reader::new(ev);
-                    while let Some((f, v)) = er.next_field()? {
-                        if f == SPAN_EVENT_NAME {
-                            let name = bytes(v)?;
-                            if let Some(i) = event_names.iter().position(|e| **e == *name) {
-                                info.events |= 1 << i;
-                            }
+    let mut c = span_head(buf, &mut info);
+    loop {
+        // attributes first: most fields of most items
+        if let [SPAN_ATTRIBUTES_TAG, rest @ ..] = c {
+            if let Some((kv, tail)) = short_len(rest) {
+                key_value(kv, keys, slots)?;
+                c = tail;
+                continue;
+            }
+        }
+        if c.is_empty() {
+            return Ok(info);
+        }
+        if let Some(tail) = span_fast_field(c, &mut info) {
+            c = tail;
+            continue;
+        }
+        let mut r = Reader::new(c);
+        if let Some((f, v)) = r.next_field_general()? {
+            span_field(f, v, &mut info, keys, event_names, slots)?;
+        }
+        c = r.buf;
+    }
+}
+
+/// Reads one span field other than an attribute when its tag and shape
+/// are the usual ones; returns the rest of the span, or None for the
+/// general reader.
+#[inline(always)]
+fn span_fast_field<'a>(c: &'a [u8], info: &mut SpanInfo<'a>) -> Option<&'a [u8]> {
+    let tail = match c {
+        [SPAN_TRACE_ID_TAG, rest @ ..] => {
+            let (b, tail) = short_len(rest)?;
+            info.trace_id = b;
+            tail
+        }
+        [SPAN_SPAN_ID_TAG, rest @ ..] => {
+            let (b, tail) = short_len(rest)?;
+            info.span_id = b;
+            tail
+        }
+        [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG | SPAN_LINKS_TAG, rest @ ..] => {
+            short_len(rest)?.1
+        }
+        [SPAN_KIND_TAG, k, tail @ ..] if *k < 0x80 => {
+            info.kind = i32::from(*k);
+            tail
+        }
+        [SPAN_DROPPED_ATTRIBUTES_TAG | SPAN_DROPPED_EVENTS_TAG | SPAN_DROPPED_LINKS_TAG, n, tail @ ..]
+            if *n < 0x80 =>
+        {
+            tail
+        }
+        [SPAN_FLAGS_TAG_0, SPAN_FLAGS_TAG_1, rest @ ..] => rest.split_first_chunk::<4>()?.1,
+        [SPAN_START_TAG, rest @ ..] => {
+            let (x, tail) = rest.split_first_chunk::<8>()?;
+            info.start = u64::from_le_bytes(*x);
+            tail
+        }
+        [SPAN_END_TAG, rest @ ..] => {
+            let (x, tail) = rest.split_first_chunk::<8>()?;
+            info.end = u64::from_le_bytes(*x);
+            tail
+        }
+        _ => return None,
+    };
+    Some(tail)
+}
+
+/// Reads the fields every SDK writes first, in field order (ids, name,
+/// kind, times), each with one compare instead of the tag dispatch; returns
+/// the rest of the span, from the first field that does not fit.
+#[inline(always)]
+fn span_head<'a>(mut c: &'a [u8], info: &mut SpanInfo<'a>) -> &'a [u8] {
+    if let [SPAN_TRACE_ID_TAG, rest @ ..] = c {
+        let Some((b, tail)) = short_len(rest) else {
+            return c;
+        };
+        (info.trace_id, c) = (b, tail);
+    }
+    if let [SPAN_SPAN_ID_TAG, rest @ ..] = c {
+        let Some((b, tail)) = short_len(rest) else {
+            return c;
+        };
+        (info.span_id, c) = (b, tail);
+    }
+    while let [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG, rest @ ..] = c {
+        let Some((_, tail)) = short_len(rest) else {
+            return c;
+        };
+        c = tail;
+    }
+    if let [SPAN_KIND_TAG, k, tail @ ..] = c {
+        if *k >= 0x80 {
+            return c;
+        }
+        (info.kind, c) = (i32::from(*k), tail);
+    }
+    if let [SPAN_START_TAG, rest @ ..] = c {
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else {
+            return c;
+        };
+        (info.start, c) = (u64::from_le_bytes(*x), tail);
+    }
+    if let [SPAN_END_TAG, rest @ ..] = c {
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else {
+            return c;
+        };
+        (info.end, c) = (u64::from_le_bytes(*x), tail);
+    }
+    c
+}
+
+/// Tags of the span fields [`span`] matches on.
+const SPAN_TRACE_ID_TAG: u8 = tag(SPAN_TRACE_ID, LEN);
+const SPAN_SPAN_ID_TAG: u8 = tag(SPAN_SPAN_ID, LEN);
+const SPAN_KIND_TAG: u8 = tag(SPAN_KIND, VARINT);
+const SPAN_START_TAG: u8 = tag(SPAN_START_TIME, FIXED64);
+const SPAN_END_TAG: u8 = tag(SPAN_END_TIME, FIXED64);
+const SPAN_ATTRIBUTES_TAG: u8 = tag(SPAN_ATTRIBUTES, LEN);
+/// trace_state, parent_span_id, name and links: never read by the rules.
+const SPAN_TRACE_STATE_TAG: u8 = tag(SPAN_TRACE_STATE, LEN);
+const SPAN_PARENT_TAG: u8 = tag(SPAN_PARENT_SPAN_ID, LEN);
+const SPAN_NAME_TAG: u8 = tag(SPAN_NAME, LEN);
+const SPAN_LINKS_TAG: u8 = tag(SPAN_LINKS, LEN);
+/// Dropped counts and flags: never read by the rules either.
+const SPAN_DROPPED_ATTRIBUTES_TAG: u8 = tag(SPAN_DROPPED_ATTRIBUTES, VARINT);
+const SPAN_DROPPED_EVENTS_TAG: u8 = tag(SPAN_DROPPED_EVENTS, VARINT);
+const SPAN_DROPPED_LINKS_TAG: u8 = tag(SPAN_DROPPED_LINKS, VARINT);
+const SPAN_FLAGS_TAG_0: u8 = tag2(SPAN_FLAGS, FIXED32)[0];
+const SPAN_FLAGS_TAG_1: u8 = tag2(SPAN_FLAGS, FIXED32)[1];
+
+/// A length-delimited payload whose length (one or two bytes, the usual
+/// case) starts `rest`, and what follows it; None for any other shape,
+/// which the general reader then takes (and reports if malformed).
+#[inline(always)]
+fn short_len(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, body) = match rest {
+        [l, body @ ..] if *l < 0x80 => (usize::from(*l), body),
+        [l0, l1, body @ ..] if *l1 < 0x80 => {
+            (usize::from(*l0 & 0x7f) | usize::from(*l1) << 7, body)
+        }
+        _ => return None,
+    };
+    if len <= body.len() {
+        Some(body.split_at(len))
+    } else {
+        None
+    }
+}
+
+/// One span field as the general reader gives it.
+#[inline(always)]
+fn span_field<'a>(
+    f: u32,
+    v: Wire<'a>,
+    info: &mut SpanInfo<'a>,
+    keys: &KeyTable,
+    event_names: &[Box<[u8]>],
+    slots: &mut [Val<'a>],
+) -> Result<(), WireError> {
+    match f {
+        SPAN_TRACE_ID => info.trace_id = bytes(v)?,
+        SPAN_SPAN_ID => info.span_id = bytes(v)?,
+        SPAN_KIND => info.kind = varint(v)? as i32,
+        SPAN_START_TIME => info.start = fixed64(v)?,
+        SPAN_END_TIME => info.end = fixed64(v)?,
+        SPAN_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
+        SPAN_EVENTS => {
+            let ev = bytes(v)?;
+            if !event_names.is_empty() {
+                let mut er = Reader::new(ev);
+                while let Some((f, v)) = er.next_field()? {
+                    if f == SPAN_EVENT_NAME {
+                        let name = bytes(v)?;
+                        if let Some(i) = event_names.iter().position(|e| **e == *name) {
+                            info.events |= 1 << i;
                         }
                     }
                 }
             }
-            SPAN_STATUS => {
-                let mut sr = Reader::new(bytes(v)?);
-                while let Some((f, v)) = sr.next_field()? {
-                    if f == STATUS_CODE {
-                        info.status = varint(v)? as i32;
-                    }
+        }
+        SPAN_STATUS => {
+            let mut sr = Reader::new(bytes(v)?);
+            while let Some((f, v)) = sr.next_field()? {
+                if f == STATUS_CODE {
+                    info.status = varint(v)? as i32;
                 }
             }
-            _ => {}
         }
+        _ => {}
     }
-    Ok(info)
+    Ok(())
 }
 
 /// Walks an `ExportLogsServiceRequest`, like [`walk_traces`].
@@ -548,6 +766,7 @@ where
     })
 }
 
+/// Reads one log record, like [`span`].
 #[inline]
 fn log_record<'a>(
     buf: &'a [u8],
@@ -555,30 +774,182 @@ fn log_record<'a>(
     slots: &mut [Val<'a>],
 ) -> Result<LogInfo<'a>, WireError> {
     let mut info = LogInfo::default();
-    let mut r = Reader::new(buf);
-    while let Some((f, v)) = r.next_field()? {
-        match f {
-            LOG_TIME => info.time = fixed64(v)?,
-            LOG_SEVERITY_NUMBER => info.severity = varint(v)? as i32,
-            LOG_BODY => {
-                let mut br = Reader::new(bytes(v)?);
-                while let Some((f, v)) = br.next_field()? {
-                    match f {
-                        ANY_VALUE_STRING => info.body_str = Some(bytes(v)?),
-                        ANY_VALUE_KVLIST => info.body_kvlist = Some(bytes(v)?),
-                        _ => {}
-                    }
-                }
+    let mut c = log_head(buf, &mut info)?;
+    loop {
+        // attributes first: most fields of most items
+        if let [LOG_ATTRIBUTES_TAG, rest @ ..] = c {
+            if let Some((kv, tail)) = short_len(rest) {
+                key_value(kv, keys, slots)?;
+                c = tail;
+                continue;
             }
-            LOG_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
-            LOG_TRACE_ID => info.trace_id = bytes(v)?,
-            LOG_SPAN_ID => info.span_id = bytes(v)?,
-            LOG_OBSERVED_TIME => info.observed_time = fixed64(v)?,
-            LOG_EVENT_NAME => info.event_name = bytes(v)?,
+        }
+        if c.is_empty() {
+            return Ok(info);
+        }
+        if let Some(tail) = log_fast_field(c, &mut info)? {
+            c = tail;
+            continue;
+        }
+        let mut r = Reader::new(c);
+        if let Some((f, v)) = r.next_field_general()? {
+            log_field(f, v, &mut info, keys, slots)?;
+        }
+        c = r.buf;
+    }
+}
+
+/// Reads one log record field other than an attribute when its tag and
+/// shape are the usual ones, like [`span_fast_field`] (a malformed body is
+/// an error).
+#[inline(always)]
+fn log_fast_field<'a>(c: &'a [u8], info: &mut LogInfo<'a>) -> Result<Option<&'a [u8]>, WireError> {
+    let fast = |c: &'a [u8], info: &mut LogInfo<'a>| -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        Some(match c {
+            [LOG_EVENT_NAME_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                info.event_name = b;
+                (tail, None)
+            }
+            [LOG_BODY_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                (tail, Some(b))
+            }
+            [LOG_TRACE_ID_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                info.trace_id = b;
+                (tail, None)
+            }
+            [LOG_SPAN_ID_TAG, rest @ ..] => {
+                let (b, tail) = short_len(rest)?;
+                info.span_id = b;
+                (tail, None)
+            }
+            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => (short_len(rest)?.1, None),
+            [LOG_SEVERITY_TAG, k, tail @ ..] if *k < 0x80 => {
+                info.severity = i32::from(*k);
+                (tail, None)
+            }
+            [LOG_DROPPED_ATTRIBUTES_TAG, n, tail @ ..] if *n < 0x80 => (tail, None),
+            [LOG_FLAGS_TAG, rest @ ..] => (rest.split_first_chunk::<4>()?.1, None),
+            [LOG_TIME_TAG, rest @ ..] => {
+                let (x, tail) = rest.split_first_chunk::<8>()?;
+                info.time = u64::from_le_bytes(*x);
+                (tail, None)
+            }
+            [LOG_OBSERVED_TIME_TAG, rest @ ..] => {
+                let (x, tail) = rest.split_first_chunk::<8>()?;
+                info.observed_time = u64::from_le_bytes(*x);
+                (tail, None)
+            }
+            _ => return None,
+        })
+    };
+    match fast(c, info) {
+        Some((tail, Some(body))) => log_body(body, info).map(|()| Some(tail)),
+        Some((tail, None)) => Ok(Some(tail)),
+        None => Ok(None),
+    }
+}
+
+/// Reads the fields SDKs write before a record's attributes, in field
+/// order (times, severity, body), like [`span_head`].
+#[inline(always)]
+fn log_head<'a>(mut c: &'a [u8], info: &mut LogInfo<'a>) -> Result<&'a [u8], WireError> {
+    if let [LOG_TIME_TAG, rest @ ..] = c {
+        let Some((x, tail)) = rest.split_first_chunk::<8>() else {
+            return Ok(c);
+        };
+        (info.time, c) = (u64::from_le_bytes(*x), tail);
+    }
+    if let [LOG_SEVERITY_TAG, k, tail @ ..] = c {
+        if *k >= 0x80 {
+            return Ok(c);
+        }
+        (info.severity, c) = (i32::from(*k), tail);
+    }
+    if let [LOG_SEVERITY_TEXT_TAG, rest @ ..] = c {
+        let Some((_, tail)) = short_len(rest) else {
+            return Ok(c);
+        };
+        c = tail;
+    }
+    if let [LOG_BODY_TAG, rest @ ..] = c {
+        let Some((b, tail)) = short_len(rest) else {
+            return Ok(c);
+        };
+        log_body(b, info)?;
+        c = tail;
+    }
+    Ok(c)
+}
+
+/// Tags of the log record fields [`log_record`] matches on.
+const LOG_TIME_TAG: u8 = tag(LOG_TIME, FIXED64);
+const LOG_SEVERITY_TAG: u8 = tag(LOG_SEVERITY_NUMBER, VARINT);
+const LOG_SEVERITY_TEXT_TAG: u8 = tag(LOG_SEVERITY_TEXT, LEN);
+const LOG_BODY_TAG: u8 = tag(LOG_BODY, LEN);
+const LOG_ATTRIBUTES_TAG: u8 = tag(LOG_ATTRIBUTES, LEN);
+const LOG_DROPPED_ATTRIBUTES_TAG: u8 = tag(LOG_DROPPED_ATTRIBUTES, VARINT);
+const LOG_FLAGS_TAG: u8 = tag(LOG_FLAGS, FIXED32);
+const LOG_TRACE_ID_TAG: u8 = tag(LOG_TRACE_ID, LEN);
+const LOG_SPAN_ID_TAG: u8 = tag(LOG_SPAN_ID, LEN);
+const LOG_OBSERVED_TIME_TAG: u8 = tag(LOG_OBSERVED_TIME, FIXED64);
+const LOG_EVENT_NAME_TAG: u8 = tag(LOG_EVENT_NAME, LEN);
+const ANY_KVLIST_TAG: u8 = tag(ANY_VALUE_KVLIST, LEN);
+
+/// Reads a log body (an `AnyValue`): a string or a key-value list, kept
+/// for the event name and body fields.
+#[inline(always)]
+fn log_body<'a>(b: &'a [u8], info: &mut LogInfo<'a>) -> Result<(), WireError> {
+    // fast path: one string or key-value list field, nothing else
+    match b {
+        [ANY_STRING_TAG, rest @ ..] => {
+            if let Some((s, [])) = short_len(rest) {
+                info.body_str = Some(s);
+                return Ok(());
+            }
+        }
+        [ANY_KVLIST_TAG, rest @ ..] => {
+            if let Some((s, [])) = short_len(rest) {
+                info.body_kvlist = Some(s);
+                return Ok(());
+            }
+        }
+        _ => {}
+    }
+    let mut br = Reader::new(b);
+    while let Some((f, v)) = br.next_field()? {
+        match f {
+            ANY_VALUE_STRING => info.body_str = Some(bytes(v)?),
+            ANY_VALUE_KVLIST => info.body_kvlist = Some(bytes(v)?),
             _ => {}
         }
     }
-    Ok(info)
+    Ok(())
+}
+
+/// One log record field as the general reader gives it.
+#[inline(always)]
+fn log_field<'a>(
+    f: u32,
+    v: Wire<'a>,
+    info: &mut LogInfo<'a>,
+    keys: &KeyTable,
+    slots: &mut [Val<'a>],
+) -> Result<(), WireError> {
+    match f {
+        LOG_TIME => info.time = fixed64(v)?,
+        LOG_SEVERITY_NUMBER => info.severity = varint(v)? as i32,
+        LOG_BODY => log_body(bytes(v)?, info)?,
+        LOG_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
+        LOG_TRACE_ID => info.trace_id = bytes(v)?,
+        LOG_SPAN_ID => info.span_id = bytes(v)?,
+        LOG_OBSERVED_TIME => info.observed_time = fixed64(v)?,
+        LOG_EVENT_NAME => info.event_name = bytes(v)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The top-level keys of a structured log body that name its event, in
@@ -968,6 +1339,198 @@ mod tests {
             assert_eq!(fields(b, true), fields(b, false), "{b:?}");
             let general = any_value_general(b).map(|v| format!("{v:?}"));
             assert_eq!(any_value(b).map(|v| format!("{v:?}")), general, "{b:?}");
+        }
+    }
+
+    /// [`span`] read by the general field loop alone.
+    fn span_general<'a>(
+        buf: &'a [u8],
+        keys: &KeyTable,
+        ev: &[Box<[u8]>],
+        slots: &mut [Val<'a>],
+    ) -> Result<SpanInfo<'a>, WireError> {
+        let mut info = SpanInfo::default();
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next_field_general()? {
+            span_field(f, v, &mut info, keys, ev, slots)?;
+        }
+        Ok(info)
+    }
+
+    /// [`log_record`] read by the general field loop alone.
+    fn log_general<'a>(
+        buf: &'a [u8],
+        keys: &KeyTable,
+        slots: &mut [Val<'a>],
+    ) -> Result<LogInfo<'a>, WireError> {
+        let mut info = LogInfo::default();
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next_field_general()? {
+            log_field(f, v, &mut info, keys, slots)?;
+        }
+        Ok(info)
+    }
+
+    /// Real items and mutations of them (a byte changed, cut, a random
+    /// tail), plus random bytes with plausible tags.
+    fn item_inputs(seeds: &[Vec<u8>], rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
+        let mut inputs: Vec<Vec<u8>> = seeds.to_vec();
+        for _ in 0..20_000 {
+            let mut b = match rng.u8(..4) {
+                0 => (0..rng.usize(0..24)).map(|_| rng.u8(..)).collect(),
+                _ => seeds[rng.usize(..seeds.len())].clone(),
+            };
+            for _ in 0..rng.usize(0..3) {
+                if b.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..b.len());
+                match rng.u8(..4) {
+                    0 => b[at] = rng.u8(..),
+                    1 => b[at] = rng.u8(..0x80) & !7 | rng.u8(..6),
+                    2 => b.truncate(at),
+                    _ => b
+                        .splice(at..at, (0..rng.usize(1..4)).map(|_| rng.u8(..)))
+                        .for_each(drop),
+                }
+            }
+            inputs.push(b);
+        }
+        inputs
+    }
+
+    /// The span and log record messages inside an export request.
+    fn items_of(buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut slots = Vec::new();
+        let keys = KeyTable::default();
+        walk_envelope(buf, &keys, &mut slots, |item, _, _| {
+            out.push(item.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn two_byte_tags_are_what_protobuf_encoders_write() {
+        for (field, wire, wt) in [
+            (SPAN_FLAGS, FIXED32, prost::encoding::WireType::ThirtyTwoBit),
+            (16, LEN, prost::encoding::WireType::LengthDelimited),
+            (2047, VARINT, prost::encoding::WireType::Varint),
+        ] {
+            let mut b = Vec::new();
+            prost::encoding::encode_key(field, wt, &mut b);
+            assert_eq!(b, tag2(field, wire), "field {field}");
+        }
+    }
+
+    #[test]
+    fn fast_and_general_key_value_splits_agree() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let kvs: Vec<Vec<u8>> = vec![
+            raw_kv("http.route", &str_any("/a")),
+            raw_kv("k", &any_of(any_value::Value::IntValue(300))),
+            raw_kv("", &[]),
+            raw_kv(&"k".repeat(130), &str_any("v")),
+            raw_kv("k", &str_any(&"v".repeat(130))),
+            [&[0x0a, 1][..], b"k"].concat(),
+        ];
+        for b in item_inputs(&kvs, &mut rng) {
+            assert_eq!(split_kv(&b), split_kv_general(&b), "{b:?}");
+        }
+    }
+
+    fn test_keys() -> KeyTable {
+        let mut keys = KeyTable::default();
+        for k in [
+            "http.route",
+            "http.response.status_code",
+            "ignored",
+            "operation",
+            "a",
+        ] {
+            keys.slot(k);
+        }
+        keys
+    }
+
+    #[test]
+    fn fast_and_general_span_readers_agree() {
+        let keys = test_keys();
+        let ev: Vec<Box<[u8]>> = vec![b"exception".as_slice().into()];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut spans = items_of(&request());
+        spans.push(
+            Span {
+                trace_state: "k=v".into(),
+                parent_span_id: vec![1; 8],
+                name: "n".repeat(300),
+                kind: 300,
+                links: vec![Default::default()],
+                flags: 0x301,
+                dropped_attributes_count: 3,
+                dropped_events_count: 300,
+                dropped_links_count: 1,
+                attributes: vec![kv("a", any_value::Value::StringValue("x".repeat(200)))],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        for b in item_inputs(&spans, &mut rng) {
+            let (mut s1, mut s2) = (
+                vec![Val::Missing; keys.len()],
+                vec![Val::Missing; keys.len()],
+            );
+            let fast = span(&b, &keys, &ev, &mut s1).map(|i| format!("{i:?} {s1:?}"));
+            let general = span_general(&b, &keys, &ev, &mut s2).map(|i| format!("{i:?} {s2:?}"));
+            assert_eq!(fast, general, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn fast_and_general_log_readers_agree() {
+        let keys = test_keys();
+        let mut rng = fastrand::Rng::with_seed(8);
+        let body = |v| Some(AnyValue { value: Some(v) });
+        let records: Vec<Vec<u8>> = [
+            LogRecord {
+                time_unix_nano: 1,
+                observed_time_unix_nano: 2,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                event_name: "e".into(),
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                body: body(any_value::Value::StringValue("hello".into())),
+                attributes: vec![kv("operation", any_value::Value::StringValue("x".into()))],
+                ..Default::default()
+            },
+            LogRecord {
+                severity_number: 300,
+                flags: 1,
+                dropped_attributes_count: 2,
+                trace_id: vec![3; 16],
+                body: body(any_value::Value::KvlistValue(Default::default())),
+                ..Default::default()
+            },
+            LogRecord {
+                body: body(any_value::Value::StringValue("y".repeat(20_000))),
+                attributes: vec![kv("a", any_value::Value::IntValue(-1))],
+                ..Default::default()
+            },
+        ]
+        .iter()
+        .map(Message::encode_to_vec)
+        .collect();
+        for b in item_inputs(&records, &mut rng) {
+            let (mut s1, mut s2) = (
+                vec![Val::Missing; keys.len()],
+                vec![Val::Missing; keys.len()],
+            );
+            let fast = log_record(&b, &keys, &mut s1).map(|i| format!("{i:?} {s1:?}"));
+            let general = log_general(&b, &keys, &mut s2).map(|i| format!("{i:?} {s2:?}"));
+            assert_eq!(fast, general, "{b:?}");
         }
     }
 
