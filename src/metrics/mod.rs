@@ -5,6 +5,7 @@ pub mod encode;
 pub mod native;
 pub mod passthrough;
 pub mod sanitize;
+pub mod series_map;
 pub mod snapshot;
 pub mod store;
 
