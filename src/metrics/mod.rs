@@ -5,6 +5,7 @@ pub mod encode;
 pub mod native;
 pub mod passthrough;
 pub mod sanitize;
+pub mod series_map;
 pub mod snapshot;
 pub mod store;
 
@@ -21,35 +22,104 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The hasher of [`Distinct`]'s set, whose keys are already keyed 64-bit
-/// hashes (`foldhash::quality` with a random seed): it uses them as they are
-/// instead of hashing them again.
-#[derive(Clone, Copy, Default)]
-pub struct PreHashed;
-
-/// See [`PreHashed`].
+/// [`Distinct`]'s set: keyed 64-bit hashes (`foldhash::quality` with a
+/// random seed) and when each was last seen, in an open-addressing table at
+/// most half full. The hashes are used as they are (no second hash), and a
+/// hit is usually one probe. 0 marks an empty bucket, so a hash of 0 counts
+/// as 1 (two ids merge with odds of 2^-63).
 #[derive(Default)]
-pub struct PreHashedHasher(u64);
+struct Seen {
+    /// (hash, unix seconds); a power of two long, or empty
+    buckets: Vec<(u64, u64)>,
+    len: usize,
+}
 
-impl std::hash::BuildHasher for PreHashed {
-    type Hasher = PreHashedHasher;
-    fn build_hasher(&self) -> PreHashedHasher {
-        PreHashedHasher(0)
+impl Seen {
+    /// Marks `h` seen at `now`; false when it is new and `cap` is reached.
+    #[inline]
+    fn insert(&mut self, h: u64, now: u64, cap: usize) -> bool {
+        let h = h.max(1);
+        if self.buckets.is_empty() {
+            self.rebuild(16);
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = h as usize & mask;
+        loop {
+            let Some(b) = self.buckets.get_mut(at) else {
+                return false;
+            };
+            if b.0 == h {
+                b.1 = now;
+                return true;
+            }
+            if b.0 == 0 {
+                if self.len >= cap {
+                    return false;
+                }
+                *b = (h, now);
+                self.len += 1;
+                if self.len * 2 > self.buckets.len() {
+                    self.rebuild(self.buckets.len() * 2);
+                }
+                return true;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Keeps the hashes seen after `cutoff` (the table shrinks with them).
+    fn retain_after(&mut self, cutoff: u64) {
+        let before = self.len;
+        for b in &mut self.buckets {
+            if b.0 != 0 && b.1 <= cutoff {
+                *b = (0, 0);
+                self.len -= 1;
+            }
+        }
+        if self.len != before {
+            self.rebuild((self.len * 2 + 1).next_power_of_two().max(16));
+        }
+    }
+
+    /// Re-places the live hashes (with their times) into `n` buckets.
+    fn rebuild(&mut self, n: usize) {
+        let old = std::mem::replace(&mut self.buckets, vec![(0, 0); n]);
+        let mask = n - 1;
+        for (h, t) in old.into_iter().filter(|b| b.0 != 0) {
+            let mut at = h as usize & mask;
+            while self.buckets[at].0 != 0 {
+                at = (at + 1) & mask;
+            }
+            self.buckets[at] = (h, t);
+        }
     }
 }
 
-impl std::hash::Hasher for PreHashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-    /// Not used by `u64` keys; mixes anything else in rather than drop it.
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+#[cfg(test)]
+mod seen_tests {
+    use super::Seen;
+
+    #[test]
+    fn counts_distinct_hashes_within_cap_and_window() {
+        let mut s = Seen::default();
+        let id = |h: u64| h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for h in 0..600u64 {
+            assert!(s.insert(id(h), h, 600));
         }
+        assert_eq!(s.len, 600);
+        assert!(
+            s.insert(id(0), 2000, 600),
+            "a known hash is refreshed at the cap"
+        );
+        assert!(!s.insert(12345, 2000, 600));
+        s.retain_after(499);
+        assert_eq!(s.len, 101);
+        for h in 500..600u64 {
+            assert!(s.insert(id(h), 3000, 101));
+        }
+        assert_eq!(s.len, 101);
+        s.retain_after(2999);
+        assert_eq!(s.len, 100);
     }
 }
 
@@ -62,7 +132,7 @@ pub struct Distinct {
     window_s: AtomicU64,
     cap: AtomicUsize,
     pub hasher: foldhash::quality::RandomState,
-    seen: Mutex<hashbrown::HashMap<u64, u64, PreHashed>>,
+    seen: Mutex<Seen>,
     /// values not tracked because the set was full
     pub overflowed: AtomicU64,
 }
@@ -75,19 +145,16 @@ impl Distinct {
             window_s: AtomicU64::new(window_s),
             cap: AtomicUsize::new(cap),
             hasher: Default::default(),
-            seen: Mutex::new(hashbrown::HashMap::with_hasher(PreHashed)),
+            seen: Mutex::new(Seen::default()),
             overflowed: AtomicU64::new(0),
         }
     }
 
     pub fn insert(&self, hashes: &[u64], now_s: u64) {
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = self.cap.load(Ordering::Relaxed);
         for h in hashes {
-            if let Some(t) = m.get_mut(h) {
-                *t = now_s;
-            } else if m.len() < self.cap.load(Ordering::Relaxed) {
-                m.insert(*h, now_s);
-            } else {
+            if !m.insert(*h, now_s, cap) {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -103,8 +170,8 @@ impl Distinct {
     pub fn count(&self, now_s: u64) -> usize {
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let cutoff = now_s.saturating_sub(self.window_s.load(Ordering::Relaxed));
-        m.retain(|_, t| *t > cutoff);
-        m.len()
+        m.retain_after(cutoff);
+        m.len
     }
 }
 

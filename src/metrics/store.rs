@@ -9,6 +9,7 @@
 //! allocation once a series exists.
 
 use super::native::NativeHist;
+use super::series_map::SeriesMap;
 use super::snapshot as snap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -130,7 +131,7 @@ pub struct Series {
 }
 
 pub struct FamilyInner {
-    pub series: FastMap<Box<[u8]>, Series>,
+    pub series: SeriesMap,
     pub overflow: Option<Series>,
 }
 
@@ -240,6 +241,9 @@ pub struct Family {
     budget: Arc<Budget>,
     /// exposition lines per series (for the budget)
     lines: usize,
+    /// a histogram's bounds padded with +Inf to a power of two, for a
+    /// branchless search
+    search: Box<[f64]>,
     /// set (under the family's lock) when a pass-through family with no
     /// series left is removed; later updates go to its successor
     retired: AtomicBool,
@@ -268,7 +272,7 @@ impl Family {
             labels,
             cap: AtomicUsize::new(cap),
             inner: Mutex::new(FamilyInner {
-                series: FastMap::default(),
+                series: SeriesMap::default(),
                 overflow: None,
             }),
             overflowed: AtomicU64::new(0),
@@ -279,6 +283,10 @@ impl Family {
                 Kind::Counter => 2,
                 Kind::Gauge => 1,
                 Kind::Summary => 8,
+            },
+            search: match &kind {
+                Kind::Histogram(b) => padded(b),
+                _ => Box::new([]),
             },
             kind,
             hist: HistMode::default(),
@@ -446,7 +454,7 @@ impl Family {
             let mut out = snap::Family::new(self.name.clone(), kind, self.help.clone());
             out.unit = self.unit.clone();
             out.series.reserve(inner.series.len() + 1);
-            let mut all: Vec<(&Box<[u8]>, &Series)> = inner.series.iter().collect();
+            let mut all: Vec<(&[u8], &Series)> = inner.series.iter().collect();
             all.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (k, s) in all {
                 let start = out.labels.next();
@@ -513,6 +521,35 @@ impl Value {
     }
 }
 
+/// Ascending bounds padded with +Inf to a power of two (at least one).
+fn padded(bounds: &[f64]) -> Box<[f64]> {
+    let n = (bounds.len() + 1).next_power_of_two();
+    let mut p = vec![f64::INFINITY; n];
+    p[..bounds.len()].copy_from_slice(bounds);
+    p.into()
+}
+
+/// The index of the first bound >= v (Prometheus' `le` is inclusive): how
+/// many bounds are < v, by halving the padded bounds without a branch on
+/// the data (the padding is never < v; a NaN is below every bound).
+#[inline(always)]
+fn bucket(padded: &[f64], v: f64) -> usize {
+    // up to 15 bounds (the defaults have 14): four fixed steps
+    if let Ok(p) = <&[f64; 16]>::try_from(padded) {
+        let mut i = usize::from(p[7] < v) * 8;
+        i += usize::from(p[(i + 3) & 15] < v) * 4;
+        i += usize::from(p[(i + 1) & 15] < v) * 2;
+        return i + usize::from(p[i & 15] < v);
+    }
+    let mut i = 0;
+    let mut step = padded.len() / 2;
+    while step > 0 {
+        i += step * usize::from(padded.get(i + step - 1).is_some_and(|b| *b < v));
+        step /= 2;
+    }
+    i
+}
+
 /// Checks that a new key may become a series: label values must be UTF-8.
 fn key_is_valid(key: &[u8]) -> bool {
     let mut rest = key;
@@ -529,36 +566,52 @@ fn key_is_valid(key: &[u8]) -> bool {
     true
 }
 
+/// A series for a key the family does not hold yet: a new one if the key
+/// is valid and both the cap and the budget allow, else the overflow series
+/// (None for a key that is not UTF-8). Out of line: rare after warm-up.
+#[cold]
+#[inline(never)]
+fn create<'a>(
+    fam: &Family,
+    series: &'a mut SeriesMap,
+    overflow: &'a mut Option<Series>,
+    hash: u64,
+    bucket: usize,
+    key: &[u8],
+    now: u64,
+) -> Option<&'a mut Series> {
+    let len = series.len();
+    if !key_is_valid(key) {
+        fam.invalid.fetch_add(1, Ordering::Relaxed);
+        None
+    } else if len < fam.cap() && fam.budget.take(fam.cost(key.len())) {
+        Some(series.insert(hash, bucket, key, fam.fresh(now)))
+    } else {
+        if len < fam.cap() {
+            fam.budget.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        fam.overflowed.fetch_add(1, Ordering::Relaxed);
+        let s = overflow.get_or_insert_with(|| fam.fresh(now));
+        s.updated = now;
+        Some(s)
+    }
+}
+
 impl<'f> Locked<'f> {
     /// The series for `key`, created if the cap allows, else the overflow series.
-    #[inline]
+    #[inline(always)]
     fn series(&mut self, key: &[u8]) -> Option<&mut Series> {
         let now = self.now_s;
         let fam = self.family;
         let FamilyInner { series, overflow } = &mut *self.inner;
-        let len = series.len();
-        match series.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(o) => {
-                let s = o.into_mut();
+        let hash = series.hash(key);
+        match series.find(hash, key) {
+            Ok(i) => {
+                let s = series.at(i)?;
                 s.updated = now;
                 Some(s)
             }
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                if !key_is_valid(key) {
-                    fam.invalid.fetch_add(1, Ordering::Relaxed);
-                    None
-                } else if len < fam.cap() && fam.budget.take(fam.cost(key.len())) {
-                    Some(v.insert_with_key(key.into(), fam.fresh(now)))
-                } else {
-                    if len < fam.cap() {
-                        fam.budget.refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    fam.overflowed.fetch_add(1, Ordering::Relaxed);
-                    let s = overflow.get_or_insert_with(|| fam.fresh(now));
-                    s.updated = now;
-                    Some(s)
-                }
-            }
+            Err(bucket) => create(fam, series, overflow, hash, bucket, key, now),
         }
     }
 
@@ -606,8 +659,7 @@ impl<'f> Locked<'f> {
             Kind::Histogram(b) => b,
             _ => return false,
         };
-        // index of the first bound >= v (Prometheus' `le` is inclusive)
-        let idx = bounds.partition_point(|b| *b < v);
+        let idx = bucket(&self.family.search, v);
         let nb = bounds.len();
         let Some(s) = self.series(key) else {
             return false;
@@ -811,6 +863,29 @@ mod tests {
                 Some(Value::Scalar(2.0))
             );
         });
+    }
+
+    #[test]
+    fn bucket_search_agrees_with_partition_point() {
+        let values = [
+            f64::NEG_INFINITY,
+            -1.0,
+            0.0,
+            0.005,
+            0.0051,
+            0.3,
+            1.0,
+            10.0,
+            11.0,
+        ];
+        for n in 0..20usize {
+            let bounds: Vec<f64> = (0..n).map(|i| 0.005 * (1 << i) as f64).collect();
+            let p = padded(&bounds);
+            let probes = values.iter().chain(&bounds).copied();
+            for v in probes.chain([f64::INFINITY, f64::NAN]) {
+                assert_eq!(bucket(&p, v), bounds.partition_point(|b| *b < v), "{n} {v}");
+            }
+        }
     }
 
     #[test]
