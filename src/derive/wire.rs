@@ -533,48 +533,121 @@ where
     F: FnMut(&SpanInfo<'a>, &[Val<'a>]),
 {
     walk_envelope(buf, keys, slots, |item, s, res| {
-        let info = span(item, keys, event_names, s)?;
+        let info: SpanInfo = read_item(item, &Ctx { keys, event_names }, s)?;
         resource_fallback(s, res);
         on_span(&info, s);
         Ok(())
     })
 }
 
-/// Reads one span. Fields with a one-byte tag and a one- or two-byte length
+/// What the walker reads of one OTLP item (a span, a log record): the
+/// item's tag byte for attributes and its three readers, so [`read_item`] is one
+/// loop for both signals, monomorphised per signal (no dynamic dispatch).
+trait Item<'a>: Default {
+    /// The tag of the item's `attributes` field.
+    const ATTRIBUTES_TAG: u8;
+    /// Reads the fields SDKs write first, in field order; returns the rest.
+    fn head(buf: &'a [u8], info: &mut Self) -> Result<&'a [u8], WireError>;
+    /// Reads one usual-shaped field other than an attribute; None hands the
+    /// field to the general reader.
+    fn fast_field(c: &'a [u8], info: &mut Self) -> Result<Option<&'a [u8]>, WireError>;
+    /// One field as the general reader gives it.
+    fn field(
+        f: u32,
+        v: Wire<'a>,
+        info: &mut Self,
+        ctx: &Ctx<'_>,
+        slots: &mut [Val<'a>],
+    ) -> Result<(), WireError>;
+}
+
+/// What the readers of an item match against.
+struct Ctx<'k> {
+    keys: &'k KeyTable,
+    /// span event names the rules match on (none for log records)
+    event_names: &'k [Box<[u8]>],
+}
+
+/// Reads one item. Fields with a one-byte tag and a one- or two-byte length
 /// (or a short varint, a fixed64) are matched on their tag byte, which
 /// settles field number and wire type in one compare; anything else (long
 /// lengths, other wire types, malformed bytes) takes one step of the general
 /// reader, which reads the field the same way or reports the error.
-#[inline]
-fn span<'a>(
+#[inline(always)]
+fn read_item<'a, I: Item<'a>>(
     buf: &'a [u8],
-    keys: &KeyTable,
-    event_names: &[Box<[u8]>],
+    ctx: &Ctx<'_>,
     slots: &mut [Val<'a>],
-) -> Result<SpanInfo<'a>, WireError> {
-    let mut info = SpanInfo::default();
-    let mut c = span_head(buf, &mut info);
+) -> Result<I, WireError> {
+    let mut info = I::default();
+    let mut c = I::head(buf, &mut info)?;
     loop {
         // attributes first: most fields of most items
-        if let [SPAN_ATTRIBUTES_TAG, rest @ ..] = c {
-            if let Some((kv, tail)) = short_len(rest) {
-                key_value(kv, keys, slots)?;
-                c = tail;
-                continue;
+        if let [t, rest @ ..] = c {
+            if *t == I::ATTRIBUTES_TAG {
+                if let Some((kv, tail)) = short_len(rest) {
+                    key_value(kv, ctx.keys, slots)?;
+                    c = tail;
+                    continue;
+                }
             }
         }
         if c.is_empty() {
             return Ok(info);
         }
-        if let Some(tail) = span_fast_field(c, &mut info) {
+        if let Some(tail) = I::fast_field(c, &mut info)? {
             c = tail;
             continue;
         }
         let mut r = Reader::new(c);
         if let Some((f, v)) = r.next_field_general()? {
-            span_field(f, v, &mut info, keys, event_names, slots)?;
+            I::field(f, v, &mut info, ctx, slots)?;
         }
         c = r.buf;
+    }
+}
+
+impl<'a> Item<'a> for SpanInfo<'a> {
+    const ATTRIBUTES_TAG: u8 = SPAN_ATTRIBUTES_TAG;
+    #[inline(always)]
+    fn head(buf: &'a [u8], info: &mut Self) -> Result<&'a [u8], WireError> {
+        Ok(span_head(buf, info))
+    }
+    #[inline(always)]
+    fn fast_field(c: &'a [u8], info: &mut Self) -> Result<Option<&'a [u8]>, WireError> {
+        Ok(span_fast_field(c, info))
+    }
+    #[inline(always)]
+    fn field(
+        f: u32,
+        v: Wire<'a>,
+        info: &mut Self,
+        ctx: &Ctx<'_>,
+        slots: &mut [Val<'a>],
+    ) -> Result<(), WireError> {
+        span_field(f, v, info, ctx, slots)
+    }
+}
+
+impl<'a> Item<'a> for LogInfo<'a> {
+    const ATTRIBUTES_TAG: u8 = LOG_ATTRIBUTES_TAG;
+    #[inline(always)]
+    fn head(buf: &'a [u8], info: &mut Self) -> Result<&'a [u8], WireError> {
+        log_head(buf, info)
+    }
+    #[inline(always)]
+    fn fast_field(c: &'a [u8], info: &mut Self) -> Result<Option<&'a [u8]>, WireError> {
+        log_fast_field(c, info)
+    }
+    #[inline(always)]
+    fn field(
+        f: u32,
+        v: Wire<'a>,
+        info: &mut Self,
+        ctx: &Ctx<'_>,
+        slots: &mut [Val<'a>],
+    ) -> Result<(), WireError> {
+        log_field(f, v, info, ctx.keys, slots)
     }
 }
 
@@ -666,7 +739,7 @@ fn span_head<'a>(mut c: &'a [u8], info: &mut SpanInfo<'a>) -> &'a [u8] {
     c
 }
 
-/// Tags of the span fields [`span`] matches on.
+/// Tags of the span fields [`read_item`] matches on.
 const SPAN_TRACE_ID_TAG: u8 = tag(SPAN_TRACE_ID, LEN);
 const SPAN_SPAN_ID_TAG: u8 = tag(SPAN_SPAN_ID, LEN);
 const SPAN_KIND_TAG: u8 = tag(SPAN_KIND, VARINT);
@@ -710,10 +783,10 @@ fn span_field<'a>(
     f: u32,
     v: Wire<'a>,
     info: &mut SpanInfo<'a>,
-    keys: &KeyTable,
-    event_names: &[Box<[u8]>],
+    ctx: &Ctx<'_>,
     slots: &mut [Val<'a>],
 ) -> Result<(), WireError> {
+    let (keys, event_names) = (ctx.keys, ctx.event_names);
     match f {
         SPAN_TRACE_ID => info.trace_id = bytes(v)?,
         SPAN_SPAN_ID => info.span_id = bytes(v)?,
@@ -759,44 +832,18 @@ where
     F: FnMut(&LogInfo<'a>, &mut [Val<'a>]),
 {
     walk_envelope(buf, keys, slots, |item, s, res| {
-        let info = log_record(item, keys, s)?;
+        let info: LogInfo = read_item(
+            item,
+            &Ctx {
+                keys,
+                event_names: &[],
+            },
+            s,
+        )?;
         resource_fallback(s, res);
         on_log(&info, s);
         Ok(())
     })
-}
-
-/// Reads one log record, like [`span`].
-#[inline]
-fn log_record<'a>(
-    buf: &'a [u8],
-    keys: &KeyTable,
-    slots: &mut [Val<'a>],
-) -> Result<LogInfo<'a>, WireError> {
-    let mut info = LogInfo::default();
-    let mut c = log_head(buf, &mut info)?;
-    loop {
-        // attributes first: most fields of most items
-        if let [LOG_ATTRIBUTES_TAG, rest @ ..] = c {
-            if let Some((kv, tail)) = short_len(rest) {
-                key_value(kv, keys, slots)?;
-                c = tail;
-                continue;
-            }
-        }
-        if c.is_empty() {
-            return Ok(info);
-        }
-        if let Some(tail) = log_fast_field(c, &mut info)? {
-            c = tail;
-            continue;
-        }
-        let mut r = Reader::new(c);
-        if let Some((f, v)) = r.next_field_general()? {
-            log_field(f, v, &mut info, keys, slots)?;
-        }
-        c = r.buf;
-    }
 }
 
 /// Reads one log record field other than an attribute when its tag and
@@ -884,7 +931,7 @@ fn log_head<'a>(mut c: &'a [u8], info: &mut LogInfo<'a>) -> Result<&'a [u8], Wir
     Ok(c)
 }
 
-/// Tags of the log record fields [`log_record`] matches on.
+/// Tags of the log record fields [`read_item`] matches on.
 const LOG_TIME_TAG: u8 = tag(LOG_TIME, FIXED64);
 const LOG_SEVERITY_TAG: u8 = tag(LOG_SEVERITY_NUMBER, VARINT);
 const LOG_SEVERITY_TEXT_TAG: u8 = tag(LOG_SEVERITY_TEXT, LEN);
@@ -1342,7 +1389,7 @@ mod tests {
         }
     }
 
-    /// [`span`] read by the general field loop alone.
+    /// a span ([`read_item`]) read by the general field loop alone.
     fn span_general<'a>(
         buf: &'a [u8],
         keys: &KeyTable,
@@ -1352,12 +1399,21 @@ mod tests {
         let mut info = SpanInfo::default();
         let mut r = Reader::new(buf);
         while let Some((f, v)) = r.next_field_general()? {
-            span_field(f, v, &mut info, keys, ev, slots)?;
+            span_field(
+                f,
+                v,
+                &mut info,
+                &Ctx {
+                    keys,
+                    event_names: ev,
+                },
+                slots,
+            )?;
         }
         Ok(info)
     }
 
-    /// [`log_record`] read by the general field loop alone.
+    /// a log record ([`read_item`]) read by the general field loop alone.
     fn log_general<'a>(
         buf: &'a [u8],
         keys: &KeyTable,
@@ -1482,7 +1538,15 @@ mod tests {
                 vec![Val::Missing; keys.len()],
                 vec![Val::Missing; keys.len()],
             );
-            let fast = span(&b, &keys, &ev, &mut s1).map(|i| format!("{i:?} {s1:?}"));
+            let fast = read_item::<SpanInfo>(
+                &b,
+                &Ctx {
+                    keys: &keys,
+                    event_names: &ev,
+                },
+                &mut s1,
+            )
+            .map(|i| format!("{i:?} {s1:?}"));
             let general = span_general(&b, &keys, &ev, &mut s2).map(|i| format!("{i:?} {s2:?}"));
             assert_eq!(fast, general, "{b:?}");
         }
@@ -1528,7 +1592,15 @@ mod tests {
                 vec![Val::Missing; keys.len()],
                 vec![Val::Missing; keys.len()],
             );
-            let fast = log_record(&b, &keys, &mut s1).map(|i| format!("{i:?} {s1:?}"));
+            let fast = read_item::<LogInfo>(
+                &b,
+                &Ctx {
+                    keys: &keys,
+                    event_names: &[],
+                },
+                &mut s1,
+            )
+            .map(|i| format!("{i:?} {s1:?}"));
             let general = log_general(&b, &keys, &mut s2).map(|i| format!("{i:?} {s2:?}"));
             assert_eq!(fast, general, "{b:?}");
         }
