@@ -306,7 +306,12 @@ fn unread(st: &HttpState, origin: Option<HeaderValue>, sig: SignalKind, e: Unrea
             rejection(Format::Proto, Rejection::Unavailable(refusal))
         }
     };
-    with_cors(r, origin)
+    // the rest of the body is never read: the connection cannot carry
+    // another request, and a client must not reuse it (RFC 9112 9.6)
+    let mut r = with_cors(r, origin);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// One OTLP/HTTP export: read the body, unpack it to protobuf, run the
