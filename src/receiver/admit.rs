@@ -81,10 +81,6 @@ impl InFlight {
         self.used.load(Ordering::Acquire)
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Counts a refused request and says why, for the sender.
     pub fn refuse(&self, t: Transport, sig: SignalKind) -> Refusal {
         self.refused[t as usize][sig as usize].fetch_add(1, Ordering::Relaxed);
