@@ -211,6 +211,8 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    // read before the load, so a change racing it is reloaded, not missed
+    let watched = reload::Watched::read_now(cli.config.clone());
     let cfg = match effective_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -241,7 +243,7 @@ fn main() -> ExitCode {
         }
     };
     let set_log_level = init_logging(&cfg, otlp.as_ref());
-    let result = rt.block_on(run(cfg, cli, set_log_level, otlp.as_ref()));
+    let result = rt.block_on(run(cfg, cli, watched, set_log_level, otlp.as_ref()));
     if let Some(p) = &otlp {
         // flushes the last spans and logs (bounded by telemetry.otlp.timeout)
         p.shutdown();
@@ -296,6 +298,7 @@ impl Bound {
 async fn run(
     cfg: Config,
     cli: Cli,
+    watched: reload::Watched,
     set_log_level: Option<reload::SetLogLevel>,
     otlp: Option<&Pipelines>,
 ) -> Result<(), String> {
@@ -419,10 +422,9 @@ async fn run(
 
     let _ = health.listening.set(bound.readyz());
     // SIGHUP or a change of the config file reloads it (src/reload.rs)
-    let path = cli.config.clone();
     let load = Box::new(move || effective_config(&cli));
     reload::spawn(
-        path,
+        watched,
         reload::Reloader::new(load, cfg.clone(), pipeline.clone())
             .with_cors(cors)
             .with_log_level(set_log_level)

@@ -378,10 +378,50 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// Starts reloading on SIGHUP and on a change of `path` (polled every
-/// [`POLL`] on a thread of its own, so file reads never block an async
-/// worker). Must be called within the runtime.
-pub fn spawn(path: Option<PathBuf>, mut reloader: Reloader) -> Result<(), String> {
+/// The config file to watch, and its bytes as they were read before the
+/// config in force was loaded. The poll compares with these, not with its
+/// own first read: a change made between startup and the reload thread's
+/// first turn (a slow thread on a busy node) is then still seen.
+pub struct Watched {
+    path: Option<PathBuf>,
+    seen: Option<Vec<u8>>,
+}
+
+impl Watched {
+    /// Reads `path` now; call it before loading the config, so that a
+    /// change racing the load shows as a difference (one reload too many,
+    /// never one too few).
+    pub fn read_now(path: Option<PathBuf>) -> Self {
+        let seen = read_watched(&path);
+        Watched { path, seen }
+    }
+
+    /// Reads the file again: true if its bytes differ from the last ones
+    /// seen. An unreadable file (e.g. mid-swap) is no change: the next poll
+    /// tries again.
+    fn changed(&mut self) -> bool {
+        let Some(now) = read_watched(&self.path) else {
+            return false;
+        };
+        if self.seen.as_ref() == Some(&now) {
+            return false;
+        }
+        self.seen = Some(now);
+        true
+    }
+}
+
+/// The watched file's bytes; a file past the bound still shows as changed,
+/// the reload then refuses it with the bound named.
+fn read_watched(p: &Option<PathBuf>) -> Option<Vec<u8>> {
+    p.as_ref()
+        .and_then(|p| crate::fsread::head(p, crate::fsread::CONFIG_MAX + 1))
+}
+
+/// Starts reloading on SIGHUP and on a change of the watched file (polled
+/// every [`POLL`] on a thread of its own, so file reads never block an
+/// async worker). Must be called within the runtime.
+pub fn spawn(watched: Watched, mut reloader: Reloader) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<()>();
     #[cfg(unix)]
     {
@@ -401,24 +441,15 @@ pub fn spawn(path: Option<PathBuf>, mut reloader: Reloader) -> Result<(), String
     std::thread::Builder::new()
         .name("config-reload".into())
         .spawn(move || {
-            // a file past the bound still shows as changed; the reload then
-            // refuses it with the bound named
-            let read = |p: &Option<PathBuf>| {
-                p.as_ref()
-                    .and_then(|p| crate::fsread::head(p, crate::fsread::CONFIG_MAX + 1))
-            };
-            let mut last = read(&path);
+            let mut watched = watched;
             loop {
                 match rx.recv_timeout(POLL) {
                     Ok(()) => {
-                        last = read(&path).or(last);
+                        watched.changed();
                         let _ = reloader.reload("SIGHUP");
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        // unreadable (e.g. mid-swap): try again next poll
-                        let Some(now) = read(&path) else { continue };
-                        if last.as_ref() != Some(&now) {
-                            last = Some(now);
+                        if watched.changed() {
                             let _ = reloader.reload("file changed");
                         }
                     }
@@ -433,6 +464,23 @@ pub fn spawn(path: Option<PathBuf>, mut reloader: Reloader) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_before_the_first_poll_is_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("config.yaml");
+        std::fs::write(&p, "rules: []\n").expect("write");
+        let mut w = Watched::read_now(Some(p.clone()));
+        // the file changes before the reload thread ever ran
+        std::fs::write(&p, "rules: [x]\n").expect("write");
+        assert!(w.changed(), "compared with the bytes read at startup");
+        assert!(!w.changed(), "seen once");
+        std::fs::remove_file(&p).expect("remove");
+        assert!(!w.changed(), "a missing file (mid-swap) is no change");
+        std::fs::write(&p, "rules: [x]\n").expect("write");
+        assert!(!w.changed(), "back with the same bytes: nothing to do");
+        assert!(!Watched::read_now(None).changed(), "no --config");
+    }
 
     #[test]
     fn rule_changes_reload_and_listen_changes_are_named() {
