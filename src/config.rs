@@ -293,6 +293,11 @@ pub struct Store {
     /// Most pass-through metric families (past it, `family_limit`).
     #[serde(deserialize_with = "at_least_one")]
     pub max_passthrough_families: usize,
+    /// The share (1-100 %) of `max_series` and `max_series_bytes` that
+    /// pass-through series may take; the rest stays free for the derived
+    /// metrics, so an application's metrics can never push the dashboards'
+    /// series into overflow.
+    pub passthrough_share_percent: usize,
     /// Buckets of derived histograms: `classic` (the rule's `buckets`, what
     /// the text formats and the seed's `_bucket` queries read), `native`
     /// (Prometheus' exponential buckets) or `both`; a rule may override it.
@@ -335,6 +340,7 @@ impl Default for Store {
             max_series: 50_000,
             max_series_bytes: 8 << 20,
             max_passthrough_families: 1000,
+            passthrough_share_percent: 50,
             histograms: HistogramFormat::Classic,
             native_histogram_schema: crate::metrics::native::DEFAULT_SCHEMA,
             native_histogram_max_buckets: crate::metrics::native::DEFAULT_MAX_BUCKETS,
@@ -808,6 +814,12 @@ impl Config {
         }
         if st.max_active_users == 0 {
             return err("store.max_active_users", "must be at least 1");
+        }
+        if !(1..=100).contains(&st.passthrough_share_percent) {
+            return err(
+                "store.passthrough_share_percent",
+                "must be between 1 and 100",
+            );
         }
         if st.series_ttl.0.is_zero() {
             return err("store.series_ttl", "must be longer than 0s");

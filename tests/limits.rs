@@ -1,15 +1,19 @@
 //! Bounded under abuse (issue 8, C.10 and C.11): a global series bound
-//! across all metrics with RSS measured at it, a cap on pass-through
-//! families counted as `family_limit`, and families whose series all
-//! expired freeing their slot for later metrics.
+//! across all metrics with RSS measured at it, pass-through's share of it
+//! leaving room for the derived metrics, a cap on pass-through families
+//! counted as `family_limit`, and families whose series all expired
+//! freeing their slot for later metrics.
 
 mod common;
 
-use common::{rss_kib, strict, Metrics, Sidecar};
+use common::{rss_kib, send_raw, strict, Metrics, Sidecar, TRACES};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint,
 };
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 use std::time::{Duration, Instant};
 
 fn gauge(name: &str, unit: &str, series: std::ops::Range<usize>, label: &str) -> Metric {
@@ -39,8 +43,8 @@ fn gauge(name: &str, unit: &str, series: std::ops::Range<usize>, label: &str) ->
 /// Floods 200 metrics x 1,000 series with labels of `label_bytes`, then
 /// checks the global bound held, both formats parse, and RSS stays within
 /// the Helm chart's 64 MiB limit after scraping both formats.
-async fn flood(label_bytes: usize) -> (Metrics, u64) {
-    let sc = Sidecar::start("").await;
+async fn flood(label_bytes: usize, config: &str) -> (Sidecar, Metrics, u64) {
+    let sc = Sidecar::start(config).await;
     let pad = "x".repeat(label_bytes);
     for m in 0..200 {
         let metrics = vec![gauge(&format!("flood_{m}"), "", 0..1000, &pad)];
@@ -57,13 +61,17 @@ async fn flood(label_bytes: usize) -> (Metrics, u64) {
         text.len() / 1024
     );
     let m = Metrics::parse(&text);
-    (m, rss)
+    (sc, m, rss)
 }
+
+/// The whole budget open to pass-through, so a flood of app metrics
+/// reaches the global bound itself.
+const ALL_TO_PASSTHROUGH: &str = "store:\n  passthrough_share_percent: 100\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_global_series_bound_holds_and_rss_stays_in_the_helm_limit() {
     // short labels: the series count (50,000) is the bound
-    let (m, rss) = flood(8).await;
+    let (_sc, m, rss) = flood(8, ALL_TO_PASSTHROUGH).await;
     let live = m
         .value("geometra_sidecar_store_series", &[])
         .unwrap_or(-1.0);
@@ -84,7 +92,7 @@ async fn c10_global_series_bound_holds_and_rss_stays_in_the_helm_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_global_bytes_bound_holds_with_long_labels() {
     // 1 KiB labels: the estimated bytes (8 MiB) are the bound
-    let (m, rss) = flood(1000).await;
+    let (_sc, m, rss) = flood(1000, ALL_TO_PASSTHROUGH).await;
     let bytes = m
         .value("geometra_sidecar_store_series_bytes", &[])
         .unwrap_or(-1.0);
@@ -93,6 +101,73 @@ async fn c10_global_bytes_bound_holds_with_long_labels() {
     assert!(m.value("geometra_sidecar_series_global_overflow_total", &[]) > Some(0.0));
     assert!(m.text.len() < 12 << 20, "scrape of {} bytes", m.text.len());
     assert!(rss < 64 * 1024, "RSS {rss} KiB at the bytes bound");
+}
+
+/// One request of SERVER spans, one per route.
+fn spans_on_routes(routes: std::ops::Range<usize>) -> Vec<u8> {
+    let st = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let spans = routes
+        .map(|i| Span {
+            kind: 2,
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_010_000_000,
+            attributes: vec![
+                st("http.request.method", "GET".into()),
+                st("http.route", format!("/r{i}")),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_a_passthrough_flood_leaves_room_for_the_derived_metrics() {
+    // an app's metrics with a unique label per point: pass-through may take
+    // half the series (the default share), never the derived metrics' room
+    let (sc, m, _rss) = flood(8, "").await;
+    let share = |m: &Metrics| m.value("geometra_sidecar_passthrough_series", &[]);
+    assert_eq!(share(&m), Some(25_000.0), "pass-through held to its share");
+    assert_eq!(
+        m.value("geometra_sidecar_passthrough_share_overflow_total", &[]),
+        Some(175_000.0)
+    );
+    assert_eq!(
+        m.value("geometra_sidecar_series_global_overflow_total", &[]),
+        Some(0.0)
+    );
+    // the back end's requests on 300 routes: each gets its own series
+    let r = send_raw(&sc.grpc_url(), TRACES, spans_on_routes(0..300), false).await;
+    assert!(r.is_ok(), "{r:?}");
+    let m = sc
+        .wait_for("the derived series", |m| {
+            m.label_sets("http_requests_total").len() >= 300
+        })
+        .await;
+    let sets = m.label_sets("http_requests_total");
+    assert_eq!(sets.len(), 300, "no overflow series");
+    assert!(sets
+        .iter()
+        .all(|l| l.get("endpoint").is_some_and(|e| e.starts_with("/r"))));
+    assert_eq!(
+        m.value("geometra_sidecar_series_global_overflow_total", &[]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

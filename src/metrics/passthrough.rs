@@ -60,6 +60,7 @@ pub struct Passthrough {
     max_families: AtomicUsize,
     /// `store.native_histogram_max_buckets`, for exponential histograms
     max_native: AtomicUsize,
+    /// pass-through's share of the global series budget
     budget: Arc<Budget>,
     reg: Mutex<Registry>,
     /// target_info series: key -> last update
@@ -205,6 +206,18 @@ enum Op {
     AddCounter,
 }
 
+/// Pass-through's share of `store.max_series` and `store.max_series_bytes`
+/// (`store.passthrough_share_percent`, at least one series).
+fn share_of(s: &config::Store) -> (usize, usize) {
+    let pct = s.passthrough_share_percent.clamp(1, 100);
+    let part = |n: usize| {
+        (n / 100)
+            .saturating_mul(pct)
+            .saturating_add(n % 100 * pct / 100)
+    };
+    (part(s.max_series).max(1), part(s.max_series_bytes).max(1))
+}
+
 impl Passthrough {
     pub fn new(cfg: &config::Passthrough, store: &config::Store, budget: Arc<Budget>) -> Self {
         let p = Passthrough {
@@ -213,7 +226,10 @@ impl Passthrough {
             max_label: AtomicUsize::new(store.max_label_value_bytes),
             max_families: AtomicUsize::new(store.max_passthrough_families),
             max_native: AtomicUsize::new(store.native_histogram_max_buckets),
-            budget,
+            budget: {
+                let (n, b) = share_of(store);
+                Arc::new(Budget::share(budget, n, b))
+            },
             reg: Mutex::new(Registry::default()),
             targets: Mutex::new(FastMap::default()),
             dropped: Default::default(),
@@ -265,6 +281,8 @@ impl Passthrough {
             .store(s.max_passthrough_families, Ordering::Relaxed);
         self.max_native
             .store(s.native_histogram_max_buckets, Ordering::Relaxed);
+        let (n, b) = share_of(s);
+        self.budget.set_limits(n, b);
         for f in self.reg().families.values() {
             f.set_cap(s.max_series_per_metric);
         }
@@ -330,6 +348,26 @@ impl Passthrough {
                     o.observe(n, &crate::telemetry::kv([("what", what)]));
                 }
             },
+        );
+        Self::declare_share(t, store);
+    }
+
+    /// Points sent to overflow series by the share, and the series and
+    /// bytes it holds.
+    fn declare_share(t: &crate::telemetry::SelfMetrics, store: &Arc<super::Store>) {
+        let s = store.clone();
+        t.counter(
+            "geometra_sidecar_passthrough_share_overflow_total",
+            "Pass-through points recorded in an overflow series because pass-through series reached store.passthrough_share_percent of store.max_series or store.max_series_bytes (the rest is kept for derived metrics).",
+            "",
+            move |o| o.observe(s.passthrough.budget.refused.load(Ordering::Relaxed), &[]),
+        );
+        let s = store.clone();
+        t.gauge(
+            "geometra_sidecar_passthrough_series",
+            "Live pass-through series (bounded by store.passthrough_share_percent of store.max_series).",
+            "",
+            move |o| o.observe(s.passthrough.budget.used().0 as f64, &[]),
         );
     }
 

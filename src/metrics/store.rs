@@ -139,13 +139,21 @@ pub struct FamilyInner {
 /// on their estimated size in the exposition (`store.max_series_bytes`):
 /// each series is charged its lines times (name + labels + a number).
 /// Taken when a series is created, given back when it expires.
+///
+/// A *share* ([`Budget::share`]) is a smaller budget inside another one:
+/// pass-through series take from their share and from the global budget,
+/// so an application's metrics (whose labels the sidecar does not choose)
+/// can never take the room the derived metrics, the dashboards' and the
+/// alerts', need (`store.passthrough_share_percent`).
 pub struct Budget {
     max_series: AtomicUsize,
     max_bytes: AtomicUsize,
     series: AtomicUsize,
     bytes: AtomicUsize,
-    /// points sent to an overflow series because the budget was spent
+    /// points sent to an overflow series because this budget was spent
     pub refused: AtomicU64,
+    /// the budget a share is part of, taken from as well
+    parent: Option<Arc<Budget>>,
 }
 
 impl Budget {
@@ -156,6 +164,7 @@ impl Budget {
             series: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            parent: None,
         }
     }
 
@@ -163,14 +172,40 @@ impl Budget {
         Budget::new(usize::MAX, usize::MAX)
     }
 
-    /// Takes one series of `cost` bytes, if both bounds allow.
+    /// A budget of at most `max_series` and `max_bytes` inside `parent`.
+    pub fn share(parent: Arc<Budget>, max_series: usize, max_bytes: usize) -> Self {
+        Budget {
+            parent: Some(parent),
+            ..Budget::new(max_series, max_bytes)
+        }
+    }
+
+    /// Takes one series of `cost` bytes, if both bounds allow (the
+    /// parent's first, for a share); a refusal is counted by the budget
+    /// that refused: the global one when the whole store is full.
     fn take(&self, cost: usize) -> bool {
+        if let Some(p) = &self.parent {
+            if !p.take(cost) {
+                return false;
+            }
+        }
+        if !self.take_own(cost) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = &self.parent {
+                p.give_back(1, cost);
+            }
+            return false;
+        }
+        true
+    }
+
+    fn take_own(&self, cost: usize) -> bool {
         let n = self.series.fetch_add(1, Ordering::Relaxed);
         let b = self.bytes.fetch_add(cost, Ordering::Relaxed);
         if n >= self.max_series.load(Ordering::Relaxed)
             || b.saturating_add(cost) > self.max_bytes.load(Ordering::Relaxed)
         {
-            self.give_back(1, cost);
+            self.give_back_own(1, cost);
             return false;
         }
         true
@@ -183,6 +218,13 @@ impl Budget {
     }
 
     fn give_back(&self, series: usize, bytes: usize) {
+        self.give_back_own(series, bytes);
+        if let Some(p) = &self.parent {
+            p.give_back(series, bytes);
+        }
+    }
+
+    fn give_back_own(&self, series: usize, bytes: usize) {
         self.series.fetch_sub(series, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -587,9 +629,6 @@ fn create<'a>(
     } else if len < fam.cap() && fam.budget.take(fam.cost(key.len())) {
         Some(series.insert(hash, bucket, key, fam.fresh(now)))
     } else {
-        if len < fam.cap() {
-            fam.budget.refused.fetch_add(1, Ordering::Relaxed);
-        }
         fam.overflowed.fetch_add(1, Ordering::Relaxed);
         let s = overflow.get_or_insert_with(|| fam.fresh(now));
         s.updated = now;
@@ -834,6 +873,31 @@ mod tests {
             push_key_part(&mut k, p.as_bytes());
         }
         k
+    }
+
+    #[test]
+    fn a_share_takes_from_its_parent_and_leaves_the_rest() {
+        let global = Arc::new(Budget::new(4, 1000));
+        let share = Budget::share(global.clone(), 3, 1000);
+        assert!(share.take(10) && share.take(10) && share.take(10));
+        assert!(!share.take(10), "past the share");
+        assert_eq!(share.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(global.used(), (3, 30), "the refused one gave its take back");
+        // the rest of the global budget is still there for others
+        assert!(global.take(10));
+        assert!(!global.take(10));
+        share.give_back(1, 10);
+        assert_eq!(global.used(), (3, 30));
+        assert!(global.take(10));
+        // the share has room, the global budget does not: refused, counted
+        // by the global budget, nothing kept by the share
+        assert!(!share.take(10));
+        assert_eq!(global.refused.load(Ordering::Relaxed), 2);
+        assert_eq!(share.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(share.used(), (2, 20));
+        // bytes bound the same way
+        let by_bytes = Budget::share(Arc::new(Budget::new(100, 1000)), 100, 25);
+        assert!(by_bytes.take(20) && !by_bytes.take(10));
     }
 
     #[test]

@@ -251,13 +251,18 @@ fn fill(f: &mut Family, data: &AggregatedMetrics) {
     let mut rows: Vec<(Vec<(String, String)>, f64)> = Vec::new();
     let labels = |a: &mut dyn Iterator<Item = &KeyValue>| {
         // the SDK's `otel.metric.overflow` becomes a valid Prometheus label
-        a.map(|kv| {
-            (
-                kv.key.as_str().replace('.', "_"),
-                kv.value.as_str().into_owned(),
-            )
-        })
-        .collect::<Vec<_>>()
+        let mut l = a
+            .map(|kv| {
+                (
+                    kv.key.as_str().replace('.', "_"),
+                    kv.value.as_str().into_owned(),
+                )
+            })
+            .collect::<Vec<_>>();
+        // the SDK keeps the order of a set's first observation; sorted, a
+        // family's series list their labels alike and sort together
+        l.sort_unstable();
+        l
     };
     match data {
         AggregatedMetrics::U64(MetricData::Sum(s)) => {
@@ -305,8 +310,9 @@ mod tests {
         let n = Arc::new(AtomicU64::new(0));
         let c = n.clone();
         t.counter("x_things_total", "Things.", "", move |o| {
-            o.observe(c.load(Ordering::Relaxed), &kv([("b", "2")]));
-            o.observe(7, &kv([("b", "1")]));
+            // labels in either order come out sorted by key
+            o.observe(c.load(Ordering::Relaxed), &kv([("b", "2"), ("a", "x")]));
+            o.observe(7, &kv([("a", "x"), ("b", "1")]));
         });
         t.gauge("x_empty", "Nothing observed.", "By", |_| {});
         n.store(5, Ordering::Relaxed);
@@ -325,7 +331,11 @@ mod tests {
                 (f[0].labels_of(s).collect(), v)
             })
             .collect();
-        assert_eq!(got, vec![(vec![("b", "1")], 7.0), (vec![("b", "2")], 5.0)]);
+        let want = vec![
+            (vec![("a", "x"), ("b", "1")], 7.0),
+            (vec![("a", "x"), ("b", "2")], 5.0),
+        ];
+        assert_eq!(got, want);
         assert_eq!(
             (f[1].name.as_str(), f[1].unit.as_str()),
             ("x_empty", "bytes")

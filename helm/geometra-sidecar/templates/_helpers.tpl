@@ -150,6 +150,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
     "max_series_bytes" ($l.maxSeriesBytes | int64)
     "max_label_value_bytes" ($l.maxLabelValueBytes | int64)
     "max_passthrough_families" ($l.maxPassthroughFamilies | int64)
+    "passthrough_share_percent" ($l.passthroughSharePercent | int64)
     "histograms" $v.metrics.histograms
     "native_histogram_schema" ($v.metrics.nativeHistogramSchema | int64)
     "native_histogram_max_buckets" ($v.metrics.nativeHistogramMaxBuckets | int64))

@@ -340,15 +340,17 @@ def test_store_and_depth_limits_reach_the_config():
     assert cfg["store"]["max_series_bytes"] == 8 << 20
     assert cfg["store"]["max_label_value_bytes"] == 2048
     assert cfg["store"]["max_passthrough_families"] == 1000
+    assert cfg["store"]["passthrough_share_percent"] == 50
     # processes of one service keep their own pass-through series by default
     assert cfg["passthrough"]["resource_labels"] is True
     off, _ = config_of(render({"passthrough": {"resourceLabels": False}}))
     assert off["passthrough"]["resource_labels"] is False
     assert cfg["receivers"]["max_value_depth"] == 24
     assert cfg["receivers"]["max_in_flight_bytes"] == 32 << 20
-    v = {"limits": {"maxSeries": 7, "maxValueDepth": 5, "maxInFlightBytes": 8 << 20}}
+    v = {"limits": {"maxSeries": 7, "maxValueDepth": 5, "maxInFlightBytes": 8 << 20, "passthroughSharePercent": 20}}
     cfg, _ = config_of(render(v))
     assert cfg["store"]["max_series"] == 7
+    assert cfg["store"]["passthrough_share_percent"] == 20
     assert cfg["receivers"]["max_value_depth"] == 5
     assert cfg["receivers"]["max_in_flight_bytes"] == 8 << 20
 

@@ -19,6 +19,7 @@ PLAN_ALERTS = {"HighErrorRate", "HighLatency", "AIRequestFailures", "MemoryOpera
 SIDECAR_ALERTS = {
     "GeometraSidecarDown",
     "GeometraSidecarRefusingData",
+    "GeometraSidecarRefusingRequests",
     "GeometraSidecarExportFailures",
     "GeometraSidecarQueueNearlyFull",
     "GeometraSidecarCardinalityOverflow",
