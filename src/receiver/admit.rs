@@ -46,7 +46,8 @@ const TRANSPORTS: [&str; 2] = ["grpc", "http"];
 pub enum Limit {
     /// `receivers.max_in_flight_bytes`, all requests together
     Total = 0,
-    /// `receivers.max_in_flight_bytes_per_connection`, one connection's requests
+    /// `receivers.max_in_flight_bytes_per_connection`, one connection's
+    /// requests, while the budget still had room for others
     Connection = 1,
 }
 const LIMITS: [&str; 2] = ["total", "connection"];
@@ -233,10 +234,18 @@ impl Share {
     }
 
     /// `n` from the share, then from the budget (given back to the share
-    /// when the budget has no room).
+    /// when the budget has no room). Refused by the share while the budget
+    /// had no room either, it is the budget that refuses: `connection`
+    /// means the others could still have been served.
     fn reserve(&self, n: usize) -> Result<(), Limit> {
         if !reserve(&self.used, self.budget.per_connection, n) {
-            return Err(Limit::Connection);
+            let b = &self.budget;
+            let fits = b.used().checked_add(n).is_some_and(|u| u <= b.limit);
+            return Err(if fits {
+                Limit::Connection
+            } else {
+                Limit::Total
+            });
         }
         self.budget.reserve(n).inspect_err(|_| {
             self.used.fetch_sub(n, Ordering::AcqRel);
@@ -328,12 +337,15 @@ mod tests {
         let mut e = two.clone().hold();
         assert_eq!(e.grow(1), Err(Limit::Total));
         assert_eq!((two.used(), b.used(), e.bytes()), (30, 100, 0));
+        // past its share and past the budget: the budget refuses
+        let mut f = one.clone().hold();
+        assert_eq!(f.grow(1), Err(Limit::Total));
         drop((a, d));
         assert_eq!((one.used(), b.used()), (10, 40));
         c.release();
         assert_eq!((two.used(), c.bytes()), (0, 0));
         assert!(c.grow(40).is_ok(), "a released Held grows again");
-        drop((a2, c, e));
+        drop((a2, c, e, f));
         assert_eq!((one.used(), two.used(), b.used()), (0, 0, 0));
         assert!(one.hold().grow(usize::MAX).is_err(), "no overflow");
         assert_eq!(b.used(), 0);
