@@ -166,6 +166,10 @@ pub struct Receivers {
     /// retryable. At least the larger of the two message limits.
     #[serde(default = "default_in_flight")]
     pub max_in_flight_bytes: usize,
+    /// The most of it the requests of one gRPC connection may hold, so that
+    /// one connection stalling large requests cannot take the whole budget
+    /// from the other clients. Unset: [`Receivers::in_flight_per_connection`].
+    pub max_in_flight_bytes_per_connection: Option<usize>,
 }
 fn default_value_depth() -> u32 {
     crate::receiver::validate::DEFAULT_VALUE_DEPTH
@@ -176,6 +180,29 @@ fn default_value_depth() -> u32 {
 fn default_in_flight() -> usize {
     32 << 20
 }
+/// A quarter of the default budget: two requests of the largest size
+/// from one connection, the rest for the others.
+const DEFAULT_IN_FLIGHT_PER_CONNECTION: usize = 8 << 20;
+
+impl Receivers {
+    /// The largest single request accepted, either transport.
+    pub fn largest_request(&self) -> usize {
+        self.otlp_http
+            .max_body_bytes
+            .max(self.otlp_grpc.max_message_bytes)
+    }
+
+    /// `max_in_flight_bytes_per_connection`, or unset 8 MiB, raised to the
+    /// largest request and lowered to the budget (so that a config that
+    /// changes only those keys stays valid).
+    pub fn in_flight_per_connection(&self) -> usize {
+        self.max_in_flight_bytes_per_connection.unwrap_or_else(|| {
+            DEFAULT_IN_FLIGHT_PER_CONNECTION
+                .min(self.max_in_flight_bytes)
+                .max(self.largest_request())
+        })
+    }
+}
 impl Default for Receivers {
     fn default() -> Self {
         Receivers {
@@ -183,6 +210,7 @@ impl Default for Receivers {
             otlp_http: OtlpHttp::default(),
             max_value_depth: default_value_depth(),
             max_in_flight_bytes: default_in_flight(),
+            max_in_flight_bytes_per_connection: None,
         }
     }
 }
@@ -772,15 +800,7 @@ impl Config {
         if http.max_body_bytes == 0 {
             return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
         }
-        let largest = http
-            .max_body_bytes
-            .max(self.receivers.otlp_grpc.max_message_bytes);
-        if self.receivers.max_in_flight_bytes < largest {
-            return err(
-                "receivers.max_in_flight_bytes",
-                &format!("must be at least the largest request accepted ({largest} bytes: receivers.otlp_grpc.max_message_bytes, receivers.otlp_http.max_body_bytes)"),
-            );
-        }
+        validate_in_flight(&self.receivers)?;
         validate_cors(http)
     }
 
@@ -1064,6 +1084,34 @@ pub fn identifies_user(key: &str) -> bool {
 }
 
 /// The CORS keys of `receivers.otlp_http`.
+/// The in-flight budget holds the largest request, and a connection's
+/// share lies between the largest request and the whole budget.
+fn validate_in_flight(r: &Receivers) -> Result<(), ConfigError> {
+    let largest = r.largest_request();
+    let which = "receivers.otlp_grpc.max_message_bytes, receivers.otlp_http.max_body_bytes";
+    if r.max_in_flight_bytes < largest {
+        return err(
+            "receivers.max_in_flight_bytes",
+            &format!("must be at least the largest request accepted ({largest} bytes: {which})"),
+        );
+    }
+    let key = "receivers.max_in_flight_bytes_per_connection";
+    match r.max_in_flight_bytes_per_connection {
+        Some(n) if n < largest => err(
+            key,
+            &format!("must be at least the largest request accepted ({largest} bytes: {which})"),
+        ),
+        Some(n) if n > r.max_in_flight_bytes => err(
+            key,
+            &format!(
+                "must be at most receivers.max_in_flight_bytes ({} bytes)",
+                r.max_in_flight_bytes
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn validate_cors(http: &OtlpHttp) -> Result<(), ConfigError> {
     for (i, o) in http.cors_allowed_origins.iter().enumerate() {
         if !valid_cors_origin(o) {

@@ -313,7 +313,10 @@ async fn run(
         store: store.clone(),
         forward: forward.clone().map(|f| f as _),
         max_value_depth: cfg.receivers.max_value_depth,
-        in_flight: receiver::admit::InFlight::new(cfg.receivers.max_in_flight_bytes),
+        in_flight: receiver::admit::InFlight::new(
+            cfg.receivers.max_in_flight_bytes,
+            cfg.receivers.in_flight_per_connection(),
+        ),
     });
     let health = Arc::new(Health::default());
     // per-metric self-metrics list every rule and pass-through family
@@ -374,7 +377,12 @@ async fn run(
         .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Metrics>::new(pipeline.clone(), max))
         .serve_with_incoming_shutdown(
-            receiver::listen::incoming(grpc_l, limits, store.listeners[0].clone()),
+            receiver::listen::incoming(
+                grpc_l,
+                limits,
+                store.listeners[0].clone(),
+                pipeline.in_flight.clone(),
+            ),
             stopped(stop_rx.clone()),
         );
     let grpc_task = tokio::spawn(grpc);

@@ -494,10 +494,15 @@ mod tests {
         new.receivers.otlp_grpc.listen = "127.0.0.1:1"
             .parse()
             .unwrap_or(old.receivers.otlp_grpc.listen);
+        new.receivers.max_in_flight_bytes_per_connection = Some(16 << 20);
         new.forward.queue.dir = Some("/tmp/q".into());
         assert_eq!(
             restart_only_changes(&old, &new),
-            vec!["receivers.otlp_grpc.listen", "forward.queue.dir"]
+            vec![
+                "receivers.otlp_grpc.listen",
+                "receivers.max_in_flight_bytes_per_connection",
+                "forward.queue.dir"
+            ]
         );
     }
 

@@ -241,6 +241,40 @@ fn zero_limits_are_refused_not_clamped() {
     }
 }
 
+#[test]
+fn a_connections_in_flight_share_lies_between_the_largest_request_and_the_budget() {
+    let key = "receivers.max_in_flight_bytes_per_connection";
+    let err = refused(
+        "receivers:\n  max_in_flight_bytes_per_connection: 1048576\n",
+        key,
+        2,
+    );
+    assert!(
+        err.contains("at least the largest request accepted (4194304 bytes"),
+        "{err}"
+    );
+    let err = refused(
+        "receivers:\n  max_in_flight_bytes_per_connection: 67108864\n",
+        key,
+        2,
+    );
+    assert!(
+        err.contains("at most receivers.max_in_flight_bytes (33554432 bytes)"),
+        "{err}"
+    );
+    // unset, it follows the budget and the message limits; either bound is fine
+    for ok in [
+        "receivers:\n  max_in_flight_bytes: 4194304\n",
+        "receivers:\n  otlp_grpc:\n    max_message_bytes: 16777216\n  max_in_flight_bytes: 67108864\n",
+        "receivers:\n  max_in_flight_bytes_per_connection: 4194304\n",
+        "receivers:\n  max_in_flight_bytes_per_connection: 33554432\n",
+    ] {
+        let out = check_config(ok);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{ok}: {err}");
+    }
+}
+
 /// Ports chosen by the kernel (port 0), so nothing here needs a free port.
 const ANY_PORTS: [&str; 6] = [
     "--otlp-grpc-listen",

@@ -259,7 +259,7 @@ async fn an_oversized_config_file_is_refused_not_read() {
 async fn a_restart_only_key_is_refused_by_name() {
     let (s, cfg, log) = start(&config(&["reload_a_total"])).await;
     let changed = format!(
-        "receivers:\n  otlp_http:\n    max_body_bytes: 1000\nforward:\n  queue:\n    dir: /nonexistent/q\n{}",
+        "receivers:\n  otlp_http:\n    max_body_bytes: 1000\n  max_in_flight_bytes_per_connection: 16777216\nforward:\n  queue:\n    dir: /nonexistent/q\n{}",
         config(&["reload_a_total", "reload_c_total"])
     );
     replace(&cfg, &changed);
@@ -271,6 +271,7 @@ async fn a_restart_only_key_is_refused_by_name() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         text.contains("receivers.otlp_http.max_body_bytes")
+            && text.contains("receivers.max_in_flight_bytes_per_connection")
             && text.contains("forward.queue.dir")
             && text.contains("without a restart"),
         "the refusal names the keys:\n{text}"

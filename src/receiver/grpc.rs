@@ -7,8 +7,9 @@
 //! opentelemetry-proto's prost types. The three services are routed by path
 //! like tonic's generated servers; tonic still serves HTTP/2 (`main.rs`).
 
-use super::admit::{Held, InFlight, Transport};
+use super::admit::{Held, Limit, Transport};
 use super::encoding::{self, DecodeError, Encoding};
+use super::listen::GrpcConnInfo;
 use super::{Accepted, Pipeline, Rejection};
 use crate::metrics::{BadRequest, SignalKind};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -157,7 +158,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let pipeline = self.pipeline.clone();
         let max = self.max_message_bytes;
         if req.uri().path() != S::PATH {
@@ -175,9 +176,15 @@ where
                 return Box::pin(async move { Ok(advertise(unsupported(&e).into_http())) });
             }
         };
+        // the connection's share of the in-flight budget, moved out (tonic
+        // cloned it for this request), else the budget alone
+        let share = req.extensions_mut().remove::<GrpcConnInfo>();
         Box::pin(async move {
-            let budget = pipeline.in_flight.clone();
-            let res = match message(req.into_body(), enc, max, &budget).await {
+            let held = match share.and_then(|c| c.share) {
+                Some(s) => s.hold(),
+                None => pipeline.in_flight.hold(),
+            };
+            let res = match message(req.into_body(), enc, max, held).await {
                 // the request's bytes stay taken until it is answered
                 Ok((body, _held)) => match S::handle(pipeline, body).await {
                     Ok(acc) => ok_response(S::respond(acc)),
@@ -187,8 +194,9 @@ where
                     pipeline.store().grpc.bad_request(signal_of::<S>(), why);
                     status.into_http()
                 }
-                Err(Unread::Busy) => {
-                    let refusal = budget.refuse(Transport::Grpc, signal_of::<S>());
+                Err(Unread::Busy(limit)) => {
+                    let sig = signal_of::<S>();
+                    let refusal = pipeline.in_flight.refuse(Transport::Grpc, sig, limit);
                     status_of(Rejection::Unavailable(refusal)).into_http()
                 }
                 Err(Unread::Other(status)) => status.into_http(),
@@ -202,9 +210,9 @@ where
 enum Unread {
     /// A bad request, counted: too large, a corrupt compressed message.
     Bad(BadRequest, Status),
-    /// `receivers.max_in_flight_bytes` is held by other requests: refused,
-    /// retryable, counted by the budget.
-    Busy,
+    /// `receivers.max_in_flight_bytes`, or the connection's share of it, is
+    /// held by other requests: refused, retryable, counted by the budget.
+    Busy(Limit),
     /// The stream broke or ended early (not counted, as tonic did not).
     Other(Status),
 }
@@ -214,19 +222,15 @@ enum Unread {
 /// DATA frame (the receiver's HTTP/2 max frame size makes that the common
 /// case), else assembled once into a buffer of its exact length. Larger
 /// than `max` before or after decompression: RESOURCE_EXHAUSTED.
-/// The message's bytes are taken from `budget` as soon as its length prefix
-/// is read (before it is buffered), the inflated ones after decompression.
-async fn message<B>(
-    body: B,
-    enc: Encoding,
-    max: usize,
-    budget: &Arc<InFlight>,
-) -> Result<(Bytes, Held), Unread>
+/// The message's bytes are taken into `held` (the connection's share and
+/// the budget) as soon as its length prefix is read (before it is
+/// buffered), the inflated ones instead after decompression.
+async fn message<B>(body: B, enc: Encoding, max: usize, held: Held) -> Result<(Bytes, Held), Unread>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (flag, msg, held) = framed(body, max, budget).await?;
+    let (flag, msg, mut held) = framed(body, max, held).await?;
     match (flag, enc) {
         (0, _) => Ok((msg, held)),
         (1, Encoding::Identity) => Err(Unread::Other(Status::internal(
@@ -234,8 +238,9 @@ where
         ))),
         (1, enc) => {
             let out = inflate(enc, &msg, max)?;
-            drop((msg, held));
-            let held = budget.take(out.len()).ok_or(Unread::Busy)?;
+            drop(msg);
+            held.release();
+            held.grow(out.len()).map_err(Unread::Busy)?;
             Ok((out, held))
         }
         (f, _) => Err(Unread::Other(Status::internal(format!(
@@ -270,7 +275,7 @@ fn too_large(max: usize) -> Unread {
 /// The compressed flag and the bytes of the first length-prefixed message;
 /// the rest of the body (a well-behaved client sends nothing more) is read
 /// and dropped.
-async fn framed<B>(body: B, max: usize, budget: &Arc<InFlight>) -> Result<(u8, Bytes, Held), Unread>
+async fn framed<B>(body: B, max: usize, mut held: Held) -> Result<(u8, Bytes, Held), Unread>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -281,7 +286,6 @@ where
     let mut have = 0usize;
     let mut msg: Option<(u8, usize, Vec<u8>)> = None;
     let mut done: Option<(u8, Bytes)> = None;
-    let mut held: Option<Held> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Unread::Other(Status::from_error(e.into())))?;
         let Ok(mut data) = frame.into_data() else {
@@ -310,7 +314,7 @@ where
         if len > max {
             return Err(too_large(max));
         }
-        held = Some(budget.take(len).ok_or(Unread::Busy)?);
+        held.grow(len).map_err(Unread::Busy)?;
         if data.len() >= len {
             done = Some((head[0], data.split_to(len)));
         } else {
@@ -323,9 +327,9 @@ where
             msg = Some((head[0], len, buf));
         }
     }
-    match (done, held) {
-        (Some((flag, m)), Some(held)) => Ok((flag, m, held)),
-        _ => Err(Unread::Other(Status::internal(if have == 0 {
+    match done {
+        Some((flag, m)) => Ok((flag, m, held)),
+        None => Err(Unread::Other(Status::internal(if have == 0 {
             "Missing request message."
         } else {
             "Unexpected EOF decoding stream."

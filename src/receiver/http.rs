@@ -4,7 +4,7 @@
 //! cold path: it is decoded with opentelemetry-proto's serde types and
 //! re-encoded to protobuf, so the same pipeline serves both.
 
-use super::admit::{Held, Transport};
+use super::admit::{Held, Limit, Transport};
 use super::cors::Cors;
 use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
@@ -232,8 +232,9 @@ enum Unread {
     TooLarge,
     /// the connection broke off or timed out mid-body
     Broken(String),
-    /// `receivers.max_in_flight_bytes` is held by other requests
-    Busy,
+    /// `receivers.max_in_flight_bytes` is held by other requests (HTTP/1.1
+    /// connections have no share: one request at a time each)
+    Busy(Limit),
 }
 
 /// The body, read within the body limit and taking its bytes from the
@@ -254,7 +255,7 @@ async fn read_body(
         return Err(Unread::TooLarge);
     }
     let budget = &st.pipeline.in_flight;
-    let mut held = budget.take(declared.unwrap_or(0)).ok_or(Unread::Busy)?;
+    let mut held = budget.take(declared.unwrap_or(0)).map_err(Unread::Busy)?;
     let (mut first, mut rest): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
     let mut body = std::pin::pin!(body);
     let mut total = 0usize;
@@ -267,8 +268,8 @@ async fn read_body(
         if total > st.max_body {
             return Err(Unread::TooLarge);
         }
-        if total > held.bytes() && !held.grow(total - held.bytes()) {
-            return Err(Unread::Busy);
+        if total > held.bytes() {
+            held.grow(total - held.bytes()).map_err(Unread::Busy)?;
         }
         match first.take() {
             None if rest.is_empty() => first = Some(chunk),
@@ -301,8 +302,8 @@ fn unread(st: &HttpState, origin: Option<HeaderValue>, sig: SignalKind, e: Unrea
             let msg = format!("the request body broke off: {e}");
             error(Format::Proto, StatusCode::BAD_REQUEST, 3, &msg)
         }
-        Unread::Busy => {
-            let refusal = st.pipeline.in_flight.refuse(Transport::Http, sig);
+        Unread::Busy(limit) => {
+            let refusal = st.pipeline.in_flight.refuse(Transport::Http, sig, limit);
             rejection(Format::Proto, Rejection::Unavailable(refusal))
         }
     };
@@ -333,8 +334,10 @@ where
     let parsed = body_bytes(&st, &headers, body, |j: J| j.encode_to_vec());
     // an inflated or re-encoded (JSON) body is new memory: taken too
     if let Ok((_, b)) = &parsed {
-        if b.as_ptr() != raw && !held.grow(b.len()) {
-            return unread(&st, origin, sig, Unread::Busy);
+        if b.as_ptr() != raw {
+            if let Err(limit) = held.grow(b.len()) {
+                return unread(&st, origin, sig, Unread::Busy(limit));
+            }
         }
     }
     match run(st, origin.clone(), sig, parsed).await {

@@ -9,6 +9,7 @@
 //! one socket, or two for `localhost:PORT` (127.0.0.1 and ::1) sharing its
 //! connection limit and counters ([`bind`]).
 
+use super::admit::{InFlight, Share};
 use crate::config::ListenAddr;
 use crate::metrics::ListenerStats;
 use axum::Router;
@@ -187,13 +188,16 @@ fn out_of_resources(e: &io::Error) -> bool {
 }
 
 /// A connection that fails its reads once nothing moved for `idle`, and
-/// holds its slot of the connection limit until dropped.
+/// holds its slot of the connection limit until dropped. A gRPC connection
+/// also carries its share of the in-flight budget (`admit.rs`), handed to
+/// each of its requests through [`GrpcConnInfo`].
 pub struct Guarded<T> {
     inner: T,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
     stats: Arc<ListenerStats>,
+    share: Option<Arc<Share>>,
 }
 
 impl<T> Guarded<T> {
@@ -209,6 +213,7 @@ impl<T> Guarded<T> {
             deadline: Box::pin(tokio::time::sleep(idle)),
             _permit: permit,
             stats,
+            share: None,
         }
     }
     fn touch(&mut self) {
@@ -264,10 +269,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     }
 }
 
+/// What tonic puts into each request's extensions (cloned per request):
+/// the peer's addresses and the connection's share of the in-flight budget,
+/// which `grpc.rs` takes out.
+#[derive(Clone)]
+pub struct GrpcConnInfo {
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    pub share: Option<Arc<Share>>,
+}
+
 impl tonic::transport::server::Connected for Guarded<TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = GrpcConnInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        GrpcConnInfo {
+            tcp: self.inner.connect_info(),
+            share: self.share.clone(),
+        }
     }
 }
 
@@ -290,13 +307,14 @@ fn admit(
 }
 
 /// The incoming connections of the OTLP/gRPC listener, for tonic's
-/// `serve_with_incoming_shutdown`: accepted with backoff, limited and
-/// guarded by the idle timeout (HTTP/2 keep-alive pings keep a live client
-/// busy).
+/// `serve_with_incoming_shutdown`: accepted with backoff, limited, guarded
+/// by the idle timeout (HTTP/2 keep-alive pings keep a live client busy),
+/// each with its own share of `budget`.
 pub fn incoming(
     l: Sockets,
     limits: Limits,
     stats: Arc<ListenerStats>,
+    budget: Arc<InFlight>,
 ) -> impl tokio_stream::Stream<Item = Result<Guarded<TcpStream>, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -307,11 +325,9 @@ pub fn incoming(
                 continue;
             };
             let _ = s.set_nodelay(true);
-            if tx
-                .send(Ok(Guarded::new(s, limits.idle, permit, stats.clone())))
-                .await
-                .is_err()
-            {
+            let mut io = Guarded::new(s, limits.idle, permit, stats.clone());
+            io.share = Some(budget.share());
+            if tx.send(Ok(io)).await.is_err() {
                 return; // the server stopped
             }
         }

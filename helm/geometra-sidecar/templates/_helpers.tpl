@@ -160,6 +160,9 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
     "resource_labels" $v.passthrough.resourceLabels)
   "telemetry" (dict "log_level" $v.logging.level "log_format" $v.logging.format)
 -}}
+{{- if $l.maxInFlightBytesPerConnection -}}
+{{- $_ := set (index $cfg "receivers") "max_in_flight_bytes_per_connection" ($l.maxInFlightBytesPerConnection | int64) -}}
+{{- end -}}
 {{- $o := $v.telemetry.otlp -}}
 {{- if $o.endpoint -}}
 {{- $otlp := dict "endpoint" $o.endpoint "protocol" $o.protocol "interval" $o.interval "timeout" $o.timeout -}}

@@ -67,6 +67,7 @@ FULL = {
     **EXTRA_RULES,
     "podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
     "queue": {"persistent": True},
+    "limits": {"maxInFlightBytesPerConnection": 16 << 20},
     "redaction": load_example("values-redaction.yaml")["redaction"],
     "otlp": {"http": {"listen": "0.0.0.0:4318", "corsAllowedOrigins": ["https://app.geometra.example"]}},
     "telemetry": {"otlp": {"endpoint": "http://otel-collector.observability:4318", "protocol": "http"}},
@@ -347,12 +348,23 @@ def test_store_and_depth_limits_reach_the_config():
     assert off["passthrough"]["resource_labels"] is False
     assert cfg["receivers"]["max_value_depth"] == 24
     assert cfg["receivers"]["max_in_flight_bytes"] == 32 << 20
-    v = {"limits": {"maxSeries": 7, "maxValueDepth": 5, "maxInFlightBytes": 8 << 20, "passthroughSharePercent": 20}}
+    # unset, the sidecar's default share follows the budget and the message limits
+    assert "max_in_flight_bytes_per_connection" not in cfg["receivers"]
+    v = {
+        "limits": {
+            "maxSeries": 7,
+            "maxValueDepth": 5,
+            "maxInFlightBytes": 8 << 20,
+            "maxInFlightBytesPerConnection": 6 << 20,
+            "passthroughSharePercent": 20,
+        }
+    }
     cfg, _ = config_of(render(v))
     assert cfg["store"]["max_series"] == 7
     assert cfg["store"]["passthrough_share_percent"] == 20
     assert cfg["receivers"]["max_value_depth"] == 5
     assert cfg["receivers"]["max_in_flight_bytes"] == 8 << 20
+    assert cfg["receivers"]["max_in_flight_bytes_per_connection"] == 6 << 20
 
 
 def test_native_histogram_values_reach_the_config():
@@ -564,6 +576,7 @@ TYPOS = [
     ({"resources": {"request": {"cpu": "1"}}}, "request"),
     ({"limits": {"maxValueDepth": 40}}, "maxValueDepth"),
     ({"limits": {"maxInFlightBytes": 100}}, "maxInFlightBytes"),
+    ({"limits": {"maxInFlightBytesPerConnection": "8Mi"}}, "maxInFlightBytesPerConnection"),
     ({"limits": {"maxLabelValueBytes": 70000}}, "maxLabelValueBytes"),
     ({"telemetry": {"otlp": {"protocol": "https"}}}, "protocol"),
     ({"telemetry": {"otlp": {"endpoint": "otel-collector:4317"}}}, "endpoint"),
