@@ -24,9 +24,12 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A port free now: an ephemeral one, or with `GEOMETRA_TEST_PORTS=LO-HI`
-/// set, the next free one of that range (for machines where test runs must
-/// keep to a range of their own).
+/// A port free now: with `GEOMETRA_TEST_PORTS=LO-HI` set, the next free
+/// one of that range (for machines where test runs must keep to a range of
+/// their own); else the next free one below the kernel's ephemeral range.
+/// Never an ephemeral port: one handed out by `bind(0)` and released could
+/// be taken as the source port of the test's own next connection before
+/// the sidecar binds it (a sidecar that exits at start, "not ready").
 pub fn free_port() -> u16 {
     if let Some((lo, hi)) = std::env::var("GEOMETRA_TEST_PORTS")
         .ok()
@@ -38,10 +41,21 @@ pub fn free_port() -> u16 {
     {
         return port_in(lo, hi);
     }
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    match below_ephemeral() {
+        Some(hi) => port_in(20_000, hi),
+        None => TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port"),
+    }
+}
+
+/// The port below the kernel's ephemeral range (Linux), if there is room
+/// for a test range under it.
+fn below_ephemeral() -> Option<u16> {
+    let r = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let lo: u16 = r.split_whitespace().next()?.parse().ok()?;
+    (lo > 21_000).then_some(lo - 1)
 }
 
 /// The next port of `lo..=hi` that binds, taken in turn from an offset of
