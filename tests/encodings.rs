@@ -7,10 +7,8 @@
 mod common;
 
 use common::{python_export_spans, rss_kib, send_raw_with, Sidecar, TRACES};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use std::io::Write;
 use tonic::codec::CompressionEncoding;
 use tonic::Code;
@@ -38,16 +36,7 @@ fn traces(route: &str, n: usize) -> Vec<u8> {
         ],
         ..Default::default()
     };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span; n],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::traces_request(vec![span; n])
 }
 
 type Compress = fn(&[u8]) -> Vec<u8>;

@@ -181,9 +181,7 @@ async fn stalled_http_bodies_are_bounded_by_the_in_flight_budget() {
 
 /// A small OTLP traces request of `n` server spans.
 fn spans(n: usize) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use prost::Message;
+    use opentelemetry_proto::tonic::trace::v1::Span;
     let span = Span {
         kind: 2,
         name: "GET /x".into(),
@@ -191,16 +189,7 @@ fn spans(n: usize) -> Vec<u8> {
         end_time_unix_nano: 1_010_000_000,
         ..Default::default()
     };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span; n],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::traces_request(vec![span; n])
 }
 
 const ACCEPTED_SPANS: &str = "otelcol_receiver_accepted_spans_total";

@@ -7,13 +7,11 @@
 mod common;
 
 use common::{rss_kib, send_raw, strict, Metrics, Sidecar, TRACES};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint,
 };
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use std::time::{Duration, Instant};
 
 fn gauge(name: &str, unit: &str, series: std::ops::Range<usize>, label: &str) -> Metric {
@@ -124,16 +122,7 @@ fn spans_on_routes(routes: std::ops::Range<usize>) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::traces_request(spans)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
