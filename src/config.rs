@@ -1361,6 +1361,14 @@ mod tests {
                 "store:\n  max_passthrough_families: 0\n",
                 "max_passthrough_families",
             ),
+            (
+                "store:\n  passthrough_share_percent: 0\n",
+                "passthrough_share_percent",
+            ),
+            (
+                "store:\n  passthrough_share_percent: 101\n",
+                "passthrough_share_percent",
+            ),
         ] {
             let e = Config::from_yaml(y, "f").unwrap_err();
             assert!(e.0.contains(&format!("store.{key}")), "{e}");
