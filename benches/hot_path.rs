@@ -16,7 +16,7 @@ use std::hint::black_box;
 mod requests;
 
 fn bench(c: &mut Criterion) {
-    let d = Deriver::new(&Config::default());
+    let d = deriver(&Config::default());
     let traces = spans();
     let logs = logs();
     let map_logs = map_body_logs();
@@ -84,28 +84,47 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("scrape");
     g.bench_function("render_text", |b| {
         b.iter(|| {
-            geometra_sidecar::metrics::encode::render(d.store(), &own.families(), false).len()
+            geometra_sidecar::metrics::encode::render(
+                d.store(),
+                &geometra_sidecar::metrics::own::families(&own),
+                false,
+            )
+            .len()
         })
     });
-    g.bench_function("self_metrics_families", |b| b.iter(|| own.families().len()));
+    g.bench_function("self_metrics_families", |b| {
+        b.iter(|| geometra_sidecar::metrics::own::families(&own).len())
+    });
     g.finish();
 }
 
 /// The self-metrics /metrics shows, declared as the binary declares them
 /// (without exporters: the bench has none).
 fn self_metrics(d: &Deriver) -> geometra_sidecar::telemetry::SelfMetrics {
-    use geometra_sidecar::metrics::{self, passthrough::Passthrough, ListenerStats, ReceiverStats};
+    use geometra_sidecar::metrics::{self, passthrough::Passthrough};
+    use geometra_sidecar::receiver::stats::{ListenerStats, Transports};
+    use std::sync::Arc;
     let t = geometra_sidecar::telemetry::SelfMetrics::default();
     let store = d.store();
-    ReceiverStats::declare(&t, store);
-    ListenerStats::declare(&t, store);
-    geometra_sidecar::reload::ReloadStats::declare(&t, store);
+    Transports::declare(&t, &Arc::default());
+    let listeners = ["otlp_grpc", "otlp_http", "metrics"].map(ListenerStats::new);
+    ListenerStats::declare(&t, &listeners);
+    Arc::new(geometra_sidecar::reload::ReloadStats::default()).declare(&t);
     metrics::Store::declare(&t, store);
-    let rules = std::sync::Arc::new(Deriver::new(&Config::default()));
+    let rules = Arc::new(deriver(&Config::default()));
     Deriver::declare_skipped(&t, move || rules.clone());
     Passthrough::declare(&t, store);
-    geometra_sidecar::telemetry::process::declare(&t, store.started_s);
+    geometra_sidecar::telemetry::process::declare(&t, geometra_sidecar::base::now_secs());
     t
+}
+
+/// The deriver the binary builds from a config, with its store.
+fn deriver(cfg: &Config) -> Deriver {
+    let store = std::sync::Arc::new(geometra_sidecar::metrics::Store::new(
+        &cfg.store,
+        &cfg.passthrough,
+    ));
+    Deriver::new(&cfg.derive(), store)
 }
 
 criterion_group! {

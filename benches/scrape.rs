@@ -114,8 +114,8 @@ fn deriver(n: usize) -> Deriver {
     cfg.store.max_series = 10 * n;
     cfg.store.max_series_bytes = usize::MAX / 2;
     cfg.store.max_series_per_metric = n;
-    let d = Deriver::new(&cfg);
-    let now = geometra_sidecar::metrics::now_secs();
+    let d = deriver_of(&cfg);
+    let now = geometra_sidecar::base::now_secs();
     let got = d.store().passthrough.ingest(&request(n), now);
     let _ = got;
     d
@@ -150,6 +150,15 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+}
+
+/// The deriver the binary builds from a config, with its store.
+fn deriver_of(cfg: &Config) -> Deriver {
+    let store = std::sync::Arc::new(geometra_sidecar::metrics::Store::new(
+        &cfg.store,
+        &cfg.passthrough,
+    ));
+    Deriver::new(&cfg.derive(), store)
 }
 
 criterion_group! {

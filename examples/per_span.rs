@@ -24,7 +24,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let d = Deriver::new(&Config::default());
+    let cfg = Config::default();
+    let store = std::sync::Arc::new(geometra_sidecar::metrics::Store::new(
+        &cfg.store,
+        &cfg.passthrough,
+    ));
+    let d = Deriver::new(&cfg.derive(), store);
     let (buf, logs) = match signal.as_str() {
         "traces" => (requests::spans(), false),
         "logs" => (requests::logs(), true),

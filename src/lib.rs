@@ -7,6 +7,7 @@
 //! them, [`export`] sends data downstream.
 
 pub mod allocator;
+pub mod base;
 pub mod config;
 pub mod derive;
 pub mod export;

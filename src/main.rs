@@ -1,12 +1,19 @@
 //! The geometra-sidecar binary: command line, start-up, signals.
 
 use clap::{Parser, Subcommand};
-use geometra_sidecar::config::{Config, ListenAddr, LogFormat};
+use geometra_sidecar::base::{ListenAddr, Live};
+use geometra_sidecar::config::{Config, Overrides};
 use geometra_sidecar::derive::Deriver;
+use geometra_sidecar::export::stats::ExporterStats;
+use geometra_sidecar::export::{otlp::Forwarder, remote_write};
+use geometra_sidecar::metrics::Store;
 use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
-use geometra_sidecar::receiver::{self, listen, Pipeline};
-use geometra_sidecar::reload;
+use geometra_sidecar::receiver::listen::{Limits, Sockets};
+use geometra_sidecar::receiver::stats::{ListenerStats, Transports};
+use geometra_sidecar::receiver::{self, admit::InFlight, cors::Cors, listen, Pipeline};
+use geometra_sidecar::reload::{self, ReloadStats};
 use geometra_sidecar::server::{self, Health};
+use geometra_sidecar::telemetry::config::LogFormat;
 use geometra_sidecar::telemetry::otlp::Pipelines;
 use geometra_sidecar::telemetry::SelfMetrics;
 use std::io::IsTerminal;
@@ -88,52 +95,29 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     }
 }
 
-/// The config file with the command line's overrides applied.
-fn effective_config(cli: &Cli) -> Result<Config, String> {
-    let mut cfg = match &cli.config {
-        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    if let Some(a) = cli.otlp_grpc_listen {
-        cfg.receivers.otlp_grpc.listen = a;
-    }
-    if let Some(a) = cli.otlp_http_listen {
-        cfg.receivers.otlp_http.listen = a.0;
-    }
-    if let Some(a) = cli.metrics_listen {
-        cfg.server.listen = a;
-    }
-    if let Some(f) = &cli.log_format {
-        cfg.telemetry.log_format = if f == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        };
-    }
-    if let Some(url) = &cli.forward_logs_to {
-        cfg.forward.logs = Some(geometra_sidecar::config::Endpoint {
-            endpoint: url.clone(),
-            protocol: None,
-            headers: Default::default(),
-            bearer_token_file: None,
-            timeout: geometra_sidecar::config::Dur(Duration::from_secs(10)),
-            compression: geometra_sidecar::config::Compression::Gzip,
-            tls: None,
-        });
-    }
-    if let Some(url) = &cli.remote_write_url {
-        match &mut cfg.remote_write {
-            Some(rw) => rw.url = url.clone(),
-            None => {
-                cfg.remote_write = Some(geometra_sidecar::config::RemoteWrite::with_url(url));
-            }
+impl Cli {
+    /// What the flags and `GEOMETRA_*` variables set (clap takes a
+    /// variable when its flag is absent).
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            otlp_grpc_listen: self.otlp_grpc_listen,
+            otlp_http_listen: self.otlp_http_listen.map(|a| a.0),
+            metrics_listen: self.metrics_listen,
+            forward_logs_to: self.forward_logs_to.clone(),
+            remote_write_url: self.remote_write_url.clone(),
+            queue_dir: self.queue_dir.clone(),
+            log_format: self.log_format.as_deref().map(|f| match f {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            }),
         }
     }
-    if let Some(d) = &cli.queue_dir {
-        cfg.forward.queue.dir = Some(d.clone());
-    }
-    cfg.validate().map_err(|e| format!("command line: {e}"))?;
-    Ok(cfg)
+}
+
+/// The config in force: the file (or the defaults), then the variables,
+/// then the flags, one key at a time (`config/overrides.rs`).
+fn effective_config(cli: &Cli) -> Result<Config, String> {
+    Config::load(cli.config.as_deref(), &cli.overrides()).map_err(|e| e.to_string())
 }
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set to anything
@@ -278,89 +262,107 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// The addresses each listener bound, comma-separated (`off`: disabled).
+/// The listeners, bound before anything is served.
 struct Bound {
-    otlp_grpc: String,
-    otlp_http: String,
-    metrics: String,
+    grpc: Sockets,
+    http: Option<Sockets>,
+    metrics: Sockets,
+    /// what each bound, `addr[,addr]` (`off`: disabled): gRPC, HTTP, metrics
+    addrs: [String; 3],
 }
 
 impl Bound {
     /// What /readyz reports after `ready`.
     fn readyz(&self) -> String {
-        format!(
-            "otlp_grpc={}\notlp_http={}\nmetrics={}\n",
-            self.otlp_grpc, self.otlp_http, self.metrics
-        )
+        let [g, h, m] = &self.addrs;
+        format!("otlp_grpc={g}\notlp_http={h}\nmetrics={m}\n")
     }
 }
 
-async fn run(
-    cfg: Config,
-    cli: Cli,
-    watched: reload::Watched,
-    set_log_level: Option<reload::SetLogLevel>,
-    otlp: Option<&Pipelines>,
-) -> Result<(), String> {
-    // spans of the sidecar's own life (exported with telemetry.otlp): start-up
-    // from here to ready, drain from the signal to the end
-    let startup = tracing::info_span!("startup", version = env!("CARGO_PKG_VERSION"));
-    let deriver = Deriver::new(&cfg);
-    let store = deriver.store().clone();
-    let forward = geometra_sidecar::export::otlp::build(&cfg, &store).await?;
-    let pipeline = Arc::new(Pipeline {
-        deriver: geometra_sidecar::reload::Live::new(deriver),
-        store: store.clone(),
-        forward: forward.clone().map(|f| f as _),
-        max_value_depth: cfg.receivers.max_value_depth,
-        in_flight: receiver::admit::InFlight::new(
-            cfg.receivers.max_in_flight_bytes,
-            cfg.receivers.in_flight_per_connection(),
-        ),
-    });
-    let health = Arc::new(Health::default());
-    // per-metric self-metrics list every rule and pass-through family
-    let families = cfg.rules.len() + cfg.extra_rules.len() + cfg.store.max_passthrough_families;
-    let own = Arc::new(SelfMetrics::new(otlp, families + 64));
-    let remote_write = match &cfg.remote_write {
-        Some(rw) => {
-            let (p, o) = (pipeline.clone(), own.clone());
-            let source: geometra_sidecar::export::remote_write::SnapshotSource =
-                Arc::new(move || server::snapshot(&p.deriver.load(), &o));
-            Some(geometra_sidecar::export::remote_write::start(
-                rw, &store, source,
-            )?)
-        }
-        None => None,
-    };
-    // after every exporter is built: they declare their counters too
-    declare_self_metrics(&own, &pipeline);
-    let remote_write = remote_write.map(|(stats, control)| {
-        stats.declare(&own);
-        control
-    });
+/// Each listener's connection counters, by name.
+struct ListenerCounters {
+    grpc: Arc<ListenerStats>,
+    http: Arc<ListenerStats>,
+    metrics: Arc<ListenerStats>,
+}
 
-    let grpc_l = listen::bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
-    let http_l = match cfg.receivers.otlp_http.listen {
+impl ListenerCounters {
+    fn new() -> Self {
+        ListenerCounters {
+            grpc: ListenerStats::new("otlp_grpc"),
+            http: ListenerStats::new("otlp_http"),
+            metrics: ListenerStats::new("metrics"),
+        }
+    }
+    fn all(&self) -> [Arc<ListenerStats>; 3] {
+        [self.grpc.clone(), self.http.clone(), self.metrics.clone()]
+    }
+}
+
+async fn bind(cfg: &Config) -> Result<Bound, String> {
+    let grpc = listen::bind(cfg.receivers.otlp_grpc.listen, "OTLP/gRPC").await?;
+    let http = match cfg.receivers.otlp_http.listen {
         Some(a) => Some(listen::bind(a, "OTLP/HTTP").await?),
         None => None,
     };
-    let metrics_l = listen::bind(cfg.server.listen, "metrics").await?;
-    let bound = Bound {
-        otlp_grpc: grpc_l.describe(),
-        otlp_http: http_l
-            .as_ref()
-            .map_or_else(|| "off".into(), |l| l.describe()),
-        metrics: metrics_l.describe(),
-    };
+    let metrics = listen::bind(cfg.server.listen, "metrics").await?;
+    let addrs = [
+        grpc.describe(),
+        http.as_ref().map_or_else(|| "off".into(), |l| l.describe()),
+        metrics.describe(),
+    ];
+    Ok(Bound {
+        grpc,
+        http,
+        metrics,
+        addrs,
+    })
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+/// What the data path is built of: the store, the deriver, the forwarder.
+async fn pipeline(cfg: &Config) -> Result<(Arc<Pipeline>, Option<Arc<Forwarder>>), String> {
+    let store = Arc::new(Store::new(&cfg.store, &cfg.passthrough));
+    let deriver = Deriver::new(&cfg.derive(), store.clone());
+    let forward = geometra_sidecar::export::otlp::build(&cfg.forward, &cfg.redaction).await?;
+    let pipeline = Arc::new(Pipeline {
+        deriver: Live::new(deriver),
+        store,
+        forward: forward.clone().map(|f| f as _),
+        max_value_depth: cfg.receivers.max_value_depth,
+        in_flight: InFlight::new(
+            cfg.receivers.max_in_flight_bytes,
+            cfg.receivers.in_flight_per_connection(),
+        ),
+        stats: Arc::new(Transports::default()),
+    });
+    Ok((pipeline, forward))
+}
 
+/// Remote write of the store's snapshot, when configured.
+fn remote_write(
+    cfg: &Config,
+    pipeline: &Arc<Pipeline>,
+    own: &Arc<SelfMetrics>,
+) -> Result<Option<(Arc<remote_write::Stats>, remote_write::Control)>, String> {
+    let Some(rw) = &cfg.remote_write else {
+        return Ok(None);
+    };
+    let (p, o) = (pipeline.clone(), own.clone());
+    let source: remote_write::SnapshotSource =
+        Arc::new(move || server::snapshot(&p.deriver.load(), &o));
+    remote_write::start(rw, source).map(Some)
+}
+
+/// The OTLP/gRPC server on its listener, until `stop`.
+fn serve_grpc(
+    cfg: &Config,
+    l: Sockets,
+    pipeline: &Arc<Pipeline>,
+    stats: Arc<ListenerStats>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
     let max = cfg.receivers.otlp_grpc.max_message_bytes;
-    let limits = receiver::listen::Limits::from(&cfg.server.connections);
+    let limits = Limits::from(&cfg.server.connections);
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -377,74 +379,168 @@ async fn run(
         .add_service(OtlpService::<Logs>::new(pipeline.clone(), max))
         .add_service(OtlpService::<Metrics>::new(pipeline.clone(), max))
         .serve_with_incoming_shutdown(
-            receiver::listen::incoming(
-                grpc_l,
-                limits,
-                store.listeners[0].clone(),
-                pipeline.in_flight.clone(),
-            ),
-            stopped(stop_rx.clone()),
+            listen::incoming(l, limits, stats, pipeline.in_flight.clone()),
+            stopped(stop),
         );
-    let grpc_task = tokio::spawn(grpc);
-    geometra_sidecar::allocator::spawn_trim();
+    tokio::spawn(grpc)
+}
 
-    let cors = Arc::new(reload::Live::new(receiver::cors::Cors::new(
-        &cfg.receivers.otlp_http,
-    )));
-    let http_task = http_l.map(|l| {
-        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http, cors.clone());
-        tokio::spawn(receiver::listen::serve_http(
-            l,
-            app,
-            limits,
-            ("otlp_http", store.listeners[1].clone()),
-            stop_rx.clone(),
-        ))
-    });
-    let metrics_app = server::router(pipeline.clone(), health.clone(), own.clone());
-    // /metrics keeps serving while draining; it stops last.
-    let (mstop_tx, mstop_rx) = watch::channel(false);
-    let metrics_task = tokio::spawn(receiver::listen::serve_http(
-        metrics_l,
-        metrics_app,
-        limits,
-        ("metrics", store.listeners[2].clone()),
-        mstop_rx,
-    ));
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
 
-    // series expiry
-    let sweeper = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            loop {
-                // series_ttl may change on a config reload
-                let every = Duration::from_secs((store.ttl_s() / 4).clamp(1, 60));
-                tokio::time::sleep(every).await;
-                let n = store.expire(geometra_sidecar::metrics::now_secs());
-                if n > 0 {
-                    tracing::debug!(expired = n, "series expired");
-                }
+/// Drops series not updated within `store.series_ttl` (which a reload may change).
+fn spawn_sweeper(store: Arc<Store>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let every = Duration::from_secs((store.ttl_s() / 4).clamp(1, 60));
+            tokio::time::sleep(every).await;
+            let n = store.expire(geometra_sidecar::base::now_secs());
+            if n > 0 {
+                tracing::debug!(expired = n, "series expired");
             }
-        })
-    };
+        }
+    })
+}
 
-    let _ = health.listening.set(bound.readyz());
-    // SIGHUP or a change of the config file reloads it (src/reload.rs)
+/// The running servers and tasks, stopped in order by [`Running::drain`].
+struct Running {
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: Option<tokio::task::JoinHandle<()>>,
+    metrics: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    stop_metrics: watch::Sender<bool>,
+}
+
+/// Serves every listener until [`Running::drain`]; /metrics keeps serving
+/// while draining and stops last.
+fn serve(
+    cfg: &Config,
+    bound: Bound,
+    pipeline: &Arc<Pipeline>,
+    listeners: &ListenerCounters,
+    cors: Arc<Live<Cors>>,
+    own: &Arc<SelfMetrics>,
+    health: &Arc<Health>,
+) -> Running {
+    let (stop, stop_rx) = watch::channel(false);
+    let grpc = serve_grpc(
+        cfg,
+        bound.grpc,
+        pipeline,
+        listeners.grpc.clone(),
+        stop_rx.clone(),
+    );
+    geometra_sidecar::allocator::spawn_trim();
+    let limits = Limits::from(&cfg.server.connections);
+    let http = bound.http.map(|l| {
+        let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http, cors);
+        let stats = listeners.http.clone();
+        tokio::spawn(listen::serve_http(l, app, limits, stats, stop_rx))
+    });
+    let app = server::router(pipeline.clone(), health.clone(), own.clone());
+    let (stop_metrics, metrics_rx) = watch::channel(false);
+    let stats = listeners.metrics.clone();
+    let metrics = tokio::spawn(listen::serve_http(
+        bound.metrics,
+        app,
+        limits,
+        stats,
+        metrics_rx,
+    ));
+    Running {
+        grpc,
+        http,
+        metrics,
+        sweeper: spawn_sweeper(pipeline.store.clone()),
+        stop,
+        stop_metrics,
+    }
+}
+
+impl Running {
+    /// No new requests; in-flight ones finish, the forward queues drain
+    /// within `drain`, then /metrics stops.
+    async fn drain(
+        self,
+        sig: &str,
+        health: &Health,
+        forward: Option<Arc<Forwarder>>,
+        drain: Duration,
+    ) {
+        let span = tracing::info_span!("drain", signal = sig);
+        tracing::info!(
+            parent: &span,
+            signal = sig,
+            "stopping: no new requests, finishing in-flight ones"
+        );
+        health.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(drain + Duration::from_secs(5), self.grpc).await;
+        if let Some(t) = self.http {
+            let _ = tokio::time::timeout(drain + Duration::from_secs(5), t).await;
+        }
+        if let Some(f) = forward {
+            f.drain(drain).await;
+        }
+        self.sweeper.abort();
+        let _ = self.stop_metrics.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.metrics).await;
+        tracing::info!(parent: &span, "stopped");
+    }
+}
+
+async fn run(
+    cfg: Config,
+    cli: Cli,
+    watched: reload::Watched,
+    set_log_level: Option<reload::SetLogLevel>,
+    otlp: Option<&Pipelines>,
+) -> Result<(), String> {
+    // spans of the sidecar's own life (exported with telemetry.otlp): start-up
+    // from here to ready, drain from the signal to the end
+    let startup = tracing::info_span!("startup", version = env!("CARGO_PKG_VERSION"));
+    let started_s = geometra_sidecar::base::now_secs();
+    let (pipeline, forward) = pipeline(&cfg).await?;
+    let health = Arc::new(Health::default());
+    // per-metric self-metrics list every rule and pass-through family
+    let families = cfg.rules.len() + cfg.extra_rules.len() + cfg.store.max_passthrough_families;
+    let own = Arc::new(SelfMetrics::new(otlp, families + 64));
+    let remote_write = remote_write(&cfg, &pipeline, &own)?;
+    let listeners = ListenerCounters::new();
+    let cors = Arc::new(Live::new(Cors::new(&cfg.receivers.otlp_http)));
     let load = Box::new(move || effective_config(&cli));
-    reload::spawn(
-        watched,
-        reload::Reloader::new(load, cfg.clone(), pipeline.clone())
-            .with_cors(cors)
-            .with_log_level(set_log_level)
-            .with_remote_write(remote_write)
-            .with_forward(forward.clone()),
-    )?;
+    let mut reloader = reload::Reloader::new(load, cfg.clone(), pipeline.clone())
+        .with_cors(cors.clone())
+        .with_log_level(set_log_level)
+        .with_forward(forward.clone());
+    let mut exporters = forward.as_ref().map(|f| f.stats()).unwrap_or_default();
+    exporters.extend(remote_write.as_ref().map(|(s, _)| s.points.clone()));
+    let counters = Counters {
+        listeners: listeners.all(),
+        reload: reloader.stats(),
+        exporters,
+        started_s,
+    };
+    declare_self_metrics(&own, &pipeline, &counters);
+    if let Some((stats, control)) = remote_write {
+        stats.declare(&own);
+        reloader = reloader.with_remote_write(Some(control));
+    }
+
+    let bound = bind(&cfg).await?;
+    let [g, h, m] = bound.addrs.clone();
+    let _ = health.listening.set(bound.readyz());
+    let running = serve(&cfg, bound, &pipeline, &listeners, cors, &own, &health);
+    // SIGHUP or a change of the config file reloads it (src/reload.rs)
+    reload::spawn(watched, reloader)?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         parent: &startup,
-        otlp_grpc = %bound.otlp_grpc,
-        otlp_http = %bound.otlp_http,
-        metrics = %bound.metrics,
+        otlp_grpc = %g,
+        otlp_http = %h,
+        metrics = %m,
         rules = cfg.rules.len() + cfg.extra_rules.len(),
         forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
         "geometra-sidecar ready"
@@ -452,45 +548,33 @@ async fn run(
     drop(startup);
 
     let sig = shutdown_signal().await;
-    let drain_span = tracing::info_span!("drain", signal = sig);
-    tracing::info!(
-        parent: &drain_span,
-        signal = sig,
-        "stopping: no new requests, finishing in-flight ones"
-    );
-    health.draining.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
-    let drain = cfg.forward.drain_timeout.0;
-    let _ = tokio::time::timeout(drain + Duration::from_secs(5), grpc_task).await;
-    if let Some(t) = http_task {
-        let _ = tokio::time::timeout(drain + Duration::from_secs(5), t).await;
-    }
-    if let Some(f) = forward {
-        f.drain(drain).await;
-    }
-    sweeper.abort();
-    let _ = mstop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), metrics_task).await;
-    tracing::info!(parent: &drain_span, "stopped");
-    drop(drain_span);
+    running
+        .drain(sig, &health, forward, cfg.forward.drain_timeout.0)
+        .await;
     // the last push of the self-metrics (blocking: off the async workers)
     let _ = tokio::task::spawn_blocking(move || own.shutdown()).await;
     Ok(())
 }
 
+/// The counters the binary hands to `/metrics` besides the pipeline's.
+struct Counters {
+    listeners: [Arc<ListenerStats>; 3],
+    reload: Arc<ReloadStats>,
+    exporters: Vec<Arc<ExporterStats>>,
+    started_s: u64,
+}
+
 /// Every component declares the self-metrics it counts, in the order
 /// /metrics shows them.
-fn declare_self_metrics(t: &SelfMetrics, p: &Arc<Pipeline>) {
-    use geometra_sidecar::metrics;
-    let store = &p.store;
-    metrics::ReceiverStats::declare(t, store);
-    receiver::admit::InFlight::declare(t, &p.in_flight);
-    metrics::ListenerStats::declare(t, store);
-    reload::ReloadStats::declare(t, store);
-    metrics::ExporterStats::declare(t, store);
-    metrics::Store::declare(t, store);
+fn declare_self_metrics(t: &SelfMetrics, p: &Arc<Pipeline>, c: &Counters) {
+    Transports::declare(t, &p.stats);
+    InFlight::declare(t, &p.in_flight);
+    ListenerStats::declare(t, &c.listeners);
+    c.reload.declare(t);
+    ExporterStats::declare(t, &c.exporters);
+    Store::declare(t, &p.store);
     let live = p.clone();
     Deriver::declare_skipped(t, move || live.deriver.load());
-    metrics::passthrough::Passthrough::declare(t, store);
-    geometra_sidecar::telemetry::process::declare(t, store.started_s);
+    geometra_sidecar::metrics::passthrough::Passthrough::declare(t, &p.store);
+    geometra_sidecar::telemetry::process::declare(t, c.started_s);
 }

@@ -4,13 +4,14 @@
 //! put in force by swapping the deriver, anything else is refused and the
 //! old config keeps serving. Outcomes are counted for `/metrics`.
 
+use crate::base::Live;
 use crate::config::Config;
 use crate::receiver::cors::Cors;
 use crate::receiver::Pipeline;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the config file is read and compared. Polling rather than
@@ -49,25 +50,6 @@ const RELOADABLE: &[&str] = &[
     "passthrough",
 ];
 
-/// A value swapped whole on reload: readers clone the `Arc` once per request
-/// (a lock held for a pointer copy, never per span), writers replace it.
-pub struct Live<T>(Mutex<Arc<T>>);
-
-impl<T> Live<T> {
-    pub fn new(v: T) -> Self {
-        Live(Mutex::new(Arc::new(v)))
-    }
-
-    /// The value in force now; a request keeps it until it is done.
-    pub fn load(&self) -> Arc<T> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn store(&self, v: T) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
-    }
-}
-
 /// Reload outcomes, shown on `/metrics`.
 pub struct ReloadStats {
     pub success: AtomicU64,
@@ -87,8 +69,8 @@ impl Default for ReloadStats {
 
 impl ReloadStats {
     /// Reload outcomes (counted by [`Reloader::reload`]).
-    pub fn declare(t: &crate::telemetry::SelfMetrics, store: &Arc<crate::metrics::Store>) {
-        let s = store.reload.clone();
+    pub fn declare(self: &Arc<Self>, t: &crate::telemetry::SelfMetrics) {
+        let s = self.clone();
         t.counter(
             "geometra_sidecar_config_reloads_total",
             "Config reloads by result.",
@@ -100,7 +82,7 @@ impl ReloadStats {
                 }
             },
         );
-        let s = store.reload.clone();
+        let s = self.clone();
         t.gauge(
             "geometra_sidecar_config_last_reload_successful",
             "1 if the last config reload was put in force (or none was tried), 0 if it was refused.",
@@ -205,6 +187,8 @@ pub struct Reloader {
     load: Loader,
     current: Config,
     pipeline: Arc<Pipeline>,
+    /// reload outcomes, for `/metrics`
+    stats: Arc<ReloadStats>,
     /// the OTLP/HTTP receiver's CORS policy (none when it is off)
     cors: Option<Arc<Live<Cors>>>,
     /// `None` when `RUST_LOG` set the log filter (it wins over the file)
@@ -221,11 +205,17 @@ impl Reloader {
             load,
             current,
             pipeline,
+            stats: Arc::default(),
             cors: None,
             set_log_level: None,
             remote_write: None,
             forward: None,
         }
+    }
+
+    /// The reload outcomes this reloader counts (declared for `/metrics`).
+    pub fn stats(&self) -> Arc<ReloadStats> {
+        self.stats.clone()
     }
 
     /// Reloads the OTLP forwarder's endpoints and settings too.
@@ -255,7 +245,7 @@ impl Reloader {
     /// Re-reads and applies the config; counts and logs the outcome.
     pub fn reload(&mut self, why: &str) -> Result<(), String> {
         let _span = tracing::info_span!("config_reload", trigger = why).entered();
-        let stats = self.pipeline.store().reload.clone();
+        let stats = self.stats.clone();
         let r = self.try_reload();
         match &r {
             Ok(rules) => {
@@ -290,7 +280,7 @@ impl Reloader {
         self.set_log_level(&new)?;
         // limits before the rules, so that families the new rules add get them too
         self.pipeline.store().set_limits(&new.store);
-        let next = self.pipeline.deriver.load().reload(&new);
+        let next = self.pipeline.deriver.load().reload(&new.derive());
         self.pipeline.deriver.store(next);
         if let Some(f) = &self.pipeline.forward {
             f.set_redaction(redactor);
@@ -510,7 +500,9 @@ mod tests {
     fn remote_write_reloads_only_while_configured() {
         let mut old = Config::default();
         let mut new = old.clone();
-        new.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));
+        new.remote_write = Some(crate::export::remote_write::config::RemoteWrite::with_url(
+            "http://a/push",
+        ));
         // its keys are not restart-only (adding or removing is refused by the reloader)
         assert!(restart_only_changes(&old, &new).is_empty());
         old.remote_write = new.remote_write.clone();
@@ -520,21 +512,21 @@ mod tests {
         assert!(restart_only_changes(&old, &new).is_empty());
     }
 
-    fn endpoint() -> crate::config::Endpoint {
-        crate::config::Endpoint {
+    fn endpoint() -> crate::export::otlp::config::Endpoint {
+        crate::export::otlp::config::Endpoint {
             endpoint: "http://a:4317".into(),
             protocol: None,
             headers: Default::default(),
             bearer_token_file: None,
-            timeout: crate::config::Dur(Duration::from_secs(1)),
-            compression: crate::config::Compression::Gzip,
+            timeout: crate::base::Dur(Duration::from_secs(1)),
+            compression: crate::export::otlp::config::Compression::Gzip,
             tls: None,
         }
     }
 
     #[test]
     fn forward_endpoints_reload_and_its_disk_state_is_named() {
-        use crate::config::Tls;
+        use crate::base::Tls;
         let mut old = Config::default();
         old.forward.logs = Some(endpoint());
         let mut new = old.clone();
@@ -547,7 +539,7 @@ mod tests {
                 ..Tls::default()
             });
             ep.timeout.0 *= 2;
-            ep.compression = crate::config::Compression::None;
+            ep.compression = crate::export::otlp::config::Compression::None;
         }
         new.forward.batch.max_items += 1;
         new.forward.retry.max_interval.0 *= 2;
@@ -582,7 +574,9 @@ mod tests {
         let ep = endpoint();
         old.forward.logs = Some(ep.clone());
         old.forward.traces = Some(ep);
-        old.remote_write = Some(crate::config::RemoteWrite::with_url("http://a/push"));
+        old.remote_write = Some(crate::export::remote_write::config::RemoteWrite::with_url(
+            "http://a/push",
+        ));
         let mut new = old.clone();
         new.forward.logs = None;
         assert_eq!(added_or_removed(&old, &new), vec!["forward.logs"]);

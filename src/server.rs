@@ -2,17 +2,45 @@
 //! `/healthz` (alive) and `/readyz` (config loaded, receivers bound, not
 //! draining).
 
+use crate::base::{ConfigError, ListenAddr};
 use crate::derive::Deriver;
-use crate::metrics::snapshot::{Family, Kind, Snapshot};
-use crate::metrics::{encode, Store};
+use crate::metrics::encode;
+use crate::metrics::snapshot::Snapshot;
+use crate::receiver::config::Connections;
 use crate::telemetry::SelfMetrics;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// `server:`: where `/metrics` listens, and the connection limits of every
+/// listener (the receivers' too).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub listen: ListenAddr,
+    /// Limits of every listener's connections (4317, 4318, 9464).
+    pub connections: Connections,
+}
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: ListenAddr::Exact(SocketAddr::from(([0, 0, 0, 0], 9464))),
+            connections: Connections::default(),
+        }
+    }
+}
+impl ServerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.connections.validate("server.connections")
+    }
+}
 
 /// Readiness, flipped by the binary.
 #[derive(Default)]
@@ -59,37 +87,10 @@ async fn readyz(State(st): State<St>) -> Response {
     }
 }
 
-/// Everything `/metrics` shows, at this instant: the derived families (with
-/// series) and distinct-count gauges, the pass-through families, and the
-/// sidecar's own metrics. Built at scrape (or push) time only.
+/// Everything `/metrics` shows, at this instant: the store's families and
+/// the sidecar's own. Built at scrape (or push) time only.
 pub fn snapshot(d: &Deriver, own: &SelfMetrics) -> Snapshot {
-    collect(d.store(), own.families())
-}
-
-/// [`snapshot`] of a store; `own` are the sidecar's own families (declared
-/// by the components, read through the OpenTelemetry SDK: `crate::telemetry`).
-pub fn collect(store: &Store, own: Vec<Family>) -> Snapshot {
-    let timestamp_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let now = (timestamp_ms / 1000) as u64;
-    let derived = store.derived();
-    let mut families = Vec::with_capacity(derived.families.len() + derived.distinct.len() + 64);
-    for f in &derived.families {
-        families.extend(f.snapshot());
-    }
-    for x in &derived.distinct {
-        let mut f = Family::new(x.name.clone(), Kind::Gauge, x.help.clone());
-        f.value(&[], x.count(now) as f64);
-        families.push(f);
-    }
-    store.passthrough.snapshot(&mut families, now);
-    families.extend(own);
-    Snapshot {
-        families,
-        timestamp_ms,
-    }
+    d.store().snapshot(crate::metrics::own::families(own))
 }
 
 /// Renders the exposition for a scrape: (content type, body).

@@ -5,8 +5,8 @@
 //! own sources (the crate our OTLP types are generated from), located with
 //! `cargo metadata`; both sides are compiled with protox (no `protoc`).
 
+use geometra_sidecar::base::SignalKind;
 use geometra_sidecar::derive::fields;
-use geometra_sidecar::metrics::SignalKind;
 use geometra_sidecar::receiver::validate::{schema, SchemaField};
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use std::path::{Path, PathBuf};

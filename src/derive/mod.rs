@@ -6,13 +6,15 @@
 //! whole request walked cleanly are the updates applied, one family lock per
 //! family per request. A malformed request therefore changes nothing.
 
+pub mod config;
 pub mod fields;
 pub mod json;
 pub mod wire;
 
-use crate::config::{Config, RuleKind, Signal, SpanKind, ValueSource};
+use crate::metrics::config::StoreConfig;
 use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames};
 use crate::metrics::{Derived, Distinct, Store};
+use config::{DeriveConfig, Rule, RuleKind, Signal, SpanKind, ValueSource};
 use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::io::Write as _;
@@ -227,10 +229,7 @@ impl Registry<'_> {
 }
 
 /// The buckets a histogram rule keeps: its own `histograms`, else `store.histograms`.
-fn hist_mode(
-    r: &crate::config::Rule,
-    st: &crate::config::Store,
-) -> crate::metrics::store::HistMode {
+fn hist_mode(r: &Rule, st: &StoreConfig) -> crate::metrics::store::HistMode {
     let f = r.histograms.unwrap_or(st.histograms);
     crate::metrics::store::HistMode {
         classic: f.classic(),
@@ -251,9 +250,9 @@ pub struct Outcome {
 }
 
 impl Deriver {
-    /// Compiles the config's rules and creates the store with their families.
-    pub fn new(cfg: &Config) -> Deriver {
-        Deriver::compile(cfg, Arc::new(Store::new(cfg)), None)
+    /// Compiles the rules and puts their families in force in `store`.
+    pub fn new(cfg: &DeriveConfig, store: Arc<Store>) -> Deriver {
+        Deriver::compile(cfg, store, None)
     }
 
     /// The config's rules compiled against this deriver's store, for a
@@ -261,11 +260,11 @@ impl Deriver {
     /// labels) keeps its series, a changed one starts empty, a removed one
     /// is no longer derived or shown. The new families are put in force in
     /// the store; the caller swaps the deriver in.
-    pub fn reload(&self, cfg: &Config) -> Deriver {
+    pub fn reload(&self, cfg: &DeriveConfig) -> Deriver {
         Deriver::compile(cfg, self.store.clone(), Some(self))
     }
 
-    fn compile(cfg: &Config, store: Arc<Store>, prev: Option<&Deriver>) -> Deriver {
+    fn compile(cfg: &DeriveConfig, store: Arc<Store>, prev: Option<&Deriver>) -> Deriver {
         let mut reg = Registry {
             store: &store,
             prev: prev.map(|p| &*p.derived),
@@ -299,7 +298,7 @@ impl Deriver {
                         LabelNames::Fixed(names),
                         store.cap(),
                     )
-                    .with_hist_mode(hist_mode(r, &cfg.store))
+                    .with_hist_mode(hist_mode(r, cfg.store))
                     .with_budget(store.budget.clone());
                     Target::Family(reg.family(fam))
                 }
@@ -595,7 +594,7 @@ impl Deriver {
     }
 
     fn apply(&self, sc: &mut Scratch) {
-        let now = crate::metrics::now_secs();
+        let now = crate::base::now_secs();
         for (i, ups) in sc.ups.iter().enumerate() {
             if ups.is_empty() {
                 continue;
@@ -1003,12 +1002,19 @@ impl Distinct {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{
         any_value::Value, AnyValue, KeyValue, KeyValueList,
     };
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
+
+    /// The deriver the binary builds from a whole config.
+    fn new(cfg: &Config) -> Deriver {
+        let store = Arc::new(Store::new(&cfg.store, &cfg.passthrough));
+        Deriver::new(&cfg.derive(), store)
+    }
 
     fn kv(k: &str, v: Value) -> KeyValue {
         KeyValue {
@@ -1040,7 +1046,7 @@ mod tests {
     }
     /// The `memory_operations_total` lines of /metrics after `records`.
     fn memory_ops(records: Vec<LogRecord>) -> Vec<String> {
-        let d = Deriver::new(&Config::default());
+        let d = new(&Config::default());
         d.logs(&request(records)).expect("walk");
         let text = crate::metrics::encode::render(d.store(), &[], false);
         text.lines()
@@ -1065,10 +1071,10 @@ mod tests {
         };
         let point = |text: String| {
             let cfg = Config::from_yaml(&text, "test").expect("config");
-            let d = Deriver::new(&cfg);
+            let d = new(&cfg);
             d.logs(&request(vec![rec(0.5), rec(1.5), rec(3.0)]))
                 .expect("walk");
-            let snap = crate::server::collect(d.store(), Vec::new());
+            let snap = d.store().snapshot(Vec::new());
             let fam = snap.families.into_iter().find(|f| f.name == "x_seconds");
             match fam
                 .and_then(|f| f.series.into_iter().next())
@@ -1154,7 +1160,7 @@ mod tests {
 
     #[test]
     fn rules_with_the_same_match_share_a_key_prefix() {
-        let d = Deriver::new(&Config::default());
+        let d = new(&Config::default());
         let share = |name: &str| {
             let r = d.span_rules.iter().find(|r| r.name == name);
             r.and_then(|r| r.share)
@@ -1191,7 +1197,7 @@ mod tests {
             rule("b_total", op)
         );
         let cfg = Config::from_yaml(&yaml, "test").expect("config");
-        let d = Deriver::new(&cfg);
+        let d = new(&cfg);
         let rec = |st: &str| LogRecord {
             event_name: "e".into(),
             attributes: vec![
@@ -1236,7 +1242,7 @@ mod tests {
 
     #[test]
     fn a_malformed_map_body_refuses_the_request() {
-        let d = Deriver::new(&Config::default());
+        let d = new(&Config::default());
         let good = request(vec![LogRecord {
             body: map(&[("event", st("memory_operation"))]),
             ..Default::default()

@@ -6,7 +6,7 @@
 //! CAs, client certificates, timeouts and pooling without the TLS and pool
 //! plumbing that hyper-util's legacy client leaves to the caller.
 
-use crate::config::Tls;
+use crate::base::Tls;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -17,8 +17,9 @@ pub mod http;
 pub mod otlp;
 pub mod remote_write;
 pub mod retry;
+pub mod stats;
 
-use crate::metrics::SignalKind;
+use crate::base::SignalKind;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;

@@ -1,8 +1,12 @@
-//! The metric store (derived, distinct-count and pass-through families), the
-//! sidecar's own counters, and their Prometheus encoding.
+//! The metric store (derived, distinct-count and pass-through families),
+//! its configuration and its Prometheus encodings. The store holds series;
+//! the components' own counters live with the components (and reach
+//! `/metrics` through [`crate::telemetry::SelfMetrics`], see [`own`]).
 
+pub mod config;
 pub mod encode;
 pub mod native;
+pub mod own;
 pub mod passthrough;
 pub mod sanitize;
 pub mod series_map;
@@ -10,17 +14,12 @@ pub mod snapshot;
 pub mod store;
 
 use crate::telemetry::SelfMetrics;
+use config::{PassthroughConfig, StoreConfig};
 use opentelemetry::KeyValue;
+use snapshot::{Kind, Snapshot};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{Budget, Family};
-
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// [`Distinct`]'s set: keyed 64-bit hashes (`foldhash::quality` with a
 /// random seed) and when each was last seen, in an open-addressing table at
@@ -175,97 +174,6 @@ impl Distinct {
     }
 }
 
-/// Receiver-side counters of one transport.
-#[derive(Default)]
-pub struct ReceiverStats {
-    pub accepted: [AtomicU64; 3],
-    pub refused: [AtomicU64; 3],
-    /// requests refused before their items could be counted, per signal and
-    /// [`BadRequest`] reason
-    pub bad_requests: [[AtomicU64; 4]; 3],
-}
-
-/// Connection counters of one listener, counted by `receiver/listen.rs`.
-#[derive(Default)]
-pub struct ListenerStats {
-    /// connections closed at accept because the connection limit was reached
-    pub refused: AtomicU64,
-    /// connections cut by a timeout, by phase (see [`TIMEOUT_PHASES`])
-    pub timed_out: [AtomicU64; 3],
-    /// accept() failures for lack of file descriptors or memory
-    pub accept_errors: AtomicU64,
-    /// unix seconds of the last accept-failure warning (the log is rate-limited)
-    pub last_warned_s: AtomicU64,
-}
-
-/// The phases a connection can time out in, in `ListenerStats::timed_out` order.
-pub const TIMEOUT_PHASES: [&str; 3] = ["header", "request", "idle"];
-/// The listeners, in `Store::listeners` order.
-pub const LISTENER_NAMES: [&str; 3] = ["otlp_grpc", "otlp_http", "metrics"];
-
-/// Why a request was refused whole, in `ReceiverStats::bad_requests` order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BadRequest {
-    /// an unsupported content type or encoding, or a body that does not
-    /// decompress
-    Encoding = 0,
-    /// over the message or body limit, before or after decompression
-    TooLarge = 1,
-    /// protobuf or JSON that does not parse as the OTLP message
-    Malformed = 2,
-    /// parses, but breaks what OTLP requires (invalid UTF-8, id lengths...)
-    Invalid = 3,
-}
-/// The `reason` label of each [`BadRequest`].
-pub const BAD_REQUEST_REASONS: [&str; 4] = ["encoding", "too_large", "malformed", "invalid"];
-
-/// The signals, in the order of the arrays above.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignalKind {
-    Spans = 0,
-    LogRecords = 1,
-    MetricPoints = 2,
-}
-pub const SIGNAL_ITEM_NAMES: [&str; 3] = ["spans", "log_records", "metric_points"];
-
-impl ReceiverStats {
-    pub fn accept(&self, s: SignalKind, n: u64) {
-        self.accepted[s as usize].fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn refuse(&self, s: SignalKind, n: u64) {
-        self.refused[s as usize].fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn bad_request(&self, s: SignalKind, why: BadRequest) {
-        self.bad_requests[s as usize][why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// An exporter's counters, in the OpenTelemetry Collector's names.
-pub struct ExporterStats {
-    /// e.g. `otlp/logs`
-    pub name: String,
-    pub signal: SignalKind,
-    pub sent: AtomicU64,
-    pub send_failed: AtomicU64,
-    pub enqueue_failed: AtomicU64,
-    pub queue_size: AtomicU64,
-    pub queue_capacity: AtomicU64,
-}
-
-impl ExporterStats {
-    pub fn new(name: &str, signal: SignalKind, capacity: u64) -> Self {
-        ExporterStats {
-            name: name.into(),
-            signal,
-            sent: AtomicU64::new(0),
-            send_failed: AtomicU64::new(0),
-            enqueue_failed: AtomicU64::new(0),
-            queue_size: AtomicU64::new(0),
-            queue_capacity: AtomicU64::new(capacity),
-        }
-    }
-}
-
 /// The derived families and distinct-count gauges of the rules in force;
 /// a config reload replaces the whole set (reusing unchanged families).
 #[derive(Default)]
@@ -287,40 +195,47 @@ pub struct Store {
     pub passthrough: passthrough::Passthrough,
     /// the global series bound, shared by every family
     pub budget: Arc<Budget>,
-    pub grpc: ReceiverStats,
-    pub http: ReceiverStats,
-    /// per listener, in [`LISTENER_NAMES`] order
-    pub listeners: [Arc<ListenerStats>; 3],
-    pub exporters: Mutex<Vec<Arc<ExporterStats>>>,
-    pub started_s: u64,
-    /// config reload outcomes (counted by `crate::reload`)
-    pub reload: Arc<crate::reload::ReloadStats>,
 }
 
 impl Store {
-    pub fn new(cfg: &crate::config::Config) -> Self {
-        let budget = Arc::new(Budget::new(
-            cfg.store.max_series,
-            cfg.store.max_series_bytes,
-        ));
+    /// An empty store with the `store:` limits and `passthrough:` switches.
+    pub fn new(st: &StoreConfig, pt: &PassthroughConfig) -> Self {
+        let budget = Arc::new(Budget::new(st.max_series, st.max_series_bytes));
         Store {
-            cap: AtomicUsize::new(cfg.store.max_series_per_metric),
-            ttl_s: AtomicU64::new(cfg.store.series_ttl.0.as_secs().max(1)),
+            cap: AtomicUsize::new(st.max_series_per_metric),
+            ttl_s: AtomicU64::new(st.series_ttl.0.as_secs().max(1)),
             derived: Mutex::new(Arc::new(Derived::default())),
-            window_s: AtomicU64::new(cfg.store.active_users_window.0.as_secs().max(1)),
-            max_distinct: AtomicUsize::new(cfg.store.max_active_users),
-            passthrough: passthrough::Passthrough::new(
-                &cfg.passthrough,
-                &cfg.store,
-                budget.clone(),
-            ),
+            window_s: AtomicU64::new(st.active_users_window.0.as_secs().max(1)),
+            max_distinct: AtomicUsize::new(st.max_active_users),
+            passthrough: passthrough::Passthrough::new(pt, st, budget.clone()),
             budget,
-            grpc: ReceiverStats::default(),
-            http: ReceiverStats::default(),
-            listeners: Default::default(),
-            exporters: Mutex::new(Vec::new()),
-            started_s: now_secs(),
-            reload: Arc::new(crate::reload::ReloadStats::default()),
+        }
+    }
+
+    /// Everything the store shows at this instant, followed by `own` (the
+    /// sidecar's own families): the derived families with their series,
+    /// the distinct-count gauges, the pass-through families.
+    pub fn snapshot(&self, own: Vec<snapshot::Family>) -> Snapshot {
+        let timestamp_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let now = (timestamp_ms / 1000) as u64;
+        let derived = self.derived();
+        let mut families = Vec::with_capacity(derived.families.len() + derived.distinct.len() + 64);
+        for f in &derived.families {
+            families.extend(f.snapshot());
+        }
+        for x in &derived.distinct {
+            let mut f = snapshot::Family::new(x.name.clone(), Kind::Gauge, x.help.clone());
+            f.value(&[], x.count(now) as f64);
+            families.push(f);
+        }
+        self.passthrough.snapshot(&mut families, now);
+        families.extend(own);
+        Snapshot {
+            families,
+            timestamp_ms,
         }
     }
 
@@ -360,7 +275,7 @@ impl Store {
     /// Puts new `store.*` limits in force (a config reload): for new series
     /// and families, and for those that exist; what exceeds a lowered bound
     /// stays until it expires.
-    pub fn set_limits(&self, s: &crate::config::Store) {
+    pub fn set_limits(&self, s: &StoreConfig) {
         let window = s.active_users_window.0.as_secs().max(1);
         self.cap.store(s.max_series_per_metric, Ordering::Relaxed);
         self.ttl_s
@@ -379,13 +294,6 @@ impl Store {
         }
     }
 
-    pub fn add_exporter(&self, e: Arc<ExporterStats>) {
-        self.exporters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
-    }
-
     /// Drops series not updated within the TTL; returns how many.
     pub fn expire(&self, now_s: u64) -> usize {
         let cutoff = now_s.saturating_sub(self.ttl_s());
@@ -397,165 +305,8 @@ impl Store {
     }
 }
 
-/// Static attribute pairs (no allocation).
-fn kv<const N: usize>(pairs: [(&'static str, &'static str); N]) -> [KeyValue; N] {
-    crate::telemetry::kv(pairs)
-}
-
 fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
-}
-
-impl ReceiverStats {
-    /// The receivers' self-metrics, in the Collector's names.
-    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
-        for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
-            for (what, help) in [
-                ("accepted", "successfully pushed into the pipeline"),
-                ("refused", "refused by the sidecar"),
-            ] {
-                let s = store.clone();
-                let name = format!("otelcol_receiver_{what}_{item}_total");
-                let help = format!("Number of {item} {help}.");
-                t.counter(&name, &help, "", move |o| {
-                    for (transport, st) in [("grpc", &s.grpc), ("http", &s.http)] {
-                        let v = if what == "accepted" {
-                            &st.accepted[i]
-                        } else {
-                            &st.refused[i]
-                        };
-                        o.observe(
-                            load(v),
-                            &kv([("receiver", "otlp"), ("transport", transport)]),
-                        );
-                    }
-                });
-            }
-        }
-        let s = store.clone();
-        t.counter(
-            "geometra_sidecar_receiver_bad_requests_total",
-            "Requests refused as a whole before their items could be counted, by reason: encoding, too_large, malformed, invalid.",
-            "",
-            move |o| {
-                for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
-                    for (transport, st) in [("grpc", &s.grpc), ("http", &s.http)] {
-                        for (reason, r) in BAD_REQUEST_REASONS.iter().zip(0..) {
-                            let v = load(&st.bad_requests[i][r]);
-                            let at = [("transport", transport), ("signal", *item), ("reason", *reason)];
-                            o.observe(v, &kv(at));
-                        }
-                    }
-                }
-            },
-        );
-    }
-}
-
-impl ListenerStats {
-    /// The listeners' connection counters.
-    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
-        let per_listener = |name: &str, help: &str, f: fn(&ListenerStats) -> &AtomicU64| {
-            let s = store.clone();
-            t.counter(name, help, "", move |o| {
-                for (l, st) in LISTENER_NAMES.iter().zip(s.listeners.iter()) {
-                    o.observe(load(f(st)), &kv([("listener", l)]));
-                }
-            });
-        };
-        per_listener(
-            "geometra_sidecar_connections_refused_total",
-            "Connections closed at accept: the listener's connection limit was reached.",
-            |s| &s.refused,
-        );
-        let s = store.clone();
-        t.counter(
-            "geometra_sidecar_connections_timed_out_total",
-            "Connections cut by a timeout: headers, a whole request, or idle.",
-            "",
-            move |o| {
-                for (l, st) in LISTENER_NAMES.iter().zip(s.listeners.iter()) {
-                    for (phase, n) in TIMEOUT_PHASES.iter().zip(st.timed_out.iter()) {
-                        o.observe(load(n), &kv([("listener", l), ("phase", phase)]));
-                    }
-                }
-            },
-        );
-        per_listener(
-            "geometra_sidecar_accept_errors_total",
-            "accept() failures for lack of file descriptors; the listener backs off.",
-            |s| &s.accept_errors,
-        );
-    }
-}
-
-impl ExporterStats {
-    /// The exporters' self-metrics in the Collector's names, for the
-    /// signals that have an exporter (call after they are built).
-    pub fn declare(t: &SelfMetrics, store: &Arc<Store>) {
-        let exporters = store
-            .exporters
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default();
-        if exporters.is_empty() {
-            return;
-        }
-        type Field = fn(&ExporterStats) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 3] = [
-            ("sent", "successfully sent to destination", |x| &x.sent),
-            (
-                "send_failed",
-                "in failed attempts to send to destination",
-                |x| &x.send_failed,
-            ),
-            (
-                "enqueue_failed",
-                "failed to be added to the sending queue",
-                |x| &x.enqueue_failed,
-            ),
-        ];
-        for (what, help, field) in counters {
-            for (item, i) in SIGNAL_ITEM_NAMES.iter().zip(0..) {
-                let of: Vec<Arc<ExporterStats>> = exporters
-                    .iter()
-                    .filter(|x| x.signal as usize == i)
-                    .cloned()
-                    .collect();
-                if of.is_empty() {
-                    continue;
-                }
-                let name = format!("otelcol_exporter_{what}_{item}_total");
-                let help = format!("Number of {item} {help}.");
-                t.counter(&name, &help, "", move |o| {
-                    for x in &of {
-                        o.observe(load(field(x)), &[KeyValue::new("exporter", x.name.clone())]);
-                    }
-                });
-            }
-        }
-        let gauges: [(&str, &str, Field); 2] = [
-            (
-                "otelcol_exporter_queue_size",
-                "Current size of the sending queue (items; bytes on disk with an on-disk queue).",
-                |x| &x.queue_size,
-            ),
-            (
-                "otelcol_exporter_queue_capacity",
-                "Capacity of the sending queue (items; bytes with an on-disk queue); a config reload may change it.",
-                |x| &x.queue_capacity,
-            ),
-        ];
-        for (name, help, field) in gauges {
-            let all = exporters.clone();
-            t.gauge(name, help, "", move |o| {
-                for x in &all {
-                    let v = load(field(x)) as f64;
-                    o.observe(v, &[KeyValue::new("exporter", x.name.clone())]);
-                }
-            });
-        }
-    }
 }
 
 impl Store {

@@ -6,13 +6,13 @@
 //! removed. This is a cold path (apps push metrics every few seconds), so it
 //! decodes with prost.
 
+use super::config;
 use super::native::NativeHist;
 use super::sanitize::{self, Drop, DROP_REASONS, MAX_LABELS};
 use super::snapshot as snap;
 use super::store::{
     push_key_part, Budget, Family, FastMap, HistMode, Kind, LabelNames, Locked, SummaryValue,
 };
-use crate::config;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -40,8 +40,8 @@ struct Switches {
     resource_labels: bool,
 }
 
-impl From<&config::Passthrough> for Switches {
-    fn from(c: &config::Passthrough) -> Self {
+impl From<&config::PassthroughConfig> for Switches {
+    fn from(c: &config::PassthroughConfig) -> Self {
         Switches {
             enabled: c.enabled,
             scope_labels: c.scope_labels,
@@ -208,7 +208,7 @@ enum Op {
 
 /// Pass-through's share of `store.max_series` and `store.max_series_bytes`
 /// (`store.passthrough_share_percent`, at least one series).
-fn share_of(s: &config::Store) -> (usize, usize) {
+fn share_of(s: &config::StoreConfig) -> (usize, usize) {
     let pct = s.passthrough_share_percent.clamp(1, 100);
     let part = |n: usize| {
         (n / 100)
@@ -219,7 +219,11 @@ fn share_of(s: &config::Store) -> (usize, usize) {
 }
 
 impl Passthrough {
-    pub fn new(cfg: &config::Passthrough, store: &config::Store, budget: Arc<Budget>) -> Self {
+    pub fn new(
+        cfg: &config::PassthroughConfig,
+        store: &config::StoreConfig,
+        budget: Arc<Budget>,
+    ) -> Self {
         let p = Passthrough {
             switches: RwLock::new(Switches::from(cfg)),
             cap: AtomicUsize::new(store.max_series_per_metric),
@@ -262,7 +266,7 @@ impl Passthrough {
     /// change removes every pass-through series at once, while no request
     /// is being ingested, so none is exposed under two label sets; they come
     /// back as exports arrive. Returns the number of series removed.
-    pub fn set_switches(&self, cfg: &config::Passthrough) -> usize {
+    pub fn set_switches(&self, cfg: &config::PassthroughConfig) -> usize {
         let mut sw = self.switches.write().unwrap_or_else(|p| p.into_inner());
         let new = Switches::from(cfg);
         if *sw == new {
@@ -273,7 +277,7 @@ impl Passthrough {
     }
 
     /// New `store.*` limits (a config reload), existing families included.
-    pub fn set_limits(&self, s: &config::Store) {
+    pub fn set_limits(&self, s: &config::StoreConfig) {
         self.cap.store(s.max_series_per_metric, Ordering::Relaxed);
         self.max_label
             .store(s.max_label_value_bytes, Ordering::Relaxed);
@@ -921,8 +925,14 @@ fn exp_point(p: &ExponentialHistogramDataPoint, max: usize) -> Result<(NativeHis
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::metrics::Store;
+
+    /// The two sections a store is built from.
+    #[derive(Default)]
+    struct Config {
+        store: config::StoreConfig,
+        passthrough: config::PassthroughConfig,
+    }
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Metric, ResourceMetrics, ScopeMetrics, Sum,
     };
@@ -1078,7 +1088,7 @@ mod tests {
 
     #[test]
     fn processes_of_one_service_keep_their_own_series() {
-        let store = Store::new(&Config::default());
+        let store = Store::new(&Default::default(), &Default::default());
         let w1 = || vec![s("service.name", "api"), s("service.instance.id", "w1")];
         let node = |p| vec![s("service.name", "web"), s("host.name", "pod-a"), pid(p)];
         for round in 1..=3 {
@@ -1116,7 +1126,7 @@ mod tests {
     fn without_resource_labels_processes_share_one_series() {
         let mut cfg = Config::default();
         cfg.passthrough.resource_labels = false;
-        let store = Store::new(&cfg);
+        let store = Store::new(&cfg.store, &cfg.passthrough);
         let w = |id: &str| vec![s("service.name", "api"), s("service.instance.id", id)];
         store.passthrough.ingest(&export(w("w1"), 103, 5.0), 1);
         store.passthrough.ingest(&export(w("w2"), 3, 1.0), 1);
@@ -1132,7 +1142,7 @@ mod tests {
 
     #[test]
     fn identical_resources_without_an_id_are_one_series() {
-        let store = Store::new(&Config::default());
+        let store = Store::new(&Default::default(), &Default::default());
         let same = || vec![s("service.name", "api")];
         store.passthrough.ingest(&export(same(), 5, 1.0), 1);
         store.passthrough.ingest(&export(same(), 7, 2.0), 1);
@@ -1211,9 +1221,10 @@ mod native_tests {
     }
 
     fn store() -> Store {
-        let mut cfg = crate::config::Config::default();
-        cfg.passthrough.resource_labels = false;
-        Store::new(&cfg)
+        let mut cfg = config::PassthroughConfig::default();
+        let st = config::StoreConfig::default();
+        cfg.resource_labels = false;
+        Store::new(&st, &cfg)
     }
 
     #[test]

@@ -331,6 +331,22 @@ pub fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// A valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+/// A valid Prometheus label name, `[a-zA-Z_][a-zA-Z0-9_]*`, not `__`-prefixed
+/// (reserved for Prometheus' own).
+pub fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        && !s.starts_with("__")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,7 +405,7 @@ mod tests {
                 .collect();
             let (l, _) = label_name(&s);
             assert!(
-                crate::config::valid_label_name(&l) && !l.starts_with("__"),
+                valid_label_name(&l) && !l.starts_with("__"),
                 "{s:?} -> {l:?}"
             );
             if let Some(n) = prom_name(&s, "", rng.bool(), rng.bool()) {

@@ -25,8 +25,8 @@
 //! alone (many such connections are bounded by the budget and
 //! `server.connections.max_connections`).
 
+use crate::base::{SignalKind, SIGNAL_ITEM_NAMES};
 use crate::export::Refusal;
-use crate::metrics::{SignalKind, SIGNAL_ITEM_NAMES};
 use crate::telemetry::{kv, SelfMetrics};
 use opentelemetry::metrics::AsyncInstrument;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -157,7 +157,7 @@ impl InFlight {
                 "this connection's requests are",
             ),
         };
-        let now = crate::metrics::now_secs();
+        let now = crate::base::now_secs();
         let last = &self.last_warned_s[limit as usize];
         if now >= last.load(Ordering::Relaxed) + 10 {
             last.store(now, Ordering::Relaxed);

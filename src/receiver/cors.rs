@@ -5,7 +5,7 @@
 //! `Access-Control-Allow-Origin` of actual responses. A refused origin never
 //! gets an `Access-Control-Allow-Origin`.
 
-use crate::config::OtlpHttp;
+use super::config::OtlpHttp;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 

@@ -10,8 +10,9 @@
 use super::admit::{Held, Limit, Transport};
 use super::encoding::{self, DecodeError, Encoding};
 use super::listen::GrpcConnInfo;
+use super::stats::BadRequest;
 use super::{Accepted, Pipeline, Rejection};
-use crate::metrics::{BadRequest, SignalKind};
+use crate::base::SignalKind;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
@@ -55,7 +56,7 @@ impl Signal for Traces {
         }
     }
     async fn handle(p: Arc<Pipeline>, body: Bytes) -> Result<Accepted, Rejection> {
-        let stats = &p.store().grpc;
+        let stats = &p.stats.grpc;
         p.spans_or_logs(SignalKind::Spans, body, stats).await
     }
 }
@@ -73,7 +74,7 @@ impl Signal for Logs {
         }
     }
     async fn handle(p: Arc<Pipeline>, body: Bytes) -> Result<Accepted, Rejection> {
-        let stats = &p.store().grpc;
+        let stats = &p.stats.grpc;
         p.spans_or_logs(SignalKind::LogRecords, body, stats).await
     }
 }
@@ -91,7 +92,7 @@ impl Signal for Metrics {
         }
     }
     async fn handle(p: Arc<Pipeline>, body: Bytes) -> Result<Accepted, Rejection> {
-        let stats = &p.store().grpc;
+        let stats = &p.stats.grpc;
         p.metrics(body, stats).await
     }
 }
@@ -170,7 +171,7 @@ where
             Ok(enc) => enc,
             Err(e) => {
                 pipeline
-                    .store()
+                    .stats
                     .grpc
                     .bad_request(signal_of::<S>(), BadRequest::Encoding);
                 return Box::pin(async move { Ok(advertise(unsupported(&e).into_http())) });
@@ -191,7 +192,7 @@ where
                     Err(r) => status_of(r).into_http(),
                 },
                 Err(Unread::Bad(why, status)) => {
-                    pipeline.store().grpc.bad_request(signal_of::<S>(), why);
+                    pipeline.stats.grpc.bad_request(signal_of::<S>(), why);
                     status.into_http()
                 }
                 Err(Unread::Busy(limit)) => {

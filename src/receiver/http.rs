@@ -5,13 +5,13 @@
 //! re-encoded to protobuf, so the same pipeline serves both.
 
 use super::admit::{Held, Limit, Transport};
+use super::config::OtlpHttp;
 use super::cors::Cors;
 use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
+use super::stats::BadRequest;
 use super::{Accepted, Pipeline, Rejection};
-use crate::config::OtlpHttp;
-use crate::metrics::{BadRequest, SignalKind};
-use crate::reload::Live;
+use crate::base::{Live, SignalKind};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -213,14 +213,14 @@ async fn run(
     let (format, body) = match parsed {
         Ok(x) => x,
         Err((why, r)) => {
-            st.pipeline.store().http.bad_request(sig, why);
+            st.pipeline.stats.http.bad_request(sig, why);
             return Err(with_cors(r, origin));
         }
     };
     let p = &st.pipeline;
     let res = match sig {
-        SignalKind::MetricPoints => p.metrics(body, &p.store().http).await,
-        _ => p.spans_or_logs(sig, body, &p.store().http).await,
+        SignalKind::MetricPoints => p.metrics(body, &p.stats.http).await,
+        _ => p.spans_or_logs(sig, body, &p.stats.http).await,
     };
     res.map(|a| (format, a))
         .map_err(|r| with_cors(rejection(format, r), origin))
@@ -287,7 +287,7 @@ async fn read_body(
 
 /// The answer to a body that was not read whole, counted.
 fn unread(st: &HttpState, origin: Option<HeaderValue>, sig: SignalKind, e: Unread) -> Response {
-    let http = &st.pipeline.store().http;
+    let http = &st.pipeline.stats.http;
     let r = match e {
         Unread::TooLarge => {
             http.bad_request(sig, BadRequest::TooLarge);

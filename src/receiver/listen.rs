@@ -10,8 +10,9 @@
 //! connection limit and counters ([`bind`]).
 
 use super::admit::{InFlight, Share};
-use crate::config::ListenAddr;
-use crate::metrics::ListenerStats;
+use super::config::Connections;
+use super::stats::ListenerStats;
+use crate::base::ListenAddr;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-// indices into `ListenerStats::timed_out` (`metrics::TIMEOUT_PHASES`)
+// indices into `ListenerStats::timed_out` (`stats::TIMEOUT_PHASES`)
 const HEADER: usize = 0;
 const REQUEST: usize = 1;
 const IDLE: usize = 2;
@@ -46,8 +47,8 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-impl From<&crate::config::Connections> for Limits {
-    fn from(c: &crate::config::Connections) -> Self {
+impl From<&Connections> for Limits {
+    fn from(c: &Connections) -> Self {
         Limits {
             header_read: c.header_read_timeout.0,
             request: c.request_timeout.0,
@@ -173,7 +174,7 @@ pub async fn accept(l: &Sockets, stats: &ListenerStats, what: &str) -> TcpStream
 /// not one per back-off.
 fn warn_out_of_fds(stats: &ListenerStats, what: &str, e: &io::Error) {
     let n = stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = crate::metrics::now_secs();
+    let now = crate::base::now_secs();
     let last = stats.last_warned_s.load(Ordering::Relaxed);
     if now >= last + 10 {
         stats.last_warned_s.store(now, Ordering::Relaxed);
@@ -342,9 +343,10 @@ pub async fn serve_http(
     l: Sockets,
     app: Router,
     limits: Limits,
-    (what, stats): (&'static str, Arc<ListenerStats>),
+    stats: Arc<ListenerStats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let what = stats.name;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let s = tokio::select! {

@@ -2,19 +2,23 @@
 //! derive, offer to the forwarder, then acknowledge.
 
 pub mod admit;
+pub mod config;
 pub mod cors;
 pub mod encoding;
 pub mod grpc;
 pub mod http;
 pub mod listen;
+pub mod stats;
 pub mod validate;
 
+use crate::base::{Live, SignalKind};
 use crate::derive::Deriver;
 use crate::export::{Forward, Refusal};
-use crate::metrics::{BadRequest, ReceiverStats, SignalKind, Store};
+use crate::metrics::Store;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
+use stats::{BadRequest, ReceiverStats};
 use std::sync::Arc;
 
 /// What became of a request.
@@ -36,7 +40,7 @@ pub struct Accepted {
 
 pub struct Pipeline {
     /// the rules in force, swapped whole by a config reload (`crate::reload`)
-    pub deriver: crate::reload::Live<Deriver>,
+    pub deriver: Live<Deriver>,
     pub store: Arc<Store>,
     pub forward: Option<Arc<dyn Forward>>,
     /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted
@@ -45,6 +49,8 @@ pub struct Pipeline {
     /// `receivers.max_in_flight_bytes`: what requests being read or worked
     /// on may hold, taken by the receivers (`admit.rs`)
     pub in_flight: Arc<admit::InFlight>,
+    /// what the receivers accepted and refused, per transport
+    pub stats: Arc<stats::Transports>,
 }
 
 impl Pipeline {
@@ -190,7 +196,7 @@ impl Pipeline {
             let got = self
                 .store()
                 .passthrough
-                .ingest(&req, crate::metrics::now_secs());
+                .ingest(&req, crate::base::now_secs());
             if got.dropped > 0 {
                 acc.rejected = got.dropped;
                 acc.message = format!(

@@ -8,20 +8,21 @@
 //! counters and gauges whose callbacks read those atomics, in its own module
 //! (`ReceiverStats::declare`, `ExporterStats::declare`, ...). A scrape runs
 //! the callbacks through a manual reader and turns the collected data into
-//! exposition families ([`SelfMetrics::families`]); the OTLP push runs them
+//! exposition families (`crate::metrics::own`); the OTLP push runs them
 //! through a periodic reader.
 
+pub mod config;
 pub mod http;
 pub mod otlp;
 pub mod process;
 
-use crate::metrics::snapshot::{Family, Kind};
 use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+pub use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
-    Instrument, InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Stream, Temporality,
+    Instrument, InstrumentKind as SdkKind, ManualReader, Pipeline, SdkMeterProvider, Stream,
+    Temporality,
 };
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -33,15 +34,23 @@ const NARROW: usize = 64;
 /// The `wide` limit of [`SelfMetrics::default`].
 const DEFAULT_WIDE: usize = 2048;
 
+/// What an instrument is, for the exposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstrumentKind {
+    Counter,
+    Gauge,
+}
+
 /// One declared instrument, in declaration order (the exposition order).
-struct Declared {
+pub struct Declared {
     /// the Prometheus name (a counter's ends in `_total`)
-    name: String,
+    pub name: String,
     /// the instrument's name (a counter's without `_total`)
-    otel: String,
-    kind: Kind,
-    help: String,
-    unit: &'static str,
+    pub otel: String,
+    pub kind: InstrumentKind,
+    pub help: String,
+    /// UCUM (`s`, `By`) or ""
+    pub unit: &'static str,
 }
 
 /// The self-metrics: a meter provider whose manual reader serves /metrics
@@ -73,7 +82,7 @@ impl MetricReader for Shared {
     fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
         self.0.shutdown_with_timeout(t)
     }
-    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+    fn temporality(&self, kind: SdkKind) -> Temporality {
         self.0.temporality(kind)
     }
 }
@@ -121,9 +130,9 @@ impl SelfMetrics {
         }
     }
 
-    fn declare(&self, name: &str, kind: Kind, help: &str, unit: &'static str) -> String {
+    fn declare(&self, name: &str, kind: InstrumentKind, help: &str, unit: &'static str) -> String {
         let otel = match kind {
-            Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
+            InstrumentKind::Counter => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
         }
         .to_string();
@@ -151,7 +160,7 @@ impl SelfMetrics {
     where
         F: Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static,
     {
-        let otel = self.declare(name, Kind::Counter, help, unit);
+        let otel = self.declare(name, InstrumentKind::Counter, help, unit);
         let c = self
             .meter
             .u64_observable_counter(otel)
@@ -167,7 +176,7 @@ impl SelfMetrics {
     where
         F: Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
     {
-        let otel = self.declare(name, Kind::Counter, help, unit);
+        let otel = self.declare(name, InstrumentKind::Counter, help, unit);
         let c = self
             .meter
             .f64_observable_counter(otel)
@@ -183,7 +192,7 @@ impl SelfMetrics {
     where
         F: Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
     {
-        let otel = self.declare(name, Kind::Gauge, help, unit);
+        let otel = self.declare(name, InstrumentKind::Gauge, help, unit);
         let g = self
             .meter
             .f64_observable_gauge(otel)
@@ -194,33 +203,16 @@ impl SelfMetrics {
         self.keep(g);
     }
 
-    /// Every declared family with its current series, in declaration order,
-    /// series sorted by their labels (a family whose callback observed
-    /// nothing keeps its header, as before). Runs the callbacks: scrape time
-    /// only, never on the hot path.
-    pub fn families(&self) -> Vec<Family> {
+    /// Runs the callbacks and hands `f` the declared instruments, in
+    /// declaration order, with what was collected (scrape time only, never
+    /// on the hot path; `crate::metrics::own` turns it into families).
+    pub fn read<R>(&self, f: impl FnOnce(&[Declared], &ResourceMetrics) -> R) -> R {
         let mut rm = ResourceMetrics::default();
         if let Err(e) = self.reader.collect(&mut rm) {
             tracing::debug!(error = %e, "self-metrics not collected");
         }
         let declared = self.declared.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<Family> = declared
-            .iter()
-            .map(|d| {
-                let mut f = Family::new(d.name.clone(), d.kind, d.help.clone());
-                f.unit = prometheus_unit(d.unit).into();
-                f
-            })
-            .collect();
-        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
-            let Some(i) = declared.iter().position(|d| d.otel == m.name()) else {
-                continue;
-            };
-            if let Some(f) = out.get_mut(i) {
-                fill(f, m.data());
-            }
-        }
-        out
+        f(&declared, &rm)
     }
 
     /// Pushes what is pending over OTLP and stops the readers.
@@ -237,156 +229,7 @@ const WIDE_INSTRUMENTS: [&str; 4] = [
     "geometra_sidecar_derive_skipped",
 ];
 
-/// OpenMetrics' unit word for a UCUM unit.
-fn prometheus_unit(ucum: &str) -> &'static str {
-    match ucum {
-        "s" => "seconds",
-        "By" => "bytes",
-        _ => "",
-    }
-}
-
-/// The collected points of one instrument into its family.
-fn fill(f: &mut Family, data: &AggregatedMetrics) {
-    let mut rows: Vec<(Vec<(String, String)>, f64)> = Vec::new();
-    let labels = |a: &mut dyn Iterator<Item = &KeyValue>| {
-        // the SDK's `otel.metric.overflow` becomes a valid Prometheus label
-        let mut l = a
-            .map(|kv| {
-                (
-                    kv.key.as_str().replace('.', "_"),
-                    kv.value.as_str().into_owned(),
-                )
-            })
-            .collect::<Vec<_>>();
-        // the SDK keeps the order of a set's first observation; sorted, a
-        // family's series list their labels alike and sort together
-        l.sort_unstable();
-        l
-    };
-    match data {
-        AggregatedMetrics::U64(MetricData::Sum(s)) => {
-            for p in s.data_points() {
-                rows.push((labels(&mut p.attributes()), p.value() as f64));
-            }
-        }
-        AggregatedMetrics::F64(MetricData::Sum(s)) => {
-            for p in s.data_points() {
-                rows.push((labels(&mut p.attributes()), p.value()));
-            }
-        }
-        AggregatedMetrics::F64(MetricData::Gauge(g)) => {
-            for p in g.data_points() {
-                rows.push((labels(&mut p.attributes()), p.value()));
-            }
-        }
-        AggregatedMetrics::U64(MetricData::Gauge(g)) => {
-            for p in g.data_points() {
-                rows.push((labels(&mut p.attributes()), p.value() as f64));
-            }
-        }
-        _ => {}
-    }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    for (l, v) in rows {
-        let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        f.value(&pairs, v);
-    }
-}
-
 /// `KeyValue`s from static pairs (no allocation for static strings).
 pub fn kv<const N: usize>(pairs: [(&'static str, &'static str); N]) -> [KeyValue; N] {
     pairs.map(|(k, v)| KeyValue::new(k, v))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    #[test]
-    fn families_follow_declarations_and_read_the_atomics_at_collection() {
-        let t = SelfMetrics::default();
-        let n = Arc::new(AtomicU64::new(0));
-        let c = n.clone();
-        t.counter("x_things_total", "Things.", "", move |o| {
-            // labels in either order come out sorted by key
-            o.observe(c.load(Ordering::Relaxed), &kv([("b", "2"), ("a", "x")]));
-            o.observe(7, &kv([("a", "x"), ("b", "1")]));
-        });
-        t.gauge("x_empty", "Nothing observed.", "By", |_| {});
-        n.store(5, Ordering::Relaxed);
-        let f = t.families();
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[0].name, "x_things_total");
-        assert_eq!(f[0].kind, Kind::Counter);
-        let got: Vec<(Vec<(&str, &str)>, f64)> = f[0]
-            .series
-            .iter()
-            .map(|s| {
-                let v = match s.point {
-                    crate::metrics::snapshot::Point::Value(v) => v,
-                    _ => f64::NAN,
-                };
-                (f[0].labels_of(s).collect(), v)
-            })
-            .collect();
-        let want = vec![
-            (vec![("a", "x"), ("b", "1")], 7.0),
-            (vec![("a", "x"), ("b", "2")], 5.0),
-        ];
-        assert_eq!(got, want);
-        assert_eq!(
-            (f[1].name.as_str(), f[1].unit.as_str()),
-            ("x_empty", "bytes")
-        );
-        assert!(f[1].series.is_empty());
-        n.store(9, Ordering::Relaxed);
-        let f = t.families();
-        assert!(matches!(
-            f[0].series[1].point,
-            crate::metrics::snapshot::Point::Value(v) if v == 9.0
-        ));
-    }
-
-    #[test]
-    fn attribute_sets_not_observed_any_more_go_away() {
-        let t = SelfMetrics::default();
-        let on = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let o2 = on.clone();
-        t.counter("x_total", "x", "", move |o| {
-            if o2.load(Ordering::Relaxed) {
-                o.observe(1, &[KeyValue::new("metric", "gone".to_string())]);
-            }
-            o.observe(1, &[KeyValue::new("metric", "kept".to_string())]);
-        });
-        assert_eq!(t.families()[0].series.len(), 2);
-        on.store(false, Ordering::Relaxed);
-        assert_eq!(t.families()[0].series.len(), 1);
-    }
-
-    #[test]
-    fn past_the_wide_limit_series_fold_into_a_valid_overflow_label() {
-        let t = SelfMetrics::new(None, 64);
-        t.gauge(
-            "geometra_sidecar_series",
-            "Live series per metric.",
-            "",
-            |o| {
-                for i in 0..100 {
-                    o.observe(1.0, &[KeyValue::new("metric", format!("m{i}"))]);
-                }
-            },
-        );
-        let f = t.families();
-        // the limit, and one overflow series past it
-        assert_eq!(f[0].series.len(), 65);
-        let overflow: Vec<Vec<(&str, &str)>> = f[0]
-            .series
-            .iter()
-            .map(|s| f[0].labels_of(s).collect::<Vec<_>>())
-            .filter(|l| l.iter().any(|(k, _)| k.starts_with("otel")))
-            .collect();
-        assert_eq!(overflow, vec![vec![("otel_metric_overflow", "true")]]);
-    }
 }

@@ -11,7 +11,8 @@
 //! failed again. Config validation refuses an endpoint that is the sidecar's
 //! own receiver unless `telemetry.otlp.allow_self` is set.
 
-use crate::config::{Protocol, TelemetryOtlp};
+use super::config::TelemetryOtlp;
+use crate::base::Protocol;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};

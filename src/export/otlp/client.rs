@@ -3,12 +3,12 @@
 //! (possibly partially) or a [`Failure`] classified by [`crate::export::retry`].
 //! The HTTP client is built by [`crate::export::http`].
 
-use crate::config::{Compression, Endpoint, Protocol};
+use super::config::{Compression, Endpoint, Protocol};
+use crate::base::SignalKind;
 use crate::export::auth::Token;
 use crate::export::http::read;
 pub use crate::export::retry::Failure;
 use crate::export::retry::{classify_grpc, classify_http, HttpRetry};
-use crate::metrics::SignalKind;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use std::sync::Arc;
@@ -407,7 +407,7 @@ fn gzip_fast(b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dur;
+    use crate::base::Dur;
 
     fn ep(url: &str) -> Endpoint {
         Endpoint {

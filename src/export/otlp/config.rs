@@ -1,7 +1,8 @@
 //! The OTLP forwarder's configuration (`forward:`): where each signal goes,
 //! and how it is batched, retried and queued; with its validation.
 
-use crate::config::{ConfigError, Dur, Tls};
+pub use crate::base::Protocol;
+use crate::base::{ConfigError, Dur, Tls};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,13 +25,6 @@ pub struct Forward {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Grpc,
-    Http,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
 pub enum Compression {
     Gzip,
     None,
@@ -39,6 +33,9 @@ pub enum Compression {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
+    /// Required: here, or for logs by `--forward-logs-to`, which fills it
+    /// in when the file gives the rest of the section.
+    #[serde(default)]
     pub endpoint: String,
     /// Inferred from the endpoint when absent: a path ending in `/v1/<signal>` is OTLP/HTTP, else gRPC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +147,16 @@ impl Forward {
             ("metrics", &self.metrics),
         ] {
             if let Some(ep) = ep {
+                if ep.endpoint.is_empty() {
+                    let flag = match name {
+                        "logs" => " (or --forward-logs-to / GEOMETRA_FORWARD_LOGS_TO)",
+                        _ => "",
+                    };
+                    return bad(
+                        &format!("{name}.endpoint"),
+                        &format!("is required: write the downstream's URL here{flag}"),
+                    );
+                }
                 if !(ep.endpoint.starts_with("http://") || ep.endpoint.starts_with("https://")) {
                     return bad(
                         &format!("{name}.endpoint"),
@@ -163,6 +170,74 @@ impl Forward {
         }
         if self.queue.consumers == 0 {
             return bad("queue.consumers", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Endpoint {
+    /// An endpoint with the defaults for everything but the URL
+    /// (`--forward-logs-to` without a `forward.logs` section).
+    pub fn with_url(url: &str) -> Endpoint {
+        Endpoint {
+            endpoint: url.to_string(),
+            protocol: None,
+            headers: BTreeMap::new(),
+            bearer_token_file: None,
+            timeout: default_timeout(),
+            compression: default_compression(),
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactAction {
+    Drop,
+    Hash,
+    Truncate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    pub key: String,
+    pub action: RedactAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+}
+
+/// `redaction:`: attributes of forwarded data dropped, hashed or truncated.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redaction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<RedactRule>,
+}
+
+impl Redaction {
+    /// Truncation needs a length, hashing a key file.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, r) in self.attributes.iter().enumerate() {
+            if r.action == RedactAction::Truncate && r.max_length.is_none() {
+                return Err(ConfigError::at(
+                    &format!("redaction.attributes[{i}].max_length"),
+                    "truncate needs max_length",
+                ));
+            }
+        }
+        let hashes = self
+            .attributes
+            .iter()
+            .any(|r| r.action == RedactAction::Hash);
+        if hashes && self.hash_key_file.is_none() {
+            return Err(ConfigError::at(
+                "redaction.hash_key_file",
+                "the hash action needs a key file",
+            ));
         }
         Ok(())
     }

@@ -1033,7 +1033,7 @@ mod tests {
         let mut framed = Vec::new();
         frame(&mut framed, &one, 1);
         let hour = 3_600_000u64 * framed.len() as u64;
-        let cap = crate::config::Queue::default().max_disk_bytes;
+        let cap = crate::export::otlp::config::Queue::default().max_disk_bytes;
         assert!(
             hour <= cap,
             "an hour is {hour} bytes, the default cap {cap}"

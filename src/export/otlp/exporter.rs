@@ -4,12 +4,13 @@
 //! sender a new [`Sending`] (client and policy) through a `watch` channel.
 
 use super::client::{self, Client};
+use super::config::{Endpoint, Forward as ForwardCfg, Redaction};
 use super::queue::{self, Queue};
 use super::{disk, redact};
-use crate::config::{Config, Forward as ForwardCfg};
+use crate::base::{Live, SignalKind};
 use crate::export::retry::{Backoff, Failure};
+use crate::export::stats::ExporterStats;
 use crate::export::{Forward, OfferFuture, Refusal};
-use crate::metrics::{ExporterStats, SignalKind, Store};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -74,7 +75,7 @@ impl Sending {
     /// file, a bad header...). Reads files: not on an async worker, except
     /// at start-up. Must run within the runtime (a gRPC channel spawns its
     /// worker).
-    fn new(ep: &crate::config::Endpoint, sig: SignalKind, f: &ForwardCfg) -> Result<Self, String> {
+    fn new(ep: &Endpoint, sig: SignalKind, f: &ForwardCfg) -> Result<Self, String> {
         Ok(Sending {
             client: Client::new(ep, sig)?,
             pol: Policy::new(f),
@@ -101,7 +102,7 @@ pub struct Reconfig {
 pub struct Forwarder {
     pipes: [Option<Pipe>; 3],
     /// log records' redaction, swapped whole by a config reload
-    redactor: crate::reload::Live<Option<redact::Redactor>>,
+    redactor: Live<Option<redact::Redactor>>,
     /// Set when draining: the instant by which senders give up.
     drain_tx: watch::Sender<Option<Instant>>,
     /// the runtime, entered by a reload (on its own thread) to build clients
@@ -111,6 +112,15 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// Each forwarded signal's counters (for `/metrics`).
+    pub fn stats(&self) -> Vec<Arc<ExporterStats>> {
+        self.pipes
+            .iter()
+            .flatten()
+            .map(|p| p.queue.stats.clone())
+            .collect()
+    }
+
     /// Waits until queued data is delivered or `deadline` passes; what is
     /// left stays on disk (with a queue directory) or is counted as failed.
     pub async fn drain(&self, deadline: Duration) {
@@ -200,7 +210,7 @@ impl Forwarder {
 }
 
 /// The configured endpoint of each signal.
-fn endpoints(f: &ForwardCfg) -> [(SignalKind, Option<&crate::config::Endpoint>); 3] {
+fn endpoints(f: &ForwardCfg) -> [(SignalKind, Option<&Endpoint>); 3] {
     [
         (SignalKind::LogRecords, f.logs.as_ref()),
         (SignalKind::Spans, f.traces.as_ref()),
@@ -469,9 +479,12 @@ async fn run_sender(
     }
 }
 
-/// Builds the forwarder from the config (None when nothing is forwarded).
-pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwarder>>, String> {
-    let f = &cfg.forward;
+/// Builds the forwarder from its sections, `forward:` and `redaction:`
+/// (None when nothing is forwarded).
+pub async fn build(
+    f: &ForwardCfg,
+    redaction: &Redaction,
+) -> Result<Option<Arc<Forwarder>>, String> {
     if f.logs.is_none() && f.traces.is_none() && f.metrics.is_none() {
         return Ok(None);
     }
@@ -480,8 +493,7 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         Some(dir) => Some(lock_queue_dir(dir)?),
         None => None,
     };
-    let consumers = f.queue.consumers.max(1);
-    let redactor = redact::Redactor::new(&cfg.redaction)?;
+    let redactor = redact::Redactor::new(redaction)?;
     let (drain_tx, _) = watch::channel(None);
     let mut pipes: [Option<Pipe>; 3] = [None, None, None];
     for (sig, ep, name, sub) in [
@@ -495,75 +507,93 @@ pub async fn build(cfg: &Config, store: &Arc<Store>) -> Result<Option<Arc<Forwar
         ),
     ] {
         let Some(ep) = ep else { continue };
-        let sending = Arc::new(Sending::new(ep, sig, f)?);
-        // queue capacity in the queue's unit: items, or bytes on disk
-        let capacity = match &f.queue.dir {
-            Some(_) => f.queue.max_disk_bytes,
-            None => f.queue.max_items as u64,
-        };
-        let stats = Arc::new(ExporterStats::new(name, sig, capacity));
-        let disk = match &f.queue.dir {
-            Some(dir) => {
-                let d = dir.join(sub);
-                let (max, fsync, at) = (f.queue.max_disk_bytes, f.queue.fsync, d.clone());
-                // the start-up scan reads every segment: off the async workers
-                let (log, scan) =
-                    tokio::task::spawn_blocking(move || disk::DiskLog::open(&at, max, fsync))
-                        .await
-                        .map_err(|e| format!("opening the queue directory: {e}"))??;
-                if scan.corrupt_regions > 0 {
-                    stats
-                        .send_failed
-                        .fetch_add(scan.corrupt_items, Ordering::Relaxed);
-                    tracing::warn!(
-                        exporter = name,
-                        dir = %d.display(),
-                        corrupt_regions = scan.corrupt_regions,
-                        corrupt_bytes = scan.corrupt_bytes,
-                        corrupt_items = scan.corrupt_items,
-                        "on-disk queue: skipped corrupt or torn records (counted as send_failed)"
-                    );
-                }
-                if scan.records > 0 {
-                    tracing::info!(
-                        exporter = name,
-                        records = scan.records,
-                        items = scan.items,
-                        "on-disk queue: resuming delivery"
-                    );
-                }
-                Some(log)
-            }
-            None => None,
-        };
-        store.add_exporter(stats.clone());
-        let q = Arc::new(Queue::new(
-            f.queue.max_items,
-            f.queue.max_bytes,
-            disk,
-            stats,
-        ));
-        let (sending, setups) = watch::channel(sending);
-        tokio::spawn(run_sender(
-            name,
-            setups,
-            q.clone(),
-            consumers,
-            drain_tx.subscribe(),
-        ));
-        pipes[sig as usize] = Some(Pipe {
-            name,
-            queue: q,
-            sending,
-        });
+        pipes[sig as usize] = Some(pipe(f, ep, (sig, name, sub), &drain_tx).await?);
     }
     Ok(Some(Arc::new(Forwarder {
         pipes,
-        redactor: crate::reload::Live::new(redactor),
+        redactor: Live::new(redactor),
         drain_tx,
         rt: tokio::runtime::Handle::current(),
         _lock: lock,
     })))
+}
+
+/// One signal's queue (on disk under `<dir>/<sub>` with a queue directory)
+/// and its sender tasks.
+async fn pipe(
+    f: &ForwardCfg,
+    ep: &Endpoint,
+    (sig, name, sub): (SignalKind, &'static str, &str),
+    drain_tx: &watch::Sender<Option<Instant>>,
+) -> Result<Pipe, String> {
+    let sending = Arc::new(Sending::new(ep, sig, f)?);
+    // queue capacity in the queue's unit: items, or bytes on disk
+    let capacity = match &f.queue.dir {
+        Some(_) => f.queue.max_disk_bytes,
+        None => f.queue.max_items as u64,
+    };
+    let stats = Arc::new(ExporterStats::new(name, sig, capacity));
+    let disk = match &f.queue.dir {
+        Some(dir) => Some(open_disk(f, &dir.join(sub), name, &stats).await?),
+        None => None,
+    };
+    let q = Arc::new(Queue::new(
+        f.queue.max_items,
+        f.queue.max_bytes,
+        disk,
+        stats,
+    ));
+    let (sending, setups) = watch::channel(sending);
+    let consumers = f.queue.consumers.max(1);
+    tokio::spawn(run_sender(
+        name,
+        setups,
+        q.clone(),
+        consumers,
+        drain_tx.subscribe(),
+    ));
+    Ok(Pipe {
+        name,
+        queue: q,
+        sending,
+    })
+}
+
+/// Opens a signal's on-disk queue at `d`; what its start-up scan found
+/// corrupt is counted as failed and logged.
+async fn open_disk(
+    f: &ForwardCfg,
+    d: &std::path::Path,
+    name: &str,
+    stats: &ExporterStats,
+) -> Result<disk::DiskLog, String> {
+    let (max, fsync, at) = (f.queue.max_disk_bytes, f.queue.fsync, d.to_path_buf());
+    // the start-up scan reads every segment: off the async workers
+    let (log, scan) = tokio::task::spawn_blocking(move || disk::DiskLog::open(&at, max, fsync))
+        .await
+        .map_err(|e| format!("opening the queue directory: {e}"))??;
+    if scan.corrupt_regions > 0 {
+        stats
+            .send_failed
+            .fetch_add(scan.corrupt_items, Ordering::Relaxed);
+        tracing::warn!(
+            exporter = name,
+            dir = %d.display(),
+            corrupt_regions = scan.corrupt_regions,
+            corrupt_bytes = scan.corrupt_bytes,
+            corrupt_items = scan.corrupt_items,
+            "on-disk queue: skipped corrupt or torn records (counted as send_failed)"
+        );
+    }
+    if scan.records > 0 {
+        tracing::info!(
+            exporter = name,
+            records = scan.records,
+            items = scan.items,
+            "on-disk queue: resuming delivery"
+        );
+    }
+    Ok(log)
 }
 
 /// Takes an exclusive advisory lock (flock) on `<dir>/lock`, held until the

@@ -13,8 +13,8 @@
 //! (the repeated field 1 of the concatenation holds all the resources).
 
 use super::disk::{DiskLog, Loc};
+use crate::export::stats::ExporterStats;
 use crate::export::Refusal;
-use crate::metrics::ExporterStats;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -332,7 +332,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::SignalKind;
+    use crate::base::SignalKind;
 
     fn stats() -> Arc<ExporterStats> {
         Arc::new(ExporterStats::new("otlp/logs", SignalKind::LogRecords, 10))

@@ -8,7 +8,7 @@
 //! the configured keys occurs as a byte string cannot carry such an
 //! attribute, and is forwarded as received.
 
-use crate::config::{RedactAction, Redaction};
+use super::config::{RedactAction, Redaction};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -209,7 +209,7 @@ fn truncate(s: &mut String, n: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RedactRule;
+    use crate::export::otlp::config::RedactRule;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 
     fn s(v: &str) -> Option<AnyValue> {

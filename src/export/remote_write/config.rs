@@ -1,7 +1,7 @@
 //! The remote-write exporter's configuration (`remote_write:`): where to
 //! push, how often, with which extra labels and credentials.
 
-use crate::config::{ConfigError, Dur, Tls};
+use crate::base::{ConfigError, Dur, Tls};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +11,9 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct RemoteWrite {
     /// The receiver's write endpoint, e.g. `http://mimir:8080/api/v1/push`.
+    /// Required: here, or by `--remote-write-url` / `GEOMETRA_REMOTE_WRITE_URL`,
+    /// which fills it in when the file gives the rest of the section.
+    #[serde(default)]
     pub url: String,
     /// How often the store's current values are pushed.
     #[serde(default = "default_interval")]
@@ -63,6 +66,12 @@ impl RemoteWrite {
     /// What serde cannot check (the key paths start at `remote_write.`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, msg: &str| Err(ConfigError(format!("remote_write.{key}: {msg}")));
+        if self.url.is_empty() {
+            return bad(
+                "url",
+                "is required: write the receiver's URL here (or --remote-write-url / GEOMETRA_REMOTE_WRITE_URL)",
+            );
+        }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return bad("url", "must start with http:// or https://");
         }

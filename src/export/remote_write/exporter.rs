@@ -7,9 +7,10 @@
 use super::client::Client;
 use super::config::RemoteWrite;
 use super::translate::Translator;
+use crate::base::SignalKind;
 use crate::export::retry::{Backoff, Failure};
+use crate::export::stats::ExporterStats;
 use crate::metrics::snapshot::Snapshot;
-use crate::metrics::{ExporterStats, SignalKind, Store};
 use bytes::Bytes;
 use prost::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,14 +107,9 @@ impl Setup {
 pub type Control = tokio::sync::watch::Sender<Arc<Setup>>;
 
 /// Checks the config, builds the client and starts the push loop.
-pub fn start(
-    cfg: &RemoteWrite,
-    store: &Arc<Store>,
-    source: SnapshotSource,
-) -> Result<(Arc<Stats>, Control), String> {
+pub fn start(cfg: &RemoteWrite, source: SnapshotSource) -> Result<(Arc<Stats>, Control), String> {
     let setup = Arc::new(Setup::new(cfg)?);
     let points = Arc::new(ExporterStats::new(NAME, SignalKind::MetricPoints, 1));
-    store.add_exporter(points.clone());
     let stats = Arc::new(Stats {
         points,
         sent_batches: AtomicU64::new(0),

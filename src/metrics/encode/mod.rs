@@ -149,7 +149,7 @@ pub fn encode_text(s: &Snapshot, om: bool) -> String {
 /// Collects a store's snapshot and renders it (text or OpenMetrics): a
 /// shorthand for tests that hold a store rather than a deriver.
 pub fn render(store: &super::Store, own: &[super::snapshot::Family], om: bool) -> String {
-    text::encode(&crate::server::collect(store, own.to_vec()), om)
+    text::encode(&store.snapshot(own.to_vec()), om)
 }
 
 #[cfg(test)]
