@@ -47,6 +47,9 @@ for ex in examples/node-frontend examples/browser; do
   (cd "$ex" && npm ci --no-audit --no-fund --loglevel=error)
 done
 
+echo "== structure (scripts/check-structure.py)"
+python3 scripts/check-structure.py
+
 echo "== cargo build --release"
 cargo build --release --locked --all-targets
 echo "== cargo test --release"

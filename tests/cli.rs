@@ -449,3 +449,215 @@ fn cors_headers_max_age_and_wildcard_origins_are_checked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every override: its flag, its variable, the key it sets (a YAML path),
+/// the file's section around it, and three values (file, variable, flag).
+const OVERRIDES: [(&str, &str, &str, &str, [&str; 3]); 7] = [
+    (
+        "--otlp-grpc-listen",
+        "GEOMETRA_OTLP_GRPC_LISTEN",
+        "receivers.otlp_grpc.listen",
+        "",
+        ["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"],
+    ),
+    (
+        "--otlp-http-listen",
+        "GEOMETRA_OTLP_HTTP_LISTEN",
+        "receivers.otlp_http.listen",
+        "",
+        ["127.0.0.1:5401", "127.0.0.1:5402", "127.0.0.1:5403"],
+    ),
+    (
+        "--metrics-listen",
+        "GEOMETRA_METRICS_LISTEN",
+        "server.listen",
+        "",
+        ["127.0.0.1:5901", "127.0.0.1:5902", "127.0.0.1:5903"],
+    ),
+    (
+        "--forward-logs-to",
+        "GEOMETRA_FORWARD_LOGS_TO",
+        "forward.logs.endpoint",
+        "timeout: 5s",
+        ["http://a:4317", "http://b:4317", "http://c:4317"],
+    ),
+    (
+        "--remote-write-url",
+        "GEOMETRA_REMOTE_WRITE_URL",
+        "remote_write.url",
+        "interval: 30s",
+        ["http://a/push", "http://b/push", "http://c/push"],
+    ),
+    (
+        "--queue-dir",
+        "GEOMETRA_QUEUE_DIR",
+        "forward.queue.dir",
+        "max_items: 7",
+        ["/tmp/qa", "/tmp/qb", "/tmp/qc"],
+    ),
+    (
+        "--log-format",
+        "GEOMETRA_LOG_FORMAT",
+        "telemetry.log_format",
+        "log_level: debug",
+        ["json", "text", "json"],
+    ),
+];
+
+/// A YAML document setting `path` to `value`, with `sibling` (a `key: value`
+/// of the same section) beside it.
+fn nested(path: &str, value: Option<&str>, sibling: &str) -> String {
+    let keys: Vec<&str> = path.split('.').collect();
+    let mut out = String::new();
+    for (depth, k) in keys[..keys.len() - 1].iter().enumerate() {
+        out += &format!("{}{k}:\n", "  ".repeat(depth));
+    }
+    let indent = "  ".repeat(keys.len() - 1);
+    if let Some(v) = value {
+        out += &format!("{indent}{}: {v}\n", keys[keys.len() - 1]);
+    }
+    if !sibling.is_empty() {
+        out += &format!("{indent}{sibling}\n");
+    }
+    out
+}
+
+/// `check-config` with `file`, the variable and the flag as given, and no
+/// other `GEOMETRA_*` variable; the effective config as YAML.
+fn effective(
+    file: &str,
+    var: Option<(&str, &str)>,
+    flag: Option<(&str, &str)>,
+) -> serde_yaml_ng::Value {
+    let f = config(file);
+    let mut cmd = bin();
+    cmd.args(["check-config", "--config"]).arg(f.path());
+    for (_, v, _, _, _) in OVERRIDES {
+        cmd.env_remove(v);
+    }
+    if let Some((k, v)) = var {
+        cmd.env(k, v);
+    }
+    if let Some((k, v)) = flag {
+        cmd.args([k, v]);
+    }
+    let out = cmd.output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{file}\n{var:?} {flag:?}\n{err}");
+    serde_yaml_ng::from_slice(&out.stdout).expect("check-config prints YAML")
+}
+
+fn at<'a>(v: &'a serde_yaml_ng::Value, path: &str) -> &'a serde_yaml_ng::Value {
+    path.split('.').fold(v, |v, k| &v[k])
+}
+
+fn text(v: &serde_yaml_ng::Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .expect("yaml")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn every_flag_wins_over_its_variable_which_wins_over_the_file_which_wins_over_the_default() {
+    for (flag, var, path, sibling, [in_file, in_var, in_flag]) in OVERRIDES {
+        let file = nested(path, Some(in_file), sibling);
+        let sib_path = format!(
+            "{}.{}",
+            path.rsplit_once('.').expect("a section").0,
+            sibling.split(':').next().unwrap_or("")
+        );
+        let cases = [
+            (None, None, in_file),
+            (Some((var, in_var)), None, in_var),
+            (Some((var, in_var)), Some((flag, in_flag)), in_flag),
+            (None, Some((flag, in_flag)), in_flag),
+        ];
+        for (v, f, want) in cases {
+            let got = effective(&file, v, f);
+            assert_eq!(text(at(&got, path)), want, "{path} with {v:?} {f:?}");
+            if !sibling.is_empty() {
+                let kept = sibling.split_once(": ").expect("key: value").1;
+                assert_eq!(
+                    text(at(&got, &sib_path)),
+                    kept,
+                    "{sib_path} kept with {v:?} {f:?}"
+                );
+            }
+        }
+    }
+    // and nothing set: the embedded default
+    let got = effective("", None, None);
+    assert_eq!(
+        text(at(&got, "receivers.otlp_grpc.listen")),
+        "localhost:4317"
+    );
+    assert_eq!(text(at(&got, "telemetry.log_format")), "text");
+}
+
+#[test]
+fn a_flag_or_variable_fills_in_the_key_a_partial_section_leaves_out() {
+    for (flag, var, path, sibling, [_, in_var, in_flag]) in OVERRIDES {
+        if sibling.is_empty() {
+            continue;
+        }
+        let file = nested(path, None, sibling);
+        for (v, f, want) in [
+            (Some((var, in_var)), None, in_var),
+            (None, Some((flag, in_flag)), in_flag),
+        ] {
+            let got = effective(&file, v, f);
+            assert_eq!(text(at(&got, path)), want, "{file}");
+        }
+    }
+}
+
+#[test]
+fn a_partial_section_without_its_flag_names_the_missing_key_and_how_to_give_it() {
+    let err = refused("remote_write:\n  interval: 30s\n", "remote_write.url", 1);
+    assert!(
+        err.contains("is required") && err.contains("--remote-write-url"),
+        "{err}"
+    );
+    let err = refused(
+        "forward:\n  logs:\n    timeout: 5s\n",
+        "forward.logs.endpoint",
+        2,
+    );
+    assert!(
+        err.contains("is required") && err.contains("--forward-logs-to"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_value_from_the_command_line_names_the_flag() {
+    let out = bin()
+        .args(["check-config", "--forward-logs-to", "ftp://x"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("command line (--forward-logs-to / GEOMETRA_FORWARD_LOGS_TO): forward.logs.endpoint: must start with http:// or https://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_config_flag_wins_over_geometra_config() {
+    let a = config("store:\n  max_series: 11\n");
+    let b = config("store:\n  max_series: 22\n");
+    let run = |flag: bool| {
+        let mut cmd = bin();
+        cmd.arg("check-config").env("GEOMETRA_CONFIG", a.path());
+        if flag {
+            cmd.arg("--config").arg(b.path());
+        }
+        let out = cmd.output().expect("run");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(run(false).contains("max_series: 11"));
+    assert!(run(true).contains("max_series: 22"));
+}
