@@ -6,7 +6,7 @@
 # Build stage: the release binary with the versions of Cargo.lock (--locked).
 # Runtime stage: distroless cc (glibc + libgcc, no shell, no package manager),
 # running as the distroless "nonroot" user, UID/GID 65532, as the helm chart
-# and docs/CONTRACT-NOTES.md expect.
+# and CONTRIBUTING.md ("Container image") expect.
 
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
