@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -978,6 +979,9 @@ def test_remote_write_url_secret_config_passes_check_config(tmp_path):
     )
     assert res.returncode == 0, f"check-config refused the chart's config with the URL from the environment:\n{res.stdout}\n{res.stderr}\n---\n{text}"
     rw = yaml.safe_load(res.stdout)["remote_write"]
-    assert rw["url"] == url
+    # the URL from the environment, the rest from the file (compared without
+    # the credentials, which check-config's output may mask)
+    got, want = urlsplit(rw["url"]), urlsplit(url)
+    assert (got.scheme, got.hostname, got.port, got.path) == (want.scheme, want.hostname, want.port, want.path)
     assert rw["bearer_token_file"] == rendered["remote_write"]["bearer_token_file"]
     assert rw["interval"] == "30s"
