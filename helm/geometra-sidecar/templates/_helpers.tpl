@@ -96,6 +96,9 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "geometra-sidecar._tokenDir" -}}/var/run/secrets/geometra-sidecar/forward-token{{- end -}}
 {{- define "geometra-sidecar._tlsDir" -}}/var/run/secrets/geometra-sidecar/forward-tls{{- end -}}
 {{- define "geometra-sidecar._hashKeyDir" -}}/var/run/secrets/geometra-sidecar/redaction{{- end -}}
+{{- define "geometra-sidecar._rwTokenDir" -}}/var/run/secrets/geometra-sidecar/remote-write-token{{- end -}}
+{{- define "geometra-sidecar._rwPasswordDir" -}}/var/run/secrets/geometra-sidecar/remote-write-password{{- end -}}
+{{- define "geometra-sidecar._rwTlsDir" -}}/var/run/secrets/geometra-sidecar/remote-write-tls{{- end -}}
 
 {{/* ---------- the sidecar's config.yaml ---------- */}}
 
@@ -123,6 +126,48 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- $_ := set $ep "tls" $tls -}}
 {{- end -}}
 {{- toYaml $ep -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._remoteWrite" -}}
+{{- /* <ctx> -> YAML of the remote_write section, or nothing when off.
+       With urlSecret the section has no url: GEOMETRA_REMOTE_WRITE_URL
+       (secretKeyRef, see _container) fills it in. */ -}}
+{{- $rw := .v.remoteWrite -}}
+{{- $basic := $rw.basicAuth -}}
+{{- if and $rw.url $rw.urlSecret.name -}}
+{{- fail "geometra-sidecar: remoteWrite.url and remoteWrite.urlSecret.name exclude each other (a URL that carries credentials belongs in the Secret only)" -}}
+{{- end -}}
+{{- if and $rw.bearerTokenSecret.name (or $basic.username $basic.passwordSecret.name) -}}
+{{- fail "geometra-sidecar: remoteWrite.bearerTokenSecret and remoteWrite.basicAuth exclude each other" -}}
+{{- end -}}
+{{- if and $basic.username (not $basic.passwordSecret.name) -}}
+{{- fail "geometra-sidecar: remoteWrite.basicAuth.username needs remoteWrite.basicAuth.passwordSecret.name (a Secret holding the password)" -}}
+{{- end -}}
+{{- if and $basic.passwordSecret.name (not $basic.username) -}}
+{{- fail "geometra-sidecar: remoteWrite.basicAuth.passwordSecret needs remoteWrite.basicAuth.username" -}}
+{{- end -}}
+{{- if or $rw.url $rw.urlSecret.name -}}
+{{- $sec := dict "interval" $rw.interval "timeout" $rw.timeout -}}
+{{- if $rw.url -}}{{- $_ := set $sec "url" $rw.url -}}{{- end -}}
+{{- if $rw.externalLabels -}}{{- $_ := set $sec "external_labels" $rw.externalLabels -}}{{- end -}}
+{{- if $rw.headers -}}{{- $_ := set $sec "headers" $rw.headers -}}{{- end -}}
+{{- if $rw.bearerTokenSecret.name -}}
+{{- $_ := set $sec "bearer_token_file" (printf "%s/token" (include "geometra-sidecar._rwTokenDir" .)) -}}
+{{- end -}}
+{{- if $basic.username -}}
+{{- $_ := set $sec "basic_auth" (dict "username" $basic.username "password_file" (printf "%s/password" (include "geometra-sidecar._rwPasswordDir" .))) -}}
+{{- end -}}
+{{- if $rw.tls.secretName -}}
+{{- $tls := dict -}}
+{{- if $rw.tls.caKey -}}{{- $_ := set $tls "ca_file" (printf "%s/ca.crt" (include "geometra-sidecar._rwTlsDir" .)) -}}{{- end -}}
+{{- if $rw.tls.certKey -}}{{- $_ := set $tls "cert_file" (printf "%s/tls.crt" (include "geometra-sidecar._rwTlsDir" .)) -}}{{- end -}}
+{{- if $rw.tls.keyKey -}}{{- $_ := set $tls "key_file" (printf "%s/tls.key" (include "geometra-sidecar._rwTlsDir" .)) -}}{{- end -}}
+{{- $_ := set $sec "tls" $tls -}}
+{{- end -}}
+{{- toYaml $sec -}}
+{{- else if or $rw.bearerTokenSecret.name $basic.username $basic.passwordSecret.name $rw.tls.secretName $rw.externalLabels $rw.headers -}}
+{{- fail "geometra-sidecar: remoteWrite settings are given but neither remoteWrite.url nor remoteWrite.urlSecret.name is set" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "geometra-sidecar._config" -}}
@@ -190,6 +235,10 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $cfg "forward" $fwd -}}
+{{- $rw := include "geometra-sidecar._remoteWrite" . -}}
+{{- if $rw -}}
+{{- $_ := set $cfg "remote_write" ($rw | fromYaml) -}}
+{{- end -}}
 {{- $r := $v.redaction -}}
 {{- $red := dict -}}
 {{- if $r.attributes -}}
@@ -293,6 +342,17 @@ httpGet:
       value: {{ printf "0.0.0.0:%d" ($v.metrics.port | int) | quote }}
     - name: GEOMETRA_LOG_FORMAT
       value: {{ $v.logging.format | quote }}
+    {{- with $v.remoteWrite.urlSecret }}
+    {{- if .name }}
+    # The remote-write URL may carry tenant credentials: it comes from a
+    # Secret, never the ConfigMap, and fills in remote_write.url.
+    - name: GEOMETRA_REMOTE_WRITE_URL
+      valueFrom:
+        secretKeyRef:
+          name: {{ .name | quote }}
+          key: {{ .key | quote }}
+    {{- end }}
+    {{- end }}
     # The pod's identity for the sidecar's own telemetry (telemetry.otlp):
     # resource attributes k8s.pod.name, k8s.namespace.name, k8s.node.name, k8s.pod.uid
     - name: K8S_POD_NAME
@@ -355,6 +415,21 @@ httpGet:
       mountPath: {{ include "geometra-sidecar._hashKeyDir" . }}
       readOnly: true
     {{- end }}
+    {{- if $v.remoteWrite.bearerTokenSecret.name }}
+    - name: geometra-sidecar-remote-write-token
+      mountPath: {{ include "geometra-sidecar._rwTokenDir" . }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.remoteWrite.basicAuth.passwordSecret.name }}
+    - name: geometra-sidecar-remote-write-password
+      mountPath: {{ include "geometra-sidecar._rwPasswordDir" . }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.remoteWrite.tls.secretName }}
+    - name: geometra-sidecar-remote-write-tls
+      mountPath: {{ include "geometra-sidecar._rwTlsDir" . }}
+      readOnly: true
+    {{- end }}
     {{- if $v.queue.persistent }}
     - name: geometra-sidecar-queue
       mountPath: {{ include "geometra-sidecar._queueDir" . }}
@@ -413,6 +488,49 @@ httpGet:
     items:
       - key: {{ .key }}
         path: hash-key
+{{- end }}
+{{- end }}
+{{- with $v.remoteWrite.bearerTokenSecret }}
+{{- if .name }}
+- name: geometra-sidecar-remote-write-token
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: token
+{{- end }}
+{{- end }}
+{{- with $v.remoteWrite.basicAuth.passwordSecret }}
+{{- if .name }}
+- name: geometra-sidecar-remote-write-password
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: password
+{{- end }}
+{{- end }}
+{{- with $v.remoteWrite.tls }}
+{{- if .secretName }}
+- name: geometra-sidecar-remote-write-tls
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0444
+    items:
+      {{- if .caKey }}
+      - key: {{ .caKey }}
+        path: ca.crt
+      {{- end }}
+      {{- if .certKey }}
+      - key: {{ .certKey }}
+        path: tls.crt
+      {{- end }}
+      {{- if .keyKey }}
+      - key: {{ .keyKey }}
+        path: tls.key
+      {{- end }}
 {{- end }}
 {{- end }}
 {{- if $v.queue.persistent }}

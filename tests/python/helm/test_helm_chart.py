@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -74,6 +75,34 @@ FULL = {
 }
 FULL["forwarding"]["tls"] = {"secretName": "otel-gateway-ca", "caKey": "ca.crt"}
 
+RW_URL = "https://mimir.example.com/api/v1/push"
+# the three ways to give remote write its URL and credentials
+REMOTE_WRITE = {
+    "remoteWrite": {
+        "url": RW_URL,
+        "interval": "30s",
+        "timeout": "10s",
+        "externalLabels": {"cluster": "eu-1"},
+        "headers": {"X-Scope-OrgID": "geometra"},
+        "bearerTokenSecret": {"name": "mimir-rw-token", "key": "rw-token"},
+    }
+}
+REMOTE_WRITE_URL_SECRET = {  # a URL that carries tenant credentials: from a Secret, via the environment
+    "remoteWrite": {
+        "urlSecret": {"name": "mimir-rw-url", "key": "push-url"},
+        "interval": "30s",
+        "bearerTokenSecret": {"name": "mimir-rw-token", "key": "token"},
+    }
+}
+REMOTE_WRITE_BASIC_AUTH = {
+    "remoteWrite": {
+        "url": RW_URL,
+        "basicAuth": {"username": "geometra", "passwordSecret": {"name": "mimir-rw", "key": "password"}},
+        "tls": {"secretName": "mimir-ca", "caKey": "ca.crt"},
+    }
+}
+FULL["remoteWrite"] = copy.deepcopy(REMOTE_WRITE["remoteWrite"])
+
 SCENARIOS: dict[str, dict | None] = {
     "default": None,
     "container-mode": {"sidecarMode": "container"},
@@ -88,9 +117,13 @@ SCENARIOS: dict[str, dict | None] = {
     "extra-rules": EXTRA_RULES,
     "http-receiver-off": {"otlp": {"http": {"enabled": False}}},
     "no-demo": {"demo": {"enabled": False}},
+    "remote-write": REMOTE_WRITE,
+    "remote-write-url-secret": REMOTE_WRITE_URL_SECRET,
+    "remote-write-basic-auth": REMOTE_WRITE_BASIC_AUTH,
     "full": FULL,
     "example-frontend": load_example("values-frontend.yaml"),
     "example-production": load_example("values-production.yaml"),
+    "example-remote-write": load_example("values-remote-write.yaml"),
 }
 
 
@@ -518,6 +551,120 @@ def test_forwarding_tls():
     assert vol["secret"]["secretName"] == "otel-gateway-ca"
 
 
+def env_of(container: dict, name: str) -> dict | None:
+    hits = [e for e in container.get("env") or [] if e["name"] == name]
+    assert len(hits) <= 1, f"{name} set {len(hits)} times"
+    return hits[0] if hits else None
+
+
+def secret_mount(spec: dict, path: str) -> tuple[dict, dict]:
+    """The read-only mount holding the file `path` and its Secret volume."""
+    c = sidecar_of(spec)[0]
+    mounts = [m for m in c["volumeMounts"] if m["mountPath"] == os.path.dirname(path)]
+    assert len(mounts) == 1, f"{path}: {len(mounts)} mounts of its directory"
+    vol = next(v for v in spec["volumes"] if v["name"] == mounts[0]["name"])
+    return mounts[0], vol
+
+
+def test_remote_write_off_by_default():
+    objs = render()
+    cfg, _ = config_of(objs)
+    assert "remote_write" not in cfg
+    spec = pod_spec(objs)
+    assert env_of(sidecar_of(spec)[0], "GEOMETRA_REMOTE_WRITE_URL") is None
+    assert not [v for v in spec["volumes"] if "remote-write" in v["name"]]
+
+
+def test_remote_write_with_url_and_token_secret():
+    objs = render(REMOTE_WRITE)
+    cfg, text = config_of(objs)
+    token_file = cfg["remote_write"]["bearer_token_file"]
+    assert cfg["remote_write"] == {
+        "url": RW_URL,
+        "interval": "30s",
+        "timeout": "10s",
+        "external_labels": {"cluster": "eu-1"},
+        "headers": {"X-Scope-OrgID": "geometra"},
+        "bearer_token_file": token_file,
+    }
+    spec = pod_spec(objs)
+    mount, vol = secret_mount(spec, token_file)
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "mimir-rw-token"
+    assert vol["secret"]["items"] == [{"key": "rw-token", "path": os.path.basename(token_file)}]
+    # a plain URL lives in the ConfigMap (reloadable); no variable overrides it
+    assert env_of(sidecar_of(spec)[0], "GEOMETRA_REMOTE_WRITE_URL") is None
+    # no Secret rendered, no credential inlined
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    assert "Authorization" not in text
+    # defaults of the section
+    cfg, _ = config_of(render({"remoteWrite": {"url": RW_URL}}))
+    assert cfg["remote_write"] == {"url": RW_URL, "interval": "15s", "timeout": "30s"}
+
+
+def test_remote_write_url_from_secret():
+    objs = render(REMOTE_WRITE_URL_SECRET)
+    cfg, text = config_of(objs)
+    rw = cfg["remote_write"]
+    # no url in the ConfigMap: GEOMETRA_REMOTE_WRITE_URL fills it in
+    assert "url" not in rw
+    assert rw == {"interval": "30s", "timeout": "30s", "bearer_token_file": rw["bearer_token_file"]}
+    spec = pod_spec(objs)
+    c = sidecar_of(spec)[0]
+    env = env_of(c, "GEOMETRA_REMOTE_WRITE_URL")
+    assert env == {
+        "name": "GEOMETRA_REMOTE_WRITE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "mimir-rw-url", "key": "push-url"}},
+    }
+    # the URL's Secret is not mounted; the token's is, read-only, where the config says
+    assert not [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "mimir-rw-url"]
+    mount, vol = secret_mount(spec, rw["bearer_token_file"])
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "mimir-rw-token"
+    assert vol["secret"]["items"] == [{"key": "token", "path": os.path.basename(rw["bearer_token_file"])}]
+    assert "mimir-rw-url" not in text
+
+
+def test_remote_write_basic_auth_and_tls():
+    objs = render(REMOTE_WRITE_BASIC_AUTH)
+    cfg, _ = config_of(objs)
+    rw = cfg["remote_write"]
+    assert "bearer_token_file" not in rw
+    assert rw["basic_auth"]["username"] == "geometra"
+    password_file = rw["basic_auth"]["password_file"]
+    assert set(rw["basic_auth"]) == {"username", "password_file"}
+    assert set(rw["tls"]) == {"ca_file"}
+    spec = pod_spec(objs)
+    mount, vol = secret_mount(spec, password_file)
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "mimir-rw"
+    assert vol["secret"]["items"] == [{"key": "password", "path": os.path.basename(password_file)}]
+    mount, vol = secret_mount(spec, rw["tls"]["ca_file"])
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "mimir-ca"
+    assert vol["secret"]["items"] == [{"key": "ca.crt", "path": os.path.basename(rw["tls"]["ca_file"])}]
+    # still no writable mount
+    assert all(m.get("readOnly") for m in sidecar_of(spec)[0]["volumeMounts"])
+
+
+def test_remote_write_settings_need_a_url():
+    with pytest.raises(helm.HelmRenderError, match="remoteWrite.url nor remoteWrite.urlSecret.name"):
+        render({"remoteWrite": {"bearerTokenSecret": {"name": "mimir-rw-token"}}})
+
+
+def test_remote_write_in_notes():
+    with helm.Chart.load(str(CHART)) as c:
+        notes = c.render(REMOTE_WRITE, name=RELEASE, namespace=NAMESPACE)["geometra-sidecar/templates/NOTES.txt"]
+        assert f"Remote write: every 30s to {RW_URL}" in notes
+        notes = c.render(REMOTE_WRITE_URL_SECRET, name=RELEASE, namespace=NAMESPACE)[
+            "geometra-sidecar/templates/NOTES.txt"
+        ]
+        assert "Secret mimir-rw-url" in notes and "GEOMETRA_REMOTE_WRITE_URL" in notes
+        assert "Remote write" not in c.render(None, name=RELEASE, namespace=NAMESPACE)[
+            "geometra-sidecar/templates/NOTES.txt"
+        ]
+
+
 def test_redaction_of_chat_fields():
     objs = render(load_example("values-redaction.yaml"))
     cfg, _ = config_of(objs)
@@ -587,6 +734,52 @@ TYPOS = [
 @pytest.mark.parametrize("values, key", TYPOS, ids=[k for _, k in TYPOS])
 def test_schema_refuses_typos_and_wrong_types(values, key):
     with pytest.raises(helm.HelmValuesError, match=key):
+        render(values)
+    assert lint_errors(CHART, values), "lint --strict must fail too"
+
+
+BASIC_AUTH = {"username": "geometra", "passwordSecret": {"name": "mimir-rw", "key": "password"}}
+RW_REFUSED = [
+    # credentials inline instead of from a Secret
+    ("password-inline", {"url": RW_URL, "basicAuth": {"username": "geometra", "password": "hunter2"}},
+     "additional properties 'password' not allowed"),
+    ("password-secret-as-string", {"url": RW_URL, "basicAuth": {"username": "geometra", "passwordSecret": "hunter2"}},
+     "/remoteWrite/basicAuth/passwordSecret'"),
+    ("token-inline", {"url": RW_URL, "bearerToken": "abc"}, "additional properties 'bearerToken' not allowed"),
+    ("token-secret-as-string", {"url": RW_URL, "bearerTokenSecret": "abc"}, "/remoteWrite/bearerTokenSecret'"),
+    ("authorization-header", {"url": RW_URL, "headers": {"Authorization": "Bearer abc"}}, "'Authorization'"),
+    ("authorization-header-lowercase", {"url": RW_URL, "headers": {"authorization": "Basic Zm9v"}}, "'authorization'"),
+    ("credentials-in-url", {"url": "https://tenant:s3cret@mimir.example.com/api/v1/push"}, "/remoteWrite/url'"),
+    ("url-secret-value-inline", {"urlSecret": {"name": "mimir-rw-url", "value": RW_URL}},
+     "additional properties 'value' not allowed"),
+    # url XOR urlSecret
+    ("url-and-url-secret", {"url": RW_URL, "urlSecret": {"name": "mimir-rw-url", "key": "url"}},
+     "/remoteWrite/urlSecret/name"),
+    # bad URLs
+    ("url-without-scheme", {"url": "mimir:8080/api/v1/push"}, "/remoteWrite/url'"),
+    ("url-other-scheme", {"url": "ftp://mimir.example.com/push"}, "/remoteWrite/url'"),
+    # Secrets need a name and a key
+    ("url-secret-empty-key", {"urlSecret": {"name": "mimir-rw-url", "key": ""}}, "/remoteWrite/urlSecret/key"),
+    ("token-secret-empty-key", {"url": RW_URL, "bearerTokenSecret": {"name": "t", "key": ""}},
+     "/remoteWrite/bearerTokenSecret/key"),
+    ("basic-auth-without-password", {"url": RW_URL, "basicAuth": {"username": "geometra"}},
+     "/remoteWrite/basicAuth/passwordSecret/name"),
+    ("password-without-username", {"url": RW_URL, "basicAuth": {"passwordSecret": {"name": "mimir-rw"}}},
+     "/remoteWrite/basicAuth/username"),
+    ("token-and-basic-auth", {"url": RW_URL, "bearerTokenSecret": {"name": "t"}, "basicAuth": BASIC_AUTH},
+     "/remoteWrite/basicAuth"),
+    # what the sidecar would refuse in the pod
+    ("interval-below-1s", {"url": RW_URL, "interval": "500ms"}, "/remoteWrite/interval"),
+    ("timeout-zero", {"url": RW_URL, "timeout": "0s"}, "/remoteWrite/timeout"),
+    ("reserved-label", {"url": RW_URL, "externalLabels": {"__name__": "x"}}, "'__name__'"),
+    ("bad-label-name", {"url": RW_URL, "externalLabels": {"cluster-name": "x"}}, "'cluster-name'"),
+]
+
+
+@pytest.mark.parametrize("rw, message", [(v, m) for _, v, m in RW_REFUSED], ids=[i for i, _, _ in RW_REFUSED])
+def test_schema_refuses_remote_write_misuse(rw, message):
+    values = {"remoteWrite": rw}
+    with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
         render(values)
     assert lint_errors(CHART, values), "lint --strict must fail too"
 
@@ -678,6 +871,19 @@ def test_app_chart_includes_the_sidecar(app_chart, mode):
     assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "geometra-app"}
 
 
+def test_app_chart_remote_write_url_from_secret(app_chart):
+    objs = render({"geometra-sidecar": copy.deepcopy(REMOTE_WRITE_URL_SECRET)}, chart=app_chart)
+    validate_all(objs)
+    for name in (f"{RELEASE}-api", f"{RELEASE}-frontend"):
+        spec = only(objs, "Deployment", name)["spec"]["template"]["spec"]
+        env = env_of(sidecar_of(spec)[0], "GEOMETRA_REMOTE_WRITE_URL")
+        assert env["valueFrom"]["secretKeyRef"] == {"name": "mimir-rw-url", "key": "push-url"}
+        cm_name = next(v for v in spec["volumes"] if "configMap" in v)["configMap"]["name"]
+        rw = config_of(objs, cm_name)[0]["remote_write"]
+        assert "url" not in rw
+        assert secret_mount(spec, rw["bearer_token_file"])[1]["secret"]["secretName"] == "mimir-rw-token"
+
+
 def test_app_chart_schema_applies_to_sidecar_values(app_chart):
     with pytest.raises(helm.HelmValuesError, match="sidecarMod"):
         render({"geometra-sidecar": {"sidecarMod": "container"}}, chart=app_chart)
@@ -689,7 +895,11 @@ BIN = os.environ.get("GEOMETRA_SIDECAR_BIN", "")
 
 
 @pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
-@pytest.mark.parametrize("scenario", ["default", "full", "example-production", "example-frontend"])
+@pytest.mark.parametrize(
+    "scenario",
+    ["default", "full", "example-production", "example-frontend", "remote-write", "remote-write-basic-auth",
+     "example-remote-write"],
+)
 def test_rendered_config_passes_check_config(scenario, tmp_path):
     _, text = config_of(render(SCENARIOS[scenario]))
     cfg_file = tmp_path / "config.yaml"
@@ -730,3 +940,48 @@ def test_container_env_agrees_with_config(scenario, tmp_path):
     assert effective["receivers"]["otlp_http"]["listen"] == rendered["receivers"]["otlp_http"]["listen"]
     assert effective["server"]["listen"] == rendered["server"]["listen"]
     assert effective["telemetry"]["log_format"] == rendered["telemetry"]["log_format"]
+
+
+@pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
+def test_remote_write_effective_config_with_plain_url(tmp_path):
+    objs = render(REMOTE_WRITE)
+    rendered, text = config_of(objs)
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "GEOMETRA_REMOTE_WRITE_URL"}
+    res = subprocess.run([BIN, "check-config", "--config", str(cfg_file)], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n---\n{text}"
+    rw = yaml.safe_load(res.stdout)["remote_write"]
+    assert rw["url"] == RW_URL
+    assert rw["bearer_token_file"] == rendered["remote_write"]["bearer_token_file"]
+    assert rw["external_labels"] == {"cluster": "eu-1"}
+    assert rw["headers"] == {"X-Scope-OrgID": "geometra"}
+
+
+@pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
+def test_remote_write_url_secret_config_passes_check_config(tmp_path):
+    """With urlSecret the ConfigMap's remote_write has no url: the pod's
+    GEOMETRA_REMOTE_WRITE_URL (from the Secret) fills it in, and the rest of
+    the section comes from the file. Needs the sidecar to accept a partial
+    section completed by the environment (issue 19)."""
+    objs = render(REMOTE_WRITE_URL_SECRET)
+    rendered, text = config_of(objs)
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(text)
+    ref = env_of(sidecar_of(pod_spec(objs))[0], "GEOMETRA_REMOTE_WRITE_URL")["valueFrom"]["secretKeyRef"]
+    secret_data = {("mimir-rw-url", "push-url"): "https://tenant-1:s3cret@mimir.example.com/api/v1/push"}
+    url = secret_data[(ref["name"], ref["key"])]  # what kubelet puts in the variable
+    res = subprocess.run(
+        [BIN, "check-config", "--config", str(cfg_file)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GEOMETRA_REMOTE_WRITE_URL": url},
+    )
+    assert res.returncode == 0, f"check-config refused the chart's config with the URL from the environment:\n{res.stdout}\n{res.stderr}\n---\n{text}"
+    rw = yaml.safe_load(res.stdout)["remote_write"]
+    # the URL from the environment, the rest from the file (compared without
+    # the credentials, which check-config's output may mask)
+    got, want = urlsplit(rw["url"]), urlsplit(url)
+    assert (got.scheme, got.hostname, got.port, got.path) == (want.scheme, want.hostname, want.port, want.path)
+    assert rw["bearer_token_file"] == rendered["remote_write"]["bearer_token_file"]
+    assert rw["interval"] == "30s"
