@@ -334,7 +334,7 @@ impl Passthrough {
         let s = store.clone();
         t.counter(
             "geometra_sidecar_passthrough_dropped_points_total",
-            "Pass-through metric points dropped, by reason (see README).",
+            "Pass-through metric points dropped, by reason (see docs/metrics.md).",
             "",
             move |o| {
                 for (reason, n) in s.passthrough.dropped() {
