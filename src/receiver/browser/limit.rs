@@ -527,9 +527,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `max_clients` split over `n` shards, the first ones taking the rest.
+/// `max_clients` split over `n` shards, the first ones taking the rest; at
+/// least one slot each (a validated `max_clients` is never below `n`).
 fn shares(max_clients: usize, n: usize) -> impl Iterator<Item = usize> {
-    (0..n).map(move |i| max_clients / n + usize::from(i < max_clients % n))
+    (0..n).map(move |i| (max_clients / n + usize::from(i < max_clients % n)).max(1))
 }
 
 impl Limiter {
@@ -590,6 +591,9 @@ impl Limiter {
         let requests = refill(f64::from(s.requests), dt, l.rps, l.burst);
         let tokens = refill(f64::from(s.items), dt, l.ips, l.item_cap);
         // a refused client is active too: it keeps its slot, not a reset
+        // (a request that read the clock a little earlier than the one
+        // before it under this lock must not move the clock back)
+        let now = now.max(s.last);
         (s.last, s.requests, s.items) = (now, requests as f32, tokens as f32);
         let cost = items as f64;
         let wait =
@@ -705,4 +709,769 @@ pub fn declare_clients(t: &SelfMetrics, limiter: Arc<Limiter>) {
         "",
         move |o| o.observe(limiter.clients() as f64, &[]),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn nets(v: &[&str]) -> Vec<Cidr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            let name = HeaderName::from_bytes(k.as_bytes()).unwrap();
+            h.append(name, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    // ---- configuration
+
+    #[test]
+    fn defaults_are_valid_and_a_partial_section_is_filled_in() {
+        assert_eq!(RateLimit::default().validate(), Ok(()));
+        let r: RateLimit = serde_yaml_ng::from_str("burst: 5\n").unwrap();
+        assert_eq!(r.burst, 5);
+        assert_eq!(r.requests_per_second, 10.0);
+        assert_eq!(r.items_per_second, 500.0);
+        assert_eq!(r.global_items_per_second, 20_000.0);
+        assert_eq!(r.max_clients, 65_536);
+        assert_eq!(r.ipv6_prefix, 64);
+        let e = serde_yaml_ng::from_str::<RateLimit>("bursts: 5\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `bursts`"), "{e}");
+        let back: RateLimit =
+            serde_yaml_ng::from_str(&serde_yaml_ng::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        type Set = fn(&mut RateLimit);
+        let cases: &[(&str, Set)] = &[
+            ("requests_per_second: must be a positive number", |r| {
+                r.requests_per_second = 0.0
+            }),
+            ("requests_per_second: must be a positive number", |r| {
+                r.requests_per_second = -1.0
+            }),
+            ("items_per_second: must be a positive number", |r| {
+                r.items_per_second = f64::NAN
+            }),
+            ("global_items_per_second: must be a positive number", |r| {
+                r.global_items_per_second = f64::INFINITY
+            }),
+            ("burst: must be at least 1", |r| r.burst = 0),
+            ("max_clients: must be between 16 and 16777216", |r| {
+                r.max_clients = 15
+            }),
+            ("max_clients: must be between 16 and 16777216", |r| {
+                r.max_clients = (1 << 24) + 1
+            }),
+            ("ipv6_prefix: must be between 1 and 128", |r| {
+                r.ipv6_prefix = 0
+            }),
+            ("ipv6_prefix: must be between 1 and 128", |r| {
+                r.ipv6_prefix = 129
+            }),
+        ];
+        for (want, set) in cases {
+            let mut r = RateLimit::default();
+            set(&mut r);
+            let e = r.validate().unwrap_err();
+            assert_eq!(e.0, format!("receivers.browser.rate_limit.{want}"));
+        }
+        let mut r = RateLimit::default();
+        (r.max_clients, r.ipv6_prefix, r.burst) = (16, 128, 1);
+        assert_eq!(r.validate(), Ok(()));
+        r.max_clients = 1 << 24;
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn networks_parse_match_and_print() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains(ip("10.1.2.3")) && c.contains(ip("10.255.255.255")));
+        assert!(!c.contains(ip("11.0.0.1")) && !c.contains(ip("::1")));
+        assert!(
+            c.contains(ip("::ffff:10.9.9.9")),
+            "IPv4-mapped IPv6 matches"
+        );
+        let one: Cidr = "192.168.1.7".parse().unwrap();
+        assert_eq!(one.to_string(), "192.168.1.7/32");
+        assert!(one.contains(ip("192.168.1.7")) && !one.contains(ip("192.168.1.8")));
+        let lo: Cidr = "::1".parse().unwrap();
+        assert_eq!((lo.to_string().as_str(), lo.prefix_len()), ("::1/128", 128));
+        assert!(lo.contains(ip("::1")) && !lo.contains(ip("::2")));
+        let v6: Cidr = " 2001:db8::/32 ".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(mapped, "10.0.0.0/8".parse().unwrap());
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("1.2.3.4")) && all.contains(ip("::ffff:1.2.3.4")));
+        assert!(!all.contains(ip("2001:db8::1")));
+        assert!("::/0".parse::<Cidr>().unwrap().contains(ip("2001:db8::1")));
+        for (bad, why) in [
+            (
+                "10.0.0.1/8",
+                "bits are set past the prefix; write 10.0.0.0/8",
+            ),
+            ("2001:db8::1/32", "write 2001:db8::/32"),
+            ("10.0.0.0/33", "the prefix length must be 0-32"),
+            ("::/129", "the prefix length must be 0-128"),
+            ("10.0.0.0/x", "the prefix length must be 0-32"),
+            ("10.0.0/8", "write an address or address/prefix"),
+            ("localhost", "write an address or address/prefix"),
+            ("", "write an address or address/prefix"),
+        ] {
+            let e = bad.parse::<Cidr>().unwrap_err();
+            assert!(
+                e.starts_with(&format!("invalid network {bad:?}")) && e.contains(why),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn networks_read_from_yaml_name_the_index_of_a_bad_one() {
+        #[derive(Deserialize, Serialize)]
+        struct Section {
+            trusted_proxies: Vec<Cidr>,
+        }
+        let ok: Section =
+            serde_yaml_ng::from_str("trusted_proxies: [10.0.0.0/8, \"::1\", 192.168.0.1]").unwrap();
+        assert_eq!(
+            ok.trusted_proxies,
+            nets(&["10.0.0.0/8", "::1/128", "192.168.0.1/32"])
+        );
+        assert_eq!(
+            serde_yaml_ng::to_string(&ok).unwrap(),
+            "trusted_proxies:\n- 10.0.0.0/8\n- ::1/128\n- 192.168.0.1/32\n"
+        );
+        let yaml = "trusted_proxies:\n- 10.0.0.0/8\n- 10.0.0.0/99\n";
+        let e = serde_path_to_error::deserialize::<_, Section>(
+            serde_yaml_ng::Deserializer::from_str(yaml),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path().to_string(), "trusted_proxies[1]");
+        assert!(
+            e.inner()
+                .to_string()
+                .contains("the prefix length must be 0-32"),
+            "{e}"
+        );
+    }
+
+    // ---- the client's address
+
+    const PROXY: &str = "10.0.0.2";
+    fn trusted() -> Vec<Cidr> {
+        nets(&["10.0.0.0/8", "::1", "fd00::/8"])
+    }
+    fn client(peer: &str, h: &[(&str, &[u8])]) -> IpAddr {
+        client_addr(ip(peer), &headers(h), &trusted())
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let spoof: &[(&str, &[u8])] = &[
+            ("x-forwarded-for", b"1.1.1.1"),
+            ("forwarded", b"for=2.2.2.2"),
+        ];
+        assert_eq!(client("203.0.113.9", spoof), ip("203.0.113.9"));
+        assert_eq!(
+            client("203.0.113.9", &[("x-forwarded-for", b"1.1.1.1")]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client("2001:db8::9", &[("forwarded", b"for=2.2.2.2")]),
+            ip("2001:db8::9")
+        );
+        // nothing trusted: no header is ever read
+        let h = headers(&[("x-forwarded-for", b"1.1.1.1")]);
+        assert_eq!(client_addr(ip(PROXY), &h, &[]), ip(PROXY));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_rightmost_untrusted_forwarded_address() {
+        assert_eq!(client(PROXY, &[]), ip(PROXY), "no header: the peer");
+        assert_eq!(
+            client(PROXY, &[("x-forwarded-for", b"203.0.113.7")]),
+            ip("203.0.113.7")
+        );
+        // the client wrote the left part; the proxies appended the rest
+        let chain: &[u8] = b"6.6.6.6, 203.0.113.7 ,10.1.1.1,  10.0.0.9";
+        assert_eq!(
+            client(PROXY, &[("x-forwarded-for", chain)]),
+            ip("203.0.113.7")
+        );
+        // several header lines are one list, in order
+        let lines: &[(&str, &[u8])] = &[
+            ("x-forwarded-for", b"6.6.6.6"),
+            ("X-Forwarded-For", b"203.0.113.7, 10.1.1.1"),
+        ];
+        assert_eq!(client(PROXY, lines), ip("203.0.113.7"));
+        // ports and brackets as some proxies write them
+        for v in [
+            "203.0.113.7:4711",
+            "[2001:db8::7]:443",
+            "[2001:db8::7]",
+            "2001:db8::7",
+        ] {
+            let want = if v.starts_with('2') && v.contains('.') {
+                "203.0.113.7"
+            } else {
+                "2001:db8::7"
+            };
+            assert_eq!(
+                client(PROXY, &[("x-forwarded-for", v.as_bytes())]),
+                ip(want),
+                "{v}"
+            );
+        }
+        // every hop trusted (a request from inside): the peer
+        assert_eq!(
+            client(PROXY, &[("x-forwarded-for", b"10.3.3.3, ::1")]),
+            ip(PROXY)
+        );
+    }
+
+    #[test]
+    fn a_malformed_or_unknown_hop_before_an_untrusted_one_falls_back_to_the_peer() {
+        for v in [
+            &b"203.0.113.7, garbage"[..],
+            b"203.0.113.7, 10.1.1.1, 999.1.1.1",
+            b"203.0.113.7,",
+            b"203.0.113.7, unknown",
+            b"203.0.113.7, 1.2.3.4:99999",
+            b"203.0.113.7, [2001:db8::1",
+            b"203.0.113.7, \xff\xfe",
+        ] {
+            let got = client(PROXY, &[("x-forwarded-for", v)]);
+            assert_eq!(got, ip(PROXY), "{}", String::from_utf8_lossy(v));
+        }
+        // junk the client wrote left of the proxy's entry does not matter
+        let v: &[u8] = b"\xff\xfe, not-an-ip,, 203.0.113.7";
+        assert_eq!(client(PROXY, &[("x-forwarded-for", v)]), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn forwarded_per_rfc_7239() {
+        let f = |v: &[u8]| client(PROXY, &[("forwarded", v)]);
+        assert_eq!(f(b"for=203.0.113.7"), ip("203.0.113.7"));
+        assert_eq!(
+            f(b"For=\"203.0.113.7:4711\";proto=https;by=10.0.0.2"),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            f(b"for=\"[2001:db8:cafe::17]:4711\""),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(f(b"for=\"[2001:db8:cafe::17]\""), ip("2001:db8:cafe::17"));
+        assert_eq!(f(b"for=\"203.0.113.7:_port1\""), ip("203.0.113.7"));
+        assert_eq!(
+            f(b"for=6.6.6.6, for=203.0.113.7;proto=http, for=10.1.1.1"),
+            ip("203.0.113.7")
+        );
+        // a quoted comma or semicolon in another parameter does not split
+        assert_eq!(f(b"by=\"a,b;c\";for=203.0.113.7"), ip("203.0.113.7"));
+        let lines: &[(&str, &[u8])] = &[
+            ("forwarded", b"for=6.6.6.6"),
+            ("forwarded", b"for=203.0.113.7"),
+        ];
+        assert_eq!(client(PROXY, lines), ip("203.0.113.7"));
+        // `unknown`, obfuscated nodes, no or two `for`, bad quoting: nothing
+        // left of them is vouched for, so the peer
+        for v in [
+            &b"for=203.0.113.7, for=unknown"[..],
+            b"for=203.0.113.7, for=_hidden",
+            b"for=203.0.113.7, for=\"_SEVKISEK\"",
+            b"for=203.0.113.7, proto=https",
+            b"for=203.0.113.7, for=1.1.1.1;for=2.2.2.2",
+            b"for=203.0.113.7, for=\"1.1.1.1",
+            b"for=203.0.113.7, for=\"1.1.\\\"1.1\"",
+            b"for=203.0.113.7, for=[2001:db8::1",
+            b"for=203.0.113.7, junk",
+        ] {
+            assert_eq!(f(v), ip(PROXY), "{}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn both_headers_must_agree_when_both_name_a_client() {
+        let both =
+            |xff: &[u8], fwd: &[u8]| client(PROXY, &[("x-forwarded-for", xff), ("forwarded", fwd)]);
+        assert_eq!(both(b"203.0.113.7", b"for=203.0.113.7"), ip("203.0.113.7"));
+        // a proxy appending to X-Forwarded-For only: the client's own
+        // `Forwarded` cannot pick its address...
+        assert_eq!(both(b"203.0.113.7", b"for=6.6.6.6"), ip(PROXY));
+        // ...and one that gives no address leaves the other's
+        assert_eq!(both(b"203.0.113.7", b"for=unknown"), ip("203.0.113.7"));
+        assert_eq!(both(b"203.0.113.7", b"for=10.9.9.9"), ip("203.0.113.7"));
+        // the same the other way round
+        assert_eq!(both(b"6.6.6.6", b"for=203.0.113.7"), ip(PROXY));
+        assert_eq!(both(b"garbage", b"for=203.0.113.7"), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_read_as_ipv4() {
+        // a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+        assert_eq!(client("::ffff:203.0.113.9", &[]), ip("203.0.113.9"));
+        let h: &[(&str, &[u8])] = &[("x-forwarded-for", b"::ffff:203.0.113.7, ::ffff:10.1.1.1")];
+        assert_eq!(client("::ffff:10.0.0.2", h), ip("203.0.113.7"));
+        let f: &[(&str, &[u8])] = &[("forwarded", b"for=\"[::ffff:203.0.113.7]:80\"")];
+        assert_eq!(client("::1", f), ip("203.0.113.7"));
+    }
+
+    // ---- the buckets
+
+    fn limiter(set: impl FnOnce(&mut RateLimit)) -> (Limiter, Instant) {
+        let mut r = RateLimit::default();
+        set(&mut r);
+        r.validate().unwrap();
+        let l = Limiter::new(&r);
+        (l, Instant::now())
+    }
+    const A: &str = "203.0.113.1";
+    const B: &str = "203.0.113.2";
+
+    #[test]
+    fn the_request_burst_is_honoured_then_it_refills_at_the_rate() {
+        let (l, t0) = limiter(|_| {});
+        for _ in 0..20 {
+            assert_eq!(l.check(ip(A), 1, t0), Ok(()));
+        }
+        let r = l.check(ip(A), 1, t0).unwrap_err();
+        assert_eq!(
+            (r.reason, r.retry_after),
+            (RefuseReason::Client, Duration::from_secs(1))
+        );
+        // 10 per second: one token every 100 ms
+        assert!(l.check(ip(A), 1, t0 + ms(99)).is_err());
+        assert_eq!(l.check(ip(A), 1, t0 + ms(100)), Ok(()));
+        assert!(l.check(ip(A), 1, t0 + ms(100)).is_err());
+        // a second later: 10 more, not 20
+        let t1 = t0 + ms(1100);
+        let admitted = (0..30).filter(|_| l.check(ip(A), 1, t1).is_ok()).count();
+        assert_eq!(admitted, 10);
+        // idle long enough: the whole burst again, never more
+        let t2 = t1 + Duration::from_secs(60);
+        let admitted = (0..30).filter(|_| l.check(ip(A), 1, t2).is_ok()).count();
+        assert_eq!(admitted, 20);
+    }
+
+    #[test]
+    fn a_steady_sender_gets_the_configured_rate() {
+        let (l, t0) = limiter(|r| r.requests_per_second = 7.0);
+        // 50 requests a second for 20 s: the burst, then 7 a second
+        let admitted = (0..=1000)
+            .filter(|i| l.check(ip(A), 1, t0 + ms(i * 20)).is_ok())
+            .count();
+        // (the last one falls exactly on the boundary, where the f32
+        // rounding of the stored tokens may go either way)
+        assert!(
+            (20 + 7 * 20 - 1..=20 + 7 * 20 + 1).contains(&admitted),
+            "{admitted}"
+        );
+    }
+
+    #[test]
+    fn items_have_their_own_bucket() {
+        // 500 items/s, the bucket holds burst / rps = 2 s of them: 1000
+        let (l, t0) = limiter(|_| {});
+        assert_eq!(l.check(ip(A), 600, t0), Ok(()));
+        assert_eq!(l.check(ip(A), 400, t0), Ok(()));
+        let r = l.check(ip(A), 1, t0).unwrap_err();
+        assert_eq!(
+            (r.reason, r.retry_after),
+            (RefuseReason::Client, Duration::from_secs(1))
+        );
+        assert!(l.check(ip(A), 250, t0 + ms(499)).is_err());
+        assert_eq!(l.check(ip(A), 250, t0 + ms(500)), Ok(()));
+        // 2.4 s of items missing: Retry-After rounds up to 3
+        let r = l.check(ip(A), 1000, t0 + ms(600)).unwrap_err();
+        assert_eq!(
+            r.retry_after,
+            Duration::from_secs(2),
+            "950 missing at 500/s"
+        );
+        // a request of no items still takes a request token
+        let (l, t0) = limiter(|r| r.burst = 2);
+        assert_eq!(l.check(ip(A), 0, t0), Ok(()));
+        assert_eq!(l.check(ip(A), 0, t0), Ok(()));
+        assert_eq!(
+            l.check(ip(A), 0, t0).unwrap_err().reason,
+            RefuseReason::Client
+        );
+    }
+
+    #[test]
+    fn a_request_larger_than_the_bucket_passes_when_it_is_full_and_is_waited_off() {
+        let (l, t0) = limiter(|_| {});
+        // not full: wait until it is (10 items missing: 20 ms, 1 s)
+        assert_eq!(l.check(ip(A), 10, t0), Ok(()));
+        let r = l.check(ip(A), 5000, t0).unwrap_err();
+        assert_eq!(
+            (r.reason, r.retry_after),
+            (RefuseReason::Client, Duration::from_secs(1))
+        );
+        // full: admitted, 4000 in debt
+        let t1 = t0 + ms(20);
+        assert_eq!(l.check(ip(A), 5000, t1), Ok(()));
+        let r = l.check(ip(A), 1, t1).unwrap_err();
+        assert_eq!(
+            r.retry_after,
+            Duration::from_secs(9),
+            "4001 items at 500/s: 8.002 s"
+        );
+        assert!(l.check(ip(A), 1, t1 + ms(8001)).is_err());
+        assert_eq!(l.check(ip(A), 1, t1 + ms(8002)), Ok(()));
+        // over 100 s the client got its rate, not more
+        let mut sent = 5010;
+        for s in 9..100 {
+            if l.check(ip(A), 5000, t1 + Duration::from_secs(s)).is_ok() {
+                sent += 5000;
+            }
+        }
+        assert!(sent <= 1000 + 500 * 100 + 5000, "{sent}");
+    }
+
+    #[test]
+    fn one_client_past_its_budget_leaves_the_others_alone() {
+        let (l, t0) = limiter(|_| {});
+        while l.check(ip(A), 1, t0).is_ok() {}
+        assert!(l.check(ip(A), 1, t0).is_err());
+        for _ in 0..20 {
+            assert_eq!(l.check(ip(B), 1, t0), Ok(()));
+        }
+        // one client: IPv4 and its IPv4-mapped form; an IPv6 /64
+        assert!(l.check(ip("::ffff:203.0.113.1"), 1, t0).is_err());
+        while l.check(ip("2001:db8:1:2::1"), 1, t0).is_ok() {}
+        assert!(l.check(ip("2001:db8:1:2:ffff::9"), 1, t0).is_err());
+        assert_eq!(l.check(ip("2001:db8:1:3::1"), 1, t0), Ok(()));
+        // per address when configured so
+        l.set_limits(&RateLimit {
+            ipv6_prefix: 128,
+            ..RateLimit::default()
+        });
+        assert_eq!(l.check(ip("2001:db8:1:2:ffff::9"), 1, t0), Ok(()));
+    }
+
+    #[test]
+    fn the_global_cap_refuses_everyone_once_spent_and_takes_nothing_from_a_refused_client() {
+        // global 2000/s (4000 in its bucket); each client 500/s (1000)
+        let (l, t0) = limiter(|r| r.global_items_per_second = 2000.0);
+        for i in 1..=4 {
+            assert_eq!(l.check(ip(&format!("198.51.100.{i}")), 1000, t0), Ok(()));
+        }
+        for who in [A, B, "2001:db8::1"] {
+            let r = l.check(ip(who), 1000, t0).unwrap_err();
+            assert_eq!(
+                (r.reason, r.retry_after),
+                (RefuseReason::Global, Duration::from_secs(1))
+            );
+        }
+        let r = l.check(ip(A), 3000, t0).unwrap_err();
+        assert_eq!(
+            r.retry_after,
+            Duration::from_secs(2),
+            "3000 at 2000/s: 1.5 s"
+        );
+        // half a second: 1000 global tokens; A's own bucket was not touched
+        let t1 = t0 + ms(500);
+        assert_eq!(l.check(ip(A), 1000, t1), Ok(()));
+        assert_eq!(
+            l.check(ip(B), 1, t1).unwrap_err().reason,
+            RefuseReason::Global
+        );
+        // a client refused for itself does not spend global tokens: of
+        // the 4000 refilled, A takes 1000, three others the rest
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(l.check(ip(A), 1000, t2), Ok(()));
+        assert_eq!(
+            l.check(ip(A), 1000, t2).unwrap_err().reason,
+            RefuseReason::Client
+        );
+        for i in 1..=3 {
+            assert_eq!(l.check(ip(&format!("198.51.100.{i}")), 1000, t2), Ok(()));
+        }
+        let r = l.check(ip("198.51.100.4"), 1000, t2).unwrap_err();
+        assert_eq!(r.reason, RefuseReason::Global);
+    }
+
+    #[test]
+    fn retry_after_is_when_the_request_would_pass() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (l, t0) = limiter(|r| {
+            (r.requests_per_second, r.burst, r.items_per_second) = (3.0, 4, 120.0);
+        });
+        let mut now = t0;
+        let (mut refused, mut max_wait) = (0, Duration::ZERO);
+        for _ in 0..2000 {
+            let items = rng.u64(0..400);
+            match l.check(ip(A), items, now) {
+                Ok(()) => now += ms(rng.u64(0..300)),
+                Err(r) => {
+                    refused += 1;
+                    assert!(r.retry_after >= Duration::from_secs(1));
+                    max_wait = max_wait.max(r.retry_after);
+                    now += r.retry_after;
+                    assert_eq!(l.check(ip(A), items, now), Ok(()), "after {r:?}");
+                }
+            }
+        }
+        assert!(refused > 100, "{refused}");
+        // the most that can be missing: a bucket in debt by a large
+        // request, needing a large one again: 400 items at 120/s
+        assert!(max_wait <= Duration::from_secs(4), "{max_wait:?}");
+        for (wait, want) in [
+            (0.0001, 1),
+            (1.0, 1),
+            (1.0001, 2),
+            (59.5, 60),
+            (f64::NAN, 1),
+        ] {
+            assert_eq!(
+                Refused::after(RefuseReason::Client, wait)
+                    .retry_after
+                    .as_secs(),
+                want
+            );
+        }
+        let huge = Refused::after(RefuseReason::Global, f64::INFINITY);
+        assert_eq!(huge.retry_after.as_secs(), u64::MAX);
+    }
+
+    #[test]
+    fn a_million_addresses_stay_within_max_clients() {
+        let (l, t0) = limiter(|_| {});
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!((l.capacity(), l.table_bytes(), l.clients()), (65_536, 0, 0));
+        for i in 0..1_000_000u32 {
+            let who = IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + i * 7));
+            let _ = l.check(who, 1, t0 + Duration::from_micros(u64::from(i)));
+            if i == 200_000 {
+                assert_eq!(l.table_bytes(), 65_536 * 32);
+            }
+        }
+        for i in 0..100_000u128 {
+            let who = IpAddr::V6(Ipv6Addr::from_bits((0x2001_0db8 << 96) | (i << 64) | 1));
+            let _ = l.check(who, 1, t0 + Duration::from_secs(2));
+        }
+        assert!(l.clients() <= 65_536, "{}", l.clients());
+        assert!(l.clients() > 65_000, "the table is used: {}", l.clients());
+        assert_eq!(
+            l.clients(),
+            l.shards.iter().map(|s| lock(s).used()).sum::<usize>()
+        );
+        assert_eq!(l.table_bytes(), 65_536 * 32, "2 MiB, never more");
+        // the smallest table, flooded
+        let (l, t0) = limiter(|r| r.max_clients = 16);
+        for i in 0..10_000u32 {
+            let _ = l.check(IpAddr::V4(Ipv4Addr::from_bits(i)), 1, t0);
+        }
+        assert_eq!((l.clients(), l.table_bytes()), (16, 16 * 32));
+    }
+
+    fn full_shard(cap: usize) -> (Shard, AtomicUsize) {
+        (
+            Shard::new(Limits::of(&RateLimit::default()), cap),
+            AtomicUsize::new(0),
+        )
+    }
+
+    #[test]
+    fn a_full_set_evicts_the_client_idle_longest() {
+        // 8 slots: every client's set is the whole shard, whatever its hash
+        let (mut s, n) = full_shard(8);
+        let key = |k: u128| (k, (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut slot_of = std::collections::HashMap::new();
+        for k in 1..=8 {
+            let (k, h) = key(k);
+            slot_of.insert(k, s.slot(k, h, 10 + k as u64, &n));
+        }
+        assert_eq!(
+            n.load(Ordering::Relaxed),
+            8,
+            "empty slots first, no eviction"
+        );
+        let (k1, h1) = key(1);
+        assert_eq!(
+            s.slot(k1, h1, 100, &n),
+            slot_of[&1],
+            "found, not claimed again"
+        );
+        s.slots[slot_of[&1]].last = 100; // as `check` does
+                                         // 9 takes the slot of 2 (idle since 12), 10 that of 3
+        for (new, gone) in [(9, 2), (10, 3)] {
+            let (k, h) = key(new);
+            assert_eq!(s.slot(k, h, 200, &n), slot_of[&gone]);
+        }
+        let present: Vec<u128> = s.slots.iter().map(|s| s.key).collect();
+        for k in [1, 4, 5, 6, 7, 8, 9, 10] {
+            assert!(present.contains(&k), "{k}");
+        }
+        assert!(!present.contains(&2) && !present.contains(&3));
+        assert_eq!(n.load(Ordering::Relaxed), 8);
+        // a claimed slot starts full
+        let got = s.slots[slot_of[&2]];
+        assert_eq!(
+            (got.key, got.last, got.requests, got.items),
+            (9, 200, 20.0, 1000.0)
+        );
+    }
+
+    #[test]
+    fn out_of_order_clocks_and_unvalidated_limits_never_panic_or_add_tokens() {
+        let (l, t0) = limiter(|_| {});
+        while l.check(ip(A), 1, t0 + ms(1000)).is_ok() {}
+        // a request that read the clock earlier, then the later one again
+        assert!(l.check(ip(A), 1, t0 + ms(900)).is_err());
+        assert!(
+            l.check(ip(A), 1, t0 + ms(1099)).is_err(),
+            "no token from going back"
+        );
+        assert_eq!(l.check(ip(A), 1, t0 + ms(1100)), Ok(()));
+        let before = Instant::now() - Duration::from_secs(1);
+        assert!(
+            l.check(ip(B), 1, before).is_ok(),
+            "before the origin: the origin"
+        );
+        // nothing here is validated: still no panic, still bounded
+        let r = RateLimit {
+            requests_per_second: 0.0,
+            burst: 0,
+            items_per_second: f64::NAN,
+            global_items_per_second: -1.0,
+            max_clients: 0,
+            ipv6_prefix: 0,
+        };
+        let l = Limiter::new(&r);
+        l.set_limits(&r);
+        for i in 0..100u32 {
+            let _ = l.check(IpAddr::V4(Ipv4Addr::from_bits(i)), u64::MAX, t0);
+        }
+        assert_eq!(l.clients(), 1);
+        let l = Limiter::new(&RateLimit::default());
+        l.set_limits(&r);
+        for i in 0..100u32 {
+            let _ = l.check(IpAddr::V4(Ipv4Addr::from_bits(i)), 1, t0);
+        }
+        assert_eq!((l.clients(), l.capacity()), (16, 16), "one slot a shard");
+    }
+
+    #[test]
+    fn an_evicted_client_starts_again_with_full_buckets() {
+        let (l, t0) = limiter(|r| r.max_clients = 16);
+        while l.check(ip(A), 1, t0).is_ok() {}
+        for i in 0..1000u32 {
+            let _ = l.check(IpAddr::V4(Ipv4Addr::from_bits(i)), 1, t0 + ms(1));
+        }
+        assert_eq!(l.check(ip(A), 1, t0 + ms(2)), Ok(()), "forgotten: lenient");
+    }
+
+    #[test]
+    fn sweep_forgets_only_clients_whose_buckets_are_full() {
+        let (l, t0) = limiter(|_| {});
+        for i in 0..100u32 {
+            l.check(IpAddr::V4(Ipv4Addr::from_bits(i)), 1, t0).unwrap();
+        }
+        assert_eq!(l.check(ip(A), 1000, t0), Ok(()));
+        assert_eq!(l.clients(), 101);
+        assert_eq!(l.sweep(t0 + ms(99)), 0, "none refilled yet");
+        // the 1-item clients are full after 100 ms (a request at 10/s,
+        // an item at 500/s); A needs 2 s for its 1000 items
+        assert_eq!(l.sweep(t0 + ms(1000)), 100);
+        assert_eq!(l.clients(), 1);
+        assert!(
+            l.check(ip(A), 1000, t0 + ms(1000)).is_err(),
+            "A keeps its state"
+        );
+        assert_eq!(l.sweep(t0 + ms(3000)), 1);
+        assert_eq!(l.clients(), 0);
+    }
+
+    #[test]
+    fn a_reload_changes_the_rates_in_place_and_a_new_table_size_starts_afresh() {
+        let (l, t0) = limiter(|_| {});
+        while l.check(ip(A), 1, t0).is_ok() {}
+        l.check(ip(B), 1, t0).unwrap();
+        let faster = RateLimit {
+            requests_per_second: 100.0,
+            ..RateLimit::default()
+        };
+        l.set_limits(&faster);
+        assert_eq!(l.clients(), 2, "same size: clients kept");
+        assert!(l.check(ip(A), 1, t0 + ms(9)).is_err(), "A is still spent");
+        assert_eq!(l.check(ip(A), 1, t0 + ms(10)), Ok(()), "refills at 100/s");
+        // a smaller burst cuts the tokens held at the next request
+        l.set_limits(&RateLimit {
+            burst: 2,
+            ..faster.clone()
+        });
+        let t1 = t0 + Duration::from_secs(5);
+        let admitted = (0..10).filter(|_| l.check(ip(B), 1, t1).is_ok()).count();
+        assert_eq!(admitted, 2);
+        // a new max_clients
+        l.set_limits(&RateLimit {
+            max_clients: 1000,
+            ..faster
+        });
+        assert_eq!((l.clients(), l.capacity(), l.table_bytes()), (0, 1000, 0));
+        assert_eq!(l.check(ip(A), 1, t1), Ok(()));
+        assert_eq!(l.clients(), 1);
+        assert!(l.table_bytes() <= 1000 * 32);
+        // the global rate too
+        // (20 in its bucket: a larger request passes once, in debt)
+        l.set_limits(&RateLimit {
+            global_items_per_second: 10.0,
+            ..RateLimit::default()
+        });
+        assert_eq!(l.check(ip(B), 50, t1 + Duration::from_secs(10)), Ok(()));
+        let r = l.check(ip(B), 1, t1 + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(r.reason, RefuseReason::Global);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason_and_the_table_is_a_gauge() {
+        let stats = LimitStats::default();
+        let (l, t0) = limiter(|r| r.global_items_per_second = 1.0);
+        l.check(ip(A), 10, t0).unwrap();
+        let r = l.check(ip(B), 1, t0).unwrap_err();
+        assert_eq!(
+            (r.reason, r.retry_after.as_secs()),
+            (RefuseReason::Global, 9)
+        );
+        stats.count(&r);
+        let (l2, t0) = limiter(|r| r.burst = 1);
+        l2.check(ip(A), 1, t0).unwrap();
+        stats.count(&l2.check(ip(A), 1, t0).unwrap_err());
+        stats.count(&l2.check(ip(A), 1, t0).unwrap_err());
+        assert_eq!(stats.refused_global.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.refused_client.load(Ordering::Relaxed), 2);
+        assert_eq!(RefuseReason::Client.label(), "rate_limited");
+        assert_eq!(RefuseReason::Global.label(), "global_rate_limited");
+
+        let t = SelfMetrics::default();
+        let l2 = Arc::new(l2);
+        declare_clients(&t, l2.clone());
+        l2.check(ip(B), 1, t0).unwrap();
+        let f = crate::metrics::own::families(&t);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].name, "geometra_sidecar_browser_clients");
+        assert_eq!(f[0].kind, crate::metrics::snapshot::Kind::Gauge);
+        match f[0].series[0].point {
+            crate::metrics::snapshot::Point::Value(v) => assert_eq!(v, 2.0),
+            ref p => panic!("{p:?}"),
+        }
+    }
 }
