@@ -2,6 +2,7 @@
 //! derive, offer to the forwarder, then acknowledge.
 
 pub mod admit;
+pub mod browser;
 pub mod config;
 pub mod cors;
 pub mod encoding;
