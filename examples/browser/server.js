@@ -1,7 +1,11 @@
 // A tiny static server for the example page: / is index.html, /app.js the
 // bundle esbuild wrote to dist/ (`npm run build`). PORT (default 8080) and
 // HOST (default 127.0.0.1); the page's origin is http://HOST:PORT, which the
-// sidecar must list in receivers.otlp_http.cors_allowed_origins.
+// sidecar must list in receivers.otlp_http.cors_allowed_origins (or
+// receivers.browser.cors_allowed_origins for the browser listener).
+// API_URL (e.g. http://127.0.0.1:8000): /api/* is passed to that back end
+// (the FastAPI example) without the /api prefix, so the page reaches
+// POST /api/telemetry/token on its own origin, as behind an ingress.
 'use strict';
 
 const http = require('http');
@@ -14,8 +18,28 @@ const files = {
   '/app.js': [path.join('dist', 'app.js'), 'text/javascript; charset=utf-8'],
 };
 
+const api = process.env.API_URL;
+
+function proxy(req, res) {
+  const target = new URL(req.url.slice('/api'.length), api);
+  const up = http.request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (r) => {
+    res.writeHead(r.statusCode, r.headers);
+    r.pipe(res);
+  });
+  up.on('error', (err) => {
+    if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+    res.end(`back end ${api}: ${err.code || err.message}\n`);
+  });
+  req.pipe(up);
+}
+
 const server = http.createServer((req, res) => {
-  const entry = files[new URL(req.url, 'http://x').pathname];
+  const pathname = new URL(req.url, 'http://x').pathname;
+  if (api && pathname.startsWith('/api/')) {
+    proxy(req, res);
+    return;
+  }
+  const entry = files[pathname];
   if (!entry) {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     return;

@@ -14,6 +14,10 @@ What it sends, so the sidecar derives Geometra's metrics:
   from the standard logger (archive);
 - the `memory.size` gauge (unit By, this worker's store) and the `memory.writes`
   counter through the metrics API.
+
+And for the browser: POST /telemetry/token mints a short-lived HS256 token
+that the page sends to the sidecar's browser listener (receivers.browser.auth),
+signed with the secret the sidecar reads from the same mounted Secret.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import os
 import time
 from contextlib import asynccontextmanager
 
+import jwt
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Response
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -146,6 +151,64 @@ def memory_archive(user_id: str):
     archived = len(MEMORY.pop(user_id, []))
     std_log.info({"event": "memory_operation", "operation": "archive", "user_id": user_id, "archived": archived})
     return {"archived": archived, "memory_bytes": memory_bytes(), "worker": worker()}
+
+
+# Browser telemetry tokens. The sidecar's browser listener asks for
+# `Authorization: Bearer <JWT>` when receivers.browser.auth.jwt_hs256_secret_file
+# is set; the page gets its tokens here. Both sides read the same Secret (the
+# Helm chart mounts it as a file): GEOMETRA_BROWSER_TOKEN_SECRET_FILE names it
+# here, receivers.browser.auth.jwt_hs256_secret_file in the sidecar. The file
+# is read at every mint, so a rotated Secret signs the next token (the sidecar
+# accepts the previous secret for receivers.browser.auth.rotation_overlap).
+# GEOMETRA_BROWSER_TOKEN_AUDIENCE must equal receivers.browser.auth.audience.
+TOKEN_SECRET_FILE = os.environ.get("GEOMETRA_BROWSER_TOKEN_SECRET_FILE", "")
+TOKEN_AUDIENCE = os.environ.get("GEOMETRA_BROWSER_TOKEN_AUDIENCE", "geometra-sidecar")
+TOKEN_TTL_S = int(os.environ.get("GEOMETRA_BROWSER_TOKEN_TTL_SECONDS", "300"))
+SECRET_MAX = 64 << 10  # the sidecar's bound on a secret file
+
+
+class TokenIn(BaseModel):
+    user_id: str
+
+
+def logged_in_user(body: TokenIn) -> str:
+    """The user the token is for. This example identifies users by the user_id
+    its clients send (as /chat and /memory do); a real back end takes it from
+    its login session and mints tokens only for a logged-in user."""
+    return body.user_id
+
+
+def browser_token_secret() -> bytes | None:
+    """The shared secret as the sidecar reads it: trailing newlines are not part
+    of it, and fewer than 32 bytes is refused (RFC 7518 3.2) on both sides."""
+    if not TOKEN_SECRET_FILE:
+        return None
+    try:
+        with open(TOKEN_SECRET_FILE, "rb") as f:
+            secret = f.read(SECRET_MAX + 1)
+    except OSError:
+        return None
+    secret = secret.rstrip(b"\r\n")
+    return secret if 32 <= len(secret) <= SECRET_MAX else None
+
+
+@app.post("/telemetry/token")
+def telemetry_token(body: TokenIn, response: Response):
+    """A token for the page's OTLP exporter: HS256, `sub` the user, `exp` in
+    TOKEN_TTL_S (5 minutes), `aud` the sidecar's audience. The page asks for a
+    new one before this one expires."""
+    user = logged_in_user(body)
+    secret = browser_token_secret()
+    if secret is None:
+        raise HTTPException(status_code=503, detail="browser telemetry tokens are not configured "
+                            "(GEOMETRA_BROWSER_TOKEN_SECRET_FILE: a readable file of at least 32 bytes)")
+    now = int(time.time())
+    claims = {"sub": user, "iat": now, "exp": now + TOKEN_TTL_S}
+    if TOKEN_AUDIENCE:
+        claims["aud"] = TOKEN_AUDIENCE
+    response.headers["Cache-Control"] = "no-store"
+    return {"token": jwt.encode(claims, secret, algorithm="HS256"), "token_type": "Bearer",
+            "expires_in": TOKEN_TTL_S}
 
 
 FastAPIInstrumentor.instrument_app(app, excluded_urls="legacy/ping")
