@@ -2,6 +2,7 @@
 //! under `server.connections` that every listener applies), with its
 //! validation.
 
+use super::browser::config::Browser;
 use crate::base::values::err;
 use crate::base::{ConfigError, Dur, ListenAddr};
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ use std::time::Duration;
 pub struct Receivers {
     pub otlp_grpc: OtlpGrpc,
     pub otlp_http: OtlpHttp,
+    /// The listener for browsers (off by default): see `browser/config.rs`.
+    pub browser: Browser,
     /// The deepest `AnyValue` nesting (attribute values, log bodies) accepted
     /// in a forwarded request; deeper is refused with INVALID_ARGUMENT / 400.
     #[serde(default = "default_value_depth")]
@@ -42,9 +45,14 @@ const DEFAULT_IN_FLIGHT_PER_CONNECTION: usize = 8 << 20;
 impl Receivers {
     /// The largest single request accepted, either transport.
     pub fn largest_request(&self) -> usize {
+        let browser = match self.browser.listen {
+            Some(_) => self.browser.max_body_bytes,
+            None => 0,
+        };
         self.otlp_http
             .max_body_bytes
             .max(self.otlp_grpc.max_message_bytes)
+            .max(browser)
     }
 
     /// `max_in_flight_bytes_per_connection`, or unset 8 MiB, raised to the
@@ -63,6 +71,7 @@ impl Default for Receivers {
         Receivers {
             otlp_grpc: OtlpGrpc::default(),
             otlp_http: OtlpHttp::default(),
+            browser: Browser::default(),
             max_value_depth: default_value_depth(),
             max_in_flight_bytes: default_in_flight(),
             max_in_flight_bytes_per_connection: None,
@@ -159,7 +168,8 @@ impl Receivers {
             return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
         }
         validate_in_flight(self)?;
-        validate_cors(http)
+        validate_cors(&http.into())?;
+        self.browser.validate()
     }
 
     /// Whether a client connecting to `host:port` reaches one of these
@@ -199,7 +209,7 @@ impl Connections {
 /// share lies between the largest request and the whole budget.
 fn validate_in_flight(r: &Receivers) -> Result<(), ConfigError> {
     let largest = r.largest_request();
-    let which = "receivers.otlp_grpc.max_message_bytes, receivers.otlp_http.max_body_bytes";
+    let which = "receivers.otlp_grpc.max_message_bytes, receivers.otlp_http.max_body_bytes, receivers.browser.max_body_bytes";
     if r.max_in_flight_bytes < largest {
         return err(
             "receivers.max_in_flight_bytes",
@@ -223,11 +233,13 @@ fn validate_in_flight(r: &Receivers) -> Result<(), ConfigError> {
     }
 }
 
-fn validate_cors(http: &OtlpHttp) -> Result<(), ConfigError> {
-    for (i, o) in http.cors_allowed_origins.iter().enumerate() {
+/// The CORS keys of a listener's section.
+pub(crate) fn validate_cors(c: &super::cors::CorsKeys) -> Result<(), ConfigError> {
+    let at = c.section;
+    for (i, o) in c.origins.iter().enumerate() {
         if !valid_cors_origin(o) {
             return err(
-                &format!("receivers.otlp_http.cors_allowed_origins[{i}]"),
+                &format!("{at}.cors_allowed_origins[{i}]"),
                 &format!(
                     "{o:?} is not an origin: write \"*\", scheme://host[:port], or one \"*\" \
                      for part of the host as in https://*.example.com \
@@ -236,10 +248,10 @@ fn validate_cors(http: &OtlpHttp) -> Result<(), ConfigError> {
             );
         }
     }
-    for (i, h) in http.cors_allowed_headers.iter().enumerate() {
+    for (i, h) in c.headers.iter().enumerate() {
         if h != "*" && (h.is_empty() || !h.bytes().all(is_token_char)) {
             return err(
-                &format!("receivers.otlp_http.cors_allowed_headers[{i}]"),
+                &format!("{at}.cors_allowed_headers[{i}]"),
                 &format!(
                     "{h:?} is not a header name: write a name such as x-tenant-id \
                      (letters, digits and !#$%&'*+-.^_`|~), or \"*\" for any"
@@ -247,13 +259,13 @@ fn validate_cors(http: &OtlpHttp) -> Result<(), ConfigError> {
             );
         }
     }
-    if http.cors_max_age > MAX_CORS_MAX_AGE {
+    if c.max_age > MAX_CORS_MAX_AGE {
         return err(
-            "receivers.otlp_http.cors_max_age",
+            &format!("{at}.cors_max_age"),
             &format!(
                 "{} is more than browsers keep a preflight: at most {MAX_CORS_MAX_AGE} \
                  seconds (Firefox's cap; Chromium's is 7200)",
-                http.cors_max_age
+                c.max_age
             ),
         );
     }

@@ -85,28 +85,48 @@ pub struct Cors {
     any_header: bool,
     allow_headers: HeaderValue,
     max_age: HeaderValue,
+    /// the section whose `cors_allowed_origins` a refusal names
+    section: &'static str,
+}
+
+/// The CORS keys of a listener's section (`receivers.otlp_http`,
+/// `receivers.browser`), validated (see `config::validate_cors`).
+pub struct CorsKeys<'a> {
+    pub section: &'static str,
+    pub origins: &'a [String],
+    pub headers: &'a [String],
+    pub max_age: u32,
+}
+
+impl<'a> From<&'a OtlpHttp> for CorsKeys<'a> {
+    fn from(c: &'a OtlpHttp) -> Self {
+        CorsKeys {
+            section: "receivers.otlp_http",
+            origins: &c.cors_allowed_origins,
+            headers: &c.cors_allowed_headers,
+            max_age: c.cors_max_age,
+        }
+    }
 }
 
 impl Cors {
-    /// From a validated config (see `config::validate_cors`).
-    pub fn new(cfg: &OtlpHttp) -> Cors {
+    /// From a validated section.
+    pub fn new<'a>(keys: impl Into<CorsKeys<'a>>) -> Cors {
+        let cfg = keys.into();
         let mut names: Vec<String> = DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect();
-        for h in &cfg.cors_allowed_headers {
+        for h in cfg.headers {
             let h = h.to_ascii_lowercase();
             if h != "*" && !names.contains(&h) {
                 names.push(h);
             }
         }
         Cors {
-            origins: cfg
-                .cors_allowed_origins
-                .iter()
-                .map(|o| Pattern::new(o))
-                .collect(),
-            any_header: cfg.cors_allowed_headers.iter().any(|h| h == "*"),
+            origins: cfg.origins.iter().map(|o| Pattern::new(o)).collect(),
+            any_header: cfg.headers.iter().any(|h| h == "*"),
             allow_headers: HeaderValue::from_str(&names.join(", "))
                 .unwrap_or(HeaderValue::from_static("content-type")),
-            max_age: HeaderValue::from(cfg.cors_max_age),
+            max_age: HeaderValue::from(cfg.max_age),
+            section: cfg.section,
         }
     }
 
@@ -125,11 +145,8 @@ impl Cors {
     /// 403 without any `Access-Control-Allow-*` header otherwise.
     pub fn preflight(&self, headers: &HeaderMap) -> Response {
         let Some(origin) = self.allowed_origin(headers) else {
-            let mut r = (
-                StatusCode::FORBIDDEN,
-                "origin not in receivers.otlp_http.cors_allowed_origins\n",
-            )
-                .into_response();
+            let msg = format!("origin not in {}.cors_allowed_origins\n", self.section);
+            let mut r = (StatusCode::FORBIDDEN, msg).into_response();
             r.headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Origin"));
             return r;
