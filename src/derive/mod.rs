@@ -243,6 +243,138 @@ fn kind_bit(k: SpanKind) -> u8 {
     1 << (k as u8)
 }
 
+/// The family or distinct-count gauge a rule writes to, registered in `reg`.
+fn rule_target(r: &Rule, st: &StoreConfig, store: &Store, reg: &mut Registry) -> Target {
+    let kind = match r.kind {
+        RuleKind::DistinctCount => return Target::Distinct(reg.distinct(&r.name, &r.help)),
+        RuleKind::Counter => Kind::Counter,
+        RuleKind::Histogram => Kind::Histogram(r.buckets.clone()),
+    };
+    let names = r.labels.iter().map(|l| l.name.clone()).collect();
+    let unit = if r.kind == RuleKind::Histogram && r.name.ends_with("_seconds") {
+        "seconds"
+    } else {
+        ""
+    };
+    let fam = Family::new(
+        &r.name,
+        &r.help,
+        unit,
+        kind,
+        LabelNames::Fixed(names),
+        store.cap(),
+    )
+    .with_hist_mode(hist_mode(r, st))
+    .with_budget(store.budget.clone());
+    Target::Family(reg.family(fam))
+}
+
+/// Where each of a rule's labels comes from (attribute keys get slots in `keys`).
+fn rule_labels(r: &Rule, keys: &mut KeyTable) -> Vec<LabelSrc> {
+    r.labels
+        .iter()
+        .map(|l| match (&l.value, l.from.is_empty(), l.outcome) {
+            (Some(v), true, false) => LabelSrc::Const(v.as_bytes().into()),
+            _ => LabelSrc::Dyn {
+                from: l.from.iter().map(|k| keys.slot(k)).collect(),
+                outcome: l.outcome,
+                default: l
+                    .default
+                    .as_ref()
+                    .or(l.value.as_ref())
+                    .map(|d| d.as_bytes().into()),
+            },
+        })
+        .collect()
+}
+
+/// Where a rule's value comes from: 1, the duration, or an attribute.
+fn rule_value(r: &Rule, keys: &mut KeyTable) -> ValueSrc {
+    match (r.kind, r.value) {
+        (_, Some(ValueSource::Attribute)) | (RuleKind::DistinctCount, _) => {
+            ValueSrc::Attr(r.value_from.iter().map(|k| keys.slot(k)).collect())
+        }
+        (RuleKind::Histogram, _) => ValueSrc::Duration,
+        _ => ValueSrc::One,
+    }
+}
+
+/// A rule compiled without its event name (the caller sets the span or log
+/// one) and without a shared prefix (see [`link_shared`]).
+fn compile_rule(
+    r: &Rule,
+    target: Target,
+    keys: &mut KeyTable,
+    skipped: Arc<[AtomicU64; 4]>,
+) -> CRule {
+    let labels = rule_labels(r, keys);
+    let value = rule_value(r, keys);
+    let m = &r.matcher;
+    CRule {
+        name: r.name.clone(),
+        target,
+        kinds: m.span_kinds.iter().fold(0u8, |m, k| m | kind_bit(*k)),
+        present: m.attributes_present.iter().map(|k| keys.slot(k)).collect(),
+        equals: m
+            .attributes_equal
+            .iter()
+            .map(|(k, v)| (keys.slot(k), v.as_bytes().into()))
+            .collect(),
+        span_event: None,
+        log_event: None,
+        labels,
+        value,
+        nonneg: r.kind == RuleKind::Counter
+            || (r.kind == RuleKind::Histogram && r.buckets.first().is_some_and(|b| *b >= 0.0)),
+        skipped,
+        share: None,
+    }
+}
+
+/// A copy of a compiled rule (for a rule on both signals) with its own skip counts.
+fn twin_rule(rule: &CRule, skipped: Arc<[AtomicU64; 4]>) -> CRule {
+    let (labels, value) = Deriver::clone_parts(&rule.labels, &rule.value);
+    CRule {
+        name: rule.name.clone(),
+        target: match rule.target {
+            Target::Family(i) => Target::Family(i),
+            Target::Distinct(i) => Target::Distinct(i),
+        },
+        kinds: rule.kinds,
+        present: rule.present.clone(),
+        equals: rule.equals.clone(),
+        span_event: rule.span_event,
+        log_event: rule.log_event.clone(),
+        labels,
+        value,
+        nonneg: rule.nonneg,
+        skipped,
+        share: rule.share,
+    }
+}
+
+/// The skip counts of the previous rule set's rule of this name and signal
+/// (so they carry over a reload), else new ones.
+fn prev_skipped(prev: Option<&Deriver>, name: &str, logs: bool) -> Arc<[AtomicU64; 4]> {
+    let rules = prev.map(|p| if logs { &p.log_rules } else { &p.span_rules });
+    rules
+        .and_then(|rs| rs.iter().find(|x| x.name == name))
+        .map(|x| x.skipped.clone())
+        .unwrap_or_default()
+}
+
+/// The index of a span event name in the table, added if new.
+fn span_event_index(span_events: &mut Vec<Box<[u8]>>, name: &str) -> usize {
+    let b: Box<[u8]> = name.as_bytes().into();
+    match span_events.iter().position(|x| *x == b) {
+        Some(i) => i,
+        None => {
+            span_events.push(b);
+            span_events.len() - 1
+        }
+    }
+}
+
 /// Result of one request.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -276,140 +408,29 @@ impl Deriver {
         let mut span_rules = Vec::new();
         let mut log_rules = Vec::new();
         for r in cfg.all_rules() {
-            let target = match r.kind {
-                RuleKind::DistinctCount => Target::Distinct(reg.distinct(&r.name, &r.help)),
-                RuleKind::Counter | RuleKind::Histogram => {
-                    let kind = if r.kind == RuleKind::Counter {
-                        Kind::Counter
-                    } else {
-                        Kind::Histogram(r.buckets.clone())
-                    };
-                    let names = r.labels.iter().map(|l| l.name.clone()).collect();
-                    let unit = if r.kind == RuleKind::Histogram && r.name.ends_with("_seconds") {
-                        "seconds"
-                    } else {
-                        ""
-                    };
-                    let fam = Family::new(
-                        &r.name,
-                        &r.help,
-                        unit,
-                        kind,
-                        LabelNames::Fixed(names),
-                        store.cap(),
-                    )
-                    .with_hist_mode(hist_mode(r, cfg.store))
-                    .with_budget(store.budget.clone());
-                    Target::Family(reg.family(fam))
-                }
-            };
-            let labels = r
-                .labels
-                .iter()
-                .map(|l| match (&l.value, l.from.is_empty(), l.outcome) {
-                    (Some(v), true, false) => LabelSrc::Const(v.as_bytes().into()),
-                    _ => LabelSrc::Dyn {
-                        from: l.from.iter().map(|k| keys.slot(k)).collect(),
-                        outcome: l.outcome,
-                        default: l
-                            .default
-                            .as_ref()
-                            .or(l.value.as_ref())
-                            .map(|d| d.as_bytes().into()),
-                    },
-                })
-                .collect();
-            let value = match (r.kind, r.value) {
-                (_, Some(ValueSource::Attribute)) | (RuleKind::DistinctCount, _) => {
-                    ValueSrc::Attr(r.value_from.iter().map(|k| keys.slot(k)).collect())
-                }
-                (RuleKind::Histogram, _) => ValueSrc::Duration,
-                _ => ValueSrc::One,
-            };
-            let kinds = r
-                .matcher
-                .span_kinds
-                .iter()
-                .fold(0u8, |m, k| m | kind_bit(*k));
-            let present = r
-                .matcher
-                .attributes_present
-                .iter()
-                .map(|k| keys.slot(k))
-                .collect();
-            let equals = r
-                .matcher
-                .attributes_equal
-                .iter()
-                .map(|(k, v)| (keys.slot(k), v.as_bytes().into()))
-                .collect();
-            let prev_skips = |logs: bool| {
-                let rules = prev.map(|p| if logs { &p.log_rules } else { &p.span_rules });
-                rules
-                    .and_then(|rs| rs.iter().find(|x| x.name == r.name))
-                    .map(|x| x.skipped.clone())
-                    .unwrap_or_default()
-            };
-            let mk = |span_side: bool,
-                      span_event: Option<usize>,
-                      log_event: Option<Box<[u8]>>,
-                      labels,
-                      value,
-                      present,
-                      equals,
-                      target| CRule {
-                name: r.name.clone(),
-                target,
-                kinds,
-                present,
-                equals,
-                span_event,
-                log_event,
-                labels,
-                value,
-                nonneg: r.kind == RuleKind::Counter
-                    || (r.kind == RuleKind::Histogram
-                        && r.buckets.first().is_some_and(|b| *b >= 0.0)),
-                skipped: prev_skips(!span_side),
-                share: None,
-            };
-            let span_event = r.matcher.event_name.as_ref().map(|e| {
-                let b: Box<[u8]> = e.as_bytes().into();
-                match span_events.iter().position(|x| *x == b) {
-                    Some(i) => i,
-                    None => {
-                        span_events.push(b);
-                        span_events.len() - 1
-                    }
-                }
-            });
-            let log_event: Option<Box<[u8]>> =
-                r.matcher.event_name.as_ref().map(|e| e.as_bytes().into());
+            let target = rule_target(r, cfg.store, &store, &mut reg);
+            let skipped = prev_skipped(prev, &r.name, matches!(r.signal, Signal::Logs));
+            let mut rule = compile_rule(r, target, &mut keys, skipped);
+            let event = r.matcher.event_name.as_deref();
+            // (a log rule's event name lands in the span table too)
+            let span_event = event.map(|e| span_event_index(&mut span_events, e));
+            let log_event: Option<Box<[u8]>> = event.map(|e| e.as_bytes().into());
             match r.signal {
-                Signal::Spans => span_rules.push(mk(
-                    true, span_event, None, labels, value, present, equals, target,
-                )),
-                Signal::Logs => log_rules.push(mk(
-                    false, None, log_event, labels, value, present, equals, target,
-                )),
+                Signal::Spans => {
+                    rule.span_event = span_event;
+                    span_rules.push(rule);
+                }
+                Signal::Logs => {
+                    rule.log_event = log_event;
+                    log_rules.push(rule);
+                }
                 Signal::Any => {
                     // the same rule on both signals: compile it twice
-                    let again = Deriver::clone_parts(&labels, &value);
-                    let t2 = match &target {
-                        Target::Family(i) => Target::Family(*i),
-                        Target::Distinct(i) => Target::Distinct(*i),
-                    };
-                    let (p2, e2) = (
-                        Vec::clone(&present),
-                        equals
-                            .iter()
-                            .map(|(a, b): &(u16, Box<[u8]>)| (*a, b.clone()))
-                            .collect(),
-                    );
-                    span_rules.push(mk(
-                        true, span_event, None, labels, value, present, equals, target,
-                    ));
-                    log_rules.push(mk(false, None, log_event, again.0, again.1, p2, e2, t2));
+                    let mut twin = twin_rule(&rule, prev_skipped(prev, &r.name, true));
+                    twin.log_event = log_event;
+                    rule.span_event = span_event;
+                    span_rules.push(rule);
+                    log_rules.push(twin);
                 }
             }
         }

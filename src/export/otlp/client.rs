@@ -109,57 +109,14 @@ impl Client {
                     .timeout(timeout)
                     .tcp_nodelay(true);
                 if url.starts_with("https://") || ep.tls.is_some() {
-                    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-                    if let Some(t) = &ep.tls {
-                        if let Some(ca) = &t.ca_file {
-                            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(
-                                read(ca, "tls.ca_file")?,
-                            ));
-                        }
-                        match (&t.cert_file, &t.key_file) {
-                            (Some(c), Some(k)) => {
-                                tls = tls.identity(tonic::transport::Identity::from_pem(
-                                    read(c, "tls.cert_file")?,
-                                    read(k, "tls.key_file")?,
-                                ))
-                            }
-                            (None, None) => {}
-                            _ => {
-                                return Err(format!(
-                                    "{where_}.tls: cert_file and key_file go together"
-                                ))
-                            }
-                        }
-                    }
                     endpoint = endpoint
-                        .tls_config(tls)
+                        .tls_config(grpc_tls(ep, &where_)?)
                         .map_err(|e| format!("{where_}.tls: {e}"))?;
                 }
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                for (k, v) in &ep.headers {
-                    let key =
-                        tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                            .map_err(|e| format!("{where_}.headers: {k:?}: {e}"))?;
-                    let val = v
-                        .parse()
-                        .map_err(|e| format!("{where_}.headers.{k}: {e}"))?;
-                    metadata.insert(key, val);
-                }
-                let path = format!(
-                    "/opentelemetry.proto.collector.{s}.v1.{S}Service/Export",
-                    s = match sig {
-                        SignalKind::Spans => "trace",
-                        _ => signal_path(sig),
-                    },
-                    S = match sig {
-                        SignalKind::Spans => "Trace",
-                        SignalKind::LogRecords => "Logs",
-                        SignalKind::MetricPoints => "Metrics",
-                    }
-                );
+                let metadata = grpc_metadata(ep, &where_)?;
                 Ok(Client::Grpc {
                     channel: endpoint.connect_lazy(),
-                    path: http::uri::PathAndQuery::try_from(path)
+                    path: http::uri::PathAndQuery::try_from(grpc_path(sig))
                         .map_err(|e| format!("{where_}: {e}"))?,
                     metadata,
                     gzip,
@@ -221,51 +178,116 @@ impl Client {
                 url,
                 gzip,
                 token,
-            } => {
-                let mut req = client.post(url.as_str());
-                if *gzip {
-                    req = req
-                        .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                        .body(gzip_fast(&body));
-                } else {
-                    req = req.body(body);
-                }
-                if let Some(t) = token {
-                    req = req.bearer_auth(t.current().await);
-                }
-                let resp = req.send().await.map_err(|e| Failure::Retryable {
-                    after: None,
-                    msg: format!("HTTP request: {e}"),
-                })?;
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let is_proto = resp
-                    .headers()
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("application/x-protobuf"));
-                let bytes = resp.bytes().await.unwrap_or_default();
-                if (200..300).contains(&status) {
-                    if is_proto {
-                        return Ok(ExportResponse::decode(bytes.as_ref())
-                            .map(Delivered::from)
-                            .unwrap_or_default());
-                    }
-                    return Ok(Delivered::default());
-                }
-                Err(classify_http(
-                    status,
-                    retry_after.as_deref(),
-                    &String::from_utf8_lossy(&bytes),
-                    HttpRetry::Otlp,
-                ))
-            }
+            } => send_http(client, url, *gzip, token.as_ref(), body).await,
         }
     }
+}
+
+/// The gRPC client's TLS: webpki roots, plus the configured CA and client
+/// certificate.
+fn grpc_tls(ep: &Endpoint, where_: &str) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+    let Some(t) = &ep.tls else {
+        return Ok(tls);
+    };
+    if let Some(ca) = &t.ca_file {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(
+            ca,
+            "tls.ca_file",
+        )?));
+    }
+    match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(c, "tls.cert_file")?,
+                read(k, "tls.key_file")?,
+            ))
+        }
+        (None, None) => {}
+        _ => return Err(format!("{where_}.tls: cert_file and key_file go together")),
+    }
+    Ok(tls)
+}
+
+/// The configured headers as gRPC metadata (keys lowercased).
+fn grpc_metadata(ep: &Endpoint, where_: &str) -> Result<tonic::metadata::MetadataMap, String> {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (k, v) in &ep.headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| format!("{where_}.headers: {k:?}: {e}"))?;
+        let val = v
+            .parse()
+            .map_err(|e| format!("{where_}.headers.{k}: {e}"))?;
+        metadata.insert(key, val);
+    }
+    Ok(metadata)
+}
+
+/// The OTLP/gRPC method path of a signal's `Export`.
+fn grpc_path(sig: SignalKind) -> String {
+    format!(
+        "/opentelemetry.proto.collector.{s}.v1.{S}Service/Export",
+        s = match sig {
+            SignalKind::Spans => "trace",
+            _ => signal_path(sig),
+        },
+        S = match sig {
+            SignalKind::Spans => "Trace",
+            SignalKind::LogRecords => "Logs",
+            SignalKind::MetricPoints => "Metrics",
+        }
+    )
+}
+
+/// Sends one request body over OTLP/HTTP.
+async fn send_http(
+    client: &reqwest::Client,
+    url: &str,
+    gzip: bool,
+    token: Option<&Arc<Token>>,
+    body: Bytes,
+) -> Result<Delivered, Failure> {
+    let mut req = client.post(url);
+    if gzip {
+        req = req
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .body(gzip_fast(&body));
+    } else {
+        req = req.body(body);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t.current().await);
+    }
+    let resp = req.send().await.map_err(|e| Failure::Retryable {
+        after: None,
+        msg: format!("HTTP request: {e}"),
+    })?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let is_proto = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-protobuf"));
+    let bytes = resp.bytes().await.unwrap_or_default();
+    if (200..300).contains(&status) {
+        if is_proto {
+            return Ok(ExportResponse::decode(bytes.as_ref())
+                .map(Delivered::from)
+                .unwrap_or_default());
+        }
+        return Ok(Delivered::default());
+    }
+    Err(classify_http(
+        status,
+        retry_after.as_deref(),
+        &String::from_utf8_lossy(&bytes),
+        HttpRetry::Otlp,
+    ))
 }
 
 /// A gRPC unary request framed by hand (5-byte prefix, message compressed
@@ -368,28 +390,33 @@ async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delive
             "response without grpc-status (not a gRPC server?)",
         )));
     }
-    let data = collected.to_bytes();
+    Ok(grpc_message(&collected.to_bytes()))
+}
+
+/// The partial success in a gRPC response body (a 5-byte prefix, then the
+/// message, gzip-compressed if the flag is 1); nothing if it cannot be read.
+fn grpc_message(data: &[u8]) -> Delivered {
     let Some(len) = data
         .get(1..5)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_be_bytes)
     else {
-        return Ok(Delivered::default());
+        return Delivered::default();
     };
     let Some(msg) = data.get(5..5 + len as usize) else {
-        return Ok(Delivered::default());
+        return Delivered::default();
     };
     let decoded = if data[0] == 1 {
         let mut out = Vec::new();
         let mut d = std::io::Read::take(flate2::read::GzDecoder::new(msg), 1 << 20);
         match std::io::Read::read_to_end(&mut d, &mut out) {
             Ok(_) => ExportResponse::decode(out.as_slice()),
-            Err(_) => return Ok(Delivered::default()),
+            Err(_) => return Delivered::default(),
         }
     } else {
         ExportResponse::decode(msg)
     };
-    Ok(decoded.map(Delivered::from).unwrap_or_default())
+    decoded.map(Delivered::from).unwrap_or_default()
 }
 
 /// gzip at level 1: most of the size win for a fraction of the CPU of level 6.

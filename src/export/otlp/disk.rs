@@ -318,6 +318,42 @@ fn index_segment(dir: &Path, seq: u64, scan: &mut Scan) -> Option<Seg> {
     Some(seg)
 }
 
+/// The sequence numbers of the segment files (`<n>.seg`) in the queue
+/// directory, ascending.
+fn segment_seqs(dir: &Path) -> Result<Vec<u64>, String> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read queue directory {}: {e}", dir.display()))?;
+    let mut seqs = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            seqs.push(n);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The queue's state from the segments an earlier run left (see [`index_segment`]).
+fn index_segments(dir: &Path, seqs: &[u64], scan: &mut Scan) -> State {
+    let mut st = State::default();
+    for &seq in seqs {
+        if let Some(seg) = index_segment(dir, seq, scan) {
+            st.used += seg.size;
+            st.items += seg.unread_items;
+            st.bytes += seg.unread_bytes + seg.unread * HEADER as u64;
+            st.pending_items += seg.unread_items;
+            st.pending_bytes += seg.unread_bytes;
+            st.segs.insert(seq, seg);
+        }
+    }
+    st
+}
+
 impl DiskLog {
     /// Opens (creating) the queue directory, checks that it is writable,
     /// indexes what an earlier run left, and starts the writer thread.
@@ -325,32 +361,9 @@ impl DiskLog {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create queue directory {}: {e}", dir.display()))?;
         probe_writable(dir)?;
-        let rd = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read queue directory {}: {e}", dir.display()))?;
-        let mut seqs = Vec::new();
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if let Some(n) = name
-                .strip_suffix(".seg")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                seqs.push(n);
-            }
-        }
-        seqs.sort_unstable();
+        let seqs = segment_seqs(dir)?;
         let mut scan = Scan::default();
-        let mut st = State::default();
-        for &seq in &seqs {
-            if let Some(seg) = index_segment(dir, seq, &mut scan) {
-                st.used += seg.size;
-                st.items += seg.unread_items;
-                st.bytes += seg.unread_bytes + seg.unread * HEADER as u64;
-                st.pending_items += seg.unread_items;
-                st.pending_bytes += seg.unread_bytes;
-                st.segs.insert(seq, seg);
-            }
-        }
+        let st = index_segments(dir, &seqs, &mut scan);
         let next_seq = seqs.last().map(|s| s.saturating_add(1)).unwrap_or(1);
         let first = st.segs.keys().next().copied().unwrap_or(next_seq);
         let state = Arc::new(Mutex::new(st));
