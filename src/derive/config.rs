@@ -107,6 +107,24 @@ pub struct Rule {
     /// Histogram: classic, native or both buckets (default `store.histograms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histograms: Option<HistogramFormat>,
+    /// Where the rule's data may come from: `app` (the in-pod listeners,
+    /// the default), `browser` (the browser listener), or both.
+    #[serde(default = "app_only")]
+    pub sources: Vec<Source>,
+}
+
+/// Where data came from, for a rule's `sources`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// the app beside the sidecar: `receivers.otlp_grpc`, `receivers.otlp_http`
+    App,
+    /// strangers on the internet: `receivers.browser`
+    Browser,
+}
+
+fn app_only() -> Vec<Source> {
+    vec![Source::App]
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -190,6 +208,12 @@ pub fn validate_rules(
 /// One rule on its own (`at` is its key path).
 fn validate_rule(r: &Rule, at: &str) -> Result<(), ConfigError> {
     validate_rule_name(&r.name, &format!("{at}.name"))?;
+    if r.sources.is_empty() {
+        return err(
+            &format!("{at}.sources"),
+            "name at least one of app, browser",
+        );
+    }
     validate_buckets(r, at)?;
     validate_value(r, at)?;
     if r.kind == RuleKind::DistinctCount && !r.labels.is_empty() {

@@ -14,7 +14,18 @@ pub mod wire;
 use crate::metrics::config::StoreConfig;
 use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames};
 use crate::metrics::{Derived, Distinct, Store};
-use config::{DeriveConfig, Rule, RuleKind, Signal, SpanKind, ValueSource};
+use config::{DeriveConfig, Rule, RuleKind, Signal, Source, SpanKind, ValueSource};
+
+/// [`CRule::sources`] bits.
+const APP: u8 = 1;
+const BROWSER: u8 = 2;
+
+fn source_bit(s: Source) -> u8 {
+    match s {
+        Source::App => APP,
+        Source::Browser => BROWSER,
+    }
+}
 use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::io::Write as _;
@@ -76,6 +87,8 @@ struct CRule {
     nonneg: bool,
     /// shared with the same rule of the previous rule set across a reload
     skipped: Arc<[AtomicU64; 4]>,
+    /// [`APP`] and/or [`BROWSER`]: where the rule's data may come from
+    sources: u8,
     /// (an earlier rule, n): that rule has the same match and its first n
     /// labels are this rule's labels, so when it queued a key for an item,
     /// this rule's key is that key's first n parts (see [`link_shared`])
@@ -126,8 +139,13 @@ fn prefix_end(keys: &[u8], start: usize, parts: u8) -> Option<usize> {
 pub struct Deriver {
     keys: KeyTable,
     span_events: Vec<Box<[u8]>>,
+    /// the rules whose `sources` include `app` (the in-pod listeners)
     span_rules: Vec<CRule>,
     log_rules: Vec<CRule>,
+    /// the rules whose `sources` include `browser` (copies sharing their
+    /// skip counts with the app lists' where a rule has both)
+    browser_span_rules: Vec<CRule>,
+    browser_log_rules: Vec<CRule>,
     error_type: u16,
     store: Arc<Store>,
     /// the families and gauges these rules write to (also in force in the store)
@@ -148,6 +166,8 @@ struct Scratch {
     distinct: Vec<Vec<u64>>,
     /// per rule (of the first 64): where its key for the current item starts
     starts: Vec<u32>,
+    /// the request came from the browser listener: the browser rules apply
+    browser: bool,
 }
 
 struct Up {
@@ -328,6 +348,7 @@ fn compile_rule(
             || (r.kind == RuleKind::Histogram && r.buckets.first().is_some_and(|b| *b >= 0.0)),
         skipped,
         share: None,
+        sources: r.sources.iter().fold(0, |m, s| m | source_bit(*s)),
     }
 }
 
@@ -350,17 +371,33 @@ fn twin_rule(rule: &CRule, skipped: Arc<[AtomicU64; 4]>) -> CRule {
         nonneg: rule.nonneg,
         skipped,
         share: rule.share,
+        sources: rule.sources,
     }
 }
 
 /// The skip counts of the previous rule set's rule of this name and signal
 /// (so they carry over a reload), else new ones.
 fn prev_skipped(prev: Option<&Deriver>, name: &str, logs: bool) -> Arc<[AtomicU64; 4]> {
-    let rules = prev.map(|p| if logs { &p.log_rules } else { &p.span_rules });
+    let rules = prev.map(|p| match logs {
+        true => [&p.log_rules, &p.browser_log_rules],
+        false => [&p.span_rules, &p.browser_span_rules],
+    });
     rules
-        .and_then(|rs| rs.iter().find(|x| x.name == name))
+        .and_then(|[a, b]| a.iter().chain(b.iter()).find(|x| x.name == name))
         .map(|x| x.skipped.clone())
         .unwrap_or_default()
+}
+
+/// The app's rules and the browser's (a rule of both sources in each list,
+/// sharing its skip counts), in rule order.
+fn by_source(rules: Vec<CRule>) -> (Vec<CRule>, Vec<CRule>) {
+    let browser = rules
+        .iter()
+        .filter(|r| r.sources & BROWSER != 0)
+        .map(|r| twin_rule(r, r.skipped.clone()))
+        .collect();
+    let app = rules.into_iter().filter(|r| r.sources & APP != 0).collect();
+    (app, browser)
 }
 
 /// The index of a span event name in the table, added if new.
@@ -435,8 +472,16 @@ impl Deriver {
             }
         }
         span_events.truncate(64);
-        link_shared(&mut span_rules);
-        link_shared(&mut log_rules);
+        let (mut span_rules, mut browser_span_rules) = by_source(span_rules);
+        let (mut log_rules, mut browser_log_rules) = by_source(log_rules);
+        for rules in [
+            &mut span_rules,
+            &mut log_rules,
+            &mut browser_span_rules,
+            &mut browser_log_rules,
+        ] {
+            link_shared(rules);
+        }
         let derived = Arc::new(reg.out);
         let n_families = derived.families.len();
         let n_distinct = derived.distinct.len();
@@ -446,6 +491,8 @@ impl Deriver {
             span_events,
             span_rules,
             log_rules,
+            browser_span_rules,
+            browser_log_rules,
             error_type,
             store,
             derived,
@@ -487,7 +534,18 @@ impl Deriver {
     /// rules that share a metric (a span and a log rule) are summed.
     pub fn skipped(&self) -> Vec<(&str, &'static str, u64)> {
         let mut out: std::collections::BTreeMap<(&str, &'static str), u64> = Default::default();
-        for r in self.span_rules.iter().chain(self.log_rules.iter()) {
+        // a rule of both sources is in both lists with one set of counts
+        let browser_only = self
+            .browser_span_rules
+            .iter()
+            .chain(self.browser_log_rules.iter())
+            .filter(|r| r.sources & APP == 0);
+        for r in self
+            .span_rules
+            .iter()
+            .chain(self.log_rules.iter())
+            .chain(browser_only)
+        {
             for (i, reason) in SKIP_REASONS.iter().enumerate() {
                 let n = r.skipped[i].load(Ordering::Relaxed);
                 if n > 0 {
@@ -533,11 +591,17 @@ impl Deriver {
         );
     }
 
-    /// Walks an encoded `ExportTraceServiceRequest` and prepares its metric
-    /// updates; nothing is applied until [`Deriver::commit`].
+    /// Walks an encoded `ExportTraceServiceRequest` from the app and
+    /// prepares its metric updates; nothing is applied until [`Deriver::commit`].
     pub fn prepare_traces(&self, buf: &[u8]) -> Result<Prepared, WireError> {
+        self.prepare_traces_from(buf, Source::App)
+    }
+
+    /// [`Deriver::prepare_traces`] with the rules of `source` only.
+    pub fn prepare_traces_from(&self, buf: &[u8], source: Source) -> Result<Prepared, WireError> {
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
         self.reset(&mut sc);
+        sc.browser = source == Source::Browser;
         let mut slots = Vec::new();
         let stats = wire::walk_traces(buf, &self.keys, &self.span_events, &mut slots, |info, s| {
             self.span(info, s, &mut sc);
@@ -556,8 +620,14 @@ impl Deriver {
 
     /// Walks an encoded `ExportLogsServiceRequest`, like [`Deriver::prepare_traces`].
     pub fn prepare_logs(&self, buf: &[u8]) -> Result<Prepared, WireError> {
+        self.prepare_logs_from(buf, Source::App)
+    }
+
+    /// [`Deriver::prepare_logs`] with the rules of `source` only.
+    pub fn prepare_logs_from(&self, buf: &[u8], source: Source) -> Result<Prepared, WireError> {
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
         self.reset(&mut sc);
+        sc.browser = source == Source::Browser;
         let mut slots = Vec::new();
         let mut bad_body = false;
         let stats = wire::walk_logs(buf, &self.keys, &mut slots, |info, s| {
@@ -610,7 +680,17 @@ impl Deriver {
         sc.ups.iter_mut().for_each(Vec::clear);
         sc.distinct.resize_with(self.n_distinct, Vec::new);
         sc.distinct.iter_mut().for_each(Vec::clear);
-        let rules = self.span_rules.len().max(self.log_rules.len()).min(64);
+        let rules = [
+            &self.span_rules,
+            &self.log_rules,
+            &self.browser_span_rules,
+            &self.browser_log_rules,
+        ]
+        .iter()
+        .map(|r| r.len())
+        .max()
+        .unwrap_or(0)
+        .min(64);
         sc.starts.resize(rules, 0);
     }
 
@@ -649,7 +729,11 @@ impl Deriver {
         let error = info.status == 2 || !matches!(slots[self.error_type as usize], Val::Missing);
         // rules (of the first 64) that queued a key for this span
         let mut queued = 0u64;
-        for (ri, r) in self.span_rules.iter().enumerate() {
+        let rules = match sc.browser {
+            true => &self.browser_span_rules,
+            false => &self.span_rules,
+        };
+        for (ri, r) in rules.iter().enumerate() {
             let shared = shared_with(r, queued);
             // a rule sharing a queued key has the same match: it matches
             if shared.is_none() && !span_matches(r, info, kind_bit, slots) {
@@ -769,7 +853,11 @@ impl Deriver {
         slots: &mut [Val<'a>],
         sc: &mut Scratch,
     ) -> Result<(), WireError> {
-        if self.log_rules.is_empty() {
+        let rules = match sc.browser {
+            true => &self.browser_log_rules,
+            false => &self.log_rules,
+        };
+        if rules.is_empty() {
             return Ok(());
         }
         // A map body (Python's logging handler given a dict, structlog's
@@ -814,7 +902,11 @@ impl Deriver {
     ) {
         let error = info.severity >= 17 || !matches!(slots[self.error_type as usize], Val::Missing);
         let mut queued = 0u64;
-        for (ri, r) in self.log_rules.iter().enumerate() {
+        let rules = match sc.browser {
+            true => &self.browser_log_rules,
+            false => &self.log_rules,
+        };
+        for (ri, r) in rules.iter().enumerate() {
             let shared = shared_with(r, queued);
             if shared.is_none() {
                 if let Some(e) = &r.log_event {

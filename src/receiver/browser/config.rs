@@ -82,8 +82,14 @@ impl Browser {
         for (k, v) in [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_items_per_request", self.max_items_per_request),
-            ("max_attributes_per_item", self.max_attributes_per_item as u64),
-            ("max_attribute_value_bytes", self.max_attribute_value_bytes as u64),
+            (
+                "max_attributes_per_item",
+                self.max_attributes_per_item as u64,
+            ),
+            (
+                "max_attribute_value_bytes",
+                self.max_attribute_value_bytes as u64,
+            ),
         ] {
             if v == 0 {
                 return err(&at(k), "must be at least 1");

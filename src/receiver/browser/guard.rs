@@ -227,13 +227,17 @@ impl Guard {
         let r = resource.get_or_insert_with(Resource::default);
         r.attributes
             .retain(|kv| kv.key != "service.name" && kv.key != SOURCE_KEY);
-        r.attributes.push(string_kv("service.name", &self.cfg.service_name));
+        r.attributes
+            .push(string_kv("service.name", &self.cfg.service_name));
         r.attributes.push(string_kv(SOURCE_KEY, SOURCE_VALUE));
     }
 
     /// Whether `peer` is one of the trusted proxies (for tests and logs).
     pub fn trusted(&self, peer: IpAddr) -> bool {
-        self.cfg.trusted_proxies.iter().any(|c: &Cidr| c.contains(peer))
+        self.cfg
+            .trusted_proxies
+            .iter()
+            .any(|c: &Cidr| c.contains(peer))
     }
 }
 
