@@ -7,10 +7,12 @@ use geometra_sidecar::derive::Deriver;
 use geometra_sidecar::export::stats::ExporterStats;
 use geometra_sidecar::export::{otlp::Forwarder, remote_write};
 use geometra_sidecar::metrics::Store;
+use geometra_sidecar::receiver::browser::guard::Guard;
+use geometra_sidecar::receiver::cors::{Cors, CorsKeys};
 use geometra_sidecar::receiver::grpc::{Logs, Metrics, OtlpService, Traces};
 use geometra_sidecar::receiver::listen::{Limits, Sockets};
 use geometra_sidecar::receiver::stats::{ListenerStats, Transports};
-use geometra_sidecar::receiver::{self, admit::InFlight, cors::Cors, listen, Pipeline};
+use geometra_sidecar::receiver::{self, admit::InFlight, listen, Pipeline};
 use geometra_sidecar::reload::{self, ReloadStats};
 use geometra_sidecar::server::{self, Health};
 use geometra_sidecar::telemetry::config::LogFormat;
@@ -266,16 +268,18 @@ async fn shutdown_signal() -> &'static str {
 struct Bound {
     grpc: Sockets,
     http: Option<Sockets>,
+    browser: Option<Sockets>,
     metrics: Sockets,
-    /// what each bound, `addr[,addr]` (`off`: disabled): gRPC, HTTP, metrics
-    addrs: [String; 3],
+    /// what each bound, `addr[,addr]` (`off`: disabled): gRPC, HTTP,
+    /// metrics, browser
+    addrs: [String; 4],
 }
 
 impl Bound {
     /// What /readyz reports after `ready`.
     fn readyz(&self) -> String {
-        let [g, h, m] = &self.addrs;
-        format!("otlp_grpc={g}\notlp_http={h}\nmetrics={m}\n")
+        let [g, h, m, b] = &self.addrs;
+        format!("otlp_grpc={g}\notlp_http={h}\nmetrics={m}\nbrowser={b}\n")
     }
 }
 
@@ -284,6 +288,7 @@ struct ListenerCounters {
     grpc: Arc<ListenerStats>,
     http: Arc<ListenerStats>,
     metrics: Arc<ListenerStats>,
+    browser: Arc<ListenerStats>,
 }
 
 impl ListenerCounters {
@@ -292,10 +297,17 @@ impl ListenerCounters {
             grpc: ListenerStats::new("otlp_grpc"),
             http: ListenerStats::new("otlp_http"),
             metrics: ListenerStats::new("metrics"),
+            browser: ListenerStats::new("browser"),
         }
     }
-    fn all(&self) -> [Arc<ListenerStats>; 3] {
-        [self.grpc.clone(), self.http.clone(), self.metrics.clone()]
+    fn all(&self) -> [Arc<ListenerStats>; 4] {
+        let l = self;
+        [
+            l.grpc.clone(),
+            l.http.clone(),
+            l.metrics.clone(),
+            l.browser.clone(),
+        ]
     }
 }
 
@@ -306,14 +318,21 @@ async fn bind(cfg: &Config) -> Result<Bound, String> {
         None => None,
     };
     let metrics = listen::bind(cfg.server.listen, "metrics").await?;
+    let browser = match cfg.receivers.browser.listen {
+        Some(a) => Some(listen::bind(a, "browser").await?),
+        None => None,
+    };
+    let off = |l: &Option<Sockets>| l.as_ref().map_or_else(|| "off".into(), |l| l.describe());
     let addrs = [
         grpc.describe(),
-        http.as_ref().map_or_else(|| "off".into(), |l| l.describe()),
+        off(&http),
         metrics.describe(),
+        off(&browser),
     ];
     Ok(Bound {
         grpc,
         http,
+        browser,
         metrics,
         addrs,
     })
@@ -407,6 +426,7 @@ fn spawn_sweeper(store: Arc<Store>) -> tokio::task::JoinHandle<()> {
 struct Running {
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<tokio::task::JoinHandle<()>>,
+    browser: Option<tokio::task::JoinHandle<()>>,
     metrics: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -420,7 +440,7 @@ fn serve(
     bound: Bound,
     pipeline: &Arc<Pipeline>,
     listeners: &ListenerCounters,
-    cors: Arc<Live<Cors>>,
+    (cors, browser): (Arc<Live<Cors>>, Option<BrowserParts>),
     own: &Arc<SelfMetrics>,
     health: &Arc<Health>,
 ) -> Running {
@@ -437,7 +457,7 @@ fn serve(
     let http = bound.http.map(|l| {
         let app = receiver::http::router(pipeline.clone(), &cfg.receivers.otlp_http, cors);
         let stats = listeners.http.clone();
-        tokio::spawn(listen::serve_http(l, app, limits, stats, stop_rx))
+        tokio::spawn(listen::serve_http(l, app, limits, stats, stop_rx.clone()))
     });
     let app = server::router(pipeline.clone(), health.clone(), own.clone());
     let (stop_metrics, metrics_rx) = watch::channel(false);
@@ -449,9 +469,15 @@ fn serve(
         stats,
         metrics_rx,
     ));
+    let browser = bound.browser.zip(browser).map(|(l, (guard, cors))| {
+        let app = receiver::http::browser_router(pipeline.clone(), guard, cors);
+        let stats = listeners.browser.clone();
+        tokio::spawn(listen::serve_http(l, app, limits, stats, stop_rx.clone()))
+    });
     Running {
         grpc,
         http,
+        browser,
         metrics,
         sweeper: spawn_sweeper(pipeline.store.clone()),
         stop,
@@ -478,7 +504,7 @@ impl Running {
         health.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(drain + Duration::from_secs(5), self.grpc).await;
-        if let Some(t) = self.http {
+        for t in self.http.into_iter().chain(self.browser) {
             let _ = tokio::time::timeout(drain + Duration::from_secs(5), t).await;
         }
         if let Some(f) = forward {
@@ -510,6 +536,7 @@ async fn run(
     let remote_write = remote_write(&cfg, &pipeline, &own)?;
     let listeners = ListenerCounters::new();
     let cors = Arc::new(Live::new(Cors::new(&cfg.receivers.otlp_http)));
+    let browser = browser_parts(&cfg)?;
     let load = Box::new(move || effective_config(&cli));
     let mut reloader = reload::Reloader::new(load, cfg.clone(), pipeline.clone())
         .with_cors(cors.clone())
@@ -530,9 +557,21 @@ async fn run(
     }
 
     let bound = bind(&cfg).await?;
-    let [g, h, m] = bound.addrs.clone();
+    let [g, h, m, b] = bound.addrs.clone();
     let _ = health.listening.set(bound.readyz());
-    let running = serve(&cfg, bound, &pipeline, &listeners, cors, &own, &health);
+    if let Some((guard, _)) = &browser {
+        declare_browser(&own, guard);
+    }
+    warn_trusted_cors(&cfg);
+    let running = serve(
+        &cfg,
+        bound,
+        &pipeline,
+        &listeners,
+        (cors, browser),
+        &own,
+        &health,
+    );
     // SIGHUP or a change of the config file reloads it (src/reload.rs)
     reload::spawn(watched, reloader)?;
     health.ready.store(true, Ordering::Relaxed);
@@ -541,6 +580,7 @@ async fn run(
         otlp_grpc = %g,
         otlp_http = %h,
         metrics = %m,
+        browser = %b,
         rules = cfg.rules.len() + cfg.extra_rules.len(),
         forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
         "geometra-sidecar ready"
@@ -556,9 +596,47 @@ async fn run(
     Ok(())
 }
 
+/// The browser listener's guard and CORS policy, when it is on.
+type BrowserParts = (Arc<Guard>, Arc<Live<Cors>>);
+
+fn browser_parts(cfg: &Config) -> Result<Option<BrowserParts>, String> {
+    let b = &cfg.receivers.browser;
+    if b.listen.is_none() {
+        return Ok(None);
+    }
+    let guard = Arc::new(Guard::new(b)?);
+    let mut keys = CorsKeys::from(b);
+    // a token is sent in Authorization: the preflight must allow it
+    let mut headers = b.cors_allowed_headers.clone();
+    if b.auth.enabled() {
+        headers.push("authorization".into());
+    }
+    keys.headers = &headers;
+    Ok(Some((guard, Arc::new(Live::new(Cors::new(keys))))))
+}
+
+/// The browser listener's own counters.
+fn declare_browser(t: &SelfMetrics, g: &Arc<Guard>) {
+    geometra_sidecar::receiver::browser::guard::declare(t, g);
+}
+
+/// CORS on the in-pod OTLP/HTTP listener beyond loopback: anyone who can
+/// reach it writes the app's own metrics (say so at start-up).
+fn warn_trusted_cors(cfg: &Config) {
+    let h = &cfg.receivers.otlp_http;
+    let beyond = h.listen.is_some_and(|l| !l.is_loopback());
+    if beyond && !h.cors_allowed_origins.is_empty() {
+        tracing::warn!(
+            listen = %h.listen.map(|l| l.to_string()).unwrap_or_default(),
+            "receivers.otlp_http has CORS origins and listens beyond loopback: its data is trusted \
+             as the app's own; serve browsers on receivers.browser instead"
+        );
+    }
+}
+
 /// The counters the binary hands to `/metrics` besides the pipeline's.
 struct Counters {
-    listeners: [Arc<ListenerStats>; 3],
+    listeners: [Arc<ListenerStats>; 4],
     reload: Arc<ReloadStats>,
     exporters: Vec<Arc<ExporterStats>>,
     started_s: u64,

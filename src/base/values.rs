@@ -47,6 +47,14 @@ impl ListenAddr {
         }
     }
 
+    /// Whether only this host can reach it (a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            ListenAddr::Exact(a) => a.ip().is_loopback(),
+            ListenAddr::Localhost(_) => true,
+        }
+    }
+
     /// Whether a client connecting to `host:port` reaches this listener
     /// (by address: a name other than `localhost` is not resolved).
     pub fn reached_by(&self, host: &str, port: u16) -> bool {

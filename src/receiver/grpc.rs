@@ -13,6 +13,7 @@ use super::listen::GrpcConnInfo;
 use super::stats::BadRequest;
 use super::{Accepted, Pipeline, Rejection};
 use crate::base::SignalKind;
+use crate::derive::config::Source;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
@@ -57,7 +58,8 @@ impl Signal for Traces {
     }
     async fn handle(p: Arc<Pipeline>, body: Bytes) -> Result<Accepted, Rejection> {
         let stats = &p.stats.grpc;
-        p.spans_or_logs(SignalKind::Spans, body, stats).await
+        p.spans_or_logs(SignalKind::Spans, body, stats, Source::App)
+            .await
     }
 }
 
@@ -75,7 +77,8 @@ impl Signal for Logs {
     }
     async fn handle(p: Arc<Pipeline>, body: Bytes) -> Result<Accepted, Rejection> {
         let stats = &p.stats.grpc;
-        p.spans_or_logs(SignalKind::LogRecords, body, stats).await
+        p.spans_or_logs(SignalKind::LogRecords, body, stats, Source::App)
+            .await
     }
 }
 

@@ -5,13 +5,16 @@
 //! re-encoded to protobuf, so the same pipeline serves both.
 
 use super::admit::{Held, Limit, Transport};
+use super::browser::guard::{Guard, Refusal};
 use super::config::OtlpHttp;
 use super::cors::Cors;
 use super::encoding::{self, DecodeError, Encoding, SUPPORTED};
 use super::grpc::{Logs, Metrics, Signal, Traces};
-use super::stats::BadRequest;
+use super::listen::Peer;
+use super::stats::{BadRequest, ReceiverStats};
 use super::{Accepted, Pipeline, Rejection};
 use crate::base::{Live, SignalKind};
+use crate::derive::config::Source;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -31,21 +34,60 @@ struct HttpState {
     max_body: usize,
     /// swapped by a config reload; loaded once per request
     cors: Arc<Live<Cors>>,
+    /// the browser listener's checks; None on the in-pod listener
+    guard: Option<Arc<Guard>>,
+    /// the key `max_body` comes from, for the 413 message
+    body_key: &'static str,
+}
+
+impl HttpState {
+    fn stats(&self) -> &ReceiverStats {
+        match self.guard {
+            Some(_) => &self.pipeline.stats.browser,
+            None => &self.pipeline.stats.http,
+        }
+    }
 }
 
 /// The OTLP/HTTP routes; `cors` is the policy in force (see `crate::reload`).
 pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp, cors: Arc<Live<Cors>>) -> Router {
-    let max_body = cfg.max_body_bytes;
     let st = HttpState {
         pipeline,
-        max_body,
+        max_body: cfg.max_body_bytes,
         cors,
+        guard: None,
+        body_key: "receivers.otlp_http.max_body_bytes",
     };
     Router::new()
         .route("/v1/traces", post(traces).options(preflight))
         .route("/v1/logs", post(logs).options(preflight))
         .route("/v1/metrics", post(metrics).options(preflight))
         .with_state(st)
+}
+
+/// The browser listener's routes: traces and logs only, each request
+/// through `guard` (token, rate limits, payload limits, stamp) and into the
+/// browser's rules alone. Metrics are not taken from browsers: a page's
+/// metric names would land beside the app's own.
+pub fn browser_router(pipeline: Arc<Pipeline>, guard: Arc<Guard>, cors: Arc<Live<Cors>>) -> Router {
+    let st = HttpState {
+        pipeline,
+        max_body: guard.cfg.max_body_bytes,
+        cors,
+        guard: Some(guard),
+        body_key: "receivers.browser.max_body_bytes",
+    };
+    Router::new()
+        .route("/v1/traces", post(traces).options(preflight))
+        .route("/v1/logs", post(logs).options(preflight))
+        .route("/v1/metrics", post(no_metrics).options(preflight))
+        .with_state(st)
+}
+
+async fn no_metrics(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    let origin = st.cors.load().allowed_origin(&headers);
+    let msg = "the browser listener takes traces and logs only; metrics go to the in-pod listeners";
+    with_cors(error(Format::Proto, StatusCode::NOT_FOUND, 12, msg), origin)
 }
 
 fn with_cors(r: Response, origin: Option<HeaderValue>) -> Response {
@@ -213,14 +255,18 @@ async fn run(
     let (format, body) = match parsed {
         Ok(x) => x,
         Err((why, r)) => {
-            st.pipeline.stats.http.bad_request(sig, why);
+            st.stats().bad_request(sig, why);
             return Err(with_cors(r, origin));
         }
     };
     let p = &st.pipeline;
+    let source = match st.guard {
+        Some(_) => Source::Browser,
+        None => Source::App,
+    };
     let res = match sig {
-        SignalKind::MetricPoints => p.metrics(body, &p.stats.http).await,
-        _ => p.spans_or_logs(sig, body, &p.stats.http).await,
+        SignalKind::MetricPoints => p.metrics(body, st.stats()).await,
+        _ => p.spans_or_logs(sig, body, st.stats(), source).await,
     };
     res.map(|a| (format, a))
         .map_err(|r| with_cors(rejection(format, r), origin))
@@ -287,13 +333,16 @@ async fn read_body(
 
 /// The answer to a body that was not read whole, counted.
 fn unread(st: &HttpState, origin: Option<HeaderValue>, sig: SignalKind, e: Unread) -> Response {
-    let http = &st.pipeline.stats.http;
+    let http = st.stats();
     let r = match e {
         Unread::TooLarge => {
             http.bad_request(sig, BadRequest::TooLarge);
+            if let Some(g) = &st.guard {
+                g.stats.count(Refusal::TooLarge);
+            }
             let msg = format!(
-                "request body larger than receivers.otlp_http.max_body_bytes ({} bytes)",
-                st.max_body
+                "request body larger than {} ({} bytes)",
+                st.body_key, st.max_body
             );
             error(Format::Proto, StatusCode::PAYLOAD_TOO_LARGE, 8, &msg)
         }
@@ -317,7 +366,13 @@ fn unread(st: &HttpState, origin: Option<HeaderValue>, sig: SignalKind, e: Unrea
 
 /// One OTLP/HTTP export: read the body, unpack it to protobuf, run the
 /// pipeline, answer in the request's format.
-async fn export<J, S>(st: HttpState, headers: HeaderMap, body: Body, sig: SignalKind) -> Response
+async fn export<J, S>(
+    st: HttpState,
+    peer: Option<Peer>,
+    headers: HeaderMap,
+    body: Body,
+    sig: SignalKind,
+) -> Response
 where
     J: serde::de::DeserializeOwned + Message,
     S: Signal,
@@ -325,6 +380,11 @@ where
 {
     // the CORS policy is read once per request
     let origin = st.cors.load().allowed_origin(&headers);
+    if let Some(g) = &st.guard {
+        if let Err(u) = g.authorize(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+            return with_cors(unauthorized(u), origin);
+        }
+    }
     // the body's bytes stay taken until it is answered
     let (body, mut held) = match read_body(&st, &headers, body).await {
         Ok(b) => b,
@@ -340,21 +400,84 @@ where
             }
         }
     }
+    let parsed = match (&st.guard, parsed) {
+        (Some(g), Ok((format, b))) => match guarded(g, (&peer, &headers), sig, format, &b) {
+            Ok(b) => Ok((format, b)),
+            Err(r) => return with_cors(r, origin),
+        },
+        (_, parsed) => parsed,
+    };
     match run(st, origin.clone(), sig, parsed).await {
         Ok((f, a)) => with_cors(respond(f, S::respond(a)), origin),
         Err(r) => r,
     }
 }
 
-async fn traces(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export::<ExportTraceServiceRequest, Traces>(st, headers, body, SignalKind::Spans).await
+type Peered = Option<axum::Extension<Peer>>;
+
+async fn traces(
+    State(st): State<HttpState>,
+    p: Peered,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let p = p.map(|e| e.0);
+    export::<ExportTraceServiceRequest, Traces>(st, p, headers, body, SignalKind::Spans).await
 }
 
-async fn logs(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export::<ExportLogsServiceRequest, Logs>(st, headers, body, SignalKind::LogRecords).await
+async fn logs(State(st): State<HttpState>, p: Peered, headers: HeaderMap, body: Body) -> Response {
+    let p = p.map(|e| e.0);
+    export::<ExportLogsServiceRequest, Logs>(st, p, headers, body, SignalKind::LogRecords).await
 }
 
-async fn metrics(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    export::<ExportMetricsServiceRequest, Metrics>(st, headers, body, SignalKind::MetricPoints)
-        .await
+async fn metrics(
+    State(st): State<HttpState>,
+    p: Peered,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (p, sig) = (p.map(|e| e.0), SignalKind::MetricPoints);
+    export::<ExportMetricsServiceRequest, Metrics>(st, p, headers, body, sig).await
+}
+
+/// 401 with the reason and `WWW-Authenticate` (the count is the verifier's).
+fn unauthorized(u: super::browser::auth::Unauthorized) -> Response {
+    let msg = format!("unauthorized: {u}");
+    let mut r = error(Format::Proto, StatusCode::UNAUTHORIZED, 16, &msg);
+    if let Ok(v) = HeaderValue::from_str(u.www_authenticate()) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// A browser request's payload checked and stamped (`guard.rs`), then its
+/// client's and the global rate limits taken for its items: the body the
+/// pipeline takes, or the answer (413, 400, 429 with `Retry-After`).
+fn guarded(
+    g: &Guard,
+    (peer, headers): (&Option<Peer>, &HeaderMap),
+    sig: SignalKind,
+    format: Format,
+    body: &[u8],
+) -> Result<Bytes, Response> {
+    let (body, items) = g.inspect(sig, body).map_err(|o| {
+        let code = match o.why {
+            Refusal::Malformed => StatusCode::BAD_REQUEST,
+            _ => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        error(format, code, 3, &o.message)
+    })?;
+    let peer_ip = peer
+        .and_then(|p| p.0)
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let client = g.client(peer_ip, headers);
+    g.admit(client, items).map_err(|r| {
+        let msg = format!("rate limited ({}): retry later", r.reason.label());
+        let mut resp = error(format, StatusCode::TOO_MANY_REQUESTS, 8, &msg);
+        if let Ok(v) = HeaderValue::from_str(&r.retry_after.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    })?;
+    Ok(body)
 }

@@ -370,6 +370,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The peer address of an HTTP/1.1 request's connection (a request
+/// extension; None if the socket could not say).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
 async fn connection(
     io: Guarded<TcpStream>,
     app: Router,
@@ -378,8 +383,12 @@ async fn connection(
 ) {
     let stats = io.stats.clone();
     let svc_stats = stats.clone();
-    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+    // the peer, for handlers that need to know who is asking (the browser
+    // listener's rate limits)
+    let peer = Peer(io.inner.peer_addr().ok());
+    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         let (app, stats) = (app.clone(), svc_stats.clone());
+        req.extensions_mut().insert(peer);
         async move { Ok::<_, std::convert::Infallible>(within(limits.request, app, req, &stats).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()

@@ -13,6 +13,7 @@ pub mod stats;
 pub mod validate;
 
 use crate::base::{Live, SignalKind};
+use crate::derive::config::Source;
 use crate::derive::Deriver;
 use crate::export::{Forward, Refusal};
 use crate::metrics::Store;
@@ -120,6 +121,7 @@ impl Pipeline {
         sig: SignalKind,
         body: Bytes,
         stats: &ReceiverStats,
+        source: Source,
     ) -> Result<Accepted, Rejection> {
         if let Some(r) = self.refused_early(sig, &body, stats) {
             return Err(r);
@@ -132,8 +134,8 @@ impl Pipeline {
         // loses its updates nor counts them twice
         let deriver = self.deriver.load();
         let prepared = match sig {
-            SignalKind::Spans => deriver.prepare_traces(&body),
-            _ => deriver.prepare_logs(&body),
+            SignalKind::Spans => deriver.prepare_traces_from(&body, source),
+            _ => deriver.prepare_logs_from(&body, source),
         };
         let prepared = match prepared {
             Ok(p) => p,

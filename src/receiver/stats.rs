@@ -45,16 +45,23 @@ impl ReceiverStats {
     }
 }
 
-/// Both transports' counters (`transport="grpc"` and `"http"`).
+/// Every receiver's counters: the in-pod OTLP listeners (`receiver="otlp"`,
+/// `transport="grpc"` and `"http"`) and the browser listener
+/// (`receiver="browser"`, `transport="http"`).
 #[derive(Default)]
 pub struct Transports {
     pub grpc: ReceiverStats,
     pub http: ReceiverStats,
+    pub browser: ReceiverStats,
 }
 
 impl Transports {
-    fn each(&self) -> [(&'static str, &ReceiverStats); 2] {
-        [("grpc", &self.grpc), ("http", &self.http)]
+    fn each(&self) -> [((&'static str, &'static str), &ReceiverStats); 3] {
+        [
+            (("otlp", "grpc"), &self.grpc),
+            (("otlp", "http"), &self.http),
+            (("browser", "http"), &self.browser),
+        ]
     }
 
     /// The receivers' self-metrics, in the Collector's names.
@@ -69,12 +76,12 @@ impl Transports {
                 let name = format!("otelcol_receiver_{what}_{item}_total");
                 let help = format!("Number of {item} {help}.");
                 t.counter(&name, &help, "", move |o| {
-                    for (transport, st) in s.each() {
+                    for ((receiver, transport), st) in s.each() {
                         let v = match what {
                             "accepted" => &st.accepted[sig],
                             _ => &st.refused[sig],
                         };
-                        let at = [("receiver", "otlp"), ("transport", transport)];
+                        let at = [("receiver", receiver), ("transport", transport)];
                         o.observe(v.load(Ordering::Relaxed), &kv(at));
                     }
                 });
@@ -87,9 +94,9 @@ impl Transports {
             "",
             move |o| {
                 for sig in SignalKind::ALL {
-                    for (transport, st) in s.each() {
+                    for ((receiver, transport), st) in s.each() {
                         for (reason, n) in BAD_REQUEST_REASONS.iter().zip(&st.bad_requests[sig]) {
-                            let at = [("transport", transport), ("signal", sig.item_name()), ("reason", *reason)];
+                            let at = [("receiver", receiver), ("transport", transport), ("signal", sig.item_name()), ("reason", *reason)];
                             o.observe(n.load(Ordering::Relaxed), &kv(at));
                         }
                     }

@@ -261,3 +261,21 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
         ..Default::default()
     }
 }
+
+/// The browser listener's counters: requests refused whole by reason, the
+/// token refusals by reason, and the clients the rate limiter tracks.
+pub fn declare(t: &crate::telemetry::SelfMetrics, g: &Arc<Guard>) {
+    let s = g.stats.clone();
+    t.counter(
+        "geometra_sidecar_browser_refused_requests_total",
+        "Browser listener requests refused whole, by reason (rate limits, token, payload limits, malformed).",
+        "",
+        move |o| {
+            for (reason, n) in REFUSED_REASONS.iter().zip(&s.refused) {
+                o.observe(n.load(Ordering::Relaxed), &crate::telemetry::kv([("reason", *reason)]));
+            }
+        },
+    );
+    AuthStats::declare(t, g.auth_stats.clone());
+    super::limit::declare_clients(t, g.limiter.clone());
+}
