@@ -453,6 +453,7 @@ fn unauthorized(u: super::browser::auth::Unauthorized) -> Response {
 /// A browser request's payload checked and stamped (`guard.rs`), then its
 /// client's and the global rate limits taken for its items: the body the
 /// pipeline takes, or the answer (413, 400, 429 with `Retry-After`).
+#[allow(clippy::result_large_err)]
 fn guarded(
     g: &Guard,
     (peer, headers): (&Option<Peer>, &HeaderMap),
