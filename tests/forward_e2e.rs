@@ -7,12 +7,10 @@
 mod common;
 
 use axum::http::{HeaderMap, StatusCode};
+use common::free_port;
 use common::sink::{has_poison, seqs_of, Downstream, Sink, INVALID, PARTIAL, POISON, UNAVAILABLE};
-use common::{free_port, rss_kib};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -1230,126 +1228,6 @@ async fn the_disk_queue_holds_a_backlog_far_beyond_max_items() {
     sink.wait_all(&acked, Duration::from_secs(120)).await;
     wait_metric(&s, "queue_size", 0.0).await;
     down.stop().await;
-}
-
-/// Accepts everything and counts the log records (the outage measurement).
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl LogsService for Counter {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let n: usize = req
-            .get_ref()
-            .resource_logs
-            .iter()
-            .flat_map(|rl| &rl.scope_logs)
-            .map(|sl| sl.log_records.len())
-            .sum();
-        self.0.fetch_add(n as u64, Ordering::SeqCst);
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-    }
-}
-
-/// The outage measurement for BENCHMARKS.md (not part of the suite): with
-/// default settings and a queue directory, the gateway is down while
-/// OUTAGE_RECORDS (default 3,600,000: an hour at 1,000/s) ~300-byte records
-/// arrive as fast as 4 clients send them, 100 per request; then it comes
-/// back. Prints the sidecar's RSS as the backlog grows and drains.
-/// `cargo test --release --test forward_e2e -- --ignored --nocapture outage_rss`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn outage_rss() {
-    let total: usize = std::env::var("OUTAGE_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_600_000);
-    let (per, clients) = (100usize, 4usize);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let qdir = dir.path().join("queue");
-    let port = free_port();
-    let cfg = format!("forward:\n  logs: {{ endpoint: \"http://127.0.0.1:{port}\" }}\n");
-    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let s = Arc::new(Sidecar::start(dir.path(), "outage", &cfg, &q).await);
-    let pid = s.child.id();
-    println!("| phase | records | disk queue bytes | sidecar RSS MiB |");
-    println!("|---|---|---|---|");
-    let row = |phase: &str, n: u64, disk: f64| {
-        println!(
-            "| {phase} | {n} | {disk:.0} | {:.1} |",
-            rss_kib(pid) as f64 / 1024.0
-        )
-    };
-    row("start", 0, 0.0);
-    let body = "chat request served; model gpt-4o, 812 tokens ".repeat(4);
-    let sent = Arc::new(AtomicU64::new(0));
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (s, sent, body) = (s.clone(), sent.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut cl = s.client().await;
-            for i in (c..total / per).step_by(clients) {
-                let recs = (0..per)
-                    .map(|j| {
-                        record(
-                            &format!("o-{i}-{j}"),
-                            &[("http.route", "/api/chat")],
-                            Some(&body),
-                        )
-                    })
-                    .collect();
-                let req = request(recs);
-                if let Err(st) = cl.export(req).await {
-                    panic!("refused during the outage: {st:?}");
-                }
-                sent.fetch_add(per as u64, Ordering::Relaxed);
-            }
-        }));
-    }
-    let mut next = total as u64 / 10;
-    while tasks.iter().any(|t| !t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let n = sent.load(Ordering::Relaxed);
-        if n >= next {
-            row("outage", n, s.metric("queue_size").await);
-            next += total as u64 / 10;
-        }
-    }
-    for t in tasks {
-        t.await.expect("client");
-    }
-    let took = t.elapsed();
-    row("outage end", total as u64, s.metric("queue_size").await);
-    println!("sent {total} records in {took:?}");
-    let counter = Counter::default();
-    let svc = LogsServiceServer::new(counter.clone()).accept_compressed(CompressionEncoding::Gzip);
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-            .await;
-    });
-    let t = Instant::now();
-    let mut next = total as u64 / 4;
-    while counter.0.load(Ordering::SeqCst) < total as u64 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let n = counter.0.load(Ordering::SeqCst);
-        if n >= next {
-            row("delivering", n, s.metric("queue_size").await);
-            next += total as u64 / 4;
-        }
-        assert!(t.elapsed() < Duration::from_secs(1800), "drain too slow");
-    }
-    println!("delivered {total} records in {:?}", t.elapsed());
-    wait_metric(&s, "queue_size", 0.0).await;
-    row("drained", total as u64, 0.0);
 }
 
 /// A really full filesystem (ENOSPC, not the configured cap): the queue
