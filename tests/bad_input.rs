@@ -520,24 +520,9 @@ async fn sigterm_finishes_and_exits_zero() {
     )
     .await
     .expect("accepted");
-    let pid = sc.pid().to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        if let Some(status) = sc.child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status:?}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit within 15s of SIGTERM"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    sc.signal(libc::SIGTERM);
+    let status = sc.wait_exit(std::time::Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
 }
 
 /// A logs request with one record holding `record` (hand-encoded bytes,

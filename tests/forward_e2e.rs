@@ -8,11 +8,9 @@ mod common;
 
 use axum::http::{HeaderMap, StatusCode};
 use common::sink::{has_poison, seqs_of, Downstream, Sink, INVALID, PARTIAL, POISON, UNAVAILABLE};
-use common::{free_port, rss_kib};
+use common::{free_port, Sidecar, SidecarBuilder};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -21,8 +19,8 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,84 +28,37 @@ use tonic::codec::CompressionEncoding;
 
 // ---------------------------------------------------------------- sidecar
 
-struct Sidecar {
-    child: Child,
-    grpc: u16,
-    metrics: u16,
-    log: PathBuf,
+/// The sidecar on this YAML config, written to `dir/<name>.yaml`, its log
+/// (at info) in `dir/<name>.log`, with `extra` arguments.
+fn sidecar(dir: &Path, name: &str, config: &str, extra: &[&str]) -> SidecarBuilder {
+    Sidecar::builder()
+        .dir(dir, name)
+        .config(config)
+        .args(extra)
+        .rust_log(Some("info"))
+        .stderr_to_file()
 }
 
-impl Sidecar {
-    /// Starts the binary with this YAML config (written into `dir`) and
-    /// waits for /readyz.
-    async fn start(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
-        let s = Sidecar::spawn(dir, name, config, extra);
-        let m = s.metrics;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{m}/readyz")).await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar not ready within 15s:\n{}",
-                s.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        s
-    }
+/// Starts it and waits for /readyz.
+async fn start(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
+    sidecar(dir, name, config, extra).start().await
+}
 
-    /// Starts the binary without waiting for it to be ready.
-    fn spawn(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
-        let cfg = dir.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, config).expect("write config");
-        let log = dir.join(format!("{name}.log"));
-        let (g, h, m) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
-            .args(["--config", cfg.to_str().expect("utf-8 path")])
-            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
-            .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start the sidecar");
-        Sidecar {
-            child,
-            grpc: g,
-            metrics: m,
-            log,
-        }
-    }
+/// Starts it without waiting for it to be ready.
+fn spawn(dir: &Path, name: &str, config: &str, extra: &[&str]) -> Sidecar {
+    sidecar(dir, name, config, extra).spawn()
+}
 
-    /// Waits (at most `within`) for the process to exit; its exit status.
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(
-                t.elapsed() < within,
-                "still running {within:?} after start:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
+/// What these tests ask of a running sidecar.
+trait Forwarder {
     /// `otelcol_exporter_<what>{exporter="otlp/logs"}`.
+    async fn metric(&self, what: &str) -> f64;
+    async fn client(&self) -> LogsServiceClient<tonic::transport::Channel>;
+}
+
+impl Forwarder for Sidecar {
     async fn metric(&self, what: &str) -> f64 {
-        let text = match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await {
+        let text = match reqwest::get(format!("http://{}/metrics", self.metrics)).await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => return f64::NAN,
         };
@@ -120,43 +71,9 @@ impl Sidecar {
     }
 
     async fn client(&self) -> LogsServiceClient<tonic::transport::Channel> {
-        LogsServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc))
+        LogsServiceClient::connect(self.grpc_url())
             .await
             .expect("connect to the sidecar")
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits for the exit (at most `within`); returns how long it took.
-    fn term(&mut self, within: Duration) -> Duration {
-        let t = Instant::now();
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -TERM failed");
-        loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "no exit within {within:?} of SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -270,14 +187,14 @@ async fn sdk_logs_reach_a_grpc_gateway_that_restarts() {
     let port = free_port();
     let down = Downstream::start(&sink, port).await;
     let cfg = "forward:\n  retry: { initial_interval: 100ms, max_interval: 400ms, max_elapsed: 0s }\n  batch: { timeout: 50ms }\n";
-    let s = Sidecar::start(
+    let s = start(
         dir.path(),
         "sdk",
         cfg,
         &["--forward-logs-to", &format!("http://127.0.0.1:{port}")],
     )
     .await;
-    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let url = s.grpc_url();
     let emit = |tag: &'static str, n: usize, url: String| sdk_emit(url, tag, n);
     emit("a", 40, url.clone()).await.expect("sdk a");
     let mut want: HashSet<String> = (0..40).map(|i| format!("a-{i}")).collect();
@@ -313,7 +230,7 @@ async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
         "  queue: { max_items: 40, consumers: 1 }\n",
     )
     .replace("max_items: 50", "max_items: 10");
-    let s = Sidecar::start(dir.path(), "full", &cfg, &[]).await;
+    let s = start(dir.path(), "full", &cfg, &[]).await;
     let (acked, refused) = send_batches(&s, "f", 40, 5).await;
     assert!(!refused.is_empty(), "a 40-item queue must fill");
     for st in &refused {
@@ -413,7 +330,7 @@ async fn http_downstream_429_retry_after_is_honoured() {
         "forward:\n  logs:\n    endpoint: http://127.0.0.1:{port}/otlp/v1/logs\n    headers: {{ X-Scope-OrgID: geometra }}\n    bearer_token_file: {}\n    timeout: 2s\n  retry: {{ initial_interval: 100ms, max_interval: 500ms, max_elapsed: 0s }}\n  batch: {{ max_items: 1000, timeout: 100ms }}\n",
         token.display()
     );
-    let s = Sidecar::start(dir.path(), "http429", &cfg, &[]).await;
+    let s = start(dir.path(), "http429", &cfg, &[]).await;
     let (acked, refused) = send_batches(&s, "h", 10, 3).await;
     assert!(refused.is_empty());
     st.sink.wait_all(&acked, Duration::from_secs(15)).await;
@@ -442,7 +359,7 @@ async fn permanent_errors_and_partial_success_are_counted_not_retried() {
     sink.mode.store(INVALID, Ordering::SeqCst);
     let port = free_port();
     let down = Downstream::start(&sink, port).await;
-    let s = Sidecar::start(
+    let s = start(
         dir.path(),
         "perm",
         &base_config(&format!("http://127.0.0.1:{port}"), ""),
@@ -496,7 +413,7 @@ async fn kill9_with_records_on_disk_then_restart_delivers_them() {
     let sink = Sink::default();
     let port = free_port(); // nothing listens yet
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
-    let mut s = Sidecar::start(
+    let mut s = start(
         dir.path(),
         "k1",
         &cfg,
@@ -507,14 +424,14 @@ async fn kill9_with_records_on_disk_then_restart_delivers_them() {
     assert!(refused.is_empty());
     // with a queue directory the queue size is in bytes on disk
     assert!(s.metric("queue_size").await >= 120.0 * 20.0);
-    s.kill9();
+    s.kill();
     let segs = std::fs::read_dir(qdir.join("logs"))
         .expect("queue dir")
         .count();
     assert!(segs >= 1, "records wait on disk");
 
     let down = Downstream::start(&sink, port).await;
-    let s2 = Sidecar::start(
+    let s2 = start(
         dir.path(),
         "k2",
         &cfg,
@@ -551,7 +468,7 @@ async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
         "  queue: { max_items: 200 }\n  drain_timeout: 10s\n",
     )
     .replace("max_items: 50", "max_items: 10");
-    let mut s = Sidecar::start(dir.path(), "drain", &cfg, &[]).await;
+    let mut s = start(dir.path(), "drain", &cfg, &[]).await;
     let (acked, refused) = send_batches(&s, "d", 80, 5).await;
     assert!(!refused.is_empty(), "the queue must have filled");
     let took = s.term(Duration::from_secs(15));
@@ -568,7 +485,7 @@ async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
     let qdir = dir.path().join("queue");
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "  drain_timeout: 1s\n");
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let mut s = Sidecar::start(dir.path(), "drain2", &cfg, &q).await;
+    let mut s = start(dir.path(), "drain2", &cfg, &q).await;
     let (acked, refused) = send_batches(&s, "e", 20, 5).await;
     assert!(refused.is_empty());
     let took = s.term(Duration::from_secs(8));
@@ -578,7 +495,7 @@ async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
     );
     assert!(s.log_text().contains("stay in the on-disk queue"));
     let down = Downstream::start(&sink, port).await;
-    let _s = Sidecar::start(dir.path(), "drain3", &cfg, &q).await;
+    let _s = start(dir.path(), "drain3", &cfg, &q).await;
     sink.wait_all(&acked, Duration::from_secs(15)).await;
     down.stop().await;
 }
@@ -593,10 +510,10 @@ async fn corrupt_queue_file_is_skipped_and_counted() {
     let port = free_port();
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let mut s = Sidecar::start(dir.path(), "c1", &cfg, &q).await;
+    let mut s = start(dir.path(), "c1", &cfg, &q).await;
     let (acked, refused) = send_batches(&s, "c", 10, 1).await;
     assert!(refused.is_empty());
-    s.kill9();
+    s.kill();
     let seg = std::fs::read_dir(qdir.join("logs"))
         .expect("queue dir")
         .filter_map(|e| e.ok())
@@ -624,7 +541,7 @@ async fn corrupt_queue_file_is_skipped_and_counted() {
         .expect("rewrite segment");
 
     let down = Downstream::start(&sink, port).await;
-    let s2 = Sidecar::start(dir.path(), "c2", &cfg, &q).await;
+    let s2 = start(dir.path(), "c2", &cfg, &q).await;
     let want: HashSet<String> = acked
         .iter()
         .filter(|a| !corrupted.contains(a))
@@ -654,7 +571,7 @@ async fn redaction_applies_before_forwarding() {
             key.display()
         ),
     );
-    let s = Sidecar::start(dir.path(), "redact", &cfg, &[]).await;
+    let s = start(dir.path(), "redact", &cfg, &[]).await;
     let mut c = s.client().await;
     c.export(request(vec![
         record(
@@ -796,8 +713,8 @@ async fn traces_and_metrics_are_forwarded_when_configured() {
     let cfg = format!(
         "forward:\n  traces: {{ endpoint: \"http://127.0.0.1:{port}\" }}\n  metrics: {{ endpoint: \"http://127.0.0.1:{port}\", compression: none }}\n  batch: {{ timeout: 50ms }}\n"
     );
-    let s = Sidecar::start(dir.path(), "tm", &cfg, &[]).await;
-    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let s = start(dir.path(), "tm", &cfg, &[]).await;
+    let url = s.grpc_url();
     let spans: Vec<Span> = (0..20u8)
         .map(|i| Span {
             trace_id: vec![1; 16],
@@ -857,7 +774,7 @@ async fn traces_and_metrics_are_forwarded_when_configured() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics))
+    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
         .await
         .expect("scrape")
         .text()
@@ -869,7 +786,7 @@ async fn traces_and_metrics_are_forwarded_when_configured() {
     );
     let t = Instant::now();
     loop {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics))
+        let text = reqwest::get(format!("http://{}/metrics", s.metrics))
             .await
             .expect("scrape")
             .text()
@@ -943,7 +860,7 @@ async fn grpc_over_mutual_tls_with_a_private_ca() {
     let cfg = format!(
         "forward:\n  logs:\n    endpoint: https://127.0.0.1:{port}\n    tls: {{ ca_file: {ca_file}, cert_file: {cert_file}, key_file: {key_file} }}\n  batch: {{ timeout: 50ms }}\n  retry: {{ initial_interval: 100ms, max_interval: 300ms }}\n"
     );
-    let s = Sidecar::start(dir.path(), "tls", &cfg, &[]).await;
+    let s = start(dir.path(), "tls", &cfg, &[]).await;
     let (acked, refused) = send_batches(&s, "tls", 5, 4).await;
     assert!(refused.is_empty());
     sink.wait_all(&acked, Duration::from_secs(10)).await;
@@ -964,7 +881,7 @@ async fn full_disk_queue_pushes_back() {
         "  queue: { max_disk_bytes: 8000 }\n",
     );
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let s = Sidecar::start(dir.path(), "cap", &cfg, &q).await;
+    let s = start(dir.path(), "cap", &cfg, &q).await;
     let (acked, refused) = send_batches(&s, "cap", 60, 5).await;
     assert!(!refused.is_empty(), "8 kB of disk must fill");
     assert!(refused
@@ -1056,7 +973,7 @@ async fn poisoned_grpc(disk: bool) {
     let qdir = dir.path().join("queue");
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
     let extra: &[&str] = if disk { &q } else { &[] };
-    let s = Sidecar::start(dir.path(), "poison", &cfg, extra).await;
+    let s = start(dir.path(), "poison", &cfg, extra).await;
     let (good, bad) = send_with_poison(&s, "pz", 40, 5, &[3, 17, 18, 33]).await;
     sink.mode.store(POISON, Ordering::SeqCst);
     sink.wait_all(&good, Duration::from_secs(20)).await;
@@ -1104,7 +1021,7 @@ async fn a_poisoned_request_costs_only_its_own_records_http() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = base_config(&format!("http://127.0.0.1:{port}/v1/logs"), "");
-    let s = Sidecar::start(dir.path(), "poison-http", &cfg, &[]).await;
+    let s = start(dir.path(), "poison-http", &cfg, &[]).await;
     let (good, bad) = send_with_poison(&s, "ph", 40, 5, &[0, 9, 10, 39]).await;
     st.up.store(true, Ordering::SeqCst);
     st.sink.wait_all(&good, Duration::from_secs(20)).await;
@@ -1124,10 +1041,10 @@ async fn a_second_sidecar_on_the_same_queue_dir_refuses_to_start() {
     let port = free_port(); // down at first
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let s1 = Sidecar::start(dir.path(), "first", &cfg, &q).await;
+    let s1 = start(dir.path(), "first", &cfg, &q).await;
     let (mut acked, refused) = send_batches(&s1, "a", 20, 5).await;
     assert!(refused.is_empty());
-    let mut s2 = Sidecar::spawn(dir.path(), "second", &cfg, &q);
+    let mut s2 = spawn(dir.path(), "second", &cfg, &q);
     let st = s2.wait_exit(Duration::from_secs(15));
     assert!(!st.success(), "the second sidecar must fail");
     let log = s2.log_text();
@@ -1190,7 +1107,7 @@ async fn an_unwritable_queue_dir_refuses_to_start() {
         let target = qdir.join(which);
         let _guard = Undo::immutable(&target);
         let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-        let mut s = Sidecar::spawn(dir.path(), &format!("ro{i}"), &cfg, &q);
+        let mut s = spawn(dir.path(), &format!("ro{i}"), &cfg, &q);
         let st = s.wait_exit(Duration::from_secs(15));
         assert!(!st.success());
         let log = s.log_text();
@@ -1214,7 +1131,7 @@ async fn the_disk_queue_holds_a_backlog_far_beyond_max_items() {
     )
     .replace("max_items: 50,", "max_items: 500,");
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let s = Sidecar::start(dir.path(), "backlog", &cfg, &q).await;
+    let s = start(dir.path(), "backlog", &cfg, &q).await;
     let (acked, refused) = send_batches(&s, "bl", 1000, 50).await;
     assert!(
         refused.is_empty(),
@@ -1232,126 +1149,6 @@ async fn the_disk_queue_holds_a_backlog_far_beyond_max_items() {
     down.stop().await;
 }
 
-/// Accepts everything and counts the log records (the outage measurement).
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl LogsService for Counter {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let n: usize = req
-            .get_ref()
-            .resource_logs
-            .iter()
-            .flat_map(|rl| &rl.scope_logs)
-            .map(|sl| sl.log_records.len())
-            .sum();
-        self.0.fetch_add(n as u64, Ordering::SeqCst);
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-    }
-}
-
-/// The outage measurement for BENCHMARKS.md (not part of the suite): with
-/// default settings and a queue directory, the gateway is down while
-/// OUTAGE_RECORDS (default 3,600,000: an hour at 1,000/s) ~300-byte records
-/// arrive as fast as 4 clients send them, 100 per request; then it comes
-/// back. Prints the sidecar's RSS as the backlog grows and drains.
-/// `cargo test --release --test forward_e2e -- --ignored --nocapture outage_rss`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn outage_rss() {
-    let total: usize = std::env::var("OUTAGE_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_600_000);
-    let (per, clients) = (100usize, 4usize);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let qdir = dir.path().join("queue");
-    let port = free_port();
-    let cfg = format!("forward:\n  logs: {{ endpoint: \"http://127.0.0.1:{port}\" }}\n");
-    let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let s = Arc::new(Sidecar::start(dir.path(), "outage", &cfg, &q).await);
-    let pid = s.child.id();
-    println!("| phase | records | disk queue bytes | sidecar RSS MiB |");
-    println!("|---|---|---|---|");
-    let row = |phase: &str, n: u64, disk: f64| {
-        println!(
-            "| {phase} | {n} | {disk:.0} | {:.1} |",
-            rss_kib(pid) as f64 / 1024.0
-        )
-    };
-    row("start", 0, 0.0);
-    let body = "chat request served; model gpt-4o, 812 tokens ".repeat(4);
-    let sent = Arc::new(AtomicU64::new(0));
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (s, sent, body) = (s.clone(), sent.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut cl = s.client().await;
-            for i in (c..total / per).step_by(clients) {
-                let recs = (0..per)
-                    .map(|j| {
-                        record(
-                            &format!("o-{i}-{j}"),
-                            &[("http.route", "/api/chat")],
-                            Some(&body),
-                        )
-                    })
-                    .collect();
-                let req = request(recs);
-                if let Err(st) = cl.export(req).await {
-                    panic!("refused during the outage: {st:?}");
-                }
-                sent.fetch_add(per as u64, Ordering::Relaxed);
-            }
-        }));
-    }
-    let mut next = total as u64 / 10;
-    while tasks.iter().any(|t| !t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let n = sent.load(Ordering::Relaxed);
-        if n >= next {
-            row("outage", n, s.metric("queue_size").await);
-            next += total as u64 / 10;
-        }
-    }
-    for t in tasks {
-        t.await.expect("client");
-    }
-    let took = t.elapsed();
-    row("outage end", total as u64, s.metric("queue_size").await);
-    println!("sent {total} records in {took:?}");
-    let counter = Counter::default();
-    let svc = LogsServiceServer::new(counter.clone()).accept_compressed(CompressionEncoding::Gzip);
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-            .await;
-    });
-    let t = Instant::now();
-    let mut next = total as u64 / 4;
-    while counter.0.load(Ordering::SeqCst) < total as u64 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let n = counter.0.load(Ordering::SeqCst);
-        if n >= next {
-            row("delivering", n, s.metric("queue_size").await);
-            next += total as u64 / 4;
-        }
-        assert!(t.elapsed() < Duration::from_secs(1800), "drain too slow");
-    }
-    println!("delivered {total} records in {:?}", t.elapsed());
-    wait_metric(&s, "queue_size", 0.0).await;
-    row("drained", total as u64, 0.0);
-}
-
 /// A really full filesystem (ENOSPC, not the configured cap): the queue
 /// directory sits on a 512 KiB tmpfs while the downstream is down. What
 /// does not fit is pushed back (UNAVAILABLE) and never acknowledged; the
@@ -1366,7 +1163,7 @@ async fn a_full_filesystem_pushes_back_and_loses_nothing() {
     let port = free_port(); // down at first
     let cfg = base_config(&format!("http://127.0.0.1:{port}"), "");
     let q = ["--queue-dir", qdir.to_str().expect("utf-8")];
-    let s = Sidecar::start(dir.path(), "enospc", &cfg, &q).await;
+    let s = start(dir.path(), "enospc", &cfg, &q).await;
     let (acked, refused) = send_batches(&s, "enospc", 4000, 5).await;
     assert!(!acked.is_empty(), "some requests fit");
     assert!(
@@ -1417,7 +1214,7 @@ async fn redaction_reloads_with_the_config() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let redact =
         |key: &str| format!("redaction:\n  attributes:\n    - {{ key: {key}, action: drop }}\n");
-    let s = Sidecar::start(
+    let s = start(
         dir.path(),
         "rr",
         &base_config(&endpoint, &redact("user_id")),
@@ -1484,12 +1281,7 @@ async fn redaction_reloads_with_the_config() {
 
 /// SIGHUP to the sidecar.
 fn hup(s: &Sidecar) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &s.child.id().to_string()])
-        .status()
-        .map(|st| st.success())
-        .unwrap_or(false);
-    assert!(ok, "kill -HUP failed");
+    s.signal(libc::SIGHUP);
 }
 
 /// Replaces the config file the way a ConfigMap update does (a new file
@@ -1502,7 +1294,7 @@ fn swap_config(dir: &Path, name: &str, text: &str) {
 
 /// The sum of every sample of `name` on /metrics (NaN when absent).
 async fn scrape_sum(s: &Sidecar, name: &str) -> f64 {
-    let text = match reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics)).await {
+    let text = match reqwest::get(format!("http://{}/metrics", s.metrics)).await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => return f64::NAN,
     };
@@ -1568,14 +1360,14 @@ async fn forwarding_follows_the_reloaded_endpoint(disk: bool) {
         false => vec![],
     };
     let cfg = |ep: &str| base_config(ep, "");
-    let s = Sidecar::start(
+    let s = start(
         dir.path(),
         "mv",
         &cfg(&format!("http://127.0.0.1:{pa}")),
         &extra,
     )
     .await;
-    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let url = s.grpc_url();
     sdk_emit(url.clone(), "a", 30).await.expect("sdk a");
     a.wait_all(&seqs("a", 30), Duration::from_secs(10)).await;
 
@@ -1656,8 +1448,8 @@ async fn a_bad_forward_config_is_refused_and_the_old_sink_keeps_receiving() {
         format!("http://127.0.0.1:{pa}"),
         format!("http://127.0.0.1:{pb}"),
     );
-    let s = Sidecar::start(dir.path(), "mv", &base_config(&ea, ""), &[]).await;
-    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let s = start(dir.path(), "mv", &base_config(&ea, ""), &[]).await;
+    let url = s.grpc_url();
     let missing_ca = dir.path().join("no-such-ca.pem");
     let bad = [
         (
@@ -1729,8 +1521,8 @@ async fn a_send_under_way_at_the_reload_finishes_at_the_old_sink_once() {
     let down_b = Downstream::start(&b, pb).await;
     a.delay_ms.store(1500, Ordering::SeqCst);
     let cfg = |p: u16| base_config(&format!("http://127.0.0.1:{p}"), "");
-    let s = Sidecar::start(dir.path(), "mv", &cfg(pa), &[]).await;
-    let url = format!("http://127.0.0.1:{}", s.grpc);
+    let s = start(dir.path(), "mv", &cfg(pa), &[]).await;
+    let url = s.grpc_url();
     sdk_emit(url.clone(), "s", 40).await.expect("sdk s");
     let t = Instant::now();
     while a.requests.load(Ordering::SeqCst) == 0 {

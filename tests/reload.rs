@@ -11,7 +11,7 @@ use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A counter rule on server spans, labelled by the `op` attribute.
@@ -70,24 +70,20 @@ fn last_ok(m: &Metrics) -> Option<f64> {
     m.value("geometra_sidecar_config_last_reload_successful", &[])
 }
 
-/// The sidecar on `config` at `dir/config.yaml`, its stderr in `dir/stderr`.
+/// The sidecar on `config`; the paths of its config file and its stderr.
 async fn start(config: &str) -> (Sidecar, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.yaml");
-    let log = dir.path().join("stderr");
-    std::fs::write(&cfg, config).expect("write config");
-    let err = std::fs::File::create(&log).expect("stderr file");
-    let s = Sidecar::start_at(&cfg, Stdio::from(err), dir).await;
+    let s = Sidecar::builder()
+        .config(config)
+        .stderr_to_file()
+        .start()
+        .await;
+    let cfg = s.config_path().expect("a config file").to_path_buf();
+    let log = s.log_path().to_path_buf();
     (s, cfg, log)
 }
 
 fn hup(s: &Sidecar) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &s.pid().to_string()])
-        .status()
-        .map(|st| st.success())
-        .unwrap_or(false);
-    assert!(ok, "kill -HUP");
+    s.signal(libc::SIGHUP);
 }
 
 /// Replaces a file atomically (write aside, rename), as editors do.
@@ -161,7 +157,12 @@ async fn a_configmap_symlink_swap_reloads_without_a_signal() {
     std::os::unix::fs::symlink("..data/config.yaml", d.join("config.yaml")).expect("file link");
     let cfg = d.join("config.yaml");
     let log = std::fs::File::create(d.join("stderr")).expect("stderr");
-    let s = Sidecar::start_at(&cfg, Stdio::from(log), dir).await;
+    let s = Sidecar::builder()
+        .temp_dir(dir)
+        .config_file(&cfg)
+        .stderr(Stdio::from(log))
+        .start()
+        .await;
     send_spans(s.grpc_url(), 1).await;
     s.wait_for("a span counted", |m| {
         count(m, "reload_a_total") == Some(1.0)
@@ -430,13 +431,14 @@ fn level_config(level: &str, rules: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_level_reloads() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.yaml");
-    let log = dir.path().join("stderr");
-    std::fs::write(&cfg, level_config("warn", &["reload_a_total"])).expect("write");
-    let err = std::fs::File::create(&log).expect("stderr file");
     // no RUST_LOG: the file's level rules
-    let s = Sidecar::start_logging(&cfg, Stdio::from(err), dir, None).await;
+    let s = Sidecar::builder()
+        .config(&level_config("warn", &["reload_a_total"]))
+        .stderr_to_file()
+        .rust_log(None)
+        .start()
+        .await;
+    let (cfg, log) = (s.config_path().expect("config"), s.log_path());
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
     // a reload at level warn: neither its info nor its debug line shows
     replace(

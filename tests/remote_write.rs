@@ -615,10 +615,8 @@ async fn derived_native_histograms_arrive_next_to_the_classic_buckets() {
 async fn a_reload_moves_remote_write_to_a_new_url() {
     let (url_a, seen_a) = receiver(vec![(204, None)]).await;
     let (url_b, seen_b) = receiver(vec![(204, None)]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, config(&url_a, "")).expect("write config");
-    let sc = Sidecar::start_at(&cfg, Stdio::inherit(), dir).await;
+    let sc = Sidecar::start(&config(&url_a, "")).await;
+    let cfg = sc.config_path().expect("config").to_path_buf();
     send_spans(sc.grpc_url(), "/api/chat", 3).await;
     requests(&sc, "/api/chat").await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -633,11 +631,7 @@ async fn a_reload_moves_remote_write_to_a_new_url() {
         "remote_write:\n  url: {url_b}\n  interval: 1s\n  external_labels:\n    cluster: eu-other\n"
     );
     std::fs::write(&cfg, &moved).expect("rewrite config");
-    let ok = Command::new("kill")
-        .args(["-HUP", &sc.pid().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -HUP");
+    sc.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(20);
     let cluster = |s: &Seen| {
         let ts = s.body.as_ref().and_then(|b| b.timeseries.first().cloned());
@@ -667,11 +661,7 @@ async fn a_reload_moves_remote_write_to_a_new_url() {
     assert_eq!(reloads, Some(1.0), "{}", m.text);
     // removing remote_write needs a restart: refused, pushes go on
     std::fs::write(&cfg, "").expect("rewrite config");
-    let ok = Command::new("kill")
-        .args(["-HUP", &sc.pid().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -HUP");
+    sc.signal(libc::SIGHUP);
     let m = sc
         .wait_for("the refused reload", |m| {
             m.value(

@@ -11,26 +11,23 @@ use common::{free_port, Sidecar};
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue as OtelKv;
 use opentelemetry_sdk::Resource;
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Starts the sidecar on `config` with the environment below and stderr
 /// into a file (returned), log level from the config (no RUST_LOG).
 async fn start(config: &str) -> (Sidecar, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.yaml");
-    let log = dir.path().join("stderr.log");
-    std::fs::File::create(&cfg)
-        .and_then(|mut f| f.write_all(config.as_bytes()))
-        .expect("write config");
-    let err = std::fs::File::create(&log).expect("log file");
     std::env::set_var("K8S_POD_NAME", "api-7d9f-xk2p");
     std::env::set_var(
         "OTEL_RESOURCE_ATTRIBUTES",
         "deployment.environment.name=test",
     );
-    let sc = Sidecar::start_logging(&cfg, Stdio::from(err), dir, None).await;
+    let sc = Sidecar::builder()
+        .config(config)
+        .rust_log(None)
+        .stderr_to_file()
+        .start()
+        .await;
+    let log = sc.log_path().to_path_buf();
     (sc, log)
 }
 

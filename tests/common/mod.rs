@@ -1,17 +1,56 @@
-//! Shared test harness: runs the real sidecar binary on free ports, scrapes
-//! `/metrics` and parses it with a Prometheus text parser.
+//! Shared test harness: runs the real sidecar binary on free ports (the
+//! one way to start it: [`Sidecar`], [`Sidecar::builder`] in sidecar.rs),
+//! scrapes `/metrics` and parses it with a Prometheus text parser; the one
+//! skip policy for what a host lacks ([`require`]).
 #![allow(dead_code)]
 
 pub mod sdk;
+pub mod sidecar;
 pub mod sink;
 pub mod strict;
+
+#[allow(unused_imports)] // each test uses some
+pub use sidecar::{get_blocking, Sidecar, SidecarBuilder, BIN};
 
 use bytes::{Buf, BufMut, Bytes};
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Set to 1, a test that cannot run on this host (no IPv6 loopback, no
+/// `unshare`, no `script`, …) prints "skipped: <reason>" and passes;
+/// unset (CI, scripts/test.sh) it fails with the reason.
+pub const ALLOW_SKIP: &str = "GEOMETRA_TEST_ALLOW_SKIP";
+
+/// The one skip policy of the Rust tests: `cond` is what the test needs
+/// from the host. True when it holds. When it does not, the test fails
+/// naming `reason`, unless [`ALLOW_SKIP`] is 1: then this prints
+/// "skipped: <reason>" and returns false, and the test returns.
+///
+/// ```ignore
+/// if !common::require(has_ipv6(), "no IPv6 loopback (::1)") {
+///     return;
+/// }
+/// ```
+#[must_use]
+pub fn require(cond: bool, reason: &str) -> bool {
+    if !cond {
+        skip_or_fail(reason);
+    }
+    cond
+}
+
+/// Fails the test with `reason`, or (with [`ALLOW_SKIP`]=1) prints
+/// "skipped: <reason>" and returns so that the caller can return.
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    panic!("cannot run here: {reason} (set {ALLOW_SKIP}=1 to skip such tests instead)");
+}
 
 /// Resident set size of a process, in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
@@ -80,78 +119,7 @@ fn port_in(lo: u16, hi: u16) -> u16 {
     panic!("no free port in {lo}-{hi}")
 }
 
-pub struct Sidecar {
-    pub child: Child,
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    pub metrics: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
 impl Sidecar {
-    /// Starts the sidecar with `config` (YAML, may be empty) and waits for /readyz.
-    pub async fn start(config: &str) -> Sidecar {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("config.yaml");
-        std::fs::File::create(&cfg)
-            .and_then(|mut f| f.write_all(config.as_bytes()))
-            .expect("write config");
-        Sidecar::start_at(&cfg, Stdio::inherit(), dir).await
-    }
-
-    /// Starts the sidecar on the config file at `cfg` (left as it is),
-    /// its stderr going to `stderr`; `dir` lives as long as the sidecar.
-    pub async fn start_at(cfg: &std::path::Path, stderr: Stdio, dir: tempfile::TempDir) -> Sidecar {
-        Sidecar::start_logging(cfg, stderr, dir, Some("warn")).await
-    }
-
-    /// As [`Sidecar::start_at`], with `RUST_LOG` set to `rust_log`, or
-    /// unset (`None`: the config's `telemetry.log_level` rules).
-    pub async fn start_logging(
-        cfg: &std::path::Path,
-        stderr: Stdio,
-        dir: tempfile::TempDir,
-        rust_log: Option<&str>,
-    ) -> Sidecar {
-        let (g, h, m) = (free_port(), free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"));
-        match rust_log {
-            Some(l) => cmd.env("RUST_LOG", l),
-            None => cmd.env_remove("RUST_LOG"),
-        };
-        let child = cmd
-            .args(["--config", cfg.to_str().expect("utf-8 path")])
-            .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
-            .args(["--otlp-http-listen", &format!("127.0.0.1:{h}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the sidecar");
-        let s = Sidecar {
-            child,
-            grpc: ([127, 0, 0, 1], g).into(),
-            http: ([127, 0, 0, 1], h).into(),
-            metrics: ([127, 0, 0, 1], m).into(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://{}/readyz", s.metrics)).await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "sidecar not ready within 10s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        s
-    }
-
-    pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
     pub async fn scrape_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics))
             .await
@@ -225,17 +193,6 @@ impl Sidecar {
             .await
             .ok()?;
         Some(Metrics::parse(&r.text().await.ok()?))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
