@@ -56,6 +56,8 @@ done
 
 echo "== structure (scripts/check-structure.py)"
 python3 scripts/check-structure.py
+echo "== function length (scripts/fn-length.py)"
+python3 scripts/fn-length.py
 
 echo "== cargo build --release"
 cargo build --release --locked --all-targets

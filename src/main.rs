@@ -175,27 +175,32 @@ fn level_setter<S: 'static>(
     })
 }
 
-fn main() -> ExitCode {
-    geometra_sidecar::allocator::tune();
-    let cli = Cli::parse();
+/// `print-default-config` and `check-config`: the exit code, or None to run.
+fn subcommand(cli: &Cli) -> Option<ExitCode> {
     match cli.command {
         Some(Command::PrintDefaultConfig) => {
             print!("{}", Config::default().to_yaml());
-            return ExitCode::SUCCESS;
+            Some(ExitCode::SUCCESS)
         }
-        Some(Command::CheckConfig) => {
-            return match effective_config(&cli) {
-                Ok(cfg) => {
-                    print!("{}", cfg.to_yaml());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("config error: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        None => {}
+        Some(Command::CheckConfig) => Some(match effective_config(cli) {
+            Ok(cfg) => {
+                print!("{}", cfg.to_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("config error: {e}");
+                ExitCode::FAILURE
+            }
+        }),
+        None => None,
+    }
+}
+
+fn main() -> ExitCode {
+    geometra_sidecar::allocator::tune();
+    let cli = Cli::parse();
+    if let Some(code) = subcommand(&cli) {
+        return code;
     }
     // read before the load, so a change racing it is reloaded, not missed
     let watched = reload::Watched::read_now(cli.config.clone());
@@ -218,14 +223,15 @@ fn main() -> ExitCode {
         }
     };
     // the OTLP exporters' gRPC channels live on the runtime
-    let otlp = {
+    let started = {
         let _in_rt = rt.enter();
-        match Pipelines::start(&cfg.telemetry.otlp) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("config error: {e}");
-                return ExitCode::FAILURE;
-            }
+        Pipelines::start(&cfg.telemetry.otlp)
+    };
+    let otlp = match started {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let set_log_level = init_logging(&cfg, otlp.as_ref());
@@ -444,6 +450,10 @@ fn serve(
     own: &Arc<SelfMetrics>,
     health: &Arc<Health>,
 ) -> Running {
+    if let Some((guard, _)) = &browser {
+        declare_browser(own, guard);
+    }
+    warn_trusted_cors(cfg);
     let (stop, stop_rx) = watch::channel(false);
     let grpc = serve_grpc(
         cfg,
@@ -524,15 +534,16 @@ async fn run(
     set_log_level: Option<reload::SetLogLevel>,
     otlp: Option<&Pipelines>,
 ) -> Result<(), String> {
-    // spans of the sidecar's own life (exported with telemetry.otlp): start-up
-    // from here to ready, drain from the signal to the end
+    // spans of its own life (telemetry.otlp): start-up to ready, then the drain
     let startup = tracing::info_span!("startup", version = env!("CARGO_PKG_VERSION"));
     let started_s = geometra_sidecar::base::now_secs();
     let (pipeline, forward) = pipeline(&cfg).await?;
     let health = Arc::new(Health::default());
     // per-metric self-metrics list every rule and pass-through family
-    let families = cfg.rules.len() + cfg.extra_rules.len() + cfg.store.max_passthrough_families;
-    let own = Arc::new(SelfMetrics::new(otlp, families + 64));
+    let own = Arc::new(SelfMetrics::new(
+        otlp,
+        cfg.all_rules().count() + cfg.store.max_passthrough_families + 64,
+    ));
     let remote_write = remote_write(&cfg, &pipeline, &own)?;
     let listeners = ListenerCounters::new();
     let cors = Arc::new(Live::new(Cors::new(&cfg.receivers.otlp_http)));
@@ -544,12 +555,7 @@ async fn run(
         .with_forward(forward.clone());
     let mut exporters = forward.as_ref().map(|f| f.stats()).unwrap_or_default();
     exporters.extend(remote_write.as_ref().map(|(s, _)| s.points.clone()));
-    let counters = Counters {
-        listeners: listeners.all(),
-        reload: reloader.stats(),
-        exporters,
-        started_s,
-    };
+    let counters = Counters::of(listeners.all(), reloader.stats(), exporters, started_s);
     declare_self_metrics(&own, &pipeline, &counters);
     if let Some((stats, control)) = remote_write {
         stats.declare(&own);
@@ -557,12 +563,8 @@ async fn run(
     }
 
     let bound = bind(&cfg).await?;
-    let [g, h, m, b] = bound.addrs.clone();
+    let addrs = bound.addrs.clone();
     let _ = health.listening.set(bound.readyz());
-    if let Some((guard, _)) = &browser {
-        declare_browser(&own, guard);
-    }
-    warn_trusted_cors(&cfg);
     let running = serve(
         &cfg,
         bound,
@@ -575,17 +577,7 @@ async fn run(
     // SIGHUP or a change of the config file reloads it (src/reload.rs)
     reload::spawn(watched, reloader)?;
     health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        parent: &startup,
-        otlp_grpc = %g,
-        otlp_http = %h,
-        metrics = %m,
-        browser = %b,
-        rules = cfg.rules.len() + cfg.extra_rules.len(),
-        forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
-        "geometra-sidecar ready"
-    );
-    drop(startup);
+    announce(startup, &cfg, addrs);
 
     let sig = shutdown_signal().await;
     running
@@ -634,12 +626,42 @@ fn warn_trusted_cors(cfg: &Config) {
     }
 }
 
+/// The "ready" log line, in the start-up span (which ends here).
+fn announce(startup: tracing::Span, cfg: &Config, [g, h, m, b]: [String; 4]) {
+    tracing::info!(
+        parent: &startup,
+        otlp_grpc = %g,
+        otlp_http = %h,
+        metrics = %m,
+        browser = %b,
+        rules = cfg.rules.len() + cfg.extra_rules.len(),
+        forward_logs = cfg.forward.logs.as_ref().map(|e| e.endpoint.as_str()).unwrap_or("off"),
+        "geometra-sidecar ready"
+    );
+}
+
 /// The counters the binary hands to `/metrics` besides the pipeline's.
 struct Counters {
     listeners: [Arc<ListenerStats>; 4],
     reload: Arc<ReloadStats>,
     exporters: Vec<Arc<ExporterStats>>,
     started_s: u64,
+}
+
+impl Counters {
+    fn of(
+        listeners: [Arc<ListenerStats>; 4],
+        reload: Arc<ReloadStats>,
+        exporters: Vec<Arc<ExporterStats>>,
+        started_s: u64,
+    ) -> Counters {
+        Counters {
+            listeners,
+            reload,
+            exporters,
+            started_s,
+        }
+    }
 }
 
 /// Every component declares the self-metrics it counts, in the order

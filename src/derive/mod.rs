@@ -396,7 +396,10 @@ fn by_source(rules: Vec<CRule>) -> (Vec<CRule>, Vec<CRule>) {
         .filter(|r| r.sources & BROWSER != 0)
         .map(|r| twin_rule(r, r.skipped.clone()))
         .collect();
-    let app = rules.into_iter().filter(|r| r.sources & APP != 0).collect();
+    let mut browser: Vec<CRule> = browser;
+    let mut app: Vec<CRule> = rules.into_iter().filter(|r| r.sources & APP != 0).collect();
+    link_shared(&mut app);
+    link_shared(&mut browser);
     (app, browser)
 }
 
@@ -472,16 +475,8 @@ impl Deriver {
             }
         }
         span_events.truncate(64);
-        let (mut span_rules, mut browser_span_rules) = by_source(span_rules);
-        let (mut log_rules, mut browser_log_rules) = by_source(log_rules);
-        for rules in [
-            &mut span_rules,
-            &mut log_rules,
-            &mut browser_span_rules,
-            &mut browser_log_rules,
-        ] {
-            link_shared(rules);
-        }
+        let (span_rules, browser_span_rules) = by_source(span_rules);
+        let (log_rules, browser_log_rules) = by_source(log_rules);
         let derived = Arc::new(reg.out);
         let n_families = derived.families.len();
         let n_distinct = derived.distinct.len();
