@@ -503,6 +503,39 @@ async fn send_http(sc: &Sidecar, path: &str, body: Vec<u8>) {
         .expect("the OTLP/HTTP receiver answers");
 }
 
+/// What an HTTP client can send in a header at all (visible ASCII, spaces).
+fn header_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect()
+}
+
+/// The browser listener, with junk a stranger may add: a forged client
+/// address, a token that is not one, an origin.
+async fn send_browser(g: &mut Gen, port: u16, path: &str, body: Vec<u8>) {
+    let mut r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/x-protobuf");
+    if g.rng.bool() {
+        let xff = format!("{}, 10.0.0.{}", g.junk(40), g.rng.u8(..));
+        r = r.header("x-forwarded-for", header_safe(&xff));
+    }
+    if g.rng.bool() {
+        r = r.header(
+            "authorization",
+            header_safe(&format!("Bearer {}", g.name())),
+        );
+    }
+    if g.rng.bool() {
+        r = r.header("origin", "https://app.geometra.ai");
+    }
+    let _ = r
+        .body(body)
+        .send()
+        .await
+        .expect("the browser listener answers");
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -515,7 +548,11 @@ async fn hostile_otlp_never_breaks_either_exposition_format() {
     let mut g = Gen {
         rng: fastrand::Rng::with_seed(seed),
     };
-    let sc = Sidecar::start("store:\n  max_series_per_metric: 50\n  histograms: both\n").await;
+    let browser = common::free_port();
+    let cfg = format!(
+        "store:\n  max_series_per_metric: 50\n  histograms: both\nreceivers:\n  browser:\n    listen: 127.0.0.1:{browser}\n    cors_allowed_origins: [\"https://app.geometra.ai\"]\n    trusted_proxies: [127.0.0.1]\n"
+    );
+    let sc = Sidecar::start(&cfg).await;
     for round in 0..rounds {
         for _ in 0..3 {
             let (grpc_path, http_path, body) = match g.rng.u8(..3) {
@@ -524,11 +561,11 @@ async fn hostile_otlp_never_breaks_either_exposition_format() {
                 _ => (LOGS, "/v1/logs", g.logs()),
             };
             let body = poison(body);
-            if g.rng.bool() {
+            match g.rng.u8(..3) {
                 // refusals (invalid UTF-8) are fine; a dead sidecar is not
-                let _ = send_raw(&sc.grpc_url(), grpc_path, body, false).await;
-            } else {
-                send_http(&sc, http_path, body).await;
+                0 => drop(send_raw(&sc.grpc_url(), grpc_path, body, false).await),
+                1 => send_http(&sc, http_path, body).await,
+                _ => send_browser(&mut g, browser, http_path, body).await,
             }
         }
         let text = sc.scrape_text().await;

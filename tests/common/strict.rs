@@ -396,7 +396,10 @@ pub fn check(text: &str, om: bool) -> Result<(), String> {
             for (k, (b, count)) in &f.hist {
                 let negative = b.first().is_some_and(|(le, _)| *le < 0.0);
                 // OpenMetrics: no _sum with negative buckets, and _count only with _sum
-                let count_optional = om && negative && !f.sums.contains(k);
+                // (a native histogram shown by its +Inf bucket alone, with
+                // a negative sum, is the same case: negative observations)
+                let inf_only = b.len() == 1;
+                let count_optional = om && (negative || inf_only) && !f.sums.contains(k);
                 if !b.last().is_some_and(|(le, _)| le.is_infinite())
                     || (count.is_none() && !count_optional)
                 {

@@ -193,8 +193,10 @@ impl Writer {
                 let _ = writeln!(self.out, " {}", h.count);
             }
         }
-        // OpenMetrics: no _sum (so no _count) with negative buckets
-        if !(self.om && negative) {
+        // OpenMetrics: no _sum (so no _count) with negative buckets; a
+        // native-only histogram (only its +Inf bucket shown here) with a
+        // negative sum had negative observations: the same case
+        if !(self.om && (negative || h.sum < 0.0)) {
             self.sample(&f.name, "_sum", f, s, h.sum);
             self.count("_count", f, s, h.count);
         }
