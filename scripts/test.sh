@@ -16,6 +16,13 @@ command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # prlimit takes file descriptors away from a running sidecar
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
+# tests/loopback.rs: a network namespace whose loopback has no IPv6 (unshare,
+# ip, sysctl); tests/cli.rs: a pty from `script`. These tests fail without
+# them (GEOMETRA_TEST_ALLOW_SKIP=1 lets them skip on a developer machine).
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
+command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
 # examples/ clients: the Node front end and the browser page (headless chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -1,11 +1,14 @@
 //! The command line: check-config, print-default-config, and refusing a bad
 //! config at start-up with the key and line.
 
+mod common;
+
 use std::io::Write;
 use std::process::Command;
 
+/// The binary for a one-shot command (servers start with common::Sidecar).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
+    Command::new(common::BIN)
 }
 
 /// `check-config` on `text`.
@@ -289,14 +292,23 @@ const ANY_PORTS: [&str; 6] = [
 /// returns everything it wrote to stderr (a pipe, not a terminal) so far.
 fn until_ready(args: &[&str], env: &[(&str, &str)]) -> String {
     use std::io::BufRead;
-    let mut child = bin()
-        .args(args)
-        .envs(env.iter().copied())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start");
-    let stderr = child.stderr.take().expect("stderr");
+    let mut b = common::Sidecar::builder()
+        .no_config()
+        .rust_log(None)
+        .stderr(std::process::Stdio::piped());
+    for pair in args.chunks(2) {
+        b = match pair {
+            ["--otlp-grpc-listen", a] => b.grpc_listen(a),
+            ["--otlp-http-listen", a] => b.http_listen(a),
+            ["--metrics-listen", a] => b.metrics_listen(a),
+            _ => panic!("a listener flag and its address: {pair:?}"),
+        };
+    }
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    let mut s = b.spawn();
+    let stderr = s.child.stderr.take().expect("stderr");
     let mut out = String::new();
     for line in std::io::BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };
@@ -306,8 +318,7 @@ fn until_ready(args: &[&str], env: &[(&str, &str)]) -> String {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    s.kill();
     assert!(
         out.contains("geometra-sidecar ready"),
         "no ready line:\n{out}"
@@ -357,11 +368,7 @@ fn logs_to_a_pipe_have_no_colour_and_plain_addresses() {
 /// The sidecar's first log lines written to a terminal (a pty from
 /// util-linux `script`), with `NO_COLOR` as given.
 fn on_a_terminal(no_color: Option<&str>) -> String {
-    let cmd = format!(
-        "timeout -s INT 3 {} {}",
-        env!("CARGO_BIN_EXE_geometra-sidecar"),
-        ANY_PORTS.join(" ")
-    );
+    let cmd = format!("timeout -s INT 3 {} {}", common::BIN, ANY_PORTS.join(" "));
     let mut c = Command::new("script");
     c.args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .env_remove("NO_COLOR");
@@ -376,8 +383,10 @@ fn on_a_terminal(no_color: Option<&str>) -> String {
 
 #[test]
 fn a_terminal_gets_colour_unless_no_color_is_set() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` (util-linux) for a pty");
+    if !common::require(
+        Command::new("script").arg("--version").output().is_ok(),
+        "no `script` (util-linux) for a pty",
+    ) {
         return;
     }
     assert!(

@@ -6,85 +6,37 @@
 
 mod common;
 
-use common::{free_port, python_export_spans, Metrics};
+use common::{free_port, get_blocking, python_export_spans, require, Metrics, Sidecar, BIN};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 fn has_ipv6() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
+const NO_IPV6: &str = "no IPv6 loopback (::1) on this host";
+
 /// The sidecar on `localhost:G` (gRPC), `http` (HTTP) and 127.0.0.1:M.
-struct Running {
-    child: Child,
-    grpc: u16,
-    http: u16,
-    metrics: SocketAddr,
-    _cfg: tempfile::NamedTempFile,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &str, http: &str) -> Running {
-    let mut cfg = tempfile::NamedTempFile::new().expect("config");
-    cfg.write_all(config.as_bytes()).expect("write");
-    let (g, m) = (free_port(), free_port());
-    let h: u16 = http
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let child = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
-        .arg("--config")
-        .arg(cfg.path())
-        .args(["--otlp-grpc-listen", &format!("localhost:{g}")])
-        .args(["--otlp-http-listen", http])
-        .args(["--metrics-listen", &format!("127.0.0.1:{m}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the sidecar");
-    let r = Running {
-        child,
-        grpc: g,
-        http: h,
-        metrics: ([127, 0, 0, 1], m).into(),
-        _cfg: cfg,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&r).is_none() {
-        assert!(Instant::now() < deadline, "not ready within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    r
+fn start(config: &str, http: &str) -> Sidecar {
+    Sidecar::builder()
+        .config(config)
+        .grpc_listen(&format!("localhost:{}", free_port()))
+        .http_listen(http)
+        .start_blocking()
 }
 
 /// A GET on the metrics listener: the body when answered 200.
-fn get(r: &Running, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(r.metrics).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+fn get(r: &Sidecar, path: &str) -> Option<String> {
+    get_blocking(r.metrics, path)
 }
 
-fn readyz(r: &Running) -> Option<String> {
+fn readyz(r: &Sidecar) -> Option<String> {
     get(r, "/readyz")
 }
 
-fn scrape(r: &Running) -> Metrics {
+fn scrape(r: &Sidecar) -> Metrics {
     Metrics::parse(&get(r, "/metrics").expect("scrape"))
 }
 
@@ -100,11 +52,15 @@ fn sdks_reach_localhost_listeners_on_both_loopbacks() {
     let h = free_port();
     let r = start("", &format!("localhost:{h}"));
     let ready = readyz(&r).expect("ready");
-    let v6 = has_ipv6();
+    let v6 = require(
+        has_ipv6(),
+        &format!("{NO_IPV6} (only 127.0.0.1 is checked)"),
+    );
+    let (g, hp) = (r.grpc.port(), r.http.port());
     let grpc = if v6 {
-        format!("otlp_grpc=127.0.0.1:{g},[::1]:{g}\n", g = r.grpc)
+        format!("otlp_grpc=127.0.0.1:{g},[::1]:{g}\n")
     } else {
-        format!("otlp_grpc=127.0.0.1:{}\n", r.grpc)
+        format!("otlp_grpc=127.0.0.1:{g}\n")
     };
     assert!(
         ready.starts_with("ready\n") && ready.contains(&grpc),
@@ -115,23 +71,13 @@ fn sdks_reach_localhost_listeners_on_both_loopbacks() {
         "{ready}"
     );
     let mut targets = vec![
-        (
-            "grpc",
-            format!("http://localhost:{}", r.grpc),
-            "/grpc-localhost",
-        ),
-        (
-            "http",
-            format!("http://localhost:{}", r.http),
-            "/http-localhost",
-        ),
+        ("grpc", format!("http://localhost:{g}"), "/grpc-localhost"),
+        ("http", format!("http://localhost:{hp}"), "/http-localhost"),
     ];
     if v6 {
-        targets.push(("grpc", format!("http://[::1]:{}", r.grpc), "/grpc-v6"));
-        targets.push(("http", format!("http://[::1]:{}", r.http), "/http-v6"));
-        targets.push(("grpc", format!("http://127.0.0.1:{}", r.grpc), "/grpc-v4"));
-    } else {
-        eprintln!("no IPv6 loopback here: only 127.0.0.1 is checked");
+        targets.push(("grpc", format!("http://[::1]:{g}"), "/grpc-v6"));
+        targets.push(("http", format!("http://[::1]:{hp}"), "/http-v6"));
+        targets.push(("grpc", format!("http://127.0.0.1:{g}"), "/grpc-v4"));
     }
     for (protocol, url, route) in &targets {
         assert!(
@@ -147,8 +93,7 @@ fn sdks_reach_localhost_listeners_on_both_loopbacks() {
 
 #[test]
 fn an_explicit_address_is_exactly_that_address() {
-    if !has_ipv6() {
-        eprintln!("skipped: no IPv6 loopback");
+    if !require(has_ipv6(), NO_IPV6) {
         return;
     }
     let h = free_port();
@@ -188,8 +133,7 @@ fn served(a: SocketAddr) -> Option<TcpStream> {
 
 #[test]
 fn both_loopbacks_share_one_connection_limit() {
-    if !has_ipv6() {
-        eprintln!("skipped: no IPv6 loopback");
+    if !require(has_ipv6(), NO_IPV6) {
         return;
     }
     let h = free_port();
@@ -197,8 +141,8 @@ fn both_loopbacks_share_one_connection_limit() {
         "server:\n  connections:\n    max_connections: 2\n",
         &format!("localhost:{h}"),
     );
-    let v4: SocketAddr = ([127, 0, 0, 1], r.http).into();
-    let v6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, r.http).into();
+    let v4: SocketAddr = ([127, 0, 0, 1], r.http.port()).into();
+    let v6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, r.http.port()).into();
     let held = [
         served(v4).expect("first on 127.0.0.1"),
         served(v6).expect("second on ::1"),
@@ -224,19 +168,23 @@ fn both_loopbacks_share_one_connection_limit() {
 
 #[test]
 fn a_taken_ipv6_loopback_port_stops_start_up() {
-    let Ok(taken) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("skipped: no IPv6 loopback");
+    let taken = std::net::TcpListener::bind("[::1]:0");
+    if !require(taken.is_ok(), NO_IPV6) {
         return;
-    };
+    }
+    let taken = taken.expect("bound"); // held until the end: the port stays taken
     let p = taken.local_addr().expect("addr").port();
-    let out = Command::new(env!("CARGO_BIN_EXE_geometra-sidecar"))
-        .args(["--otlp-grpc-listen", "127.0.0.1:0"])
-        .args(["--otlp-http-listen", &format!("localhost:{p}")])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut s = Sidecar::builder()
+        .no_config()
+        .rust_log(None)
+        .grpc_listen("127.0.0.1:0")
+        .http_listen(&format!("localhost:{p}"))
+        .metrics_listen("127.0.0.1:0")
+        .stderr_to_file()
+        .spawn();
+    let status = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1));
+    let err = s.log_text();
     assert!(
         err.contains(&format!("cannot listen on [::1]:{p} (OTLP/HTTP)")),
         "{err}"
@@ -244,19 +192,21 @@ fn a_taken_ipv6_loopback_port_stops_start_up() {
 }
 
 /// In a network namespace of its own whose loopback has no IPv6 (unshare
-/// needs root; skipped without it), `localhost:PORT` is 127.0.0.1 alone.
+/// needs root; fails without it unless skips are allowed), `localhost:PORT` is 127.0.0.1 alone.
 #[test]
 fn without_ipv6_localhost_is_127_0_0_1_alone() {
     let ok = Command::new("unshare").args(["-n", "true"]).status();
-    if !ok.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot make a network namespace (unshare -n)");
+    if !require(
+        ok.is_ok_and(|s| s.success()),
+        "cannot make a network namespace (`unshare -n` from util-linux, as root)",
+    ) {
         return;
     }
     let script = format!(
         "ip link set lo up && sysctl -qw net.ipv6.conf.lo.disable_ipv6=1 && \
          timeout --preserve-status -s INT 2 {} --otlp-grpc-listen localhost:0 --otlp-http-listen localhost:0 \
          --metrics-listen 127.0.0.1:0",
-        env!("CARGO_BIN_EXE_geometra-sidecar")
+        BIN
     );
     let out = Command::new("unshare")
         .args(["-n", "sh", "-c", &script])

@@ -1,6 +1,7 @@
 //! Shared test harness: runs the real sidecar binary on free ports (the
 //! one way to start it: [`Sidecar`], [`Sidecar::builder`] in sidecar.rs),
-//! scrapes `/metrics` and parses it with a Prometheus text parser.
+//! scrapes `/metrics` and parses it with a Prometheus text parser; the one
+//! skip policy for what a host lacks ([`require`]).
 #![allow(dead_code)]
 
 pub mod sdk;
@@ -17,6 +18,39 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Set to 1, a test that cannot run on this host (no IPv6 loopback, no
+/// `unshare`, no `script`, …) prints "skipped: <reason>" and passes;
+/// unset (CI, scripts/test.sh) it fails with the reason.
+pub const ALLOW_SKIP: &str = "GEOMETRA_TEST_ALLOW_SKIP";
+
+/// The one skip policy of the Rust tests: `cond` is what the test needs
+/// from the host. True when it holds. When it does not, the test fails
+/// naming `reason`, unless [`ALLOW_SKIP`] is 1: then this prints
+/// "skipped: <reason>" and returns false, and the test returns.
+///
+/// ```ignore
+/// if !common::require(has_ipv6(), "no IPv6 loopback (::1)") {
+///     return;
+/// }
+/// ```
+#[must_use]
+pub fn require(cond: bool, reason: &str) -> bool {
+    if !cond {
+        skip_or_fail(reason);
+    }
+    cond
+}
+
+/// Fails the test with `reason`, or (with [`ALLOW_SKIP`]=1) prints
+/// "skipped: <reason>" and returns so that the caller can return.
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    panic!("cannot run here: {reason} (set {ALLOW_SKIP}=1 to skip such tests instead)");
+}
 
 /// Resident set size of a process, in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
