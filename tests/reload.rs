@@ -438,7 +438,8 @@ async fn the_log_level_reloads() {
         .rust_log(None)
         .start()
         .await;
-    let (cfg, log) = (s.config_path().expect("config"), s.log_path());
+    let cfg = s.config_path().expect("config").to_path_buf();
+    let log = s.log_path().to_path_buf();
     let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
     // a reload at level warn: neither its info nor its debug line shows
     replace(
