@@ -172,7 +172,8 @@ fn a_taken_ipv6_loopback_port_stops_start_up() {
     if !require(taken.is_ok(), NO_IPV6) {
         return;
     }
-    let p = taken.expect("bound").local_addr().expect("addr").port();
+    let taken = taken.expect("bound"); // held until the end: the port stays taken
+    let p = taken.local_addr().expect("addr").port();
     let mut s = Sidecar::builder()
         .no_config()
         .rust_log(None)

@@ -438,11 +438,12 @@ async fn the_log_level_reloads() {
         .rust_log(None)
         .start()
         .await;
-    let (cfg, log) = (s.config_path().expect("config"), s.log_path());
-    let stderr = || std::fs::read_to_string(log).unwrap_or_default();
+    let cfg = s.config_path().expect("config").to_path_buf();
+    let log = s.log_path().to_path_buf();
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
     // a reload at level warn: neither its info nor its debug line shows
     replace(
-        cfg,
+        &cfg,
         &level_config("warn", &["reload_a_total", "reload_c_total"]),
     );
     s.wait_for("a reload at warn", |m| reloads(m, "success") == 1.0)
@@ -452,7 +453,7 @@ async fn the_log_level_reloads() {
         !text.contains("config reloaded") && !text.contains("config keys changed"),
         "{text}"
     );
-    replace(cfg, &level_config("debug", &["reload_a_total"]));
+    replace(&cfg, &level_config("debug", &["reload_a_total"]));
     s.wait_for("the debug level in force", |m| reloads(m, "success") == 2.0)
         .await;
     let text = stderr();
