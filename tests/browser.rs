@@ -499,3 +499,22 @@ async fn payloads_past_the_browser_limits_are_refused_whole_and_counted() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn cors_on_the_in_pod_http_listener_beyond_loopback_is_warned_about() {
+    let cors = "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://app.geometra.ai\"]\n";
+    let warning = "receivers.otlp_http has CORS origins and listens beyond loopback";
+    for (listen, warned) in [
+        (format!("0.0.0.0:{}", free_port()), true),
+        (format!("127.0.0.1:{}", free_port()), false),
+    ] {
+        let sc = Sidecar::builder()
+            .config(cors)
+            .http_listen(&listen)
+            .stderr_to_file()
+            .start()
+            .await;
+        let log = sc.log_text();
+        assert_eq!(log.contains(warning), warned, "{listen}:\n{log}");
+    }
+}
