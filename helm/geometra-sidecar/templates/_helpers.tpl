@@ -99,6 +99,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "geometra-sidecar._rwTokenDir" -}}/var/run/secrets/geometra-sidecar/remote-write-token{{- end -}}
 {{- define "geometra-sidecar._rwPasswordDir" -}}/var/run/secrets/geometra-sidecar/remote-write-password{{- end -}}
 {{- define "geometra-sidecar._rwTlsDir" -}}/var/run/secrets/geometra-sidecar/remote-write-tls{{- end -}}
+{{- define "geometra-sidecar._browserAuthDir" -}}/var/run/secrets/geometra-sidecar/browser-auth{{- end -}}
 
 {{/* ---------- the sidecar's config.yaml ---------- */}}
 
@@ -170,6 +171,65 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{- define "geometra-sidecar._browser" -}}
+{{- /* <ctx> -> YAML of the receivers.browser section, or nothing when off.
+       Listens on 0.0.0.0:<browser.port>; the token secret is a mounted
+       Secret (see _container and _volumes), never inlined. */ -}}
+{{- $v := .v -}}
+{{- $b := $v.browser -}}
+{{- if $b.enabled -}}
+{{- $port := $b.port | int -}}
+{{- $taken := dict (printf "%d" ($v.metrics.port | int)) "metrics.port" (include "geometra-sidecar._port" $v.otlp.grpc.listen) "otlp.grpc.listen" -}}
+{{- if $v.otlp.http.enabled -}}
+{{- $_ := set $taken (include "geometra-sidecar._port" $v.otlp.http.listen) "otlp.http.listen" -}}
+{{- end -}}
+{{- with index $taken (printf "%d" $port) -}}
+{{- fail (printf "geometra-sidecar: browser.port %d is already taken by %s (the browser listener needs a port of its own)" $port .) -}}
+{{- end -}}
+{{- $l := $b.limits -}}
+{{- $maxBody := $l.maxBodyBytes | int64 -}}
+{{- if gt $maxBody ($v.limits.maxInFlightBytes | int64) -}}
+{{- fail (printf "geometra-sidecar: browser.limits.maxBodyBytes (%d) must be at most limits.maxInFlightBytes (%d)" $maxBody ($v.limits.maxInFlightBytes | int64)) -}}
+{{- end -}}
+{{- if and $v.limits.maxInFlightBytesPerConnection (gt $maxBody ($v.limits.maxInFlightBytesPerConnection | int64)) -}}
+{{- fail (printf "geometra-sidecar: browser.limits.maxBodyBytes (%d) must be at most limits.maxInFlightBytesPerConnection (%d)" $maxBody ($v.limits.maxInFlightBytesPerConnection | int64)) -}}
+{{- end -}}
+{{- $a := $b.auth -}}
+{{- if and $a.audience (not $a.secret.name) -}}
+{{- fail "geometra-sidecar: browser.auth.audience needs browser.auth.secret.name (a Secret holding the HS256 key): without it no token is checked at all" -}}
+{{- end -}}
+{{- $r := $b.rateLimit -}}
+{{- $auth := dict "clock_skew" $a.clockSkew "rotation_overlap" $a.rotationOverlap -}}
+{{- if $a.secret.name -}}
+{{- $_ := set $auth "jwt_hs256_secret_file" (printf "%s/secret" (include "geometra-sidecar._browserAuthDir" .)) -}}
+{{- end -}}
+{{- if $a.audience -}}
+{{- $_ := set $auth "audience" $a.audience -}}
+{{- end -}}
+{{- $sec := dict
+  "listen" (printf "0.0.0.0:%d" $port)
+  "service_name" $b.serviceName
+  "cors_allowed_origins" $b.corsAllowedOrigins
+  "cors_allowed_headers" $b.corsAllowedHeaders
+  "cors_max_age" ($b.corsMaxAge | int64)
+  "trusted_proxies" $b.trustedProxies
+  "max_body_bytes" $maxBody
+  "max_items_per_request" ($l.maxItemsPerRequest | int64)
+  "max_attributes_per_item" ($l.maxAttributesPerItem | int64)
+  "max_attribute_value_bytes" ($l.maxAttributeValueBytes | int64)
+  "rate_limit" (dict
+    "requests_per_second" ($r.requestsPerSecond | float64)
+    "burst" ($r.burst | int64)
+    "items_per_second" ($r.itemsPerSecond | float64)
+    "global_items_per_second" ($r.globalItemsPerSecond | float64)
+    "max_clients" ($r.maxClients | int64)
+    "ipv6_prefix" ($r.ipv6Prefix | int64))
+  "auth" $auth
+-}}
+{{- toYaml $sec -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "geometra-sidecar._config" -}}
 {{- $v := .v -}}
 {{- $l := $v.limits -}}
@@ -207,6 +267,10 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 -}}
 {{- if $l.maxInFlightBytesPerConnection -}}
 {{- $_ := set (index $cfg "receivers") "max_in_flight_bytes_per_connection" ($l.maxInFlightBytesPerConnection | int64) -}}
+{{- end -}}
+{{- $browser := include "geometra-sidecar._browser" . -}}
+{{- if $browser -}}
+{{- $_ := set (index $cfg "receivers") "browser" ($browser | fromYaml) -}}
 {{- end -}}
 {{- $o := $v.telemetry.otlp -}}
 {{- if $o.endpoint -}}
@@ -378,6 +442,12 @@ httpGet:
     - name: metrics
       containerPort: {{ $v.metrics.port | int }}
       protocol: TCP
+    {{- if $v.browser.enabled }}
+    # the browser listener (receivers.browser): the one port facing the internet
+    - name: browser
+      containerPort: {{ $v.browser.port | int }}
+      protocol: TCP
+    {{- end }}
   {{- if $v.probes.startup.enabled }}
   startupProbe:
     {{- include "geometra-sidecar._probe" (dict "path" "/readyz" "p" $v.probes.startup) | nindent 4 }}
@@ -428,6 +498,11 @@ httpGet:
     {{- if $v.remoteWrite.tls.secretName }}
     - name: geometra-sidecar-remote-write-tls
       mountPath: {{ include "geometra-sidecar._rwTlsDir" . }}
+      readOnly: true
+    {{- end }}
+    {{- if and $v.browser.enabled $v.browser.auth.secret.name }}
+    - name: geometra-sidecar-browser-auth
+      mountPath: {{ include "geometra-sidecar._browserAuthDir" . }}
       readOnly: true
     {{- end }}
     {{- if $v.queue.persistent }}
@@ -533,6 +608,19 @@ httpGet:
       {{- end }}
 {{- end }}
 {{- end }}
+{{- if $v.browser.enabled }}
+{{- with $v.browser.auth.secret }}
+{{- if .name }}
+- name: geometra-sidecar-browser-auth
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: secret
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if $v.queue.persistent }}
 {{- $vol := $v.queue.volume }}
 - name: geometra-sidecar-queue
@@ -616,6 +704,11 @@ httpGet:
 
 {{- define "geometra-sidecar.labels" -}}
 {{- include "geometra-sidecar._call" (list "geometra-sidecar._labels" .) -}}
+{{- end -}}
+
+{{/* Name of the browser listener's Service (this chart only). */}}
+{{- define "geometra-sidecar.browserServiceName" -}}
+{{- printf "%s-browser" (include "geometra-sidecar.fullname" . | trunc 55 | trimSuffix "-") -}}
 {{- end -}}
 
 {{/* Selector labels of the standalone demo Deployment (this chart only). */}}

@@ -103,6 +103,39 @@ REMOTE_WRITE_BASIC_AUTH = {
 }
 FULL["remoteWrite"] = copy.deepcopy(REMOTE_WRITE["remoteWrite"])
 
+BROWSER_FULL = {
+    "browser": {
+        "enabled": True,
+        "port": 4320,
+        "serviceName": "geometra-web-eu",
+        "corsAllowedOrigins": ["https://app.geometra.example", "https://*.geometra.example"],
+        "corsAllowedHeaders": ["x-tenant-id"],
+        "corsMaxAge": 600,
+        "trustedProxies": ["10.0.0.0/8", "fd00::/8", "192.168.1.1"],
+        "rateLimit": {
+            "requestsPerSecond": 2.5,
+            "burst": 10,
+            "itemsPerSecond": 250,
+            "globalItemsPerSecond": 5000,
+            "maxClients": 1000,
+            "ipv6Prefix": 56,
+        },
+        "limits": {
+            "maxBodyBytes": 131072,
+            "maxItemsPerRequest": 100,
+            "maxAttributesPerItem": 32,
+            "maxAttributeValueBytes": 1024,
+        },
+        "auth": {
+            "secret": {"name": "geometra-browser-jwt", "key": "hs256"},
+            "audience": "geometra-sidecar",
+            "clockSkew": "10s",
+            "rotationOverlap": "1h",
+        },
+        "service": {"annotations": {"example.com/team": "web"}},
+    }
+}
+
 SCENARIOS: dict[str, dict | None] = {
     "default": None,
     "container-mode": {"sidecarMode": "container"},
@@ -121,6 +154,11 @@ SCENARIOS: dict[str, dict | None] = {
     "remote-write-url-secret": REMOTE_WRITE_URL_SECRET,
     "remote-write-basic-auth": REMOTE_WRITE_BASIC_AUTH,
     "full": FULL,
+    "browser": {"browser": {"enabled": True}},
+    "browser-full": BROWSER_FULL,
+    "browser-no-demo": {"demo": {"enabled": False},
+                        "browser": {"enabled": True, "service": {"selector": {"app": "frontend"}}}},
+    "browser-no-service": {"browser": {"enabled": True, "service": {"enabled": False}}},
     "example-frontend": load_example("values-frontend.yaml"),
     "example-production": load_example("values-production.yaml"),
     "example-remote-write": load_example("values-remote-write.yaml"),
@@ -314,10 +352,14 @@ def test_listen_addresses_in_config():
     assert cfg["receivers"]["otlp_http"]["cors_max_age"] == 7200
     assert cfg["server"]["listen"] == "0.0.0.0:9464"
 
+    # the front end example: browsers on the browser listener, the in-pod
+    # receivers on loopback without CORS (whatever reaches them is trusted)
     cfg, _ = config_of(render(load_example("values-frontend.yaml")))
-    assert cfg["receivers"]["otlp_http"]["listen"] == "0.0.0.0:4318"
-    assert cfg["receivers"]["otlp_http"]["cors_allowed_origins"] == ["https://app.geometra.example"]
-    assert cfg["receivers"]["otlp_http"]["cors_allowed_headers"] == ["x-tenant-id"]
+    assert cfg["receivers"]["otlp_http"]["listen"] == "localhost:4318"
+    assert cfg["receivers"]["otlp_http"]["cors_allowed_origins"] == []
+    assert cfg["receivers"]["browser"]["listen"] == "0.0.0.0:4319"
+    assert cfg["receivers"]["browser"]["cors_allowed_origins"] == ["https://app.geometra.example"]
+    assert cfg["receivers"]["browser"]["cors_allowed_headers"] == ["x-tenant-id"]
 
     objs = render({"otlp": {"http": {"enabled": False}}})
     cfg, _ = config_of(objs)
@@ -702,6 +744,180 @@ def test_config_overrides_are_merged():
     assert cfg["store"]["max_series_per_metric"] == 2000
 
 
+# ---------------------------------------------------------------- the browser listener
+
+
+def test_browser_listener_off_by_default():
+    objs = render()
+    cfg, _ = config_of(objs)
+    assert "browser" not in cfg["receivers"]
+    c = sidecar_of(pod_spec(objs))[0]
+    assert "browser" not in [p["name"] for p in c["ports"]]
+    assert not [o for o in objs if o["kind"] == "Service"]
+    # the browser values alone, without enabled, change nothing
+    objs2 = render({"browser": {**BROWSER_FULL["browser"], "enabled": False}})
+    assert config_of(objs2)[1] == config_of(objs)[1]
+    assert pod_spec(objs2) == pod_spec(objs)
+    assert not [o for o in objs2 if o["kind"] == "Service"]
+
+
+def test_browser_listener_defaults_match_the_sidecar():
+    """browser.enabled with nothing else renders the sidecar's own defaults
+    (print-default-config), on 0.0.0.0:4319, with no token check."""
+    cfg, _ = config_of(render({"browser": {"enabled": True}}))
+    b = cfg["receivers"]["browser"]
+    assert b == {
+        "listen": "0.0.0.0:4319",
+        "service_name": "geometra-web",
+        "cors_allowed_origins": [],
+        "cors_allowed_headers": [],
+        "cors_max_age": 7200,
+        "trusted_proxies": [],
+        "max_body_bytes": 524288,
+        "max_items_per_request": 512,
+        "max_attributes_per_item": 64,
+        "max_attribute_value_bytes": 4096,
+        "rate_limit": {
+            "requests_per_second": 10,
+            "burst": 20,
+            "items_per_second": 500,
+            "global_items_per_second": 20000,
+            "max_clients": 65536,
+            "ipv6_prefix": 64,
+        },
+        "auth": {"clock_skew": "30s", "rotation_overlap": "10m"},
+    }
+
+
+def test_browser_listener_values_reach_the_config():
+    objs = render(BROWSER_FULL)
+    cfg, text = config_of(objs)
+    b = cfg["receivers"]["browser"]
+    assert b["listen"] == "0.0.0.0:4320"
+    assert b["service_name"] == "geometra-web-eu"
+    assert b["cors_allowed_origins"] == ["https://app.geometra.example", "https://*.geometra.example"]
+    assert b["cors_allowed_headers"] == ["x-tenant-id"]
+    assert b["cors_max_age"] == 600
+    assert b["trusted_proxies"] == ["10.0.0.0/8", "fd00::/8", "192.168.1.1"]
+    assert b["rate_limit"] == {"requests_per_second": 2.5, "burst": 10, "items_per_second": 250,
+                               "global_items_per_second": 5000, "max_clients": 1000, "ipv6_prefix": 56}
+    assert (b["max_body_bytes"], b["max_items_per_request"], b["max_attributes_per_item"],
+            b["max_attribute_value_bytes"]) == (131072, 100, 32, 1024)
+    secret_file = b["auth"]["jwt_hs256_secret_file"]
+    assert b["auth"] == {"jwt_hs256_secret_file": secret_file, "audience": "geometra-sidecar",
+                         "clock_skew": "10s", "rotation_overlap": "1h"}
+    # the in-pod receivers are untouched
+    assert cfg["receivers"]["otlp_http"]["listen"] == "localhost:4318"
+    assert cfg["receivers"]["otlp_http"]["cors_allowed_origins"] == []
+    # the HS256 key: a read-only mount of the user's Secret, never inlined, no Secret rendered
+    spec = pod_spec(objs)
+    mount, vol = secret_mount(spec, secret_file)
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "geometra-browser-jwt"
+    assert vol["secret"]["items"] == [{"key": "hs256", "path": os.path.basename(secret_file)}]
+    assert not [o for o in objs if o["kind"] == "Secret"]
+    assert all(m.get("readOnly") for m in sidecar_of(spec)[0]["volumeMounts"])
+
+
+@pytest.mark.parametrize("mode", ["native", "container"])
+def test_browser_port_on_the_pod_and_the_service(mode):
+    objs = render({"sidecarMode": mode, "browser": {"enabled": True}})
+    validate_all(objs)
+    dep = only(objs, "Deployment")
+    c = sidecar_of(dep["spec"]["template"]["spec"])[0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "metrics": 9464, "browser": 4319}
+    svc = only(objs, "Service")
+    assert svc["metadata"]["name"] == f"{RELEASE}-geometra-sidecar-browser"
+    assert svc["spec"]["type"] == "ClusterIP"
+    # the browser port only: never OTLP (trusted as the app's) nor metrics
+    assert svc["spec"]["ports"] == [{"name": "browser", "port": 4319, "targetPort": "browser", "protocol": "TCP"}]
+    # it selects the pods that carry the sidecar
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"] and svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_browser_service_selector_and_opt_out():
+    with pytest.raises(helm.HelmRenderError, match="browser.service.selector"):
+        render({"demo": {"enabled": False}, "browser": {"enabled": True}})
+    objs = render(SCENARIOS["browser-no-demo"])
+    assert only(objs, "Service")["spec"]["selector"] == {"app": "frontend"}
+    objs = render(SCENARIOS["browser-no-service"])
+    assert not [o for o in objs if o["kind"] == "Service"]
+    assert "browser" in [p["name"] for p in sidecar_of(pod_spec(objs))[0]["ports"]]
+    svc = only(render(BROWSER_FULL), "Service")
+    assert svc["metadata"]["annotations"] == {"example.com/team": "web"}
+    assert svc["spec"]["ports"][0]["port"] == 4320
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"browser": {"enabled": True, "port": 9464}}, "browser.port 9464 is already taken by metrics.port"),
+        ({"browser": {"enabled": True, "port": 4317}}, "already taken by otlp.grpc.listen"),
+        ({"browser": {"enabled": True, "port": 4318}}, "already taken by otlp.http.listen"),
+        ({"browser": {"enabled": True, "limits": {"maxBodyBytes": 64 << 20}}}, "limits.maxInFlightBytes"),
+        ({"browser": {"enabled": True, "limits": {"maxBodyBytes": 8 << 20}},
+          "limits": {"maxInFlightBytesPerConnection": 6 << 20}}, "limits.maxInFlightBytesPerConnection"),
+    ],
+    ids=["metrics-port", "grpc-port", "http-port", "body-over-in-flight", "body-over-per-connection"],
+)
+def test_browser_refused_combinations(values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+    # the in-pod HTTP receiver off frees its port
+    render({"otlp": {"http": {"enabled": False}}, "browser": {"enabled": True, "port": 4318}})
+
+
+BROWSER_REFUSED = [
+    # (values under browser, the key the error names)
+    ({"enabled": "yes"}, "/browser/enabled"),
+    ({"port": 0}, "/browser/port"),
+    ({"port": 70000}, "/browser/port"),
+    ({"serviceName": ""}, "/browser/serviceName"),
+    ({"serviceName": "  "}, "/browser/serviceName"),
+    ({"corsAllowedHeaders": ["x tenant"]}, "/browser/corsAllowedHeaders"),
+    ({"corsMaxAge": 86401}, "/browser/corsMaxAge"),
+    ({"trustedProxies": ["ingress-nginx"]}, "/browser/trustedProxies"),
+    ({"trustedProxies": ["10.0.0.0/33"]}, "/browser/trustedProxies"),
+    ({"trustedProxies": "10.0.0.0/8"}, "/browser/trustedProxies"),
+    ({"rateLimit": {"requestsPerSecond": 0}}, "/browser/rateLimit/requestsPerSecond"),
+    ({"rateLimit": {"burst": 0}}, "/browser/rateLimit/burst"),
+    ({"rateLimit": {"burst": 1.5}}, "/browser/rateLimit/burst"),
+    ({"rateLimit": {"itemsPerSecond": -1}}, "/browser/rateLimit/itemsPerSecond"),
+    ({"rateLimit": {"globalItemsPerSecond": 0}}, "/browser/rateLimit/globalItemsPerSecond"),
+    ({"rateLimit": {"maxClients": 15}}, "/browser/rateLimit/maxClients"),
+    ({"rateLimit": {"maxClients": 16777217}}, "/browser/rateLimit/maxClients"),
+    ({"rateLimit": {"ipv6Prefix": 129}}, "/browser/rateLimit/ipv6Prefix"),
+    ({"rateLimit": {"requestPerSecond": 5}}, "requestPerSecond"),
+    ({"limits": {"maxBodyBytes": 0}}, "/browser/limits/maxBodyBytes"),
+    ({"limits": {"maxBodyBytes": 67108865}}, "/browser/limits/maxBodyBytes"),
+    ({"limits": {"maxItemsPerRequest": 0}}, "/browser/limits/maxItemsPerRequest"),
+    ({"limits": {"maxAttributesPerItem": 0}}, "/browser/limits/maxAttributesPerItem"),
+    ({"limits": {"maxAttributeValueBytes": 0}}, "/browser/limits/maxAttributeValueBytes"),
+    ({"auth": {"secret": "hunter2"}}, "/browser/auth/secret"),
+    ({"auth": {"secret": {"name": "jwt", "value": "hunter2"}}}, "additional properties 'value' not allowed"),
+    ({"auth": {"jwtHs256Secret": "hunter2"}}, "jwtHs256Secret"),
+    ({"auth": {"secret": {"name": "jwt", "key": ""}}}, "/browser/auth/secret/key"),
+    ({"auth": {"audience": "geometra-sidecar"}}, "/browser/auth/secret"),
+    ({"auth": {"secret": {"name": "jwt"}, "audience": " "}}, "/browser/auth/audience"),
+    ({"auth": {"clockSkew": "301s"}}, "/browser/auth/clockSkew"),
+    ({"auth": {"clockSkew": "6m"}}, "/browser/auth/clockSkew"),
+    ({"auth": {"clockSkew": 30}}, "/browser/auth/clockSkew"),
+    ({"auth": {"rotationOverlap": "25h"}}, "/browser/auth/rotationOverlap"),
+    ({"auth": {"rotationOverlap": "1441m"}}, "/browser/auth/rotationOverlap"),
+    ({"service": {"type": "LoadBalancer"}}, "additional properties 'type' not allowed"),
+]
+
+
+@pytest.mark.parametrize("browser, message", BROWSER_REFUSED, ids=[m for _, m in BROWSER_REFUSED])
+def test_schema_refuses_bad_browser_values(browser, message):
+    values = {"browser": {"enabled": True, **browser}}
+    with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
+        render(values)
+    assert lint_errors(CHART, values), "lint --strict must fail too"
+
+
 # ---------------------------------------------------------------- values schema
 
 TYPOS = [
@@ -816,6 +1032,22 @@ def test_notes_render():
     assert "port-forward" in notes and "9464" in notes
 
 
+def test_browser_listener_in_notes():
+    def notes(values):
+        with helm.Chart.load(str(CHART)) as c:
+            return c.render(values, name=RELEASE, namespace=NAMESPACE)["geometra-sidecar/templates/NOTES.txt"]
+
+    assert "Browser listener" not in notes(None)
+    text = notes({"browser": {"enabled": True}})
+    assert f"Service {RELEASE}-geometra-sidecar-browser:4319" in text
+    assert "browser.trustedProxies is empty" in text
+    text = notes(load_example("values-frontend.yaml"))
+    assert "Secret geometra-browser-jwt" in text and "trustedProxies is empty" not in text
+    # the old way (browsers on the trusted in-pod receiver) is called out
+    text = notes({"otlp": {"http": {"listen": "0.0.0.0:4318", "corsAllowedOrigins": ["https://app.geometra.example"]}}})
+    assert "WARNING: OTLP/HTTP listens beyond loopback with CORS origins" in text
+
+
 # ---------------------------------------------------------------- used as a dependency
 
 
@@ -863,9 +1095,21 @@ def test_app_chart_includes_the_sidecar(app_chart, mode):
         checksums.add(ann["checksum/geometra-sidecar-config"])
     assert len(checksums) == 2
     fe_cfg, _ = config_of(objs, "geometra-frontend-sidecar-config")
-    assert fe_cfg["receivers"]["otlp_http"]["listen"] == "0.0.0.0:4318"
+    assert fe_cfg["receivers"]["otlp_http"]["listen"] == "localhost:4318"
+    assert fe_cfg["receivers"]["browser"]["listen"] == "0.0.0.0:4319"
     api_cfg, _ = config_of(objs, f"{RELEASE}-geometra-sidecar-config")
     assert api_cfg["receivers"]["otlp_http"]["listen"] == "localhost:4318"
+    assert "browser" not in api_cfg["receivers"]
+    # the browser port (and the JWT Secret) on the front end's sidecar only;
+    # the app's Service routes to the port named browser, never to OTLP
+    fe_spec = only(objs, "Deployment", f"{RELEASE}-frontend")["spec"]["template"]["spec"]
+    api_spec = only(objs, "Deployment", f"{RELEASE}-api")["spec"]["template"]["spec"]
+    assert "browser" in [p["name"] for p in sidecar_of(fe_spec)[0]["ports"]]
+    assert "browser" not in [p["name"] for p in sidecar_of(api_spec)[0]["ports"]]
+    assert secret_mount(fe_spec, fe_cfg["receivers"]["browser"]["auth"]["jwt_hs256_secret_file"])[1]["secret"][
+        "secretName"] == "geometra-browser-jwt"
+    svc = only(objs, "Service", f"{RELEASE}-frontend-otlp")
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["browser"]
     assert api_cfg["forward"]["logs"]["bearer_token_file"].endswith("/token")
     pm = only(objs, "PodMonitor")
     assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "geometra-app"}
@@ -898,7 +1142,7 @@ BIN = os.environ.get("GEOMETRA_SIDECAR_BIN", "")
 @pytest.mark.parametrize(
     "scenario",
     ["default", "full", "example-production", "example-frontend", "remote-write", "remote-write-basic-auth",
-     "example-remote-write"],
+     "example-remote-write", "browser", "browser-full", "browser-no-demo"],
 )
 def test_rendered_config_passes_check_config(scenario, tmp_path):
     _, text = config_of(render(SCENARIOS[scenario]))
@@ -985,3 +1229,70 @@ def test_remote_write_url_secret_config_passes_check_config(tmp_path):
     assert (got.scheme, got.hostname, got.port, got.path) == (want.scheme, want.hostname, want.port, want.path)
     assert rw["bearer_token_file"] == rendered["remote_write"]["bearer_token_file"]
     assert rw["interval"] == "30s"
+
+
+# (values under browser, the same key in receivers.browser, the last value the
+# schema accepts, the first it refuses): the schema's bounds are the sidecar's
+BROWSER_BOUNDS = [
+    (("limits", "maxBodyBytes"), ("max_body_bytes",), 1, 0),
+    (("limits", "maxItemsPerRequest"), ("max_items_per_request",), 1, 0),
+    (("limits", "maxAttributesPerItem"), ("max_attributes_per_item",), 1, 0),
+    (("limits", "maxAttributeValueBytes"), ("max_attribute_value_bytes",), 1, 0),
+    (("corsMaxAge",), ("cors_max_age",), 86400, 86401),
+    (("rateLimit", "requestsPerSecond"), ("rate_limit", "requests_per_second"), 0.001, 0),
+    (("rateLimit", "itemsPerSecond"), ("rate_limit", "items_per_second"), 0.001, 0),
+    (("rateLimit", "globalItemsPerSecond"), ("rate_limit", "global_items_per_second"), 0.001, 0),
+    (("rateLimit", "burst"), ("rate_limit", "burst"), 1, 0),
+    (("rateLimit", "burst"), ("rate_limit", "burst"), 4294967295, 4294967296),
+    (("rateLimit", "maxClients"), ("rate_limit", "max_clients"), 16, 15),
+    (("rateLimit", "maxClients"), ("rate_limit", "max_clients"), 16777216, 16777217),
+    (("rateLimit", "ipv6Prefix"), ("rate_limit", "ipv6_prefix"), 1, 0),
+    (("rateLimit", "ipv6Prefix"), ("rate_limit", "ipv6_prefix"), 128, 129),
+    (("auth", "clockSkew"), ("auth", "clock_skew"), "5m", "301s"),
+    (("auth", "clockSkew"), ("auth", "clock_skew"), "300000ms", "300001ms"),
+    (("auth", "rotationOverlap"), ("auth", "rotation_overlap"), "24h", "1441m"),
+    (("auth", "rotationOverlap"), ("auth", "rotation_overlap"), "86400s", "86401s"),
+    (("serviceName",), ("service_name",), "w", " "),
+]
+
+
+def nested(path: tuple, value) -> dict:
+    d = value
+    for k in reversed(path):
+        d = {k: d}
+    return d
+
+
+@pytest.mark.skipif(not (BIN and os.path.isfile(BIN) and os.access(BIN, os.X_OK)), reason="GEOMETRA_SIDECAR_BIN not set")
+@pytest.mark.parametrize("vpath, cpath, ok, bad", BROWSER_BOUNDS,
+                         ids=[f"{'.'.join(v)}={o}|{b}" for v, _, o, b in BROWSER_BOUNDS])
+def test_browser_schema_bounds_are_the_sidecars(vpath, cpath, ok, bad, tmp_path):
+    cfg_file = tmp_path / "config.yaml"
+
+    def check(text: str) -> subprocess.CompletedProcess:
+        cfg_file.write_text(text)
+        return subprocess.run([BIN, "check-config", "--config", str(cfg_file)], capture_output=True, text=True,
+                              timeout=60)
+
+    browser = {"enabled": True, "auth": {"secret": {"name": "jwt"}}}
+    for k, v in nested(vpath, ok).items():
+        browser[k] = {**browser.get(k, {}), **v} if isinstance(v, dict) else v
+    cfg, text = config_of(render({"browser": browser}))
+    res = check(text)
+    assert res.returncode == 0, f"the sidecar refuses {'.'.join(vpath)}={ok!r} that the schema accepts:\n{res.stderr}"
+
+    browser_bad = copy.deepcopy(browser)
+    node = browser_bad
+    for k in vpath[:-1]:
+        node = node.setdefault(k, {})
+    node[vpath[-1]] = bad
+    with pytest.raises(helm.HelmValuesError):
+        render({"browser": browser_bad})
+    node = cfg["receivers"]["browser"]
+    for k in cpath[:-1]:
+        node = node[k]
+    node[cpath[-1]] = bad
+    res = check(yaml.safe_dump(cfg))
+    assert res.returncode != 0, f"the schema refuses {'.'.join(vpath)}={bad!r} but the sidecar accepts it"
+    assert "receivers.browser." + ".".join(cpath) in res.stderr or "receivers.browser" in res.stderr, res.stderr
+

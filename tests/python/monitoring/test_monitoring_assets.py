@@ -71,6 +71,9 @@ def test_dashboard_covers_the_contract():
         "active_users", "otelcol_receiver_accepted_spans_total", "otelcol_receiver_refused_spans_total",
         "otelcol_exporter_send_failed_log_records_total", "otelcol_exporter_queue_size",
         "geometra_sidecar_series", "geometra_sidecar_series_overflow_total",
+        # the browser listener
+        "geometra_sidecar_browser_refused_requests_total", "geometra_sidecar_browser_unauthorized_total",
+        "geometra_sidecar_browser_clients",
     ]:
         assert re.search(rf"\b{metric}\b", exprs), f"no panel uses {metric}"
     for q in ("0.5", "0.95", "0.99"):
@@ -78,6 +81,37 @@ def test_dashboard_covers_the_contract():
     rows = [p["title"] for p in _dashboard()["panels"] if p["type"] == "row"]
     for row in ("HTTP", "AI", "Memory", "Users", "Sidecar health"):
         assert row in rows, rows
+
+
+def test_dashboard_browser_listener_row():
+    """The browser listener's row: refusals and 401s by reason, accepted
+    browser items, clients tracked, and the alert's own ratio with its
+    threshold line (the same sum/sum as GeometraSidecarBrowserRefusedSurge)."""
+    d = _dashboard()
+    panels = d["panels"]
+    [row] = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Browser listener"]
+    below = []
+    for p in panels[row + 1:]:
+        if p["type"] == "row":
+            break
+        below.append(p)
+    exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in below}
+    by_metric = lambda m: [title for title, es in exprs.items() if any(m in e for e in es)]  # noqa: E731
+    assert by_metric("sum by (reason) (rate(geometra_sidecar_browser_refused_requests_total")
+    assert by_metric("sum by (reason) (rate(geometra_sidecar_browser_unauthorized_total")
+    assert by_metric('otelcol_receiver_accepted_spans_total{receiver="browser"}')
+    assert by_metric('otelcol_receiver_accepted_log_records_total{receiver="browser"}')
+    assert by_metric("geometra_sidecar_browser_clients")
+    [ratio] = [p for p in below if p["fieldConfig"]["defaults"]["unit"] == "percentunit"]
+    steps = ratio["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    alert = next(a for a in mh.alert_rules() if a["alert"] == "GeometraSidecarBrowserRefusedSurge")
+    threshold = float(re.search(r"\)\s*>\s*([0-9.]+)\s+and on", alert["expr"]).group(1))
+    assert steps[-1]["value"] == threshold
+    # the panel's ratio is the alert's, over Grafana's interval
+    [expr] = [t["expr"] for t in ratio["targets"]]
+    alert_ratio = " ".join(alert["expr"].split()).split(" > ")[0].strip()[2:-2]
+    alert_ratio = re.sub(r',? ?job="geometra-sidecar",? ?', "", alert_ratio).replace("{}", "").replace("[5m]", "[$__rate_interval]")
+    assert " ".join(expr.split()) == alert_ratio.replace("( ", "(").replace(" )", ")"), (expr, alert_ratio)
 
 
 def test_grafana_provisioning():

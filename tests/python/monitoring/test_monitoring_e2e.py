@@ -1,6 +1,8 @@
 """End to end: a real Prometheus scraping a running geometra-sidecar fed by the
 Python OpenTelemetry SDK. Every query of every dashboard panel must return data,
-and an injected burst of 5xx must turn HighErrorRate into a firing alert.
+an injected burst of 5xx must turn HighErrorRate into a firing alert, and a
+flood of one browser client past its rate limit on the browser listener must
+turn GeometraSidecarBrowserRefusedSurge into a firing alert.
 
 Test-only changes (so the test takes about a minute, not half an hour):
   * Prometheus scrapes and evaluates every 1 s (production: 15 s / 30 s);
@@ -14,10 +16,13 @@ fixtures' teardown; every wait is bounded.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,10 +40,18 @@ WORKER2_MEMORY = 2_000_000
 def sidecar(tmp_path_factory):
     sidecar_bin = mh.sidecar_bin_path()
     tmp_path = tmp_path_factory.mktemp("sidecar")
-    grpc_port, http_port, metrics_port, dead_port = (mh.free_port() for _ in range(4))
+    grpc_port, http_port, metrics_port, dead_port, browser_port = (mh.free_port() for _ in range(5))
+    # the browser listener, with a small per-client budget so that one test
+    # client can flood it (the other listeners come from the flags)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"receivers": {"browser": {
+        "listen": f"127.0.0.1:{browser_port}",
+        "rate_limit": {"requests_per_second": 2, "burst": 2},
+    }}}))
     proc = mh.Proc(
         [
             str(sidecar_bin),
+            "--config", str(config),
             "--otlp-grpc-listen", f"127.0.0.1:{grpc_port}",
             "--otlp-http-listen", f"127.0.0.1:{http_port}",
             "--metrics-listen", f"127.0.0.1:{metrics_port}",
@@ -61,7 +74,8 @@ def sidecar(tmp_path_factory):
         log = proc.log()
         proc.stop()
         raise AssertionError("sidecar did not become ready:\n" + log)
-    yield {"grpc": f"127.0.0.1:{grpc_port}", "metrics": f"127.0.0.1:{metrics_port}", "proc": proc}
+    yield {"grpc": f"127.0.0.1:{grpc_port}", "metrics": f"127.0.0.1:{metrics_port}", "proc": proc,
+           "browser": f"127.0.0.1:{browser_port}"}
     proc.stop()
 
 
@@ -346,6 +360,73 @@ def test_every_dashboard_query_has_data(scraping, sidecar, load):
             + "\n\nmetric names the sidecar exposes:\n  " + "\n  ".join(names)
             + "\n\nsidecar log tail:\n" + sidecar["proc"].log(2000)
         )
+    assert not load.errors, f"load generator failed: {load.errors!r}"
+
+
+def _browser_export(addr: str) -> int:
+    """One OTLP/HTTP JSON export of a document-load span, as the web SDK sends it."""
+    now = time.time_ns()
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "geometra-web"}}]},
+        "scopeSpans": [{"scope": {"name": "@opentelemetry/instrumentation-document-load"}, "spans": [{
+            "traceId": "%032x" % random.getrandbits(128), "spanId": "%016x" % random.getrandbits(64),
+            "name": "documentLoad", "kind": 1,
+            "startTimeUnixNano": str(now - 300_000_000), "endTimeUnixNano": str(now),
+        }]}],
+    }]}
+    req = urllib.request.Request(f"http://{addr}/v1/traces", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_browser_flood_fires_browser_refused_surge(scraping, sidecar, load):
+    """One client past its budget (2 requests/s, burst 2) at 10 requests a
+    second: the sidecar answers 429 and counts rate_limited, the dashboard's
+    browser queries see it, and GeometraSidecarBrowserRefusedSurge fires on
+    the real sidecar's series (sum/sum over the job)."""
+    base = scraping
+    alert = "GeometraSidecarBrowserRefusedSurge"
+    assert not [a for a in _alerts(base) if a["labels"]["alertname"] == alert], _alerts(base)
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            codes.append(_browser_export(sidecar["browser"]))
+            stop.wait(0.1)
+
+    th = threading.Thread(target=flood, daemon=True)
+    th.start()
+
+    def firing():
+        return [a for a in _alerts(base) if a["labels"]["alertname"] == alert and a["state"] == "firing"]
+
+    try:
+        alerts = mh.wait_for(firing, 90, interval=1, what=f"{alert} firing")
+    except AssertionError:
+        pytest.fail(f"{alert} did not fire; codes={sorted(set(codes))}; alerts={_alerts(base)!r}; refused="
+                    f"{_non_empty(base, 'sum by (reason) (rate(geometra_sidecar_browser_refused_requests_total[1m]))')!r}")
+    finally:
+        stop.set()
+        th.join(timeout=10)
+    assert 200 in codes and 429 in codes, sorted(set(codes))
+    a = alerts[0]
+    assert a["labels"]["job"] == JOB and a["labels"]["severity"] == "warning"
+    assert a["labels"]["service"] == "geometra-sidecar"
+    assert a["annotations"]["runbook_url"].endswith("#geometrasidecarbrowserrefusedsurge")
+    # the refusals are rate_limited, nothing else; the accepted spans are the browser's
+    reasons = {s["metric"]["reason"]: float(s["value"][1]) for s in _non_empty(
+        base, "sum by (reason) (increase(geometra_sidecar_browser_refused_requests_total[5m]))")}
+    assert reasons["rate_limited"] > 0 and all(v == 0 for r, v in reasons.items() if r != "rate_limited"), reasons
+    assert float(_non_empty(base, 'sum(otelcol_receiver_accepted_spans_total{receiver="browser"})')[0]["value"][1]) > 0
+    # every query of the browser row has data now
+    for title, ref, expr in mh.dashboard_targets():
+        if "browser" in expr:
+            assert _non_empty(base, mh.grafana_expr(expr, RATE_INTERVAL)), f"{title} [{ref}]: {expr}"
     assert not load.errors, f"load generator failed: {load.errors!r}"
 
 

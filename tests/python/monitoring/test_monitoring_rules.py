@@ -23,6 +23,7 @@ SIDECAR_ALERTS = {
     "GeometraSidecarExportFailures",
     "GeometraSidecarQueueNearlyFull",
     "GeometraSidecarCardinalityOverflow",
+    "GeometraSidecarBrowserRefusedSurge",
 }
 SLO_ALERTS = {"AvailabilitySLOBurnRate", "LatencySLOBurnRate"}
 RUNBOOK_BASE = "https://github.com/geometra/geometra-sidecar/blob/main/docs/runbook.md#"
@@ -84,6 +85,19 @@ def test_plan_bugs_are_gone():
                 assert re.match(r"(sum|max|min) by \([^)]*\ble\b", arg) or arg.startswith("job_le:"), (
                     f"{r.get('alert') or r.get('record')}: histogram_quantile without sum by (le): {expr}"
                 )
+
+
+def test_browser_refused_surge_is_a_fleet_ratio_with_a_floor():
+    """The browser alert divides sums over the pods (never averages per-pod
+    ratios), counts 429 and 401 refusals only, and needs a minimum rate."""
+    [a] = [a for a in mh.alert_rules() if a["alert"] == "GeometraSidecarBrowserRefusedSurge"]
+    expr = " ".join(a["expr"].split())
+    assert "avg" not in expr and "instance" not in expr, expr
+    assert re.fullmatch(r"\( sum by \(job\) \(rate\(.+\)\) / \( (sum by \(job\) \(rate\([^)]*\)\) \+ ){2}"
+                        r"sum by \(job\) \(rate\([^)]*\)\) \) \) > 0\.10 and on \(job\) sum by \(job\) \(rate\(.+\)\) > 0\.5", expr), expr
+    assert expr.count('reason=~"rate_limited|global_rate_limited|unauthorized"') == 2, expr
+    assert 'otelcol_receiver_accepted_spans_total{job="geometra-sidecar", receiver="browser"}' in expr
+    assert 'otelcol_receiver_accepted_log_records_total{job="geometra-sidecar", receiver="browser"}' in expr
 
 
 def test_every_alert_unit_tested_firing_and_quiet():
