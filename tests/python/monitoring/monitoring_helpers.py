@@ -2,9 +2,10 @@
 
 Tools: promtool/prometheus (Debian package `prometheus`) and
 amtool/prometheus-alertmanager (`prometheus-alertmanager`); scripts/test.sh
-installs both. When they are missing, the tests that need them skip with the
-reason, except under scripts/test.sh (GEOMETRA_SIDECAR_BIN set), where a
-missing tool is a failure: the suite must not pass by skipping.
+installs both. A test that cannot run here (a tool missing,
+GEOMETRA_SIDECAR_BIN unset) fails with the reason, as the Rust tests do
+(tests/common: `require`), unless GEOMETRA_TEST_ALLOW_SKIP=1: then it skips
+with the reason, for a developer machine. The suite never passes by skipping.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ RUNBOOK = REPO / "docs" / "runbook.md"
 COMPOSE = REPO / "docker-compose.monitoring.yml"
 DOCKERFILE = REPO / "Dockerfile"
 
+ALLOW_SKIP = "GEOMETRA_TEST_ALLOW_SKIP"
+
+
+def skip_or_fail(reason: str):
+    """The one skip policy (the Rust tests' tests/common `skip_or_fail`): fail
+    naming `reason`, or skip with it when GEOMETRA_TEST_ALLOW_SKIP=1."""
+    if os.environ.get(ALLOW_SKIP) == "1":
+        pytest.skip(reason)
+    pytest.fail(f"cannot run here: {reason} (set {ALLOW_SKIP}=1 to skip such tests instead)")
+
+
 # Candidate names: Debian ships the Alertmanager binary as prometheus-alertmanager.
 _TOOLS = {
     "promtool": ["promtool"],
@@ -50,10 +62,7 @@ def find_tool(name: str) -> str:
         path = shutil.which(cand) or (f"/usr/bin/{cand}" if os.access(f"/usr/bin/{cand}", os.X_OK) else None)
         if path:
             return path
-    msg = f"{name} not found (apt-get install prometheus prometheus-alertmanager; scripts/test.sh does it)"
-    if os.environ.get("GEOMETRA_SIDECAR_BIN"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    skip_or_fail(f"{name} not found (apt-get install prometheus prometheus-alertmanager; scripts/test.sh does it)")
 
 
 def run(cmd: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
@@ -229,10 +238,10 @@ def prom_query(base: str, expr: str, at: float | None = None) -> dict:
 
 
 def sidecar_bin_path() -> Path:
-    """The sidecar under test; skips (clearly) only when GEOMETRA_SIDECAR_BIN is unset."""
+    """The sidecar under test: GEOMETRA_SIDECAR_BIN (unset: fail, or skip under GEOMETRA_TEST_ALLOW_SKIP=1)."""
     env = os.environ.get("GEOMETRA_SIDECAR_BIN")
     if not env:
-        pytest.skip("GEOMETRA_SIDECAR_BIN is not set (scripts/test.sh sets it to target/release/geometra-sidecar)")
+        skip_or_fail("GEOMETRA_SIDECAR_BIN is not set (scripts/test.sh sets it to target/release/geometra-sidecar)")
     path = Path(env)
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail(f"GEOMETRA_SIDECAR_BIN={env} is not an executable file")
