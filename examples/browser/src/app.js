@@ -1,10 +1,14 @@
 // The page's OpenTelemetry set-up: sdk-trace-web exporting OTLP/HTTP JSON to
-// geometra-sidecar's :4318, with a tenant header (so the sidecar must allow
-// it in receivers.otlp_http.cors_allowed_headers). Bundled by esbuild
-// (`npm run build`) into dist/app.js.
+// geometra-sidecar's browser listener (receivers.browser, :4319 in
+// sidecar.yaml), with a tenant header (so the listener must allow it in
+// receivers.browser.cors_allowed_headers). The document-load instrumentation
+// reports the page load (the sidecar's browser_page_loads_total and
+// browser_page_load_duration_seconds). Bundled by esbuild (`npm run build`)
+// into dist/app.js.
 //
-// The sidecar's address: ?otlp=http://127.0.0.1:4318 on the page URL, else
-// http://localhost:4318. The page writes what happened to window.__geometra.
+// The sidecar's address: ?otlp=http://127.0.0.1:4319 on the page URL, else
+// http://localhost:4319. The page writes what happened to window.__geometra:
+// {done, ok, spans} (spans: how many it ended, page-load spans included).
 //
 // Tokens: with ?token=/api/telemetry/token the page asks the back end (the
 // FastAPI example's POST /telemetry/token, reached through server.js's /api/)
@@ -21,9 +25,11 @@ import { BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { SpanKind } from '@opentelemetry/api';
+import { registerInstrumentations } from '@opentelemetry/instrumentation';
+import { DocumentLoadInstrumentation } from '@opentelemetry/instrumentation-document-load';
 
 const params = new URLSearchParams(window.location.search);
-const otlp = params.get('otlp') || 'http://localhost:4318';
+const otlp = params.get('otlp') || 'http://localhost:4319';
 const userId = params.get('user') || 'b1';
 const tokenUrl = params.get('token');
 const exportsWanted = Math.max(1, Number(params.get('exports') || 1));
@@ -80,9 +86,19 @@ async function exportHeaders() {
   return headers;
 }
 
+// Counts the spans the page ends (and so exports), for window.__geometra.
+const ended = { spans: 0 };
+const counter = {
+  onStart() {},
+  onEnd() { ended.spans += 1; },
+  forceFlush() { return Promise.resolve(); },
+  shutdown() { return Promise.resolve(); },
+};
+
 const provider = new WebTracerProvider({
   resource: resourceFromAttributes({ 'service.name': 'geometra-web', 'service.version': '0.1.0' }),
   spanProcessors: [
+    counter,
     new BatchSpanProcessor(
       new OTLPTraceExporter({ url: `${otlp}/v1/traces`, headers: exportHeaders }),
       { scheduledDelayMillis: 200 },
@@ -90,6 +106,20 @@ const provider = new WebTracerProvider({
   ],
 });
 const tracer = provider.getTracer('geometra.web');
+
+// documentLoad (with its loadEventEnd event), documentFetch and one
+// resourceFetch per resource, ended just after the window's load event.
+registerInstrumentations({ tracerProvider: provider, instrumentations: [new DocumentLoadInstrumentation()] });
+
+// Resolves once the document-load spans have ended: the instrumentation ends
+// them in a timeout it sets on `load`, queued before this one.
+function pageLoaded() {
+  return new Promise((resolve) => {
+    const after = () => setTimeout(resolve, 0);
+    if (document.readyState === 'complete') after();
+    else window.addEventListener('load', after, { once: true });
+  });
+}
 
 function record(state) {
   if (tokenUrl) state.tokens = { fetched: token.fetched, error: token.error };
@@ -110,12 +140,13 @@ function openMemoryPanel() {
 
 async function main() {
   try {
+    await pageLoaded(); // the first export carries the page load
     for (let i = 0; i < exportsWanted; i += 1) {
       if (i > 0) await new Promise((r) => setTimeout(r, every));
       openMemoryPanel();
       await provider.forceFlush(); // rejects when the export failed (e.g. CORS, 401)
     }
-    record({ done: true, ok: true, spans: 2 * exportsWanted });
+    record({ done: true, ok: true, spans: ended.spans });
   } catch (err) {
     record({ done: true, ok: false, error: String((err && err.message) || err) });
   }

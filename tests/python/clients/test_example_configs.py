@@ -1,6 +1,6 @@
 """The sidecar configs the client docs show are valid: `geometra-sidecar check-config` accepts them.
 
-examples/browser/sidecar.yaml and the YAML blocks of docs/clients.md (CORS
+examples/browser/sidecar.yaml, sidecar-tokens.yaml and the YAML blocks of docs/clients.md (CORS
 origins and headers for the browser) must not rot. (test_docs.py checks every
 YAML block of the docs the same way.)
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+
+import yaml
 
 import clients_helpers as ch
 import monitoring_helpers as mh
@@ -22,7 +24,20 @@ def check_config(path) -> subprocess.CompletedProcess:
 def test_browser_example_sidecar_config_is_valid():
     r = check_config(ch.EXAMPLES / "browser" / "sidecar.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "x-tenant-id" in r.stdout and "http://127.0.0.1:8080" in r.stdout, r.stdout
+    browser = yaml.safe_load(r.stdout)["receivers"]["browser"]
+    assert browser["listen"] == "127.0.0.1:4319", browser
+    assert browser["cors_allowed_origins"] == ["http://127.0.0.1:8080"], browser
+    assert browser["cors_allowed_headers"] == ["x-tenant-id"], browser
+    assert browser["auth"]["jwt_hs256_secret_file"] is None, "the plain example works without tokens"
+
+
+def test_browser_example_sidecar_tokens_config_is_valid():
+    r = check_config(ch.EXAMPLES / "browser" / "sidecar-tokens.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    browser = yaml.safe_load(r.stdout)["receivers"]["browser"]
+    assert browser["cors_allowed_origins"] == ["http://127.0.0.1:8080"], browser
+    assert browser["auth"]["jwt_hs256_secret_file"] == "/tmp/browser-token-secret", browser
+    assert browser["auth"]["audience"] == "geometra-sidecar", browser
 
 
 def test_client_setup_yaml_is_valid(tmp_path):
