@@ -122,11 +122,13 @@ def attrs(kvs) -> dict:
 class Sidecar:
     """The sidecar binary (GEOMETRA_SIDECAR_BIN) on free loopback ports, with a YAML config."""
 
-    def __init__(self, proc: mh.Proc, grpc_port: int, http_port: int, metrics_port: int):
+    def __init__(self, proc: mh.Proc, grpc_port: int, http_port: int, metrics_port: int,
+                 browser_port: int | None = None):
         self.proc = proc
         self.grpc_port = grpc_port
         self.http_port = http_port
         self.metrics_port = metrics_port
+        self.browser_port = browser_port
 
     @property
     def grpc_endpoint(self) -> str:
@@ -135,6 +137,12 @@ class Sidecar:
     @property
     def http_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def browser_endpoint(self) -> str:
+        """The browser listener (receivers.browser), when the config has one."""
+        assert self.browser_port, "this sidecar has no receivers.browser"
+        return f"http://127.0.0.1:{self.browser_port}"
 
     @classmethod
     def start(cls, config: dict, workdir: Path) -> "Sidecar":
@@ -145,10 +153,14 @@ class Sidecar:
         receivers.setdefault("otlp_grpc", {})["listen"] = f"127.0.0.1:{grpc_port}"
         receivers.setdefault("otlp_http", {})["listen"] = f"127.0.0.1:{http_port}"
         cfg.setdefault("server", {})["listen"] = f"127.0.0.1:{metrics_port}"
+        browser_port = None
+        if "browser" in receivers:  # the browser listener on a free port too
+            browser_port = mh.free_port()
+            receivers["browser"] = {**receivers["browser"], "listen": f"127.0.0.1:{browser_port}"}
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         proc = mh.Proc([str(mh.sidecar_bin_path()), "--config", str(path)], workdir / "sidecar.log")
-        sc = cls(proc, grpc_port, http_port, metrics_port)
+        sc = cls(proc, grpc_port, http_port, metrics_port, browser_port)
 
         def ready():
             if not proc.alive():
