@@ -358,7 +358,10 @@ async fn pipeline(cfg: &Config) -> Result<(Arc<Pipeline>, Option<Arc<Forwarder>>
             cfg.receivers.max_in_flight_bytes,
             cfg.receivers.in_flight_per_connection(),
         ),
-        stats: Arc::new(Transports::default()),
+        stats: Arc::new(Transports {
+            browser_on: cfg.receivers.browser.listen.is_some(),
+            ..Transports::default()
+        }),
     });
     Ok((pipeline, forward))
 }

@@ -47,21 +47,23 @@ impl ReceiverStats {
 
 /// Every receiver's counters: the in-pod OTLP listeners (`receiver="otlp"`,
 /// `transport="grpc"` and `"http"`) and the browser listener
-/// (`receiver="browser"`, `transport="http"`).
+/// (`receiver="browser"`, `transport="http"`), whose series are shown only
+/// when it is on.
 #[derive(Default)]
 pub struct Transports {
     pub grpc: ReceiverStats,
     pub http: ReceiverStats,
     pub browser: ReceiverStats,
+    /// the browser listener is on: its series are declared
+    pub browser_on: bool,
 }
 
 impl Transports {
-    fn each(&self) -> [((&'static str, &'static str), &ReceiverStats); 3] {
-        [
-            (("otlp", "grpc"), &self.grpc),
-            (("otlp", "http"), &self.http),
-            (("browser", "http"), &self.browser),
-        ]
+    fn each(&self) -> impl Iterator<Item = ((&'static str, &'static str), &ReceiverStats)> {
+        let browser = self.browser_on.then_some((("browser", "http"), &self.browser));
+        [(("otlp", "grpc"), &self.grpc), (("otlp", "http"), &self.http)]
+            .into_iter()
+            .chain(browser)
     }
 
     /// The receivers' self-metrics, in the Collector's names.
