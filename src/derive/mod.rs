@@ -162,8 +162,8 @@ struct Scratch {
     keys: Vec<u8>,
     /// per family: (key start, key end, value, exemplar)
     ups: Vec<Vec<Up>>,
-    /// per distinct-count: hashes of the values seen
-    distinct: Vec<Vec<u64>>,
+    /// per distinct-count: (exact, fleet) hashes of the values seen
+    distinct: Vec<Vec<(u64, u64)>>,
     /// per rule (of the first 64): where its key for the current item starts
     starts: Vec<u32>,
     /// the request came from the browser listener: the browser rules apply
@@ -235,11 +235,17 @@ impl Registry<'_> {
         let old = self
             .prev
             .and_then(|p| p.distinct.iter().find(|d| d.name == name && d.help == help));
+        let sk = self.store.sketch_config();
+        let old = old.filter(|d| d.key == sk.key && d.precision == sk.precision);
         let d = match old {
             Some(d) => d.clone(),
             None => {
                 self.store.passthrough.reserve_family(name, &Kind::Gauge);
                 self.store.passthrough.reserve([name.to_string()]);
+                for n in crate::metrics::sketch::family_names(name) {
+                    self.store.passthrough.reserve_family(&n, &Kind::Gauge);
+                    self.store.passthrough.reserve([n]);
+                }
                 Arc::new(self.store.new_distinct(name, help))
             }
         };
@@ -1093,15 +1099,18 @@ fn push_val(key: &mut Vec<u8>, v: Val<'_>, max_label: usize) -> Result<(), SkipR
 }
 
 impl Distinct {
-    /// The keyed hash of an id (ids are never stored).
+    /// The keyed hashes of an id (ids are never stored): the exact set's
+    /// (per-process key) and the sketch's (fleet key, SipHash-2-4 of the
+    /// UTF-8 bytes; an integer as its decimal digits).
     #[inline]
-    pub fn hash(&self, v: Val<'_>) -> Option<u64> {
+    pub fn hash(&self, v: Val<'_>) -> Option<(u64, u64)> {
         match v {
-            Val::Str(s) if !s.is_empty() => Some(self.hasher.hash_one(s)),
-            Val::Int(i) => Some(
-                self.hasher
-                    .hash_one(itoa::Buffer::new().format(i).as_bytes()),
-            ),
+            Val::Str(s) if !s.is_empty() => Some((self.hasher.hash_one(s), self.fleet.hash(s))),
+            Val::Int(i) => {
+                let mut b = itoa::Buffer::new();
+                let d = b.format(i).as_bytes();
+                Some((self.hasher.hash_one(d), self.fleet.hash(d)))
+            }
             _ => None,
         }
     }
