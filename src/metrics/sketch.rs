@@ -27,9 +27,11 @@ const RING: usize = SLICES as usize + 1;
 /// (the SipHash paper's test key), so an unconfigured fleet still merges.
 pub const DEFAULT_KEY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
-/// Default precision (`store.distinct_sketch_precision`): 2^12 = 4096
-/// registers, standard error 1.04/64 = 1.6 % (BENCHMARKS.md, "Issue 21").
-pub const DEFAULT_PRECISION: u8 = 12;
+/// Default precision (`store.distinct_sketch_precision`): 2^10 = 1024
+/// registers, standard error 1.04/32 = 3.25 %, at most 1025 series per
+/// rule and pod (p = 12 halves the error for four times the series;
+/// BENCHMARKS.md, "Issue 21: sketch precision").
+pub const DEFAULT_PRECISION: u8 = 10;
 pub const MIN_PRECISION: u8 = 4;
 pub const MAX_PRECISION: u8 = 16;
 
