@@ -288,4 +288,55 @@ mod tests {
             assert!(err < 3.0 * 1.04 / 64.0 + 0.01, "n {n}: estimate {e}");
         }
     }
+
+    /// docs/sketch-test-vectors.tsv, as this code computes it.
+    fn vectors() -> String {
+        let keys = [
+            "000102030405060708090a0b0c0d0e0f",
+            "9c2f6b1e04d87a35e1f0c4b2a6d89e73",
+        ];
+        let ids = [
+            "alice",
+            "bob",
+            "user-1",
+            "user-2",
+            "42",
+            "0",
+            "a",
+            "Zoë",
+            "ユーザー",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "an id longer than sixteen bytes, with spaces",
+        ];
+        let p = DEFAULT_PRECISION;
+        let mut out = format!(
+            "# SipHash-2-4 of the id's UTF-8 bytes under the 128-bit key (k0 = key bytes 0-7, k1 = bytes 8-15, little-endian);\n\
+             # register = the hash's top p bits, rank = leading zeros of the other 64 - p bits + 1; p = {p}.\n\
+             # Generated and checked by src/metrics/sketch.rs (test vectors_file_matches); tests/python/test_sketch_vectors.py reproduces it.\n\
+             id\tkey\thash\tregister\trank\n"
+        );
+        for k in keys {
+            let h = FleetHash::new(&parse_key(k).unwrap());
+            for id in ids {
+                let x = h.hash(id.as_bytes());
+                let (reg, rank) = register_rank(x, p);
+                out += &format!("{id}\t{k}\t{x:016x}\t{reg}\t{rank}\n");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn vectors_file_matches() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sketch-test-vectors.tsv");
+        let want = vectors();
+        if std::env::var_os("GEOMETRA_WRITE_VECTORS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            have, want,
+            "docs/sketch-test-vectors.tsv is stale: GEOMETRA_WRITE_VECTORS=1 cargo test --lib vectors_file"
+        );
+    }
 }
