@@ -1173,6 +1173,34 @@ mod tests {
     }
 
     #[test]
+    fn a_distinct_count_exposes_its_sketch_registers() {
+        let d = new(&Config::default());
+        let rec = |id: Value| LogRecord {
+            attributes: vec![kv("user_id", id)],
+            ..Default::default()
+        };
+        let ids = [st("alice"), Value::IntValue(42), st("alice")];
+        d.logs(&request(ids.into_iter().map(rec).collect()))
+            .expect("walk");
+        let text = crate::metrics::encode::render(d.store(), &[], false);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("active_users"))
+            .collect();
+        let h = crate::metrics::sketch::FleetHash::new(&crate::metrics::sketch::DEFAULT_KEY);
+        let mut want: Vec<String> = [&b"alice"[..], b"42"]
+            .iter()
+            .map(|id| crate::metrics::sketch::register_rank(h.hash(id), 10))
+            .map(|(reg, rank)| format!("active_users_sketch{{register=\"{reg}\"}} {rank}"))
+            .collect();
+        want.sort();
+        want.dedup();
+        want.insert(0, "active_users 2".into());
+        want.push("active_users_sketch_registers 1024".into());
+        assert_eq!(lines, want, "{text}");
+    }
+
+    #[test]
     fn a_histogram_rule_keeps_classic_native_or_both_buckets() {
         let yaml = |store: &str, rule: &str| {
             format!(
