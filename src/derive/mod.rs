@@ -1198,6 +1198,13 @@ mod tests {
         want.insert(0, "active_users 2".into());
         want.push("active_users_sketch_registers 1024".into());
         assert_eq!(lines, want, "{text}");
+        let om = crate::metrics::encode::render(d.store(), &[], true);
+        assert!(om.contains("# TYPE active_users_sketch gauge\n"), "{om}");
+        assert!(om.contains(&want[1]), "{om}");
+        let snap = d.store().snapshot(vec![]);
+        let pb = crate::metrics::encode::encode(&snap, crate::metrics::encode::Format::Protobuf);
+        let has = |n: &[u8]| pb.windows(n.len()).any(|w| w == n);
+        assert!(has(b"active_users_sketch_registers") && has(b"register"));
     }
 
     #[test]
