@@ -176,11 +176,12 @@ impl Distinct {
     pub fn insert(&self, hashes: &[(u64, u64)], now_s: u64) {
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let cap = self.cap.load(Ordering::Relaxed);
+        let slice = m.sketch.slice(now_s);
         for &(h, f) in hashes {
             if !m.seen.insert(h, now_s, cap) {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
             }
-            m.sketch.insert(f, now_s);
+            m.sketch.insert_into(slice, f);
         }
     }
 

@@ -114,7 +114,14 @@ impl Sketch {
     /// Adds a fleet hash seen at `now_s`.
     #[inline]
     pub fn insert(&mut self, h: u64, now_s: u64) {
-        let (reg, rank) = register_rank(h, self.p);
+        let slice = self.slice(now_s);
+        self.insert_into(slice, h);
+    }
+
+    /// The registers of `now_s`'s slice (cleared when the ring slot held
+    /// an older slice): where a batch seen at `now_s` goes.
+    #[inline]
+    pub fn slice(&mut self, now_s: u64) -> usize {
         let e = now_s / self.slice_s;
         let slot = (e % RING as u64) as usize;
         let m = self.m();
@@ -124,7 +131,14 @@ impl Sketch {
                 s.fill(0);
             }
         }
-        if let Some(r) = self.regs.get_mut(slot * m + reg) {
+        slot * m
+    }
+
+    /// Adds a fleet hash to the slice starting at `base` ([`Self::slice`]).
+    #[inline]
+    pub fn insert_into(&mut self, base: usize, h: u64) {
+        let (reg, rank) = register_rank(h, self.p);
+        if let Some(r) = self.regs.get_mut(base + reg) {
             *r = (*r).max(rank);
         }
     }
