@@ -4,13 +4,63 @@
 //! keys, beside the series a pod exposes (registers above 0, plus
 //! `_sketch_registers`).
 //!
+//! Then the scrape cost of one rule's sketch at 100k distinct ids: building
+//! its two families and rendering them as text, per scrape.
+//!
 //! `cargo run --release --example sketch_precision`
 
-use geometra_sidecar::metrics::sketch::{estimate, FleetHash, Sketch};
+use geometra_sidecar::metrics::encode::encode_text;
+use geometra_sidecar::metrics::sketch::{self, estimate, FleetHash, Sketch};
+use geometra_sidecar::metrics::snapshot::Snapshot;
+use geometra_sidecar::metrics::{Distinct, SketchConfig};
+use std::time::Instant;
 
 const KEYS: u8 = 20;
 
 fn main() {
+    precision();
+    scrape_cost();
+}
+
+fn scrape_cost() {
+    println!();
+    println!("| p | series | text bytes | build + render per scrape |");
+    println!("|---|---|---|---|");
+    for p in [10u8, 12, 14] {
+        let cfg = SketchConfig {
+            key: sketch::DEFAULT_KEY,
+            precision: p,
+        };
+        let d = Distinct::new("active_users", "users", 300, 100_000, &cfg);
+        let batch: Vec<(u64, u64)> = (0..100_000u32)
+            .map(|i| {
+                let id = format!("user-{i}");
+                (u64::from(i) + 1, d.fleet.hash(id.as_bytes()))
+            })
+            .collect();
+        d.insert(&batch, 1000);
+        let rounds = 200u32;
+        let t = Instant::now();
+        let mut bytes = 0;
+        let mut series = 0;
+        for _ in 0..rounds {
+            let families = Vec::from(sketch::families(&d, 1000));
+            series = families.iter().map(|f| f.series.len()).sum();
+            let text = encode_text(
+                &Snapshot {
+                    families,
+                    timestamp_ms: 0,
+                },
+                false,
+            );
+            bytes = text.len();
+        }
+        let per = t.elapsed() / rounds;
+        println!("| {p} | {series} | {bytes} | {per:?} |");
+    }
+}
+
+fn precision() {
     println!("| p | m | 1.04/sqrt(m) | n | mean abs error | RMS error | max abs error | series per pod |");
     println!("|---|---|---|---|---|---|---|---|");
     for p in [8u8, 10, 12, 14] {
