@@ -1208,6 +1208,37 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_the_distinct_gauge_unless_key_or_precision_change() {
+        let d = new(&Config::default());
+        let gauge = |d: &Deriver| d.store().derived().distinct[0].clone();
+        let first = gauge(&d);
+        let same = Config::from_yaml("store:\n  max_active_users: 7\n", "t").unwrap();
+        d.store().set_limits(&same.store);
+        let d = d.reload(&same.derive());
+        assert!(
+            Arc::ptr_eq(&first, &gauge(&d)),
+            "same key and precision: kept"
+        );
+        let p12 = Config::from_yaml("store:\n  distinct_sketch_precision: 12\n", "t").unwrap();
+        d.store().set_limits(&p12.store);
+        let d = d.reload(&p12.derive());
+        let second = gauge(&d);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!((second.precision, second.registers(0).len()), (12, 4096));
+        let mut key = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut key, b"ffeeddccbbaa99887766554433221100\n").unwrap();
+        let yaml = format!(
+            "store:\n  distinct_sketch_precision: 12\n  distinct_key_file: {}\n",
+            key.path().display()
+        );
+        let keyed = Config::from_yaml(&yaml, "t").unwrap();
+        d.store().set_limits(&keyed.store);
+        let d = d.reload(&keyed.derive());
+        assert_eq!(gauge(&d).key[0], 0xff);
+        assert!(!Arc::ptr_eq(&second, &gauge(&d)));
+    }
+
+    #[test]
     fn a_histogram_rule_keeps_classic_native_or_both_buckets() {
         let yaml = |store: &str, rule: &str| {
             format!(
