@@ -985,3 +985,18 @@ def test_remote_write_url_secret_config_passes_check_config(tmp_path):
     assert (got.scheme, got.hostname, got.port, got.path) == (want.scheme, want.hostname, want.port, want.path)
     assert rw["bearer_token_file"] == rendered["remote_write"]["bearer_token_file"]
     assert rw["interval"] == "30s"
+
+
+def test_fleet_key_secret_is_mounted_and_named_in_the_config():
+    """metrics.distinctKeySecret: the active-user sketch's fleet key (issue 21)."""
+    cfg, _ = config_of(render())
+    assert cfg["store"]["distinct_sketch_precision"] == 10
+    assert "distinct_key_file" not in cfg["store"]
+    objs = render({"metrics": {"distinctSketchPrecision": 12, "distinctKeySecret": {"name": "geometra-fleet-key"}}})
+    cfg, _ = config_of(objs)
+    assert cfg["store"]["distinct_sketch_precision"] == 12
+    key_file = cfg["store"]["distinct_key_file"]
+    mount, vol = secret_mount(pod_spec(objs), key_file)
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "geometra-fleet-key"
+    assert vol["secret"]["items"] == [{"key": "fleet-key", "path": os.path.basename(key_file)}]
