@@ -14,7 +14,6 @@
 //! measurement runs, not a measurement.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{free_port, rss_kib, traces_request, Sidecar};

@@ -502,7 +502,8 @@ async fn payloads_past_the_browser_limits_are_refused_whole_and_counted() {
 
 #[tokio::test]
 async fn cors_on_the_in_pod_http_listener_beyond_loopback_is_warned_about() {
-    let cors = "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://app.geometra.ai\"]\n";
+    let cors =
+        "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://app.geometra.ai\"]\n";
     let warning = "receivers.otlp_http has CORS origins and listens beyond loopback";
     for (listen, warned) in [
         (format!("0.0.0.0:{}", free_port()), true),

@@ -138,7 +138,14 @@ fn counter_named(name: &str) -> String {
 
 #[test]
 fn a_rule_name_ending_like_another_familys_series_is_refused() {
-    for name in ["jobs_count", "jobs_bucket", "jobs_sum", "jobs_created"] {
+    for name in [
+        "jobs_count",
+        "jobs_bucket",
+        "jobs_sum",
+        "jobs_created",
+        "users_sketch",
+        "users_sketch_registers",
+    ] {
         let err = refused(&counter_named(name), "extra_rules[0].name", 2);
         assert!(err.contains(name), "{err}");
     }
@@ -202,6 +209,32 @@ fn a_cors_origin_with_a_newline_is_refused() {
         "receivers:\n  otlp_http:\n    cors_allowed_origins: [\"https://a.example\\r\"]\n",
         "receivers.otlp_http.cors_allowed_origins[0]",
         3,
+    );
+}
+
+#[test]
+fn sketch_precision_and_key_file_are_checked() {
+    for p in [3, 17] {
+        let yaml = format!("store:\n  max_active_users: 5\n  distinct_sketch_precision: {p}\n");
+        let err = refused(&yaml, "store.distinct_sketch_precision", 3);
+        assert!(err.contains("between 4 and 16"), "{err}");
+    }
+    let missing = "store:\n  distinct_key_file: /nonexistent/fleet-key\n";
+    refused(missing, "store.distinct_key_file", 2);
+    let short = config("0123456789abcdef\n");
+    let yaml = format!("store:\n  distinct_key_file: {}\n", short.path().display());
+    let err = refused(&yaml, "store.distinct_key_file", 2);
+    assert!(err.contains("32 hex digits"), "{err}");
+    let good = config("000102030405060708090a0b0c0d0e0f\n");
+    let yaml = format!(
+        "store:\n  distinct_sketch_precision: 12\n  distinct_key_file: {}\n",
+        good.path().display()
+    );
+    let out = check_config(&yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -508,6 +508,27 @@ async fn active_users_counts_distinct_ids_and_never_labels_them() {
     for id in ["alice-4711", "bob-4712", "carol-4713", "dave-4714"] {
         assert!(!m.text.contains(id), "user id {id} leaked into /metrics");
     }
+    // the fleet sketch (issue 21): each id's register, under the default
+    // fleet key, holds at least its rank; m = 2^10
+    use geometra_sidecar::metrics::sketch::{register_rank, FleetHash, DEFAULT_KEY};
+    let h = FleetHash::new(&DEFAULT_KEY);
+    let mut regs = std::collections::BTreeMap::new();
+    for id in ["alice-4711", "bob-4712", "carol-4713", "dave-4714"] {
+        let (reg, rank) = register_rank(h.hash(id.as_bytes()), 10);
+        let r = regs.entry(reg.to_string()).or_insert(0.0f64);
+        *r = r.max(f64::from(rank));
+    }
+    for (reg, rank) in &regs {
+        let got = m.value("active_users_sketch", &[("register", reg)]);
+        assert_eq!(got, Some(*rank), "register {reg}: {}", m.text);
+    }
+    let n = m
+        .text
+        .lines()
+        .filter(|l| l.starts_with("active_users_sketch{"))
+        .count();
+    assert_eq!(n, regs.len(), "{}", m.text);
+    assert_eq!(m.value("active_users_sketch_registers", &[]), Some(1024.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,8 +240,16 @@ fn validate_rule(r: &Rule, at: &str) -> Result<(), ConfigError> {
 
 /// Suffixes the exposition formats give series of their own (histogram
 /// `_bucket`/`_count`/`_sum`, OpenMetrics `_created`): a rule named so would
-/// clash with another family's series.
-pub const RESERVED_NAME_SUFFIXES: &[&str] = &["_bucket", "_count", "_sum", "_created"];
+/// clash with another family's series; and those of a distinct-count rule's
+/// sketch families (`<rule>_sketch`, `<rule>_sketch_registers`).
+pub const RESERVED_NAME_SUFFIXES: &[&str] = &[
+    "_bucket",
+    "_count",
+    "_sum",
+    "_created",
+    "_sketch",
+    "_sketch_registers",
+];
 /// Name prefixes of the sidecar's own metrics (and Prometheus' `scrape_*`).
 pub const RESERVED_NAME_PREFIXES: &[&str] =
     &["otelcol_", "geometra_sidecar_", "process_", "scrape_"];

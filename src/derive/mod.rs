@@ -162,8 +162,8 @@ struct Scratch {
     keys: Vec<u8>,
     /// per family: (key start, key end, value, exemplar)
     ups: Vec<Vec<Up>>,
-    /// per distinct-count: hashes of the values seen
-    distinct: Vec<Vec<u64>>,
+    /// per distinct-count: (exact, fleet) hashes of the values seen
+    distinct: Vec<Vec<(u64, u64)>>,
     /// per rule (of the first 64): where its key for the current item starts
     starts: Vec<u32>,
     /// the request came from the browser listener: the browser rules apply
@@ -235,11 +235,17 @@ impl Registry<'_> {
         let old = self
             .prev
             .and_then(|p| p.distinct.iter().find(|d| d.name == name && d.help == help));
+        let sk = self.store.sketch_config();
+        let old = old.filter(|d| d.key == sk.key && d.precision == sk.precision);
         let d = match old {
             Some(d) => d.clone(),
             None => {
                 self.store.passthrough.reserve_family(name, &Kind::Gauge);
                 self.store.passthrough.reserve([name.to_string()]);
+                for n in crate::metrics::sketch::family_names(name) {
+                    self.store.passthrough.reserve_family(&n, &Kind::Gauge);
+                    self.store.passthrough.reserve([n]);
+                }
                 Arc::new(self.store.new_distinct(name, help))
             }
         };
@@ -1093,15 +1099,18 @@ fn push_val(key: &mut Vec<u8>, v: Val<'_>, max_label: usize) -> Result<(), SkipR
 }
 
 impl Distinct {
-    /// The keyed hash of an id (ids are never stored).
+    /// The keyed hashes of an id (ids are never stored): the exact set's
+    /// (per-process key) and the sketch's (fleet key, SipHash-2-4 of the
+    /// UTF-8 bytes; an integer as its decimal digits).
     #[inline]
-    pub fn hash(&self, v: Val<'_>) -> Option<u64> {
+    pub fn hash(&self, v: Val<'_>) -> Option<(u64, u64)> {
         match v {
-            Val::Str(s) if !s.is_empty() => Some(self.hasher.hash_one(s)),
-            Val::Int(i) => Some(
-                self.hasher
-                    .hash_one(itoa::Buffer::new().format(i).as_bytes()),
-            ),
+            Val::Str(s) if !s.is_empty() => Some((self.hasher.hash_one(s), self.fleet.hash(s))),
+            Val::Int(i) => {
+                let mut b = itoa::Buffer::new();
+                let d = b.format(i).as_bytes();
+                Some((self.hasher.hash_one(d), self.fleet.hash(d)))
+            }
             _ => None,
         }
     }
@@ -1161,6 +1170,72 @@ mod tests {
             .filter(|l| l.starts_with("memory_operations_total{"))
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn a_distinct_count_exposes_its_sketch_registers() {
+        let d = new(&Config::default());
+        let rec = |id: Value| LogRecord {
+            attributes: vec![kv("user_id", id)],
+            ..Default::default()
+        };
+        let ids = [st("alice"), Value::IntValue(42), st("alice")];
+        d.logs(&request(ids.into_iter().map(rec).collect()))
+            .expect("walk");
+        let text = crate::metrics::encode::render(d.store(), &[], false);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("active_users"))
+            .collect();
+        let h = crate::metrics::sketch::FleetHash::new(&crate::metrics::sketch::DEFAULT_KEY);
+        let mut want: Vec<String> = [&b"alice"[..], b"42"]
+            .iter()
+            .map(|id| crate::metrics::sketch::register_rank(h.hash(id), 10))
+            .map(|(reg, rank)| format!("active_users_sketch{{register=\"{reg}\"}} {rank}"))
+            .collect();
+        want.sort();
+        want.dedup();
+        want.insert(0, "active_users 2".into());
+        want.push("active_users_sketch_registers 1024".into());
+        assert_eq!(lines, want, "{text}");
+        let om = crate::metrics::encode::render(d.store(), &[], true);
+        assert!(om.contains("# TYPE active_users_sketch gauge\n"), "{om}");
+        assert!(om.contains(&want[1]), "{om}");
+        let snap = d.store().snapshot(vec![]);
+        let pb = crate::metrics::encode::encode(&snap, crate::metrics::encode::Format::Protobuf);
+        let has = |n: &[u8]| pb.windows(n.len()).any(|w| w == n);
+        assert!(has(b"active_users_sketch_registers") && has(b"register"));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_distinct_gauge_unless_key_or_precision_change() {
+        let d = new(&Config::default());
+        let gauge = |d: &Deriver| d.store().derived().distinct[0].clone();
+        let first = gauge(&d);
+        let same = Config::from_yaml("store:\n  max_active_users: 7\n", "t").unwrap();
+        d.store().set_limits(&same.store);
+        let d = d.reload(&same.derive());
+        assert!(
+            Arc::ptr_eq(&first, &gauge(&d)),
+            "same key and precision: kept"
+        );
+        let p12 = Config::from_yaml("store:\n  distinct_sketch_precision: 12\n", "t").unwrap();
+        d.store().set_limits(&p12.store);
+        let d = d.reload(&p12.derive());
+        let second = gauge(&d);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!((second.precision, second.registers(0).len()), (12, 4096));
+        let mut key = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut key, b"ffeeddccbbaa99887766554433221100\n").unwrap();
+        let yaml = format!(
+            "store:\n  distinct_sketch_precision: 12\n  distinct_key_file: {}\n",
+            key.path().display()
+        );
+        let keyed = Config::from_yaml(&yaml, "t").unwrap();
+        d.store().set_limits(&keyed.store);
+        let d = d.reload(&keyed.derive());
+        assert_eq!(gauge(&d).key[0], 0xff);
+        assert!(!Arc::ptr_eq(&second, &gauge(&d)));
     }
 
     #[test]

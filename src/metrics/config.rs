@@ -4,6 +4,7 @@
 use crate::base::values::err;
 use crate::base::{ConfigError, Dur};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +45,12 @@ pub struct StoreConfig {
     /// is halved (neighbouring buckets merged), as client_golang does.
     #[serde(deserialize_with = "at_least_one")]
     pub native_histogram_max_buckets: usize,
+    /// Precision p of the distinct-count sketches (2^p registers, 4 ..= 16).
+    pub distinct_sketch_precision: u8,
+    /// A file holding the sketches' 128-bit fleet key as 32 hex digits;
+    /// without it the documented default key (every pod must use the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_key_file: Option<PathBuf>,
 }
 
 /// Which buckets a derived histogram keeps (`store.histograms`, a rule's `histograms`).
@@ -79,6 +86,8 @@ impl Default for StoreConfig {
             histograms: HistogramFormat::Classic,
             native_histogram_schema: super::native::DEFAULT_SCHEMA,
             native_histogram_max_buckets: super::native::DEFAULT_MAX_BUCKETS,
+            distinct_sketch_precision: super::sketch::DEFAULT_PRECISION,
+            distinct_key_file: None,
         }
     }
 }
@@ -146,6 +155,14 @@ impl StoreConfig {
         if self.active_users_window.0.is_zero() {
             return err("store.active_users_window", "must be longer than 0s");
         }
+        let (lo, hi) = (super::sketch::MIN_PRECISION, super::sketch::MAX_PRECISION);
+        if !(lo..=hi).contains(&self.distinct_sketch_precision) {
+            return err(
+                "store.distinct_sketch_precision",
+                &format!("must be between {lo} and {hi}"),
+            );
+        }
+        self.sketch_key()?;
         let (lo, hi) = (super::native::MIN_SCHEMA, super::native::MAX_SCHEMA);
         if !(lo..=hi).contains(&self.native_histogram_schema) {
             return err(
@@ -154,5 +171,19 @@ impl StoreConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl StoreConfig {
+    /// The fleet key: `distinct_key_file`'s 32 hex digits, or the default.
+    pub fn sketch_key(&self) -> Result<[u8; 16], ConfigError> {
+        let Some(p) = &self.distinct_key_file else {
+            return Ok(super::sketch::DEFAULT_KEY);
+        };
+        let key = "store.distinct_key_file";
+        let text = crate::fsread::read_string(p, crate::fsread::SECRET_MAX, "fleet key file")
+            .map_err(|e| ConfigError::at(key, &e))?;
+        super::sketch::parse_key(&text)
+            .map_err(|e| ConfigError::at(key, &format!("{}: {e}", p.display())))
     }
 }

@@ -10,6 +10,7 @@ pub mod own;
 pub mod passthrough;
 pub mod sanitize;
 pub mod series_map;
+pub mod sketch;
 pub mod snapshot;
 pub mod store;
 
@@ -122,8 +123,10 @@ mod seen_tests {
     }
 }
 
-/// A gauge of distinct values (e.g. user ids) seen within a sliding window.
-/// Only keyed 64-bit hashes are kept, never the values.
+/// A gauge of distinct values (e.g. user ids) seen within a sliding window,
+/// and its fleet sketch ([`sketch`]). Only keyed 64-bit hashes are kept,
+/// never the values: for the exact per-pod set a random per-process key,
+/// for the sketch the fleet key every pod shares.
 pub struct Distinct {
     pub name: String,
     pub help: String,
@@ -131,47 +134,90 @@ pub struct Distinct {
     window_s: AtomicU64,
     cap: AtomicUsize,
     pub hasher: foldhash::quality::RandomState,
-    seen: Mutex<Seen>,
+    /// the sketch's SipHash-2-4 under the fleet key
+    pub fleet: sketch::FleetHash,
+    /// the fleet key and precision this gauge was made with (a reload that
+    /// changes either makes a new gauge)
+    pub key: [u8; 16],
+    pub precision: u8,
+    seen: Mutex<Counted>,
     /// values not tracked because the set was full
     pub overflowed: AtomicU64,
 }
 
+/// The exact set and the sketch, under one lock (one lock per batch).
+struct Counted {
+    seen: Seen,
+    sketch: sketch::Sketch,
+}
+
 impl Distinct {
-    pub fn new(name: &str, help: &str, window_s: u64, cap: usize) -> Self {
+    pub fn new(name: &str, help: &str, window_s: u64, cap: usize, sk: &SketchConfig) -> Self {
         Distinct {
             name: name.into(),
             help: help.into(),
             window_s: AtomicU64::new(window_s),
             cap: AtomicUsize::new(cap),
             hasher: Default::default(),
-            seen: Mutex::new(Seen::default()),
+            fleet: sketch::FleetHash::new(&sk.key),
+            key: sk.key,
+            precision: sk.precision,
+            seen: Mutex::new(Counted {
+                seen: Seen::default(),
+                sketch: sketch::Sketch::new(sk.precision, window_s),
+            }),
             overflowed: AtomicU64::new(0),
         }
     }
 
-    pub fn insert(&self, hashes: &[u64], now_s: u64) {
+    /// Counts a batch of (exact hash, fleet hash) pairs seen at `now_s`.
+    /// The sketch takes every id, also past the exact set's cap (its size
+    /// is fixed).
+    pub fn insert(&self, hashes: &[(u64, u64)], now_s: u64) {
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let cap = self.cap.load(Ordering::Relaxed);
-        for h in hashes {
-            if !m.insert(*h, now_s, cap) {
+        let slice = m.sketch.slice(now_s);
+        for &(h, f) in hashes {
+            if !m.seen.insert(h, now_s, cap) {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
             }
+            m.sketch.insert_into(slice, f);
         }
     }
 
-    /// A new window and cap (a config reload).
+    /// A new window and cap (a config reload); a new window empties the
+    /// sketch (its slices are cut from the window), which refills as ids
+    /// arrive.
     pub fn set_limits(&self, window_s: u64, cap: usize) {
         self.window_s.store(window_s, Ordering::Relaxed);
         self.cap.store(cap, Ordering::Relaxed);
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if m.sketch.window_s() != window_s.max(1) {
+            m.sketch = sketch::Sketch::new(m.sketch.precision(), window_s);
+        }
     }
 
     /// Distinct values seen within the window (older ones are forgotten).
     pub fn count(&self, now_s: u64) -> usize {
         let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let cutoff = now_s.saturating_sub(self.window_s.load(Ordering::Relaxed));
-        m.retain_after(cutoff);
-        m.len
+        m.seen.retain_after(cutoff);
+        m.seen.len
     }
+
+    /// The sketch's registers at `now_s` (`2^p` ranks, 0 for none).
+    pub fn registers(&self, now_s: u64) -> Vec<u8> {
+        let m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        m.sketch.registers(now_s)
+    }
+}
+
+/// The sketch's fleet key and precision (`store.distinct_key_file`,
+/// `store.distinct_sketch_precision`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SketchConfig {
+    pub key: [u8; 16],
+    pub precision: u8,
 }
 
 /// The derived families and distinct-count gauges of the rules in force;
@@ -180,6 +226,18 @@ impl Distinct {
 pub struct Derived {
     pub families: Vec<Arc<Family>>,
     pub distinct: Vec<Arc<Distinct>>,
+}
+
+/// The fleet key of `store.distinct_key_file` (the default key without
+/// one); `fallback` if the file cannot be read now (validation read it).
+fn sketch_key(st: &StoreConfig, fallback: [u8; 16]) -> [u8; 16] {
+    match st.sketch_key() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(error = %e, "distinct-count sketch: fleet key unreadable, the previous key stays");
+            fallback
+        }
+    }
 }
 
 /// Everything `/metrics` shows.
@@ -192,6 +250,8 @@ pub struct Store {
     derived: Mutex<Arc<Derived>>,
     window_s: AtomicU64,
     max_distinct: AtomicUsize,
+    /// the fleet key and precision of new distinct-count gauges
+    sketch: Mutex<SketchConfig>,
     pub passthrough: passthrough::Passthrough,
     /// the global series bound, shared by every family
     pub budget: Arc<Budget>,
@@ -207,6 +267,10 @@ impl Store {
             derived: Mutex::new(Arc::new(Derived::default())),
             window_s: AtomicU64::new(st.active_users_window.0.as_secs().max(1)),
             max_distinct: AtomicUsize::new(st.max_active_users),
+            sketch: Mutex::new(SketchConfig {
+                key: sketch_key(st, sketch::DEFAULT_KEY),
+                precision: st.distinct_sketch_precision,
+            }),
             passthrough: passthrough::Passthrough::new(pt, st, budget.clone()),
             budget,
         }
@@ -230,6 +294,7 @@ impl Store {
             let mut f = snapshot::Family::new(x.name.clone(), Kind::Gauge, x.help.clone());
             f.value(&[], x.count(now) as f64);
             families.push(f);
+            families.extend(sketch::families(x, now));
         }
         self.passthrough.snapshot(&mut families, now);
         families.extend(own);
@@ -259,7 +324,13 @@ impl Store {
             help,
             self.window_s.load(Ordering::Relaxed),
             self.max_distinct.load(Ordering::Relaxed),
+            &self.sketch_config(),
         )
+    }
+
+    /// The fleet key and precision in force.
+    pub fn sketch_config(&self) -> SketchConfig {
+        *self.sketch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `store.max_series_per_metric`, for a new family.
@@ -285,6 +356,13 @@ impl Store {
             .store(s.max_active_users, Ordering::Relaxed);
         self.budget.set_limits(s.max_series, s.max_series_bytes);
         self.passthrough.set_limits(s);
+        {
+            let mut sk = self.sketch.lock().unwrap_or_else(|p| p.into_inner());
+            *sk = SketchConfig {
+                key: sketch_key(s, sk.key),
+                precision: s.distinct_sketch_precision,
+            };
+        }
         let d = self.derived();
         for f in &d.families {
             f.set_cap(s.max_series_per_metric);

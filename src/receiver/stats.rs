@@ -60,10 +60,15 @@ pub struct Transports {
 
 impl Transports {
     fn each(&self) -> impl Iterator<Item = ((&'static str, &'static str), &ReceiverStats)> {
-        let browser = self.browser_on.then_some((("browser", "http"), &self.browser));
-        [(("otlp", "grpc"), &self.grpc), (("otlp", "http"), &self.http)]
-            .into_iter()
-            .chain(browser)
+        let browser = self
+            .browser_on
+            .then_some((("browser", "http"), &self.browser));
+        [
+            (("otlp", "grpc"), &self.grpc),
+            (("otlp", "http"), &self.http),
+        ]
+        .into_iter()
+        .chain(browser)
     }
 
     /// The receivers' self-metrics, in the Collector's names.

@@ -95,6 +95,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "geometra-sidecar._queueDir" -}}/var/lib/geometra-sidecar/queue{{- end -}}
 {{- define "geometra-sidecar._tokenDir" -}}/var/run/secrets/geometra-sidecar/forward-token{{- end -}}
 {{- define "geometra-sidecar._tlsDir" -}}/var/run/secrets/geometra-sidecar/forward-tls{{- end -}}
+{{- define "geometra-sidecar._fleetKeyDir" -}}/var/run/secrets/geometra-sidecar/fleet-key{{- end -}}
 {{- define "geometra-sidecar._hashKeyDir" -}}/var/run/secrets/geometra-sidecar/redaction{{- end -}}
 {{- define "geometra-sidecar._rwTokenDir" -}}/var/run/secrets/geometra-sidecar/remote-write-token{{- end -}}
 {{- define "geometra-sidecar._rwPasswordDir" -}}/var/run/secrets/geometra-sidecar/remote-write-password{{- end -}}
@@ -258,13 +259,17 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
     "passthrough_share_percent" ($l.passthroughSharePercent | int64)
     "histograms" $v.metrics.histograms
     "native_histogram_schema" ($v.metrics.nativeHistogramSchema | int64)
-    "native_histogram_max_buckets" ($v.metrics.nativeHistogramMaxBuckets | int64))
+    "native_histogram_max_buckets" ($v.metrics.nativeHistogramMaxBuckets | int64)
+    "distinct_sketch_precision" ($v.metrics.distinctSketchPrecision | int64))
   "passthrough" (dict
     "enabled" $v.passthrough.enabled
     "scope_labels" $v.passthrough.scopeLabels
     "resource_labels" $v.passthrough.resourceLabels)
   "telemetry" (dict "log_level" $v.logging.level "log_format" $v.logging.format)
 -}}
+{{- if $v.metrics.distinctKeySecret.name -}}
+{{- $_ := set (index $cfg "store") "distinct_key_file" (printf "%s/fleet-key" (include "geometra-sidecar._fleetKeyDir" .)) -}}
+{{- end -}}
 {{- if $l.maxInFlightBytesPerConnection -}}
 {{- $_ := set (index $cfg "receivers") "max_in_flight_bytes_per_connection" ($l.maxInFlightBytesPerConnection | int64) -}}
 {{- end -}}
@@ -480,6 +485,11 @@ httpGet:
       mountPath: {{ include "geometra-sidecar._tlsDir" . }}
       readOnly: true
     {{- end }}
+    {{- if $v.metrics.distinctKeySecret.name }}
+    - name: geometra-sidecar-fleet-key
+      mountPath: {{ include "geometra-sidecar._fleetKeyDir" . }}
+      readOnly: true
+    {{- end }}
     {{- if $v.redaction.hashKeySecret.name }}
     - name: geometra-sidecar-redaction-key
       mountPath: {{ include "geometra-sidecar._hashKeyDir" . }}
@@ -552,6 +562,17 @@ httpGet:
       - key: {{ .keyKey }}
         path: tls.key
       {{- end }}
+{{- end }}
+{{- end }}
+{{- with $v.metrics.distinctKeySecret }}
+{{- if .name }}
+- name: geometra-sidecar-fleet-key
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: fleet-key
 {{- end }}
 {{- end }}
 {{- with $v.redaction.hashKeySecret }}

@@ -1296,3 +1296,17 @@ def test_browser_schema_bounds_are_the_sidecars(vpath, cpath, ok, bad, tmp_path)
     assert res.returncode != 0, f"the schema refuses {'.'.join(vpath)}={bad!r} but the sidecar accepts it"
     assert "receivers.browser." + ".".join(cpath) in res.stderr or "receivers.browser" in res.stderr, res.stderr
 
+
+def test_fleet_key_secret_is_mounted_and_named_in_the_config():
+    """metrics.distinctKeySecret: the active-user sketch's fleet key (issue 21)."""
+    cfg, _ = config_of(render())
+    assert cfg["store"]["distinct_sketch_precision"] == 10
+    assert "distinct_key_file" not in cfg["store"]
+    objs = render({"metrics": {"distinctSketchPrecision": 12, "distinctKeySecret": {"name": "geometra-fleet-key"}}})
+    cfg, _ = config_of(objs)
+    assert cfg["store"]["distinct_sketch_precision"] == 12
+    key_file = cfg["store"]["distinct_key_file"]
+    mount, vol = secret_mount(pod_spec(objs), key_file)
+    assert mount["readOnly"] is True
+    assert vol["secret"]["secretName"] == "geometra-fleet-key"
+    assert vol["secret"]["items"] == [{"key": "fleet-key", "path": os.path.basename(key_file)}]
