@@ -62,7 +62,7 @@ python3 scripts/fn-length.py
 echo "== cargo build --release"
 cargo build --release --locked --all-targets
 echo "== cargo test --release"
-cargo test --release --locked
+cargo test --release --locked --no-fail-fast
 
 echo "== pytest"
 export GEOMETRA_SIDECAR_BIN="$root/target/release/geometra-sidecar"
