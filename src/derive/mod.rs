@@ -1119,7 +1119,7 @@ impl Distinct {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::metrics::config::PassthroughConfig;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{
         any_value::Value, AnyValue, KeyValue, KeyValueList,
@@ -1127,7 +1127,48 @@ mod tests {
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
 
-    /// The deriver the binary builds from a whole config.
+    /// The sections a deriver and its store are built from, read as a
+    /// config file holds them (the embedded rules unless `rules:` is given)
+    /// and validated as the config loader validates them.
+    #[derive(serde::Deserialize)]
+    #[serde(default)]
+    struct Config {
+        rules: Vec<Rule>,
+        extra_rules: Vec<Rule>,
+        store: StoreConfig,
+        passthrough: PassthroughConfig,
+    }
+
+    impl Default for Config {
+        fn default() -> Self {
+            Config {
+                rules: config::default_rules(),
+                extra_rules: Vec::new(),
+                store: StoreConfig::default(),
+                passthrough: PassthroughConfig::default(),
+            }
+        }
+    }
+
+    impl Config {
+        fn from_yaml(text: &str, origin: &str) -> Result<Config, String> {
+            let c: Config = serde_yaml_ng::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+            c.store.validate().map_err(|e| e.0)?;
+            config::validate_rules(&c.rules, &c.extra_rules, c.store.histograms)
+                .map_err(|e| e.0)?;
+            Ok(c)
+        }
+
+        fn derive(&self) -> DeriveConfig<'_> {
+            DeriveConfig {
+                rules: &self.rules,
+                extra_rules: &self.extra_rules,
+                store: &self.store,
+            }
+        }
+    }
+
+    /// The deriver the binary builds from those sections.
     fn new(cfg: &Config) -> Deriver {
         let store = Arc::new(Store::new(&cfg.store, &cfg.passthrough));
         Deriver::new(&cfg.derive(), store)

@@ -49,7 +49,7 @@ impl HttpState {
     }
 }
 
-/// The OTLP/HTTP routes; `cors` is the policy in force (see `crate::reload`).
+/// The OTLP/HTTP routes; `cors` is the policy in force (a config reload swaps it).
 pub fn router(pipeline: Arc<Pipeline>, cfg: &OtlpHttp, cors: Arc<Live<Cors>>) -> Router {
     let st = HttpState {
         pipeline,

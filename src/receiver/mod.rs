@@ -41,7 +41,7 @@ pub struct Accepted {
 }
 
 pub struct Pipeline {
-    /// the rules in force, swapped whole by a config reload (`crate::reload`)
+    /// the rules in force, swapped whole by a config reload
     pub deriver: Live<Deriver>,
     pub store: Arc<Store>,
     pub forward: Option<Arc<dyn Forward>>,
