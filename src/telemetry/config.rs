@@ -80,7 +80,7 @@ impl TelemetryOtlp {
 impl Telemetry {
     /// The level, and `otlp`'s URL and intervals. Whether the endpoint is
     /// this sidecar's own receiver needs the receivers' section: checked
-    /// where the sections meet (`crate::config`).
+    /// where the sections meet (the config composition).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = &self.otlp;
         let Some(ep) = &t.endpoint else {

@@ -168,7 +168,7 @@ impl Forwarder {
     /// Builds what a changed `forward:` config sends with, changing
     /// nothing yet: every client (CA, key and token files read) is made
     /// here, so a bad config is refused with the old one still in force.
-    /// Which keys may change is [`crate::reload`]'s business; a signal must
+    /// Which keys may change is the reloader's business; a signal must
     /// stay forwarded or not.
     pub fn prepare(&self, f: &ForwardCfg) -> Result<Reconfig, String> {
         let _rt = self.rt.enter();
