@@ -12,7 +12,7 @@
 use geometra_sidecar::metrics::encode::encode_text;
 use geometra_sidecar::metrics::sketch::{self, estimate, FleetHash, Sketch};
 use geometra_sidecar::metrics::snapshot::Snapshot;
-use geometra_sidecar::metrics::{Distinct, SketchConfig};
+use geometra_sidecar::metrics::{Distinct, IdRef, SketchConfig};
 use std::time::Instant;
 
 const KEYS: u8 = 20;
@@ -32,13 +32,19 @@ fn scrape_cost() {
             precision: p,
         };
         let d = Distinct::new("active_users", "users", 300, 100_000, &cfg);
-        let batch: Vec<(u64, u64)> = (0..100_000u32)
+        let mut bytes_all = Vec::new();
+        let batch: Vec<IdRef> = (0..100_000u32)
             .map(|i| {
-                let id = format!("user-{i}");
-                (u64::from(i) + 1, d.fleet.hash(id.as_bytes()))
+                let start = bytes_all.len() as u32;
+                bytes_all.extend_from_slice(format!("user-{i}").as_bytes());
+                IdRef {
+                    exact: u64::from(i) + 1,
+                    start,
+                    end: bytes_all.len() as u32,
+                }
             })
             .collect();
-        d.insert(&batch, 1000);
+        d.insert(&batch, &bytes_all, 1000);
         let rounds = 200u32;
         let t = Instant::now();
         let mut bytes = 0;

@@ -13,7 +13,7 @@ pub mod wire;
 
 use crate::metrics::config::StoreConfig;
 use crate::metrics::store::{push_key_part, Exemplar, Family, Kind, LabelNames};
-use crate::metrics::{Derived, Distinct, Store};
+use crate::metrics::{Derived, Distinct, IdRef, Store};
 use config::{DeriveConfig, Rule, RuleKind, Signal, Source, SpanKind, ValueSource};
 
 /// [`CRule::sources`] bits.
@@ -162,8 +162,11 @@ struct Scratch {
     keys: Vec<u8>,
     /// per family: (key start, key end, value, exemplar)
     ups: Vec<Vec<Up>>,
-    /// per distinct-count: (exact, fleet) hashes of the values seen
-    distinct: Vec<Vec<(u64, u64)>>,
+    /// per distinct-count: the ids seen (exact hash, bytes in `ids`)
+    distinct: Vec<Vec<IdRef>>,
+    /// the bytes of the ids seen (their fleet hash is computed under the
+    /// gauge's lock, only for an id its exact set does not hold)
+    ids: Vec<u8>,
     /// per rule (of the first 64): where its key for the current item starts
     starts: Vec<u32>,
     /// the request came from the browser listener: the browser rules apply
@@ -681,6 +684,7 @@ impl Deriver {
         sc.ups.iter_mut().for_each(Vec::clear);
         sc.distinct.resize_with(self.n_distinct, Vec::new);
         sc.distinct.iter_mut().for_each(Vec::clear);
+        sc.ids.clear();
         let rules = [
             &self.span_rules,
             &self.log_rules,
@@ -715,7 +719,7 @@ impl Deriver {
         }
         for (i, hs) in sc.distinct.iter().enumerate() {
             if !hs.is_empty() {
-                self.derived.distinct[i].insert(hs, now);
+                self.derived.distinct[i].insert(hs, &sc.ids, now);
             }
         }
     }
@@ -796,8 +800,8 @@ impl Deriver {
     ) -> Option<f64> {
         match (&r.target, first(slots, from)) {
             (Target::Distinct(i), Some(v)) => {
-                if let Some(h) = self.derived.distinct[*i].hash(v) {
-                    sc.distinct[*i].push(h);
+                if let Some(id) = self.derived.distinct[*i].id(v, &mut sc.ids) {
+                    sc.distinct[*i].push(id);
                 }
                 None
             }
@@ -1099,20 +1103,26 @@ fn push_val(key: &mut Vec<u8>, v: Val<'_>, max_label: usize) -> Result<(), SkipR
 }
 
 impl Distinct {
-    /// The keyed hashes of an id (ids are never stored): the exact set's
-    /// (per-process key) and the sketch's (fleet key, SipHash-2-4 of the
-    /// UTF-8 bytes; an integer as its decimal digits).
+    /// An id for [`Distinct::insert`] (ids are never stored): its exact
+    /// set's hash (per-process key) and its UTF-8 bytes (an integer as its
+    /// decimal digits) appended to `ids`, from which the sketch's fleet hash
+    /// is computed when needed.
     #[inline]
-    pub fn hash(&self, v: Val<'_>) -> Option<(u64, u64)> {
-        match v {
-            Val::Str(s) if !s.is_empty() => Some((self.hasher.hash_one(s), self.fleet.hash(s))),
-            Val::Int(i) => {
-                let mut b = itoa::Buffer::new();
-                let d = b.format(i).as_bytes();
-                Some((self.hasher.hash_one(d), self.fleet.hash(d)))
-            }
-            _ => None,
-        }
+    pub fn id(&self, v: Val<'_>, ids: &mut Vec<u8>) -> Option<IdRef> {
+        let mut b = itoa::Buffer::new();
+        let bytes = match v {
+            Val::Str(s) if !s.is_empty() => s,
+            Val::Int(i) => b.format(i).as_bytes(),
+            _ => return None,
+        };
+        let start = u32::try_from(ids.len()).ok()?;
+        ids.extend_from_slice(bytes);
+        let end = u32::try_from(ids.len()).ok()?;
+        Some(IdRef {
+            exact: self.hasher.hash_one(bytes),
+            start,
+            end,
+        })
     }
 }
 

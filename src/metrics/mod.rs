@@ -23,45 +23,58 @@ use std::sync::{Arc, Mutex};
 use store::{Budget, Family};
 
 /// [`Distinct`]'s set: keyed 64-bit hashes (`foldhash::quality` with a
-/// random seed) and when each was last seen, in an open-addressing table at
-/// most half full. The hashes are used as they are (no second hash), and a
-/// hit is usually one probe. 0 marks an empty bucket, so a hash of 0 counts
-/// as 1 (two ids merge with odds of 2^-63).
+/// random seed), when each was last seen and the id's sketch register and
+/// rank, in an open-addressing table at most half full. The hashes are used
+/// as they are (no second hash), and a hit is usually one probe. 0 marks an
+/// empty bucket, so a hash of 0 counts as 1 (two ids merge with odds of
+/// 2^-63). Keeping the register and rank here means an id's fleet hash
+/// (SipHash-2-4, ~150 instructions) is computed once while the id stays in
+/// the window, not once per span.
 #[derive(Default)]
 struct Seen {
-    /// (hash, unix seconds); a power of two long, or empty
-    buckets: Vec<(u64, u64)>,
+    /// a power of two long, or empty
+    buckets: Vec<Bucket>,
     len: usize,
 }
 
+/// 16 bytes: the exact hash, the unix second it was last seen (u32: good
+/// until 2106) and [`sketch::pack`]ed register and rank.
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    h: u64,
+    t: u32,
+    rr: u32,
+}
+
 impl Seen {
-    /// Marks `h` seen at `now`; false when it is new and `cap` is reached.
+    /// Marks `h` seen at `now`: its packed register and rank (`rr()` for a
+    /// new id), or None when it is new and `cap` is reached.
     #[inline]
-    fn insert(&mut self, h: u64, now: u64, cap: usize) -> bool {
+    fn insert(&mut self, h: u64, now: u64, cap: usize, rr: impl FnOnce() -> u32) -> Option<u32> {
         let h = h.max(1);
+        let t = u32::try_from(now).unwrap_or(u32::MAX);
         if self.buckets.is_empty() {
             self.rebuild(16);
         }
         let mask = self.buckets.len() - 1;
         let mut at = h as usize & mask;
         loop {
-            let Some(b) = self.buckets.get_mut(at) else {
-                return false;
-            };
-            if b.0 == h {
-                b.1 = now;
-                return true;
+            let b = self.buckets.get_mut(at)?;
+            if b.h == h {
+                b.t = t;
+                return Some(b.rr);
             }
-            if b.0 == 0 {
+            if b.h == 0 {
                 if self.len >= cap {
-                    return false;
+                    return None;
                 }
-                *b = (h, now);
+                let rr = rr();
+                *b = Bucket { h, t, rr };
                 self.len += 1;
                 if self.len * 2 > self.buckets.len() {
                     self.rebuild(self.buckets.len() * 2);
                 }
-                return true;
+                return Some(rr);
             }
             at = (at + 1) & mask;
         }
@@ -71,8 +84,8 @@ impl Seen {
     fn retain_after(&mut self, cutoff: u64) {
         let before = self.len;
         for b in &mut self.buckets {
-            if b.0 != 0 && b.1 <= cutoff {
-                *b = (0, 0);
+            if b.h != 0 && u64::from(b.t) <= cutoff {
+                *b = Bucket::default();
                 self.len -= 1;
             }
         }
@@ -81,16 +94,16 @@ impl Seen {
         }
     }
 
-    /// Re-places the live hashes (with their times) into `n` buckets.
+    /// Re-places the live buckets into `n` buckets.
     fn rebuild(&mut self, n: usize) {
-        let old = std::mem::replace(&mut self.buckets, vec![(0, 0); n]);
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::default(); n]);
         let mask = n - 1;
-        for (h, t) in old.into_iter().filter(|b| b.0 != 0) {
-            let mut at = h as usize & mask;
-            while self.buckets[at].0 != 0 {
+        for b in old.into_iter().filter(|b| b.h != 0) {
+            let mut at = b.h as usize & mask;
+            while self.buckets[at].h != 0 {
                 at = (at + 1) & mask;
             }
-            self.buckets[at] = (h, t);
+            self.buckets[at] = b;
         }
     }
 }
@@ -104,18 +117,19 @@ mod seen_tests {
         let mut s = Seen::default();
         let id = |h: u64| h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         for h in 0..600u64 {
-            assert!(s.insert(id(h), h, 600));
+            assert_eq!(s.insert(id(h), h, 600, || h as u32), Some(h as u32));
         }
         assert_eq!(s.len, 600);
-        assert!(
-            s.insert(id(0), 2000, 600),
-            "a known hash is refreshed at the cap"
+        assert_eq!(
+            s.insert(id(7), 2000, 600, || unreachable!("known: rr is kept")),
+            Some(7),
+            "a known hash is refreshed at the cap, its register and rank kept"
         );
-        assert!(!s.insert(12345, 2000, 600));
+        assert_eq!(s.insert(12345, 2000, 600, || 1), None);
         s.retain_after(499);
-        assert_eq!(s.len, 101);
+        assert_eq!(s.len, 101, "ids 500..600 and 7 (refreshed at 2000)");
         for h in 500..600u64 {
-            assert!(s.insert(id(h), 3000, 101));
+            assert_eq!(s.insert(id(h), 3000, 101, || 0), Some(h as u32));
         }
         assert_eq!(s.len, 101);
         s.retain_after(2999);
@@ -145,6 +159,15 @@ pub struct Distinct {
     pub overflowed: AtomicU64,
 }
 
+/// One id of a batch for [`Distinct::insert`]: its exact (per-process
+/// key) hash and where its bytes are in the batch's byte buffer.
+#[derive(Clone, Copy)]
+pub struct IdRef {
+    pub exact: u64,
+    pub start: u32,
+    pub end: u32,
+}
+
 /// The exact set and the sketch, under one lock (one lock per batch).
 struct Counted {
     seen: Seen,
@@ -170,18 +193,29 @@ impl Distinct {
         }
     }
 
-    /// Counts a batch of (exact hash, fleet hash) pairs seen at `now_s`.
-    /// The sketch takes every id, also past the exact set's cap (its size
-    /// is fixed).
-    pub fn insert(&self, hashes: &[(u64, u64)], now_s: u64) {
-        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+    /// Counts a batch of ids seen at `now_s` (their exact hashes, their
+    /// bytes in `bytes`). The sketch takes every id, also past the exact
+    /// set's cap (its size is fixed); the fleet hash is computed only for
+    /// an id the exact set does not hold.
+    pub fn insert(&self, batch: &[IdRef], bytes: &[u8], now_s: u64) {
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let m = &mut *guard;
         let cap = self.cap.load(Ordering::Relaxed);
         let slice = m.sketch.slice(now_s);
-        for &(h, f) in hashes {
-            if !m.seen.insert(h, now_s, cap) {
-                self.overflowed.fetch_add(1, Ordering::Relaxed);
-            }
-            m.sketch.insert_into(slice, f);
+        let p = self.precision;
+        for r in batch {
+            let id = bytes
+                .get(r.start as usize..r.end as usize)
+                .unwrap_or_default();
+            let rr = || sketch::pack(self.fleet.hash(id), p);
+            let packed = match m.seen.insert(r.exact, now_s, cap, rr) {
+                Some(packed) => packed,
+                None => {
+                    self.overflowed.fetch_add(1, Ordering::Relaxed);
+                    rr()
+                }
+            };
+            m.sketch.insert_packed(slice, packed);
         }
     }
 

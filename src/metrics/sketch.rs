@@ -58,6 +58,14 @@ pub fn register_rank(h: u64, p: u8) -> (usize, u8) {
     (reg, rank as u8)
 }
 
+/// A fleet hash's register and rank at precision `p` in one u32 (register
+/// << 8 | rank), as the exact set keeps them.
+#[inline]
+pub fn pack(h: u64, p: u8) -> u32 {
+    let (reg, rank) = register_rank(h, p);
+    (reg as u32) << 8 | u32::from(rank)
+}
+
 /// Parses a key file's text: exactly 32 hex digits (16 bytes, in order),
 /// surrounding whitespace ignored.
 pub fn parse_key(text: &str) -> Result<[u8; 16], String> {
@@ -137,7 +145,13 @@ impl Sketch {
     /// Adds a fleet hash to the slice starting at `base` ([`Self::slice`]).
     #[inline]
     pub fn insert_into(&mut self, base: usize, h: u64) {
-        let (reg, rank) = register_rank(h, self.p);
+        self.insert_packed(base, pack(h, self.p));
+    }
+
+    /// Adds a [`pack`]ed register and rank to the slice starting at `base`.
+    #[inline]
+    pub fn insert_packed(&mut self, base: usize, rr: u32) {
+        let (reg, rank) = ((rr >> 8) as usize, (rr & 0xff) as u8);
         if let Some(r) = self.regs.get_mut(base + reg) {
             *r = (*r).max(rank);
         }

@@ -193,7 +193,7 @@ class Proc:
         self._log.close()
 
 
-def start_prometheus(config_dir: Path, config_name: str, tmp: Path) -> tuple[Proc, str]:
+def start_prometheus(config_dir: Path, config_name: str, tmp: Path, extra_args: tuple = ()) -> tuple[Proc, str]:
     """Start Debian's prometheus on 127.0.0.1:<free port>; return (proc, base URL) once /-/ready."""
     binary = find_tool("prometheus")
     port = free_port()
@@ -207,6 +207,7 @@ def start_prometheus(config_dir: Path, config_name: str, tmp: Path) -> tuple[Pro
             f"--web.listen-address=127.0.0.1:{port}",
             "--storage.tsdb.retention.time=1h",
             "--log.level=info",
+            *extra_args,
         ],
         tmp / "prometheus.log",
     )
