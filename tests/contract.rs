@@ -1073,3 +1073,35 @@ async fn stale_series_expire() {
         Some(0.0)
     );
 }
+
+/// Issue 21: the sketch forgets with the exact count's window. Both fall to
+/// nothing once the ids age out: `active_users` at the window, the registers
+/// at most one slice (window / 10, at least 1 s) later; a scrape then shows
+/// no `active_users_sketch` series at all (absent registers are 0) and still
+/// `active_users_sketch_registers`, so the fleet rule estimates 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sketch_registers_fall_when_users_age_out() {
+    let sc = Sidecar::start("store:\n  active_users_window: 4s\n").await;
+    let users = ["erin-1", "frank-2", "grace-3"];
+    let spans = users
+        .iter()
+        .map(|u| s("a", SpanKind::Server, 5, vec![kv("enduser.id", *u)]))
+        .collect();
+    send_spans(sc.grpc_url(), spans).await;
+    let sketch_lines = |m: &Metrics| {
+        m.text
+            .lines()
+            .filter(|l| l.starts_with("active_users_sketch{"))
+            .count()
+    };
+    let m = sc
+        .wait_for("3 users", |m| m.value("active_users", &[]) == Some(3.0))
+        .await;
+    assert!(sketch_lines(&m) >= 1, "{}", m.text);
+    let m = sc
+        .wait_for("users and registers aged out", |m| {
+            m.value("active_users", &[]) == Some(0.0) && sketch_lines(m) == 0
+        })
+        .await;
+    assert_eq!(m.value("active_users_sketch_registers", &[]), Some(1024.0));
+}
