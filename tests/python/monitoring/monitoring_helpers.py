@@ -116,6 +116,23 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+def shutdown_all(shutdowns) -> None:
+    """Calls every shutdown (a load's exporters at teardown), each even if
+    another raised: a test's teardown must not hide the test's own result."""
+    for shut in shutdowns:
+        try:
+            shut()
+        except Exception:  # noqa: BLE001 - teardown
+            pass
+
+
+def run_load(load):
+    """A module fixture's body: start a load, hand it to the tests, stop it."""
+    load.start()
+    yield load
+    load.stop()
+
+
 def load_yaml(path: Path):
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)

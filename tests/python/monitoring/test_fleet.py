@@ -249,20 +249,12 @@ class FleetLoad:
     def stop(self):
         self._stop.set()
         self._thread.join(timeout=15)
-        for p in self.providers:
-            try:
-                p.shutdown()
-            except Exception:  # noqa: BLE001 - teardown
-                pass
+        mh.shutdown_all(p.shutdown for p in self.providers)
 
 
 @pytest.fixture(scope="module")
 def load(fleet):
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="opentelemetry-exporter-otlp-proto-grpc missing")
-    ld = FleetLoad(fleet["grpc"])
-    ld.start()
-    yield ld
-    ld.stop()
+    yield from mh.run_load(FleetLoad(fleet["grpc"]))
 
 
 def _query(base, expr, at=None):

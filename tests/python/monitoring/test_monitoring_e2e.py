@@ -248,20 +248,12 @@ class Load:
     def stop(self):
         self._stop.set()
         self._thread.join(timeout=15)
-        for shut in (self.tp.shutdown, self.lp.shutdown, self.mp.shutdown, self.mp2.shutdown):
-            try:
-                shut()
-            except Exception:  # noqa: BLE001 - teardown
-                pass
+        mh.shutdown_all((self.tp.shutdown, self.lp.shutdown, self.mp.shutdown, self.mp2.shutdown))
 
 
 @pytest.fixture(scope="module")
 def load(sidecar):
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="opentelemetry-exporter-otlp-proto-grpc missing")
-    ld = Load(sidecar["grpc"])
-    ld.start()
-    yield ld
-    ld.stop()
+    yield from mh.run_load(Load(sidecar["grpc"]))
 
 
 def _non_empty(base: str, expr: str, at: float | None = None):
