@@ -14,6 +14,8 @@ Control, over HTTP on port 8080:
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,6 +103,8 @@ class Control(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # PID 1 of its container: stop at once on the engine's SIGTERM
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     SINK.up()
     print(f"otlp sink: OTLP/gRPC on {OTLP_LISTEN}, control on :{CONTROL_PORT}", flush=True)
     ThreadingHTTPServer(("0.0.0.0", CONTROL_PORT), Control).serve_forever()

@@ -22,7 +22,9 @@ operator would:
   pod's ConfigMap volume and the new rule is in force without a restart;
 - stopping the pod with the chart's grace period drains: log records queued
   while the sink was down reach it before the sidecar exits 0, within
-  terminationGracePeriodSeconds.
+  terminationGracePeriodSeconds. The containers are stopped as the kubelet
+  does (SIGTERM to each, the sandbox after): `podman pod stop` takes the
+  pod's network down at once, which no kubelet does.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -51,12 +55,12 @@ QUEUE_DIR = "/var/lib/geometra-sidecar/queue"
 FIXTURE_APP = ph.ROOT / "tests" / "python" / "helm" / "fixtures" / "geometra-app"
 CHART = ph.ROOT / "helm" / "geometra-sidecar"
 RELOAD_RULE = {
-    "name": "memory_notes_by_user_total",
-    "help": "Memory stores per user (added by the pod test's ConfigMap change)",
+    "name": "memory_notes_total",
+    "help": "Memory operations (a rule added by the pod test's ConfigMap change)",
     "kind": "counter",
     "signal": "logs",
     "match": {"event_name": "memory_operation"},
-    "labels": [{"name": "user", "from": ["user_id"], "default": "none"}],
+    "labels": [{"name": "operation", "from": ["operation"], "default": "none"}],
 }
 
 
@@ -100,6 +104,16 @@ def api_objects(objs: list[dict]) -> tuple[dict, dict]:
     cm_name = next(v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v)
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == cm_name)
     dep["spec"]["replicas"] = 1
+    # podman 4.3's kube play resolves the downward API's metadata.name and
+    # metadata.uid but refuses metadata.namespace and spec.nodeName: those two
+    # get the values the kubelet would give them
+    kubelet = {"metadata.namespace": "geometra", "spec.nodeName": "podman"}
+    for c in spec["containers"]:
+        for e in c.get("env", []):
+            path = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if path in kubelet:
+                del e["valueFrom"]
+                e["value"] = kubelet[path]
     return dep, cm
 
 
@@ -172,11 +186,22 @@ def sink(images, tmp_path_factory):
     ph.remove_pods(SINK_POD)
 
 
+def volumes(dep: dict) -> list[str]:
+    """The podman volumes kube play makes for the pod (named after the pod's volumes or ConfigMaps)."""
+    spec = dep["spec"]["template"]["spec"]
+    return [v["configMap"]["name"] if "configMap" in v else v["name"] for v in spec["volumes"]]
+
+
+def remove_app(pod: str, dep: dict):
+    ph.remove_pods(pod)
+    ph.podman("volume", "rm", "--force", *volumes(dep), check=False)
+
+
 def play_app(tmp: Path, sink: Sink) -> App:
     chart = app_chart(tmp)
     dep, cm = api_objects(render(chart, values(sink.ip)))
     pod = f"{dep['metadata']['name']}-pod-0"
-    ph.remove_pods(pod)
+    remove_app(pod, dep)
     out = ph.kube_play(yaml.safe_dump_all([cm, dep]), tmp / "api.yaml", "--start=false")
     assert pod in out or "Pod:" in out, out
     app = App(pod, "", dep, cm, chart, sink)
@@ -190,15 +215,30 @@ def play_app(tmp: Path, sink: Sink) -> App:
 def app(sink, tmp_path_factory):
     a = play_app(tmp_path_factory.mktemp("app"), sink)
     yield a
-    ph.remove_pods(a.pod)
+    remove_app(a.pod, a.dep)
+
+
+def started_at(ctr: dict) -> float:
+    """State.StartedAt of `podman inspect` (RFC 3339, nanoseconds) as a Unix time."""
+    m = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", ctr["State"]["StartedAt"])
+    assert m, ctr["State"]["StartedAt"]
+    base = datetime.fromisoformat(m[1] + ("+00:00" if m[3] == "Z" else m[3])).timestamp()
+    return base + float("0." + (m[2] or "0"))
 
 
 def wait_ready(app: App):
     def ready():
         status, _ = ph.http("GET", f"http://{app.ip}:{app.port('metrics')}/readyz", timeout=1)
-        return status == 200
-    mh.wait_for(ready, 60, 0.05, "the sidecar's /readyz")
+        return status == 200 and time.time()
+    at = mh.wait_for(ready, 60, 0.01, "the sidecar's /readyz")
+    print(f"\nsidecar container start -> /readyz 200: {(at - started_at(app.ctr('geometra-sidecar'))) * 1000:.0f} ms"
+          " (polled every 10 ms)")
     mh.wait_for(lambda: app.call("GET", "/health", "/health"), 60, 0.25, "the app")
+
+
+def sidecar_log(app: App) -> str:
+    res = ph.podman("logs", f"{app.pod}-geometra-sidecar")
+    return res.stdout + res.stderr
 
 
 def records_naming(sink: Sink, marks: list[str]) -> dict[str, int]:
@@ -281,7 +321,13 @@ def test_security_context_holds(app):
     queue = next(m for m in c["Mounts"] if m["Destination"] == QUEUE_DIR)
     written = [p for p in Path(queue["Source"]).rglob("*") if p.is_file()]
     assert written and all(p.stat().st_uid == 65532 for p in written), written
-    assert ph.podman("diff", c["Id"]).stdout.strip() == ""
+    # the container's own layer: only the mount points the engine made for the
+    # pod's volumes (and their parents), nothing the sidecar wrote
+    changed = {line.split(" ", 1)[1] for line in ph.podman("diff", c["Id"]).stdout.splitlines()}
+    mount_points = {str(Path(m["Destination"])) for m in c["Mounts"]}
+    made = {str(a) for d in mount_points for a in [Path(d), *Path(d).parents] if str(a) != "/"}
+    assert changed <= made, f"written outside the volumes: {sorted(changed - made)}"
+    assert all(line[0] in "AC" and Path(line[2:]).is_absolute() for line in ph.podman("diff", c["Id"]).stdout.splitlines())
 
 
 def test_changed_configmap_reaches_the_running_sidecar(app):
@@ -293,10 +339,58 @@ def test_changed_configmap_reaches_the_running_sidecar(app):
     ok = (("result", "success"),)
     before = app.samples().get(("geometra_sidecar_config_reloads_total", ok), 0)
     kubelet_swap(volume, new_cm["data"])
-    mh.wait_for(lambda: app.samples().get(("geometra_sidecar_config_reloads_total", ok)) == before + 1,
-                30, 0.5, "the reload of the swapped ConfigMap")
+    try:
+        mh.wait_for(lambda: app.samples().get(("geometra_sidecar_config_reloads_total", ok)) == before + 1,
+                    30, 0.5, "the reload of the swapped ConfigMap")
+    except AssertionError as e:
+        reloads = {k: v for k, v in app.samples().items() if "reload" in k[0]}
+        raise AssertionError(f"{e}\nreload series: {reloads}\nsidecar log:\n{sidecar_log(app)[-3000:]}") from None
     app.store("reloaded-user", "counted by the new rule")
-    mh.wait_for(lambda: app.value("memory_notes_by_user_total", user="reloaded-user") == 1, 30, 0.5,
+    mh.wait_for(lambda: app.value("memory_notes_total", operation="store") == 1, 30, 0.5,
                 "the new rule's series")
     assert app.ctr("geometra-sidecar")["RestartCount"] == 0
     assert app.value("geometra_sidecar_config_last_reload_successful") == 1
+
+
+def queued_bytes(app: App) -> float:
+    return sum(v for (n, _), v in app.samples().items() if n == "otelcol_exporter_queue_size")
+
+
+def test_stopping_the_pod_drains_the_backlog_within_the_grace_period(app):
+    """Records queued while the sink is down reach it during the drain SIGTERM starts, before the
+    sidecar exits 0, within the pod's terminationGracePeriodSeconds."""
+    assert app.spec["terminationGracePeriodSeconds"] == GRACE
+    assert yaml.safe_load(app.cm["data"]["config.yaml"])["forward"]["drain_timeout"] == f"{GRACE - 5}s"
+    marks = [f"drain-{i}" for i in range(20)]
+    app.sink.set("down")
+    accepted = ("otelcol_receiver_accepted_log_records_total", (("receiver", "otlp"), ("transport", "grpc")))
+    before = app.samples()[accepted]
+    for m in marks:
+        app.store(m, "queued while the sink is down")
+    mh.wait_for(lambda: app.samples()[accepted] >= before + len(marks) and queued_bytes(app) > 0, 30, 0.25,
+                "the sidecar to accept and queue the records")
+    # as the kubelet deletes a pod: SIGTERM to every container at once, SIGKILL
+    # after the grace period, the pod's sandbox (podman's infra container,
+    # which holds the network) torn down only after they exit. `podman pod
+    # stop` would stop the infra container alongside and cut the drain's network.
+    ctrs = [f"{app.pod}-{c['name']}" for c in app.spec["containers"]]
+    stop = threading.Thread(target=lambda: ph.podman("stop", "--time", str(GRACE), *ctrs, timeout=GRACE + 30))
+    t0 = time.monotonic()
+    stop.start()
+    # SIGTERM reached the sidecar: it drains, and answers not ready meanwhile
+    mh.wait_for(lambda: ph.http("GET", f"http://{app.ip}:{app.port('metrics')}/readyz", timeout=1)[0] == 503,
+                10, 0.05, "/readyz 503 (draining)")
+    assert set(records_naming(app.sink, marks).values()) == {0}, "delivered before the drain"
+    app.sink.set("up")
+    stop.join()
+    elapsed = time.monotonic() - t0
+    ph.podman("pod", "stop", app.pod)
+    c = app.ctr("geometra-sidecar")
+    assert (c["State"]["Status"], c["State"]["ExitCode"]) == ("exited", 0), c["State"]
+    delivered = records_naming(app.sink, marks)
+    assert delivered == {m: 1 for m in marks}, \
+        f"after {elapsed:.1f}s: {delivered}\nsidecar log:\n{sidecar_log(app)[-3000:]}"
+    assert elapsed < GRACE, f"the pod took {elapsed:.1f}s to stop, past its grace period {GRACE}s"
+    print(f"\npod stop with a backlog of {len(marks)} records (sink back during the drain): {elapsed:.2f}s")
+    log = sidecar_log(app)
+    assert '"message":"stopped"' in log, log[-2000:]
