@@ -52,6 +52,8 @@ build_sidecar() {
     exit 1
   fi
   echo "== podman build localhost/geometra-sidecar:dev"
+  # the previous build goes (unless a container still uses it), not left dangling
+  podman rmi --ignore localhost/geometra-sidecar:dev >/dev/null 2>&1 || true
   podman build --quiet --no-cache --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --label org.opencontainers.image.created="$created" \
     --tag localhost/geometra-sidecar:dev "$ctx" >/dev/null
@@ -114,6 +116,7 @@ EOF
   mkdir -p "$ctx/rootfs"
   mount --bind "$fs" "$ctx/rootfs" 2>/dev/null || { rmdir "$ctx/rootfs"; cp -a "$fs" "$ctx/rootfs"; }
   echo "== podman build localhost/geometra-fastapi-example:dev"
+  podman rmi --ignore localhost/geometra-fastapi-example:dev >/dev/null 2>&1 || true
   local rc=0
   podman build --quiet --no-cache --tag localhost/geometra-fastapi-example:dev "$ctx" >/dev/null || rc=$?
   mountpoint -q "$ctx/rootfs" && umount "$ctx/rootfs"

@@ -218,10 +218,10 @@ def app(sink, tmp_path_factory):
     remove_app(a.pod, a.dep)
 
 
-def started_at(ctr: dict) -> float:
-    """State.StartedAt of `podman inspect` (RFC 3339, nanoseconds) as a Unix time."""
-    m = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", ctr["State"]["StartedAt"])
-    assert m, ctr["State"]["StartedAt"]
+def unix(rfc3339: str) -> float:
+    """An RFC 3339 time with up to nanoseconds (podman's State.StartedAt, the sidecar's log) as a Unix time."""
+    m = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", rfc3339)
+    assert m, rfc3339
     base = datetime.fromisoformat(m[1] + ("+00:00" if m[3] == "Z" else m[3])).timestamp()
     return base + float("0." + (m[2] or "0"))
 
@@ -231,7 +231,7 @@ def wait_ready(app: App):
         status, _ = ph.http("GET", f"http://{app.ip}:{app.port('metrics')}/readyz", timeout=1)
         return status == 200 and time.time()
     at = mh.wait_for(ready, 60, 0.01, "the sidecar's /readyz")
-    print(f"\nsidecar container start -> /readyz 200: {(at - started_at(app.ctr('geometra-sidecar'))) * 1000:.0f} ms"
+    print(f"\nsidecar container start -> /readyz 200: {(at - unix(app.ctr('geometra-sidecar')['State']['StartedAt'])) * 1000:.0f} ms"
           " (polled every 10 ms)")
     mh.wait_for(lambda: app.call("GET", "/health", "/health"), 60, 0.25, "the app")
 
@@ -375,7 +375,7 @@ def test_stopping_the_pod_drains_the_backlog_within_the_grace_period(app):
     # stop` would stop the infra container alongside and cut the drain's network.
     ctrs = [f"{app.pod}-{c['name']}" for c in app.spec["containers"]]
     stop = threading.Thread(target=lambda: ph.podman("stop", "--time", str(GRACE), *ctrs, timeout=GRACE + 30))
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     stop.start()
     # SIGTERM reached the sidecar: it drains, and answers not ready meanwhile
     mh.wait_for(lambda: ph.http("GET", f"http://{app.ip}:{app.port('metrics')}/readyz", timeout=1)[0] == 503,
@@ -391,6 +391,12 @@ def test_stopping_the_pod_drains_the_backlog_within_the_grace_period(app):
     assert delivered == {m: 1 for m in marks}, \
         f"after {elapsed:.1f}s: {delivered}\nsidecar log:\n{sidecar_log(app)[-3000:]}"
     assert elapsed < GRACE, f"the pod took {elapsed:.1f}s to stop, past its grace period {GRACE}s"
-    print(f"\npod stop with a backlog of {len(marks)} records (sink back during the drain): {elapsed:.2f}s")
     log = sidecar_log(app)
-    assert '"message":"stopped"' in log, log[-2000:]
+    at = {r["message"]: r["timestamp"] for r in map(json.loads, re.findall(r"^\{.*\}$", log, re.M))}
+    assert {"forward queue drained", "stopped"} <= set(at), log[-2000:]
+    drained = unix(at["forward queue drained"]) - unix(at["stopping: no new requests, finishing in-flight ones"])
+    exits = {n: unix(ph.container(app.pod, n)["State"]["FinishedAt"]) - t0_wall
+             for n in (c["name"] for c in app.spec["containers"])}
+    print(f"\npod stop with a backlog of {len(marks)} records (sink back during the drain): {elapsed:.2f}s;"
+          f" the sidecar's drain (its log, SIGTERM to queue drained): {drained:.2f}s;"
+          f" exits after SIGTERM: {', '.join(f'{n} {t:.2f}s' for n, t in exits.items())}")
