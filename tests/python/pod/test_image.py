@@ -12,8 +12,10 @@ Dockerfile's build stage copies everything the build reads.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pod_helpers as ph
 
@@ -90,6 +92,30 @@ def test_dockerfile_build_stage_copies_what_the_build_reads():
     assert {"proto", "link"} <= needed
     assert needed <= copied, f"the build stage does not copy {sorted(needed - copied)}"
     assert "scripts/image-rootfs.sh target/release/geometra-sidecar /out/rootfs" in build
+
+
+def test_dockerfile_build_context_loads_the_manifest(tmp_path):
+    """Only what the build stage copies, laid out as it copies it: Cargo resolves the package
+    (its benches, the lockfile) offline, and build.rs finds the files it reads."""
+    text = (ph.ROOT / "Dockerfile").read_text()
+    build = text[: text.index(ph.dockerfile_runtime_stage())]
+    ctx = tmp_path / "src"
+    ctx.mkdir()
+    for line in declared(build, "COPY"):
+        *sources, dest = line.split()
+        for src in sources:
+            target = ctx / dest / Path(src).name if dest.endswith("/") else ctx / dest
+            if (ph.ROOT / src).is_dir():
+                shutil.copytree(ph.ROOT / src, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ph.ROOT / src, target)
+    res = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--no-deps", "--format-version", "1"],
+                         cwd=ctx, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (ctx / "link" / "symbol-order.txt").is_file()
+    assert list((ctx / "proto").rglob("*.proto"))
+    assert (ctx / "scripts" / "image-rootfs.sh").stat().st_mode & 0o111
 
 
 def test_image_runs_read_only(images):
