@@ -95,7 +95,7 @@ def test_dockerfile_build_stage_copies_what_the_build_reads():
 
 
 def test_dockerfile_build_context_loads_the_manifest(tmp_path):
-    """Only what the build stage copies, laid out as it copies it: Cargo resolves the package
+    """Only what the build stage copies, laid out as it copies it: Cargo loads the package
     (its benches, the lockfile) offline, and build.rs finds the files it reads."""
     text = (ph.ROOT / "Dockerfile").read_text()
     build = text[: text.index(ph.dockerfile_runtime_stage())]
@@ -110,9 +110,13 @@ def test_dockerfile_build_context_loads_the_manifest(tmp_path):
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ph.ROOT / src, target)
-    res = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--no-deps", "--format-version", "1"],
+    # Cargo loads the whole package (every declared target's file, the
+    # lockfile) before it looks for the target asked for; one that does not
+    # exist stops it there, before anything compiles
+    res = subprocess.run(["cargo", "check", "--locked", "--offline", "--bin", "no-such-target"],
                          cwd=ctx, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    assert "error: no bin target named `no-such-target`" in res.stderr, res.stderr
+    assert "available bin targets:\n    geometra-sidecar" in res.stderr, res.stderr
     assert (ctx / "link" / "symbol-order.txt").is_file()
     assert list((ctx / "proto").rglob("*.proto"))
     assert (ctx / "scripts" / "image-rootfs.sh").stat().st_mode & 0o111
