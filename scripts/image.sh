@@ -54,7 +54,7 @@ build_sidecar() {
   echo "== podman build localhost/geometra-sidecar:dev"
   # the previous build goes (unless a container still uses it), not left dangling
   podman rmi --ignore localhost/geometra-sidecar:dev >/dev/null 2>&1 || true
-  podman build --quiet --no-cache --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  podman build --quiet --layers=false --no-cache --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --label org.opencontainers.image.created="$created" \
     --tag localhost/geometra-sidecar:dev "$ctx" >/dev/null
   podman run --rm localhost/geometra-sidecar:dev --version
@@ -118,7 +118,7 @@ EOF
   echo "== podman build localhost/geometra-fastapi-example:dev"
   podman rmi --ignore localhost/geometra-fastapi-example:dev >/dev/null 2>&1 || true
   local rc=0
-  podman build --quiet --no-cache --tag localhost/geometra-fastapi-example:dev "$ctx" >/dev/null || rc=$?
+  podman build --quiet --layers=false --no-cache --tag localhost/geometra-fastapi-example:dev "$ctx" >/dev/null || rc=$?
   mountpoint -q "$ctx/rootfs" && umount "$ctx/rootfs"
   [ $rc = 0 ] || exit $rc
   podman run --rm --entrypoint /usr/bin/python3 localhost/geometra-fastapi-example:dev \
