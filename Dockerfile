@@ -3,10 +3,18 @@
 #
 #   docker build -t geometra-sidecar:0.1.0 .
 #
-# Build stage: the release binary with the versions of Cargo.lock (--locked).
-# Runtime stage: distroless cc (glibc + libgcc, no shell, no package manager),
-# running as the distroless "nonroot" user, UID/GID 65532, as the helm chart
-# and CONTRIBUTING.md ("Container image") expect.
+# Build stage: the release binary with the versions of Cargo.lock (--locked),
+# then scripts/image-rootfs.sh lays out the whole root filesystem from it:
+# the stripped binary, the C libraries `ldd` names (glibc, libgcc_s, the
+# loader), the CA bundle, /etc/passwd and /etc/group with the non-root user
+# 65532, /tmp. Runtime stage: that tree on scratch, nothing else.
+#
+# scripts/image.sh builds the same image where no registry is reachable: the
+# same script on the host's Debian, and this file's runtime stage (from
+# "FROM scratch AS runtime" to the end) as its Containerfile, so the two
+# cannot drift (tests/python/pod/test_image.py checks it). Keep every line
+# of the runtime stage valid there: the only build-stage reference it may
+# hold is `COPY --from=build /out/rootfs/ /`.
 
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
@@ -20,18 +28,23 @@ COPY src ./src
 COPY benches ./benches
 COPY proto ./proto
 COPY link ./link
+COPY scripts/image-rootfs.sh ./scripts/image-rootfs.sh
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin geometra-sidecar \
- && install -D -m 0755 target/release/geometra-sidecar /out/geometra-sidecar \
- && /out/geometra-sidecar --version
+ && target/release/geometra-sidecar --version \
+ && scripts/image-rootfs.sh target/release/geometra-sidecar /out/rootfs
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+FROM scratch AS runtime
+ARG VERSION=0.1.0
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="geometra-sidecar" \
       org.opencontainers.image.description="OpenTelemetry sidecar for Geometra AI: OTLP in, Prometheus metrics out, logs forwarded" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/geometra/geometra-sidecar"
-COPY --from=build /out/geometra-sidecar /usr/local/bin/geometra-sidecar
+      org.opencontainers.image.source="https://github.com/geometra/geometra-sidecar" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=build /out/rootfs/ /
 # No listen addresses are baked in as ENV: they would override the config
 # file. Beside an app in a pod, the defaults (OTLP on 127.0.0.1, metrics on
 # 0.0.0.0:9464) are right; as a container of its own (docker-compose), pass

@@ -4,7 +4,8 @@
 # tests/requirements.txt), builds once in release, runs the Rust unit and
 # integration tests, then the Python suites (Helm chart, monitoring assets,
 # end-to-end against a real Prometheus, the examples/ clients against the
-# sidecar: their node packages with `npm ci`, the page in Debian's chromium).
+# sidecar: their node packages with `npm ci`, the page in Debian's chromium;
+# the container images and the chart's pod under podman, tests/python/pod).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -27,6 +28,16 @@ command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# tests/python/pod: the images (scripts/image.sh, no registry: podman builds
+# FROM scratch, the example's root filesystem comes from debootstrap) and the
+# pods (podman kube play; runc as the runtime, catatonit as the pods' pause
+# process); strip and nm for the sidecar's binary, CA bundle for the image
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v catatonit >/dev/null 2>&1 || need_apt+=(catatonit)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
+command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
@@ -66,4 +77,6 @@ cargo test --release --locked --no-fail-fast
 
 echo "== pytest"
 export GEOMETRA_SIDECAR_BIN="$root/target/release/geometra-sidecar"
+# podman's engine settings for an unprivileged CI container (tests/python/pod)
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/scripts/podman/containers.conf}"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/python

@@ -11,6 +11,7 @@ Public (for app charts that depend on this chart):
   geometra-sidecar.config          the config.yaml text
   geometra-sidecar.configMapName   the ConfigMap's name
   geometra-sidecar.mode            "native" or "container"
+  geometra-sidecar.terminationGracePeriodSeconds  the pod's grace period (seconds) the drain timeout is derived from
 
 Each takes either
   - the top-level context `$`: in this chart, or in a parent chart whose values
@@ -296,7 +297,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
   "batch" (dict "max_items" ($f.batch.maxItems | int64) "max_bytes" ($f.batch.maxBytes | int64) "timeout" $f.batch.timeout)
   "retry" (dict "initial_interval" $f.retry.initialInterval "max_interval" $f.retry.maxInterval "max_elapsed" $f.retry.maxElapsed)
   "queue" (dict "max_items" ($q.maxItems | int64) "max_bytes" ($q.maxBytes | int64) "max_disk_bytes" ($q.maxDiskBytes | int64))
-  "drain_timeout" $f.drainTimeout
+  "drain_timeout" (include "geometra-sidecar._drainTimeout" .)
 -}}
 {{- range $signal := list "logs" "traces" "metrics" -}}
 {{- if (index $f $signal).enabled -}}
@@ -335,6 +336,34 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 # geometra-sidecar config, rendered by the geometra-sidecar Helm chart from its values.
 {{ toYaml $cfg }}
+{{- end -}}
+
+{{- /* forward.drain_timeout: forwarding.drainTimeout when set, else the pod's
+grace period less 5s (the sidecar then still has the time to write what it
+left and exit before the kubelet's SIGKILL). A drain that cannot finish in the
+grace period is refused: the pod would be killed mid-drain, losing what a
+drain that stops in time counts and keeps. */ -}}
+{{- define "geometra-sidecar._drainTimeout" -}}
+{{- $grace := .v.terminationGracePeriodSeconds | int64 -}}
+{{- $d := .v.forwarding.drainTimeout -}}
+{{- if not $d -}}
+{{- if lt $grace 6 -}}
+{{- fail (printf "geometra-sidecar: terminationGracePeriodSeconds %d leaves no time to drain (the drain timeout is the grace period less 5s); raise it or set forwarding.drainTimeout" $grace) -}}
+{{- end -}}
+{{- printf "%ds" (sub $grace 5) -}}
+{{- else -}}
+{{- $n := regexFind "^[0-9]+" $d | int64 -}}
+{{- $ms := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 -}}
+{{- $unit := trimPrefix (toString $n) $d -}}
+{{- if ge (mul $n (index $ms $unit)) (mul $grace 1000) -}}
+{{- fail (printf "geometra-sidecar: forwarding.drainTimeout %s is not shorter than terminationGracePeriodSeconds %d: the pod would be killed mid-drain; leave forwarding.drainTimeout empty to derive it" $d $grace) -}}
+{{- end -}}
+{{- $d -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "geometra-sidecar._terminationGracePeriodSeconds" -}}
+{{- .v.terminationGracePeriodSeconds | int64 -}}
 {{- end -}}
 
 {{- define "geometra-sidecar._configmap" -}}
@@ -717,6 +746,10 @@ httpGet:
 
 {{- define "geometra-sidecar.mode" -}}
 {{- include "geometra-sidecar._call" (list "geometra-sidecar._mode" .) -}}
+{{- end -}}
+
+{{- define "geometra-sidecar.terminationGracePeriodSeconds" -}}
+{{- include "geometra-sidecar._call" (list "geometra-sidecar._terminationGracePeriodSeconds" .) -}}
 {{- end -}}
 
 {{- define "geometra-sidecar.fullname" -}}

@@ -1050,6 +1050,37 @@ def test_browser_listener_in_notes():
     assert "WARNING: OTLP/HTTP listens beyond loopback with CORS origins" in text
 
 
+# ---------------------------------------------------------------- grace period and drain
+
+
+@pytest.mark.parametrize("values, grace, drain", [
+    (None, 30, "25s"),
+    ({"terminationGracePeriodSeconds": 60}, 60, "55s"),
+    ({"terminationGracePeriodSeconds": 6}, 6, "1s"),
+    ({"forwarding": {"drainTimeout": "10s"}}, 30, "10s"),
+    ({"terminationGracePeriodSeconds": 20, "forwarding": {"drainTimeout": "19500ms"}}, 20, "19500ms"),
+])
+def test_drain_timeout_derives_from_the_grace_period(values, grace, drain):
+    objs = render(values)
+    assert pod_spec(objs)["terminationGracePeriodSeconds"] == grace
+    assert config_of(objs)[0]["forward"]["drain_timeout"] == drain
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"forwarding": {"drainTimeout": "30s"}},
+     "geometra-sidecar: forwarding.drainTimeout 30s is not shorter than terminationGracePeriodSeconds 30: "
+     "the pod would be killed mid-drain; leave forwarding.drainTimeout empty to derive it"),
+    ({"terminationGracePeriodSeconds": 60, "forwarding": {"drainTimeout": "1m"}},
+     "geometra-sidecar: forwarding.drainTimeout 1m is not shorter than terminationGracePeriodSeconds 60"),
+    ({"terminationGracePeriodSeconds": 5},
+     "geometra-sidecar: terminationGracePeriodSeconds 5 leaves no time to drain (the drain timeout is the grace "
+     "period less 5s); raise it or set forwarding.drainTimeout"),
+])
+def test_drain_that_cannot_finish_in_the_grace_period_is_refused(values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
 # ---------------------------------------------------------------- used as a dependency
 
 

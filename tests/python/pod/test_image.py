@@ -1,0 +1,131 @@
+"""The sidecar image scripts/image.sh builds, and the Dockerfile that must produce the same one.
+
+No registry is reachable here, so the Dockerfile itself cannot be built; what
+keeps the two from drifting: both lay out the root filesystem with
+scripts/image-rootfs.sh, and scripts/image.sh uses the Dockerfile's runtime
+stage as its Containerfile. These tests check that chain: the image holds
+exactly the files of the script's tree (no more, no less), and its user,
+ports, entrypoint and labels are the ones the Dockerfile declares; the
+Dockerfile's build stage copies everything the build reads.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pod_helpers as ph
+
+CA = "etc/ssl/certs/ca-certificates.crt"
+BIN = "usr/local/bin/geometra-sidecar"
+
+
+def declared(stage: str, instr: str) -> list[str]:
+    return re.findall(rf"^{instr}\s+(.+)$", stage, re.M)
+
+
+def ldd_paths(binary) -> set[str]:
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    paths = set(re.findall(r"=> (/\S+)", out)) | set(re.findall(r"^\s*(/\S+) \(", out, re.M))
+    return {p.lstrip("/") for p in paths}
+
+
+def test_image_holds_exactly_the_staged_tree(images, tmp_path):
+    files = ph.image_files(ph.SIDECAR_IMAGE, tmp_path)
+    binary = ph.mh.sidecar_bin_path()
+    libs = ldd_paths(binary)
+    assert {"lib/x86_64-linux-gnu/libc.so.6", "lib64/ld-linux-x86-64.so.2"} <= libs
+    regular = {name for name, m in files.items() if m.isfile()}
+    assert regular == {BIN, CA, "etc/passwd", "etc/group"} | libs
+    # the same tree the Dockerfile's build stage makes with the same script
+    staged = tmp_path / "rootfs"
+    subprocess.run([str(ph.ROOT / "scripts" / "image-rootfs.sh"), str(binary), str(staged)], check=True)
+    want = {str(p.relative_to(staged)) for p in staged.rglob("*")}
+    assert {n for n in files if n in want or not files[n].isdir()} == want
+    for name in want:
+        if (staged / name).is_file():
+            assert files[name].size == (staged / name).stat().st_size, name
+            assert files[name].mode & 0o777 == (staged / name).stat().st_mode & 0o777, name
+    assert files["tmp"].mode & 0o7777 == 0o1777
+    assert (staged / CA).read_bytes() == open("/" + CA, "rb").read()
+    # stripped: no symbol table left
+    nm = subprocess.run(["nm", str(staged / BIN)], capture_output=True, text=True)
+    assert "no symbols" in nm.stderr, nm.stderr
+    assert "nonroot:x:65532:65532:" in (staged / "etc/passwd").read_text()
+
+
+def test_image_config_is_the_dockerfiles(images):
+    stage = ph.dockerfile_runtime_stage()
+    cfg = ph.image_inspect(ph.SIDECAR_IMAGE)["Config"]
+    assert declared(stage, "USER") == ["65532:65532"] and cfg["User"] == "65532:65532"
+    ports = {f"{p}/tcp" for line in declared(stage, "EXPOSE") for p in line.split()}
+    assert ports == {"4317/tcp", "4318/tcp", "9464/tcp"}
+    assert set(cfg["ExposedPorts"]) == ports
+    assert declared(stage, "ENTRYPOINT") == ['["/usr/local/bin/geometra-sidecar"]']
+    assert cfg["Entrypoint"] == ["/usr/local/bin/geometra-sidecar"]
+    assert not cfg.get("Cmd")
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', stage))
+    version = tomllib.loads((ph.ROOT / "Cargo.toml").read_text())["package"]["version"]
+    labels["org.opencontainers.image.version"] = version
+    got = {k: v for k, v in cfg["Labels"].items() if k.startswith("org.opencontainers.image.")}
+    revision = got.pop("org.opencontainers.image.revision")
+    assert re.fullmatch(r"[0-9a-f]{12}", revision), revision
+    labels.pop("org.opencontainers.image.revision")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", got.pop("org.opencontainers.image.created"))
+    assert got == labels
+    # the only reference to the build stage is the tree's COPY
+    assert re.findall(r"^COPY .*$", stage, re.M) == ["COPY --from=build /out/rootfs/ /"]
+
+
+def test_dockerfile_build_stage_copies_what_the_build_reads():
+    text = (ph.ROOT / "Dockerfile").read_text()
+    build = text[: text.index(ph.dockerfile_runtime_stage())]
+    copied = {item.rstrip("/") for line in declared(build, "COPY") for item in line.split()[:-1]}
+    manifest = tomllib.loads((ph.ROOT / "Cargo.toml").read_text())
+    needed = {"Cargo.toml", "Cargo.lock", "build.rs", "src", "scripts/image-rootfs.sh"}
+    needed |= {b.get("path", f"benches/{b['name']}.rs").split("/")[0] for b in manifest.get("bench", [])}
+    # the directories build.rs reads: proto/ (prost types) and link/ (symbol order)
+    needed |= set(re.findall(r'"(proto|link)(?:/[^"]*)?"', (ph.ROOT / "build.rs").read_text()))
+    assert {"proto", "link"} <= needed
+    assert needed <= copied, f"the build stage does not copy {sorted(needed - copied)}"
+    assert "scripts/image-rootfs.sh target/release/geometra-sidecar /out/rootfs" in build
+
+
+def test_dockerfile_build_context_loads_the_manifest(tmp_path):
+    """Only what the build stage copies, laid out as it copies it: Cargo loads the package
+    (its benches, the lockfile) offline, and build.rs finds the files it reads."""
+    text = (ph.ROOT / "Dockerfile").read_text()
+    build = text[: text.index(ph.dockerfile_runtime_stage())]
+    ctx = tmp_path / "src"
+    ctx.mkdir()
+    for line in declared(build, "COPY"):
+        *sources, dest = line.split()
+        for src in sources:
+            target = ctx / dest / Path(src).name if dest.endswith("/") else ctx / dest
+            if (ph.ROOT / src).is_dir():
+                shutil.copytree(ph.ROOT / src, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ph.ROOT / src, target)
+    # Cargo loads the whole package (every declared target's file, the
+    # lockfile) before it looks for the target asked for; one that does not
+    # exist stops it there, before anything compiles
+    res = subprocess.run(["cargo", "check", "--locked", "--offline", "--bin", "no-such-target"],
+                         cwd=ctx, capture_output=True, text=True, timeout=120)
+    assert "error: no bin target named `no-such-target`" in res.stderr, res.stderr
+    assert "available bin targets:\n    geometra-sidecar" in res.stderr, res.stderr
+    assert (ctx / "link" / "symbol-order.txt").is_file()
+    assert list((ctx / "proto").rglob("*.proto"))
+    assert (ctx / "scripts" / "image-rootfs.sh").stat().st_mode & 0o111
+
+
+def test_image_runs_read_only(images):
+    version = tomllib.loads((ph.ROOT / "Cargo.toml").read_text())["package"]["version"]
+    res = ph.podman("run", "--rm", "--read-only", "--cap-drop=ALL", ph.SIDECAR_IMAGE, "--version")
+    assert res.stdout.strip() == f"geometra-sidecar {version}"
+    out = ph.podman("run", "--rm", "--read-only", "--entrypoint", "/usr/local/bin/geometra-sidecar",
+                    ph.SIDECAR_IMAGE, "print-default-config")
+    assert "receivers:" in out.stdout
