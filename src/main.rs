@@ -250,6 +250,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// `receivers.keep_accepting_for` after the signal (not ready meanwhile):
+/// the app beside a regular-container sidecar exports its last telemetry
+/// after it is told to stop. SIGINT (Ctrl-C) ends the wait; a repeated
+/// SIGTERM does not, since container engines repeat it (podman 4.3 sends
+/// the sidecar a second one when the pod's other container exits).
+async fn keep_accepting_after(sig: &str, d: Duration, span: &tracing::Span) {
+    if d.is_zero() {
+        return;
+    }
+    tracing::info!(
+        parent: span,
+        signal = sig,
+        seconds = d.as_secs_f64(),
+        "not ready; still accepting for receivers.keep_accepting_for, then draining"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!(parent: span, "SIGINT: draining now"),
+    }
+}
+
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
@@ -506,15 +527,16 @@ impl Running {
         sig: &str,
         health: &Health,
         forward: Option<Arc<Forwarder>>,
-        drain: Duration,
+        [keep_accepting, drain]: [Duration; 2],
     ) {
         let span = tracing::info_span!("drain", signal = sig);
+        health.draining.store(true, Ordering::Relaxed);
+        keep_accepting_after(sig, keep_accepting, &span).await;
         tracing::info!(
             parent: &span,
             signal = sig,
             "stopping: no new requests, finishing in-flight ones"
         );
-        health.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(drain + Duration::from_secs(5), self.grpc).await;
         for t in self.http.into_iter().chain(self.browser) {
@@ -583,12 +605,18 @@ async fn run(
     announce(startup, &cfg, addrs);
 
     let sig = shutdown_signal().await;
-    running
-        .drain(sig, &health, forward, cfg.forward.drain_timeout.0)
-        .await;
+    running.drain(sig, &health, forward, stop_times(&cfg)).await;
     // the last push of the self-metrics (blocking: off the async workers)
     let _ = tokio::task::spawn_blocking(move || own.shutdown()).await;
     Ok(())
+}
+
+/// After the stop signal: how long to keep accepting, then to drain.
+fn stop_times(cfg: &Config) -> [Duration; 2] {
+    [
+        cfg.receivers.keep_accepting_for.0,
+        cfg.forward.drain_timeout.0,
+    ]
 }
 
 /// The browser listener's guard and CORS policy, when it is on.

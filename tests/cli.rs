@@ -703,3 +703,13 @@ fn the_config_flag_wins_over_geometra_config() {
     assert!(run(false).contains("max_series: 11"));
     assert!(run(true).contains("max_series: 22"));
 }
+
+#[test]
+fn keep_accepting_for_is_bounded() {
+    let err = refused(
+        "receivers:\n  keep_accepting_for: 6m\n",
+        "receivers.keep_accepting_for",
+        2,
+    );
+    assert!(err.contains("must be at most 5m"), "{err}");
+}

@@ -1085,7 +1085,7 @@ async fn sketch_registers_fall_when_users_age_out() {
     let users = ["erin-1", "frank-2", "grace-3"];
     let spans = users
         .iter()
-        .map(|u| s("a", SpanKind::Server, 5, vec![kv("enduser.id", *u)]))
+        .map(|u| s("a", SpanKind::Server, 5, vec![kv("enduser.id", u)]))
         .collect();
     send_spans(sc.grpc_url(), spans).await;
     let sketch_lines = |m: &Metrics| {

@@ -500,6 +500,76 @@ async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
     down.stop().await;
 }
 
+/// `receivers.keep_accepting_for`: after SIGTERM the sidecar answers not
+/// ready at once but keeps accepting for that long (an app stopped together
+/// with a regular-container sidecar exports its last records after the
+/// signal); what it accepts then is forwarded by the drain before it exits
+/// 0. SIGINT ends the wait; a repeated SIGTERM does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_it_keeps_accepting_for_the_configured_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let cfg = base_config(&endpoint, "receivers:\n  keep_accepting_for: 3s\n");
+    let mut s = start(dir.path(), "linger", &cfg, &[]).await;
+    let t = Instant::now();
+    s.signal(libc::SIGTERM);
+    while s.readyz_status().await != Some(503) {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (acked, refused) = send_batches(&s, "late", 5, 4).await;
+    assert!(refused.is_empty(), "refused after SIGTERM: {refused:?}");
+    assert_eq!(acked.len(), 20);
+    let st = s.wait_exit(Duration::from_secs(15));
+    let took = t.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "stopped accepting after {took:?}"
+    );
+    assert!(
+        sink.has_all(&acked),
+        "{} not delivered",
+        sink.missing(&acked)
+    );
+    let log = s.log_text();
+    assert!(
+        log.contains("still accepting for receivers.keep_accepting_for"),
+        "{log}"
+    );
+
+    // a repeated SIGTERM keeps waiting, SIGINT ends the wait
+    let cfg = base_config(&endpoint, "receivers:\n  keep_accepting_for: 5m\n");
+    let mut s = start(dir.path(), "linger2", &cfg, &[]).await;
+    s.signal(libc::SIGTERM);
+    let t = Instant::now();
+    while s.readyz_status().await != Some(503) {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.readyz_status().await,
+        Some(503),
+        "stopped on a repeated SIGTERM"
+    );
+    s.signal(libc::SIGINT);
+    let st = s.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    assert!(s.log_text().contains("SIGINT: draining now"));
+    down.stop().await;
+}
+
 /// A segment with a corrupted record in the middle and a torn tail: the
 /// sidecar starts, counts and skips the damage, and delivers the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

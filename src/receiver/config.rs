@@ -28,7 +28,16 @@ pub struct Receivers {
     /// one connection stalling large requests cannot take the whole budget
     /// from the other clients. Unset: [`Receivers::in_flight_per_connection`].
     pub max_in_flight_bytes_per_connection: Option<usize>,
+    /// After SIGTERM, how long the listeners keep accepting before the
+    /// drain (readiness says 503 meanwhile). A regular container beside the
+    /// app is stopped together with it, and the app's last export (its
+    /// SDK's flush at shutdown) comes after the signal: without this it
+    /// finds the port closed. 0s (the default): stop accepting at once, as
+    /// a native sidecar, stopped after the app, should. At most 5m.
+    pub keep_accepting_for: Dur,
 }
+/// The longest `keep_accepting_for`: a pod's grace period is rarely longer.
+const MAX_KEEP_ACCEPTING: Duration = Duration::from_secs(300);
 fn default_value_depth() -> u32 {
     super::validate::DEFAULT_VALUE_DEPTH
 }
@@ -75,6 +84,7 @@ impl Default for Receivers {
             max_value_depth: default_value_depth(),
             max_in_flight_bytes: default_in_flight(),
             max_in_flight_bytes_per_connection: None,
+            keep_accepting_for: Dur(Duration::ZERO),
         }
     }
 }
@@ -166,6 +176,9 @@ impl Receivers {
         let http = &self.otlp_http;
         if http.max_body_bytes == 0 {
             return err("receivers.otlp_http.max_body_bytes", "must be at least 1");
+        }
+        if self.keep_accepting_for.0 > MAX_KEEP_ACCEPTING {
+            return err("receivers.keep_accepting_for", "must be at most 5m");
         }
         validate_in_flight(self)?;
         validate_cors(&http.into())?;

@@ -120,6 +120,12 @@ fn port_in(lo: u16, hi: u16) -> u16 {
 }
 
 impl Sidecar {
+    /// `/readyz`'s status, or None when nothing answers.
+    pub async fn readyz_status(&self) -> Option<u16> {
+        let r = reqwest::get(format!("http://{}/readyz", self.metrics)).await;
+        r.ok().map(|r| r.status().as_u16())
+    }
+
     pub async fn scrape_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics))
             .await

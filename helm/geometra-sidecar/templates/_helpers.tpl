@@ -274,6 +274,10 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- if $l.maxInFlightBytesPerConnection -}}
 {{- $_ := set (index $cfg "receivers") "max_in_flight_bytes_per_connection" ($l.maxInFlightBytesPerConnection | int64) -}}
 {{- end -}}
+{{- $keep := include "geometra-sidecar._keepAccepting" . | int64 -}}
+{{- if gt $keep 0 -}}
+{{- $_ := set (index $cfg "receivers") "keep_accepting_for" (printf "%ds" $keep) -}}
+{{- end -}}
 {{- $browser := include "geometra-sidecar._browser" . -}}
 {{- if $browser -}}
 {{- $_ := set (index $cfg "receivers") "browser" ($browser | fromYaml) -}}
@@ -338,25 +342,38 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{ toYaml $cfg }}
 {{- end -}}
 
+{{- /* receivers.keep_accepting_for, in seconds: keepAcceptingSeconds when set,
+else 5 in container mode (the app, stopped at the same time, exports its last
+telemetry after SIGTERM) and 0 in native mode (the kubelet stops a native
+sidecar after the app has exited). */ -}}
+{{- define "geometra-sidecar._keepAccepting" -}}
+{{- if kindIs "invalid" .v.keepAcceptingSeconds -}}
+{{- if eq (include "geometra-sidecar._mode" .) "container" -}}5{{- else -}}0{{- end -}}
+{{- else -}}
+{{- .v.keepAcceptingSeconds | int64 -}}
+{{- end -}}
+{{- end -}}
+
 {{- /* forward.drain_timeout: forwarding.drainTimeout when set, else the pod's
-grace period less 5s (the sidecar then still has the time to write what it
-left and exit before the kubelet's SIGKILL). A drain that cannot finish in the
-grace period is refused: the pod would be killed mid-drain, losing what a
-drain that stops in time counts and keeps. */ -}}
+grace period less the time it keeps accepting and 5s (the sidecar then still
+has the time to write what it left and exit before the kubelet's SIGKILL). A
+drain that cannot finish in the grace period is refused: the pod would be
+killed mid-drain, losing what a drain that stops in time counts and keeps. */ -}}
 {{- define "geometra-sidecar._drainTimeout" -}}
 {{- $grace := .v.terminationGracePeriodSeconds | int64 -}}
+{{- $keep := include "geometra-sidecar._keepAccepting" . | int64 -}}
 {{- $d := .v.forwarding.drainTimeout -}}
 {{- if not $d -}}
-{{- if lt $grace 6 -}}
-{{- fail (printf "geometra-sidecar: terminationGracePeriodSeconds %d leaves no time to drain (the drain timeout is the grace period less 5s); raise it or set forwarding.drainTimeout" $grace) -}}
+{{- if lt (sub $grace (add $keep 5)) 1 -}}
+{{- fail (printf "geometra-sidecar: terminationGracePeriodSeconds %d leaves no time to drain (the drain timeout is the grace period less keepAcceptingSeconds %d and 5s); raise it or set forwarding.drainTimeout" $grace $keep) -}}
 {{- end -}}
-{{- printf "%ds" (sub $grace 5) -}}
+{{- printf "%ds" (sub $grace (add $keep 5)) -}}
 {{- else -}}
 {{- $n := regexFind "^[0-9]+" $d | int64 -}}
 {{- $ms := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 -}}
 {{- $unit := trimPrefix (toString $n) $d -}}
-{{- if ge (mul $n (index $ms $unit)) (mul $grace 1000) -}}
-{{- fail (printf "geometra-sidecar: forwarding.drainTimeout %s is not shorter than terminationGracePeriodSeconds %d: the pod would be killed mid-drain; leave forwarding.drainTimeout empty to derive it" $d $grace) -}}
+{{- if ge (add (mul $n (index $ms $unit)) (mul $keep 1000)) (mul $grace 1000) -}}
+{{- fail (printf "geometra-sidecar: forwarding.drainTimeout %s and keepAcceptingSeconds %d are not shorter than terminationGracePeriodSeconds %d: the pod would be killed mid-drain; leave forwarding.drainTimeout empty to derive it" $d $keep $grace) -}}
 {{- end -}}
 {{- $d -}}
 {{- end -}}

@@ -1059,6 +1059,9 @@ def test_browser_listener_in_notes():
     ({"terminationGracePeriodSeconds": 6}, 6, "1s"),
     ({"forwarding": {"drainTimeout": "10s"}}, 30, "10s"),
     ({"terminationGracePeriodSeconds": 20, "forwarding": {"drainTimeout": "19500ms"}}, 20, "19500ms"),
+    ({"sidecarMode": "container"}, 30, "20s"),
+    ({"sidecarMode": "container", "keepAcceptingSeconds": 0}, 30, "25s"),
+    ({"keepAcceptingSeconds": 10, "terminationGracePeriodSeconds": 60}, 60, "45s"),
 ])
 def test_drain_timeout_derives_from_the_grace_period(values, grace, drain):
     objs = render(values)
@@ -1066,15 +1069,34 @@ def test_drain_timeout_derives_from_the_grace_period(values, grace, drain):
     assert config_of(objs)[0]["forward"]["drain_timeout"] == drain
 
 
+@pytest.mark.parametrize("values, keep", [
+    (None, None),
+    ({"sidecarMode": "container"}, "5s"),
+    ({"sidecarMode": "container", "keepAcceptingSeconds": 0}, None),
+    ({"keepAcceptingSeconds": 3}, "3s"),
+])
+def test_container_mode_keeps_accepting_after_sigterm(values, keep):
+    """In container mode the app exports its last telemetry after the SIGTERM both get."""
+    assert config_of(render(values))[0]["receivers"].get("keep_accepting_for") == keep
+
+
 @pytest.mark.parametrize("values, message", [
     ({"forwarding": {"drainTimeout": "30s"}},
-     "geometra-sidecar: forwarding.drainTimeout 30s is not shorter than terminationGracePeriodSeconds 30: "
-     "the pod would be killed mid-drain; leave forwarding.drainTimeout empty to derive it"),
+     "geometra-sidecar: forwarding.drainTimeout 30s and keepAcceptingSeconds 0 are not shorter than "
+     "terminationGracePeriodSeconds 30: the pod would be killed mid-drain; leave forwarding.drainTimeout empty to "
+     "derive it"),
     ({"terminationGracePeriodSeconds": 60, "forwarding": {"drainTimeout": "1m"}},
-     "geometra-sidecar: forwarding.drainTimeout 1m is not shorter than terminationGracePeriodSeconds 60"),
+     "geometra-sidecar: forwarding.drainTimeout 1m and keepAcceptingSeconds 0 are not shorter than "
+     "terminationGracePeriodSeconds 60"),
     ({"terminationGracePeriodSeconds": 5},
      "geometra-sidecar: terminationGracePeriodSeconds 5 leaves no time to drain (the drain timeout is the grace "
-     "period less 5s); raise it or set forwarding.drainTimeout"),
+     "period less keepAcceptingSeconds 0 and 5s); raise it or set forwarding.drainTimeout"),
+    ({"terminationGracePeriodSeconds": 10, "sidecarMode": "container"},
+     "geometra-sidecar: terminationGracePeriodSeconds 10 leaves no time to drain (the drain timeout is the grace "
+     "period less keepAcceptingSeconds 5 and 5s); raise it or set forwarding.drainTimeout"),
+    ({"sidecarMode": "container", "forwarding": {"drainTimeout": "25s"}},
+     "geometra-sidecar: forwarding.drainTimeout 25s and keepAcceptingSeconds 5 are not shorter than "
+     "terminationGracePeriodSeconds 30"),
 ])
 def test_drain_that_cannot_finish_in_the_grace_period_is_refused(values, message):
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
