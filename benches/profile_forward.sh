@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Where a forwarded log record's CPU goes: the sidecar forwarding logs to a
+# counting sink (a second sidecar), under the shared load generator (512
+# records a request, 8 streams, OTLP/gRPC).
+#
+#   benches/profile_forward.sh [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|perf] [-- BINARY [ARGS...]]
+#
+# callgrind (default): user-space instructions of the whole run (load and
+# drain), split by benches/profile_split.py into transport, walk, validate,
+# rules, store, queue, disk, send, receiver, runtime, allocator, other.
+# Deterministic per record up to how requests share reads and batches.
+# perf: `perf stat` task-clock split into user and system time of the
+# sidecar for the same run at full speed (the kernel side callgrind does not
+# see), and delivered records per CPU-second.
+# The sink is the same binary on 127.0.0.1:35317, pinned to CPU 0 with the
+# load generator; the sidecar runs on CPU 1.
+set -euo pipefail
+secs=10; qdir=""; mode=callgrind
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -s) secs=$2; shift 2;;
+    -q) qdir=$2; shift 2;;
+    -m) mode=$2; shift 2;;
+    --) shift; break;;
+    *) echo "usage: $0 [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|perf] [-- BINARY [ARGS...]]" >&2; exit 2;;
+  esac
+done
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+if [ $# -eq 0 ]; then
+  cargo build -q --release --bin geometra-sidecar
+  set -- target/release/geometra-sidecar
+fi
+bin=$1
+tools=${GEOMETRA_TOOLS:-$repo/../../shared/tools}
+[ -d "$tools/loadgen" ] || tools=/work/shared/tools
+cache=${GEOMETRA_BENCH_CACHE:-/tmp/geometra-bench}
+cargo build -q --release --locked --manifest-path "$tools/loadgen/Cargo.toml" --target-dir "$cache/target"
+lg="$cache/target/release/loadgen"
+port=${PROFILE_PORT:-34317}
+out=${PROFILE_OUT:-$(mktemp -d)}
+mkdir -p "$out"
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+sink_count() { curl -s -m 2 http://127.0.0.1:35464/metrics 2>/dev/null |
+  awk '/^otelcol_receiver_accepted_log_records_total/{s+=$NF} END{printf "%d\n", s+0}'; }
+taskset -c 0 "$bin" --otlp-grpc-listen 127.0.0.1:35317 --otlp-http-listen off \
+  --metrics-listen 127.0.0.1:35464 >"$out/sink.log" 2>&1 &
+sink=$!
+pid=""
+trap 'kill $sink $pid 2>/dev/null || true' EXIT
+wait_port 35317 || { echo "the sink did not start" >&2; cat "$out/sink.log" >&2; exit 1; }
+args=(--otlp-grpc-listen "127.0.0.1:$port" --otlp-http-listen "127.0.0.1:$((port + 1))"
+  --metrics-listen "127.0.0.1:$((port + 2))" --forward-logs-to http://127.0.0.1:35317)
+[ -n "$qdir" ] && args+=(--queue-dir "$qdir")
+case "$mode" in
+  callgrind) taskset -c 1 valgrind --tool=callgrind --separate-callers=12 \
+      --callgrind-out-file="$out/callgrind.out" "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
+  perf) taskset -c 1 perf stat -e task-clock,user_time,system_time -o "$out/perf.txt" \
+      "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
+  *) echo "mode: callgrind or perf" >&2; exit 2;;
+esac
+pid=$!
+wait_port "$port" || { echo "nothing listens on 127.0.0.1:$port" >&2; cat "$out/sidecar.log" >&2; exit 1; }
+[ "$mode" = callgrind ] && callgrind_control -z "$pid" >/dev/null
+res=$(taskset -c 0 "$lg" --endpoint "http://127.0.0.1:$port" --seconds "$secs" --signal logs)
+acked=$(sed -n 's/.* items=\([0-9]*\).*/\1/p' <<<"$res")
+got=0
+for _ in $(seq 1200); do got=$(sink_count); [ "$got" -ge "$acked" ] && break; sleep 0.1; done
+echo "== $res"
+echo "   acknowledged $acked, delivered $got"
+if [ "$mode" = callgrind ]; then
+  callgrind_control -d forward "$pid" >/dev/null
+  dump=$(ls -t "$out"/callgrind.out* | head -1)
+  python3 "$repo/benches/profile_split.py" "$dump" "$((got / 512))"
+fi
+kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+kill "$sink"; wait "$sink" 2>/dev/null || true
+trap - EXIT
+if [ "$mode" = perf ]; then
+  cat "$out/perf.txt"
+  awk -v g="$got" '/user_time/{gsub(",","",$1); u=$1} /system_time/{gsub(",","",$1); s=$1}
+    END{c=(u+s)/1e9; printf "user %.2f s, system %.2f s, delivered per CPU-s %.0f (whole process life, start-up included)\n", u/1e9, s/1e9, g/c}' "$out/perf.txt"
+fi
+echo "profiles in $out"
