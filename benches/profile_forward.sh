@@ -3,15 +3,15 @@
 # counting sink (a second sidecar), under the shared load generator (512
 # records a request, 8 streams, OTLP/gRPC).
 #
-#   benches/profile_forward.sh [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|perf] [-- BINARY [ARGS...]]
+#   benches/profile_forward.sh [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|cpu] [-- BINARY [ARGS...]]
 #
 # callgrind (default): user-space instructions of the whole run (load and
 # drain), split by benches/profile_split.py into transport, walk, validate,
 # rules, store, queue, disk, send, receiver, runtime, allocator, other.
 # Deterministic per record up to how requests share reads and batches.
-# perf: `perf stat` task-clock split into user and system time of the
-# sidecar for the same run at full speed (the kernel side callgrind does not
-# see), and delivered records per CPU-second.
+# cpu: the sidecar at full speed, its user and system CPU time from the
+# start of the load until the sink has every record (/proc/<pid>/stat; the
+# kernel side callgrind does not see), and delivered records per CPU-second.
 # The sink is the same binary on 127.0.0.1:35317, pinned to CPU 0 with the
 # load generator; the sidecar runs on CPU 1.
 set -euo pipefail
@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     -q) qdir=$2; shift 2;;
     -m) mode=$2; shift 2;;
     --) shift; break;;
-    *) echo "usage: $0 [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|perf] [-- BINARY [ARGS...]]" >&2; exit 2;;
+    *) echo "usage: $0 [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|cpu] [-- BINARY [ARGS...]]" >&2; exit 2;;
   esac
 done
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,17 +56,19 @@ args=(--otlp-grpc-listen "127.0.0.1:$port" --otlp-http-listen "127.0.0.1:$((port
 case "$mode" in
   callgrind) taskset -c 1 valgrind --tool=callgrind --separate-callers=12 \
       --callgrind-out-file="$out/callgrind.out" "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
-  perf) taskset -c 1 perf stat -e task-clock,user_time,system_time -o "$out/perf.txt" \
-      "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
-  *) echo "mode: callgrind or perf" >&2; exit 2;;
+  cpu) taskset -c 1 "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
+  *) echo "mode: callgrind or cpu" >&2; exit 2;;
 esac
 pid=$!
 wait_port "$port" || { echo "nothing listens on 127.0.0.1:$port" >&2; cat "$out/sidecar.log" >&2; exit 1; }
 [ "$mode" = callgrind ] && callgrind_control -z "$pid" >/dev/null
+ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; }
+read -r u0 s0 < <(ticks)
 res=$(taskset -c 0 "$lg" --endpoint "http://127.0.0.1:$port" --seconds "$secs" --signal logs)
 acked=$(sed -n 's/.* items=\([0-9]*\).*/\1/p' <<<"$res")
 got=0
 for _ in $(seq 1200); do got=$(sink_count); [ "$got" -ge "$acked" ] && break; sleep 0.1; done
+read -r u1 s1 < <(ticks)
 echo "== $res"
 echo "   acknowledged $acked, delivered $got"
 if [ "$mode" = callgrind ]; then
@@ -77,9 +79,8 @@ fi
 kill -INT "$pid"; wait "$pid" 2>/dev/null || true
 kill "$sink"; wait "$sink" 2>/dev/null || true
 trap - EXIT
-if [ "$mode" = perf ]; then
-  cat "$out/perf.txt"
-  awk -v g="$got" '/user_time/{gsub(",","",$1); u=$1} /system_time/{gsub(",","",$1); s=$1}
-    END{c=(u+s)/1e9; printf "user %.2f s, system %.2f s, delivered per CPU-s %.0f (whole process life, start-up included)\n", u/1e9, s/1e9, g/c}' "$out/perf.txt"
+if [ "$mode" = cpu ]; then
+  awk -v g="$got" -v u=$((u1 - u0)) -v s=$((s1 - s0)) 'BEGIN{c=(u+s)/100;
+    printf "user %.2f s, system %.2f s (%.0f%%), delivered per CPU-s %.0f\n", u/100, s/100, 100*s/(u+s), g/c}'
 fi
 echo "profiles in $out"
