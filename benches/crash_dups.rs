@@ -12,8 +12,8 @@
 //! each restart (the behaviour before it existed: every record of every
 //! segment left is sent again).
 //!
-//! `cargo bench --bench crash_dups`. Run as a test (`cargo test --benches`)
-//! it kills 3 times, 1 s apart, and fails on a lost record, or when a
+//! `cargo bench --bench crash_dups`. Run as a test (`cargo test`: the
+//! bench target has `test = true`) it kills 3 times, 1 s apart, and fails on a lost record, or when a
 //! restart with the ledger resends more than the batches that can be in
 //! flight (queue.consumers x batch.max_items records a kill).
 //!

@@ -13,7 +13,7 @@
 //! like prost skips them (groups, a deprecated wire type, are refused).
 
 use crate::base::SignalKind;
-use crate::derive::wire::{Reader, Wire};
+use crate::derive::wire::{short_len, Reader, Wire};
 
 /// The deepest `AnyValue` nesting that is ever accepted. The deepest OTLP
 /// path to an attribute (metric exemplar: 8 messages) plus 3 messages per
@@ -537,31 +537,41 @@ fn message(buf: &[u8], m: &'static M, depth: u32, max_depth: u32) -> Result<(), 
 /// `AnyValue` level is allowed).
 #[inline]
 fn plain_key_value(b: &[u8], value_fits: bool) -> bool {
-    let mut r = Reader::new(b);
-    let Ok(Some((1, Wire::Bytes(key)))) = r.next_field() else {
+    // key: field 1, length-delimited (tag 0x0a)
+    let Some((key, rest)) = b.strip_prefix(&[0x0a]).and_then(short_len) else {
         return false;
     };
     if !utf8(key) {
         return false;
     }
-    let value_ok = match r.next_field() {
-        Ok(Some((2, Wire::Bytes(v)))) => value_fits && scalar_any_value(v),
-        Ok(None) => return true,
+    if rest.is_empty() {
+        return true;
+    }
+    // value: field 2, length-delimited (tag 0x12), the last field
+    match rest.strip_prefix(&[0x12]).and_then(short_len) {
+        Some((v, [])) => value_fits && scalar_any_value(v),
         _ => false,
-    };
-    value_ok && matches!(r.next_field(), Ok(None))
+    }
 }
 
-/// An `AnyValue` holding one string, bool, int or double (or nothing).
+/// An `AnyValue` holding one string, bool, int or double (or nothing),
+/// encoded the usual way.
 #[inline]
 fn scalar_any_value(b: &[u8]) -> bool {
-    let mut r = Reader::new(b);
-    let one = match r.next_field() {
-        Ok(Some((1, Wire::Bytes(s)))) => utf8(s),
-        Ok(Some((2 | 3, Wire::Varint(_)))) | Ok(Some((4, Wire::Fixed64(_)))) | Ok(None) => true,
+    match b {
+        [] => true,
+        // string_value (field 1, length-delimited)
+        [0x0a, rest @ ..] => matches!(short_len(rest), Some((s, [])) if utf8(s)),
+        // bool_value, int_value (fields 2, 3, varint): one varint of at
+        // most 9 bytes (a 10-byte one takes the general path)
+        [0x10 | 0x18, rest @ ..] => match rest.split_last() {
+            Some((last, init)) => *last < 0x80 && init.len() < 9 && init.iter().all(|&x| x >= 0x80),
+            None => false,
+        },
+        // double_value (field 4, fixed64)
+        [0x21, rest @ ..] => rest.len() == 8,
         _ => false,
-    };
-    one && matches!(r.next_field(), Ok(None))
+    }
 }
 
 /// UTF-8, with a word-at-a-time test for ASCII first (most attribute keys

@@ -896,6 +896,28 @@ impl Writer {
         self.flush(buf, &mut pending);
     }
 
+    /// Counts records just written to the current segment.
+    fn written(&mut self, pending: &[(WriteReq, Loc)]) {
+        let n = pending.len() as u64;
+        let items: u64 = pending.iter().map(|(r, _)| r.items).sum();
+        let bytes: u64 = pending.iter().map(|(_, l)| l.len as u64).sum();
+        let framed = bytes + n * HEADER as u64;
+        self.size += framed;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = st.segs.get_mut(&self.seq) {
+            s.size += framed;
+            s.outstanding += n;
+            s.unread += n;
+            s.unread_items += items;
+            s.unread_bytes += bytes;
+        }
+        // reserved bytes already count in `used`: nothing to add
+        st.items += items;
+        st.bytes += framed;
+        st.pending_items += items;
+        st.pending_bytes += bytes;
+    }
+
     fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<(WriteReq, Loc)>) {
         if pending.is_empty() {
             return;
@@ -918,26 +940,7 @@ impl Writer {
         drop(parts);
         match res {
             Ok(()) => {
-                let n = pending.len() as u64;
-                let items: u64 = pending.iter().map(|(r, _)| r.items).sum();
-                let bytes: u64 = pending.iter().map(|(_, l)| l.len as u64).sum();
-                let framed = bytes + n * HEADER as u64;
-                self.size += framed;
-                {
-                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(s) = st.segs.get_mut(&self.seq) {
-                        s.size += framed;
-                        s.outstanding += n;
-                        s.unread += n;
-                        s.unread_items += items;
-                        s.unread_bytes += bytes;
-                    }
-                    // reserved bytes already count in `used`: nothing to add
-                    st.items += items;
-                    st.bytes += framed;
-                    st.pending_items += items;
-                    st.pending_bytes += bytes;
-                }
+                self.written(pending);
                 for (r, loc) in pending.drain(..) {
                     let _ = r.reply.send(Ok(loc));
                 }
