@@ -20,7 +20,6 @@
 //! The sidecar is started by the tests' harness (tests/common).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{free_port, Sidecar};
@@ -197,9 +196,10 @@ async fn round(kills: u32, every: Duration, keep_ledger: bool, base: i64) -> Rou
     let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
     let t = Instant::now();
     let lost = loop {
-        let seen = counts.lock();
-        let lost = acked.iter().filter(|q| !seen.contains_key(q)).count() as u64;
-        drop(seen);
+        let lost = {
+            let seen = counts.lock();
+            acked.iter().filter(|q| !seen.contains_key(q)).count() as u64
+        };
         if lost == 0 || t.elapsed() > Duration::from_secs(120) {
             break lost;
         }

@@ -116,7 +116,7 @@ impl Writer {
             self.file = Some(f);
         }
         let generation = self.generation + 1;
-        let slot = (generation % 2) as u64 * SLOT as u64;
+        let slot = (generation % 2) * SLOT as u64;
         match &self.file {
             Some(f) => f.write_all_at(&encode(generation, p), slot)?,
             None => return Err(io::Error::other("ledger not open")),
