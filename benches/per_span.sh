@@ -3,6 +3,8 @@
 # hot-path bench's 512-item request (examples/per_span.rs) run 100 and 300
 # times under callgrind; (Ir(300) - Ir(100)) / (200 * 512) is the cost of one
 # item (walk, every default rule, apply to the store), start-up excluded.
+# PER_SPAN_VALIDATE=1 validates each request whole first, as the receivers
+# do (receiver/validate.rs): the difference is validation's cost an item.
 #
 #   benches/per_span.sh [traces|logs|map_logs]...   (default: traces)
 set -euo pipefail
@@ -13,7 +15,7 @@ bin=target/profiling/examples/per_span
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 ir() { # signal iterations -> total instructions
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1.$2" "$bin" "$1" "$2" >/dev/null 2>&1
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1.$2" "$bin" "$1" "$2" ${PER_SPAN_VALIDATE:+validate} >/dev/null 2>&1
   awk '/^(summary|totals):/{print $2; exit}' "$out/cg.$1.$2"
 }
 [ $# -gt 0 ] || set -- traces

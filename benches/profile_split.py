@@ -6,9 +6,11 @@ where the instructions go.
 Each cost is charged to an owner: the first function up its caller chain
 that is not a helper (memcpy/memcmp, the allocator, bytes/core/alloc/std
 containers, hashing): transport (h2, hyper, tonic, tokio_util's framing,
-http, prost, compression), walk (derive/wire.rs), rules (the rest of
-derive/), store (metrics/), receiver (the rest of the sidecar), runtime
-(tokio, mio, syscall wrappers), other. Inside the sidecar's own functions
+http, prost), walk (derive/wire.rs), validate (receiver/validate.rs),
+rules (the rest of derive/), store (metrics/), the forwarder's queue
+(export/ but for the two that follow), disk (export/otlp/disk.rs, crc32fast),
+send (export/otlp/client.rs), compress (flate2, zlib-rs, zstd), receiver
+(the rest of the sidecar), runtime (tokio, mio, syscall wrappers), other. Inside the sidecar's own functions
 the source line decides (code of derive/wire.rs inlined into derive/mod.rs
 is walk). The columns say how much of each owner's cost is memcpy/memmove/
 memset and how much the allocator.
@@ -29,8 +31,9 @@ HELPER_CRATES = {"core", "alloc", "std", "bytes", "hashbrown", "foldhash", "smal
                  "indexmap", "arrayvec"}
 HELPER = re.compile(r"^(__)?(memcmp|bcmp|strlen|memchr)|^__mem(cmp|chr)|^__strlen|^_?_?rust_")
 TRANSPORT = {"h2", "hyper", "hyper_util", "tonic", "tonic_prost", "http", "http_body", "http_body_util",
-             "tower", "tower_service", "tower_layer", "axum", "axum_core", "prost", "flate2", "zlib_rs",
-             "miniz_oxide", "zstd", "zstd_safe", "httparse", "percent_encoding", "base64", "tokio_util"}
+             "tower", "tower_service", "tower_layer", "axum", "axum_core", "prost", "httparse",
+             "percent_encoding", "base64", "tokio_util"}
+COMPRESS = {"flate2", "zlib_rs", "miniz_oxide", "zstd", "zstd_safe", "ruzstd"}
 RUNTIME = {"tokio", "mio", "tokio_stream", "futures_util", "futures_core", "futures_channel", "parking_lot",
            "parking_lot_core", "crossbeam_utils", "sync_wrapper", "want", "try_lock", "atomic_waker", "slab",
            "pin_project_lite", "tracing", "tracing_core"}
@@ -65,7 +68,19 @@ def owner_of_fn(name):
             return "rules"
         if "::metrics::" in name:
             return "store"
+        if "::receiver::validate::" in name:
+            return "validate"
+        if "::export::otlp::disk::" in name:
+            return "disk"
+        if "::export::otlp::client::" in name:
+            return "send"
+        if "::export::" in name:
+            return "queue"
         return "receiver"
+    if crate == "crc32fast":
+        return "disk"
+    if crate in COMPRESS:
+        return "compress"
     if crate in TRANSPORT:
         return "transport"
     if crate in RUNTIME or SYSCALL.search(name):
@@ -74,7 +89,9 @@ def owner_of_fn(name):
 
 
 def owner_of_file(path):
-    for part, who in (("/derive/wire.rs", "walk"), ("/derive/", "rules"), ("/metrics/", "store")):
+    for part, who in (("/derive/wire.rs", "walk"), ("/derive/", "rules"), ("/metrics/", "store"),
+                      ("/receiver/validate.rs", "validate"), ("/export/otlp/disk.rs", "disk"),
+                      ("/export/otlp/client.rs", "send"), ("/export/", "queue")):
         if part in path:
             return who
     if "/src/" in path and "/.cargo/" not in path and "/rustc/" not in path and "/library/" not in path:
@@ -139,7 +156,8 @@ def parse(path):
     return cost
 
 
-ORDER = ["transport", "walk", "rules", "store", "receiver", "runtime", "other"]
+ORDER = ["transport", "walk", "validate", "rules", "store", "queue", "disk", "send", "compress", "receiver",
+         "runtime", "other"]
 
 
 def main():

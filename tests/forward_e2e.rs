@@ -447,6 +447,7 @@ async fn kill9_with_records_on_disk_then_restart_delivers_them() {
     let left = std::fs::read_dir(qdir.join("logs"))
         .expect("queue dir")
         .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
         .filter(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
         .count();
     assert_eq!(left, 0, "delivered segments are deleted");

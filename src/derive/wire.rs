@@ -762,7 +762,7 @@ const SPAN_FLAGS_TAG_1: u8 = tag2(SPAN_FLAGS, FIXED32)[1];
 /// case) starts `rest`, and what follows it; None for any other shape,
 /// which the general reader then takes (and reports if malformed).
 #[inline(always)]
-fn short_len(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+pub fn short_len(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, body) = match rest {
         [l, body @ ..] if *l < 0x80 => (usize::from(*l), body),
         [l0, l1, body @ ..] if *l1 < 0x80 => {

@@ -13,7 +13,7 @@
 //! like prost skips them (groups, a deprecated wire type, are refused).
 
 use crate::base::SignalKind;
-use crate::derive::wire::{Reader, Wire};
+use crate::derive::wire::{short_len, Reader, Wire};
 
 /// The deepest `AnyValue` nesting that is ever accepted. The deepest OTLP
 /// path to an attribute (metric exemplar: 8 messages) plus 3 messages per
@@ -36,16 +36,17 @@ pub struct Invalid {
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.malformed {
+            "malformed"
+        } else {
+            "invalid"
+        };
         if self.field.is_empty() {
-            write!(
-                f,
-                "invalid OTLP protobuf in {}: {}",
-                self.message, self.what
-            )
+            write!(f, "{how} OTLP protobuf in {}: {}", self.message, self.what)
         } else {
             write!(
                 f,
-                "invalid OTLP protobuf in {}.{}: {}",
+                "{how} OTLP protobuf in {}.{}: {}",
                 self.message, self.field, self.what
             )
         }
@@ -510,6 +511,12 @@ fn message(buf: &[u8], m: &'static M, depth: u32, max_depth: u32) -> Result<(), 
         };
         let (name, kind) = m.fields.get(f as usize).copied().unwrap_or(U);
         match (kind, v) {
+            // the usual attribute and log body, checked without recursion
+            // (what passes here passes the general path too; anything else
+            // takes it, so errors name the same place)
+            (K::Msg(sub), Wire::Bytes(b))
+                if std::ptr::eq(sub, &KEY_VALUE) && plain_key_value(b, depth < max_depth) => {}
+            (K::Any, Wire::Bytes(b)) if depth < max_depth && scalar_any_value(b) => {}
             (K::Msg(sub), Wire::Bytes(b)) => message(b, sub, depth, max_depth)?,
             (K::Any, Wire::Bytes(b)) => {
                 if depth >= max_depth {
@@ -525,6 +532,61 @@ fn message(buf: &[u8], m: &'static M, depth: u32, max_depth: u32) -> Result<(), 
     }
 }
 
+/// A `KeyValue` of a UTF-8 key and a scalar value (or none), each field
+/// once, in order: valid without a closer look (`value_fits`: one more
+/// `AnyValue` level is allowed).
+#[inline]
+fn plain_key_value(b: &[u8], value_fits: bool) -> bool {
+    // key: field 1, length-delimited (tag 0x0a)
+    let Some((key, rest)) = b.strip_prefix(&[0x0a]).and_then(short_len) else {
+        return false;
+    };
+    if !utf8(key) {
+        return false;
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    // value: field 2, length-delimited (tag 0x12), the last field
+    match rest.strip_prefix(&[0x12]).and_then(short_len) {
+        Some((v, [])) => value_fits && scalar_any_value(v),
+        _ => false,
+    }
+}
+
+/// An `AnyValue` holding one string, bool, int or double (or nothing),
+/// encoded the usual way.
+#[inline]
+fn scalar_any_value(b: &[u8]) -> bool {
+    match b {
+        [] => true,
+        // string_value (field 1, length-delimited)
+        [0x0a, rest @ ..] => matches!(short_len(rest), Some((s, [])) if utf8(s)),
+        // bool_value, int_value (fields 2, 3, varint): one varint of at
+        // most 9 bytes (a 10-byte one takes the general path)
+        [0x10 | 0x18, rest @ ..] => match rest.split_last() {
+            Some((last, init)) => *last < 0x80 && init.len() < 9 && init.iter().all(|&x| x >= 0x80),
+            None => false,
+        },
+        // double_value (field 4, fixed64)
+        [0x21, rest @ ..] => rest.len() == 8,
+        _ => false,
+    }
+}
+
+/// UTF-8, with a word-at-a-time test for ASCII first (most attribute keys
+/// and values), the full check only when a byte is not ASCII.
+#[inline]
+fn utf8(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(8);
+    let mut high = 0u64;
+    for c in &mut chunks {
+        high |= u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    }
+    let tail = chunks.remainder().iter().fold(0u8, |a, &x| a | x);
+    (high & 0x8080_8080_8080_8080 == 0 && tail < 0x80) || std::str::from_utf8(b).is_ok()
+}
+
 /// Checks a field that is not a nested message against its kind.
 fn scalar(kind: K, v: Wire<'_>) -> Result<(), &'static str> {
     match (kind, v) {
@@ -534,9 +596,8 @@ fn scalar(kind: K, v: Wire<'_>) -> Result<(), &'static str> {
         | (K::Fixed64 | K::PackedFixed64, Wire::Fixed64(_))
         | (K::Fixed32, Wire::Fixed32(_))
         | (K::PackedVarint, Wire::Varint(_)) => Ok(()),
-        (K::Str, Wire::Bytes(b)) => std::str::from_utf8(b)
-            .map(|_| ())
-            .map_err(|_| "invalid UTF-8 in a string field"),
+        (K::Str, Wire::Bytes(b)) if utf8(b) => Ok(()),
+        (K::Str, Wire::Bytes(_)) => Err("invalid UTF-8 in a string field"),
         (K::PackedFixed64, Wire::Bytes(b)) if b.len() % 8 == 0 => Ok(()),
         (K::PackedFixed64, Wire::Bytes(_)) => Err("packed fixed64 length is not a multiple of 8"),
         (K::PackedVarint, Wire::Bytes(mut b)) => {
@@ -874,6 +935,41 @@ mod tests {
         }
         assert!(prost_refused > 1000, "{prost_refused}");
         assert!(both_accepted > 1000, "{both_accepted}");
+    }
+
+    /// The no-recursion paths for the usual attribute and value accept only
+    /// what the general path accepts, on mutated encodings too; the ASCII
+    /// shortcut agrees with `from_utf8`.
+    #[test]
+    fn the_fast_paths_accept_only_what_the_general_path_accepts() {
+        let mut g = G(fastrand::Rng::with_seed(21));
+        let (mut fast, mut general) = (0, 0);
+        for _ in 0..3000 {
+            let kv = g.attrs(1).into_iter().next().unwrap_or_default();
+            let mut b = kv.encode_to_vec();
+            if !b.is_empty() && g.0.bool() {
+                let at = g.0.usize(..b.len());
+                b[at] = g.0.u8(..);
+            }
+            for fits in [true, false] {
+                let depth = if fits { 0 } else { 1 };
+                if plain_key_value(&b, fits) {
+                    fast += 1;
+                    assert_eq!(message(&b, &KEY_VALUE, depth, 1), Ok(()), "{b:02x?}");
+                } else {
+                    general += 1;
+                }
+            }
+            let any = g.any(0).encode_to_vec();
+            if scalar_any_value(&any) {
+                assert_eq!(message(&any, &ANY_VALUE, 1, 1), Ok(()), "{any:02x?}");
+            }
+            let raw = g.b();
+            assert_eq!(utf8(&raw), std::str::from_utf8(&raw).is_ok(), "{raw:02x?}");
+            let text = g.s().repeat(g.n(5));
+            assert!(utf8(text.as_bytes()));
+        }
+        assert!(fast > 300 && general > 300, "{fast} {general}");
     }
 
     /// A log record whose body nests kvlists `levels` deep.

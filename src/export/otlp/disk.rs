@@ -16,9 +16,12 @@
 //! skipped, the scan resynchronises on the next magic that starts a valid
 //! record, and a torn tail (a crash during a write) ends the scan of that
 //! segment. Recovered segments are never appended to; new records go to a new
-//! segment. Delivery is therefore at least once: a segment is deleted only
-//! when all its records are delivered, so records of a partially delivered
-//! segment are sent again after a restart.
+//! segment. Delivery is at least once: a segment is deleted only when all
+//! its records are delivered, and the delivered position kept in the
+//! [`ledger`](super::ledger) says which records of the oldest segments were
+//! delivered already, so a restart resends only the batches from the oldest
+//! one in flight at the crash (without a valid ledger, every record of every
+//! segment left).
 //!
 //! Writes go through one writer thread with group commit: every request that
 //! arrives while a write is in progress is written and synced with the next
@@ -33,6 +36,7 @@
 //! would keep its space in use, and on a full filesystem that space is what
 //! the next write needs.
 
+use super::ledger::{self, Pos};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -75,6 +79,9 @@ pub struct Scan {
     pub corrupt_bytes: u64,
     /// items claimed by headers of records whose checksum failed (a guess)
     pub corrupt_items: u64,
+    /// valid records the ledger says were delivered before the restart:
+    /// not sent again
+    pub delivered: usize,
 }
 
 #[derive(Default)]
@@ -151,6 +158,9 @@ pub struct ReadBatch {
     pub payload: Bytes,
     /// items of records that could not be read back (dropped, to be counted)
     pub failed_items: u64,
+    /// the batch's place among those in flight, for the ledger (None when
+    /// nothing was read)
+    pub id: Option<u64>,
 }
 
 enum Msg {
@@ -161,6 +171,8 @@ enum Msg {
     /// A sealed segment was delivered entirely: delete it (here, off the
     /// async workers).
     Delete(u64),
+    /// Every record before this position is delivered: write the ledger.
+    Delivered(Pos),
 }
 
 struct WriteReq {
@@ -175,6 +187,8 @@ pub struct DiskLog {
     state: Arc<Mutex<State>>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     reader: Mutex<Reader>,
+    /// batches read and not yet delivered, for the ledger
+    in_flight: Mutex<ledger::InFlight>,
 }
 
 fn seg_path(dir: &Path, seq: u64) -> PathBuf {
@@ -191,12 +205,32 @@ fn crc(len: u32, items: u64, payload: &[u8]) -> u32 {
 
 /// Appends one framed record to `out`.
 pub fn frame(out: &mut Vec<u8>, payload: &[u8], items: u64) {
+    header(out, payload, items);
+    out.extend_from_slice(payload);
+}
+
+/// Appends one record's header to `out`.
+fn header(out: &mut Vec<u8>, payload: &[u8], items: u64) {
     let len = payload.len() as u32;
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&items.to_le_bytes());
     out.extend_from_slice(&crc(len, items, payload).to_le_bytes());
-    out.extend_from_slice(payload);
+}
+
+/// Writes every byte of `parts` with as few `writev` calls as it takes.
+fn write_all_vectored(f: &mut File, mut parts: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    // at most IOV_MAX (1024) buffers a call
+    while !parts.is_empty() {
+        let upto = parts.len().min(1024);
+        match f.write_vectored(&parts[..upto]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A valid record at `buf[pos..]`: (payload length, items).
@@ -277,7 +311,7 @@ fn probe_writable(dir: &Path) -> Result<(), String> {
 /// Scans one segment left by an earlier run: its valid records, and the
 /// damaged ranges between them. None when it holds no valid record (then it
 /// is deleted) or cannot be read.
-fn index_segment(dir: &Path, seq: u64, scan: &mut Scan) -> Option<Seg> {
+fn index_segment(dir: &Path, seq: u64, scan: &mut Scan, delivered: Option<Pos>) -> Option<Seg> {
     let path = seg_path(dir, seq);
     let buf = match std::fs::read(&path) {
         Ok(b) => b,
@@ -290,6 +324,15 @@ fn index_segment(dir: &Path, seq: u64, scan: &mut Scan) -> Option<Seg> {
     scan.segments += 1;
     let mut recs = Vec::new();
     scan_segment(seq, &buf, &mut recs, scan);
+    // records the ledger says were delivered: kept on disk until the
+    // segment goes, never read again
+    if let Some(d) = delivered.filter(|d| d.seg == seq) {
+        let done: Vec<&Recovered> = recs.iter().filter(|r| r.loc.off < d.off).collect();
+        scan.delivered += done.len();
+        scan.records -= done.len();
+        scan.items -= done.iter().map(|r| r.items).sum::<u64>();
+        recs.retain(|r| r.loc.off >= d.off);
+    }
     if recs.is_empty() {
         let _ = std::fs::remove_file(&path);
         return None;
@@ -339,10 +382,15 @@ fn segment_seqs(dir: &Path) -> Result<Vec<u64>, String> {
 }
 
 /// The queue's state from the segments an earlier run left (see [`index_segment`]).
-fn index_segments(dir: &Path, seqs: &[u64], scan: &mut Scan) -> State {
+fn index_segments(dir: &Path, seqs: &[u64], scan: &mut Scan, delivered: Option<Pos>) -> State {
     let mut st = State::default();
     for &seq in seqs {
-        if let Some(seg) = index_segment(dir, seq, scan) {
+        if delivered.is_some_and(|d| seq < d.seg) {
+            // delivered entirely before the restart, not yet deleted
+            let _ = std::fs::remove_file(seg_path(dir, seq));
+            continue;
+        }
+        if let Some(seg) = index_segment(dir, seq, scan, delivered) {
             st.used += seg.size;
             st.items += seg.unread_items;
             st.bytes += seg.unread_bytes + seg.unread * HEADER as u64;
@@ -363,8 +411,19 @@ impl DiskLog {
         probe_writable(dir)?;
         let seqs = segment_seqs(dir)?;
         let mut scan = Scan::default();
-        let st = index_segments(dir, &seqs, &mut scan);
-        let next_seq = seqs.last().map(|s| s.saturating_add(1)).unwrap_or(1);
+        let (generation, delivered) = match ledger::read(dir) {
+            Some((g, p)) => (g, Some(p)),
+            None => (0, None),
+        };
+        let st = index_segments(dir, &seqs, &mut scan, delivered);
+        // never reuse a segment number the ledger has passed: its records
+        // would be taken as delivered
+        let next_seq = seqs
+            .last()
+            .copied()
+            .max(delivered.map(|d| d.seg))
+            .map(|s| s.saturating_add(1))
+            .unwrap_or(1);
         let first = st.segs.keys().next().copied().unwrap_or(next_seq);
         let state = Arc::new(Mutex::new(st));
         let seg_max = (max_bytes / 8).clamp(4 << 10, 16 << 20);
@@ -377,6 +436,7 @@ impl DiskLog {
             size: 0,
             seg_max,
             fsync,
+            ledger: ledger::Writer::new(generation),
         };
         std::thread::Builder::new()
             .name("queue-writer".into())
@@ -391,6 +451,7 @@ impl DiskLog {
                 state,
                 tx: Mutex::new(Some(tx)),
                 reader: Mutex::new(reader),
+                in_flight: Mutex::new(ledger::InFlight::default()),
             },
             scan,
         ))
@@ -480,8 +541,31 @@ impl DiskLog {
             // after an unusually large record: give the memory back
             rd.buf = Vec::new();
         }
+        if !out.recs.is_empty() {
+            let end = Pos {
+                seg: rd.seq,
+                off: rd.pos,
+            };
+            out.id = Some(self.lock_in_flight().read(end));
+        }
+        drop(rd);
         out.payload = payload.freeze();
         out
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, ledger::InFlight> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The batch read as `id` is delivered (or given up on): the ledger
+    /// moves on when it was the oldest in flight.
+    pub fn batch_done(&self, id: u64) {
+        let Some(p) = self.lock_in_flight().done(id) else {
+            return;
+        };
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(Msg::Delivered(p));
+        }
     }
 
     /// Moves the reader past damaged ranges and finished segments; the end
@@ -674,6 +758,7 @@ struct Writer {
     size: u64,
     seg_max: u64,
     fsync: bool,
+    ledger: ledger::Writer,
 }
 
 impl Writer {
@@ -683,6 +768,7 @@ impl Writer {
             let mut group = Vec::new();
             let mut bytes = 0;
             let mut retire = false;
+            let mut delivered = None;
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 match m {
@@ -695,6 +781,7 @@ impl Writer {
                         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                         remove_seg(&self.dir, &mut st, seq);
                     }
+                    Msg::Delivered(p) => delivered = Some(p),
                 }
                 if bytes < (4 << 20) && group.len() < 4096 {
                     next = rx.try_recv().ok();
@@ -705,6 +792,12 @@ impl Writer {
             }
             if !group.is_empty() {
                 self.write_group(group, &mut buf);
+            }
+            if let Some(p) = delivered {
+                if let Err(e) = self.ledger.write(&self.dir, p) {
+                    // only costs records sent twice after a crash
+                    tracing::warn!(error = %e, "cannot write the on-disk queue's delivered position");
+                }
             }
         }
         self.seal();
@@ -770,14 +863,19 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes a group of records with one `writev` (their headers from
+    /// `buf`, their payloads where they are: no copy) and one sync.
     fn write_group(&mut self, group: Vec<WriteReq>, buf: &mut Vec<u8>) {
         // split the group where it would overflow the segment
         let mut pending: Vec<(WriteReq, Loc)> = Vec::with_capacity(group.len());
         buf.clear();
+        // payload bytes of `pending` (their headers are in `buf`)
+        let mut payloads = 0u64;
         for r in group {
             let need = (HEADER + r.payload.len()) as u64;
             if self.file.is_some() && self.size + need > self.seg_max && self.size > 0 {
                 self.flush(buf, &mut pending);
+                payloads = 0;
                 self.seal();
             }
             if self.file.is_none() {
@@ -788,46 +886,61 @@ impl Writer {
             }
             let loc = Loc {
                 seg: self.seq,
-                off: self.size + buf.len() as u64 + HEADER as u64,
+                off: self.size + buf.len() as u64 + payloads + HEADER as u64,
                 len: r.payload.len() as u32,
             };
-            frame(buf, &r.payload, r.items);
+            payloads += r.payload.len() as u64;
+            header(buf, &r.payload, r.items);
             pending.push((r, loc));
         }
         self.flush(buf, &mut pending);
+    }
+
+    /// Counts records just written to the current segment.
+    fn written(&mut self, pending: &[(WriteReq, Loc)]) {
+        let n = pending.len() as u64;
+        let items: u64 = pending.iter().map(|(r, _)| r.items).sum();
+        let bytes: u64 = pending.iter().map(|(_, l)| l.len as u64).sum();
+        let framed = bytes + n * HEADER as u64;
+        self.size += framed;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = st.segs.get_mut(&self.seq) {
+            s.size += framed;
+            s.outstanding += n;
+            s.unread += n;
+            s.unread_items += items;
+            s.unread_bytes += bytes;
+        }
+        // reserved bytes already count in `used`: nothing to add
+        st.items += items;
+        st.bytes += framed;
+        st.pending_items += items;
+        st.pending_bytes += bytes;
     }
 
     fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<(WriteReq, Loc)>) {
         if pending.is_empty() {
             return;
         }
+        let mut parts: Vec<io::IoSlice<'_>> = Vec::with_capacity(2 * pending.len());
+        for (hdr, (r, _)) in buf.chunks_exact(HEADER).zip(pending.iter()) {
+            parts.push(io::IoSlice::new(hdr));
+            parts.push(io::IoSlice::new(&r.payload));
+        }
         let res = match self.file.as_mut() {
-            Some(f) => f
-                .write_all(buf)
-                .and_then(|_| if self.fsync { f.sync_data() } else { Ok(()) }),
+            Some(f) => write_all_vectored(f, &mut parts).and_then(|_| {
+                if self.fsync {
+                    f.sync_data()
+                } else {
+                    Ok(())
+                }
+            }),
             None => Err(io::Error::other("no open segment")),
         };
+        drop(parts);
         match res {
             Ok(()) => {
-                let n = pending.len() as u64;
-                let items: u64 = pending.iter().map(|(r, _)| r.items).sum();
-                let bytes: u64 = pending.iter().map(|(_, l)| l.len as u64).sum();
-                self.size += buf.len() as u64;
-                {
-                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(s) = st.segs.get_mut(&self.seq) {
-                        s.size += buf.len() as u64;
-                        s.outstanding += n;
-                        s.unread += n;
-                        s.unread_items += items;
-                        s.unread_bytes += bytes;
-                    }
-                    // reserved bytes already count in `used`: nothing to add
-                    st.items += items;
-                    st.bytes += buf.len() as u64;
-                    st.pending_items += items;
-                    st.pending_bytes += bytes;
-                }
+                self.written(pending);
                 for (r, loc) in pending.drain(..) {
                     let _ = r.reply.send(Ok(loc));
                 }
@@ -1051,6 +1164,86 @@ mod tests {
             hour <= cap,
             "an hour is {hour} bytes, the default cap {cap}"
         );
+    }
+
+    /// Waits for the writer thread to write the ledger.
+    fn wait_ledger(dir: &Path, want: Option<Pos>) {
+        for _ in 0..500 {
+            if ledger::read(dir).map(|(_, p)| p) == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(ledger::read(dir).map(|(_, p)| p), want);
+    }
+
+    #[test]
+    fn a_restart_resends_only_what_the_ledger_does_not_say_was_delivered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        rt().block_on(async {
+            let (log, _) = DiskLog::open(d, 1 << 30, false).expect("open");
+            for p in [&b"one"[..], b"two", b"three", b"four"] {
+                log.append(Bytes::copy_from_slice(p), 1)
+                    .await
+                    .expect("append");
+            }
+            let first = log.read_batch(2, 1 << 20);
+            let second = log.read_batch(1, 1 << 20);
+            let third = log.read_batch(1, 1 << 20);
+            assert_eq!(third.payload.as_ref(), b"four");
+            // a later batch delivered first moves nothing
+            log.batch_done(second.id.expect("id"));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(ledger::read(d), None);
+            log.batch_done(first.id.expect("id"));
+            let end = Pos {
+                seg: first.recs[0].0.seg,
+                off: second.recs[0].0.off + 5,
+            };
+            wait_ledger(d, Some(end));
+            log.close();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(d, 1 << 30, false).expect("reopen");
+            assert_eq!((scan.delivered, scan.records, scan.items), (3, 1, 1));
+            let r = log.read_batch(10, 1 << 20);
+            assert_eq!(
+                r.payload.as_ref(),
+                b"four",
+                "only the batch in flight again"
+            );
+            // new records go to a segment after the ledger's
+            let loc = log
+                .append(Bytes::from_static(b"five"), 1)
+                .await
+                .expect("append");
+            assert!(loc.seg > r.recs[0].0.seg);
+            log.close();
+        });
+    }
+
+    #[test]
+    fn segments_wholly_before_the_ledger_are_deleted_and_never_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut w = ledger::Writer::new(0);
+        w.write(d, Pos { seg: 7, off: 0 }).expect("ledger");
+        let mut buf = Vec::new();
+        frame(&mut buf, b"old", 1);
+        std::fs::write(seg_path(d, 3), &buf).expect("segment");
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(d, 1 << 30, false).expect("open");
+            assert_eq!(scan.records, 0);
+            assert!(!seg_path(d, 3).exists(), "delivered segment deleted");
+            let loc = log
+                .append(Bytes::from_static(b"new"), 1)
+                .await
+                .expect("append");
+            assert_eq!(loc.seg, 8, "a number past the ledger's");
+            log.close();
+        });
     }
 
     #[test]

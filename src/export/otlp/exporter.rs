@@ -585,12 +585,13 @@ async fn open_disk(
             "on-disk queue: skipped corrupt or torn records (counted as send_failed)"
         );
     }
-    if scan.records > 0 {
+    if scan.records > 0 || scan.delivered > 0 {
         tracing::info!(
             exporter = name,
             records = scan.records,
             items = scan.items,
-            "on-disk queue: resuming delivery"
+            delivered_before = scan.delivered,
+            "on-disk queue: resuming delivery (records the ledger says were delivered are not sent again)"
         );
     }
     Ok(log)

@@ -27,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod disk;
 mod exporter;
+pub mod ledger;
 pub mod queue;
 pub mod redact;
 

@@ -40,6 +40,8 @@ pub struct Entry {
 pub struct Batch {
     pub entries: Vec<Entry>,
     pub payload: Bytes,
+    /// disk queue: the batch's place among those read, for the ledger
+    pub read_id: Option<u64>,
 }
 
 impl Batch {
@@ -261,6 +263,7 @@ impl Queue {
         Batch {
             entries,
             payload: read.payload,
+            read_id: read.id,
         }
     }
 
@@ -295,7 +298,11 @@ impl Queue {
                 buf.freeze()
             }
         };
-        Batch { entries, payload }
+        Batch {
+            entries,
+            payload,
+            read_id: None,
+        }
     }
 
     /// The batch is delivered, or given up on: frees its space and lets its
@@ -307,6 +314,9 @@ impl Queue {
                     if let Some(loc) = e.loc {
                         d.ack(loc, e.items);
                     }
+                }
+                if let Some(id) = batch.read_id {
+                    d.batch_done(id);
                 }
                 self.gauge();
             }
