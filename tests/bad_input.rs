@@ -196,7 +196,7 @@ async fn send_gzip_frame(sc: &Sidecar, payload: Vec<u8>) -> Option<Code> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_types_and_missing_fields_are_skipped_and_counted_invalid_utf8_refused() {
+async fn invalid_utf8_wrong_types_and_missing_fields_are_skipped_and_counted() {
     let sc = Sidecar::start("").await;
     let mut bad_utf8 = server_span("x", 200);
     bad_utf8.attributes[1] = kv("http.route", any_value::Value::BytesValue(vec![]));
@@ -228,58 +228,31 @@ async fn wrong_types_and_missing_fields_are_skipped_and_counted_invalid_utf8_ref
         ],
         ..Default::default()
     };
-    // a string field holding invalid UTF-8 is not valid OTLP (prost refuses
-    // the whole request): refused whole, derived from or not
-    let mut body = traces(vec![raw_bad, server_span("/beside", 200)]);
+    let mut body = traces(vec![
+        bad_utf8,
+        raw_bad,
+        no_end,
+        tokens_as_text,
+        status_as_double,
+    ]);
     // corrupt the emoji's bytes in place: the structure stays valid
     let pos = body
         .windows(4)
         .position(|w| w == "\u{1F600}".as_bytes())
         .expect("emoji bytes");
     body[pos] = 0xff;
-    let err = send_raw(&sc.grpc_url(), TRACES, body, false)
-        .await
-        .expect_err("invalid UTF-8 is refused");
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(
-        err.message(),
-        "invalid OTLP protobuf in AnyValue.string_value: invalid UTF-8 in a string field"
-    );
-    let body = traces(vec![bad_utf8, no_end, tokens_as_text, status_as_double]);
     send_raw(&sc.grpc_url(), TRACES, body, false)
         .await
         .expect("accepted: bad values are skipped, not the request");
     let m = sc.scrape().await;
-    assert_eq!(m.sum("otelcol_receiver_accepted_spans_total", &[]), 4.0);
+    assert_eq!(m.sum("otelcol_receiver_accepted_spans_total", &[]), 5.0);
+    // bytes-typed route: not a label value, so the span is not an HTTP request
     assert_eq!(
         m.value(
-            "geometra_sidecar_receiver_bad_requests_total",
-            &[
-                ("transport", "grpc"),
-                ("signal", "spans"),
-                ("reason", "invalid")
-            ]
+            "geometra_sidecar_derive_skipped_total",
+            &[("rule", "http_requests_total"), ("reason", "invalid_utf8")]
         ),
         Some(1.0)
-    );
-    assert_eq!(
-        m.value("http_requests_total", &[("endpoint", "/beside")]),
-        None,
-        "nothing of a refused request is counted"
-    );
-    // bytes-typed route: not a string, so the span is not an HTTP request;
-    // invalid UTF-8 never reaches the rules any more (refused above)
-    assert_eq!(
-        m.sum(
-            "geometra_sidecar_derive_skipped_total",
-            &[("reason", "invalid_utf8")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        m.sum("http_requests_total", &[]),
-        2.0,
-        "/no-end and /double only"
     );
     // a span without an end: counted, but no duration
     assert_eq!(
@@ -604,8 +577,7 @@ fn deep_log(levels: usize) -> LogRecord {
     }
 }
 
-/// The requests the sidecar must refuse before acknowledging them, whether
-/// it forwards them or only derives from them.
+/// The requests a forwarded signal must refuse before acknowledging them.
 fn invalid_log_requests() -> Vec<(&'static str, Vec<u8>)> {
     let corrupt = |rec: LogRecord, needle: &[u8]| {
         let mut b = log_request(vec![rec]);
@@ -668,11 +640,6 @@ fn invalid_log_requests() -> Vec<(&'static str, Vec<u8>)> {
 async fn forwarded_requests_must_be_valid_otlp_before_they_are_acknowledged() {
     // a downstream that is never reached: accepted records wait in the queue
     must_be_valid_otlp("forward:\n  logs: { endpoint: \"http://127.0.0.1:9\" }\n").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_only_derived_from_must_be_valid_otlp_too() {
-    must_be_valid_otlp("").await;
 }
 
 /// Each of [`invalid_log_requests`] is refused over gRPC (INVALID_ARGUMENT)
