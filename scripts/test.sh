@@ -11,6 +11,10 @@ root=$(pwd)
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# tests/proto.rs: Prometheus' client_model metrics.proto (the exposition's
+# official field numbers)
+[ -f /usr/share/gocode/src/github.com/prometheus/client_model/io/prometheus/client/metrics.proto ] \
+  || need_apt+=(golang-github-prometheus-client-model-dev)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # fault tests: chattr +i makes a queue directory unwritable even for root,
 # prlimit takes file descriptors away from a running sidecar
