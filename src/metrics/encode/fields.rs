@@ -2,7 +2,7 @@
 //! (`io.prometheus.client`) that the wire writer ([`super::protobuf`])
 //! emits: one constant per field, named after its message and field in
 //! `proto/prometheus/client/metrics.proto`. [`ALL`] lists them with their
-//! wire types; `tests/proto.rs` checks every entry against that file and the
+//! wire types; `tests/suite/proto.rs` checks every entry against that file and the
 //! file against the official client_model definitions, so a wrong number
 //! cannot hide in the writer.
 

@@ -9,7 +9,7 @@
 //! golang-github-prometheus-client-model-dev (scripts/test.sh installs it).
 //! Both sides are compiled with protox (no `protoc`).
 
-mod common;
+use crate::common;
 
 use geometra_sidecar::base::SignalKind;
 use geometra_sidecar::derive::fields;

@@ -5,7 +5,7 @@
 //! Rust SDK, and an exponential histogram from the Rust SDK's
 //! Base2ExponentialHistogram aggregation passed through.
 
-mod common;
+use crate::common;
 
 use common::{free_port, Sidecar};
 use geometra_sidecar::proto::client as pb;
