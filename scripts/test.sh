@@ -12,13 +12,17 @@ root=$(pwd)
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# tests/suite/proto.rs: Prometheus' client_model metrics.proto (the exposition's
+# official field numbers)
+[ -f /usr/share/gocode/src/github.com/prometheus/client_model/io/prometheus/client/metrics.proto ] \
+  || need_apt+=(golang-github-prometheus-client-model-dev)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # fault tests: chattr +i makes a queue directory unwritable even for root,
 # prlimit takes file descriptors away from a running sidecar
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
-# tests/loopback.rs: a network namespace whose loopback has no IPv6 (unshare,
-# ip, sysctl); tests/cli.rs: a pty from `script`. These tests fail without
+# tests/suite/loopback.rs: a network namespace whose loopback has no IPv6 (unshare,
+# ip, sysctl); tests/suite/cli.rs: a pty from `script`. These tests fail without
 # them (GEOMETRA_TEST_ALLOW_SKIP=1 lets them skip on a developer machine).
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

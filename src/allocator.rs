@@ -12,7 +12,7 @@
 //! and map again. Fixed thresholds end the churn; a trim every 30 s gives
 //! back what a burst left, so resident memory still follows the load.
 //!
-//! Tested in tests/allocator.rs (page faults under steady load).
+//! Tested in tests/suite/allocator.rs (page faults under steady load).
 //!
 //! Written here rather than by swapping the allocator (mimalloc, jemalloc):
 //! two `mallopt` calls keep the system allocator, its RSS behaviour and the

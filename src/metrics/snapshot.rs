@@ -77,6 +77,12 @@ impl Labels {
         (self.pairs.len() - 1) as u32
     }
 
+    /// About what the pairs take in a binary encoding: their text and a few
+    /// bytes of framing each (sizes a buffer before encoding).
+    pub fn encoded_len(&self) -> usize {
+        self.text.len() + 6 * self.pairs.len()
+    }
+
     /// The index the next pushed pair gets (the start of a series' range).
     pub fn next(&self) -> u32 {
         self.pairs.len() as u32

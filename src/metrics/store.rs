@@ -489,6 +489,7 @@ impl Family {
             Kind::Histogram(b) => b.as_slice().into(),
             _ => Arc::new([]),
         };
+        let mut own = None;
         self.with(|inner| {
             if inner.series.is_empty() && inner.overflow.is_none() {
                 return None;
@@ -515,14 +516,14 @@ impl Family {
                 }
                 out.series.push(snap::Series {
                     labels: start..out.labels.next(),
-                    point: s.value.point(&bounds),
+                    point: s.value.point(&bounds, &mut own),
                     created_ms: Some(s.created_ms as i64),
                 });
             }
             if let Some(s) = &inner.overflow {
                 out.push(
                     &[("otel_metric_overflow", "true")],
-                    s.value.point(&bounds),
+                    s.value.point(&bounds, &mut own),
                     Some(s.created_ms as i64),
                 );
             }
@@ -532,8 +533,9 @@ impl Family {
 }
 
 impl Value {
-    /// The snapshot point; `bounds` are the family's (shared by its series).
-    fn point(&self, bounds: &Arc<[f64]>) -> snap::Point {
+    /// The snapshot point; `bounds` are the family's (shared by its series),
+    /// `own` the last series' own bounds (pass-through), reused when equal.
+    fn point(&self, bounds: &Arc<[f64]>, own: &mut Option<Arc<[f64]>>) -> snap::Point {
         match self {
             Value::Scalar(v) => snap::Point::Value(*v),
             Value::Hist(h) => snap::Point::Histogram(Box::new(snap::Histogram {
@@ -542,7 +544,7 @@ impl Value {
                 // no classic buckets: a native-only series
                 classic: (!h.counts.is_empty()).then(|| snap::Classic {
                     bounds: match &h.bounds {
-                        Some(b) => Arc::from(&b[..]),
+                        Some(b) => shared(own, b),
                         None => bounds.clone(),
                     },
                     counts: h.counts.to_vec(),
@@ -560,6 +562,16 @@ impl Value {
                 quantiles: s.quantiles.to_vec(),
             })),
         }
+    }
+}
+
+/// `b` shared: the previous series' bounds when they are equal (the series
+/// of a pass-through metric mostly have the same), so a snapshot allocates
+/// once per distinct set of bounds rather than once per series.
+fn shared(last: &mut Option<Arc<[f64]>>, b: &[f64]) -> Arc<[f64]> {
+    match last {
+        Some(a) if a[..] == *b => a.clone(),
+        _ => last.insert(Arc::from(b)).clone(),
     }
 }
 

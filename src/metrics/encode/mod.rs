@@ -4,10 +4,15 @@
 //! protobuf exposition (length-delimited `MetricFamily` messages), the only
 //! one that carries native histograms.
 
+pub mod fields;
+#[cfg(test)]
+mod prost_reference;
 mod protobuf;
+#[cfg(test)]
+mod random;
 mod text;
-
-pub use protobuf::spans;
+#[cfg(test)]
+mod text_reference;
 
 use super::snapshot::Snapshot;
 

@@ -6,7 +6,7 @@
 //! and one gRPC connection cannot take all of it from the other clients: it
 //! holds at most `receivers.max_in_flight_bytes_per_connection`.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{rss_kib, send_raw, Sidecar, TRACES};

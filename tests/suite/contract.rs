@@ -2,7 +2,7 @@
 //! OpenTelemetry SDKs through the opentelemetry-otlp exporter, read back from
 //! `/metrics` with a Prometheus text parser.
 
-mod common;
+use crate::common;
 
 use common::{Metrics, Sidecar};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};

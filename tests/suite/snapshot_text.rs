@@ -6,7 +6,7 @@
 //! (tests/common/strict.rs). The seed is printed; `GEOMETRA_FUZZ_SEED`
 //! replays one.
 
-mod common;
+use crate::common;
 
 use common::strict;
 use geometra_sidecar::metrics::encode::{encode, Format};

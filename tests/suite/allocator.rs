@@ -2,9 +2,9 @@
 //! bodies land on memory it already has, not on pages the kernel must zero
 //! and map again for every request (src/allocator.rs).
 
-mod common;
+use crate::common;
 
-#[path = "../benches/common/requests.rs"]
+#[path = "../../benches/common/requests.rs"]
 #[allow(dead_code)]
 mod requests;
 

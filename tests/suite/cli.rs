@@ -1,7 +1,7 @@
 //! The command line: check-config, print-default-config, and refusing a bad
 //! config at start-up with the key and line.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! the sidecar's memory bounded; a small receiver of our own checks the
 //! protocol's headers and body and which answers are retried.
 
-mod common;
+use crate::common;
 
 use common::{Metrics, Sidecar};
 use geometra_sidecar::proto::remote::WriteRequest;

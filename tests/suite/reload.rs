@@ -4,7 +4,7 @@
 //! restart-only key refused by name. Spans come from the OpenTelemetry SDK
 //! through the opentelemetry-otlp exporter.
 
-mod common;
+use crate::common;
 
 use common::{Metrics, Sidecar};
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};

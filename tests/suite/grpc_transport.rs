@@ -3,7 +3,7 @@
 //! at once on one connection, arrives in one DATA frame each (the receiver
 //! then takes it without a copy).
 
-mod common;
+use crate::common;
 
 use common::Sidecar;
 use std::io::{ErrorKind, Read, Write};

@@ -4,7 +4,7 @@
 //! prometheus_client (tests/common/strict.rs), and that the refusal was
 //! counted with an honest reason.
 
-mod common;
+use crate::common;
 
 use common::{send_raw, strict, Metrics, Sidecar, TRACES};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

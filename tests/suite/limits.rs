@@ -4,7 +4,7 @@
 //! counted as `family_limit`, and families whose series all expired
 //! freeing their slot for later metrics.
 
-mod common;
+use crate::common;
 
 use common::{rss_kib, send_raw, strict, Metrics, Sidecar, TRACES};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};

@@ -4,7 +4,7 @@
 //! SDK over gRPC and HTTP) to `[::1]` and `localhost`; both sockets of a
 //! listener share its connection limit.
 
-mod common;
+use crate::common;
 
 use common::{free_port, get_blocking, python_export_spans, require, Metrics, Sidecar, BIN};
 use std::io::{Read, Write};

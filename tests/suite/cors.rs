@@ -2,7 +2,7 @@
 //! them (with and without a custom header allowed, `*` headers, wildcard
 //! origins, a refused origin), and the actual export that follows.
 
-mod common;
+use crate::common;
 
 use common::Sidecar;
 use reqwest::header::HeaderMap;

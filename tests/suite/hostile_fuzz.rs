@@ -9,7 +9,7 @@
 //! The seed is printed; `GEOMETRA_FUZZ_SEED` replays one and
 //! `GEOMETRA_FUZZ_ROUNDS` (default 30) sets the number of batches.
 
-mod common;
+use crate::common;
 
 use common::{send_raw, strict, Sidecar, LOGS, METRICS, TRACES};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

@@ -4,7 +4,7 @@
 //! counts records by a unique `seq` attribute and checks that every record
 //! the sidecar acknowledged arrived (duplicates allowed, losses not).
 
-mod common;
+use crate::common;
 
 use axum::http::{HeaderMap, StatusCode};
 use common::sink::{has_poison, seqs_of, Downstream, Sink, INVALID, PARTIAL, POISON, UNAVAILABLE};

@@ -4,7 +4,7 @@
 //! coding (refused at the limit with bounded memory), and unknown codings
 //! (refused naming the supported ones).
 
-mod common;
+use crate::common;
 
 use common::{python_export_spans, rss_kib, send_raw_with, Sidecar, TRACES};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};

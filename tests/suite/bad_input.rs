@@ -1,7 +1,7 @@
 //! Bad input never crashes, hangs or grows the sidecar: each case gets a clear
 //! error to the sender or a counted drop, and the sidecar keeps serving.
 
-mod common;
+use crate::common;
 
 use common::{rss_kib, send_raw, Sidecar, LOGS, METRICS, TRACES};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

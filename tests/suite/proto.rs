@@ -1,12 +1,19 @@
-//! Checks the protobuf facts the sidecar hard-codes against the official OTLP
+//! Checks the protobuf facts the sidecar hard-codes against the official
 //! definitions: `proto/` (the subset the zero-copy walker is written
-//! against), the walker's field numbers and the validator's schema tables.
-//! The official `.proto` files are read from the opentelemetry-proto crate's
-//! own sources (the crate our OTLP types are generated from), located with
-//! `cargo metadata`; both sides are compiled with protox (no `protoc`).
+//! against), the walker's field numbers and the validator's schema tables
+//! against OTLP; `proto/prometheus/client/metrics.proto` and the exposition
+//! writer's field numbers against Prometheus' client_model. The official OTLP
+//! `.proto` files are read from the opentelemetry-proto crate's own sources
+//! (the crate our OTLP types are generated from), located with `cargo
+//! metadata`; client_model's from Debian's
+//! golang-github-prometheus-client-model-dev (scripts/test.sh installs it).
+//! Both sides are compiled with protox (no `protoc`).
+
+use crate::common;
 
 use geometra_sidecar::base::SignalKind;
 use geometra_sidecar::derive::fields;
+use geometra_sidecar::metrics::encode::fields as expo;
 use geometra_sidecar::receiver::validate::{schema, SchemaField};
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use std::path::{Path, PathBuf};
@@ -255,4 +262,154 @@ fn the_fast_path_tags_are_the_canonical_encodings() {
     assert_eq!(b[0], fields::tag(fields::KEY_VALUE_KEY, fields::LEN));
     assert_eq!(b[3], fields::tag(fields::KEY_VALUE_VALUE, fields::LEN));
     assert_eq!(b[5], fields::tag(fields::ANY_VALUE_STRING, fields::LEN));
+}
+
+/// A field's type: the scalar, or the message's or enum's full name.
+fn kind_name(f: &FieldDescriptor) -> String {
+    match f.kind() {
+        Kind::Message(m) => m.full_name().to_string(),
+        Kind::Enum(e) => e.full_name().to_string(),
+        k => format!("{k:?}"),
+    }
+}
+
+/// client_model's `metrics.proto` as Debian ships it.
+const CLIENT_MODEL: &str = "/usr/share/gocode/src/github.com/prometheus/client_model";
+const CLIENT: &str = "io.prometheus.client.";
+
+fn ours_client() -> DescriptorPool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/prometheus");
+    let mut c = protox::Compiler::new([&root]).expect("compiler");
+    c.include_imports(true);
+    c.open_files(["client/metrics.proto"])
+        .expect("compile proto/prometheus/client");
+    c.descriptor_pool()
+}
+
+/// Fields of our copy that the client_model release Debian ships (0.3.0)
+/// does not have yet: added by later releases (created timestamps 0.5,
+/// native histograms' exemplars 0.5, the family's unit 0.6).
+const NEWER_THAN_DEBIANS: &[&str] = &[
+    "Counter.created_timestamp",
+    "Summary.created_timestamp",
+    "Histogram.created_timestamp",
+    "Histogram.exemplars",
+    "MetricFamily.unit",
+];
+
+#[test]
+fn proto_client_matches_prometheus_client_model() {
+    let file = Path::new(CLIENT_MODEL).join("io/prometheus/client/metrics.proto");
+    if !common::require(
+        file.is_file(),
+        &format!(
+            "{} (Debian's golang-github-prometheus-client-model-dev)",
+            file.display()
+        ),
+    ) {
+        return;
+    }
+    let mut c = protox::Compiler::new([CLIENT_MODEL]).expect("compiler");
+    c.include_imports(true);
+    c.open_files(["io/prometheus/client/metrics.proto"])
+        .expect("compile client_model's metrics.proto");
+    let (official, ours) = (c.descriptor_pool(), ours_client());
+    let mut checked = 0;
+    for m in ours
+        .all_messages()
+        .filter(|m| m.package_name() == "io.prometheus.client")
+    {
+        let o = official
+            .get_message_by_name(m.full_name())
+            .unwrap_or_else(|| panic!("{} is not in client_model", m.full_name()));
+        for f in m.fields() {
+            let at = format!("{}.{} = {}", short_name(&m), f.name(), f.number());
+            let Some(of) = o.get_field(f.number()) else {
+                let newer = NEWER_THAN_DEBIANS
+                    .contains(&format!("{}.{}", short_name(&m), f.name()).as_str());
+                assert!(newer, "{at}: not in client_model");
+                continue;
+            };
+            assert_eq!(f.name(), of.name(), "{at}: name");
+            assert_eq!(wire_type(&f), wire_type(&of), "{at}: wire type");
+            assert_eq!(kind_name(&f), kind_name(&of), "{at}: type");
+            assert_eq!(f.is_list(), of.is_list(), "{at}: repeated");
+            assert_eq!(f.is_packed(), of.is_packed(), "{at}: packed");
+            checked += 1;
+        }
+        // and everything client_model declares is in ours
+        assert_eq!(
+            o.fields()
+                .filter(|f| m.get_field(f.number()).is_none())
+                .count(),
+            0,
+            "{}",
+            m.full_name()
+        );
+    }
+    let (e, oe) = (
+        ours.get_enum_by_name("io.prometheus.client.MetricType")
+            .expect("MetricType"),
+        official
+            .get_enum_by_name("io.prometheus.client.MetricType")
+            .expect("MetricType"),
+    );
+    let names = |e: &prost_reflect::EnumDescriptor| -> Vec<(String, i32)> {
+        e.values()
+            .map(|v| (v.name().to_string(), v.number()))
+            .collect()
+    };
+    assert_eq!(names(&e), names(&oe));
+    assert!(checked >= 40, "only {checked} fields checked");
+}
+
+#[test]
+fn the_exposition_writers_field_numbers_are_the_ones_in_proto_client() {
+    let ours = ours_client();
+    let mut used = Vec::new();
+    for &(pkg, message, field, number, wire) in expo::ALL {
+        let full = format!("{pkg}{message}");
+        let f = ours
+            .get_message_by_name(&full)
+            .unwrap_or_else(|| panic!("{full} is not in proto/prometheus/client"))
+            .get_field_by_name(field)
+            .unwrap_or_else(|| panic!("{full}.{field} is not in proto/prometheus/client"));
+        assert_eq!(
+            f.number(),
+            u32::from(number),
+            "{full}.{field}: the writer's field number"
+        );
+        assert_eq!(
+            wire_type(&f),
+            wire,
+            "{full}.{field}: the writer's wire type"
+        );
+        used.push(full);
+    }
+    let e = ours
+        .get_enum_by_name(&format!("{CLIENT}MetricType"))
+        .expect("MetricType");
+    for &(name, value) in expo::TYPES {
+        let v = e
+            .get_value_by_name(name)
+            .unwrap_or_else(|| panic!("MetricType.{name}"));
+        assert_eq!(i64::from(v.number()), value as i64, "MetricType.{name}");
+    }
+    // every message the writer emits is covered, the timestamp included
+    for m in [
+        "MetricFamily",
+        "Metric",
+        "LabelPair",
+        "Counter",
+        "Gauge",
+        "Summary",
+        "Quantile",
+        "Histogram",
+        "Bucket",
+        "BucketSpan",
+        "Exemplar",
+    ] {
+        assert!(used.contains(&format!("{CLIENT}{m}")), "{m}");
+    }
+    assert!(used.contains(&"google.protobuf.Timestamp".to_string()));
 }

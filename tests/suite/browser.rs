@@ -4,7 +4,7 @@
 //! browser's, each client has its budget, tokens are checked, payloads are
 //! bounded, and thousands of client addresses keep memory bounded.
 
-mod common;
+use crate::common;
 
 use common::sidecar::Sidecar;
 use common::sink::{resource_attr, service, Sink};

@@ -5,7 +5,7 @@
 //! Rust SDK, and an exponential histogram from the Rust SDK's
 //! Base2ExponentialHistogram aggregation passed through.
 
-mod common;
+use crate::common;
 
 use common::{free_port, Sidecar};
 use geometra_sidecar::proto::client as pb;
@@ -279,4 +279,127 @@ async fn prometheus_reads_native_histograms_from_the_protobuf_exposition() {
     // the plain Prometheus still scrapes everything else as before
     assert_eq!(plain.wait("up", |v| v > 0.0).await, 1.0);
     assert_eq!(native.wait("up", |v| v > 0.0).await, 1.0);
+}
+
+fn attr(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A value that text formats escape (quote, backslash, newline) and
+/// non-ASCII: on the protobuf wire it travels as it is.
+const ODD: &str = "a \"q\" \\ b\nc ü";
+
+/// Pass-through metrics of every type the exposition carries: a counter
+/// and a gauge labelled with [`ODD`], a summary, a classic histogram.
+fn every_type() -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point::Value, summary_data_point::ValueAtQuantile,
+        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
+        Summary, SummaryDataPoint,
+    };
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let num = |v: f64| NumberDataPoint {
+        attributes: vec![attr("path", ODD)],
+        value: Some(Value::AsDouble(v)),
+        start_time_unix_nano: t - 1_000_000_000,
+        time_unix_nano: t,
+        ..Default::default()
+    };
+    let metric = |name: &str, data: Data| Metric {
+        name: name.into(),
+        description: format!("{name}: {ODD}"),
+        data: Some(data),
+        ..Default::default()
+    };
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    let quantiles =
+        [(0.5, 2.0), (0.99, 9.5)].map(|(quantile, value)| ValueAtQuantile { quantile, value });
+    vec![
+        metric(
+            "pb.items",
+            Data::Sum(Sum {
+                data_points: vec![num(7.0)],
+                aggregation_temporality: cumulative,
+                is_monotonic: true,
+            }),
+        ),
+        metric(
+            "pb.level",
+            Data::Gauge(Gauge {
+                data_points: vec![num(-2.5)],
+            }),
+        ),
+        metric(
+            "pb.rpc",
+            Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    count: 12,
+                    sum: 30.0,
+                    quantile_values: quantiles.to_vec(),
+                    start_time_unix_nano: t - 1_000_000_000,
+                    time_unix_nano: t,
+                    ..Default::default()
+                }],
+            }),
+        ),
+        metric(
+            "pb.latency",
+            Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    count: 6,
+                    sum: Some(4.5),
+                    bucket_counts: vec![1, 2, 3],
+                    explicit_bounds: vec![0.5, 1.0],
+                    start_time_unix_nano: t - 1_000_000_000,
+                    time_unix_nano: t,
+                    ..Default::default()
+                }],
+                aggregation_temporality: cumulative,
+            }),
+        ),
+    ]
+}
+
+/// The Prometheus that asks for the protobuf exposition reads every type
+/// the wire writer emits with the values and label values sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_reads_every_type_from_the_protobuf_exposition() {
+    let sc = Sidecar::start("").await;
+    sc.send_metrics(every_type()).await;
+    let p = Prometheus::start(sc.metrics, true);
+    let path = r#"path="a \"q\" \\ b\nc ü""#;
+    let exact = |want: f64| move |v: f64| v == want;
+    p.wait(&format!("pb_items_total{{{path}}}"), exact(7.0))
+        .await;
+    p.wait(&format!("pb_level{{{path}}}"), exact(-2.5)).await;
+    p.wait(r#"pb_rpc{quantile="0.99"}"#, exact(9.5)).await;
+    p.wait(r#"pb_rpc{quantile="0.5"}"#, exact(2.0)).await;
+    p.wait("pb_rpc_count", exact(12.0)).await;
+    p.wait("pb_rpc_sum", exact(30.0)).await;
+    p.wait("pb_latency_count", exact(6.0)).await;
+    p.wait("pb_latency_sum", exact(4.5)).await;
+    // cumulative buckets 1, 3 and +Inf 6
+    p.wait("count(pb_latency_bucket)", exact(3.0)).await;
+    p.wait("sum(pb_latency_bucket)", exact(10.0)).await;
+    p.wait("max(pb_latency_bucket)", exact(6.0)).await;
+    // the help text, which text formats escape, arrives as sent
+    let url = format!("http://127.0.0.1:{}/api/v1/metadata?metric=pb_rpc", p.port);
+    let meta = reqwest::get(url)
+        .await
+        .expect("metadata")
+        .text()
+        .await
+        .expect("body");
+    assert!(meta.contains(r#""type":"summary""#), "{meta}");
+    assert!(meta.contains(r#"pb.rpc: a \"q\" \\ b\nc ü"#), "{meta}");
 }

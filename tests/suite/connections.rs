@@ -1,7 +1,7 @@
 //! Slow, silent and too many connections on the HTTP listeners (4318 and
 //! 9464) are cut or refused while normal requests are served meanwhile.
 
-mod common;
+use crate::common;
 
 use common::Sidecar;
 use std::io::{ErrorKind, Read, Write};
