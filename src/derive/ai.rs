@@ -224,6 +224,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_table_parses_and_prices_cache_reads_lower() {
+        let text = include_str!("../../examples/prices.yaml");
+        let t = parse_prices(text, Path::new("examples/prices.yaml")).expect("example");
+        assert!(t.entries.len() >= 10);
+        let p = t.find(b"gpt-4o-mini-2024-07-18").expect("gpt-4o-mini");
+        assert!(p.cache_read_input.is_some_and(|c| c < p.input));
+    }
+
+    #[test]
     fn the_first_match_wins() {
         let text = "- {match: gpt-4o-mini*, input: 0.15, output: 0.6}\n- {match: gpt-4o*, input: 2.5, output: 10}\n";
         let t = parse_prices(text, Path::new("p")).expect("table");
