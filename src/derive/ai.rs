@@ -93,7 +93,13 @@ pub fn parse_prices(text: &str, path: &Path) -> Result<Arc<PriceTable>, String> 
         serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
             |e| {
                 let at = e.path().to_string();
-                format!("{shown}: {at}: {}", e.into_inner())
+                let inner = e.into_inner().to_string();
+                // the YAML error may start with its own spelling of the path
+                let inner = match inner.split_once(": ") {
+                    Some((p, rest)) if p.starts_with(['.', '[']) => rest.to_string(),
+                    _ => inner,
+                };
+                format!("{shown}: {at}: {inner}")
             },
         )?
     };
