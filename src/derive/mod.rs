@@ -372,16 +372,58 @@ fn compile_rule(
     }
 }
 
+/// The price table of `ai.prices_file` (empty if it cannot be read now:
+/// it was validated moments ago, so the file changed since).
+fn prices(cfg: &DeriveConfig) -> Arc<ai::PriceTable> {
+    cfg.ai.prices().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "price table unreadable: every model counts as unpriced");
+        Arc::default()
+    })
+}
+
+/// One rule compiled, with its cost inputs and its label caps shared with
+/// the earlier rules of its metric (`earlier`) or the previous set's.
+fn rule_of<'a>(
+    r: &Rule,
+    cfg: &DeriveConfig,
+    reg: &mut Registry,
+    keys: &mut KeyTable,
+    prices: &Arc<ai::PriceTable>,
+    prev: Option<&'a Deriver>,
+    earlier: impl Iterator<Item = &'a CRule>,
+) -> CRule {
+    let target = rule_target(r, cfg.store, reg.store, reg);
+    let skipped = prev_skipped(prev, &r.name, matches!(r.signal, Signal::Logs));
+    let mut rule = compile_rule(r, target, keys, skipped);
+    if r.value == Some(ValueSource::Cost) {
+        let src = cost_src(r, keys, prices, reg, prev);
+        rule.value = ValueSrc::Cost(Arc::new(src));
+    }
+    share_caps(&mut rule, earlier.chain(all_rules(prev)));
+    rule
+}
+
+/// Every compiled rule of a deriver (none without one).
+fn all_rules(d: Option<&Deriver>) -> impl Iterator<Item = &CRule> {
+    d.into_iter().flat_map(|p| {
+        p.span_rules
+            .iter()
+            .chain(&p.log_rules)
+            .chain(&p.browser_span_rules)
+            .chain(&p.browser_log_rules)
+    })
+}
+
 /// A cost rule's inputs: its `value_from` (the app's own cost), the token
 /// and model attributes, the price table, and the unpriced-tokens family.
 fn cost_src(
     r: &Rule,
     keys: &mut KeyTable,
     prices: &Arc<ai::PriceTable>,
-    store: &Store,
     reg: &mut Registry,
     prev: Option<&Deriver>,
 ) -> cost::CostSrc {
+    let store = reg.store;
     let fam = Family::new(
         cost::UNPRICED,
         "Tokens of GenAI spans whose model has no price in ai.prices_file",
@@ -525,30 +567,10 @@ impl Deriver {
         let mut span_events: Vec<Box<[u8]>> = Vec::new();
         let mut span_rules = Vec::new();
         let mut log_rules = Vec::new();
-        let prices = cfg.ai.prices().unwrap_or_else(|e| {
-            // validated moments ago: the file changed since
-            tracing::error!(error = %e, "price table unreadable: every model counts as unpriced");
-            Arc::default()
-        });
+        let prices = prices(cfg);
         for r in cfg.all_rules() {
-            let target = rule_target(r, cfg.store, &store, &mut reg);
-            let skipped = prev_skipped(prev, &r.name, matches!(r.signal, Signal::Logs));
-            let mut rule = compile_rule(r, target, &mut keys, skipped);
-            if r.value == Some(ValueSource::Cost) {
-                let src = cost_src(r, &mut keys, &prices, &store, &mut reg, prev);
-                rule.value = ValueSrc::Cost(Arc::new(src));
-            }
-            let prev_rules = prev.into_iter().flat_map(|p| {
-                p.span_rules
-                    .iter()
-                    .chain(&p.log_rules)
-                    .chain(&p.browser_span_rules)
-                    .chain(&p.browser_log_rules)
-            });
-            share_caps(
-                &mut rule,
-                span_rules.iter().chain(&log_rules).chain(prev_rules),
-            );
+            let earlier = span_rules.iter().chain(&log_rules);
+            let mut rule = rule_of(r, cfg, &mut reg, &mut keys, &prices, prev, earlier);
             let event = r.matcher.event_name.as_deref();
             // (a log rule's event name lands in the span table too)
             let span_event = event.map(|e| span_event_index(&mut span_events, e));
