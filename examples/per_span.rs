@@ -4,7 +4,8 @@
 //! runs' instruction counts divided by the items is the cost of one item,
 //! start-up excluded.
 //!
-//! `per_span SIGNAL ITERATIONS`, SIGNAL one of traces, logs, map_logs.
+//! `per_span SIGNAL ITERATIONS [CONFIG]`, SIGNAL one of traces, logs,
+//! map_logs; CONFIG a config file (e.g. other `rules:`), else the defaults.
 
 use geometra_sidecar::config::Config;
 use geometra_sidecar::derive::Deriver;
@@ -24,7 +25,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let cfg = Config::default();
+    let cfg = match args.next() {
+        None => Config::default(),
+        Some(p) => Config::load(Some(std::path::Path::new(&p)), &Default::default())
+            .unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }),
+    };
     let store = std::sync::Arc::new(geometra_sidecar::metrics::Store::new(
         &cfg.store,
         &cfg.passthrough,
