@@ -7,6 +7,7 @@
 # do (receiver/validate.rs): the difference is validation's cost an item.
 #
 #   benches/per_span.sh [traces|logs|map_logs]...   (default: traces)
+#   PER_SPAN_CONFIG=FILE benches/per_span.sh ...      (the deriver of that config)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
@@ -15,7 +16,7 @@ bin=target/profiling/examples/per_span
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 ir() { # signal iterations -> total instructions
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1.$2" "$bin" "$1" "$2" ${PER_SPAN_VALIDATE:+validate} >/dev/null 2>&1
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1.$2" "$bin" "$1" "$2" ${PER_SPAN_VALIDATE:+validate} ${PER_SPAN_CONFIG:+"$PER_SPAN_CONFIG"} >/dev/null 2>&1
   awk '/^(summary|totals):/{print $2; exit}' "$out/cg.$1.$2"
 }
 [ $# -gt 0 ] || set -- traces

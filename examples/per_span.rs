@@ -6,8 +6,9 @@
 //! (`receiver::validate`, as the receivers do before the walk), so the
 //! difference of the two figures is what validation costs an item.
 //!
-//! `per_span SIGNAL ITERATIONS [validate]`, SIGNAL one of traces, logs,
-//! map_logs.
+//! `per_span SIGNAL ITERATIONS [validate] [CONFIG]`, SIGNAL one of traces,
+//! logs, map_logs; CONFIG a config file (e.g. other `rules:`), else the
+//! defaults.
 
 use geometra_sidecar::config::Config;
 use geometra_sidecar::derive::Deriver;
@@ -27,8 +28,17 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let validate = args.next().is_some_and(|a| a == "validate");
-    let cfg = Config::default();
+    let rest: Vec<String> = args.collect();
+    let validate = rest.iter().any(|a| a == "validate");
+    let cfg = match rest.iter().find(|a| *a != "validate") {
+        None => Config::default(),
+        Some(p) => {
+            Config::load(Some(std::path::Path::new(p)), &Default::default()).unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(2);
+            })
+        }
+    };
     let store = std::sync::Arc::new(geometra_sidecar::metrics::Store::new(
         &cfg.store,
         &cfg.passthrough,

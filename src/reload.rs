@@ -41,6 +41,7 @@ const RELOADABLE: &[&str] = &[
     "forward.queue.max_bytes",
     "rules",
     "extra_rules",
+    "ai",
     "store",
     "redaction",
     "receivers.otlp_http.cors_allowed_origins",

@@ -14,6 +14,7 @@ pub mod overrides;
 mod yaml;
 
 use crate::base::values::err;
+use crate::derive::ai::AiConfig;
 use crate::derive::config::{default_rules, validate_rules, DeriveConfig, Rule};
 use crate::export::otlp::config::{Forward, Redaction};
 use crate::export::remote_write::config::RemoteWrite;
@@ -39,6 +40,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Appended to `rules`.
     pub extra_rules: Vec<Rule>,
+    /// GenAI conventions version and price table.
+    pub ai: AiConfig,
     pub forward: Forward,
     /// Prometheus remote write of the store's metrics; off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +59,7 @@ impl Default for Config {
             passthrough: PassthroughConfig::default(),
             rules: default_rules(),
             extra_rules: Vec::new(),
+            ai: AiConfig::default(),
             forward: Forward::default(),
             remote_write: None,
             redaction: Redaction::default(),
@@ -133,6 +137,7 @@ impl Config {
             rules: &self.rules,
             extra_rules: &self.extra_rules,
             store: &self.store,
+            ai: &self.ai,
         }
     }
 
@@ -143,6 +148,7 @@ impl Config {
         self.store.validate()?;
         self.server.validate()?;
         validate_rules(&self.rules, &self.extra_rules, self.store.histograms)?;
+        self.ai.validate()?;
         self.redaction.validate()?;
         self.forward.validate()?;
         if let Some(rw) = &self.remote_write {

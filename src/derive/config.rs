@@ -80,6 +80,14 @@ pub struct LabelRule {
     /// by this rule and counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// At most this many distinct values from `from`; a later new value
+    /// becomes `overflow` (a bounded label for names a client chooses, such
+    /// as model names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_values: Option<usize>,
+    /// The value past `max_values` (default `_OTHER`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +119,10 @@ pub struct Rule {
     /// the default), `browser` (the browser listener), or both.
     #[serde(default = "app_only")]
     pub sources: Vec<Source>,
+    /// In force only when `ai.conventions` is this (the GenAI metrics of a
+    /// conventions version); always when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_conventions: Option<super::ai::Conventions>,
 }
 
 /// Where data came from, for a rule's `sources`.
@@ -133,6 +145,9 @@ pub enum ValueSource {
     One,
     Duration,
     Attribute,
+    /// A counter of money: the span's cost in USD, from the app's own
+    /// figure (`value_from`) else the tokens and `ai.prices_file`.
+    Cost,
 }
 
 /// The default rules, from the embedded YAML (a unit test proves it parses).
@@ -322,13 +337,19 @@ fn validate_value(r: &Rule, at: &str) -> Result<(), ConfigError> {
         (RuleKind::Counter, Some(ValueSource::Duration)) => {
             "a counter counts `one` or an `attribute`"
         }
-        (RuleKind::Histogram, Some(ValueSource::One)) => {
+        (RuleKind::Histogram, Some(ValueSource::One | ValueSource::Cost)) => {
             "a histogram observes `duration` or an `attribute`"
         }
         _ => "",
     };
     if !msg.is_empty() {
         return err(&format!("{at}.value"), msg);
+    }
+    if r.value == Some(ValueSource::Cost) && r.signal != Signal::Spans {
+        return err(
+            &format!("{at}.signal"),
+            "a cost is read from GenAI spans: `signal: spans`",
+        );
     }
     let needs_from = r.kind == RuleKind::DistinctCount || r.value == Some(ValueSource::Attribute);
     if needs_from && r.value_from.is_empty() {
@@ -353,6 +374,7 @@ fn validate_label(l: &LabelRule, at: &str) -> Result<(), ConfigError> {
     if l.from.is_empty() && l.value.is_none() && !l.outcome && l.default.is_none() {
         return err(at, "a label needs `from`, `value`, `outcome` or `default`");
     }
+    validate_label_cap(l, at)?;
     if let Some(k) = l.from.iter().find(|k| identifies_user(k)) {
         return err(
             &format!("{at}.from"),
@@ -360,6 +382,19 @@ fn validate_label(l: &LabelRule, at: &str) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+/// `max_values` and `overflow`: a cap on values from `from`.
+fn validate_label_cap(l: &LabelRule, at: &str) -> Result<(), ConfigError> {
+    match (l.max_values, &l.overflow) {
+        (Some(0), _) => err(&format!("{at}.max_values"), "must be at least 1"),
+        (Some(_), _) if l.from.is_empty() => err(
+            &format!("{at}.max_values"),
+            "caps the values of `from`: name the attributes",
+        ),
+        (None, Some(_)) => err(&format!("{at}.overflow"), "only with `max_values`"),
+        _ => Ok(()),
+    }
 }
 
 /// Whether an attribute key names a person ([`USER_ID_KEYS`], compared
@@ -383,11 +418,16 @@ pub struct DeriveConfig<'a> {
     pub rules: &'a [Rule],
     pub extra_rules: &'a [Rule],
     pub store: &'a crate::metrics::config::StoreConfig,
+    pub ai: &'a super::ai::AiConfig,
 }
 
 impl DeriveConfig<'_> {
-    /// All rules in effect, in order.
+    /// All rules in effect, in order (those of another `ai.conventions` left out).
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().chain(self.extra_rules.iter())
+        let conv = self.ai.conventions;
+        self.rules
+            .iter()
+            .chain(self.extra_rules.iter())
+            .filter(move |r| r.ai_conventions.is_none_or(|c| c == conv))
     }
 }

@@ -6,7 +6,9 @@
 //! whole request walked cleanly are the updates applied, one family lock per
 //! family per request. A malformed request therefore changes nothing.
 
+pub mod ai;
 pub mod config;
+pub mod cost;
 pub mod fields;
 pub mod json;
 pub mod wire;
@@ -56,6 +58,8 @@ enum LabelSrc {
         from: Vec<u16>,
         outcome: bool,
         default: Option<Box<[u8]>>,
+        /// `max_values`: later new values become the cap's overflow value
+        cap: Option<Arc<cost::ValueCap>>,
     },
 }
 
@@ -63,6 +67,7 @@ enum ValueSrc {
     One,
     Duration,
     Attr(Vec<u16>),
+    Cost(Arc<cost::CostSrc>),
 }
 
 enum Target {
@@ -312,6 +317,12 @@ fn rule_labels(r: &Rule, keys: &mut KeyTable) -> Vec<LabelSrc> {
                     .as_ref()
                     .or(l.value.as_ref())
                     .map(|d| d.as_bytes().into()),
+                cap: l.max_values.map(|m| {
+                    Arc::new(cost::ValueCap::new(
+                        m,
+                        l.overflow.as_deref().unwrap_or("_OTHER"),
+                    ))
+                }),
             },
         })
         .collect()
@@ -358,6 +369,106 @@ fn compile_rule(
         skipped,
         share: None,
         sources: r.sources.iter().fold(0, |m, s| m | source_bit(*s)),
+    }
+}
+
+/// The price table of `ai.prices_file` (empty if it cannot be read now:
+/// it was validated moments ago, so the file changed since).
+fn prices(cfg: &DeriveConfig) -> Arc<ai::PriceTable> {
+    cfg.ai.prices().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "price table unreadable: every model counts as unpriced");
+        Arc::default()
+    })
+}
+
+/// One rule compiled, with its cost inputs and its label caps shared with
+/// the earlier rules of its metric (`earlier`) or the previous set's.
+fn rule_of<'a>(
+    r: &Rule,
+    cfg: &DeriveConfig,
+    reg: &mut Registry,
+    keys: &mut KeyTable,
+    prices: &Arc<ai::PriceTable>,
+    prev: Option<&'a Deriver>,
+    earlier: impl Iterator<Item = &'a CRule>,
+) -> CRule {
+    let target = rule_target(r, cfg.store, reg.store, reg);
+    let skipped = prev_skipped(prev, &r.name, matches!(r.signal, Signal::Logs));
+    let mut rule = compile_rule(r, target, keys, skipped);
+    if r.value == Some(ValueSource::Cost) {
+        let src = cost_src(r, keys, prices, reg, prev);
+        rule.value = ValueSrc::Cost(Arc::new(src));
+    }
+    share_caps(&mut rule, earlier.chain(all_rules(prev)));
+    rule
+}
+
+/// Every compiled rule of a deriver (none without one).
+fn all_rules(d: Option<&Deriver>) -> impl Iterator<Item = &CRule> {
+    d.into_iter().flat_map(|p| {
+        p.span_rules
+            .iter()
+            .chain(&p.log_rules)
+            .chain(&p.browser_span_rules)
+            .chain(&p.browser_log_rules)
+    })
+}
+
+/// A cost rule's inputs: its `value_from` (the app's own cost), the token
+/// and model attributes, the price table, and the unpriced-tokens family.
+fn cost_src(
+    r: &Rule,
+    keys: &mut KeyTable,
+    prices: &Arc<ai::PriceTable>,
+    reg: &mut Registry,
+    prev: Option<&Deriver>,
+) -> cost::CostSrc {
+    let store = reg.store;
+    let fam = Family::new(
+        cost::UNPRICED,
+        "Tokens of GenAI spans whose model has no price in ai.prices_file",
+        "",
+        Kind::Counter,
+        LabelNames::Fixed(vec!["model".to_string()]),
+        store.cap(),
+    )
+    .with_budget(store.budget.clone());
+    let prev_models = prev.and_then(|p| {
+        p.span_rules.iter().find_map(|x| match &x.value {
+            ValueSrc::Cost(c) => Some(c.unpriced_models.clone()),
+            _ => None,
+        })
+    });
+    cost::CostSrc {
+        reported: r.value_from.iter().map(|k| keys.slot(k)).collect(),
+        model: cost::slots(keys, cost::MODEL_KEYS),
+        input: cost::slots(keys, cost::INPUT_KEYS),
+        output: cost::slots(keys, cost::OUTPUT_KEYS),
+        cache_read: cost::slots(keys, cost::CACHE_READ_KEYS),
+        cache_write: cost::slots(keys, cost::CACHE_WRITE_KEYS),
+        prices: prices.clone(),
+        unpriced: reg.family(fam),
+        unpriced_models: prev_models
+            .unwrap_or_else(|| Arc::new(cost::ValueCap::new(cost::UNPRICED_MODELS, "_OTHER"))),
+    }
+}
+
+/// A capped label shares the values seen with the first earlier rule of
+/// the same metric (the rules of one metric admit the same values) and, on
+/// a reload, with the previous rule set's (so a reload does not admit
+/// `max_values` more): same name, same label position, same cap.
+fn share_caps<'a>(rule: &mut CRule, earlier: impl Iterator<Item = &'a CRule>) {
+    let mut earlier = earlier;
+    let Some(old) = earlier.find(|x| x.name == rule.name && x.labels.len() == rule.labels.len())
+    else {
+        return;
+    };
+    for (l, o) in rule.labels.iter_mut().zip(&old.labels) {
+        if let (LabelSrc::Dyn { cap: Some(c), .. }, LabelSrc::Dyn { cap: Some(oc), .. }) = (l, o) {
+            if **c == **oc {
+                *c = oc.clone();
+            }
+        }
     }
 }
 
@@ -456,10 +567,10 @@ impl Deriver {
         let mut span_events: Vec<Box<[u8]>> = Vec::new();
         let mut span_rules = Vec::new();
         let mut log_rules = Vec::new();
+        let prices = prices(cfg);
         for r in cfg.all_rules() {
-            let target = rule_target(r, cfg.store, &store, &mut reg);
-            let skipped = prev_skipped(prev, &r.name, matches!(r.signal, Signal::Logs));
-            let mut rule = compile_rule(r, target, &mut keys, skipped);
+            let earlier = span_rules.iter().chain(&log_rules);
+            let mut rule = rule_of(r, cfg, &mut reg, &mut keys, &prices, prev, earlier);
             let event = r.matcher.event_name.as_deref();
             // (a log rule's event name lands in the span table too)
             let span_event = event.map(|e| span_event_index(&mut span_events, e));
@@ -515,10 +626,12 @@ impl Deriver {
                     from,
                     outcome,
                     default,
+                    cap,
                 } => LabelSrc::Dyn {
                     from: from.clone(),
                     outcome: *outcome,
                     default: default.clone(),
+                    cap: cap.clone(),
                 },
             })
             .collect();
@@ -526,6 +639,7 @@ impl Deriver {
             ValueSrc::One => ValueSrc::One,
             ValueSrc::Duration => ValueSrc::Duration,
             ValueSrc::Attr(a) => ValueSrc::Attr(a.clone()),
+            ValueSrc::Cost(c) => ValueSrc::Cost(c.clone()),
         };
         (l, v)
     }
@@ -786,6 +900,38 @@ impl Deriver {
                 Some((info.end - info.start) as f64 / 1e9)
             }
             ValueSrc::Attr(from) => self.attr_value(r, slots, from, sc),
+            ValueSrc::Cost(c) => self.cost_value(r, c, slots, sc),
+        }
+    }
+
+    /// A span's cost in USD; a model without a price queues its tokens to
+    /// the unpriced-tokens family instead.
+    #[inline(never)]
+    fn cost_value(
+        &self,
+        r: &CRule,
+        c: &cost::CostSrc,
+        slots: &[Val<'_>],
+        sc: &mut Scratch,
+    ) -> Option<f64> {
+        match c.of(slots) {
+            cost::Cost::Usd(x) => Some(x),
+            cost::Cost::None => None,
+            cost::Cost::Bad => {
+                r.skipped[SkipReason::BadValue as usize].fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            cost::Cost::Unpriced(model, tokens) => {
+                let start = sc.keys.len();
+                c.unpriced_key(model, self.max_label, &mut sc.keys);
+                sc.ups[c.unpriced].push(Up {
+                    start: start as u32,
+                    end: sc.keys.len() as u32,
+                    value: tokens,
+                    exemplar: None,
+                });
+                None
+            }
         }
     }
 
@@ -925,8 +1071,8 @@ impl Deriver {
             }
             let value = match &r.value {
                 ValueSrc::One => 1.0,
-                // a log record has no duration
-                ValueSrc::Duration => continue,
+                // a log record has no duration (nor a cost: spans only)
+                ValueSrc::Duration | ValueSrc::Cost(_) => continue,
                 ValueSrc::Attr(from) => match self.attr_value(r, slots, from, sc) {
                     Some(v) => v,
                     None => continue,
@@ -983,8 +1129,18 @@ impl Deriver {
                 from,
                 outcome,
                 default,
+                cap,
             } => match first(slots, from) {
-                Some(v) => return push_val(key, v, self.max_label),
+                Some(v) => {
+                    let at = key.len();
+                    push_val(key, v, self.max_label)?;
+                    if let Some(cap) = cap {
+                        if !cap.admit(&key[at + 2..]) {
+                            key.truncate(at);
+                            push_key_part(key, &cap.overflow);
+                        }
+                    }
+                }
                 None if *outcome => push_key_part(key, if error { b"error" } else { b"success" }),
                 None => match default {
                     Some(d) => push_key_part(key, d),
@@ -1147,6 +1303,7 @@ mod tests {
         extra_rules: Vec<Rule>,
         store: StoreConfig,
         passthrough: PassthroughConfig,
+        ai: ai::AiConfig,
     }
 
     impl Default for Config {
@@ -1156,6 +1313,7 @@ mod tests {
                 extra_rules: Vec::new(),
                 store: StoreConfig::default(),
                 passthrough: PassthroughConfig::default(),
+                ai: ai::AiConfig::default(),
             }
         }
     }
@@ -1166,6 +1324,7 @@ mod tests {
             c.store.validate().map_err(|e| e.0)?;
             config::validate_rules(&c.rules, &c.extra_rules, c.store.histograms)
                 .map_err(|e| e.0)?;
+            c.ai.validate().map_err(|e| e.0)?;
             Ok(c)
         }
 
@@ -1174,6 +1333,7 @@ mod tests {
                 rules: &self.rules,
                 extra_rules: &self.extra_rules,
                 store: &self.store,
+                ai: &self.ai,
             }
         }
     }

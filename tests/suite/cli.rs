@@ -713,3 +713,48 @@ fn keep_accepting_for_is_bounded() {
     );
     assert!(err.contains("must be at most 5m"), "{err}");
 }
+
+#[test]
+fn a_bad_price_table_is_refused_naming_the_entry_and_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("prices.yaml");
+    let shown = p.display().to_string();
+    std::fs::write(
+        &p,
+        "# prices\n- {match: gpt-4o*, input: 2.5, output: -10}\n",
+    )
+    .expect("write");
+    let yaml = format!("store:\n  max_series: 100\nai:\n  prices_file: {shown}\n");
+    let err = refused(&yaml, "ai.prices_file", 4);
+    assert!(
+        err.contains(&format!(
+            "ai.prices_file: {shown}: [0] (line 2): output must be USD per million tokens, 0 or more at line 4"
+        )),
+        "{err}"
+    );
+    std::fs::write(&p, "- {match: gpt-4o*, input: 2.5}\n").expect("write");
+    let err = refused(&yaml, "ai.prices_file", 4);
+    assert!(
+        err.contains(&format!("{shown}: [0]: missing field `output`")),
+        "{err}"
+    );
+    let gone = dir.path().join("none.yaml");
+    let yaml = format!("ai:\n  prices_file: {}\n", gone.display());
+    let err = refused(&yaml, "ai.prices_file", 2);
+    assert!(
+        err.contains(&format!("cannot read price table {}", gone.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_conventions_version_and_a_zero_label_cap_are_refused() {
+    let err = refused("ai:\n  conventions: newest\n", "ai.conventions", 2);
+    assert!(err.contains("unknown variant `newest`"), "{err}");
+    let rule = "extra_rules:\n- name: m_total\n  kind: counter\n  signal: spans\n  labels:\n  - name: model\n    from: [gen_ai.request.model]\n    max_values: 0\n";
+    let err = refused(rule, "extra_rules[0].labels[0].max_values", 8);
+    assert!(err.contains("max_values: must be at least 1"), "{err}");
+    let rule = rule.replace("max_values: 0", "overflow: other");
+    let err = refused(&rule, "extra_rules[0].labels[0].overflow", 8);
+    assert!(err.contains("overflow: only with `max_values`"), "{err}");
+}

@@ -22,6 +22,7 @@ mod cors;
 mod encodings;
 mod exposition;
 mod forward_e2e;
+mod genai;
 mod grpc_transport;
 mod hostile_fuzz;
 mod in_flight;

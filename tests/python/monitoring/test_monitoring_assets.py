@@ -74,6 +74,9 @@ def test_dashboard_covers_the_contract():
         # the browser listener
         "geometra_sidecar_browser_refused_requests_total", "geometra_sidecar_browser_unauthorized_total",
         "geometra_sidecar_browser_clients",
+        # the GenAI row
+        "ai_cost_usd_total", "ai_model_tokens_total", "geometra:ai_cost_budget_usd_per_hour",
+        "gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
     ]:
         assert re.search(rf"\b{metric}\b", exprs), f"no panel uses {metric}"
     for q in ("0.5", "0.95", "0.99"):
