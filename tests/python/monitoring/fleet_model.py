@@ -21,6 +21,10 @@ HTTP_ERR_EVERY = {"a": 100, "b": 50, "c": 4}
 AI_FAIL_EVERY = {"a": 100, "b": 100, "c": 4}
 MEM_FAIL_EVERY = {"a": 100, "b": 100, "c": 5}
 AI_SECONDS = {"a": 0.2, "b": 0.5, "c": 5.0}
+AI_TTFC = {"a": 0.05, "b": 0.15, "c": 1.5}
+MODEL = "gpt-4o-mini"
+# examples/prices.yaml's entry for it, USD per million tokens
+PRICE = {"input": 0.15, "output": 0.60, "cache_read_input": 0.075}
 # per replica, the memory.size of its two worker processes
 MEMORY = {"a": (1_000_000, 2_000_000), "b": (30_000, 40_000), "c": (5_000, 6_000)}
 ROUTES = (("GET", "/api/health"), ("POST", "/api/chat"))
@@ -42,9 +46,22 @@ def http_request(r: str, k: int) -> dict:
 
 
 def ai_call(r: str, k: int) -> dict:
+    """The k-th AI call of replica r: every 4th chat call reads 40 of its
+    input tokens from the provider's prompt cache; chat answers stream, with
+    a time to first chunk of its replica's."""
     op = "chat" if k % 2 == 0 else "embeddings"
+    chat = op == "chat"
     return {"type": op, "failed": k % AI_FAIL_EVERY[r] == 0, "seconds": AI_SECONDS[r],
-            "input": 100 + 50 * (k % 3), "output": 20 if op == "chat" else 0}
+            "input": 100 + 50 * (k % 3), "output": 20 if chat else 0,
+            "cache_read": 40 if chat and k % 4 == 0 else 0, "ttfc": AI_TTFC[r] if chat else None}
+
+
+def cost(call: dict) -> float:
+    """USD of one call under examples/prices.yaml's gpt-4o-mini entry: the
+    cached input at its own rate, the rest of the input at the input rate."""
+    p = PRICE
+    fresh = call["input"] - call["cache_read"]
+    return (fresh * p["input"] + call["cache_read"] * p["cache_read_input"] + call["output"] * p["output"]) / 1e6
 
 
 def memory_op(r: str, k: int) -> dict:
@@ -62,6 +79,9 @@ class Tally:
         self.ai_le = Counter()         # (replica, type, le)
         self.tokens = Counter()        # (type, token_type)
         self.mem = Counter()           # (replica, operation, status)
+        self.model_tokens = Counter()  # (model, token_type)
+        self.cost = Counter()          # (model,) USD
+        self.ttfc_le = Counter()       # (replica, le)
 
     def add_http(self, r, req):
         self.http[(r, req["method"], req["endpoint"], req["status"])] += 1
@@ -75,6 +95,13 @@ class Tally:
         self.tokens[(call["type"], "input")] += call["input"]
         if call["output"]:
             self.tokens[(call["type"], "output")] += call["output"]
+        for token_type in ("input", "output", "cache_read"):
+            if call[token_type]:
+                name = "cache_read_input" if token_type == "cache_read" else token_type
+                self.model_tokens[(MODEL, name)] += call[token_type]
+        self.cost[(MODEL,)] += cost(call)
+        if call["ttfc"] is not None:
+            self.ttfc_le[(r, next(b for b in AI_BUCKETS if call["ttfc"] <= b))] += 1
 
     def add_mem(self, r, op):
         self.mem[(r, op["operation"], op["status"])] += 1

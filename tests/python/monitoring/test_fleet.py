@@ -21,6 +21,10 @@ ratio is sum(rate)/sum(rate) (the average of per-pod ratios, printed beside
 it, would be far off), a quantile comes from the summed buckets, memory is
 summed over a pod's processes. A panel or alert with no truth here fails.
 
+The AI calls carry cached input tokens and a time to first chunk, and are
+priced by examples/prices.yaml, so the AI row (cost, tokens by model, the
+cache-read share, time to first chunk) has a truth too.
+
 Test-only changes: 1 s scrape and evaluation intervals, `for:` not waited
 for (the expressions are evaluated directly), Grafana's $__rate_interval is
 60s and the rate queries run after 65 s of steady load only.
@@ -71,10 +75,12 @@ def _sidecar(tmp_path_factory, r, rw_url):
     tmp = tmp_path_factory.mktemp(f"sidecar-{r}")
     grpc, http, metrics = (mh.free_port() for _ in range(3))
     config = tmp / "config.yaml"
-    # no store.distinct_key_file: an unconfigured fleet shares the default key
+    # no store.distinct_key_file: an unconfigured fleet shares the default key;
+    # the AI calls are priced by the shipped example table
     config.write_text(yaml.safe_dump({"remote_write": {
         "url": rw_url, "interval": "1s",
-        "external_labels": {"job": JOB, "instance": f"127.0.0.1:{metrics}"}}}))
+        "external_labels": {"job": JOB, "instance": f"127.0.0.1:{metrics}"}},
+        "ai": {"prices_file": str(mh.REPO / "examples" / "prices.yaml")}}))
     proc = mh.Proc([str(mh.sidecar_bin_path()), "--config", str(config),
                     "--otlp-grpc-listen", f"127.0.0.1:{grpc}", "--otlp-http-listen", f"127.0.0.1:{http}",
                     "--metrics-listen", f"127.0.0.1:{metrics}"], tmp / "sidecar.log")
@@ -193,6 +199,10 @@ class FleetLoad:
                      "enduser.id": user}
             if c["output"]:
                 attrs["gen_ai.usage.output_tokens"] = c["output"]
+            if c["cache_read"]:
+                attrs["gen_ai.usage.cache_read.input_tokens"] = c["cache_read"]
+            if c["ttfc"] is not None:
+                attrs["gen_ai.response.time_to_first_chunk"] = c["ttfc"]
             if c["failed"]:
                 attrs["error.type"] = "429"
             self._span(r, f"{c['type']} gpt-4o-mini", SpanKind.CLIENT, attrs, c["seconds"], c["failed"])
@@ -393,8 +403,12 @@ class Truth:
     def rate(self, counter, key):
         return {k: v / self.dur for k, v in fm.group(counter, key).items()}
 
-    def http_quantile(self, q, counter, key=lambda lab: ()):
-        return {g: fm.quantile(q, b) for g, b in fm.buckets_of(counter, key).items()}
+    def http_quantile(self, q, counter, key=lambda lab: (), bounds=()):
+        """histogram_quantile of the summed buckets; every bound of the
+        histogram is there (at 0 if empty), as in Prometheus, so that a
+        quantile interpolates from its bucket's own lower bound."""
+        return {g: fm.quantile(q, {**dict.fromkeys(bounds, 0.0), **b})
+                for g, b in fm.buckets_of(counter, key).items()}
 
 
 def _panel_checks(t: Truth):
@@ -402,8 +416,9 @@ def _panel_checks(t: Truth):
     s, http, ai, mem = t.steady, t.steady.http, t.steady.ai, t.steady.mem
     err5 = lambda lab: lab[3].startswith("5")  # noqa: E731
     aerr = lambda lab: lab[2] == "error"  # noqa: E731
+    bounds = lambda c: fm.HTTP_BUCKETS if c is s.http_le else fm.AI_BUCKETS  # noqa: E731
     q = lambda qq, c, key, names, what: lambda res: _quantiles(  # noqa: E731
-        res, t.http_quantile(qq, c, key), names, what, fm.HTTP_BUCKETS if c is s.http_le else fm.AI_BUCKETS)
+        res, t.http_quantile(qq, c, key, bounds(c)), names, what, bounds(c))
     instances = {addr: r for r, addr in t.fleet["metrics"].items()}
     per_pod_memory = {(JOB, addr, ""): float(sum(fm.MEMORY[r])) for addr, r in instances.items()}
     per_pod_users = {(addr,): float(len(t.load.users[r])) for addr, r in instances.items()}
@@ -433,6 +448,16 @@ def _panel_checks(t: Truth):
         ("AI latency p50 / p95 / p99", "C"): q(0.99, s.ai_le, lambda lab: (lab[1],), ("type",), "AI p99"),
         ("Token usage", "A"): lambda r: _compare(
             r, {k: v / t.dur for k, v in s.tokens.items()}, ("type", "token_type"), 0.12, "tokens/s"),
+        ("AI cost per hour by model", "A"): lambda r: _compare(
+            r, {k: v / t.dur * 3600 for k, v in s.cost.items()}, ("model",), 0.12, "USD/h"),
+        ("AI cost per hour by model", "B"): lambda r: _compare(r, {(): 20.0}, (), 0, "budget USD/h"),
+        ("Tokens by model and type", "A"): lambda r: _compare(
+            r, t.rate(s.model_tokens, lambda lab: lab), ("model", "token_type"), 0.12, "tokens/s"),
+        ("Cache-read share of input tokens", "A"): lambda r: _compare(
+            r, {(fm.MODEL,): s.model_tokens[(fm.MODEL, "cache_read_input")] / s.model_tokens[(fm.MODEL, "input")]},
+            ("model",), 0.15, "cache-read share"),
+        ("Time to first chunk p50 / p95", "A"): q(0.5, s.ttfc_le, lambda lab: (), (), "TTFC p50"),
+        ("Time to first chunk p50 / p95", "B"): q(0.95, s.ttfc_le, lambda lab: (), (), "TTFC p95"),
         ("Memory operations by type", "A"): lambda r: _compare(
             r, t.rate(mem, lambda lab: (lab[1], lab[2])), ("operation", "status"), 0.12, "memory ops/s"),
         ("Memory operation failures", "A"): lambda r: _compare(

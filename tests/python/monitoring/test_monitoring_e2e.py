@@ -47,7 +47,7 @@ def sidecar(tmp_path_factory):
     config.write_text(yaml.safe_dump({"receivers": {"browser": {
         "listen": f"127.0.0.1:{browser_port}",
         "rate_limit": {"requests_per_second": 2, "burst": 2},
-    }}}))
+    }}, "ai": {"prices_file": str(mh.REPO / "examples" / "prices.yaml")}}))
     proc = mh.Proc(
         [
             str(sidecar_bin),
@@ -217,6 +217,10 @@ class Load:
             attrs = {"gen_ai.operation.name": op, "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
                      "gen_ai.usage.input_tokens": rng.randrange(50, 500),
                      "gen_ai.usage.output_tokens": rng.randrange(10, 300), "enduser.id": f"user-{rng.randrange(25)}"}
+            if op == "chat":
+                # streamed, some of the prompt from the provider's cache
+                attrs["gen_ai.response.time_to_first_chunk"] = rng.choice([0.08, 0.3, 0.9])
+                attrs["gen_ai.usage.cache_read.input_tokens"] = rng.randrange(0, 50)
             if failed:
                 attrs["error.type"] = "429"
             self._span(f"{op} gpt-4o-mini", SpanKind.CLIENT, attrs, rng.choice([0.05, 0.4, 1.2, 4.0]), error=failed)

@@ -386,7 +386,15 @@ def test_stopping_the_pod_drains_the_backlog_within_the_grace_period(app):
     for m in late:
         app.store(m, "logged just before the pod stops")
     ctrs = [f"{app.pod}-{c['name']}" for c in app.spec["containers"]]
-    stop = threading.Thread(target=lambda: ph.podman("stop", "--time", str(GRACE), *ctrs, timeout=GRACE + 30))
+    stop_errors = []
+
+    def stop_containers():
+        try:
+            ph.podman("stop", "--time", str(GRACE), *ctrs, timeout=GRACE + 30)
+        except Exception as e:  # noqa: BLE001 - reported below
+            stop_errors.append(e)
+
+    stop = threading.Thread(target=stop_containers)
     t0, t0_wall = time.monotonic(), time.time()
     stop.start()
     # SIGTERM reached the sidecar: it drains, and answers not ready meanwhile
@@ -395,6 +403,11 @@ def test_stopping_the_pod_drains_the_backlog_within_the_grace_period(app):
     assert set(records_naming(app.sink, marks + late).values()) == {0}, "delivered before the drain"
     app.sink.set("up")
     stop.join()
+    # as the kubelet: the pod's sandbox goes only once its containers exited
+    # or the grace period passed (`podman stop` can return early, e.g. when
+    # podman restarts the app container it was stopping)
+    mh.wait_for(lambda: app.ctr("geometra-sidecar")["State"]["Status"] == "exited",
+                max(0.5, GRACE - (time.monotonic() - t0)), 0.1, f"the sidecar to exit ({stop_errors})")
     elapsed = time.monotonic() - t0
     ph.podman("pod", "stop", app.pod)
     c = app.ctr("geometra-sidecar")
