@@ -118,6 +118,18 @@ fn common_labels(a: &[LabelSrc], b: &[LabelSrc]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The capped labels of a shared prefix take the earlier rule's sets of
+/// admitted values: a copied value was admitted there, so a key this rule
+/// builds itself (when that rule queued none) must be admitted there too,
+/// or the metric could hold more than `max_values` values.
+fn adopt_caps(labels: &mut [LabelSrc], from: &[LabelSrc]) {
+    for (l, o) in labels.iter_mut().zip(from) {
+        if let (LabelSrc::Dyn { cap: Some(c), .. }, LabelSrc::Dyn { cap: Some(oc), .. }) = (l, o) {
+            *c = oc.clone();
+        }
+    }
+}
+
 /// Sets [`CRule::share`]: for each rule, the earlier rule (of the first 64,
 /// a bit each in a per-item mask) with the same match whose labels start
 /// with the most of this rule's leading labels (the first such on a tie):
@@ -146,6 +158,7 @@ fn link_shared(rules: &mut [CRule]) {
         }
         if best.1 > 0 {
             r.share = Some((best.0 as u8, best.1 as u8));
+            adopt_caps(&mut r.labels[..best.1], &before[best.0].labels);
         }
     }
     for i in 0..rules.len() {
@@ -1630,6 +1643,14 @@ mod tests {
             share("gen_ai_client_token_usage"),
             Some((duration as u8, 4))
         );
+        // ... and admits its own keys' models into the duration's caps
+        let cap = |i: usize, l: usize| match &d.span_rules[i].labels[l] {
+            LabelSrc::Dyn { cap: Some(c), .. } => c.clone(),
+            _ => panic!("rule {i} label {l} is not capped"),
+        };
+        let tokens = at("gen_ai_client_token_usage").expect("rule");
+        assert!(Arc::ptr_eq(&cap(tokens, 2), &cap(duration, 2)));
+        assert!(Arc::ptr_eq(&cap(tokens, 3), &cap(duration, 3)));
         // the rules after a failed match with the same match are passed over
         let first = at("ai_requests_total").expect("rule");
         assert!(d.span_rules[first].next_match > duration);
