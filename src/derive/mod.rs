@@ -95,37 +95,77 @@ struct CRule {
     /// [`APP`] and/or [`BROWSER`]: where the rule's data may come from
     sources: u8,
     /// (an earlier rule, n): that rule has the same match and its first n
-    /// labels are this rule's labels, so when it queued a key for an item,
-    /// this rule's key is that key's first n parts (see [`link_shared`])
+    /// labels are this rule's first n labels, so when it queued a key for
+    /// an item, this rule's key starts with that key's first n parts (see
+    /// [`link_shared`])
     share: Option<(u8, u8)>,
+    /// the index of the next rule with another match: when this rule's
+    /// match fails, so does every rule up to there
+    next_match: usize,
 }
 
-/// Sets [`CRule::share`]: for each rule, the first earlier rule (of the
-/// first 64, a bit each in a per-item mask) with the same match whose labels
-/// start with this rule's labels (`http_request_duration_seconds` reuses the
-/// method and endpoint of `http_requests_total`'s key).
+/// Whether two rules match the same items (so one's match result is the other's).
+fn same_match(a: &CRule, b: &CRule) -> bool {
+    a.kinds == b.kinds
+        && a.present == b.present
+        && a.equals == b.equals
+        && a.span_event == b.span_event
+        && a.log_event == b.log_event
+}
+
+/// How many leading labels two rules have in common.
+fn common_labels(a: &[LabelSrc], b: &[LabelSrc]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The capped labels of a shared prefix take the earlier rule's sets of
+/// admitted values: a copied value was admitted there, so a key this rule
+/// builds itself (when that rule queued none) must be admitted there too,
+/// or the metric could hold more than `max_values` values.
+fn adopt_caps(labels: &mut [LabelSrc], from: &[LabelSrc]) {
+    for (l, o) in labels.iter_mut().zip(from) {
+        if let (LabelSrc::Dyn { cap: Some(c), .. }, LabelSrc::Dyn { cap: Some(oc), .. }) = (l, o) {
+            *c = oc.clone();
+        }
+    }
+}
+
+/// Sets [`CRule::share`]: for each rule, the earlier rule (of the first 64,
+/// a bit each in a per-item mask) with the same match whose labels start
+/// with the most of this rule's leading labels (the first such on a tie):
+/// `http_request_duration_seconds` reuses the method and endpoint of
+/// `http_requests_total`'s key, `gen_ai_client_token_usage` the operation,
+/// provider and models of `gen_ai_client_operation_duration_seconds`' key
+/// (model caps and all) and adds its token type. Also sets
+/// [`CRule::next_match`].
 fn link_shared(rules: &mut [CRule]) {
     for i in 1..rules.len() {
         let (before, rest) = rules.split_at_mut(i);
         let r = &mut rest[0];
-        if r.labels.is_empty() || r.labels.len() > usize::from(u8::MAX) {
+        r.share = None;
+        if !matches!(r.target, Target::Family(_)) {
             continue;
         }
-        r.share = before
-            .iter()
-            .take(64)
-            .position(|s| {
-                matches!(s.target, Target::Family(_))
-                    && matches!(r.target, Target::Family(_))
-                    && s.kinds == r.kinds
-                    && s.present == r.present
-                    && s.equals == r.equals
-                    && s.span_event == r.span_event
-                    && s.log_event == r.log_event
-                    && s.labels.len() >= r.labels.len()
-                    && s.labels[..r.labels.len()] == r.labels[..]
-            })
-            .map(|j| (j as u8, r.labels.len() as u8));
+        let mut best = (0usize, 0usize);
+        for (j, s) in before.iter().enumerate().take(64) {
+            if !matches!(s.target, Target::Family(_)) || !same_match(s, r) {
+                continue;
+            }
+            let n = common_labels(&s.labels, &r.labels).min(usize::from(u8::MAX));
+            if n > best.1 {
+                best = (j, n);
+            }
+        }
+        if best.1 > 0 {
+            r.share = Some((best.0 as u8, best.1 as u8));
+            adopt_caps(&mut r.labels[..best.1], &before[best.0].labels);
+        }
+    }
+    for i in 0..rules.len() {
+        let next = (i + 1..rules.len())
+            .find(|&k| !same_match(&rules[i], &rules[k]))
+            .unwrap_or(rules.len());
+        rules[i].next_match = next;
     }
 }
 
@@ -368,6 +408,7 @@ fn compile_rule(
             || (r.kind == RuleKind::Histogram && r.buckets.first().is_some_and(|b| *b >= 0.0)),
         skipped,
         share: None,
+        next_match: 0,
         sources: r.sources.iter().fold(0, |m, s| m | source_bit(*s)),
     }
 }
@@ -491,6 +532,7 @@ fn twin_rule(rule: &CRule, skipped: Arc<[AtomicU64; 4]>) -> CRule {
         nonneg: rule.nonneg,
         skipped,
         share: rule.share,
+        next_match: rule.next_match,
         sources: rule.sources,
     }
 }
@@ -852,12 +894,16 @@ impl Deriver {
             true => &self.browser_span_rules,
             false => &self.span_rules,
         };
-        for (ri, r) in rules.iter().enumerate() {
+        let mut ri = 0;
+        while let Some(r) = rules.get(ri) {
             let shared = shared_with(r, queued);
-            // a rule sharing a queued key has the same match: it matches
+            // a rule sharing a queued key has the same match: it matches;
+            // the rules after it with its match fail as it does
             if shared.is_none() && !span_matches(r, info, kind_bit, slots) {
+                ri = r.next_match.max(ri + 1);
                 continue;
             }
+            ri += 1;
             let Some(value) = self.span_value(r, info, slots, sc) else {
                 continue;
             };
@@ -867,7 +913,7 @@ impl Deriver {
                 None
             };
             self.queue(
-                ri,
+                ri - 1,
                 r,
                 shared,
                 slots,
@@ -962,8 +1008,10 @@ impl Deriver {
         }
     }
 
-    /// Queues rule `ri`'s update: its key is the shared prefix of an
-    /// earlier rule's key when `shared` says so, else built ([`Deriver::push`]).
+    /// Queues rule `ri`'s update: its key starts with the shared prefix of
+    /// an earlier rule's key when `shared` says so (the whole key, or the
+    /// prefix copied and the rest of the labels pushed), else is built
+    /// ([`Deriver::push`]).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn queue(
@@ -978,23 +1026,45 @@ impl Deriver {
         sc: &mut Scratch,
         queued: &mut u64,
     ) {
-        if let (Some((j, parts)), Target::Family(fam)) = (shared, &r.target) {
+        let Target::Family(fam) = r.target else {
+            return;
+        };
+        let mut prefix = None;
+        if let Some((j, parts)) = shared {
             let start = sc.starts[usize::from(j)];
             if let Some(end) = prefix_end(&sc.keys, start as usize, parts) {
-                sc.ups[*fam].push(Up {
-                    start,
+                prefix = Some((start as usize, end, usize::from(parts)));
+            }
+        }
+        let start = match prefix {
+            Some((start, end, parts)) if parts == r.labels.len() => {
+                sc.ups[fam].push(Up {
+                    start: start as u32,
                     end: end as u32,
                     value,
                     exemplar,
                 });
-                return;
+                start as u32
             }
-        }
-        if let Some(start) = self.push(r, slots, error, value, exemplar, sc) {
-            if let Some(s) = sc.starts.get_mut(ri) {
-                *s = start;
-                *queued |= 1 << ri;
+            Some((start, end, parts)) => {
+                let at = sc.keys.len();
+                sc.keys.extend_from_within(start..end);
+                match self.push(r, fam, at, parts, slots, error, value, exemplar, sc) {
+                    Some(s) => s,
+                    None => return,
+                }
             }
+            None => {
+                let at = sc.keys.len();
+                match self.push(r, fam, at, 0, slots, error, value, exemplar, sc) {
+                    Some(s) => s,
+                    None => return,
+                }
+            }
+        };
+        if let Some(s) = sc.starts.get_mut(ri) {
+            *s = start;
+            *queued |= 1 << ri;
         }
     }
 
@@ -1082,23 +1152,24 @@ impl Deriver {
         }
     }
 
-    /// Builds the series key of `r` for this item and queues the update;
-    /// returns where the key starts in the scratch (None: nothing queued).
+    /// Finishes the series key of `r` for this item (begun at `start`, its
+    /// first `done` labels already there) and queues the update; returns
+    /// where the key starts in the scratch (None: nothing queued).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn push(
         &self,
         r: &CRule,
+        fam: usize,
+        start: usize,
+        done: usize,
         slots: &[Val<'_>],
         error: bool,
         value: f64,
         exemplar: Option<Exemplar>,
         sc: &mut Scratch,
     ) -> Option<u32> {
-        let Target::Family(fam) = r.target else {
-            return None;
-        };
-        let start = sc.keys.len();
-        for l in &r.labels {
+        for l in &r.labels[done..] {
             if let Err(reason) = self.push_label(l, slots, error, &mut sc.keys) {
                 sc.keys.truncate(start);
                 r.skipped[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -1562,8 +1633,27 @@ mod tests {
         // http_requests_total and ai_requests_total are rules 0 and 2
         assert_eq!(share("http_request_duration_seconds"), Some((0, 2)));
         assert_eq!(share("ai_request_duration_seconds"), Some((2, 1)));
-        assert_eq!(share("ai_tokens_total"), None, "type then a constant");
+        // type copied, then its token type (a constant) pushed
+        assert_eq!(share("ai_tokens_total"), Some((2, 1)));
         assert_eq!(share("http_requests_total"), None);
+        // operation, provider and both capped models from the duration's key
+        let at = |name: &str| d.span_rules.iter().position(|r| r.name == name);
+        let duration = at("gen_ai_client_operation_duration_seconds").expect("rule");
+        assert_eq!(
+            share("gen_ai_client_token_usage"),
+            Some((duration as u8, 4))
+        );
+        // ... and admits its own keys' models into the duration's caps
+        let cap = |i: usize, l: usize| match &d.span_rules[i].labels[l] {
+            LabelSrc::Dyn { cap: Some(c), .. } => c.clone(),
+            _ => panic!("rule {i} label {l} is not capped"),
+        };
+        let tokens = at("gen_ai_client_token_usage").expect("rule");
+        assert!(Arc::ptr_eq(&cap(tokens, 2), &cap(duration, 2)));
+        assert!(Arc::ptr_eq(&cap(tokens, 3), &cap(duration, 3)));
+        // the rules after a failed match with the same match are passed over
+        let first = at("ai_requests_total").expect("rule");
+        assert!(d.span_rules[first].next_match > duration);
         let mut keys = Vec::new();
         for v in [&b"GET"[..], b"", b"/x"] {
             push_key_part(&mut keys, v);
