@@ -1,6 +1,6 @@
 //! The OTLP field numbers the zero-copy walker ([`super::wire`]) reads: one
 //! constant per field, named after its message and field in `proto/otlp/`.
-//! [`ALL`] lists them with their wire types; `tests/proto.rs` checks every
+//! [`ALL`] lists them with their wire types; `tests/suite/proto.rs` checks every
 //! entry against `proto/` and `proto/` against the official OTLP protos, so
 //! a wrong number cannot hide in a `match` arm.
 

@@ -4,7 +4,7 @@
 //!
 //! Without it a client that declares a 4 MiB message on each of 128 HTTP/2
 //! streams and stalls makes the receiver hold 512 MiB until the request
-//! timeout (`tests/in_flight.rs` measured 147 MiB RSS from one connection
+//! timeout (`tests/suite/in_flight.rs` measured 147 MiB RSS from one connection
 //! of 32 such streams, past the Helm chart's 64 MiB limit: an OOM kill loses
 //! what the memory queue had acknowledged). Each request takes its bytes
 //! from `receivers.max_in_flight_bytes` when its size is known (a gRPC

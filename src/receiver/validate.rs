@@ -431,7 +431,7 @@ pub struct SchemaField {
 }
 
 /// Every field of every message reachable from `sig`'s export request.
-/// `tests/proto.rs` checks this table against the official OTLP
+/// `tests/suite/proto.rs` checks this table against the official OTLP
 /// descriptors, so a wrong number or wire type cannot hide.
 pub fn schema(sig: SignalKind) -> Vec<SchemaField> {
     let mut seen: Vec<&'static str> = Vec::new();
