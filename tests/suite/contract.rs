@@ -19,16 +19,16 @@ fn resource() -> Resource {
         .build()
 }
 
-/// One span as a test describes it.
-struct S {
+/// One span as a test describes it (also genai.rs's).
+pub(crate) struct S {
     name: &'static str,
     kind: SpanKind,
     attrs: Vec<KeyValue>,
     millis: u64,
-    error: bool,
+    pub(crate) error: bool,
 }
 
-fn s(name: &'static str, kind: SpanKind, millis: u64, attrs: Vec<KeyValue>) -> S {
+pub(crate) fn s(name: &'static str, kind: SpanKind, millis: u64, attrs: Vec<KeyValue>) -> S {
     S {
         name,
         kind,
@@ -39,7 +39,7 @@ fn s(name: &'static str, kind: SpanKind, millis: u64, attrs: Vec<KeyValue>) -> S
 }
 
 /// Sends spans through the SDK's tracer and the OTLP/gRPC exporter.
-async fn send_spans(url: String, spans: Vec<S>) {
+pub(crate) async fn send_spans(url: String, spans: Vec<S>) {
     tokio::task::spawn_blocking(move || {
         let provider = common::sdk::tracer_provider(&url, resource());
         let tracer = provider.tracer("contract-test");

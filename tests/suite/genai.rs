@@ -7,53 +7,16 @@
 
 use crate::common;
 
+use crate::contract::{send_spans as send, S};
 use common::{Metrics, Sidecar};
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::Resource;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
-/// One GenAI client span: its attributes, duration and whether it failed.
-struct G {
-    attrs: Vec<KeyValue>,
-    millis: u64,
-    error: bool,
-}
-
-fn g(millis: u64, attrs: Vec<KeyValue>) -> G {
-    G {
-        attrs,
-        millis,
-        error: false,
-    }
-}
-
-async fn send(url: String, spans: Vec<G>) {
-    tokio::task::spawn_blocking(move || {
-        let resource = Resource::builder()
-            .with_service_name("geometra-api")
-            .build();
-        let provider = common::sdk::tracer_provider(&url, resource);
-        let tracer = provider.tracer("genai-test");
-        let t0 = SystemTime::now() - Duration::from_secs(30);
-        for sp in spans {
-            let mut span = tracer
-                .span_builder("chat gpt-4o-mini")
-                .with_kind(SpanKind::Client)
-                .with_start_time(t0)
-                .with_attributes(sp.attrs)
-                .start(&tracer);
-            if sp.error {
-                span.set_status(Status::error("boom"));
-            }
-            span.end_with_timestamp(t0 + Duration::from_millis(sp.millis));
-        }
-        provider.force_flush().expect("flush");
-        provider.shutdown().expect("shutdown");
-    })
-    .await
-    .expect("span sender");
+/// One GenAI client span (contract.rs's span sender): its attributes and
+/// duration.
+fn g(millis: u64, attrs: Vec<KeyValue>) -> S {
+    crate::contract::s("chat gpt-4o-mini", SpanKind::Client, millis, attrs)
 }
 
 fn s(k: &'static str, v: &'static str) -> KeyValue {
@@ -64,7 +27,7 @@ fn i(k: &'static str, v: i64) -> KeyValue {
 }
 
 /// A streamed chat answer in today's attribute names.
-fn chat_current() -> G {
+fn chat_current() -> S {
     g(
         1500,
         vec![
@@ -84,7 +47,7 @@ fn chat_current() -> G {
 
 /// The same answer in the older names (gen_ai.system, prompt/completion
 /// tokens, cache_creation).
-fn chat_legacy() -> G {
+fn chat_legacy() -> S {
     g(
         1500,
         vec![
@@ -103,19 +66,18 @@ fn chat_legacy() -> G {
 }
 
 /// A failed call: no tokens, an error type.
-fn chat_failed() -> G {
-    G {
-        error: true,
-        ..g(
-            20,
-            vec![
-                s("gen_ai.operation.name", "chat"),
-                s("gen_ai.provider.name", "openai"),
-                s("gen_ai.request.model", "gpt-4o-mini"),
-                s("error.type", "APIConnectionError"),
-            ],
-        )
-    }
+fn chat_failed() -> S {
+    let mut f = g(
+        20,
+        vec![
+            s("gen_ai.operation.name", "chat"),
+            s("gen_ai.provider.name", "openai"),
+            s("gen_ai.request.model", "gpt-4o-mini"),
+            s("error.type", "APIConnectionError"),
+        ],
+    );
+    f.error = true;
+    f
 }
 
 const MODEL: &str = "gpt-4o-mini-2024-07-18";
