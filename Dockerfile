@@ -3,10 +3,11 @@
 #
 #   docker build -t geometra-sidecar:0.1.0 .
 #
-# Build stage: the release binary with the versions of Cargo.lock (--locked),
-# then scripts/image-rootfs.sh lays out the whole root filesystem from it:
-# the stripped binary, the C libraries `ldd` names (glibc, libgcc_s, the
-# loader), the CA bundle, /etc/passwd and /etc/group with the non-root user
+# Build stage: scripts/image-binary.sh builds the binary with the versions of
+# Cargo.lock (--locked): Cargo.toml's `image` profile (release, fat LTO, one
+# codegen unit), glibc linked statically. Then scripts/image-rootfs.sh lays
+# out the whole root filesystem from it: the stripped binary, the CA bundle,
+# /etc/nsswitch.conf, /etc/passwd and /etc/group with the non-root user
 # 65532, /tmp. Runtime stage: that tree on scratch, nothing else.
 #
 # scripts/image.sh builds the same image where no registry is reachable: the
@@ -29,11 +30,12 @@ COPY benches ./benches
 COPY proto ./proto
 COPY link ./link
 COPY scripts/image-rootfs.sh ./scripts/image-rootfs.sh
+COPY scripts/image-binary.sh ./scripts/image-binary.sh
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin geometra-sidecar \
- && target/release/geometra-sidecar --version \
- && scripts/image-rootfs.sh target/release/geometra-sidecar /out/rootfs
+    bin=$(scripts/image-binary.sh) \
+ && "$bin" --version \
+ && scripts/image-rootfs.sh "$bin" /out/rootfs
 
 FROM scratch AS runtime
 ARG VERSION=0.1.0

@@ -4,8 +4,9 @@
 #
 #   scripts/image.sh [sidecar|example|all]      (default: sidecar)
 #
-# sidecar  localhost/geometra-sidecar:dev. The release binary (built here
-#          unless GEOMETRA_SIDECAR_BIN names one), laid out by
+# sidecar  localhost/geometra-sidecar:dev. The image's static binary
+#          (scripts/image-binary.sh, built here unless GEOMETRA_IMAGE_BIN
+#          names a binary to use instead), laid out by
 #          scripts/image-rootfs.sh exactly as the Dockerfile's build stage
 #          does; the Containerfile is the Dockerfile's runtime stage itself
 #          (its one `COPY --from=build /out/rootfs/ /` pointed at the tree
@@ -19,7 +20,7 @@
 #
 # podman's engine settings come from scripts/podman/containers.conf unless
 # CONTAINERS_CONF names another file. Needs: podman, runc, debootstrap
-# (example), ca-certificates, binutils (strip), python3 with pip (example).
+# (example), ca-certificates, binutils (strip, readelf), python3 with pip (example).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,11 +33,10 @@ revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 build_sidecar() {
-  local bin=${GEOMETRA_SIDECAR_BIN:-}
+  local bin=${GEOMETRA_IMAGE_BIN:-}
   if [ -z "$bin" ]; then
-    echo "== cargo build --release --bin geometra-sidecar"
-    cargo build --release --locked --bin geometra-sidecar
-    bin=$root/target/release/geometra-sidecar
+    echo "== scripts/image-binary.sh (cargo build --profile image, static)"
+    bin=$root/$(scripts/image-binary.sh)
   fi
   local ctx=$work/sidecar
   rm -rf "$ctx"

@@ -210,10 +210,12 @@ class Proc:
         self._log.close()
 
 
-def start_prometheus(config_dir: Path, config_name: str, tmp: Path, extra_args: tuple = ()) -> tuple[Proc, str]:
-    """Start Debian's prometheus on 127.0.0.1:<free port>; return (proc, base URL) once /-/ready."""
+def start_prometheus(config_dir: Path, config_name: str, tmp: Path, extra_args: tuple = (),
+                     host: str = "127.0.0.1", port: int | None = None) -> tuple[Proc, str]:
+    """Start Debian's prometheus on host:port (127.0.0.1:<free port> unless given); return
+    (proc, base URL) once /-/ready."""
     binary = find_tool("prometheus")
-    port = free_port()
+    port = port or free_port()
     data = tmp / "prom-data"
     data.mkdir(exist_ok=True)
     proc = Proc(
@@ -221,14 +223,14 @@ def start_prometheus(config_dir: Path, config_name: str, tmp: Path, extra_args: 
             binary,
             f"--config.file={config_dir / config_name}",
             f"--storage.tsdb.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.listen-address={host}:{port}",
             "--storage.tsdb.retention.time=1h",
             "--log.level=info",
             *extra_args,
         ],
         tmp / "prometheus.log",
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
 
     def ready():
         if not proc.alive():

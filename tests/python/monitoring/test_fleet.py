@@ -3,6 +3,17 @@ scraped by a real Prometheus that runs the shipped rules, and pushing by
 remote write to a second Prometheus (as Mimir or Thanos would receive them)
 that runs the same rules.
 
+The three sidecars are three pods (issue 22): the chart's pod (its demo
+Deployment, the sidecar in regular-container mode, rendered by real Helm)
+on the image of scripts/image.sh, each played with `podman kube play` as
+tests/python/pod does, one Helm release per replica (the chart's remote
+write labels are one set per release, and each pod's pushed series need an
+instance of their own). The demo's load generator is left out: the load
+comes from outside the pods, over the pod network, the OTLP/gRPC receiver
+listening on 0.0.0.0 as for other pods. Prometheus scrapes the pods' IPs;
+the remote-write Prometheus listens on podman's gateway, where the pods
+reach the host.
+
 A deterministic load (fleet_model.py) is sent through the OpenTelemetry
 Python SDK, one exporter per replica: a steady stream of HTTP, AI and memory
 telemetry from 25 users, then bursts of 3 000 and 30 000 new users, each
@@ -33,15 +44,23 @@ for (the expressions are evaluated directly), Grafana's $__rate_interval is
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 import yaml
 
 import fleet_model as fm
 import monitoring_helpers as mh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pod"))
+import pod_helpers as ph  # noqa: E402
+
+import helm_python as helm  # noqa: E402  (tests/requirements.txt; missing: the collection fails)
+FLEET_POD = "geo-fleet"
 
 JOB = "geometra-sidecar"
 RATE = "60s"
@@ -57,7 +76,7 @@ def _fast_rules(dst):
     dst.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def _prometheus(tmp_path_factory, name, targets, extra=()):
+def _prometheus(tmp_path_factory, name, targets, extra=(), **listen):
     tmp = tmp_path_factory.mktemp(name)
     conf = tmp / "conf"
     conf.mkdir()
@@ -68,44 +87,89 @@ def _prometheus(tmp_path_factory, name, targets, extra=()):
     cfg["scrape_configs"] = [
         {"job_name": JOB, "static_configs": [{"targets": targets}]}] if targets else []
     (conf / "prometheus.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return mh.start_prometheus(conf, "prometheus.yml", tmp, extra)
+    return mh.start_prometheus(conf, "prometheus.yml", tmp, extra, **listen)
 
 
-def _sidecar(tmp_path_factory, r, rw_url):
-    tmp = tmp_path_factory.mktemp(f"sidecar-{r}")
-    grpc, http, metrics = (mh.free_port() for _ in range(3))
-    config = tmp / "config.yaml"
-    # no store.distinct_key_file: an unconfigured fleet shares the default key;
-    # the AI calls are priced by the shipped example table
-    config.write_text(yaml.safe_dump({"remote_write": {
-        "url": rw_url, "interval": "1s",
-        "external_labels": {"job": JOB, "instance": f"127.0.0.1:{metrics}"}},
-        "ai": {"prices_file": str(mh.REPO / "examples" / "prices.yaml")}}))
-    proc = mh.Proc([str(mh.sidecar_bin_path()), "--config", str(config),
-                    "--otlp-grpc-listen", f"127.0.0.1:{grpc}", "--otlp-http-listen", f"127.0.0.1:{http}",
-                    "--metrics-listen", f"127.0.0.1:{metrics}"], tmp / "sidecar.log")
-    base = f"http://127.0.0.1:{metrics}"
+# --------------------------------------------------------------------------- the three pods
+def _sidecar_objects(r: str, rw_url: str) -> tuple[dict, dict]:
+    """The chart's ConfigMap and pod (its demo Deployment, rendered by real Helm) of replica r:
+    the sidecar's container as the chart writes it, in regular-container mode."""
+    vals = {
+        "sidecarMode": "container",
+        "image": {"repository": ph.SIDECAR_IMAGE.split(":")[0], "tag": "dev", "pullPolicy": "Never"},
+        "podMonitor": {"enabled": False},
+        # the load comes from outside the pod (the test's SDK), as from other pods
+        "otlp": {"grpc": {"listen": "0.0.0.0:4317"}},
+        # the chart's labels are one set per release: one release per replica
+        # gives each pod's pushed series an instance of its own
+        "remoteWrite": {"url": rw_url, "interval": "1s",
+                        "externalLabels": {"job": JOB, "instance": f"{FLEET_POD}-{r}"}},
+        # the AI calls are priced by the shipped example table; no
+        # store.distinct_key_file: an unconfigured fleet shares the default key
+        "configOverrides": {"ai": {"prices_file": "/etc/geometra-prices/prices.yaml"}},
+        "extraVolumeMounts": [{"name": "prices", "mountPath": "/etc/geometra-prices", "readOnly": True}],
+    }
+    with helm.Chart.load(str(mh.REPO / "helm" / "geometra-sidecar")) as c:
+        docs = [d for p, t in c.render(vals, name=f"{FLEET_POD}-{r}", namespace="geometra").items()
+                if not p.endswith("NOTES.txt") for d in yaml.safe_load_all(t) if d]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    spec = dep["spec"]["template"]["spec"]
+    # the demo's load generator (telemetrygen, not pullable here) gives way to the test's load
+    spec["containers"] = [c for c in spec["containers"] if c["name"] == "geometra-sidecar"]
+    spec["volumes"].append({"name": "prices", "hostPath": {"path": str(mh.REPO / "examples"), "type": "Directory"}})
+    ph.kubelet_fields(spec)
+    return cm, dep
 
-    def ready():
-        if not proc.alive():
-            raise mh.Fatal(f"sidecar {r} exited:\n{proc.log()}")
-        return mh.http_get(base + "/readyz", timeout=1)[0] == 200
 
-    mh.wait_for(ready, 20, what=f"sidecar {r} /readyz")
-    return proc, f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"
+def _pod_volumes(dep: dict) -> list[str]:
+    return [v["configMap"]["name"] for v in dep["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+
+
+def _remove_sidecar(pod: str, dep: dict):
+    ph.remove_pods(pod)
+    ph.podman("volume", "rm", "--force", *_pod_volumes(dep), check=False)
+
+
+def _play_sidecars(tmp, rw_url: str, pods: dict):
+    """Each replica's pod played with podman kube play: pods[r] = (pod, ip, deployment)."""
+    for r in fm.REPLICAS:
+        cm, dep = _sidecar_objects(r, rw_url)
+        pod = f"{dep['metadata']['name']}-pod-0"
+        _remove_sidecar(pod, dep)
+        pods[r] = (pod, "", dep)
+        ph.kube_play(yaml.safe_dump_all([cm, dep]), tmp / f"{r}.yaml")
+        pods[r] = (pod, ph.pod_ip(pod), dep)
+
+
+def _ready(pods: dict):
+    for pod, ip, _ in pods.values():
+        def ready(pod=pod, ip=ip):
+            if ph.container(pod, "geometra-sidecar")["State"]["Status"] == "exited":
+                log = ph.podman("logs", f"{pod}-geometra-sidecar", check=False)
+                raise mh.Fatal(f"sidecar pod {pod} exited:\n{log.stdout}{log.stderr}")
+            return mh.http_get(f"http://{ip}:9464/readyz", timeout=1)[0] == 200
+        mh.wait_for(ready, 30, what=f"sidecar pod {pod} /readyz")
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    procs = []
+    """Three pods of the chart on the image (podman kube play), scraped over the pod network by
+    one Prometheus and pushing by remote write to another, on the host (podman's gateway)."""
+    ph.need_tools()
+    print(f"\nscripts/image.sh sidecar: {ph.build_images('sidecar'):.0f}s")
+    procs, pods = [], {}
     try:
+        # the pods first: podman's bridge (and its gateway address) exists once a pod is on it
+        rw_host, rw_port = ph.network_gateway(), mh.free_port()
+        rw_url = f"http://{rw_host}:{rw_port}/api/v1/write"
+        _play_sidecars(tmp_path_factory.mktemp("pods"), rw_url, pods)
         rw_proc, rw_base = _prometheus(tmp_path_factory, "prom-rw", [],
-                                       ("--web.enable-remote-write-receiver",))
+                                       ("--web.enable-remote-write-receiver",), host=rw_host, port=rw_port)
         procs.append(rw_proc)
-        grpc, metrics = {}, {}
-        for r in fm.REPLICAS:
-            proc, grpc[r], metrics[r] = _sidecar(tmp_path_factory, r, rw_base + "/api/v1/write")
-            procs.append(proc)
+        _ready(pods)
+        grpc = {r: f"{ip}:4317" for r, (_, ip, _) in pods.items()}
+        metrics = {r: f"{ip}:9464" for r, (_, ip, _) in pods.items()}
         prom_proc, base = _prometheus(tmp_path_factory, "prom", list(metrics.values()))
         procs.append(prom_proc)
         yield {"prom": base, "rw": rw_base, "grpc": grpc, "metrics": metrics,
@@ -113,6 +177,8 @@ def fleet(tmp_path_factory):
     finally:
         for p in reversed(procs):
             p.stop()
+        for pod, _, dep in pods.values():
+            _remove_sidecar(pod, dep)
 
 
 class FleetLoad:

@@ -49,11 +49,22 @@ def podman(*args: str, timeout: float = 120, check: bool = True, **kw) -> subpro
     return res
 
 
+def image_binary() -> Path:
+    """The static binary the image ships (scripts/image-binary.sh: cargo builds it, or finds it
+    fresh), or GEOMETRA_IMAGE_BIN where that names one (as scripts/image.sh takes it)."""
+    if os.environ.get("GEOMETRA_IMAGE_BIN"):
+        return Path(os.environ["GEOMETRA_IMAGE_BIN"])
+    res = subprocess.run([str(ROOT / "scripts" / "image-binary.sh")], capture_output=True, text=True,
+                         timeout=3600, cwd=ROOT)
+    assert res.returncode == 0, f"scripts/image-binary.sh failed:\n{res.stderr[-3000:]}"
+    return ROOT / res.stdout.strip()
+
+
 def build_images(what: str = "all") -> float:
-    """scripts/image.sh WHAT with the suite's binary; returns the seconds it took."""
+    """scripts/image.sh WHAT with the image's binary; returns the seconds it took."""
     t0 = time.monotonic()
     e = env()
-    e["GEOMETRA_SIDECAR_BIN"] = str(mh.sidecar_bin_path())
+    e["GEOMETRA_IMAGE_BIN"] = str(image_binary())
     res = subprocess.run([str(ROOT / "scripts" / "image.sh"), what], capture_output=True, text=True,
                          timeout=900, env=e, cwd=ROOT)
     assert res.returncode == 0, f"scripts/image.sh {what} failed:\n{res.stdout}\n{res.stderr}"
@@ -101,6 +112,25 @@ def pod_ip(pod: str) -> str:
 def container(pod: str, name: str) -> dict:
     """`podman inspect` of the container NAME of a pod made by kube play (named <pod>-<name>)."""
     return json.loads(podman("inspect", f"{pod}-{name}").stdout)[0]
+
+
+def kubelet_fields(spec: dict):
+    """podman 4.3's kube play resolves the downward API's metadata.name and metadata.uid but
+    refuses metadata.namespace and spec.nodeName: those two get the values the kubelet would
+    give them (namespace geometra, node podman)."""
+    kubelet = {"metadata.namespace": "geometra", "spec.nodeName": "podman"}
+    for c in spec["containers"]:
+        for e in c.get("env", []):
+            path = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if path in kubelet:
+                del e["valueFrom"]
+                e["value"] = kubelet[path]
+
+
+def network_gateway() -> str:
+    """The address of the host on podman's default network (pods reach the host's services there)."""
+    nets = json.loads(podman("network", "inspect", "podman").stdout)
+    return nets[0]["subnets"][0]["gateway"]
 
 
 def remove_pods(*pods: str):

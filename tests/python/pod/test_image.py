@@ -1,6 +1,6 @@
 """The sidecar image scripts/image.sh builds, and the Dockerfile that must produce the same one.
 
-No registry is reachable here, so the Dockerfile itself cannot be built; what
+No registry is reachable here, so the Dockerfile itself cannot be built in the suite; what
 keeps the two from drifting: both lay out the root filesystem with
 scripts/image-rootfs.sh, and scripts/image.sh uses the Dockerfile's runtime
 stage as its Containerfile. These tests check that chain: the image holds
@@ -27,23 +27,37 @@ def declared(stage: str, instr: str) -> list[str]:
     return re.findall(rf"^{instr}\s+(.+)$", stage, re.M)
 
 
+def interpreter(binary) -> str | None:
+    """The ELF program interpreter (the dynamic loader) a binary asks for; None if static."""
+    out = subprocess.run(["readelf", "--program-headers", str(binary)], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"Requesting program interpreter: (\S+)\]", out)
+    return m[1] if m else None
+
+
 def ldd_paths(binary) -> set[str]:
     out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
     paths = set(re.findall(r"=> (/\S+)", out)) | set(re.findall(r"^\s*(/\S+) \(", out, re.M))
     return {p.lstrip("/") for p in paths}
 
 
+def staged_tree(binary, dst: Path) -> set[str]:
+    subprocess.run([str(ph.ROOT / "scripts" / "image-rootfs.sh"), str(binary), str(dst)], check=True)
+    return {str(p.relative_to(dst)) for p in dst.rglob("*")}
+
+
 def test_image_holds_exactly_the_staged_tree(images, tmp_path):
     files = ph.image_files(ph.SIDECAR_IMAGE, tmp_path)
-    binary = ph.mh.sidecar_bin_path()
-    libs = ldd_paths(binary)
-    assert {"lib/x86_64-linux-gnu/libc.so.6", "lib64/ld-linux-x86-64.so.2"} <= libs
+    binary = ph.image_binary()
+    # what the image ships is a static binary (scripts/image-binary.sh): no
+    # loader, no shared object
+    assert interpreter(binary) is None
     regular = {name for name, m in files.items() if m.isfile()}
-    assert regular == {BIN, CA, "etc/passwd", "etc/group"} | libs
+    assert regular == {BIN, CA, "etc/passwd", "etc/group", "etc/nsswitch.conf"}
+    assert not [n for n in files if ".so" in n or n.startswith("lib")], sorted(files)
     # the same tree the Dockerfile's build stage makes with the same script
     staged = tmp_path / "rootfs"
-    subprocess.run([str(ph.ROOT / "scripts" / "image-rootfs.sh"), str(binary), str(staged)], check=True)
-    want = {str(p.relative_to(staged)) for p in staged.rglob("*")}
+    want = staged_tree(binary, staged)
     assert {n for n in files if n in want or not files[n].isdir()} == want
     for name in want:
         if (staged / name).is_file():
@@ -51,10 +65,27 @@ def test_image_holds_exactly_the_staged_tree(images, tmp_path):
             assert files[name].mode & 0o777 == (staged / name).stat().st_mode & 0o777, name
     assert files["tmp"].mode & 0o7777 == 0o1777
     assert (staged / CA).read_bytes() == open("/" + CA, "rb").read()
+    # host names: /etc/hosts, then DNS, the two NSS modules a static glibc has built in
+    assert (staged / "etc/nsswitch.conf").read_text() == "hosts: files dns\n"
     # stripped: no symbol table left
     nm = subprocess.run(["nm", str(staged / BIN)], capture_output=True, text=True)
     assert "no symbols" in nm.stderr, nm.stderr
     assert "nonroot:x:65532:65532:" in (staged / "etc/passwd").read_text()
+
+
+def test_rootfs_of_a_dynamic_binary_holds_the_libraries_it_loads(tmp_path):
+    """scripts/image-rootfs.sh given a dynamically linked binary (GEOMETRA_IMAGE_BIN=the release
+    build) copies the libraries ldd names, the loader included, at the paths the binary asks for."""
+    binary = Path(ph.mh.sidecar_bin_path())
+    assert interpreter(binary) == "/lib64/ld-linux-x86-64.so.2"
+    libs = ldd_paths(binary)
+    assert {"lib/x86_64-linux-gnu/libc.so.6", "lib64/ld-linux-x86-64.so.2"} <= libs
+    staged = tmp_path / "rootfs"
+    want = staged_tree(binary, staged)
+    regular = {n for n in want if (staged / n).is_file()}
+    assert regular == {BIN, CA, "etc/passwd", "etc/group", "etc/nsswitch.conf"} | libs
+    for lib in libs:
+        assert (staged / lib).read_bytes() == Path("/" + lib).read_bytes(), lib
 
 
 def test_image_config_is_the_dockerfiles(images):
@@ -85,13 +116,13 @@ def test_dockerfile_build_stage_copies_what_the_build_reads():
     build = text[: text.index(ph.dockerfile_runtime_stage())]
     copied = {item.rstrip("/") for line in declared(build, "COPY") for item in line.split()[:-1]}
     manifest = tomllib.loads((ph.ROOT / "Cargo.toml").read_text())
-    needed = {"Cargo.toml", "Cargo.lock", "build.rs", "src", "scripts/image-rootfs.sh"}
+    needed = {"Cargo.toml", "Cargo.lock", "build.rs", "src", "scripts/image-binary.sh", "scripts/image-rootfs.sh"}
     needed |= {b.get("path", f"benches/{b['name']}.rs").split("/")[0] for b in manifest.get("bench", [])}
     # the directories build.rs reads: proto/ (prost types) and link/ (symbol order)
     needed |= set(re.findall(r'"(proto|link)(?:/[^"]*)?"', (ph.ROOT / "build.rs").read_text()))
     assert {"proto", "link"} <= needed
     assert needed <= copied, f"the build stage does not copy {sorted(needed - copied)}"
-    assert "scripts/image-rootfs.sh target/release/geometra-sidecar /out/rootfs" in build
+    assert 'bin=$(scripts/image-binary.sh)' in build and 'scripts/image-rootfs.sh "$bin" /out/rootfs' in build
 
 
 def test_dockerfile_build_context_loads_the_manifest(tmp_path):
@@ -120,6 +151,7 @@ def test_dockerfile_build_context_loads_the_manifest(tmp_path):
     assert (ctx / "link" / "symbol-order.txt").is_file()
     assert list((ctx / "proto").rglob("*.proto"))
     assert (ctx / "scripts" / "image-rootfs.sh").stat().st_mode & 0o111
+    assert (ctx / "scripts" / "image-binary.sh").stat().st_mode & 0o111
 
 
 def test_image_runs_read_only(images):

@@ -49,6 +49,10 @@ mh = ph.mh
 
 RELEASE = "geo"
 SINK_POD = f"{ph.PREFIX}-sink"
+# the sidecar forwards to the sink by this name, as to a Service: the pod's
+# /etc/hosts maps it (hostAliases; podman's default network has no DNS), so
+# the static binary's resolver (NSS files) is on the forwarding path
+SINK_HOST = "otlp-sink.geometra.svc.cluster.local"
 GRACE = 20  # terminationGracePeriodSeconds given to the chart; the drain timeout it derives: 20 - 5 (keep accepting) - 5 = 10s
 CONFIG_DIR = "/etc/geometra-sidecar"
 QUEUE_DIR = "/var/lib/geometra-sidecar/queue"
@@ -75,7 +79,7 @@ def app_chart(tmp: Path) -> Path:
     return dst
 
 
-def values(sink_ip: str, extra_rules: list | None = None) -> dict:
+def values(extra_rules: list | None = None) -> dict:
     return {
         "api": {"image": ph.EXAMPLE_IMAGE},
         "geometra-sidecar": {
@@ -84,7 +88,7 @@ def values(sink_ip: str, extra_rules: list | None = None) -> dict:
             "terminationGracePeriodSeconds": GRACE,
             "podMonitor": {"enabled": False},
             # no Secret objects here: the sink takes no token
-            "forwarding": {"endpoint": f"http://{sink_ip}:4317", "bearerTokenSecret": {"name": ""}},
+            "forwarding": {"endpoint": f"http://{SINK_HOST}:4317", "bearerTokenSecret": {"name": ""}},
             "queue": {"persistent": True},
             "extraRules": extra_rules or [],
         },
@@ -104,21 +108,12 @@ def api_objects(objs: list[dict]) -> tuple[dict, dict]:
     cm_name = next(v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v)
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == cm_name)
     dep["spec"]["replicas"] = 1
-    # podman 4.3's kube play resolves the downward API's metadata.name and
-    # metadata.uid but refuses metadata.namespace and spec.nodeName: those two
-    # get the values the kubelet would give them
-    kubelet = {"metadata.namespace": "geometra", "spec.nodeName": "podman"}
     # the app's SDK exports its logs every 5 s (the default is 1 s), so that
     # what it logs just before the pod stops is still in its batch at SIGTERM
     # and leaves only with the SDK's final flush, after the signal
     api = next(c for c in spec["containers"] if c["name"] == "api")
     api.setdefault("env", []).append({"name": "OTEL_BLRP_SCHEDULE_DELAY", "value": "5000"})
-    for c in spec["containers"]:
-        for e in c.get("env", []):
-            path = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-            if path in kubelet:
-                del e["valueFrom"]
-                e["value"] = kubelet[path]
+    ph.kubelet_fields(spec)
     return dep, cm
 
 
@@ -204,7 +199,8 @@ def remove_app(pod: str, dep: dict):
 
 def play_app(tmp: Path, sink: Sink) -> App:
     chart = app_chart(tmp)
-    dep, cm = api_objects(render(chart, values(sink.ip)))
+    dep, cm = api_objects(render(chart, values()))
+    dep["spec"]["template"]["spec"]["hostAliases"] = [{"ip": sink.ip, "hostnames": [SINK_HOST]}]
     pod = f"{dep['metadata']['name']}-pod-0"
     remove_app(pod, dep)
     out = ph.kube_play(yaml.safe_dump_all([cm, dep]), tmp / "api.yaml", "--start=false")
@@ -290,6 +286,12 @@ def test_app_requests_become_contract_metrics(app):
 
 
 def test_app_logs_reach_the_sink_in_another_pod(app):
+    """...addressed by a host name (the pod's /etc/hosts), resolved by the image's static glibc."""
+    forward = yaml.safe_load(app.cm["data"]["config.yaml"])["forward"]
+    endpoints = {v["endpoint"] for v in forward.values() if isinstance(v, dict) and "endpoint" in v}
+    assert endpoints == {f"http://{SINK_HOST}:4317"}, forward
+    hosts = Path(f"/proc/{app.ctr('geometra-sidecar')['State']['Pid']}/root/etc/hosts").read_text()
+    assert re.search(rf"^{re.escape(app.sink.ip)}\s+.*\b{re.escape(SINK_HOST)}\b", hosts, re.M), hosts
     app.store("sink-check", "a note for the downstream")
     got = mh.wait_for(lambda: records_naming(app.sink, ["sink-check"])["sink-check"] == 1 and app.sink.records(),
                       30, 0.5, "the app's log record at the sink")
@@ -339,7 +341,7 @@ def test_changed_configmap_reaches_the_running_sidecar(app):
     c = app.ctr("geometra-sidecar")
     volume = Path(next(m for m in c["Mounts"] if m["Destination"] == CONFIG_DIR)["Source"])
     assert (volume / "config.yaml").read_text() == app.cm["data"]["config.yaml"]
-    _, new_cm = api_objects(render(app.chart, values(app.sink.ip, [RELOAD_RULE])))
+    _, new_cm = api_objects(render(app.chart, values([RELOAD_RULE])))
     assert yaml.safe_load(new_cm["data"]["config.yaml"])["extra_rules"][0]["name"] == RELOAD_RULE["name"]
     ok = (("result", "success"),)
     before = app.samples().get(("geometra_sidecar_config_reloads_total", ok), 0)
