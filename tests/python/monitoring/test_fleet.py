@@ -119,6 +119,7 @@ def _sidecar_objects(r: str, rw_url: str) -> tuple[dict, dict]:
     spec["containers"] = [c for c in spec["containers"] if c["name"] == "geometra-sidecar"]
     spec["volumes"].append({"name": "prices", "hostPath": {"path": str(mh.REPO / "examples"), "type": "Directory"}})
     ph.kubelet_fields(spec)
+    ph.free_host_ports(spec)
     return cm, dep
 
 
@@ -179,6 +180,7 @@ def fleet(tmp_path_factory):
             p.stop()
         for pod, _, dep in pods.values():
             _remove_sidecar(pod, dep)
+        ph.podman("rmi", "--force", "--ignore", ph.SIDECAR_IMAGE, check=False)
 
 
 class FleetLoad:

@@ -127,6 +127,15 @@ def kubelet_fields(spec: dict):
                 e["value"] = kubelet[path]
 
 
+def free_host_ports(spec: dict):
+    """podman 4.3's kube play publishes every containerPort on the host, at the same port unless
+    hostPort says otherwise (the kubelet publishes none): pods of the same chart would collide,
+    so each port gets a free host port. The tests reach the pods at their own IPs."""
+    for c in spec["containers"]:
+        for p in c.get("ports", []):
+            p["hostPort"] = mh.free_port()
+
+
 def network_gateway() -> str:
     """The address of the host on podman's default network (pods reach the host's services there)."""
     nets = json.loads(podman("network", "inspect", "podman").stdout)
