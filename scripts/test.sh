@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need
 # (Debian's prometheus/promtool and alertmanager/amtool, a Python venv with
-# tests/requirements.txt), builds once in release, runs the Rust unit and
-# integration tests, then the Python suites (Helm chart, monitoring assets,
-# end-to-end against a real Prometheus, the examples/ clients against the
-# sidecar: their node packages with `npm ci`, the page in Debian's chromium;
-# the container images and the chart's pod under podman, tests/python/pod).
+# tests/requirements.txt), builds once in release (and the image's static
+# binary, scripts/image-binary.sh), runs the Rust unit and integration
+# tests, then the Python suites (Helm chart, monitoring assets, end-to-end
+# against a real Prometheus, the fleet of three sidecar pods, the examples/
+# clients against the sidecar: their node packages with `npm ci`, the page
+# in Debian's chromium; the container images and the chart's pod under
+# podman, tests/python/pod).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,7 +37,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # tests/python/pod: the images (scripts/image.sh, no registry: podman builds
 # FROM scratch, the example's root filesystem comes from debootstrap) and the
 # pods (podman kube play; runc as the runtime, catatonit as the pods' pause
-# process); strip and nm for the sidecar's binary, CA bundle for the image
+# process); strip, nm and readelf for the sidecar's binary, CA bundle for the image
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 command -v catatonit >/dev/null 2>&1 || need_apt+=(catatonit)
@@ -78,6 +80,11 @@ echo "== cargo build --release"
 cargo build --release --locked --all-targets
 echo "== cargo test --release"
 cargo test --release --locked --no-fail-fast
+
+# the container image's binary (Cargo.toml's `image` profile, glibc linked
+# statically): what tests/python/pod and the fleet test run in their pods
+echo "== scripts/image-binary.sh"
+scripts/image-binary.sh >/dev/null
 
 echo "== pytest"
 export GEOMETRA_SIDECAR_BIN="$root/target/release/geometra-sidecar"
