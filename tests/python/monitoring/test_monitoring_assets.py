@@ -180,7 +180,9 @@ def test_dockerfile():
     assert re.search(r"^COPY --from=build /out/rootfs/ /$", text, re.M)
     for img in images[:-1]:
         assert ":" in img and not img.endswith(":latest"), img
-    assert "cargo build --release --locked" in text
+    # the binary: scripts/image-binary.sh (Cargo.lock's versions, the image profile)
+    assert re.search(r"^\s*bin=\$\(scripts/image-binary\.sh\)", text, re.M)
+    assert "cargo build --profile image --locked" in (mh.REPO / "scripts" / "image-binary.sh").read_text()
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users, "no USER"
     uid = users[-1].split(":")[0]
