@@ -9,8 +9,8 @@
 # The base, docker.io/library/rust:<RUST_VERSION>-bookworm: a Debian
 # bookworm minbase root filesystem with gcc, libc6-dev, binutils, make and
 # ca-certificates (debootstrap from the apt mirror, cached in
-# target/images/bookworm-build), and this machine's Rust toolchain (its
-# bin/, lib/ and libexec/, no documentation) on PATH; rustc's version must
+# target/images/bookworm-build), the host's CA bundle, and this machine's
+# Rust toolchain (its bin/, lib/ and libexec/, no documentation) on PATH; rustc's version must
 # be the Dockerfile's RUST_VERSION. It stands in for the official image,
 # which has the same Debian release and the same toolchain. It is not
 # removed at the end (it is 0.9 GB; `podman rmi` it by name).
@@ -53,10 +53,14 @@ mkdir -p "$ctx/rootfs" "$ctx/rust"
 sysroot=$(rustc --print sysroot)
 cp -a "$sysroot/bin" "$sysroot/lib" "$ctx/rust/"
 [ -d "$sysroot/libexec" ] && cp -a "$sysroot/libexec" "$ctx/rust/"
+# the host's CA bundle, so that cargo in the build reaches crates.io as the
+# host does (through a TLS-inspecting proxy, where the host trusts its CA)
+cp -L /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
 cat >"$ctx/Containerfile" <<EOT
 FROM scratch
 COPY rootfs/ /
 COPY rust/ /usr/local/rust/
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 ENV CARGO_HOME=/usr/local/cargo \\
     PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 EOT

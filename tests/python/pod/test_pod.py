@@ -11,7 +11,8 @@ operator would:
 
 - the app's requests become the contract metrics on the metrics port, the
   app exporting to the sidecar over the pod's localhost;
-- the app's logs reach the sink in the other pod;
+- the app's logs reach the sink in the other pod, which the sidecar
+  addresses by a host name (the image's static glibc resolves it);
 - the probes the chart declares pass (the test performs them as the kubelet
   does: podman 4.3 would run them as `curl` inside the container, and the
   image has no curl);
@@ -114,6 +115,7 @@ def api_objects(objs: list[dict]) -> tuple[dict, dict]:
     api = next(c for c in spec["containers"] if c["name"] == "api")
     api.setdefault("env", []).append({"name": "OTEL_BLRP_SCHEDULE_DELAY", "value": "5000"})
     ph.kubelet_fields(spec)
+    ph.free_host_ports(spec)
     return dep, cm
 
 
