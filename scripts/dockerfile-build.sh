@@ -16,8 +16,8 @@
 # removed at the end (it is 0.9 GB; `podman rmi` it by name).
 #
 # Not part of scripts/test.sh: the Dockerfile's build is a cold build of
-# the `image` profile inside the container (about 10 minutes on a 2-core
-# machine). tests/python/pod/test_image.py checks, without building, that
+# the `image` profile inside the container (601 s on a 2-core machine at
+# load average 5, crates downloaded from crates.io; docs/deployment.md). tests/python/pod/test_image.py checks, without building, that
 # the Dockerfile and scripts/image.sh make the same image.
 #
 # Needs: podman, runc, debootstrap (root), the Rust toolchain.
@@ -67,6 +67,7 @@ EOT
 echo "== podman build $base (rust $have on the bookworm rootfs)"
 mount --bind "$fs" "$ctx/rootfs" 2>/dev/null || { rmdir "$ctx/rootfs"; cp -a "$fs" "$ctx/rootfs"; }
 rc=0
+podman rmi --ignore "$base" >/dev/null 2>&1 || true
 podman build --quiet --layers=false --tag "$base" "$ctx" >/dev/null || rc=$?
 mountpoint -q "$ctx/rootfs" && umount "$ctx/rootfs"
 rm -rf "$ctx"
