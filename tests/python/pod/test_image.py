@@ -11,9 +11,13 @@ Dockerfile's build stage copies everything the build reads.
 
 from __future__ import annotations
 
+import http.server
 import re
 import shutil
+import socket
+import struct
 import subprocess
+import threading
 import tomllib
 from pathlib import Path
 
@@ -161,3 +165,82 @@ def test_image_runs_read_only(images):
     out = ph.podman("run", "--rm", "--read-only", "--entrypoint", "/usr/local/bin/geometra-sidecar",
                     ph.SIDECAR_IMAGE, "print-default-config")
     assert "receivers:" in out.stdout
+
+
+def dns_answer(query: bytes, name: str, ip: str) -> tuple[bytes, str, int]:
+    """The answer to one DNS query: an A record for `name` (ip), no record of another type for it
+    (NOERROR), NXDOMAIN for any other name. Returns (answer, asked name, asked type)."""
+    i, labels = 12, []
+    while query[i]:
+        labels.append(query[i + 1:i + 1 + query[i]].decode().lower())
+        i += 1 + query[i]
+    qname, qtype, end = ".".join(labels), int.from_bytes(query[i + 1:i + 3], "big"), i + 5
+    rcode, answer = (0, b"") if qname == name else (3, b"")
+    if qname == name and qtype == 1:
+        answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + socket.inet_aton(ip)
+    flags = bytes([0x80 | (query[2] & 0x79), 0x80 | rcode])  # QR, the query's opcode and RD; RA
+    header = query[:2] + flags + struct.pack(">HHHH", 1, 1 if answer else 0, 0, 0)
+    return header + query[12:end] + answer, qname, qtype
+
+
+class DnsServer(threading.Thread):
+    """A one-name DNS server on UDP port 53 of `host`, recording what it was asked."""
+
+    def __init__(self, host: str, name: str, ip: str):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 53))
+        self.sock.settimeout(0.2)
+        self.name, self.ip, self.asked, self.stop = name, ip, [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                query, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            answer, qname, qtype = dns_answer(query, self.name, self.ip)
+            self.asked.append((qname, qtype))
+            self.sock.sendto(answer, peer)
+        self.sock.close()
+
+
+def test_image_resolves_a_downstream_by_dns(images, tmp_path):
+    """The static binary's DNS path (glibc's built-in nss_dns), as a cluster's Service names
+    resolve: the container's only nameserver is a test DNS server that knows one name, the
+    remote-write URL's host; the pushes arrive at the address it gave, naming that host."""
+    # podman's bridge, and so its gateway address, exists once a container ran on it
+    ph.podman("run", "--rm", ph.SIDECAR_IMAGE, "--version")
+    gateway, name = ph.network_gateway(), "remote-write.dns-check.test"
+    pushes: list[tuple[str, str]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            pushes.append((self.headers.get("host", ""), self.path))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    web = http.server.ThreadingHTTPServer((gateway, 0), Receiver)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    dns = DnsServer(gateway, name, gateway)
+    dns.start()
+    url = f"http://{name}:{web.server_address[1]}/api/v1/write"
+    (tmp_path / "config.yaml").write_text(f"remote_write: {{url: '{url}', interval: 1s}}\n")
+    ctr = f"{ph.PREFIX}-dns"
+    ph.podman("rm", "--force", "--ignore", ctr)
+    try:
+        ph.podman("run", "--detach", "--name", ctr, "--read-only", "--dns", gateway,
+                  "--volume", f"{tmp_path / 'config.yaml'}:/etc/geometra-sidecar/config.yaml:ro",
+                  ph.SIDECAR_IMAGE, "--config", "/etc/geometra-sidecar/config.yaml")
+        ph.mh.wait_for(lambda: pushes, 30, 0.2, f"a remote-write push to {url} (DNS asked: {dns.asked})")
+    finally:
+        log = ph.podman("logs", ctr, check=False)
+        ph.podman("rm", "--force", "--ignore", ctr, check=False)
+        web.shutdown()
+        dns.stop.set()
+    assert (name, 1) in dns.asked, f"{dns.asked}\n{log.stdout}{log.stderr}"
+    assert pushes[0] == (f"{name}:{web.server_address[1]}", "/api/v1/write")
