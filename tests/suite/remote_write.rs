@@ -187,6 +187,11 @@ async fn spans_show_up_in_prometheus_equal_to_the_scrape_with_external_labels() 
         .await;
     assert_eq!(labels.get("cluster").map(String::as_str), Some("eu-test"));
     assert_eq!(labels.get("replica").map(String::as_str), Some("a"));
+    assert_eq!(
+        labels.get("job").map(String::as_str),
+        Some("geometra-sidecar")
+    );
+    assert!(labels.contains_key("instance"), "{labels:?}");
     assert_eq!(labels.get("method").map(String::as_str), Some("GET"));
     // every bucket of the histogram, and its sum and count, as scraped
     let buckets = m
@@ -237,6 +242,65 @@ async fn spans_show_up_in_prometheus_equal_to_the_scrape_with_external_labels() 
         .unwrap_or(0.0)
             >= 18.0
     );
+}
+
+/// Two replicas of one Deployment, configured alike (the chart's ConfigMap
+/// is one per release), push to one receiver: each series carries its
+/// sender's `instance` (the pod's name from `K8S_POD_NAME`, else the host
+/// name) and `job="geometra-sidecar"`, so the receiver keeps both replicas'
+/// series and a sum over them is the fleet's; an `instance` given in
+/// `external_labels` wins.
+#[tokio::test]
+async fn replicas_configured_alike_push_series_of_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prom = Prom::start(common::free_port(), dir.path()).await;
+    let cfg = format!(
+        "remote_write:\n  url: {}\n  interval: 1s\n",
+        prom.write_url()
+    );
+    let a = Sidecar::builder()
+        .config(&cfg)
+        .env("K8S_POD_NAME", "api-7d9f-a")
+        .start()
+        .await;
+    let b = Sidecar::builder()
+        .config(&cfg)
+        .env("K8S_POD_NAME", "api-7d9f-b")
+        .start()
+        .await;
+    let c = Sidecar::builder()
+        .config(&cfg)
+        .env_remove("K8S_POD_NAME")
+        .start()
+        .await;
+    let explicit = format!("{cfg}  external_labels: {{instance: mine, job: other}}\n");
+    let d = Sidecar::builder()
+        .config(&explicit)
+        .env("K8S_POD_NAME", "api-7d9f-d")
+        .start()
+        .await;
+    for (sc, n) in [(&a, 3), (&b, 5), (&c, 7), (&d, 11)] {
+        send_spans(sc.grpc_url(), "/api/replicas", n).await;
+        requests(sc, "/api/replicas").await;
+    }
+    let q = |i: &str, j: &str| {
+        format!("http_requests_total{{endpoint=\"/api/replicas\",instance=\"{i}\",job=\"{j}\"}}")
+    };
+    prom.wait_value(&q("api-7d9f-a", "geometra-sidecar"), 3.0)
+        .await;
+    prom.wait_value(&q("api-7d9f-b", "geometra-sidecar"), 5.0)
+        .await;
+    prom.wait_value(&q(&hostname(), "geometra-sidecar"), 7.0)
+        .await;
+    prom.wait_value(&q("mine", "other"), 11.0).await;
+    prom.wait_value("sum(http_requests_total{endpoint=\"/api/replicas\"})", 26.0)
+        .await;
+}
+
+/// The machine's host name, as `hostname(1)` prints it.
+fn hostname() -> String {
+    let out = Command::new("hostname").output().expect("hostname(1)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@ pub struct RemoteWrite {
     /// How often the store's current values are pushed.
     #[serde(default = "default_interval")]
     pub interval: Dur,
-    /// Added to every series that has no label of that name.
+    /// Added to every series that has no label of that name. `job` and
+    /// `instance` are filled in when not given here ([`RemoteWrite::labels`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -99,10 +100,61 @@ impl RemoteWrite {
     }
 }
 
+/// The `job` every pushed series carries unless `external_labels` names
+/// one: what Prometheus gives the sidecar's scraped series in the shipped
+/// scrape configs, so the shipped rules and dashboard select pushed and
+/// scraped series alike.
+pub const DEFAULT_JOB: &str = "geometra-sidecar";
+
+impl RemoteWrite {
+    /// The labels every pushed series gets where it lacks them:
+    /// `external_labels`, then `job` ([`DEFAULT_JOB`]) and `instance` (this
+    /// sidecar: the pod's name, given by the exporter) where those are not given. Without an
+    /// `instance`, the replicas of one Deployment, configured alike, would
+    /// push the same series and overwrite each other's samples at the
+    /// receiver; a scrape gets this label from Prometheus, a push must
+    /// carry it.
+    pub fn labels(&self, instance: Option<String>) -> BTreeMap<String, String> {
+        let mut l = self.external_labels.clone();
+        l.entry("job".into()).or_insert_with(|| DEFAULT_JOB.into());
+        if let Some(i) = instance.filter(|i| !i.is_empty()) {
+            l.entry("instance".into()).or_insert(i);
+        }
+        l
+    }
+}
+
 /// `[a-zA-Z_][a-zA-Z0-9_]*`
 fn is_label_name(k: &str) -> bool {
     let mut b = k.bytes();
     b.next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_and_instance_are_filled_in_unless_given() {
+        let mut rw = RemoteWrite::with_url("http://rw/");
+        rw.external_labels.insert("cluster".into(), "eu-1".into());
+        let l = rw.labels(Some("pod-a".into()));
+        let want = [
+            ("cluster", "eu-1"),
+            ("instance", "pod-a"),
+            ("job", DEFAULT_JOB),
+        ];
+        assert_eq!(l, want.map(|(k, v)| (k.to_string(), v.to_string())).into());
+        assert!(!rw.labels(None).contains_key("instance"));
+        assert!(!rw.labels(Some(String::new())).contains_key("instance"));
+        rw.external_labels.insert("instance".into(), "mine".into());
+        rw.external_labels.insert("job".into(), "other".into());
+        let l = rw.labels(Some("pod-a".into()));
+        assert_eq!(
+            (l["instance"].as_str(), l["job"].as_str()),
+            ("mine", "other")
+        );
+    }
 }

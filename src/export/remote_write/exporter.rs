@@ -95,10 +95,26 @@ impl Setup {
     pub fn new(cfg: &RemoteWrite) -> Result<Setup, String> {
         Ok(Setup {
             client: Client::new(cfg)?,
-            translator: Translator::new(&cfg.external_labels),
+            translator: Translator::new(&cfg.labels(this_instance())),
             interval: cfg.interval.0,
         })
     }
+}
+
+/// Who this sidecar is, as the `instance` label of what it pushes: the
+/// pod's name (`K8S_POD_NAME`, which the chart sets from the downward API),
+/// else the host's name (a pod's host name is its name; outside Kubernetes,
+/// the machine's). `None` only if neither can be had.
+fn this_instance() -> Option<String> {
+    if let Some(pod) = std::env::var("K8S_POD_NAME").ok().filter(|p| !p.is_empty()) {
+        return Some(pod);
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf, which
+    // lives across the call; no file or network I/O (uname(2)).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = buf.split(|&b| b == 0).next().unwrap_or_default();
+    (rc == 0 && !name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
 }
 
 /// Puts a new [`Setup`] in force in the running exporter (a config reload):
