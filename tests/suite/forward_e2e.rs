@@ -501,6 +501,44 @@ async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
     down.stop().await;
 }
 
+/// A batch waiting out a long retry backoff when SIGTERM comes is retried
+/// within a second once the drain begins: a downstream that comes back
+/// during the drain gets the backlog before the sidecar exits (the backoff
+/// here, 20 s, would outlast the 10 s drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_cuts_a_retry_backoff_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    let port = free_port();
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        "  drain_timeout: 10s\n",
+    )
+    .replace(
+        "initial_interval: 100ms, max_interval: 500ms",
+        "initial_interval: 20s, max_interval: 20s",
+    );
+    let mut s = start(dir.path(), "backoff", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "b", 4, 5).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    // the first attempts have failed: the batches now wait out 20 s
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = Instant::now();
+    s.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down = Downstream::start(&sink, port).await;
+    let st = s.wait_exit(Duration::from_secs(15));
+    let took = t.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        sink.has_all(&acked),
+        "{} acknowledged records not delivered by the drain ({took:?})",
+        sink.missing(&acked)
+    );
+    assert!(took < Duration::from_secs(5), "drained in {took:?}");
+    down.stop().await;
+}
+
 /// `receivers.keep_accepting_for`: after SIGTERM the sidecar answers not
 /// ready at once but keeps accepting for that long (an app stopped together
 /// with a regular-container sidecar exports its last records after the

@@ -397,10 +397,17 @@ enum Wake {
     Reconfigured,
 }
 
+/// The longest a retry waits once the drain has begun: a backoff that has
+/// grown to `max_interval` (30 s by default) would otherwise outlast the
+/// drain, and a downstream that comes back meanwhile would not get the
+/// backlog before the sidecar exits.
+const DRAIN_RETRY_WAIT: Duration = Duration::from_secs(1);
+
 /// Sleeps until `wake`, unless the drain deadline comes first or a reload
-/// puts new settings in force.
+/// puts new settings in force. Once the drain has begun, `wake` is at most
+/// [`DRAIN_RETRY_WAIT`] away.
 async fn wait_for(
-    wake: Instant,
+    mut wake: Instant,
     drain: &mut watch::Receiver<Option<Instant>>,
     setups: &mut watch::Receiver<Arc<Sending>>,
 ) -> Wake {
@@ -408,6 +415,9 @@ async fn wait_for(
     loop {
         let now = Instant::now();
         let deadline = *drain.borrow_and_update();
+        if deadline.is_some() {
+            wake = wake.min(now + DRAIN_RETRY_WAIT);
+        }
         if deadline.is_some_and(|d| d <= wake && now >= d) {
             return Wake::Drained;
         }
