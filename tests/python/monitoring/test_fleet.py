@@ -6,9 +6,9 @@ that runs the same rules.
 The three sidecars are three pods (issue 22): the chart's pod (its demo
 Deployment, the sidecar in regular-container mode, rendered by real Helm)
 on the image of scripts/image.sh, each played with `podman kube play` as
-tests/python/pod does, one Helm release per replica (the chart's remote
-write labels are one set per release, and each pod's pushed series need an
-instance of their own). The demo's load generator is left out: the load
+tests/python/pod does, one Helm release per replica (podman plays one
+pod per Deployment; each release names its pod's pushed series with the
+instance the truth uses). The demo's load generator is left out: the load
 comes from outside the pods, over the pod network, the OTLP/gRPC receiver
 listening on 0.0.0.0 as for other pods. Prometheus scrapes the pods' IPs;
 the remote-write Prometheus listens on podman's gateway, where the pods
@@ -100,8 +100,8 @@ def _sidecar_objects(r: str, rw_url: str) -> tuple[dict, dict]:
         "podMonitor": {"enabled": False},
         # the load comes from outside the pod (the test's SDK), as from other pods
         "otlp": {"grpc": {"listen": "0.0.0.0:4317"}},
-        # the chart's labels are one set per release: one release per replica
-        # gives each pod's pushed series an instance of its own
+        # the sidecar would name each pod's pushed series by its pod (job and
+        # instance, remote-write.md); the test names them as its truth does
         "remoteWrite": {"url": rw_url, "interval": "1s",
                         "externalLabels": {"job": JOB, "instance": f"{FLEET_POD}-{r}"}},
         # the AI calls are priced by the shipped example table; no
