@@ -633,14 +633,7 @@ impl DiskLog {
                 }
             };
             let off = rd.pos + HEADER as u64;
-            out.recs.push((
-                Loc {
-                    seg: rd.seq,
-                    off,
-                    len,
-                },
-                n,
-            ));
+            out.recs.push((Loc { seg: rd.seq, off, len }, n));
             rd.pos = off + len as u64;
             items += n;
             bytes += len as u64;
@@ -1441,11 +1434,7 @@ mod tests {
             let big = (RECENT_MAX / 4 + 1) as usize;
             let mut locs = Vec::new();
             for c in [b'a', b'b', b'c', b'd'] {
-                locs.push(
-                    log.append(Bytes::from(vec![c; big]), 2)
-                        .await
-                        .expect("append"),
-                );
+                locs.push(log.append(Bytes::from(vec![c; big]), 2).await.expect("append"));
             }
             // the first three fit in memory, the fourth does not
             let seg = seg_path(dir.path(), locs[0].seg);
@@ -1458,10 +1447,7 @@ mod tests {
             assert_eq!(r.recs, vec![(locs[1], 2), (locs[2], 2)]);
             assert_eq!(&r.payload[..big], &vec![b'b'; big][..]);
             assert_eq!(&r.payload[big..], &vec![b'c'; big][..]);
-            assert!(
-                log.read_recent(100, u64::MAX).recs.is_empty(),
-                "not in memory"
-            );
+            assert!(log.read_recent(100, u64::MAX).recs.is_empty(), "not in memory");
             // the fourth comes from the file (restored; it was zeroed)
             std::fs::write(&seg, &on_disk).expect("restore");
             let r = log.read_batch(100, u64::MAX);

@@ -24,11 +24,6 @@ use tokio::sync::Notify;
 
 /// How long a refused sender is told to wait.
 pub const PUSH_BACK: Duration = Duration::from_secs(1);
-/// How long a request waits for room in a full memory queue before it is
-/// refused: a short wait pushes back on the sender by latency, so a client
-/// that retries at once does not spend the collector's CPU on requests
-/// received only to be refused.
-pub const ADMIT_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct Entry {
@@ -63,30 +58,6 @@ impl Batch {
     }
 }
 
-/// What [`Queue::admit`] decided.
-enum Admit<'a> {
-    Taken,
-    /// wait for room (counted in the waiting room while this lives)
-    Wait(Waiting<'a>),
-    Refused(String),
-}
-
-/// A request's place in the memory queue's waiting room, given back when
-/// it stops waiting (admitted, refused, or its sender gone).
-struct Waiting<'a> {
-    q: &'a Queue,
-    items: u64,
-    len: u64,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let mut q = self.q.lock();
-        q.waiting_items -= self.items;
-        q.waiting_bytes -= self.len;
-    }
-}
-
 #[derive(Default)]
 struct Inner {
     /// memory queue only: records waiting
@@ -96,17 +67,11 @@ struct Inner {
     /// memory queue only: items and bytes queued or being sent
     items: u64,
     bytes: u64,
-    /// memory queue only: items and bytes of requests waiting for room
-    /// (at most half the queue's limits)
-    waiting_items: u64,
-    waiting_bytes: u64,
 }
 
 pub struct Queue {
     inner: Mutex<Inner>,
     pub notify: Notify,
-    /// woken when a memory queue frees room (or its limits change)
-    room: Notify,
     /// memory queue limits; a config reload may change them
     max_items: AtomicU64,
     max_bytes: AtomicU64,
@@ -124,7 +89,6 @@ impl Queue {
         let q = Queue {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
-            room: Notify::new(),
             max_items: AtomicU64::new(max_items as u64),
             max_bytes: AtomicU64::new(max_bytes as u64),
             disk,
@@ -157,7 +121,6 @@ impl Queue {
                 .queue_capacity
                 .store(max_items as u64, Ordering::Relaxed);
         }
-        self.room.notify_waiters();
     }
 
     fn limits(&self) -> (u64, u64) {
@@ -182,18 +145,16 @@ impl Queue {
     }
 
     /// The refusal [`Queue::push`] would give `items` items now for lack of
-    /// room: the memory queue is full (max_items, or max_bytes reached
-    /// already; the bytes are not known before redaction) and so is its
-    /// waiting room (half its limits). A disk queue decides on append.
+    /// room (memory queue: max_items, or max_bytes reached already; the
+    /// bytes are not known before redaction). A disk queue decides on
+    /// append.
     pub fn refuse_early(&self, items: u64) -> Option<Refusal> {
         if self.disk.is_some() {
             return None;
         }
         let (max_items, max_bytes) = self.limits();
         let q = self.lock();
-        let full = q.items > 0
-            && (q.items + items > max_items || q.bytes >= max_bytes)
-            && (q.waiting_items + items > max_items / 2 || q.waiting_bytes >= max_bytes / 2);
+        let full = q.items > 0 && (q.items + items > max_items || q.bytes >= max_bytes);
         drop(q);
         full.then(|| {
             self.refuse(
@@ -205,10 +166,8 @@ impl Queue {
         })
     }
 
-    /// Takes a record, or refuses it when the queue is full: a memory queue
-    /// first lets it wait up to [`ADMIT_WAIT`] for room, within a waiting
-    /// room of half its limits. With a disk queue, returns only once the
-    /// record is written.
+    /// Takes a record, or refuses it when the queue is full. With a disk
+    /// queue, returns only once the record is written.
     pub async fn push(&self, body: Bytes, items: u64) -> Result<(), Refusal> {
         if let Some(d) = &self.disk {
             if let Err(reason) = d.append(body, items).await {
@@ -218,75 +177,36 @@ impl Queue {
             self.notify.notify_one();
             return Ok(());
         }
-        let deadline = tokio::time::Instant::now() + ADMIT_WAIT;
-        let mut body = Some(body);
-        loop {
-            let room = self.room.notified();
-            tokio::pin!(room);
-            // registered before looking, so room freed meanwhile wakes it
-            room.as_mut().enable();
-            let wait = match self.admit(&mut body, items, deadline) {
-                Admit::Taken => break,
-                Admit::Refused(what) => {
-                    return Err(
-                        self.refuse(items, format!("forward queue full ({what}); retry later"))
-                    )
-                }
-                Admit::Wait(w) => w,
+        let len = body.len() as u64;
+        let (max_items, max_bytes) = self.limits();
+        {
+            let mut q = self.lock();
+            let empty = q.items == 0;
+            let full = if !empty && q.items + items > max_items {
+                Some(format!("{max_items} items, forward.queue.max_items"))
+            } else if !empty && q.bytes + len > max_bytes {
+                Some(format!("{max_bytes} bytes, forward.queue.max_bytes"))
+            } else {
+                None
             };
-            let _ = tokio::time::timeout_at(deadline, room).await;
-            drop(wait);
+            if let Some(what) = full {
+                drop(q);
+                return Err(self.refuse(items, format!("forward queue full ({what}); retry later")));
+            }
+            q.items += items;
+            q.bytes += len;
+            q.pending_items += items;
+            q.pending_bytes += len;
+            q.pending.push_back(Entry {
+                len: len as u32,
+                items,
+                loc: None,
+                data: Some(body),
+            });
+            self.stats.queue_size.store(q.items, Ordering::Relaxed);
         }
         self.notify.notify_one();
         Ok(())
-    }
-
-    /// Queues `body` if the memory queue has room; else says whether the
-    /// request may wait for room (before `deadline`, within the waiting
-    /// room: half the queue's limits) or is refused, and why.
-    fn admit(
-        &self,
-        body: &mut Option<Bytes>,
-        items: u64,
-        deadline: tokio::time::Instant,
-    ) -> Admit<'_> {
-        let len = body.as_ref().map_or(0, |b| b.len() as u64);
-        let (max_items, max_bytes) = self.limits();
-        let mut q = self.lock();
-        let empty = q.items == 0;
-        let full = if !empty && q.items + items > max_items {
-            Some(format!("{max_items} items, forward.queue.max_items"))
-        } else if !empty && q.bytes + len > max_bytes {
-            Some(format!("{max_bytes} bytes, forward.queue.max_bytes"))
-        } else {
-            None
-        };
-        if let Some(what) = full {
-            let room =
-                q.waiting_items + items <= max_items / 2 && q.waiting_bytes + len <= max_bytes / 2;
-            if !room || tokio::time::Instant::now() >= deadline {
-                return Admit::Refused(what);
-            }
-            q.waiting_items += items;
-            q.waiting_bytes += len;
-            return Admit::Wait(Waiting {
-                q: self,
-                items,
-                len,
-            });
-        }
-        q.items += items;
-        q.bytes += len;
-        q.pending_items += items;
-        q.pending_bytes += len;
-        q.pending.push_back(Entry {
-            len: len as u32,
-            items,
-            loc: None,
-            data: body.take(),
-        });
-        self.stats.queue_size.store(q.items, Ordering::Relaxed);
-        Admit::Taken
     }
 
     /// (items, bytes) waiting to be sent.
@@ -416,8 +336,6 @@ impl Queue {
                     q.bytes -= e.len as u64;
                 }
                 self.stats.queue_size.store(q.items, Ordering::Relaxed);
-                drop(q);
-                self.room.notify_waiters();
             }
         }
     }
@@ -442,7 +360,6 @@ mod tests {
     /// Runs a test's future on a current-thread runtime.
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
-            .enable_time()
             .build()
             .expect("rt")
             .block_on(f)
@@ -471,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_early_exactly_when_push_would_at_once() {
+    fn refuses_early_exactly_when_push_would() {
         block_on(async {
             let s = stats();
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
@@ -481,43 +398,9 @@ mod tests {
             );
             q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
             assert!(q.refuse_early(4).is_none(), "room for 4 more");
-            assert!(q.refuse_early(5).is_none(), "5 may wait for room");
-            assert!(q.refuse_early(6).is_some(), "6 overflow the waiting room");
-            assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 6);
-            let t = std::time::Instant::now();
-            let r = q.push(Bytes::from_static(b"b"), 6).await;
-            assert_eq!(
-                r.err().map(|r| r.reason),
-                Some("forward queue full (10 items, forward.queue.max_items); retry later".into())
-            );
-            assert!(t.elapsed() < ADMIT_WAIT, "refused without waiting");
-        });
-    }
-
-    #[test]
-    fn a_push_waits_for_room_and_is_taken_when_a_batch_is_delivered() {
-        block_on(async {
-            let s = stats();
-            let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
-            let b = q.take(100, 100).await;
-            let delivered = async {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                q.done(b);
-            };
-            let (r, ()) = tokio::join!(q.push(Bytes::from_static(b"b"), 5), delivered);
-            r.expect("taken once the batch freed room");
-            assert_eq!(q.size(), 5);
-            assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 0);
-            q.push(Bytes::from_static(b"d"), 5)
-                .await
-                .expect("fits: full now");
-            // nobody frees room: refused after ADMIT_WAIT, and counted
-            let t = std::time::Instant::now();
-            assert!(q.push(Bytes::from_static(b"c"), 5).await.is_err());
-            assert!(t.elapsed() >= ADMIT_WAIT);
+            assert!(q.refuse_early(5).is_some(), "no room for 5");
             assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 5);
-            assert_eq!(q.lock().waiting_items, 0, "the waiting room is empty again");
+            assert!(q.push(Bytes::from_static(b"b"), 5).await.is_err());
         });
     }
 
