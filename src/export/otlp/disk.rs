@@ -27,16 +27,11 @@
 //! arrives while a write is in progress is written and synced with the next
 //! one, so the cost of `fdatasync` is shared by all concurrent senders.
 //!
-//! The disk is the queue: nothing but counters is kept in memory per record,
-//! except the records just written while they fit in a small budget
-//! ([`RECENT_MAX`]): when the reader is caught up with the writer (the
-//! usual case when the downstream keeps up) it takes them from memory
-//! ([`DiskLog::read_recent`], no file I/O, so on the async worker) instead
-//! of reading back what it has just written. Otherwise a reader walks the
-//! segments in order, reading the current one in large sequential chunks
-//! ([`DiskLog::read_batch`], a blocking call the queue makes on a blocking
-//! thread), up to what the writer has written; ranges the start-up scan
-//! found damaged are skipped. A segment is open only while
+//! The disk is the queue: nothing but counters is kept in memory per record.
+//! A reader walks the segments in order, reading the current one in large
+//! sequential chunks ([`DiskLog::read_batch`], a blocking call the queue
+//! makes on a blocking thread), up to what the writer has written; ranges
+//! the start-up scan found damaged are skipped. A segment is open only while
 //! there is more to read: a descriptor held on a delivered, deleted segment
 //! would keep its space in use, and on a full filesystem that space is what
 //! the next write needs.
@@ -55,8 +50,6 @@ pub const HEADER: usize = 20;
 const MAX_RECORD: u32 = 256 << 20;
 /// The reader's sequential read size.
 const CHUNK: u64 = 256 << 10;
-/// Payload bytes of records just written kept in memory for the reader.
-pub const RECENT_MAX: u64 = 1 << 20;
 
 /// Where a record's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,89 +149,6 @@ impl Reader {
     }
 }
 
-/// Records just written (in write order), kept while they fit in
-/// [`RECENT_MAX`] so that a caught-up reader need not read them back.
-#[derive(Default)]
-struct Recent {
-    recs: std::collections::VecDeque<(Loc, u64, Bytes)>,
-    bytes: u64,
-}
-
-impl Recent {
-    /// (payload length, items) of the record whose payload starts at
-    /// (seg, off), if kept; records before it (read from disk, or given up
-    /// on) are dropped.
-    fn front_at(&mut self, seg: u64, off: u64) -> Option<(u32, u64)> {
-        while let Some((l, ..)) = self.recs.front() {
-            if (l.seg, l.off) >= (seg, off) {
-                break;
-            }
-            self.pop();
-        }
-        match self.recs.front() {
-            Some((l, n, _)) if (l.seg, l.off) == (seg, off) => Some((l.len, *n)),
-            _ => None,
-        }
-    }
-
-    fn pop(&mut self) -> Option<Bytes> {
-        let (l, _, b) = self.recs.pop_front()?;
-        self.bytes -= l.len as u64;
-        Some(b)
-    }
-
-    /// Keeps a record just written, if it fits.
-    fn keep(&mut self, loc: Loc, items: u64, payload: &Bytes) {
-        if self.bytes + loc.len as u64 <= RECENT_MAX {
-            self.bytes += loc.len as u64;
-            self.recs.push_back((loc, items, payload.clone()));
-        }
-    }
-}
-
-/// How [`DiskLog::next_record`] went.
-enum Step {
-    /// a record (payload length, items) was added to the batch
-    Took(u32, u64),
-    /// the batch is full, nothing more can be read, or (without I/O) the
-    /// next record is not in memory
-    Stop,
-    /// the segment could not be read back: items given up on
-    Failed(u64),
-}
-
-/// A batch's payload as it is put together: a single record kept in
-/// memory is used as it is (no copy); more records are concatenated.
-#[derive(Default)]
-struct Payload {
-    single: Option<Bytes>,
-    buf: BytesMut,
-}
-
-impl Payload {
-    fn push_bytes(&mut self, b: Bytes) {
-        if self.single.is_none() && self.buf.is_empty() {
-            self.single = Some(b);
-        } else {
-            self.push_slice(&b);
-        }
-    }
-
-    fn push_slice(&mut self, s: &[u8]) {
-        if let Some(b) = self.single.take() {
-            self.buf.extend_from_slice(&b);
-        }
-        self.buf.extend_from_slice(s);
-    }
-
-    fn finish(self) -> Bytes {
-        match self.single {
-            Some(b) => b,
-            None => self.buf.freeze(),
-        }
-    }
-}
-
 /// Records read back for one batch.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
@@ -279,8 +189,6 @@ pub struct DiskLog {
     reader: Mutex<Reader>,
     /// batches read and not yet delivered, for the ledger
     in_flight: Mutex<ledger::InFlight>,
-    /// records just written, for a caught-up reader
-    recent: Arc<Mutex<Recent>>,
 }
 
 fn seg_path(dir: &Path, seq: u64) -> PathBuf {
@@ -520,9 +428,7 @@ impl DiskLog {
         let state = Arc::new(Mutex::new(st));
         let seg_max = (max_bytes / 8).clamp(4 << 10, 16 << 20);
         let (tx, rx) = mpsc::channel::<Msg>();
-        let recent = Arc::new(Mutex::new(Recent::default()));
         let writer = Writer {
-            recent: recent.clone(),
             dir: dir.to_path_buf(),
             state: state.clone(),
             seq: next_seq,
@@ -546,7 +452,6 @@ impl DiskLog {
                 tx: Mutex::new(Some(tx)),
                 reader: Mutex::new(reader),
                 in_flight: Mutex::new(ledger::InFlight::default()),
-                recent,
             },
             scan,
         ))
@@ -604,40 +509,33 @@ impl DiskLog {
     /// `max_bytes` payload bytes (at least one record when any waits).
     /// Blocking file I/O: call it on a blocking thread.
     pub fn read_batch(&self, max_items: u64, max_bytes: u64) -> ReadBatch {
-        self.read(max_items, max_bytes, true)
-    }
-
-    /// As [`read_batch`](Self::read_batch), but only records still in
-    /// memory: it stops at the first one that would have to be read from
-    /// disk. No file I/O: callable on an async worker.
-    pub fn read_recent(&self, max_items: u64, max_bytes: u64) -> ReadBatch {
-        self.read(max_items, max_bytes, false)
-    }
-
-    fn read(&self, max_items: u64, max_bytes: u64, io: bool) -> ReadBatch {
         let mut rd = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = ReadBatch::default();
-        let mut acc = Payload::default();
+        let mut payload = BytesMut::new();
         let (mut items, mut bytes) = (0u64, 0u64);
         while let Some(end) = self.position(&mut rd) {
-            let first = out.recs.is_empty();
-            let room = |n: u64, len: u32| {
-                first || (items + n <= max_items && bytes + len as u64 <= max_bytes)
-            };
-            let (len, n) = match self.next_record(&mut rd, end, io, &mut acc, room) {
-                Step::Took(len, n) => (len, n),
-                Step::Stop => break,
-                Step::Failed(n) => {
-                    out.failed_items += n;
-                    continue;
+            match self.peek(&mut rd, end) {
+                Ok((len, n)) => {
+                    let len64 = len as u64;
+                    if !out.recs.is_empty() && (items + n > max_items || bytes + len64 > max_bytes)
+                    {
+                        break;
+                    }
+                    let i = (rd.pos - rd.buf_off) as usize + HEADER;
+                    payload.extend_from_slice(&rd.buf[i..i + len as usize]);
+                    let loc = Loc {
+                        seg: rd.seq,
+                        off: rd.pos + HEADER as u64,
+                        len,
+                    };
+                    out.recs.push((loc, n));
+                    rd.pos += HEADER as u64 + len64;
+                    items += n;
+                    bytes += len64;
+                    self.mark_read(rd.seq, n, len64);
                 }
-            };
-            let off = rd.pos + HEADER as u64;
-            out.recs.push((Loc { seg: rd.seq, off, len }, n));
-            rd.pos = off + len as u64;
-            items += n;
-            bytes += len as u64;
-            self.mark_read(rd.seq, n, len as u64);
+                Err(e) => out.failed_items += self.give_up(&mut rd, &e),
+            }
         }
         if rd.buf.capacity() > 4 * CHUNK as usize {
             // after an unusually large record: give the memory back
@@ -651,51 +549,8 @@ impl DiskLog {
             out.id = Some(self.lock_in_flight().read(end));
         }
         drop(rd);
-        out.payload = acc.finish();
+        out.payload = payload.freeze();
         out
-    }
-
-    fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The record at the reader's position added to `acc` if `room` says it
-    /// fits: from memory when it is still there, else (with `io`) read
-    /// from the segment and checked. Does not move the reader.
-    fn next_record(
-        &self,
-        rd: &mut Reader,
-        end: u64,
-        io: bool,
-        acc: &mut Payload,
-        room: impl Fn(u64, u32) -> bool,
-    ) -> Step {
-        let off = rd.pos + HEADER as u64;
-        // (the guard must not live into the block: it locks again)
-        let kept = self.lock_recent().front_at(rd.seq, off);
-        if let Some((len, n)) = kept {
-            if !room(n, len) {
-                return Step::Stop;
-            }
-            // only this reader pops, and the writer only appends: the
-            // front is still the record just looked at
-            if let Some(b) = self.lock_recent().pop() {
-                acc.push_bytes(b);
-                return Step::Took(len, n);
-            }
-        }
-        if !io {
-            return Step::Stop;
-        }
-        match self.peek(rd, end) {
-            Ok((len, n)) if room(n, len) => {
-                let i = (rd.pos - rd.buf_off) as usize + HEADER;
-                acc.push_slice(&rd.buf[i..i + len as usize]);
-                Step::Took(len, n)
-            }
-            Ok(_) => Step::Stop,
-            Err(e) => Step::Failed(self.give_up(rd, &e)),
-        }
     }
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, ledger::InFlight> {
@@ -896,7 +751,6 @@ fn remove_seg(dir: &Path, st: &mut State, seq: u64) {
 }
 
 struct Writer {
-    recent: Arc<Mutex<Recent>>,
     dir: PathBuf,
     state: Arc<Mutex<State>>,
     seq: u64,
@@ -951,10 +805,9 @@ impl Writer {
 
     /// Seals (and so deletes) the current segment when every record in it
     /// was delivered and it holds enough to be worth a new file (a quarter of
-    /// a segment, at most 4 MiB: each new segment costs a create, a
-    /// directory sync and an unlink).
+    /// a segment, at most 1 MiB).
     fn retire_if_delivered(&mut self) {
-        if self.file.is_none() || self.size < (self.seg_max / 4).min(4 << 20) {
+        if self.file.is_none() || self.size < (self.seg_max / 4).min(1 << 20) {
             return;
         }
         let idle = self
@@ -1087,12 +940,6 @@ impl Writer {
         drop(parts);
         match res {
             Ok(()) => {
-                // kept before the reader can see them (`written`)
-                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                for (r, loc) in pending.iter() {
-                    recent.keep(*loc, r.items, &r.payload);
-                }
-                drop(recent);
                 self.written(pending);
                 for (r, loc) in pending.drain(..) {
                     let _ = r.reply.send(Ok(loc));
@@ -1419,43 +1266,6 @@ mod tests {
                 .expect("first fits");
             let e = log.append(Bytes::from(vec![0u8; 60]), 1).await;
             assert!(e.is_err_and(|m| m.contains("full")));
-        });
-    }
-
-    /// Records just written are taken from memory while they fit in
-    /// RECENT_MAX (the segment file is emptied to prove it), in order,
-    /// within the batch limits; the first one that did not fit is read
-    /// back from disk, and the ledger's positions are the same either way.
-    #[test]
-    fn a_caught_up_reader_takes_just_written_records_from_memory() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let (log, _) = DiskLog::open(dir.path(), 64 << 20, false).expect("open");
-            let big = (RECENT_MAX / 4 + 1) as usize;
-            let mut locs = Vec::new();
-            for c in [b'a', b'b', b'c', b'd'] {
-                locs.push(log.append(Bytes::from(vec![c; big]), 2).await.expect("append"));
-            }
-            // the first three fit in memory, the fourth does not
-            let seg = seg_path(dir.path(), locs[0].seg);
-            let on_disk = std::fs::read(&seg).expect("segment");
-            std::fs::write(&seg, vec![0u8; on_disk.len()]).expect("zero it");
-            let r = log.read_recent(2, u64::MAX);
-            assert_eq!(r.recs, vec![(locs[0], 2)], "one record: two items");
-            assert_eq!(r.payload, Bytes::from(vec![b'a'; big]));
-            let r = log.read_recent(100, u64::MAX);
-            assert_eq!(r.recs, vec![(locs[1], 2), (locs[2], 2)]);
-            assert_eq!(&r.payload[..big], &vec![b'b'; big][..]);
-            assert_eq!(&r.payload[big..], &vec![b'c'; big][..]);
-            assert!(log.read_recent(100, u64::MAX).recs.is_empty(), "not in memory");
-            // the fourth comes from the file (restored; it was zeroed)
-            std::fs::write(&seg, &on_disk).expect("restore");
-            let r = log.read_batch(100, u64::MAX);
-            assert_eq!(r.recs, vec![(locs[3], 2)]);
-            assert_eq!(r.payload, Bytes::from(vec![b'd'; big]));
-            assert_eq!(r.failed_items, 0);
-            assert_eq!(log.pending(), (0, 0));
-            log.close();
         });
     }
 }

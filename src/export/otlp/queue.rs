@@ -229,30 +229,21 @@ impl Queue {
     }
 
     /// Takes up to `max_items` items / `max_bytes` bytes of records (always at
-    /// least one record when any waits). A disk queue takes the records it
-    /// still holds in memory, else reads them back on a blocking thread.
+    /// least one record when any waits). A disk queue reads them back on a
+    /// blocking thread.
     pub async fn take(self: &Arc<Self>, max_items: u64, max_bytes: u64) -> Batch {
         if self.disk.is_none() {
             return self.take_memory(max_items, max_bytes);
         }
-        // records still in memory first (no I/O, no thread hop); the disk
-        // only when the next record is not there
-        let mut read = self
-            .disk
-            .as_ref()
-            .map(|d| d.read_recent(max_items, max_bytes))
-            .unwrap_or_default();
-        if read.recs.is_empty() {
-            let q = self.clone();
-            read = tokio::task::spawn_blocking(move || {
-                q.disk
-                    .as_ref()
-                    .map(|d| d.read_batch(max_items, max_bytes))
-                    .unwrap_or_default()
-            })
-            .await
-            .unwrap_or_default();
-        }
+        let q = self.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            q.disk
+                .as_ref()
+                .map(|d| d.read_batch(max_items, max_bytes))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
         if read.failed_items > 0 {
             self.stats
                 .send_failed
