@@ -3,7 +3,7 @@
 # counting sink (a second sidecar), under the shared load generator (512
 # records a request, 8 streams, OTLP/gRPC).
 #
-#   benches/profile_forward.sh [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|cpu] [-- BINARY [ARGS...]]
+#   benches/profile_forward.sh [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|cpu|perf] [-- BINARY [ARGS...]]
 #
 # callgrind (default): user-space instructions of the whole run (load and
 # drain), split by benches/profile_split.py into transport, walk, validate,
@@ -12,6 +12,10 @@
 # cpu: the sidecar at full speed, its user and system CPU time from the
 # start of the load until the sink has every record (/proc/<pid>/stat; the
 # kernel side callgrind does not see), and delivered records per CPU-second.
+# perf: the sidecar at full speed under `perf record -e cpu-clock -g` (a
+# software event: works where the VM has no hardware counters), user and
+# kernel alike; prints the shares of gzip, validation, the kernel, and the
+# kernel's by system call (perf.data is kept in the output directory).
 # The sink is the same binary on 127.0.0.1:35317, pinned to CPU 0 with the
 # load generator; the sidecar runs on CPU 1.
 set -euo pipefail
@@ -22,7 +26,7 @@ while [ $# -gt 0 ]; do
     -q) qdir=$2; shift 2;;
     -m) mode=$2; shift 2;;
     --) shift; break;;
-    *) echo "usage: $0 [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|cpu] [-- BINARY [ARGS...]]" >&2; exit 2;;
+    *) echo "usage: $0 [-s SECONDS] [-q QUEUE_DIR] [-m callgrind|cpu|perf] [-- BINARY [ARGS...]]" >&2; exit 2;;
   esac
 done
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,7 +61,10 @@ case "$mode" in
   callgrind) taskset -c 1 valgrind --tool=callgrind --separate-callers=12 \
       --callgrind-out-file="$out/callgrind.out" "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
   cpu) taskset -c 1 "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
-  *) echo "mode: callgrind or cpu" >&2; exit 2;;
+  perf) command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
+    taskset -c 1 perf record -q -e cpu-clock -F 4000 -g -o "$out/perf.data" \
+      "$@" "${args[@]}" >"$out/sidecar.log" 2>&1 & ;;
+  *) echo "mode: callgrind, cpu or perf" >&2; exit 2;;
 esac
 pid=$!
 wait_port "$port" || { echo "nothing listens on 127.0.0.1:$port" >&2; cat "$out/sidecar.log" >&2; exit 1; }
@@ -82,5 +89,23 @@ trap - EXIT
 if [ "$mode" = cpu ]; then
   awk -v g="$got" -v u=$((u1 - u0)) -v s=$((s1 - s0)) 'BEGIN{c=(u+s)/100;
     printf "user %.2f s, system %.2f s (%.0f%%), delivered per CPU-s %.0f\n", u/100, s/100, 100*s/(u+s), g/c}'
+fi
+# shares of a perf profile: gzip, validation, the kernel, and the kernel's
+# system calls (time under each, children included)
+perf_split() {
+  local self children
+  self=$(perf report -i "$1" --no-children --sort sym --stdio -g none 2>/dev/null | grep '%')
+  children=$(perf report -i "$1" --children --sort sym --stdio -g none 2>/dev/null | grep '%')
+  share() { grep -E "$1" <<<"$self" | awk '{s+=$1} END{printf "%.1f%%", s}'; }
+  echo "gzip $(share 'zlib_rs|crc32fast')  validation $(share 'receiver::validate')  kernel $(share '\[k\]')"
+  for c in vfs_writev __x64_sys_fdatasync __x64_sys_recvfrom __x64_sys_sendto __x64_sys_futex \
+    __x64_sys_unlink __x64_sys_pread64 __x64_sys_openat __x64_sys_epoll_wait; do
+    printf '  %s %s' "${c#__x64_sys_}" "$(grep -E "\[k\] $c\s*$" <<<"$children" | awk '{print $1; exit}')"
+  done
+  echo
+}
+if [ "$mode" = perf ]; then
+  sleep 1
+  perf_split "$out/perf.data"
 fi
 echo "profiles in $out"
