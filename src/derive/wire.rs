@@ -1546,6 +1546,7 @@ mod tests {
                 &Ctx {
                     keys,
                     event_names: ev,
+                    max_depth: 24,
                 },
                 slots,
             )?;
@@ -1562,7 +1563,12 @@ mod tests {
         let mut info = LogInfo::default();
         let mut r = Reader::new(buf);
         while let Some((f, v)) = r.next_field_general()? {
-            log_field(f, v, &mut info, keys, slots)?;
+            let ctx = Ctx {
+                keys,
+                event_names: &[],
+                max_depth: 24,
+            };
+            log_field(f, v, &mut info, &ctx, slots)?;
         }
         Ok(info)
     }
@@ -1600,7 +1606,12 @@ mod tests {
         let mut out = Vec::new();
         let mut slots = Vec::new();
         let keys = KeyTable::default();
-        walk_envelope(buf, &keys, &mut slots, |item, _, _| {
+        let ctx = Ctx {
+            keys: &keys,
+            event_names: &[],
+            max_depth: 24,
+        };
+        walk_envelope(buf, &ctx, &SPANS_ENVELOPE, &mut slots, |item, _, _| {
             out.push(item.to_vec());
             Ok(())
         })
@@ -1683,6 +1694,7 @@ mod tests {
                 &Ctx {
                     keys: &keys,
                     event_names: &ev,
+                    max_depth: 24,
                 },
                 &mut s1,
             )
@@ -1737,6 +1749,7 @@ mod tests {
                 &Ctx {
                     keys: &keys,
                     event_names: &[],
+                    max_depth: 24,
                 },
                 &mut s1,
             )
