@@ -12,8 +12,8 @@
 //! (common, resource, trace, logs, metrics v1). Unknown fields are skipped
 //! like prost skips them (groups, a deprecated wire type, are refused).
 
-use crate::base::SignalKind;
 use super::wire::{short_len, Reader, Wire};
+use crate::base::SignalKind;
 
 /// The deepest `AnyValue` nesting that is ever accepted. The deepest OTLP
 /// path to an attribute (metric exemplar: 8 messages) plus 3 messages per
