@@ -602,12 +602,14 @@ pub(crate) fn utf8(b: &[u8]) -> bool {
 /// Whether every byte is below 0x80: whole words, the last one overlapping
 /// the one before (a short string: two overlapping loads), no byte loop.
 #[inline(always)]
-fn ascii(b: &[u8]) -> bool {
+pub(crate) fn ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     if let Some(last) = b.last_chunk::<8>() {
         let mut all = u64::from_le_bytes(*last);
-        for c in b.chunks_exact(8) {
-            all |= u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let mut rest = b;
+        while let Some((w, tail)) = rest.split_first_chunk::<8>() {
+            all |= u64::from_le_bytes(*w);
+            rest = tail;
         }
         return all & HIGH == 0;
     }

@@ -416,7 +416,7 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
             if klen < 0x80 && *vlen < 0x80 && klen + 2 + usize::from(*vlen) == rest.len() {
                 let (key, value) = rest.split_at(klen);
                 let value = value.get(2..).unwrap_or_default();
-                if ctx.max_depth > 0 && utf8(key) && scalar_any_value(value) {
+                if ctx.max_depth > 0 && plain_key_value(buf, key, value) {
                     if let Some(slot) = ctx.keys.lookup(key) {
                         fill_slot(slot, Some(value), slots)?;
                     }
@@ -426,6 +426,20 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
         }
     }
     key_value_general(buf, ctx, slots)
+}
+
+/// Whether a `KeyValue` of the usual shape (`kv`: its key, then its value,
+/// both short) has a UTF-8 key and a scalar value. A string value takes
+/// one ASCII test over the whole `KeyValue` (its tags and one-byte lengths
+/// are ASCII too), the usual case; anything else is tested part by part.
+#[inline(always)]
+fn plain_key_value(kv: &[u8], key: &[u8], value: &[u8]) -> bool {
+    match value {
+        [ANY_STRING_TAG, l, s @ ..] if *l < 0x80 && usize::from(*l) == s.len() => {
+            validate::ascii(kv) || (utf8(key) && utf8(s))
+        }
+        _ => utf8(key) && scalar_any_value(value),
+    }
 }
 
 /// [`key_value`] for any encoding: the schema check of the whole
