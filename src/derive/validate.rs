@@ -599,19 +599,32 @@ pub(crate) fn utf8(b: &[u8]) -> bool {
     ascii(b) || std::str::from_utf8(b).is_ok()
 }
 
-/// Whether every byte is below 0x80: whole words, the last one overlapping
-/// the one before (a short string: two overlapping loads), no byte loop.
+/// Whether every byte is below 0x80: 16 bytes at a time, the last 16
+/// overlapping the ones before (a short string: two overlapping loads), no
+/// byte loop.
 #[inline(always)]
 pub(crate) fn ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    if let Some(last) = b.last_chunk::<8>() {
-        let mut all = u64::from_le_bytes(*last);
+    let word = |w: &[u8; 8]| u64::from_le_bytes(*w);
+    let pair = |p: &[u8; 16]| {
+        let (a, z) = (p.first_chunk::<8>(), p.last_chunk::<8>());
+        a.map_or(0, word) | z.map_or(0, word)
+    };
+    if let (Some(first), Some(last)) = (b.first_chunk::<16>(), b.last_chunk::<16>()) {
+        let mut all = pair(first) | pair(last);
+        if b.len() <= 32 {
+            // most attribute keys and values, whole KeyValues too
+            return all & HIGH == 0;
+        }
         let mut rest = b;
-        while let Some((w, tail)) = rest.split_first_chunk::<8>() {
-            all |= u64::from_le_bytes(*w);
+        while let Some((p, tail)) = rest.split_first_chunk::<16>() {
+            all |= pair(p);
             rest = tail;
         }
         return all & HIGH == 0;
+    }
+    if let (Some(a), Some(z)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        return (word(a) | word(z)) & HIGH == 0;
     }
     if let (Some(a), Some(z)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
         return (u32::from_le_bytes(*a) | u32::from_le_bytes(*z)) & 0x8080_8080 == 0;

@@ -412,6 +412,24 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
     // scalar value: checked in place; anything else is checked whole first
     if let [KEY_TAG, klen, rest @ ..] = buf {
         let klen = usize::from(*klen);
+        // the usual attribute, a string: when the whole `KeyValue` is ASCII
+        // (its tags and lengths then are one byte each), one test checks
+        // the key, the value and their lengths
+        if let Some(&[VALUE_TAG, vlen, ANY_STRING_TAG, slen]) = rest.get(klen..klen + 4) {
+            let (vlen, slen) = (usize::from(vlen), usize::from(slen));
+            if vlen == slen + 2
+                && klen + 2 + vlen == rest.len()
+                && ctx.max_depth > 0
+                && validate::ascii(buf)
+            {
+                let (key, value) = rest.split_at(klen);
+                if let Some(slot) = ctx.keys.lookup(key) {
+                    let s = value.get(4..).unwrap_or_default();
+                    fill_str(slot, s, slots);
+                }
+                return Ok(());
+            }
+        }
         if let Some([VALUE_TAG, vlen]) = rest.get(klen..klen + 2) {
             if klen < 0x80 && *vlen < 0x80 && klen + 2 + usize::from(*vlen) == rest.len() {
                 let (key, value) = rest.split_at(klen);
@@ -426,6 +444,16 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
         }
     }
     key_value_general(buf, ctx, slots)
+}
+
+/// Stores a string in `slot` unless it is filled (like [`fill_slot`]).
+#[inline(always)]
+fn fill_str<'a>(slot: u16, s: &'a [u8], slots: &mut [Val<'a>]) {
+    if let Some(v) = slots.get_mut(usize::from(slot)) {
+        if matches!(v, Val::Missing) {
+            *v = Val::Str(s);
+        }
+    }
 }
 
 /// Whether a `KeyValue` of the usual shape (`kv`: its key, then its value,
