@@ -1,11 +1,19 @@
-//! Full validation of an OTLP export request against the OTLP protobuf
-//! schema, for the requests whose bytes are forwarded downstream as received:
+//! Validation of an OTLP export request against the OTLP protobuf schema:
 //! every known field has its declared wire type, every `string` field is
 //! UTF-8, every nested message and packed field is well-formed, and no
 //! `AnyValue` is nested deeper than `receivers.max_value_depth`. What passes
 //! here decodes with prost (redaction, the downstream collector), so a bad
 //! request is refused with INVALID_ARGUMENT / 400 before it is acknowledged
 //! instead of poisoning a batch later.
+//!
+//! Two uses (issue 24). The derive walk (`wire.rs`) checks the fields it
+//! reads itself and calls [`field`] on the ones it skips, so a spans or logs
+//! request is validated in the one pass that derives from it, forwarded or
+//! not. [`request`] checks a whole request in a pass of its own: metrics
+//! requests (nothing walks them), and the message of a request the walk
+//! refused (which message and field, malformed or invalid), on the cold
+//! path; it is also the oracle the walk is tested against
+//! (`tests/suite/validation.rs`).
 //!
 //! Schema-driven and allocation-free: one table per message type, indexed
 //! by field number, written from the opentelemetry-proto `.proto` files

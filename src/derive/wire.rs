@@ -8,10 +8,13 @@
 //! attributes, so the walker skips everything else by length and allocates
 //! nothing. Varints come from prost's own `decode_varint`.
 //!
-//! The walker validates the structure it crosses (wire types, lengths, nested
-//! message bounds): a malformed request is rejected as a whole before any
-//! metric is touched, because the caller applies updates only after a
-//! successful walk.
+//! The walk is also the request's validation against the OTLP schema (issue
+//! 24), in one pass: the walker checks what it reads (the wire type settled
+//! by the tag byte it matches, lengths, UTF-8 of the strings it passes, an
+//! ASCII test first) and hands every field it skips to the schema tables of
+//! [`super::validate::field`], in wire order. A request that is not valid
+//! OTLP is rejected as a whole before any metric is touched, because the
+//! caller applies updates only after a successful walk.
 
 use super::fields::*;
 use super::validate::{self, scalar_any_value, utf8, Invalid, M};
