@@ -989,6 +989,15 @@ where
     })
 }
 
+/// A short length-delimited string that is UTF-8 (see [`short_len`]); None
+/// for any other shape or bytes that are not UTF-8, which the general
+/// reader then reports.
+#[inline(always)]
+fn short_text(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (s, tail) = short_len(rest)?;
+    utf8(s).then_some((s, tail))
+}
+
 /// Reads one log record field other than an attribute when its tag and
 /// shape are the usual ones, like [`span_fast_field`] (a malformed body is
 /// an error).
@@ -1001,10 +1010,7 @@ fn log_fast_field<'a>(
     let fast = |c: &'a [u8], info: &mut LogInfo<'a>| -> Option<(&'a [u8], Option<&'a [u8]>)> {
         Some(match c {
             [LOG_EVENT_NAME_TAG, rest @ ..] => {
-                let (b, tail) = short_len(rest)?;
-                if !utf8(b) {
-                    return None;
-                }
+                let (b, tail) = short_text(rest)?;
                 info.event_name = b;
                 (tail, None)
             }
@@ -1022,13 +1028,7 @@ fn log_fast_field<'a>(
                 info.span_id = b;
                 (tail, None)
             }
-            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => {
-                let (b, tail) = short_len(rest)?;
-                if !utf8(b) {
-                    return None;
-                }
-                (tail, None)
-            }
+            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => (short_text(rest)?.1, None),
             [LOG_SEVERITY_TAG, k, tail @ ..] if *k < 0x80 => {
                 info.severity = i32::from(*k);
                 (tail, None)
