@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
                 black_box(&traces),
                 &keys,
                 &[],
+                geometra_sidecar::receiver::validate::DEFAULT_VALUE_DEPTH,
                 &mut slots,
                 |i, _| n += i.end - i.start,
             )

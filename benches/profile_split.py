@@ -6,7 +6,7 @@ where the instructions go.
 Each cost is charged to an owner: the first function up its caller chain
 that is not a helper (memcpy/memcmp, the allocator, bytes/core/alloc/std
 containers, hashing): transport (h2, hyper, tonic, tokio_util's framing,
-http, prost), walk (derive/wire.rs), validate (receiver/validate.rs),
+http, prost), walk (derive/wire.rs), validate (derive/validate.rs),
 rules (the rest of derive/), store (metrics/), the forwarder's queue
 (export/ but for the two that follow), disk (export/otlp/disk.rs, crc32fast),
 send (export/otlp/client.rs), compress (flate2, zlib-rs, zstd), receiver
@@ -64,12 +64,12 @@ def owner_of_fn(name):
     if crate == OURS:
         if "::derive::wire::" in name:
             return "walk"
+        if "::derive::validate::" in name:
+            return "validate"
         if "::derive::" in name:
             return "rules"
         if "::metrics::" in name:
             return "store"
-        if "::receiver::validate::" in name:
-            return "validate"
         if "::export::otlp::disk::" in name:
             return "disk"
         if "::export::otlp::client::" in name:
@@ -89,8 +89,8 @@ def owner_of_fn(name):
 
 
 def owner_of_file(path):
-    for part, who in (("/derive/wire.rs", "walk"), ("/derive/", "rules"), ("/metrics/", "store"),
-                      ("/receiver/validate.rs", "validate"), ("/export/otlp/disk.rs", "disk"),
+    for part, who in (("/derive/wire.rs", "walk"), ("/derive/validate.rs", "validate"),
+                      ("/derive/", "rules"), ("/metrics/", "store"), ("/export/otlp/disk.rs", "disk"),
                       ("/export/otlp/client.rs", "send"), ("/export/", "queue")):
         if part in path:
             return who

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cost;
 pub mod fields;
 pub mod json;
+pub mod validate;
 pub mod wire;
 
 use crate::metrics::config::StoreConfig;
@@ -751,19 +752,31 @@ impl Deriver {
         );
     }
 
-    /// Walks an encoded `ExportTraceServiceRequest` from the app and
-    /// prepares its metric updates; nothing is applied until [`Deriver::commit`].
+    /// Walks an encoded `ExportTraceServiceRequest` from the app, checking
+    /// as it goes that it is valid OTLP (the walker checks what it reads,
+    /// [`validate`] the fields it skips: one pass), and prepares its metric
+    /// updates; nothing is applied until [`Deriver::commit`], so an invalid
+    /// request moves no metric. AnyValues nest at most
+    /// [`validate::DEFAULT_VALUE_DEPTH`] levels.
     pub fn prepare_traces(&self, buf: &[u8]) -> Result<Prepared, WireError> {
-        self.prepare_traces_from(buf, Source::App)
+        self.prepare_traces_from(buf, Source::App, validate::DEFAULT_VALUE_DEPTH)
     }
 
-    /// [`Deriver::prepare_traces`] with the rules of `source` only.
-    pub fn prepare_traces_from(&self, buf: &[u8], source: Source) -> Result<Prepared, WireError> {
+    /// [`Deriver::prepare_traces`] with the rules of `source` only and
+    /// AnyValues nested at most `max_depth` levels
+    /// (`receivers.max_value_depth`).
+    pub fn prepare_traces_from(
+        &self,
+        buf: &[u8],
+        source: Source,
+        max_depth: u32,
+    ) -> Result<Prepared, WireError> {
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
         self.reset(&mut sc);
         sc.browser = source == Source::Browser;
         let mut slots = Vec::new();
-        let stats = wire::walk_traces(buf, &self.keys, &self.span_events, &mut slots, |info, s| {
+        let events = &self.span_events;
+        let stats = wire::walk_traces(buf, &self.keys, events, max_depth, &mut slots, |info, s| {
             self.span(info, s, &mut sc);
         });
         match stats {
@@ -780,17 +793,23 @@ impl Deriver {
 
     /// Walks an encoded `ExportLogsServiceRequest`, like [`Deriver::prepare_traces`].
     pub fn prepare_logs(&self, buf: &[u8]) -> Result<Prepared, WireError> {
-        self.prepare_logs_from(buf, Source::App)
+        self.prepare_logs_from(buf, Source::App, validate::DEFAULT_VALUE_DEPTH)
     }
 
-    /// [`Deriver::prepare_logs`] with the rules of `source` only.
-    pub fn prepare_logs_from(&self, buf: &[u8], source: Source) -> Result<Prepared, WireError> {
+    /// [`Deriver::prepare_logs`] with the rules of `source` only, like
+    /// [`Deriver::prepare_traces_from`].
+    pub fn prepare_logs_from(
+        &self,
+        buf: &[u8],
+        source: Source,
+        max_depth: u32,
+    ) -> Result<Prepared, WireError> {
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
         self.reset(&mut sc);
         sc.browser = source == Source::Browser;
         let mut slots = Vec::new();
         let mut bad_body = false;
-        let stats = wire::walk_logs(buf, &self.keys, &mut slots, |info, s| {
+        let stats = wire::walk_logs(buf, &self.keys, max_depth, &mut slots, |info, s| {
             if self.log(info, s, &mut sc).is_err() {
                 bad_body = true;
             }

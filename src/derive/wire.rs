@@ -8,12 +8,16 @@
 //! attributes, so the walker skips everything else by length and allocates
 //! nothing. Varints come from prost's own `decode_varint`.
 //!
-//! The walker validates the structure it crosses (wire types, lengths, nested
-//! message bounds): a malformed request is rejected as a whole before any
-//! metric is touched, because the caller applies updates only after a
-//! successful walk.
+//! The walk is also the request's validation against the OTLP schema (issue
+//! 24), in one pass: the walker checks what it reads (the wire type settled
+//! by the tag byte it matches, lengths, UTF-8 of the strings it passes, an
+//! ASCII test first) and hands every field it skips to the schema tables of
+//! [`super::validate::field`], in wire order. A request that is not valid
+//! OTLP is rejected as a whole before any metric is touched, because the
+//! caller applies updates only after a successful walk.
 
 use super::fields::*;
+use super::validate::{self, scalar_any_value, utf8, Invalid, M};
 use prost::encoding::decode_varint;
 
 /// Tags of the canonical short encodings the fast paths match on.
@@ -32,6 +36,19 @@ impl std::fmt::Display for WireError {
     }
 }
 impl std::error::Error for WireError {}
+
+impl From<Invalid> for WireError {
+    fn from(e: Invalid) -> WireError {
+        WireError(e.what)
+    }
+}
+
+/// Checks field `f` of message `m` (one the walker does not read itself)
+/// against the OTLP schema, to its leaves (see [`validate::field`]).
+#[inline(always)]
+fn check(m: &'static M, f: u32, v: Wire<'_>, max_depth: u32) -> Result<(), WireError> {
+    Ok(validate::field(m, f, v, 0, max_depth)?)
+}
 
 /// One protobuf field value, borrowed.
 #[derive(Clone, Copy, Debug)]
@@ -389,12 +406,84 @@ fn fill_slot<'a>(
     }
 }
 
-/// Reads one `KeyValue`; when its key is in the table, stores the value in
-/// its slot (the first occurrence wins).
+/// Reads one `KeyValue` and checks it (a UTF-8 key, a valid value within
+/// the depth limit); when its key is in the table, stores the value in its
+/// slot (the first occurrence wins).
 #[inline(always)]
-fn key_value<'a>(buf: &'a [u8], keys: &KeyTable, slots: &mut [Val<'a>]) -> Result<(), WireError> {
-    let (key, value) = split_kv(buf)?;
-    if let Some(slot) = key.and_then(|k| keys.lookup(k)) {
+fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<(), WireError> {
+    // the shape every SDK writes (see [`split_kv`]) with a UTF-8 key and a
+    // scalar value: checked in place; anything else is checked whole first
+    if let [KEY_TAG, klen, rest @ ..] = buf {
+        let klen = usize::from(*klen);
+        // the usual attribute, a string: when the whole `KeyValue` is ASCII
+        // (its tags and lengths then are one byte each), one test checks
+        // the key, the value and their lengths
+        if let Some(&[VALUE_TAG, vlen, ANY_STRING_TAG, slen]) = rest.get(klen..klen + 4) {
+            let (vlen, slen) = (usize::from(vlen), usize::from(slen));
+            if vlen == slen + 2
+                && klen + 2 + vlen == rest.len()
+                && ctx.max_depth > 0
+                && validate::ascii(buf)
+            {
+                let (key, value) = rest.split_at(klen);
+                if let Some(slot) = ctx.keys.lookup(key) {
+                    let s = value.get(4..).unwrap_or_default();
+                    fill_str(slot, s, slots);
+                }
+                return Ok(());
+            }
+        }
+        if let Some([VALUE_TAG, vlen]) = rest.get(klen..klen + 2) {
+            if klen < 0x80 && *vlen < 0x80 && klen + 2 + usize::from(*vlen) == rest.len() {
+                let (key, value) = rest.split_at(klen);
+                let value = value.get(2..).unwrap_or_default();
+                if ctx.max_depth > 0 && plain_key_value(buf, key, value) {
+                    if let Some(slot) = ctx.keys.lookup(key) {
+                        fill_slot(slot, Some(value), slots)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+    key_value_general(buf, ctx, slots)
+}
+
+/// Stores a string in `slot` unless it is filled (like [`fill_slot`]).
+#[inline(always)]
+fn fill_str<'a>(slot: u16, s: &'a [u8], slots: &mut [Val<'a>]) {
+    if let Some(v) = slots.get_mut(usize::from(slot)) {
+        if matches!(v, Val::Missing) {
+            *v = Val::Str(s);
+        }
+    }
+}
+
+/// Whether a `KeyValue` of the usual shape (`kv`: its key, then its value,
+/// both short) has a UTF-8 key and a scalar value. A string value takes
+/// one ASCII test over the whole `KeyValue` (its tags and one-byte lengths
+/// are ASCII too), the usual case; anything else is tested part by part.
+#[inline(always)]
+fn plain_key_value(kv: &[u8], key: &[u8], value: &[u8]) -> bool {
+    match value {
+        [ANY_STRING_TAG, l, s @ ..] if *l < 0x80 && usize::from(*l) == s.len() => {
+            validate::ascii(kv) || (utf8(key) && utf8(s))
+        }
+        _ => utf8(key) && scalar_any_value(value),
+    }
+}
+
+/// [`key_value`] for any encoding: the schema check of the whole
+/// `KeyValue`, then its key and value.
+#[inline(never)]
+fn key_value_general<'a>(
+    buf: &'a [u8],
+    ctx: &Ctx<'_>,
+    slots: &mut [Val<'a>],
+) -> Result<(), WireError> {
+    validate::message(buf, &validate::KEY_VALUE, 0, ctx.max_depth)?;
+    let (key, value) = split_kv_general(buf)?;
+    if let Some(slot) = key.and_then(|k| ctx.keys.lookup(k)) {
         fill_slot(slot, value, slots)?;
     }
     Ok(())
@@ -435,41 +524,69 @@ pub struct WalkStats {
     pub items: u64,
 }
 
-fn fill_resource_or_scope<'a>(
-    buf: &'a [u8],
-    attr_field: u32,
-    keys: &KeyTable,
-    slots: &mut [Val<'a>],
-) -> Result<(), WireError> {
-    let mut r = Reader::new(buf);
-    while let Some((f, v)) = r.next_field()? {
-        if f == attr_field {
-            key_value(bytes(v)?, keys, slots)?;
+/// Fills `slots` from the attributes of the resources of one resource-level
+/// message, best effort: this pass only reads (a resource may follow the
+/// items on the wire); the in-order pass checks every byte and refuses
+/// what is wrong.
+fn fill_resource<'a>(rs: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) {
+    let mut r = Reader::new(rs);
+    while let Ok(Some((f, v))) = r.next_field() {
+        let Wire::Bytes(res) = v else { continue };
+        if f != RESOURCE_ITEMS_RESOURCE {
+            continue;
+        }
+        let mut a = Reader::new(res);
+        while let Ok(Some((f, v))) = a.next_field() {
+            if let (RESOURCE_ATTRIBUTES, Wire::Bytes(kv)) = (f, v) {
+                if key_value(kv, ctx, slots).is_err() {
+                    return;
+                }
+            }
         }
     }
-    Ok(())
 }
+
+/// The schema of one signal's envelope: its resource-level, scope-level
+/// and item messages.
+pub(crate) struct Envelope {
+    resource: &'static M,
+    scope: &'static M,
+}
+
+const SPANS_ENVELOPE: Envelope = Envelope {
+    resource: &validate::RESOURCE_SPANS,
+    scope: &validate::SCOPE_SPANS,
+};
+const LOGS_ENVELOPE: Envelope = Envelope {
+    resource: &validate::RESOURCE_LOGS,
+    scope: &validate::SCOPE_LOGS,
+};
 
 /// Walks the envelope every OTLP export request shares
 /// (request → 1: resource-level → {1: resource, 2: scope-level → 2: item})
 /// and calls `on_item` with each item's bytes and slots already holding its
 /// resource's attributes in `res` (the first `n` slots are the item's own).
+/// Every field the walk does not hand to `on_item` is checked against the
+/// schema where it stands, in wire order, so the first error found is the
+/// one a whole-request check finds.
 #[inline(always)]
 fn walk_envelope<'a, F>(
     buf: &'a [u8],
-    keys: &KeyTable,
+    ctx: &Ctx<'_>,
+    env: &Envelope,
     slots: &mut Vec<Val<'a>>,
     mut on_item: F,
 ) -> Result<WalkStats, WireError>
 where
     F: FnMut(&'a [u8], &mut [Val<'a>], &[Val<'a>]) -> Result<(), WireError>,
 {
-    let n = keys.len();
+    let n = ctx.keys.len();
     slots.clear();
     slots.resize(2 * n, Val::Missing);
     let mut stats = WalkStats::default();
     let mut req = Reader::new(buf);
     while let Some((f, v)) = req.next_field()? {
+        // the request message has one field; others are unknown, skipped
         if f != REQUEST_RESOURCE_ITEMS {
             continue;
         }
@@ -477,11 +594,8 @@ where
         let rs = bytes(v)?;
         let (item_slots, res_slots) = slots.split_at_mut(n);
         res_slots.fill(Val::Missing);
-        let mut r = Reader::new(rs);
-        while let Some((f, v)) = r.next_field()? {
-            if f == RESOURCE_ITEMS_RESOURCE {
-                fill_resource_or_scope(bytes(v)?, RESOURCE_ATTRIBUTES, keys, res_slots)?;
-            }
+        if n > 0 {
+            fill_resource(rs, ctx, res_slots);
         }
         let res: &[Val<'a>] = if res_slots.iter().any(|v| !matches!(v, Val::Missing)) {
             res_slots
@@ -491,11 +605,13 @@ where
         let mut r = Reader::new(rs);
         while let Some((f, v)) = r.next_field()? {
             if f != RESOURCE_ITEMS_SCOPE_ITEMS {
+                check(env.resource, f, v, ctx.max_depth)?;
                 continue;
             }
             let mut scope = Reader::new(bytes(v)?);
             while let Some((f, v)) = scope.next_field()? {
                 if f != SCOPE_ITEMS_ITEMS {
+                    check(env.scope, f, v, ctx.max_depth)?;
                     continue;
                 }
                 item_slots.fill(Val::Missing);
@@ -526,14 +642,20 @@ pub fn walk_traces<'a, F>(
     buf: &'a [u8],
     keys: &KeyTable,
     event_names: &[Box<[u8]>],
+    max_depth: u32,
     slots: &mut Vec<Val<'a>>,
     mut on_span: F,
 ) -> Result<WalkStats, WireError>
 where
     F: FnMut(&SpanInfo<'a>, &[Val<'a>]),
 {
-    walk_envelope(buf, keys, slots, |item, s, res| {
-        let info: SpanInfo = read_item(item, &Ctx { keys, event_names }, s)?;
+    let ctx = Ctx {
+        keys,
+        event_names,
+        max_depth: max_depth.min(validate::MAX_VALUE_DEPTH),
+    };
+    walk_envelope(buf, &ctx, &SPANS_ENVELOPE, slots, |item, s, res| {
+        let info: SpanInfo = read_item(item, &ctx, s)?;
         resource_fallback(s, res);
         on_span(&info, s);
         Ok(())
@@ -547,10 +669,14 @@ trait Item<'a>: Default {
     /// The tag of the item's `attributes` field.
     const ATTRIBUTES_TAG: u8;
     /// Reads the fields SDKs write first, in field order; returns the rest.
-    fn head(buf: &'a [u8], info: &mut Self) -> Result<&'a [u8], WireError>;
+    fn head(buf: &'a [u8], info: &mut Self, max_depth: u32) -> Result<&'a [u8], WireError>;
     /// Reads one usual-shaped field other than an attribute; None hands the
-    /// field to the general reader.
-    fn fast_field(c: &'a [u8], info: &mut Self) -> Result<Option<&'a [u8]>, WireError>;
+    /// field to the general reader (which checks it whole).
+    fn fast_field(
+        c: &'a [u8],
+        info: &mut Self,
+        max_depth: u32,
+    ) -> Result<Option<&'a [u8]>, WireError>;
     /// One field as the general reader gives it.
     fn field(
         f: u32,
@@ -566,6 +692,8 @@ struct Ctx<'k> {
     keys: &'k KeyTable,
     /// span event names the rules match on (none for log records)
     event_names: &'k [Box<[u8]>],
+    /// `receivers.max_value_depth`, capped at [`validate::MAX_VALUE_DEPTH`]
+    max_depth: u32,
 }
 
 /// Reads one item. Fields with a one-byte tag and a one- or two-byte length
@@ -580,13 +708,13 @@ fn read_item<'a, I: Item<'a>>(
     slots: &mut [Val<'a>],
 ) -> Result<I, WireError> {
     let mut info = I::default();
-    let mut c = I::head(buf, &mut info)?;
+    let mut c = I::head(buf, &mut info, ctx.max_depth)?;
     loop {
         // attributes first: most fields of most items
         if let [t, rest @ ..] = c {
             if *t == I::ATTRIBUTES_TAG {
                 if let Some((kv, tail)) = short_len(rest) {
-                    key_value(kv, ctx.keys, slots)?;
+                    key_value(kv, ctx, slots)?;
                     c = tail;
                     continue;
                 }
@@ -595,7 +723,7 @@ fn read_item<'a, I: Item<'a>>(
         if c.is_empty() {
             return Ok(info);
         }
-        if let Some(tail) = I::fast_field(c, &mut info)? {
+        if let Some(tail) = I::fast_field(c, &mut info, ctx.max_depth)? {
             c = tail;
             continue;
         }
@@ -610,11 +738,11 @@ fn read_item<'a, I: Item<'a>>(
 impl<'a> Item<'a> for SpanInfo<'a> {
     const ATTRIBUTES_TAG: u8 = SPAN_ATTRIBUTES_TAG;
     #[inline(always)]
-    fn head(buf: &'a [u8], info: &mut Self) -> Result<&'a [u8], WireError> {
+    fn head(buf: &'a [u8], info: &mut Self, _: u32) -> Result<&'a [u8], WireError> {
         Ok(span_head(buf, info))
     }
     #[inline(always)]
-    fn fast_field(c: &'a [u8], info: &mut Self) -> Result<Option<&'a [u8]>, WireError> {
+    fn fast_field(c: &'a [u8], info: &mut Self, _: u32) -> Result<Option<&'a [u8]>, WireError> {
         Ok(span_fast_field(c, info))
     }
     #[inline(always)]
@@ -632,12 +760,16 @@ impl<'a> Item<'a> for SpanInfo<'a> {
 impl<'a> Item<'a> for LogInfo<'a> {
     const ATTRIBUTES_TAG: u8 = LOG_ATTRIBUTES_TAG;
     #[inline(always)]
-    fn head(buf: &'a [u8], info: &mut Self) -> Result<&'a [u8], WireError> {
-        log_head(buf, info)
+    fn head(buf: &'a [u8], info: &mut Self, max_depth: u32) -> Result<&'a [u8], WireError> {
+        log_head(buf, info, max_depth)
     }
     #[inline(always)]
-    fn fast_field(c: &'a [u8], info: &mut Self) -> Result<Option<&'a [u8]>, WireError> {
-        log_fast_field(c, info)
+    fn fast_field(
+        c: &'a [u8],
+        info: &mut Self,
+        max_depth: u32,
+    ) -> Result<Option<&'a [u8]>, WireError> {
+        log_fast_field(c, info, max_depth)
     }
     #[inline(always)]
     fn field(
@@ -647,7 +779,7 @@ impl<'a> Item<'a> for LogInfo<'a> {
         ctx: &Ctx<'_>,
         slots: &mut [Val<'a>],
     ) -> Result<(), WireError> {
-        log_field(f, v, info, ctx.keys, slots)
+        log_field(f, v, info, ctx, slots)
     }
 }
 
@@ -667,8 +799,13 @@ fn span_fast_field<'a>(c: &'a [u8], info: &mut SpanInfo<'a>) -> Option<&'a [u8]>
             info.span_id = b;
             tail
         }
-        [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG | SPAN_LINKS_TAG, rest @ ..] => {
-            short_len(rest)?.1
+        [SPAN_PARENT_TAG, rest @ ..] => short_len(rest)?.1,
+        [SPAN_TRACE_STATE_TAG | SPAN_NAME_TAG, rest @ ..] => {
+            let (s, tail) = short_len(rest)?;
+            if !utf8(s) {
+                return None;
+            }
+            tail
         }
         [SPAN_KIND_TAG, k, tail @ ..] if *k < 0x80 => {
             info.kind = i32::from(*k);
@@ -712,10 +849,14 @@ fn span_head<'a>(mut c: &'a [u8], info: &mut SpanInfo<'a>) -> &'a [u8] {
         };
         (info.span_id, c) = (b, tail);
     }
-    while let [SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG, rest @ ..] = c {
-        let Some((_, tail)) = short_len(rest) else {
+    while let [t @ (SPAN_TRACE_STATE_TAG | SPAN_PARENT_TAG | SPAN_NAME_TAG), rest @ ..] = c {
+        let Some((s, tail)) = short_len(rest) else {
             return c;
         };
+        // trace_state and name are strings: the general reader says why not
+        if *t != SPAN_PARENT_TAG && !utf8(s) {
+            return c;
+        }
         c = tail;
     }
     if let [SPAN_KIND_TAG, k, tail @ ..] = c {
@@ -746,11 +887,11 @@ const SPAN_KIND_TAG: u8 = tag(SPAN_KIND, VARINT);
 const SPAN_START_TAG: u8 = tag(SPAN_START_TIME, FIXED64);
 const SPAN_END_TAG: u8 = tag(SPAN_END_TIME, FIXED64);
 const SPAN_ATTRIBUTES_TAG: u8 = tag(SPAN_ATTRIBUTES, LEN);
-/// trace_state, parent_span_id, name and links: never read by the rules.
+/// trace_state, parent_span_id and name: never read by the rules, only
+/// checked (links take the general reader, which checks them whole).
 const SPAN_TRACE_STATE_TAG: u8 = tag(SPAN_TRACE_STATE, LEN);
 const SPAN_PARENT_TAG: u8 = tag(SPAN_PARENT_SPAN_ID, LEN);
 const SPAN_NAME_TAG: u8 = tag(SPAN_NAME, LEN);
-const SPAN_LINKS_TAG: u8 = tag(SPAN_LINKS, LEN);
 /// Dropped counts and flags: never read by the rules either.
 const SPAN_DROPPED_ATTRIBUTES_TAG: u8 = tag(SPAN_DROPPED_ATTRIBUTES, VARINT);
 const SPAN_DROPPED_EVENTS_TAG: u8 = tag(SPAN_DROPPED_EVENTS, VARINT);
@@ -786,14 +927,17 @@ fn span_field<'a>(
     ctx: &Ctx<'_>,
     slots: &mut [Val<'a>],
 ) -> Result<(), WireError> {
-    let (keys, event_names) = (ctx.keys, ctx.event_names);
+    if f == SPAN_ATTRIBUTES {
+        return key_value(bytes(v)?, ctx, slots);
+    }
+    check(&validate::SPAN, f, v, ctx.max_depth)?;
+    let event_names = ctx.event_names;
     match f {
         SPAN_TRACE_ID => info.trace_id = bytes(v)?,
         SPAN_SPAN_ID => info.span_id = bytes(v)?,
         SPAN_KIND => info.kind = varint(v)? as i32,
         SPAN_START_TIME => info.start = fixed64(v)?,
         SPAN_END_TIME => info.end = fixed64(v)?,
-        SPAN_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
         SPAN_EVENTS => {
             let ev = bytes(v)?;
             if !event_names.is_empty() {
@@ -825,36 +969,48 @@ fn span_field<'a>(
 pub fn walk_logs<'a, F>(
     buf: &'a [u8],
     keys: &KeyTable,
+    max_depth: u32,
     slots: &mut Vec<Val<'a>>,
     mut on_log: F,
 ) -> Result<WalkStats, WireError>
 where
     F: FnMut(&LogInfo<'a>, &mut [Val<'a>]),
 {
-    walk_envelope(buf, keys, slots, |item, s, res| {
-        let info: LogInfo = read_item(
-            item,
-            &Ctx {
-                keys,
-                event_names: &[],
-            },
-            s,
-        )?;
+    let ctx = Ctx {
+        keys,
+        event_names: &[],
+        max_depth: max_depth.min(validate::MAX_VALUE_DEPTH),
+    };
+    walk_envelope(buf, &ctx, &LOGS_ENVELOPE, slots, |item, s, res| {
+        let info: LogInfo = read_item(item, &ctx, s)?;
         resource_fallback(s, res);
         on_log(&info, s);
         Ok(())
     })
 }
 
+/// A short length-delimited string that is UTF-8 (see [`short_len`]); None
+/// for any other shape or bytes that are not UTF-8, which the general
+/// reader then reports.
+#[inline(always)]
+fn short_text(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (s, tail) = short_len(rest)?;
+    utf8(s).then_some((s, tail))
+}
+
 /// Reads one log record field other than an attribute when its tag and
 /// shape are the usual ones, like [`span_fast_field`] (a malformed body is
 /// an error).
 #[inline(always)]
-fn log_fast_field<'a>(c: &'a [u8], info: &mut LogInfo<'a>) -> Result<Option<&'a [u8]>, WireError> {
+fn log_fast_field<'a>(
+    c: &'a [u8],
+    info: &mut LogInfo<'a>,
+    max_depth: u32,
+) -> Result<Option<&'a [u8]>, WireError> {
     let fast = |c: &'a [u8], info: &mut LogInfo<'a>| -> Option<(&'a [u8], Option<&'a [u8]>)> {
         Some(match c {
             [LOG_EVENT_NAME_TAG, rest @ ..] => {
-                let (b, tail) = short_len(rest)?;
+                let (b, tail) = short_text(rest)?;
                 info.event_name = b;
                 (tail, None)
             }
@@ -872,7 +1028,7 @@ fn log_fast_field<'a>(c: &'a [u8], info: &mut LogInfo<'a>) -> Result<Option<&'a 
                 info.span_id = b;
                 (tail, None)
             }
-            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => (short_len(rest)?.1, None),
+            [LOG_SEVERITY_TEXT_TAG, rest @ ..] => (short_text(rest)?.1, None),
             [LOG_SEVERITY_TAG, k, tail @ ..] if *k < 0x80 => {
                 info.severity = i32::from(*k);
                 (tail, None)
@@ -893,7 +1049,10 @@ fn log_fast_field<'a>(c: &'a [u8], info: &mut LogInfo<'a>) -> Result<Option<&'a 
         })
     };
     match fast(c, info) {
-        Some((tail, Some(body))) => log_body(body, info).map(|()| Some(tail)),
+        Some((tail, Some(body))) => {
+            check_body(body, max_depth)?;
+            log_body(body, info).map(|()| Some(tail))
+        }
         Some((tail, None)) => Ok(Some(tail)),
         None => Ok(None),
     }
@@ -902,7 +1061,11 @@ fn log_fast_field<'a>(c: &'a [u8], info: &mut LogInfo<'a>) -> Result<Option<&'a 
 /// Reads the fields SDKs write before a record's attributes, in field
 /// order (times, severity, body), like [`span_head`].
 #[inline(always)]
-fn log_head<'a>(mut c: &'a [u8], info: &mut LogInfo<'a>) -> Result<&'a [u8], WireError> {
+fn log_head<'a>(
+    mut c: &'a [u8],
+    info: &mut LogInfo<'a>,
+    max_depth: u32,
+) -> Result<&'a [u8], WireError> {
     if let [LOG_TIME_TAG, rest @ ..] = c {
         let Some((x, tail)) = rest.split_first_chunk::<8>() else {
             return Ok(c);
@@ -916,15 +1079,19 @@ fn log_head<'a>(mut c: &'a [u8], info: &mut LogInfo<'a>) -> Result<&'a [u8], Wir
         (info.severity, c) = (i32::from(*k), tail);
     }
     if let [LOG_SEVERITY_TEXT_TAG, rest @ ..] = c {
-        let Some((_, tail)) = short_len(rest) else {
+        let Some((s, tail)) = short_len(rest) else {
             return Ok(c);
         };
+        if !utf8(s) {
+            return Ok(c);
+        }
         c = tail;
     }
     if let [LOG_BODY_TAG, rest @ ..] = c {
         let Some((b, tail)) = short_len(rest) else {
             return Ok(c);
         };
+        check_body(b, max_depth)?;
         log_body(b, info)?;
         c = tail;
     }
@@ -944,6 +1111,16 @@ const LOG_SPAN_ID_TAG: u8 = tag(LOG_SPAN_ID, LEN);
 const LOG_OBSERVED_TIME_TAG: u8 = tag(LOG_OBSERVED_TIME, FIXED64);
 const LOG_EVENT_NAME_TAG: u8 = tag(LOG_EVENT_NAME, LEN);
 const ANY_KVLIST_TAG: u8 = tag(ANY_VALUE_KVLIST, LEN);
+
+/// Checks a log body (an `AnyValue` at level 1): a scalar in place, else
+/// whole, to the depth limit.
+#[inline(always)]
+fn check_body(b: &[u8], max_depth: u32) -> Result<(), WireError> {
+    if max_depth > 0 && scalar_any_value(b) {
+        return Ok(());
+    }
+    check(&validate::LOG_RECORD, LOG_BODY, Wire::Bytes(b), max_depth)
+}
 
 /// Reads a log body (an `AnyValue`): a string or a key-value list, kept
 /// for the event name and body fields.
@@ -982,14 +1159,17 @@ fn log_field<'a>(
     f: u32,
     v: Wire<'a>,
     info: &mut LogInfo<'a>,
-    keys: &KeyTable,
+    ctx: &Ctx<'_>,
     slots: &mut [Val<'a>],
 ) -> Result<(), WireError> {
+    if f == LOG_ATTRIBUTES {
+        return key_value(bytes(v)?, ctx, slots);
+    }
+    check(&validate::LOG_RECORD, f, v, ctx.max_depth)?;
     match f {
         LOG_TIME => info.time = fixed64(v)?,
         LOG_SEVERITY_NUMBER => info.severity = varint(v)? as i32,
         LOG_BODY => log_body(bytes(v)?, info)?,
-        LOG_ATTRIBUTES => key_value(bytes(v)?, keys, slots)?,
         LOG_TRACE_ID => info.trace_id = bytes(v)?,
         LOG_SPAN_ID => info.span_id = bytes(v)?,
         LOG_OBSERVED_TIME => info.observed_time = fixed64(v)?,
@@ -1242,7 +1422,7 @@ mod tests {
         let mut slots = Vec::new();
         let mut seen = Vec::new();
         let ev: Vec<Box<[u8]>> = vec![b"exception".as_slice().into()];
-        let stats = walk_traces(&buf, &keys, &ev, &mut slots, |info, s| {
+        let stats = walk_traces(&buf, &keys, &ev, 24, &mut slots, |info, s| {
             seen.push((
                 info.kind,
                 info.end - info.start,
@@ -1276,7 +1456,7 @@ mod tests {
         let mut slots = Vec::new();
         let mut errors = 0;
         for cut in 1..buf.len() {
-            let r = walk_traces(&buf[..cut], &keys, &[], &mut slots, |_, _| {});
+            let r = walk_traces(&buf[..cut], &keys, &[], 24, &mut slots, |_, _| {});
             if r.is_err() {
                 errors += 1;
             }
@@ -1297,8 +1477,8 @@ mod tests {
                 })
                 .collect();
             let mut s2 = Vec::new();
-            let _ = walk_traces(&junk, &keys, &[], &mut s2, |_, _| {});
-            let _ = walk_logs(&junk, &keys, &mut s2, |_, _| {});
+            let _ = walk_traces(&junk, &keys, &[], 24, &mut s2, |_, _| {});
+            let _ = walk_logs(&junk, &keys, 24, &mut s2, |_, _| {});
             let _ = count_metric_points(&junk);
         }
     }
@@ -1316,7 +1496,12 @@ mod tests {
             b: u16,
         ) -> Result<(Val<'a>, Val<'a>), WireError> {
             let mut slots = vec![Val::Missing; keys.len()];
-            key_value(buf, keys, &mut slots).map(|_| (slots[a as usize], slots[b as usize]))
+            let ctx = Ctx {
+                keys,
+                event_names: &[],
+                max_depth: 24,
+            };
+            key_value(buf, &ctx, &mut slots).map(|_| (slots[a as usize], slots[b as usize]))
         }
         let read = |buf| read_kv(&keys, buf, k, lk);
         let any = |v: &str| [&[0x0a, v.len() as u8][..], v.as_bytes()].concat();
@@ -1406,6 +1591,7 @@ mod tests {
                 &Ctx {
                     keys,
                     event_names: ev,
+                    max_depth: 24,
                 },
                 slots,
             )?;
@@ -1422,7 +1608,12 @@ mod tests {
         let mut info = LogInfo::default();
         let mut r = Reader::new(buf);
         while let Some((f, v)) = r.next_field_general()? {
-            log_field(f, v, &mut info, keys, slots)?;
+            let ctx = Ctx {
+                keys,
+                event_names: &[],
+                max_depth: 24,
+            };
+            log_field(f, v, &mut info, &ctx, slots)?;
         }
         Ok(info)
     }
@@ -1460,7 +1651,12 @@ mod tests {
         let mut out = Vec::new();
         let mut slots = Vec::new();
         let keys = KeyTable::default();
-        walk_envelope(buf, &keys, &mut slots, |item, _, _| {
+        let ctx = Ctx {
+            keys: &keys,
+            event_names: &[],
+            max_depth: 24,
+        };
+        walk_envelope(buf, &ctx, &SPANS_ENVELOPE, &mut slots, |item, _, _| {
             out.push(item.to_vec());
             Ok(())
         })
@@ -1543,6 +1739,7 @@ mod tests {
                 &Ctx {
                     keys: &keys,
                     event_names: &ev,
+                    max_depth: 24,
                 },
                 &mut s1,
             )
@@ -1597,6 +1794,7 @@ mod tests {
                 &Ctx {
                     keys: &keys,
                     event_names: &[],
+                    max_depth: 24,
                 },
                 &mut s1,
             )
@@ -1654,7 +1852,7 @@ mod tests {
         let op = keys.slot("operation");
         let mut slots = Vec::new();
         let mut n = 0;
-        walk_logs(&req, &keys, &mut slots, |info, s| {
+        walk_logs(&req, &keys, 24, &mut slots, |info, s| {
             n += 1;
             assert_eq!(info.event_name, b"memory_operation");
             assert_eq!(info.severity, 9);
@@ -1837,7 +2035,7 @@ mod tests {
         let op = keys.slot("operation");
         let mut slots = Vec::new();
         let mut seen = Vec::new();
-        walk_logs(&req, &keys, &mut slots, |info, s| {
+        walk_logs(&req, &keys, 24, &mut slots, |info, s| {
             let kv = info.body_kvlist.expect("a kvlist body");
             let ev = read_kvlist_body(kv, &keys, s).map(|e| e.map(<[u8]>::to_vec));
             seen.push((ev, s[op as usize]));

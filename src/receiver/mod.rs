@@ -10,7 +10,8 @@ pub mod grpc;
 pub mod http;
 pub mod listen;
 pub mod stats;
-pub mod validate;
+/// The OTLP schema validator, shared with the walker (`derive/validate.rs`).
+pub use crate::derive::validate;
 
 use crate::base::{Live, SignalKind};
 use crate::derive::config::Source;
@@ -45,8 +46,7 @@ pub struct Pipeline {
     pub deriver: Live<Deriver>,
     pub store: Arc<Store>,
     pub forward: Option<Arc<dyn Forward>>,
-    /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted
-    /// in a forwarded request.
+    /// `receivers.max_value_depth`: the deepest AnyValue nesting accepted.
     pub max_value_depth: u32,
     /// `receivers.max_in_flight_bytes`: what requests being read or worked
     /// on may hold, taken by the receivers (`admit.rs`)
@@ -58,33 +58,6 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
-    }
-
-    fn forwards(&self, sig: SignalKind) -> bool {
-        self.forward.as_ref().is_some_and(|f| f.forwards(sig))
-    }
-
-    /// A forwarded request goes downstream as received, so it must be valid
-    /// OTLP as a whole (see [`validate`]) before it is acknowledged; a
-    /// request that is only derived from needs only what the walker checks
-    /// (validating it whole too, as the OTLP specification asks, costs 2 100
-    /// instructions a span in a separate pass, +89 %: BENCHMARKS.md, issue
-    /// 24; it waits for validation folded into the walk).
-    fn validate_forwarded(
-        &self,
-        sig: SignalKind,
-        body: &[u8],
-    ) -> Result<(), (BadRequest, Rejection)> {
-        if self.forwards(sig) {
-            validate::request(sig, body, self.max_value_depth).map_err(|e| {
-                let why = match e.malformed {
-                    true => BadRequest::Malformed,
-                    false => BadRequest::Invalid,
-                };
-                (why, Rejection::Invalid(e.to_string()))
-            })?;
-        }
-        Ok(())
     }
 
     /// Push-back before any work: when the forwarder's queue has no room
@@ -116,9 +89,11 @@ impl Pipeline {
         }
     }
 
-    /// Spans and log records: walk (validates and prepares the derived
-    /// updates), offer to the forwarder, and apply the updates only when the
-    /// request is accepted, so a retried request is not counted twice.
+    /// Spans and log records: walk (validates the request whole, forwarded
+    /// or not, and prepares the derived updates: [`walk`]), offer to the
+    /// forwarder, and apply the updates only when the request is accepted,
+    /// so a retried request is not counted twice and a refused one moves
+    /// no metric.
     pub async fn spans_or_logs(
         &self,
         sig: SignalKind,
@@ -129,22 +104,14 @@ impl Pipeline {
         if let Some(r) = self.refused_early(sig, &body, stats) {
             return Err(r);
         }
-        if let Err((why, r)) = self.validate_forwarded(sig, &body) {
-            stats.bad_request(sig, why);
-            return Err(r);
-        }
         // one rule set for the whole request: a reload meanwhile neither
         // loses its updates nor counts them twice
         let deriver = self.deriver.load();
-        let prepared = match sig {
-            SignalKind::Spans => deriver.prepare_traces_from(&body, source),
-            _ => deriver.prepare_logs_from(&body, source),
-        };
-        let prepared = match prepared {
+        let prepared = match walk(&deriver, sig, &body, source, self.max_value_depth) {
             Ok(p) => p,
-            Err(e) => {
-                stats.bad_request(sig, BadRequest::Malformed);
-                return Err(Rejection::Invalid(e.to_string()));
+            Err((why, message)) => {
+                stats.bad_request(sig, why);
+                return Err(Rejection::Invalid(message));
             }
         };
         let items = prepared.items;
@@ -160,15 +127,18 @@ impl Pipeline {
         })
     }
 
-    /// Metric points: counted by the walker, decoded for pass-through.
+    /// Metric points: validated whole ([`validate::request`]: a separate
+    /// pass, as nothing is derived from them), counted, decoded for
+    /// pass-through.
     pub async fn metrics(&self, body: Bytes, stats: &ReceiverStats) -> Result<Accepted, Rejection> {
         let sig = SignalKind::MetricPoints;
         if let Some(r) = self.refused_early(sig, &body, stats) {
             return Err(r);
         }
-        if let Err((why, r)) = self.validate_forwarded(sig, &body) {
-            stats.bad_request(sig, why);
-            return Err(r);
+        // no walker reads metrics: validated whole, forwarded or not
+        if let Err(e) = validate::request(sig, &body, self.max_value_depth) {
+            stats.bad_request(sig, bad_request(&e));
+            return Err(Rejection::Invalid(e.to_string()));
         }
         let points = match crate::derive::wire::count_metric_points(&body) {
             Ok(n) => n,
@@ -215,5 +185,38 @@ impl Pipeline {
         stats.accept(sig, points - acc.rejected.min(points));
         stats.refuse(sig, acc.rejected.min(points));
         Ok(acc)
+    }
+}
+
+/// Walks a spans or logs request with `deriver`'s rules of `source`: the
+/// one pass that checks the request is valid OTLP (AnyValues nested at most
+/// `max_depth` levels) and prepares its derived updates. A refused request
+/// is explained by [`validate::request`] (run only then, on the cold path):
+/// whether it is malformed or breaks the schema, and the message and field
+/// where it failed.
+pub fn walk(
+    deriver: &Deriver,
+    sig: SignalKind,
+    body: &[u8],
+    source: Source,
+    max_depth: u32,
+) -> Result<crate::derive::Prepared, (BadRequest, String)> {
+    let walked = match sig {
+        SignalKind::Spans => deriver.prepare_traces_from(body, source, max_depth),
+        _ => deriver.prepare_logs_from(body, source, max_depth),
+    };
+    walked.map_err(|e| match validate::request(sig, body, max_depth) {
+        Err(why) => (bad_request(&why), why.to_string()),
+        // the walker refused what the schema allows: a bug the
+        // differential test (tests/suite/validation.rs) is there to catch
+        Ok(()) => (BadRequest::Malformed, e.to_string()),
+    })
+}
+
+/// The drop reason a validation error is counted under.
+fn bad_request(e: &validate::Invalid) -> BadRequest {
+    match e.malformed {
+        true => BadRequest::Malformed,
+        false => BadRequest::Invalid,
     }
 }

@@ -196,13 +196,12 @@ async fn send_gzip_frame(sc: &Sidecar, payload: Vec<u8>) -> Option<Code> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_utf8_wrong_types_and_missing_fields_are_skipped_and_counted() {
+async fn bytes_values_wrong_types_and_missing_fields_are_skipped() {
+    // (a string field holding invalid UTF-8 refuses the whole request:
+    // derive_only_requests_must_be_valid_otlp)
     let sc = Sidecar::start("").await;
     let mut bad_utf8 = server_span("x", 200);
     bad_utf8.attributes[1] = kv("http.route", any_value::Value::BytesValue(vec![]));
-    // a string field holding invalid UTF-8 (prost would refuse the whole request)
-    let mut raw_bad = server_span("PLACEHOLDER", 200);
-    raw_bad.attributes[1] = st("http.route", "/bad-\u{1F600}");
     let mut no_end = server_span("/no-end", 200);
     no_end.end_time_unix_nano = 0;
     let tokens_as_text = Span {
@@ -228,32 +227,16 @@ async fn invalid_utf8_wrong_types_and_missing_fields_are_skipped_and_counted() {
         ],
         ..Default::default()
     };
-    let mut body = traces(vec![
-        bad_utf8,
-        raw_bad,
-        no_end,
-        tokens_as_text,
-        status_as_double,
-    ]);
-    // corrupt the emoji's bytes in place: the structure stays valid
-    let pos = body
-        .windows(4)
-        .position(|w| w == "\u{1F600}".as_bytes())
-        .expect("emoji bytes");
-    body[pos] = 0xff;
+    let body = traces(vec![bad_utf8, no_end, tokens_as_text, status_as_double]);
     send_raw(&sc.grpc_url(), TRACES, body, false)
         .await
         .expect("accepted: bad values are skipped, not the request");
     let m = sc.scrape().await;
-    assert_eq!(m.sum("otelcol_receiver_accepted_spans_total", &[]), 5.0);
-    // bytes-typed route: not a label value, so the span is not an HTTP request
-    assert_eq!(
-        m.value(
-            "geometra_sidecar_derive_skipped_total",
-            &[("rule", "http_requests_total"), ("reason", "invalid_utf8")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(m.sum("otelcol_receiver_accepted_spans_total", &[]), 4.0);
+    // bytes-typed route: not a label value, so the span is not an HTTP
+    // request (no series, and no skip: a span without a route is not one)
+    assert_eq!(m.value("http_requests_total", &[("endpoint", "x")]), None);
+    assert!(!m.text.contains("invalid_utf8"), "{}", m.text);
     // a span without an end: counted, but no duration
     assert_eq!(
         m.value("http_requests_total", &[("endpoint", "/no-end")]),
@@ -708,6 +691,88 @@ async fn must_be_valid_otlp(config: &str) {
     };
     assert_eq!(why("malformed"), 2.0, "{}", m.text);
     assert_eq!(why("invalid"), 2.0 * (cases.len() - 1) as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_only_log_requests_must_be_valid_otlp() {
+    // nothing forwarded: the walk that derives refuses them the same way
+    must_be_valid_otlp("").await;
+}
+
+/// `body` with the first byte of `needle` (a non-ASCII character) made
+/// 0xff: the structure stays valid, the string is no longer UTF-8.
+fn corrupt_at(mut body: Vec<u8>, needle: &str) -> Vec<u8> {
+    let at = body
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .expect("needle");
+    body[at] = 0xff;
+    body
+}
+
+/// On a sidecar that forwards nothing, a span request that is not valid
+/// OTLP is refused whole over gRPC (INVALID_ARGUMENT) and HTTP (400),
+/// counted as a bad request, and moves no derived metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derive_only_requests_must_be_valid_otlp() {
+    let sc = Sidecar::start("").await;
+    let ok = traces(vec![server_span("/ok", 200)]);
+    send_raw(&sc.grpc_url(), TRACES, ok.clone(), false)
+        .await
+        .expect("a valid request is accepted");
+    let mut named = server_span("/ok", 200);
+    named.name = "caf\u{e9}".into();
+    let mut attr = server_span("/ok", 200);
+    attr.attributes.push(st("user_agent.original", "caf\u{e9}"));
+    let cases = [
+        (
+            "malformed OTLP protobuf in ExportTraceServiceRequest: length-delimited field runs \
+             past its message",
+            ok[..ok.len() - 1].to_vec(),
+        ),
+        (
+            "invalid OTLP protobuf in Span.name: invalid UTF-8 in a string field",
+            corrupt_at(traces(vec![named]), "\u{e9}"),
+        ),
+        (
+            "invalid OTLP protobuf in AnyValue.string_value: invalid UTF-8 in a string field",
+            corrupt_at(traces(vec![attr]), "\u{e9}"),
+        ),
+    ];
+    let c = reqwest::Client::new();
+    for (message, body) in &cases {
+        let r = send_raw(&sc.grpc_url(), TRACES, body.clone(), false).await;
+        let e = r.expect_err("refused");
+        assert_eq!(e.code(), Code::InvalidArgument, "{message}");
+        assert_eq!(e.message(), *message);
+        let r = c
+            .post(format!("http://{}/v1/traces", sc.http))
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 400, "HTTP, {message}");
+        let text = r.bytes().await.expect("body");
+        let shown = String::from_utf8_lossy(&text);
+        assert!(shown.contains(message), "HTTP, {message}: {shown}");
+    }
+    let m = sc.scrape().await;
+    assert_eq!(
+        m.value("http_requests_total", &[("endpoint", "/ok")]),
+        Some(1.0),
+        "no derived metric moved: {}",
+        m.text
+    );
+    assert_eq!(m.sum("otelcol_receiver_accepted_spans_total", &[]), 1.0);
+    let why = |reason| {
+        m.sum(
+            "geometra_sidecar_receiver_bad_requests_total",
+            &[("signal", "spans"), ("reason", reason)],
+        )
+    };
+    assert_eq!(why("malformed"), 2.0, "{}", m.text);
+    assert_eq!(why("invalid"), 4.0, "{}", m.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,3 +33,4 @@ mod proto;
 mod reload;
 mod remote_write;
 mod snapshot_text;
+mod validation;

@@ -1,5 +1,4 @@
-//! Full validation of an OTLP export request against the OTLP protobuf
-//! schema, for the requests whose bytes are forwarded downstream as received:
+//! Validation of an OTLP export request against the OTLP protobuf schema:
 //! every known field has its declared wire type, every `string` field is
 //! UTF-8, every nested message and packed field is well-formed, and no
 //! `AnyValue` is nested deeper than `receivers.max_value_depth`. What passes
@@ -7,13 +6,22 @@
 //! request is refused with INVALID_ARGUMENT / 400 before it is acknowledged
 //! instead of poisoning a batch later.
 //!
+//! Two uses (issue 24). The derive walk (`wire.rs`) checks the fields it
+//! reads itself and calls [`field`] on the ones it skips, so a spans or logs
+//! request is validated in the one pass that derives from it, forwarded or
+//! not. [`request`] checks a whole request in a pass of its own: metrics
+//! requests (nothing walks them), and the message of a request the walk
+//! refused (which message and field, malformed or invalid), on the cold
+//! path; it is also the oracle the walk is tested against
+//! (`tests/suite/validation.rs`).
+//!
 //! Schema-driven and allocation-free: one table per message type, indexed
 //! by field number, written from the opentelemetry-proto `.proto` files
 //! (common, resource, trace, logs, metrics v1). Unknown fields are skipped
 //! like prost skips them (groups, a deprecated wire type, are refused).
 
+use super::wire::{short_len, Reader, Wire};
 use crate::base::SignalKind;
-use crate::derive::wire::{short_len, Reader, Wire};
 
 /// The deepest `AnyValue` nesting that is ever accepted. The deepest OTLP
 /// path to an attribute (metric exemplar: 8 messages) plus 3 messages per
@@ -56,7 +64,7 @@ impl std::error::Error for Invalid {}
 
 /// What a field holds, as far as its encoding goes.
 #[derive(Clone, Copy)]
-enum K {
+pub(crate) enum K {
     /// not in the schema: any well-formed field is skipped
     Unknown,
     Str,
@@ -74,14 +82,14 @@ enum K {
 }
 
 /// One message type: its name and its fields, indexed by field number.
-struct M {
+pub(crate) struct M {
     name: &'static str,
     fields: &'static [(&'static str, K)],
 }
 
 const U: (&str, K) = ("", K::Unknown);
 
-static ANY_VALUE: M = M {
+pub(crate) static ANY_VALUE: M = M {
     name: "AnyValue",
     fields: &[
         U,
@@ -103,7 +111,7 @@ static KEY_VALUE_LIST: M = M {
     name: "KeyValueList",
     fields: &[U, ("values", K::Msg(&KEY_VALUE))],
 };
-static KEY_VALUE: M = M {
+pub(crate) static KEY_VALUE: M = M {
     name: "KeyValue",
     fields: &[
         U,
@@ -112,7 +120,7 @@ static KEY_VALUE: M = M {
         ("key_strindex", K::Varint),
     ],
 };
-static SCOPE: M = M {
+pub(crate) static SCOPE: M = M {
     name: "InstrumentationScope",
     fields: &[
         U,
@@ -132,7 +140,7 @@ static ENTITY_REF: M = M {
         ("description_keys", K::Str),
     ],
 };
-static RESOURCE: M = M {
+pub(crate) static RESOURCE: M = M {
     name: "Resource",
     fields: &[
         U,
@@ -147,7 +155,7 @@ static LOGS_REQUEST: M = M {
     name: "ExportLogsServiceRequest",
     fields: &[U, ("resource_logs", K::Msg(&RESOURCE_LOGS))],
 };
-static RESOURCE_LOGS: M = M {
+pub(crate) static RESOURCE_LOGS: M = M {
     name: "ResourceLogs",
     fields: &[
         U,
@@ -156,7 +164,7 @@ static RESOURCE_LOGS: M = M {
         ("schema_url", K::Str),
     ],
 };
-static SCOPE_LOGS: M = M {
+pub(crate) static SCOPE_LOGS: M = M {
     name: "ScopeLogs",
     fields: &[
         U,
@@ -165,7 +173,7 @@ static SCOPE_LOGS: M = M {
         ("schema_url", K::Str),
     ],
 };
-static LOG_RECORD: M = M {
+pub(crate) static LOG_RECORD: M = M {
     name: "LogRecord",
     fields: &[
         U,
@@ -189,7 +197,7 @@ static TRACES_REQUEST: M = M {
     name: "ExportTraceServiceRequest",
     fields: &[U, ("resource_spans", K::Msg(&RESOURCE_SPANS))],
 };
-static RESOURCE_SPANS: M = M {
+pub(crate) static RESOURCE_SPANS: M = M {
     name: "ResourceSpans",
     fields: &[
         U,
@@ -198,7 +206,7 @@ static RESOURCE_SPANS: M = M {
         ("schema_url", K::Str),
     ],
 };
-static SCOPE_SPANS: M = M {
+pub(crate) static SCOPE_SPANS: M = M {
     name: "ScopeSpans",
     fields: &[
         U,
@@ -207,7 +215,7 @@ static SCOPE_SPANS: M = M {
         ("schema_url", K::Str),
     ],
 };
-static SPAN: M = M {
+pub(crate) static SPAN: M = M {
     name: "Span",
     fields: &[
         U,
@@ -490,46 +498,64 @@ pub fn request(sig: SignalKind, buf: &[u8], max_depth: u32) -> Result<(), Invali
 
 /// One message; `depth` is the number of `AnyValue`s it is nested in. An
 /// error names the innermost message and field where the request failed.
-fn message(buf: &[u8], m: &'static M, depth: u32, max_depth: u32) -> Result<(), Invalid> {
+pub(crate) fn message(
+    buf: &[u8],
+    m: &'static M,
+    depth: u32,
+    max_depth: u32,
+) -> Result<(), Invalid> {
     let mut r = Reader::new(buf);
     loop {
-        let at = |field: &'static str, what: &'static str| Invalid {
-            message: m.name,
-            field,
-            what,
-            malformed: false,
-        };
-        let (f, v) = match r.next_field() {
-            Ok(Some(x)) => x,
+        match r.next_field() {
+            Ok(Some((f, v))) => field(m, f, v, depth, max_depth)?,
             Ok(None) => return Ok(()),
             Err(e) => {
                 return Err(Invalid {
+                    message: m.name,
+                    field: "",
+                    what: e.0,
                     malformed: true,
-                    ..at("", e.0)
                 })
             }
-        };
-        let (name, kind) = m.fields.get(f as usize).copied().unwrap_or(U);
-        match (kind, v) {
-            // the usual attribute and log body, checked without recursion
-            // (what passes here passes the general path too; anything else
-            // takes it, so errors name the same place)
-            (K::Msg(sub), Wire::Bytes(b))
-                if std::ptr::eq(sub, &KEY_VALUE) && plain_key_value(b, depth < max_depth) => {}
-            (K::Any, Wire::Bytes(b)) if depth < max_depth && scalar_any_value(b) => {}
-            (K::Msg(sub), Wire::Bytes(b)) => message(b, sub, depth, max_depth)?,
-            (K::Any, Wire::Bytes(b)) => {
-                if depth >= max_depth {
-                    return Err(at(
-                        name,
-                        "AnyValue nested deeper than receivers.max_value_depth",
-                    ));
-                }
-                message(b, &ANY_VALUE, depth + 1, max_depth)?
-            }
-            _ => scalar(kind, v).map_err(|what| at(name, what))?,
         }
     }
+}
+
+/// Field `f` of message `m`, holding `v`, checked whole (a nested message
+/// to its leaves): what the walker calls for the fields it does not read
+/// itself, so each byte of a request is checked once.
+#[inline]
+pub(crate) fn field(
+    m: &'static M,
+    f: u32,
+    v: Wire<'_>,
+    depth: u32,
+    max_depth: u32,
+) -> Result<(), Invalid> {
+    let (name, kind) = m.fields.get(f as usize).copied().unwrap_or(U);
+    let at = |what: &'static str| Invalid {
+        message: m.name,
+        field: name,
+        what,
+        malformed: false,
+    };
+    match (kind, v) {
+        // the usual attribute and log body, checked without recursion
+        // (what passes here passes the general path too; anything else
+        // takes it, so errors name the same place)
+        (K::Msg(sub), Wire::Bytes(b))
+            if std::ptr::eq(sub, &KEY_VALUE) && plain_key_value(b, depth < max_depth) => {}
+        (K::Any, Wire::Bytes(b)) if depth < max_depth && scalar_any_value(b) => {}
+        (K::Msg(sub), Wire::Bytes(b)) => message(b, sub, depth, max_depth)?,
+        (K::Any, Wire::Bytes(b)) => {
+            if depth >= max_depth {
+                return Err(at("AnyValue nested deeper than receivers.max_value_depth"));
+            }
+            message(b, &ANY_VALUE, depth + 1, max_depth)?
+        }
+        _ => scalar(kind, v).map_err(at)?,
+    }
+    Ok(())
 }
 
 /// A `KeyValue` of a UTF-8 key and a scalar value (or none), each field
@@ -556,8 +582,8 @@ fn plain_key_value(b: &[u8], value_fits: bool) -> bool {
 
 /// An `AnyValue` holding one string, bool, int or double (or nothing),
 /// encoded the usual way.
-#[inline]
-fn scalar_any_value(b: &[u8]) -> bool {
+#[inline(always)]
+pub(crate) fn scalar_any_value(b: &[u8]) -> bool {
     match b {
         [] => true,
         // string_value (field 1, length-delimited)
@@ -576,15 +602,42 @@ fn scalar_any_value(b: &[u8]) -> bool {
 
 /// UTF-8, with a word-at-a-time test for ASCII first (most attribute keys
 /// and values), the full check only when a byte is not ASCII.
-#[inline]
-fn utf8(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(8);
-    let mut high = 0u64;
-    for c in &mut chunks {
-        high |= u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+#[inline(always)]
+pub(crate) fn utf8(b: &[u8]) -> bool {
+    ascii(b) || std::str::from_utf8(b).is_ok()
+}
+
+/// Whether every byte is below 0x80: 16 bytes at a time, the last 16
+/// overlapping the ones before (a short string: two overlapping loads), no
+/// byte loop.
+#[inline(always)]
+pub(crate) fn ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |w: &[u8; 8]| u64::from_le_bytes(*w);
+    let pair = |p: &[u8; 16]| {
+        let (a, z) = (p.first_chunk::<8>(), p.last_chunk::<8>());
+        a.map_or(0, word) | z.map_or(0, word)
+    };
+    if let (Some(first), Some(last)) = (b.first_chunk::<16>(), b.last_chunk::<16>()) {
+        let mut all = pair(first) | pair(last);
+        if b.len() <= 32 {
+            // most attribute keys and values, whole KeyValues too
+            return all & HIGH == 0;
+        }
+        let mut rest = b;
+        while let Some((p, tail)) = rest.split_first_chunk::<16>() {
+            all |= pair(p);
+            rest = tail;
+        }
+        return all & HIGH == 0;
     }
-    let tail = chunks.remainder().iter().fold(0u8, |a, &x| a | x);
-    (high & 0x8080_8080_8080_8080 == 0 && tail < 0x80) || std::str::from_utf8(b).is_ok()
+    if let (Some(a), Some(z)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        return (word(a) | word(z)) & HIGH == 0;
+    }
+    if let (Some(a), Some(z)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        return (u32::from_le_bytes(*a) | u32::from_le_bytes(*z)) & 0x8080_8080 == 0;
+    }
+    b.iter().fold(0u8, |a, &x| a | x) < 0x80
 }
 
 /// Checks a field that is not a nested message against its kind.
