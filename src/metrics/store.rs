@@ -489,7 +489,11 @@ impl Family {
             Kind::Histogram(b) => b.as_slice().into(),
             _ => Arc::new([]),
         };
-        let mut own = None;
+        let mut scratch = Scratch {
+            bounds,
+            own: None,
+            exemplars: Vec::new(),
+        };
         self.with(|inner| {
             if inner.series.is_empty() && inner.overflow.is_none() {
                 return None;
@@ -514,16 +518,19 @@ impl Family {
                         }
                     }
                 }
+                let labels = start..out.labels.next();
+                let point = s.value.point(&mut out, &mut scratch);
                 out.series.push(snap::Series {
-                    labels: start..out.labels.next(),
-                    point: s.value.point(&bounds, &mut own),
+                    labels,
+                    point,
                     created_ms: Some(s.created_ms as i64),
                 });
             }
             if let Some(s) = &inner.overflow {
+                let point = s.value.point(&mut out, &mut scratch);
                 out.push(
                     &[("otel_metric_overflow", "true")],
-                    s.value.point(&bounds, &mut own),
+                    point,
                     Some(s.created_ms as i64),
                 );
             }
@@ -533,36 +540,51 @@ impl Family {
 }
 
 impl Value {
-    /// The snapshot point; `bounds` are the family's (shared by its series),
-    /// `own` the last series' own bounds (pass-through), reused when equal.
-    fn point(&self, bounds: &Arc<[f64]>, own: &mut Option<Arc<[f64]>>) -> snap::Point {
+    /// The snapshot point, its numbers in `out`'s arena; `bounds` are the
+    /// family's (shared by its series), `own` the last series' own bounds
+    /// (pass-through), reused when equal; `ex` scratch for exemplars.
+    fn point(&self, out: &mut snap::Family, scratch: &mut Scratch) -> snap::Point {
         match self {
             Value::Scalar(v) => snap::Point::Value(*v),
-            Value::Hist(h) => snap::Point::Histogram(Box::new(snap::Histogram {
-                count: h.count,
-                sum: h.sum,
-                // no classic buckets: a native-only series
-                classic: (!h.counts.is_empty()).then(|| snap::Classic {
-                    bounds: match &h.bounds {
-                        Some(b) => shared(own, b),
-                        None => bounds.clone(),
-                    },
-                    counts: h.counts.to_vec(),
-                    exemplars: h
+            Value::Hist(h) => {
+                scratch.exemplars.clear();
+                if let Some(x) = &h.exemplars {
+                    scratch
                         .exemplars
-                        .as_ref()
-                        .map(|x| x.iter().map(|e| e.map(Into::into)).collect())
-                        .unwrap_or_default(),
-                }),
-                native: h.native.as_ref().map(|n| n.to_snapshot()),
-            })),
-            Value::Summary(s) => snap::Point::Summary(Box::new(snap::Summary {
+                        .extend(x.iter().map(|e| e.map(Into::into)));
+                }
+                let bounds = match &h.bounds {
+                    Some(b) => shared(&mut scratch.own, b),
+                    None => scratch.bounds.clone(),
+                };
+                out.histogram_point(snap::Histogram {
+                    count: h.count,
+                    sum: h.sum,
+                    // no classic buckets: a native-only series
+                    classic: (!h.counts.is_empty()).then_some(snap::Classic {
+                        bounds: &bounds,
+                        counts: &h.counts,
+                        exemplars: &scratch.exemplars,
+                    }),
+                    native: h.native.as_ref().map(|n| n.to_snapshot()),
+                })
+            }
+            Value::Summary(s) => out.summary_point(snap::Summary {
                 count: s.count,
                 sum: s.sum,
-                quantiles: s.quantiles.to_vec(),
-            })),
+                quantiles: &s.quantiles,
+            }),
         }
     }
+}
+
+/// What a family's snapshot reuses from series to series.
+struct Scratch {
+    /// the family's bounds
+    bounds: Arc<[f64]>,
+    /// the last pass-through series' own bounds
+    own: Option<Arc<[f64]>>,
+    exemplars: Vec<Option<snap::Exemplar>>,
 }
 
 /// `b` shared: the previous series' bounds when they are equal (the series

@@ -194,10 +194,11 @@ impl Writer {
                         self.created(f, s);
                     }
                 }
-                Point::Histogram(h) => self.histogram(f, s, h),
+                Point::Histogram(h) => self.histogram(f, s, &f.histogram(*h)),
                 Point::Summary(q) => {
+                    let q = f.summary(*q);
                     let mut qs = std::mem::take(&mut self.quantile);
-                    for (quantile, v) in &q.quantiles {
+                    for (quantile, v) in q.quantiles {
                         // written as the Prometheus clients do: 1 in text, 1.0 in OpenMetrics
                         qs.clear();
                         if self.om {
@@ -266,7 +267,7 @@ impl Writer {
     }
 
     fn buckets(&mut self, f: &Family, c: &Classic) {
-        self.set_les(&c.bounds);
+        self.set_les(c.bounds);
         let (les, ends) = (
             std::mem::take(&mut self.les),
             std::mem::take(&mut self.le_ends),
@@ -369,9 +370,9 @@ mod tests {
         let q = Summary {
             count: 9_007_199_254_740_993,
             sum: 1.5,
-            quantiles: vec![(0.5, 0.1), (0.99, f64::NAN), (1.0, f64::INFINITY)],
+            quantiles: &[(0.5, 0.1), (0.99, f64::NAN), (1.0, f64::INFINITY)],
         };
-        f.push(&[("m", "get")], Point::Summary(Box::new(q)), Some(2000));
+        f.push_summary(&[("m", "get")], q, Some(2000));
         let (t, o) = both(vec![f]);
         let lines = "rpc{m=\"get\",quantile=\"0.5\"} 0.1\nrpc{m=\"get\",quantile=\"0.99\"} NaN\n\
                      rpc{m=\"get\",quantile=\"1\"} +Inf\nrpc_sum{m=\"get\"} 1.5\n\
@@ -384,9 +385,9 @@ mod tests {
         );
     }
 
-    fn hist(bounds: &[f64], counts: Vec<u64>, native: bool) -> Point {
+    fn hist(f: &mut Family, bounds: &[f64], counts: &[u64], native: bool) -> Point {
         let n = counts.iter().sum();
-        let exemplars = vec![
+        let exemplars = [
             None,
             Some(Exemplar {
                 trace_id: [0xab; 16],
@@ -395,13 +396,14 @@ mod tests {
                 time_ns: 1_700_000_000_123_000_000,
             }),
         ];
-        Point::Histogram(Box::new(Histogram {
+        let bounds = Arc::from(bounds);
+        f.histogram_point(Histogram {
             count: n,
             sum: 2.5,
-            classic: (!native).then(|| Classic {
-                bounds: Arc::from(bounds),
+            classic: (!native).then_some(Classic {
+                bounds: &bounds,
                 counts,
-                exemplars,
+                exemplars: &exemplars,
             }),
             native: native.then(|| Native {
                 schema: 3,
@@ -409,17 +411,18 @@ mod tests {
                 zero_count: 1,
                 positive: Buckets {
                     offset: -2,
-                    counts: vec![1, 0, 2],
+                    counts: &[1, 0, 2],
                 },
                 negative: Buckets::default(),
             }),
-        }))
+        })
     }
 
     #[test]
     fn classic_buckets_are_cumulative_with_exemplars_in_openmetrics() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], hist(&[1.0, 2.5], vec![1, 2, 3], false), Some(1000));
+        let p = hist(&mut f, &[1.0, 2.5], &[1, 2, 3], false);
+        f.push(&[], p, Some(1000));
         let (t, o) = both(vec![f]);
         let b = "h_bucket{le=\"1.0\"} 1\nh_bucket{le=\"2.5\"} 3";
         let rest = "\nh_bucket{le=\"+Inf\"} 6\nh_sum 2.5\nh_count 6\n";
@@ -434,7 +437,8 @@ mod tests {
     #[test]
     fn negative_buckets_drop_sum_and_count_in_openmetrics_only() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], hist(&[-1.0], vec![1, 1], false), None);
+        let p = hist(&mut f, &[-1.0], &[1, 1], false);
+        f.push(&[], p, None);
         let (t, o) = both(vec![f]);
         assert!(t.contains("h_sum 2.5\nh_count 2\n"), "{t}");
         assert!(!o.contains("h_sum") && !o.contains("h_count"), "{o}");
@@ -444,7 +448,8 @@ mod tests {
     #[test]
     fn a_native_only_histogram_is_a_lone_inf_bucket_sum_and_count_in_text() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[("a", "b")], hist(&[], vec![1, 0, 2], true), None);
+        let p = hist(&mut f, &[], &[1, 0, 2], true);
+        f.push(&[("a", "b")], p, None);
         let (t, _) = both(vec![f]);
         assert_eq!(
             t,
