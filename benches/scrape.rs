@@ -2,8 +2,14 @@
 //! the protobuf exposition) for 10k and 100k pass-through series (half counters, half 10-bucket
 //! histograms), with the allocations of one scrape counted by a counting
 //! global allocator. `cargo bench --bench scrape`.
+//!
+//! `GEOMETRA_SCRAPE_ONCE=text|openmetrics|protobuf` instead renders one
+//! 100k-series scrape in that format and exits: for an instruction count
+//! that the machine's load does not change, e.g.
+//! `valgrind --tool=callgrind --toggle-collect='*server::render*' BENCH`
+//! (the bench binary that `cargo bench --bench scrape --no-run` names).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use geometra_sidecar::config::Config;
 use geometra_sidecar::derive::Deriver;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -121,6 +127,33 @@ fn deriver(n: usize) -> Deriver {
     d
 }
 
+/// The formats and the Accept header that asks for each.
+const FORMATS: [(&str, &str); 3] = [
+    ("text", "text/plain"),
+    ("openmetrics", "application/openmetrics-text; version=1.0.0"),
+    (
+        "protobuf",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+    ),
+];
+
+/// One 100k-series scrape in `fmt` (see the module comment).
+fn once(fmt: &str) {
+    let Some((_, accept)) = FORMATS.iter().find(|(f, _)| *f == fmt) else {
+        eprintln!("GEOMETRA_SCRAPE_ONCE: one of text, openmetrics, protobuf");
+        std::process::exit(2);
+    };
+    let d = deriver(100_000);
+    let own = geometra_sidecar::telemetry::SelfMetrics::default();
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let (_, body) = geometra_sidecar::server::render(&d, &own, accept);
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "scrape_100k/{fmt}: {} bytes, {allocs} allocations",
+        body.len()
+    );
+}
+
 fn bench(c: &mut Criterion) {
     for n in [10_000usize, 100_000] {
         let d = deriver(n);
@@ -128,14 +161,7 @@ fn bench(c: &mut Criterion) {
         let own = geometra_sidecar::telemetry::SelfMetrics::default();
         let mut g = c.benchmark_group(format!("scrape_{}k", n / 1000));
         g.throughput(Throughput::Elements(n as u64));
-        for (fmt, accept) in [
-            ("text", "text/plain"),
-            ("openmetrics", "application/openmetrics-text; version=1.0.0"),
-            (
-                "protobuf",
-                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
-            ),
-        ] {
+        for (fmt, accept) in FORMATS {
             let before = ALLOCS.load(Ordering::Relaxed);
             let (_, body) = geometra_sidecar::server::render(&d, &own, accept);
             let allocs = ALLOCS.load(Ordering::Relaxed) - before;
@@ -166,4 +192,11 @@ criterion_group! {
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(5));
     targets = bench
 }
-criterion_main!(benches);
+fn main() {
+    if let Ok(fmt) = std::env::var("GEOMETRA_SCRAPE_ONCE") {
+        once(&fmt);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
