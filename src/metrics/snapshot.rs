@@ -258,6 +258,14 @@ fn slice<'a, T>(v: &'a [T], r: &Range<u32>) -> &'a [T] {
 
 impl Arena {
     fn histogram(&mut self, h: Histogram<'_>) -> HistogramId {
+        if self.counts.is_empty() {
+            // the first histogram's size for each one room was made for
+            let each = h.classic.map_or(0, |c| c.counts.len())
+                + h.native
+                    .map_or(0, |n| n.positive.counts.len() + n.negative.counts.len());
+            self.counts
+                .reserve(each * self.histograms.capacity().max(1));
+        }
         let classic = h.classic.map(|c| ClassicAt {
             bounds: c.bounds.clone(),
             counts: append(&mut self.counts, c.counts),
@@ -352,6 +360,24 @@ impl Family {
     /// Adds a counter or gauge series.
     pub fn value(&mut self, labels: &[(&str, &str)], v: f64) {
         self.push(labels, Point::Value(v), None);
+    }
+
+    /// Makes room for `series` more series with `label_pairs` label pairs
+    /// of `label_bytes` bytes between them, all histograms if `histograms`
+    /// (a family's snapshot grows its vectors once, not a dozen times).
+    pub fn reserve(
+        &mut self,
+        series: usize,
+        label_pairs: usize,
+        label_bytes: usize,
+        histograms: bool,
+    ) {
+        self.series.reserve(series);
+        self.labels.pairs.reserve(label_pairs);
+        self.labels.text.reserve(label_bytes);
+        if histograms {
+            self.arena.histograms.reserve(series);
+        }
     }
 
     /// A histogram's point: its numbers copied into this family's arena.

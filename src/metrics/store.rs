@@ -476,6 +476,21 @@ impl From<Exemplar> for snap::Exemplar {
 }
 
 impl Family {
+    /// Room in `out` for the series `all`: their label pairs and text (a
+    /// key's bytes are its parts, each after a 2-byte length: a little more).
+    fn reserve(&self, out: &mut snap::Family, all: &[(&[u8], &Series)]) {
+        let bytes: usize = all.iter().map(|(k, _)| k.len()).sum();
+        let pairs = match &self.labels {
+            LabelNames::Fixed(names) => names.len() * all.len(),
+            // as many pairs as the first series has, a guess
+            LabelNames::InKey => {
+                all.first().map_or(0, |(k, _)| key_parts(k).count() / 2) * all.len()
+            }
+        };
+        let hist = matches!(self.kind, Kind::Histogram(_));
+        out.reserve(all.len() + 1, pairs, bytes, hist);
+    }
+
     /// This family in a snapshot, series sorted by their labels; None if it
     /// has no series. Holds the family's lock while it copies.
     pub fn snapshot(&self) -> Option<snap::Family> {
@@ -500,8 +515,8 @@ impl Family {
             }
             let mut out = snap::Family::new(self.name.clone(), kind, self.help.clone());
             out.unit = self.unit.clone();
-            out.series.reserve(inner.series.len() + 1);
             let mut all: Vec<(&[u8], &Series)> = inner.series.iter().collect();
+            self.reserve(&mut out, &all);
             all.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (k, s) in all {
                 let start = out.labels.next();

@@ -65,7 +65,7 @@ struct Writer {
 }
 
 fn escape_into(out: &mut String, v: &str) {
-    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+    if memchr::memchr3(b'\\', b'"', b'\n', v.as_bytes()).is_none() {
         out.push_str(v);
         return;
     }
@@ -91,22 +91,32 @@ fn fmt_f64(out: &mut String, v: f64) {
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         push_int(out, v as i64);
     } else {
-        let _ = write!(out, "{v}");
+        let m = (v * 1000.0).round();
+        if m.abs() < MS_EXACT as f64 && m / 1000.0 == v {
+            fmt_ms(out, m as i64);
+        } else {
+            let _ = write!(out, "{v}");
+        }
     }
 }
 
-/// `ms / 1000` in seconds, as `fmt_f64(ms as f64 / 1000.0)` writes it,
-/// without the float formatting where that is exact: below 10^13 ms the
-/// quotient is the double nearest `s.mmm`, whose shortest round-trip form
-/// (what `{}` writes) is `s.mmm` without trailing zeros (doubles there are
-/// less than 0.001 apart, so no shorter decimal reads back as the same).
-fn fmt_ms(out: &mut String, ms: i64) {
-    let abs = ms.unsigned_abs();
-    if abs >= 10_000_000_000_000 {
-        fmt_f64(out, ms as f64 / 1000.0);
+/// Below this many thousandths (10^10 in units), doubles are less than
+/// 0.0005 apart.
+const MS_EXACT: i64 = 10_000_000_000_000;
+
+/// `m / 1000` as `{}` writes the double `m as f64 / 1000.0`, without the
+/// float formatting where that is exact: below [`MS_EXACT`] the quotient is
+/// the double nearest the decimal `s.mmm`, and that decimal without its
+/// trailing zeros is the shortest that reads back as the same double (what
+/// `{}` writes): any other decimal with at most three places is 0.001 or
+/// more away, past half the distance to the next double.
+fn fmt_ms(out: &mut String, m: i64) {
+    let abs = m.unsigned_abs();
+    if abs >= MS_EXACT as u64 {
+        let _ = write!(out, "{}", m as f64 / 1000.0);
         return;
     }
-    if ms < 0 {
+    if m < 0 {
         out.push('-');
     }
     push_int(out, abs / 1000);
@@ -125,6 +135,15 @@ fn fmt_ms(out: &mut String, ms: i64) {
         out.push('0');
     }
     push_int(out, frac);
+}
+
+/// A creation time in milliseconds as seconds: `fmt_f64(ms as f64 / 1000.0)`.
+fn fmt_created(out: &mut String, ms: i64) {
+    if ms.unsigned_abs() < MS_EXACT as u64 {
+        fmt_ms(out, ms);
+    } else {
+        fmt_f64(out, ms as f64 / 1000.0);
+    }
 }
 
 /// `le` values in the form Prometheus' own clients write them (`1.0`, `0.005`).
@@ -224,7 +243,7 @@ impl Writer {
             self.out.push_str("_created");
             self.out.push_str(&self.labels);
             self.out.push(' ');
-            fmt_ms(&mut self.out, ms);
+            fmt_created(&mut self.out, ms);
             self.out.push('\n');
         }
     }
@@ -534,7 +553,7 @@ mod tests {
     /// `_created` without float formatting writes what the float formatting
     /// writes: at the edges, around the cut-over, and for random instants.
     #[test]
-    fn created_seconds_are_the_float_formatting_of_ms_over_1000() {
+    fn created_seconds_are_the_float_formatting_of_ms_over_1000_and_values_display() {
         let mut rng = fastrand::Rng::with_seed(13);
         let edges = [
             0,
@@ -558,9 +577,33 @@ mod tests {
         });
         for ms in edges.into_iter().chain(near).chain(random) {
             let (mut fast, mut float) = (String::new(), String::new());
-            fmt_ms(&mut fast, ms);
+            fmt_created(&mut fast, ms);
             fmt_f64(&mut float, ms as f64 / 1000.0);
             assert_eq!(fast, float, "{ms}");
+            let v = ms as f64 / 1000.0;
+            if v.fract() != 0.0 {
+                // fmt_f64's own short cut against the float formatting
+                assert_eq!(float, format!("{v}"), "{ms}");
+            }
+        }
+        let odd = [
+            0.1 + 0.2,
+            1e-7,
+            0.0005,
+            0.0015,
+            1e10 - 0.001,
+            9_999_999_999.999,
+        ];
+        let random = (0..100_000).map(|_| (rng.f64() - 0.5) * 10f64.powi(rng.i32(-4..12)));
+        for v in odd.into_iter().chain(random) {
+            let mut fast = String::new();
+            fmt_f64(&mut fast, v);
+            let want = if v.fract() == 0.0 {
+                format!("{}", v as i64)
+            } else {
+                format!("{v}")
+            };
+            assert_eq!(fast, want, "{v:e}");
         }
     }
 }
