@@ -137,21 +137,60 @@ const FORMATS: [(&str, &str); 3] = [
     ),
 ];
 
-/// One 100k-series scrape in `fmt` (see the module comment).
+/// One 100k-series scrape in `fmt` (see the module comment), or
+/// `GEOMETRA_SCRAPE_REPEAT` of them: then the CPU time (user and system) and
+/// the minor page faults a scrape, from `/proc/self/stat`.
 fn once(fmt: &str) {
     let Some((_, accept)) = FORMATS.iter().find(|(f, _)| *f == fmt) else {
         eprintln!("GEOMETRA_SCRAPE_ONCE: one of text, openmetrics, protobuf");
         std::process::exit(2);
     };
+    let repeat: u32 = std::env::var("GEOMETRA_SCRAPE_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let d = deriver(100_000);
     let own = geometra_sidecar::telemetry::SelfMetrics::default();
-    let before = ALLOCS.load(Ordering::Relaxed);
-    let (_, body) = geometra_sidecar::server::render(&d, &own, accept);
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
-    eprintln!(
-        "scrape_100k/{fmt}: {} bytes, {allocs} allocations",
-        body.len()
+    let (before, stat, t) = (
+        ALLOCS.load(Ordering::Relaxed),
+        stat(),
+        std::time::Instant::now(),
     );
+    let mut len = 0;
+    for _ in 0..repeat {
+        len = geometra_sidecar::server::render(&d, &own, accept).1.len();
+    }
+    let (wall, after) = (t.elapsed() / repeat, stat_now(&stat, repeat));
+    let allocs = (ALLOCS.load(Ordering::Relaxed) - before) / u64::from(repeat);
+    eprintln!(
+        "scrape_100k/{fmt}: {len} bytes, {allocs} allocations; a scrape: wall {wall:?}, {after}"
+    );
+}
+
+/// (minor faults, user ticks, system ticks) of this process.
+fn stat() -> [u64; 3] {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command's closing parenthesis, from field 3 on
+    let rest = s.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i - 3).copied().unwrap_or(0);
+    [at(10), at(14), at(15)]
+}
+
+/// What changed since `then`, a scrape (ticks are 10 ms).
+fn stat_now(then: &[u64; 3], repeat: u32) -> String {
+    let now = stat();
+    let per = |i: usize| (now[i] - then[i]) as f64 / f64::from(repeat);
+    format!(
+        "user {:.1} ms, system {:.1} ms, {:.0} minor faults",
+        per(1) * 10.0,
+        per(2) * 10.0,
+        per(0)
+    )
 }
 
 fn bench(c: &mut Criterion) {
