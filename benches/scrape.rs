@@ -2,8 +2,14 @@
 //! the protobuf exposition) for 10k and 100k pass-through series (half counters, half 10-bucket
 //! histograms), with the allocations of one scrape counted by a counting
 //! global allocator. `cargo bench --bench scrape`.
+//!
+//! `GEOMETRA_SCRAPE_ONCE=text|openmetrics|protobuf` instead renders one
+//! 100k-series scrape in that format and exits: for an instruction count
+//! that the machine's load does not change, e.g.
+//! `valgrind --tool=callgrind --toggle-collect='*server::render*' BENCH`
+//! (the bench binary that `cargo bench --bench scrape --no-run` names).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use geometra_sidecar::config::Config;
 use geometra_sidecar::derive::Deriver;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -121,6 +127,72 @@ fn deriver(n: usize) -> Deriver {
     d
 }
 
+/// The formats and the Accept header that asks for each.
+const FORMATS: [(&str, &str); 3] = [
+    ("text", "text/plain"),
+    ("openmetrics", "application/openmetrics-text; version=1.0.0"),
+    (
+        "protobuf",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+    ),
+];
+
+/// One 100k-series scrape in `fmt` (see the module comment), or
+/// `GEOMETRA_SCRAPE_REPEAT` of them: then the CPU time (user and system) and
+/// the minor page faults a scrape, from `/proc/self/stat`.
+fn once(fmt: &str) {
+    let Some((_, accept)) = FORMATS.iter().find(|(f, _)| *f == fmt) else {
+        eprintln!("GEOMETRA_SCRAPE_ONCE: one of text, openmetrics, protobuf");
+        std::process::exit(2);
+    };
+    let repeat: u32 = std::env::var("GEOMETRA_SCRAPE_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let d = deriver(100_000);
+    let own = geometra_sidecar::telemetry::SelfMetrics::default();
+    let (before, stat, t) = (
+        ALLOCS.load(Ordering::Relaxed),
+        stat(),
+        std::time::Instant::now(),
+    );
+    let mut len = 0;
+    for _ in 0..repeat {
+        len = geometra_sidecar::server::render(&d, &own, accept).1.len();
+    }
+    let (wall, after) = (t.elapsed() / repeat, stat_now(&stat, repeat));
+    let allocs = (ALLOCS.load(Ordering::Relaxed) - before) / u64::from(repeat);
+    eprintln!(
+        "scrape_100k/{fmt}: {len} bytes, {allocs} allocations; a scrape: wall {wall:?}, {after}"
+    );
+}
+
+/// (minor faults, user ticks, system ticks) of this process.
+fn stat() -> [u64; 3] {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command's closing parenthesis, from field 3 on
+    let rest = s.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i - 3).copied().unwrap_or(0);
+    [at(10), at(14), at(15)]
+}
+
+/// What changed since `then`, a scrape (ticks are 10 ms).
+fn stat_now(then: &[u64; 3], repeat: u32) -> String {
+    let now = stat();
+    let per = |i: usize| (now[i] - then[i]) as f64 / f64::from(repeat);
+    format!(
+        "user {:.1} ms, system {:.1} ms, {:.0} minor faults",
+        per(1) * 10.0,
+        per(2) * 10.0,
+        per(0)
+    )
+}
+
 fn bench(c: &mut Criterion) {
     for n in [10_000usize, 100_000] {
         let d = deriver(n);
@@ -128,14 +200,7 @@ fn bench(c: &mut Criterion) {
         let own = geometra_sidecar::telemetry::SelfMetrics::default();
         let mut g = c.benchmark_group(format!("scrape_{}k", n / 1000));
         g.throughput(Throughput::Elements(n as u64));
-        for (fmt, accept) in [
-            ("text", "text/plain"),
-            ("openmetrics", "application/openmetrics-text; version=1.0.0"),
-            (
-                "protobuf",
-                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
-            ),
-        ] {
+        for (fmt, accept) in FORMATS {
             let before = ALLOCS.load(Ordering::Relaxed);
             let (_, body) = geometra_sidecar::server::render(&d, &own, accept);
             let allocs = ALLOCS.load(Ordering::Relaxed) - before;
@@ -166,4 +231,11 @@ criterion_group! {
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(5));
     targets = bench
 }
-criterion_main!(benches);
+fn main() {
+    if let Ok(fmt) = std::env::var("GEOMETRA_SCRAPE_ONCE") {
+        once(&fmt);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1553,34 +1553,38 @@ mod tests {
             attributes: vec![kv("v", Value::DoubleValue(v))],
             ..Default::default()
         };
-        let point = |text: String| {
+        let family = |text: String| {
             let cfg = Config::from_yaml(&text, "test").expect("config");
             let d = new(&cfg);
             d.logs(&request(vec![rec(0.5), rec(1.5), rec(3.0)]))
                 .expect("walk");
             let snap = d.store().snapshot(Vec::new());
             let fam = snap.families.into_iter().find(|f| f.name == "x_seconds");
-            match fam
-                .and_then(|f| f.series.into_iter().next())
-                .map(|s| s.point)
-            {
-                Some(crate::metrics::snapshot::Point::Histogram(h)) => *h,
+            fam.expect("x_seconds")
+        };
+        use crate::metrics::snapshot::{Family, Histogram, Point};
+        fn point(fam: &Family) -> Histogram<'_> {
+            match fam.series.first().map(|s| s.point) {
+                Some(Point::Histogram(h)) => fam.histogram(h),
                 other => panic!("no histogram: {other:?}"),
             }
-        };
-        let classic = point(yaml("classic", ""));
+        }
+        let f = family(yaml("classic", ""));
+        let classic = point(&f);
         assert!(classic.native.is_none());
-        assert_eq!(classic.classic.map(|c| c.counts), Some(vec![1, 1, 1]));
-        let both = point(yaml("native", "  histograms: both\n"));
+        assert_eq!(classic.classic.map(|c| c.counts), Some(&[1, 1, 1][..]));
+        let f = family(yaml("native", "  histograms: both\n"));
+        let both = point(&f);
         assert_eq!((both.count, both.sum), (3, 5.0));
-        assert_eq!(both.classic.map(|c| c.counts), Some(vec![1, 1, 1]));
+        assert_eq!(both.classic.map(|c| c.counts), Some(&[1, 1, 1][..]));
         let n = both.native.expect("native buckets");
         // schema 3: 0.5 is key -8, 1.5 key 5 (2^(4/8) < 1.5 <= 2^(5/8)), 3 key 13
         assert_eq!((n.schema, n.zero_count, n.positive.offset), (3, 0, -8));
         let at = |k: i32| n.positive.counts.get((k + 8) as usize).copied();
         assert_eq!((at(-8), at(5), at(13)), (Some(1), Some(1), Some(1)));
         assert_eq!(n.positive.counts.iter().sum::<u64>(), 3);
-        let native = point(yaml("native", ""));
+        let f = family(yaml("native", ""));
+        let native = point(&f);
         assert!(native.classic.is_none() && native.native.is_some());
     }
 

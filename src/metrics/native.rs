@@ -328,12 +328,14 @@ impl NativeHist {
     }
 
     /// The buckets in the exposition model.
-    pub fn to_snapshot(&self) -> super::snapshot::Native {
+    pub fn to_snapshot(&self) -> super::snapshot::Native<'_> {
         use super::snapshot::{Buckets, Native};
-        let b = |d: &Dense| Buckets {
-            offset: d.offset,
-            counts: d.counts.clone(),
-        };
+        fn b(d: &Dense) -> Buckets<'_> {
+            Buckets {
+                offset: d.offset,
+                counts: &d.counts,
+            }
+        }
         Native {
             schema: self.schema,
             zero_threshold: self.zero_threshold,

@@ -476,6 +476,21 @@ impl From<Exemplar> for snap::Exemplar {
 }
 
 impl Family {
+    /// Room in `out` for the series `all`: their label pairs and text (a
+    /// key's bytes are its parts, each after a 2-byte length: a little more).
+    fn reserve(&self, out: &mut snap::Family, all: &[(&[u8], &Series)]) {
+        let bytes: usize = all.iter().map(|(k, _)| k.len()).sum();
+        let pairs = match &self.labels {
+            LabelNames::Fixed(names) => names.len() * all.len(),
+            // as many pairs as the first series has, a guess
+            LabelNames::InKey => {
+                all.first().map_or(0, |(k, _)| key_parts(k).count() / 2) * all.len()
+            }
+        };
+        let hist = matches!(self.kind, Kind::Histogram(_));
+        out.reserve(all.len() + 1, pairs, bytes, hist);
+    }
+
     /// This family in a snapshot, series sorted by their labels; None if it
     /// has no series. Holds the family's lock while it copies.
     pub fn snapshot(&self) -> Option<snap::Family> {
@@ -489,15 +504,19 @@ impl Family {
             Kind::Histogram(b) => b.as_slice().into(),
             _ => Arc::new([]),
         };
-        let mut own = None;
+        let mut scratch = Scratch {
+            bounds,
+            own: None,
+            exemplars: Vec::new(),
+        };
         self.with(|inner| {
             if inner.series.is_empty() && inner.overflow.is_none() {
                 return None;
             }
             let mut out = snap::Family::new(self.name.clone(), kind, self.help.clone());
             out.unit = self.unit.clone();
-            out.series.reserve(inner.series.len() + 1);
             let mut all: Vec<(&[u8], &Series)> = inner.series.iter().collect();
+            self.reserve(&mut out, &all);
             all.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (k, s) in all {
                 let start = out.labels.next();
@@ -514,16 +533,19 @@ impl Family {
                         }
                     }
                 }
+                let labels = start..out.labels.next();
+                let point = s.value.point(&mut out, &mut scratch);
                 out.series.push(snap::Series {
-                    labels: start..out.labels.next(),
-                    point: s.value.point(&bounds, &mut own),
+                    labels,
+                    point,
                     created_ms: Some(s.created_ms as i64),
                 });
             }
             if let Some(s) = &inner.overflow {
+                let point = s.value.point(&mut out, &mut scratch);
                 out.push(
                     &[("otel_metric_overflow", "true")],
-                    s.value.point(&bounds, &mut own),
+                    point,
                     Some(s.created_ms as i64),
                 );
             }
@@ -533,36 +555,51 @@ impl Family {
 }
 
 impl Value {
-    /// The snapshot point; `bounds` are the family's (shared by its series),
-    /// `own` the last series' own bounds (pass-through), reused when equal.
-    fn point(&self, bounds: &Arc<[f64]>, own: &mut Option<Arc<[f64]>>) -> snap::Point {
+    /// The snapshot point, its numbers in `out`'s arena; `bounds` are the
+    /// family's (shared by its series), `own` the last series' own bounds
+    /// (pass-through), reused when equal; `ex` scratch for exemplars.
+    fn point(&self, out: &mut snap::Family, scratch: &mut Scratch) -> snap::Point {
         match self {
             Value::Scalar(v) => snap::Point::Value(*v),
-            Value::Hist(h) => snap::Point::Histogram(Box::new(snap::Histogram {
-                count: h.count,
-                sum: h.sum,
-                // no classic buckets: a native-only series
-                classic: (!h.counts.is_empty()).then(|| snap::Classic {
-                    bounds: match &h.bounds {
-                        Some(b) => shared(own, b),
-                        None => bounds.clone(),
-                    },
-                    counts: h.counts.to_vec(),
-                    exemplars: h
+            Value::Hist(h) => {
+                scratch.exemplars.clear();
+                if let Some(x) = &h.exemplars {
+                    scratch
                         .exemplars
-                        .as_ref()
-                        .map(|x| x.iter().map(|e| e.map(Into::into)).collect())
-                        .unwrap_or_default(),
-                }),
-                native: h.native.as_ref().map(|n| n.to_snapshot()),
-            })),
-            Value::Summary(s) => snap::Point::Summary(Box::new(snap::Summary {
+                        .extend(x.iter().map(|e| e.map(Into::into)));
+                }
+                let bounds = match &h.bounds {
+                    Some(b) => shared(&mut scratch.own, b),
+                    None => scratch.bounds.clone(),
+                };
+                out.histogram_point(snap::Histogram {
+                    count: h.count,
+                    sum: h.sum,
+                    // no classic buckets: a native-only series
+                    classic: (!h.counts.is_empty()).then_some(snap::Classic {
+                        bounds: &bounds,
+                        counts: &h.counts,
+                        exemplars: &scratch.exemplars,
+                    }),
+                    native: h.native.as_ref().map(|n| n.to_snapshot()),
+                })
+            }
+            Value::Summary(s) => out.summary_point(snap::Summary {
                 count: s.count,
                 sum: s.sum,
-                quantiles: s.quantiles.to_vec(),
-            })),
+                quantiles: &s.quantiles,
+            }),
         }
     }
+}
+
+/// What a family's snapshot reuses from series to series.
+struct Scratch {
+    /// the family's bounds
+    bounds: Arc<[f64]>,
+    /// the last pass-through series' own bounds
+    own: Option<Arc<[f64]>>,
+    exemplars: Vec<Option<snap::Exemplar>>,
 }
 
 /// `b` shared: the previous series' bounds when they are equal (the series

@@ -569,7 +569,7 @@ async fn native_histograms_and_exemplars_are_stored_as_meant() {
         zero_count: 1,
         positive: s::Buckets {
             offset: 0,
-            counts: vec![4, 0, 2],
+            counts: &[4, 0, 2],
         },
         negative: s::Buckets::default(),
     };
@@ -580,9 +580,9 @@ async fn native_histograms_and_exemplars_are_stored_as_meant() {
         time_ns: now_ms as u64 * 1_000_000,
     };
     let classic = s::Classic {
-        bounds: std::sync::Arc::from(vec![1.0]),
-        counts: vec![5, 2],
-        exemplars: vec![Some(ex), None],
+        bounds: &std::sync::Arc::from(vec![1.0]),
+        counts: &[5, 2],
+        exemplars: &[Some(ex), None],
     };
     let h = s::Histogram {
         count: 7,
@@ -590,7 +590,7 @@ async fn native_histograms_and_exemplars_are_stored_as_meant() {
         classic: Some(classic),
         native: Some(native),
     };
-    f.push(&[("op", "chat")], s::Point::Histogram(Box::new(h)), None);
+    f.push_histogram(&[("op", "chat")], h, None);
     let snap = s::Snapshot {
         families: vec![f],
         timestamp_ms: now_ms,

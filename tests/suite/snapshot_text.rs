@@ -58,7 +58,7 @@ fn number(rng: &mut fastrand::Rng) -> f64 {
     }
 }
 
-fn classic(rng: &mut fastrand::Rng) -> Histogram {
+fn classic(rng: &mut fastrand::Rng, f: &mut Family) -> Point {
     let mut b = rng.f64() * 10.0 - 5.0;
     let bounds: Vec<f64> = (0..rng.usize(0..6))
         .map(|_| {
@@ -67,7 +67,7 @@ fn classic(rng: &mut fastrand::Rng) -> Histogram {
         })
         .collect();
     let counts: Vec<u64> = (0..=bounds.len()).map(|_| rng.u64(0..1000)).collect();
-    let exemplars = counts
+    let exemplars: Vec<Option<Exemplar>> = counts
         .iter()
         .map(|_| {
             rng.bool().then(|| Exemplar {
@@ -78,23 +78,23 @@ fn classic(rng: &mut fastrand::Rng) -> Histogram {
             })
         })
         .collect();
-    Histogram {
+    f.histogram_point(Histogram {
         count: counts.iter().sum(),
         sum: rng.f64() * 100.0,
         classic: Some(Classic {
-            bounds: Arc::from(bounds),
-            counts,
-            exemplars,
+            bounds: &Arc::from(bounds),
+            counts: &counts,
+            exemplars: &exemplars,
         }),
         native: None,
-    }
+    })
 }
 
-fn point(rng: &mut fastrand::Rng, kind: Kind) -> Point {
-    match kind {
+fn point(rng: &mut fastrand::Rng, f: &mut Family) -> Point {
+    match f.kind {
         Kind::Counter => Point::Value(rng.f64() * 1e6),
         Kind::Gauge => Point::Value(number(rng)),
-        Kind::Histogram if rng.usize(0..4) == 0 => Point::Histogram(Box::new(Histogram {
+        Kind::Histogram if rng.usize(0..4) == 0 => f.histogram_point(Histogram {
             count: rng.u64(0..100),
             sum: rng.f64(),
             classic: None,
@@ -105,18 +105,20 @@ fn point(rng: &mut fastrand::Rng, kind: Kind) -> Point {
                 positive: Buckets::default(),
                 negative: Buckets::default(),
             }),
-        })),
-        Kind::Histogram => Point::Histogram(Box::new(classic(rng))),
+        }),
+        Kind::Histogram => classic(rng, f),
         Kind::Summary => {
             let mut q: Vec<f64> = (0..rng.usize(0..4)).map(|_| rng.f64()).collect();
             q.sort_by(f64::total_cmp);
             q.dedup();
-            Point::Summary(Box::new(Summary {
+            // OpenMetrics: quantile values are never negative (the producer's duty)
+            let quantiles: Vec<(f64, f64)> =
+                q.into_iter().map(|x| (x, number(rng).abs())).collect();
+            f.summary_point(Summary {
                 count: rng.u64(0..1 << 60),
                 sum: rng.f64() * 10.0,
-                // OpenMetrics: quantile values are never negative (the producer's duty)
-                quantiles: q.into_iter().map(|x| (x, number(rng).abs())).collect(),
-            }))
+                quantiles: &quantiles,
+            })
         }
     }
 }
@@ -146,7 +148,7 @@ fn family(rng: &mut fastrand::Rng, i: usize) -> Family {
                 .copied()
                 .zip(vals.iter().map(String::as_str)),
         );
-        let p = point(rng, kind);
+        let p = point(rng, &mut f);
         let created = rng.bool().then(|| rng.i64(0..2_000_000_000_000));
         f.push(&labels, p, created);
     }
@@ -275,9 +277,10 @@ fn random_snapshots_always_encode_to_decodable_protobuf() {
                 assert_eq!(labels, f.labels_of(sr).collect::<Vec<_>>());
                 match &sr.point {
                     Point::Histogram(h) => {
-                        check_histogram(h, m.histogram.as_ref().expect("histogram"))
+                        check_histogram(&f.histogram(*h), m.histogram.as_ref().expect("histogram"))
                     }
                     Point::Summary(q) => {
+                        let q = f.summary(*q);
                         let got = m.summary.as_ref().expect("summary");
                         assert_eq!(got.sample_count(), q.count);
                         assert_eq!(got.quantile.len(), q.quantiles.len());

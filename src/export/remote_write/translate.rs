@@ -102,9 +102,10 @@ impl Translator {
         };
         match &s.point {
             Point::Value(v) => out.push(sample(self.labels(f.name.clone(), f, s, None), *v)),
-            Point::Histogram(h) => self.histogram(out, f, s, h, ts),
+            Point::Histogram(h) => self.histogram(out, f, s, &f.histogram(*h), ts),
             Point::Summary(q) => {
-                for (quantile, v) in &q.quantiles {
+                let q = f.summary(*q);
+                for (quantile, v) in q.quantiles {
                     let l = self.labels(
                         f.name.clone(),
                         f,
@@ -354,13 +355,13 @@ mod tests {
             count: 6,
             sum: 3.5,
             classic: Some(Classic {
-                bounds: Arc::from(vec![0.005, 1.0]),
-                counts: vec![1, 3, 2],
-                exemplars: vec![None, Some(ex), None],
+                bounds: &Arc::from(vec![0.005, 1.0]),
+                counts: &[1, 3, 2],
+                exemplars: &[None, Some(ex), None],
             }),
             native: None,
         };
-        f.push(&[("op", "x")], Point::Histogram(Box::new(h)), None);
+        f.push_histogram(&[("op", "x")], h, None);
         let req = ext(&[]).request(&snap(vec![f]));
         let got: Vec<(Vec<(&str, &str)>, f64)> = req
             .timeseries
@@ -412,7 +413,7 @@ mod tests {
         // indexes -2 -1 0 1 2 3 4 5: counts 3 0 0 5 5 0 0 1 ... trailing zero
         let b = Buckets {
             offset: -2,
-            counts: vec![3, 0, 0, 5, 5, 0, 0, 1, 0],
+            counts: &[3, 0, 0, 5, 5, 0, 0, 1, 0],
         };
         let (s, d) = spans(&b);
         assert_eq!(
@@ -437,7 +438,7 @@ mod tests {
         assert_eq!(
             spans(&Buckets {
                 offset: 7,
-                counts: vec![0, 0]
+                counts: &[0, 0]
             }),
             (vec![], vec![])
         );
@@ -456,15 +457,15 @@ mod tests {
                 zero_count: 2,
                 positive: Buckets {
                     offset: 4,
-                    counts: vec![1, 2],
+                    counts: &[1, 2],
                 },
                 negative: Buckets {
                     offset: 0,
-                    counts: vec![5],
+                    counts: &[5],
                 },
             }),
         };
-        f.push(&[], Point::Histogram(Box::new(h)), None);
+        f.push_histogram(&[], h, None);
         let req = ext(&[("env", "t")]).request(&snap(vec![f]));
         // the native series, then _sum and _count
         assert_eq!(req.timeseries.len(), 3);
@@ -504,9 +505,9 @@ mod tests {
         let q = Summary {
             count: 4,
             sum: 2.0,
-            quantiles: vec![(0.5, 0.4), (1.0, 0.9)],
+            quantiles: &[(0.5, 0.4), (1.0, 0.9)],
         };
-        f.push(&[], Point::Summary(Box::new(q)), None);
+        f.push_summary(&[], q, None);
         let req = ext(&[]).request(&snap(vec![f]));
         let got: Vec<(Vec<(&str, &str)>, f64)> = req
             .timeseries

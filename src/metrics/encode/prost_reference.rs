@@ -70,8 +70,8 @@ fn metric(f: &Family, s: &Series) -> pb::Metric {
             })
         }
         (Point::Value(v), _) => m.gauge = Some(pb::Gauge { value: Some(*v) }),
-        (Point::Histogram(h), _) => m.histogram = Some(histogram(h, created)),
-        (Point::Summary(q), _) => m.summary = Some(summary(q, created)),
+        (Point::Histogram(h), _) => m.histogram = Some(histogram(&f.histogram(*h), created)),
+        (Point::Summary(q), _) => m.summary = Some(summary(&f.summary(*q), created)),
     }
     m
 }
@@ -121,7 +121,7 @@ fn classic(c: &Classic) -> Vec<pb::Bucket> {
     let mut cum = 0u64;
     c.bounds
         .iter()
-        .zip(&c.counts)
+        .zip(c.counts)
         .enumerate()
         .map(|(i, (b, n))| {
             cum = cum.saturating_add(*n);

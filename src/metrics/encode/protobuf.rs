@@ -40,21 +40,22 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
 /// About the size of the encoding (a little more for classic histograms),
 /// so that the buffer is not grown and copied a dozen times on a big scrape.
 fn estimate(s: &Snapshot) -> usize {
-    let point = |p: &Point| match p {
+    let point = |f: &Family, p: &Point| match p {
         Point::Value(_) => 12,
         Point::Histogram(h) => {
+            let h = f.histogram(*h);
             let classic = h.classic.as_ref().map_or(0, |c| c.counts.len() * 14);
             let native = h.native.as_ref().map_or(0, |n| {
                 30 + 3 * (n.positive.counts.len() + n.negative.counts.len())
             });
             24 + classic + native
         }
-        Point::Summary(q) => 24 + 20 * q.quantiles.len(),
+        Point::Summary(q) => 24 + 20 * f.summary(*q).quantiles.len(),
     };
     s.families
         .iter()
         .map(|f| {
-            let series: usize = f.series.iter().map(|s| 16 + point(&s.point)).sum();
+            let series: usize = f.series.iter().map(|s| 16 + point(f, &s.point)).sum();
             16 + f.name.len() + f.help.len() + f.labels.encoded_len() + series
         })
         .sum()
@@ -183,9 +184,13 @@ impl Writer {
             }),
             (Point::Value(v), _) => self.nested(n::METRIC_GAUGE, |w| w.double(n::GAUGE_VALUE, *v)),
             (Point::Histogram(h), _) => {
-                self.nested(n::METRIC_HISTOGRAM, |w| w.histogram(h, created))
+                let h = f.histogram(*h);
+                self.nested(n::METRIC_HISTOGRAM, |w| w.histogram(&h, created))
             }
-            (Point::Summary(q), _) => self.nested(n::METRIC_SUMMARY, |w| w.summary(q, created)),
+            (Point::Summary(q), _) => {
+                let q = f.summary(*q);
+                self.nested(n::METRIC_SUMMARY, |w| w.summary(&q, created))
+            }
         }
     }
 
@@ -211,7 +216,7 @@ impl Writer {
     fn summary(&mut self, q: &Summary, created: Option<i64>) {
         self.uint(n::SUMMARY_SAMPLE_COUNT, q.count);
         self.double(n::SUMMARY_SAMPLE_SUM, q.sum);
-        for (quantile, value) in &q.quantiles {
+        for (quantile, value) in q.quantiles {
             self.nested(n::SUMMARY_QUANTILE, |w| {
                 w.double(n::QUANTILE_QUANTILE, *quantile);
                 w.double(n::QUANTILE_VALUE, *value);
@@ -236,7 +241,7 @@ impl Writer {
     /// as client_golang does.
     fn classic(&mut self, c: &Classic) {
         let mut cum = 0u64;
-        for (i, (bound, count)) in c.bounds.iter().zip(&c.counts).enumerate() {
+        for (i, (bound, count)) in c.bounds.iter().zip(c.counts).enumerate() {
             cum = cum.saturating_add(*count);
             let ex = c.exemplars.get(i).copied().flatten();
             self.nested(n::HISTOGRAM_BUCKET, |w| {
@@ -406,7 +411,7 @@ mod tests {
     fn spans_keep_small_gaps_and_split_at_big_ones() {
         let b = Buckets {
             offset: -3,
-            counts: vec![0, 2, 0, 0, 5, 0, 0, 0, 1, 1],
+            counts: &[0, 2, 0, 0, 5, 0, 0, 0, 1, 1],
         };
         let (s, d) = spans(&b);
         let got: Vec<(i32, u32)> = s
@@ -432,9 +437,9 @@ mod tests {
         let sum = Summary {
             count: 9_007_199_254_740_993,
             sum: 1.5,
-            quantiles: vec![(0.5, 0.1), (0.99, 2.0)],
+            quantiles: &[(0.5, 0.1), (0.99, 2.0)],
         };
-        q.push(&[], Point::Summary(Box::new(sum)), Some(-1));
+        q.push_summary(&[], sum, Some(-1));
         let got = decode(&encode(&snap(vec![c, g, q])));
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].name(), "x_seconds_total");
@@ -461,23 +466,24 @@ mod tests {
         assert_eq!((ct.seconds, ct.nanos), (-1, 999_000_000));
     }
 
-    fn both_hist(native: Option<Native>, classic: bool) -> Point {
+    fn both_hist(f: &mut Family, native: Option<Native>, classic: bool) -> Point {
         let ex = Exemplar {
             trace_id: [0xab; 16],
             span_id: [1; 8],
             value: 0.5,
             time_ns: 1_700_000_000_123_000_000,
         };
-        Point::Histogram(Box::new(Histogram {
+        let bounds = Arc::from(&[1.0, 2.5][..]);
+        f.histogram_point(Histogram {
             count: 6,
             sum: 2.5,
-            classic: classic.then(|| Classic {
-                bounds: Arc::from(&[1.0, 2.5][..]),
-                counts: vec![1, 2, 3],
-                exemplars: vec![None, Some(ex), None],
+            classic: classic.then_some(Classic {
+                bounds: &bounds,
+                counts: &[1, 2, 3],
+                exemplars: &[None, Some(ex), None],
             }),
             native,
-        }))
+        })
     }
 
     #[test]
@@ -488,15 +494,16 @@ mod tests {
             zero_count: 1,
             positive: Buckets {
                 offset: -2,
-                counts: vec![1, 0, 2],
+                counts: &[1, 0, 2],
             },
             negative: Buckets {
                 offset: 4,
-                counts: vec![2],
+                counts: &[2],
             },
         };
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], both_hist(Some(n), true), Some(1000));
+        let p = both_hist(&mut f, Some(n), true);
+        f.push(&[], p, Some(1000));
         let got = decode(&encode(&snap(vec![f])));
         let h = got[0].metric[0].histogram.as_ref().expect("histogram");
         assert_eq!((h.sample_count(), h.sample_sum()), (6, 2.5));
@@ -525,7 +532,8 @@ mod tests {
     #[test]
     fn an_empty_native_histogram_is_marked_by_an_empty_span() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], both_hist(Some(Native::default()), false), None);
+        let p = both_hist(&mut f, Some(Native::default()), false);
+        f.push(&[], p, None);
         let got = decode(&encode(&snap(vec![f])));
         let h = got[0].metric[0].histogram.as_ref().expect("histogram");
         assert!(h.bucket.is_empty());
@@ -536,7 +544,8 @@ mod tests {
         );
         // a classic-only histogram has no native field at all
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], both_hist(None, true), None);
+        let p = both_hist(&mut f, None, true);
+        f.push(&[], p, None);
         let got = decode(&encode(&snap(vec![f])));
         let h = got[0].metric[0].histogram.as_ref().expect("histogram");
         assert!(h.schema.is_none() && h.zero_threshold.is_none());
@@ -564,8 +573,8 @@ mod tests {
             let fams: Vec<Family> = (0..rng.usize(0..9)).map(|i| family(&mut rng, i)).collect();
             native += fams
                 .iter()
-                .flat_map(|f| &f.series)
-                .filter(|s| matches!(&s.point, Point::Histogram(h) if h.native.is_some()))
+                .flat_map(|f| f.series.iter().map(move |s| (f, s)))
+                .filter(|(f, s)| matches!(s.point, Point::Histogram(h) if f.histogram(h).native.is_some()))
                 .count();
             let s = snap(fams);
             let (new, old) = (encode(&s), prost_reference::encode(&s));
@@ -581,11 +590,12 @@ mod tests {
     fn long_messages_get_their_lengths_in_place() {
         let mut f = Family::new("big", Kind::Histogram, "h".repeat(300));
         let long = "v".repeat(20_000);
+        let bounds = Arc::from((0..1000).map(f64::from).collect::<Vec<_>>());
         for i in 0..120 {
             let c = Classic {
-                bounds: Arc::from((0..1000).map(f64::from).collect::<Vec<_>>()),
-                counts: vec![i; 1001],
-                exemplars: Vec::new(),
+                bounds: &bounds,
+                counts: &[i; 1001],
+                exemplars: &[],
             };
             let h = Histogram {
                 count: 1,
@@ -593,7 +603,7 @@ mod tests {
                 classic: Some(c),
                 native: None,
             };
-            f.push(&[("k", &long)], Point::Histogram(Box::new(h)), None);
+            f.push_histogram(&[("k", &long)], h, None);
         }
         let s = snap(vec![f, Family::new("empty", Kind::Gauge, "")]);
         let new = encode(&s);

@@ -55,26 +55,29 @@ fn exemplar(rng: &mut fastrand::Rng) -> Option<Exemplar> {
     })
 }
 
-fn buckets(rng: &mut fastrand::Rng) -> Buckets {
-    Buckets {
-        offset: rng.i32(-200..200),
-        counts: (0..rng.usize(0..40))
-            .map(|_| if rng.usize(0..3) == 0 { 0 } else { count(rng) })
-            .collect(),
+/// Dense counts of one native side, from `offset`.
+#[derive(Default)]
+struct Side {
+    offset: i32,
+    counts: Vec<u64>,
+}
+
+impl Side {
+    fn view(&self) -> Buckets<'_> {
+        Buckets {
+            offset: self.offset,
+            counts: &self.counts,
+        }
     }
 }
 
-fn native(rng: &mut fastrand::Rng) -> Native {
-    Native {
-        schema: rng.i32(-4..=8),
-        zero_threshold: if rng.bool() { 0.0 } else { float(rng) },
-        zero_count: count(rng),
-        positive: buckets(rng),
-        negative: if rng.bool() {
-            Buckets::default()
-        } else {
-            buckets(rng)
-        },
+fn side(rng: &mut fastrand::Rng) -> Side {
+    let counts = (0..rng.usize(0..40))
+        .map(|_| if rng.usize(0..3) == 0 { 0 } else { count(rng) })
+        .collect();
+    Side {
+        offset: rng.i32(-200..200),
+        counts,
     }
 }
 
@@ -84,41 +87,94 @@ fn bounds(rng: &mut fastrand::Rng) -> Arc<[f64]> {
     Arc::from(b)
 }
 
+/// Classic buckets, owned until they are copied into a family.
+struct OwnedClassic {
+    bounds: Arc<[f64]>,
+    counts: Vec<u64>,
+    exemplars: Vec<Option<Exemplar>>,
+}
+
+/// Native buckets, owned until they are copied into a family.
+struct OwnedNative {
+    schema: i32,
+    zero_threshold: f64,
+    zero_count: u64,
+    positive: Side,
+    negative: Side,
+}
+
 /// Classic buckets, on the family's bounds (`shared`) half the time.
-fn classic(rng: &mut fastrand::Rng, shared: &Arc<[f64]>) -> Classic {
+fn classic(rng: &mut fastrand::Rng, shared: &Arc<[f64]>) -> OwnedClassic {
     let bounds = if rng.bool() {
         shared.clone()
     } else {
         bounds(rng)
     };
     let n = bounds.len();
-    Classic {
+    let counts = (0..=n).map(|_| count(rng)).collect();
+    let exemplars = if rng.bool() {
+        (0..=n).map(|_| exemplar(rng)).collect()
+    } else {
+        Vec::new()
+    };
+    OwnedClassic {
         bounds,
-        counts: (0..=n).map(|_| count(rng)).collect(),
-        exemplars: if rng.bool() {
-            (0..=n).map(|_| exemplar(rng)).collect()
+        counts,
+        exemplars,
+    }
+}
+
+fn native(rng: &mut fastrand::Rng) -> OwnedNative {
+    OwnedNative {
+        schema: rng.i32(-4..=8),
+        zero_threshold: if rng.bool() { 0.0 } else { float(rng) },
+        zero_count: count(rng),
+        positive: side(rng),
+        negative: if rng.bool() {
+            Side::default()
         } else {
-            Vec::new()
+            side(rng)
         },
     }
 }
 
-fn point(rng: &mut fastrand::Rng, kind: Kind, shared: &Arc<[f64]>) -> Point {
-    match kind {
+fn histogram(rng: &mut fastrand::Rng, f: &mut Family, shared: &Arc<[f64]>) -> Point {
+    let (count, sum) = (count(rng), float(rng));
+    let classic = (rng.usize(0..3) > 0).then(|| classic(rng, shared));
+    let native = rng.bool().then(|| native(rng));
+    f.histogram_point(Histogram {
+        count,
+        sum,
+        classic: classic.as_ref().map(|c| Classic {
+            bounds: &c.bounds,
+            counts: &c.counts,
+            exemplars: &c.exemplars,
+        }),
+        native: native.as_ref().map(|n| Native {
+            schema: n.schema,
+            zero_threshold: n.zero_threshold,
+            zero_count: n.zero_count,
+            positive: n.positive.view(),
+            negative: n.negative.view(),
+        }),
+    })
+}
+
+fn point(rng: &mut fastrand::Rng, f: &mut Family, shared: &Arc<[f64]>) -> Point {
+    match f.kind {
         Kind::Counter | Kind::Gauge => Point::Value(float(rng)),
-        Kind::Histogram => Point::Histogram(Box::new(Histogram {
-            count: count(rng),
-            sum: float(rng),
-            classic: (rng.usize(0..3) > 0).then(|| classic(rng, shared)),
-            native: rng.bool().then(|| native(rng)),
-        })),
-        Kind::Summary => Point::Summary(Box::new(Summary {
-            count: count(rng),
-            sum: float(rng),
-            quantiles: (0..rng.usize(0..6))
+        Kind::Histogram => histogram(rng, f, shared),
+        Kind::Summary => {
+            let (count, sum) = (count(rng), float(rng));
+            let quantiles: Vec<(f64, f64)> = (0..rng.usize(0..6))
                 .map(|_| (rng.f64(), float(rng)))
-                .collect(),
-        })),
+                .collect();
+            f.summary_point(Summary {
+                count,
+                sum,
+                quantiles: &quantiles,
+            })
+        }
     }
 }
 
@@ -140,7 +196,7 @@ pub fn family(rng: &mut fastrand::Rng, i: usize) -> Family {
             .map(|j| (format!("l{j}"), text(rng)))
             .collect();
         let created = [None, Some(0), Some(-1), Some(rng.i64(..))][rng.usize(0..4)];
-        let p = point(rng, kind, &shared);
+        let p = point(rng, &mut f, &shared);
         f.push_iter(
             labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             p,

@@ -7,6 +7,13 @@
 //! formats require that bucket), `_sum` and `_count` (and `_created` in
 //! OpenMetrics). With `classic` buckets too, the classic buckets are
 //! written. Summaries are quantile lines plus `_sum` and `_count`.
+//!
+//! Written in as few pieces as a line allows (the same bytes as
+//! `text_reference.rs`, tested): a series' `{labels}` is rendered once, and
+//! for a histogram its bucket lines' common start (`name_bucket{labels,le="`)
+//! too; a family's `le` values are rendered once per distinct set of bounds,
+//! each with the `"} ` that follows it. A bucket line is then three copies
+//! and an integer.
 
 use crate::metrics::snapshot::{
     Classic, Exemplar, Family, Histogram, Kind, Point, Series, Snapshot,
@@ -19,6 +26,7 @@ pub fn encode(s: &Snapshot, om: bool) -> String {
         out: String::with_capacity(16 * 1024),
         om,
         labels: String::new(),
+        bucket: String::new(),
         les: String::new(),
         le_ends: Vec::new(),
         le_of: None,
@@ -33,14 +41,21 @@ pub fn encode(s: &Snapshot, om: bool) -> String {
     w.out
 }
 
+/// The `le` of the +Inf bucket and what follows it on the line.
+const INF_LE: &str = "+Inf\"} ";
+
 /// The text of a scrape, and what it reuses from line to line.
 struct Writer {
     out: String,
     om: bool,
-    /// the current series' label pairs, escaped, without braces: written
-    /// once per series, copied onto each of its lines
+    /// the current series' label pairs, escaped, in braces (empty without
+    /// labels): rendered once per series, copied onto each of its lines
     labels: String,
-    /// the `le` values of `le_of`'s bounds, back to back, and where each ends
+    /// the start of the current histogram series' bucket lines, up to the
+    /// `le` value: `name_bucket{labels,le="`
+    bucket: String,
+    /// the `le` values of `le_of`'s bounds, each followed by `"} `, back to
+    /// back, and where each ends
     les: String,
     le_ends: Vec<usize>,
     /// the bounds `les` holds (a family's series mostly share theirs)
@@ -50,7 +65,7 @@ struct Writer {
 }
 
 fn escape_into(out: &mut String, v: &str) {
-    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+    if memchr::memchr3(b'\\', b'"', b'\n', v.as_bytes()).is_none() {
         out.push_str(v);
         return;
     }
@@ -76,7 +91,58 @@ fn fmt_f64(out: &mut String, v: f64) {
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         push_int(out, v as i64);
     } else {
-        let _ = write!(out, "{v}");
+        let m = (v * 1000.0).round();
+        if m.abs() < MS_EXACT as f64 && m / 1000.0 == v {
+            fmt_ms(out, m as i64);
+        } else {
+            let _ = write!(out, "{v}");
+        }
+    }
+}
+
+/// Below this many thousandths (10^10 in units), doubles are less than
+/// 0.0005 apart.
+const MS_EXACT: i64 = 10_000_000_000_000;
+
+/// `m / 1000` as `{}` writes the double `m as f64 / 1000.0`, without the
+/// float formatting where that is exact: below [`MS_EXACT`] the quotient is
+/// the double nearest the decimal `s.mmm`, and that decimal without its
+/// trailing zeros is the shortest that reads back as the same double (what
+/// `{}` writes): any other decimal with at most three places is 0.001 or
+/// more away, past half the distance to the next double.
+fn fmt_ms(out: &mut String, m: i64) {
+    let abs = m.unsigned_abs();
+    if abs >= MS_EXACT as u64 {
+        let _ = write!(out, "{}", m as f64 / 1000.0);
+        return;
+    }
+    if m < 0 {
+        out.push('-');
+    }
+    push_int(out, abs / 1000);
+    let mut frac = abs % 1000;
+    if frac == 0 {
+        return;
+    }
+    let mut digits = 3;
+    while frac.is_multiple_of(10) {
+        frac /= 10;
+        digits -= 1;
+    }
+    out.push('.');
+    let b = itoa::Buffer::new().format(frac).len();
+    for _ in b..digits {
+        out.push('0');
+    }
+    push_int(out, frac);
+}
+
+/// A creation time in milliseconds as seconds: `fmt_f64(ms as f64 / 1000.0)`.
+fn fmt_created(out: &mut String, ms: i64) {
+    if ms.unsigned_abs() < MS_EXACT as u64 {
+        fmt_ms(out, ms);
+    } else {
+        fmt_f64(out, ms as f64 / 1000.0);
     }
 }
 
@@ -126,41 +192,36 @@ impl Writer {
     /// Renders a series' label pairs into `self.labels`.
     fn set_labels(&mut self, f: &Family, s: &Series) {
         self.labels.clear();
-        for (i, (k, v)) in f.labels_of(s).enumerate() {
-            if i > 0 {
-                self.labels.push(',');
-            }
+        for (k, v) in f.labels_of(s) {
+            self.labels
+                .push(if self.labels.is_empty() { '{' } else { ',' });
             self.labels.push_str(k);
             self.labels.push_str("=\"");
             escape_into(&mut self.labels, v);
             self.labels.push('"');
         }
+        if !self.labels.is_empty() {
+            self.labels.push('}');
+        }
     }
 
-    /// `{labels}` of the current series, with one more pair if given.
-    fn labels(&mut self, extra: Option<(&str, &str)>) {
-        if self.labels.is_empty() && extra.is_none() {
-            return;
-        }
-        self.out.push('{');
-        self.out.push_str(&self.labels);
-        if let Some((k, v)) = extra {
-            if !self.labels.is_empty() {
-                self.out.push(',');
+    /// Opens the current series' labels for one more pair (`{labels,` or
+    /// `{`) on `out`.
+    fn open_labels(out: &mut String, labels: &str) {
+        match labels.strip_suffix('}') {
+            Some(l) => {
+                out.push_str(l);
+                out.push(',');
             }
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            escape_into(&mut self.out, v);
-            self.out.push('"');
+            None => out.push('{'),
         }
-        self.out.push('}');
     }
 
     /// `name suffix{labels} value`
     fn sample(&mut self, name: &str, suffix: &str, v: f64) {
         self.out.push_str(name);
         self.out.push_str(suffix);
-        self.labels(None);
+        self.out.push_str(&self.labels);
         self.out.push(' ');
         fmt_f64(&mut self.out, v);
         self.out.push('\n');
@@ -170,7 +231,7 @@ impl Writer {
     fn count(&mut self, name: &str, suffix: &str, n: u64) {
         self.out.push_str(name);
         self.out.push_str(suffix);
-        self.labels(None);
+        self.out.push_str(&self.labels);
         self.out.push(' ');
         push_int(&mut self.out, n);
         self.out.push('\n');
@@ -178,8 +239,12 @@ impl Writer {
 
     fn created(&mut self, f: &Family, s: &Series) {
         if let (true, Some(ms)) = (self.om, s.created_ms) {
-            let base = self.base(f);
-            self.sample(base, "_created", ms as f64 / 1000.0);
+            self.out.push_str(self.base(f));
+            self.out.push_str("_created");
+            self.out.push_str(&self.labels);
+            self.out.push(' ');
+            fmt_created(&mut self.out, ms);
+            self.out.push('\n');
         }
     }
 
@@ -194,10 +259,11 @@ impl Writer {
                         self.created(f, s);
                     }
                 }
-                Point::Histogram(h) => self.histogram(f, s, h),
+                Point::Histogram(h) => self.histogram(f, s, &f.histogram(*h)),
                 Point::Summary(q) => {
+                    let q = f.summary(*q);
                     let mut qs = std::mem::take(&mut self.quantile);
-                    for (quantile, v) in &q.quantiles {
+                    for (quantile, v) in q.quantiles {
                         // written as the Prometheus clients do: 1 in text, 1.0 in OpenMetrics
                         qs.clear();
                         if self.om {
@@ -206,8 +272,10 @@ impl Writer {
                             fmt_f64(&mut qs, *quantile);
                         }
                         self.out.push_str(&f.name);
-                        self.labels(Some(("quantile", &qs)));
-                        self.out.push(' ');
+                        Self::open_labels(&mut self.out, &self.labels);
+                        self.out.push_str("quantile=\"");
+                        escape_into(&mut self.out, &qs);
+                        self.out.push_str("\"} ");
                         fmt_f64(&mut self.out, *v);
                         self.out.push('\n');
                     }
@@ -222,17 +290,20 @@ impl Writer {
     }
 
     fn histogram(&mut self, f: &Family, s: &Series, h: &Histogram) {
+        self.bucket.clear();
+        self.bucket.push_str(&f.name);
+        self.bucket.push_str("_bucket");
+        Self::open_labels(&mut self.bucket, &self.labels);
+        self.bucket.push_str("le=\"");
         let mut negative = false;
         match &h.classic {
             Some(c) => {
                 negative = c.bounds.first().is_some_and(|b| *b < 0.0);
-                self.buckets(f, c);
+                self.buckets(c);
             }
             None => {
-                self.out.push_str(&f.name);
-                self.out.push_str("_bucket");
-                self.labels(Some(("le", "+Inf")));
-                self.out.push(' ');
+                self.out.push_str(&self.bucket);
+                self.out.push_str(INF_LE);
                 push_int(&mut self.out, h.count);
                 self.out.push('\n');
             }
@@ -259,30 +330,27 @@ impl Writer {
         self.les.clear();
         self.le_ends.clear();
         for b in bounds.iter() {
+            // a number: nothing in it to escape
             fmt_le(&mut self.les, *b);
+            self.les.push_str("\"} ");
             self.le_ends.push(self.les.len());
         }
         self.le_of = Some(bounds.clone());
     }
 
-    fn buckets(&mut self, f: &Family, c: &Classic) {
-        self.set_les(&c.bounds);
-        let (les, ends) = (
-            std::mem::take(&mut self.les),
-            std::mem::take(&mut self.le_ends),
-        );
+    /// The bucket lines of the current series (`self.bucket` holds their start).
+    fn buckets(&mut self, c: &Classic) {
+        self.set_les(c.bounds);
         let (mut cum, mut start) = (0u64, 0);
         for (i, n) in c.counts.iter().enumerate() {
             // ingest refuses counts that wrap; never panic here
             cum = cum.saturating_add(*n);
-            let le = match ends.get(i) {
-                Some(&end) => les.get(std::mem::replace(&mut start, end)..end),
-                None => Some("+Inf"),
+            let le = match self.le_ends.get(i) {
+                Some(&end) => self.les.get(std::mem::replace(&mut start, end)..end),
+                None => Some(INF_LE),
             };
-            self.out.push_str(&f.name);
-            self.out.push_str("_bucket");
-            self.labels(Some(("le", le.unwrap_or(""))));
-            self.out.push(' ');
+            self.out.push_str(&self.bucket);
+            self.out.push_str(le.unwrap_or("\"} "));
             push_int(&mut self.out, cum);
             if self.om {
                 if let Some(Some(e)) = c.exemplars.get(i) {
@@ -291,21 +359,25 @@ impl Writer {
             }
             self.out.push('\n');
         }
-        (self.les, self.le_ends) = (les, ends);
     }
 
     fn exemplar(&mut self, e: &Exemplar) {
         self.out.push_str(" # {trace_id=\"");
-        for b in e.trace_id {
-            let _ = write!(self.out, "{b:02x}");
-        }
+        hex_into(&mut self.out, &e.trace_id);
         self.out.push_str("\",span_id=\"");
-        for b in e.span_id {
-            let _ = write!(self.out, "{b:02x}");
-        }
+        hex_into(&mut self.out, &e.span_id);
         self.out.push_str("\"} ");
         fmt_f64(&mut self.out, e.value);
         let _ = write!(self.out, " {:.3}", e.time_ns as f64 / 1e9);
+    }
+}
+
+/// `id` in lowercase hex.
+fn hex_into(out: &mut String, id: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in id {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
 }
 
@@ -369,9 +441,9 @@ mod tests {
         let q = Summary {
             count: 9_007_199_254_740_993,
             sum: 1.5,
-            quantiles: vec![(0.5, 0.1), (0.99, f64::NAN), (1.0, f64::INFINITY)],
+            quantiles: &[(0.5, 0.1), (0.99, f64::NAN), (1.0, f64::INFINITY)],
         };
-        f.push(&[("m", "get")], Point::Summary(Box::new(q)), Some(2000));
+        f.push_summary(&[("m", "get")], q, Some(2000));
         let (t, o) = both(vec![f]);
         let lines = "rpc{m=\"get\",quantile=\"0.5\"} 0.1\nrpc{m=\"get\",quantile=\"0.99\"} NaN\n\
                      rpc{m=\"get\",quantile=\"1\"} +Inf\nrpc_sum{m=\"get\"} 1.5\n\
@@ -384,9 +456,9 @@ mod tests {
         );
     }
 
-    fn hist(bounds: &[f64], counts: Vec<u64>, native: bool) -> Point {
+    fn hist(f: &mut Family, bounds: &[f64], counts: &[u64], native: bool) -> Point {
         let n = counts.iter().sum();
-        let exemplars = vec![
+        let exemplars = [
             None,
             Some(Exemplar {
                 trace_id: [0xab; 16],
@@ -395,13 +467,14 @@ mod tests {
                 time_ns: 1_700_000_000_123_000_000,
             }),
         ];
-        Point::Histogram(Box::new(Histogram {
+        let bounds = Arc::from(bounds);
+        f.histogram_point(Histogram {
             count: n,
             sum: 2.5,
-            classic: (!native).then(|| Classic {
-                bounds: Arc::from(bounds),
+            classic: (!native).then_some(Classic {
+                bounds: &bounds,
                 counts,
-                exemplars,
+                exemplars: &exemplars,
             }),
             native: native.then(|| Native {
                 schema: 3,
@@ -409,17 +482,18 @@ mod tests {
                 zero_count: 1,
                 positive: Buckets {
                     offset: -2,
-                    counts: vec![1, 0, 2],
+                    counts: &[1, 0, 2],
                 },
                 negative: Buckets::default(),
             }),
-        }))
+        })
     }
 
     #[test]
     fn classic_buckets_are_cumulative_with_exemplars_in_openmetrics() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], hist(&[1.0, 2.5], vec![1, 2, 3], false), Some(1000));
+        let p = hist(&mut f, &[1.0, 2.5], &[1, 2, 3], false);
+        f.push(&[], p, Some(1000));
         let (t, o) = both(vec![f]);
         let b = "h_bucket{le=\"1.0\"} 1\nh_bucket{le=\"2.5\"} 3";
         let rest = "\nh_bucket{le=\"+Inf\"} 6\nh_sum 2.5\nh_count 6\n";
@@ -434,7 +508,8 @@ mod tests {
     #[test]
     fn negative_buckets_drop_sum_and_count_in_openmetrics_only() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[], hist(&[-1.0], vec![1, 1], false), None);
+        let p = hist(&mut f, &[-1.0], &[1, 1], false);
+        f.push(&[], p, None);
         let (t, o) = both(vec![f]);
         assert!(t.contains("h_sum 2.5\nh_count 2\n"), "{t}");
         assert!(!o.contains("h_sum") && !o.contains("h_count"), "{o}");
@@ -444,7 +519,8 @@ mod tests {
     #[test]
     fn a_native_only_histogram_is_a_lone_inf_bucket_sum_and_count_in_text() {
         let mut f = Family::new("h", Kind::Histogram, "H");
-        f.push(&[("a", "b")], hist(&[], vec![1, 0, 2], true), None);
+        let p = hist(&mut f, &[], &[1, 0, 2], true);
+        f.push(&[("a", "b")], p, None);
         let (t, _) = both(vec![f]);
         assert_eq!(
             t,
@@ -471,6 +547,63 @@ mod tests {
                 let (new, old) = (encode(&s, om), super::super::text_reference::encode(&s, om));
                 assert!(new == old, "round {round}, om {om}:\n{new}\n---\n{old}");
             }
+        }
+    }
+
+    /// `_created` without float formatting writes what the float formatting
+    /// writes: at the edges, around the cut-over, and for random instants.
+    #[test]
+    fn created_seconds_are_the_float_formatting_of_ms_over_1000_and_values_display() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let edges = [
+            0,
+            1,
+            -1,
+            10,
+            100,
+            999,
+            1000,
+            1001,
+            1500,
+            -1500,
+            1_764_000_000_120,
+        ];
+        let cut = 10_000_000_000_000i64;
+        let near = [cut - 1, cut, cut + 1, -cut + 1, -cut, i64::MAX, i64::MIN];
+        let random = (0..100_000).map(|_| match rng.usize(0..3) {
+            0 => rng.i64(-cut..cut),
+            1 => rng.i64(1_000_000_000_000..2_000_000_000_000),
+            _ => rng.i64(..),
+        });
+        for ms in edges.into_iter().chain(near).chain(random) {
+            let (mut fast, mut float) = (String::new(), String::new());
+            fmt_created(&mut fast, ms);
+            fmt_f64(&mut float, ms as f64 / 1000.0);
+            assert_eq!(fast, float, "{ms}");
+            let v = ms as f64 / 1000.0;
+            if v.fract() != 0.0 {
+                // fmt_f64's own short cut against the float formatting
+                assert_eq!(float, format!("{v}"), "{ms}");
+            }
+        }
+        let odd = [
+            0.1 + 0.2,
+            1e-7,
+            0.0005,
+            0.0015,
+            1e10 - 0.001,
+            9_999_999_999.999,
+        ];
+        let random = (0..100_000).map(|_| (rng.f64() - 0.5) * 10f64.powi(rng.i32(-4..12)));
+        for v in odd.into_iter().chain(random) {
+            let mut fast = String::new();
+            fmt_f64(&mut fast, v);
+            let want = if v.fract() == 0.0 {
+                format!("{}", v as i64)
+            } else {
+                format!("{v}")
+            };
+            assert_eq!(fast, want, "{v:e}");
         }
     }
 }

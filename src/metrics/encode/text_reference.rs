@@ -147,9 +147,10 @@ impl Writer {
                         self.created(f, s);
                     }
                 }
-                Point::Histogram(h) => self.histogram(f, s, h),
+                Point::Histogram(h) => self.histogram(f, s, &f.histogram(*h)),
                 Point::Summary(q) => {
-                    for (quantile, v) in &q.quantiles {
+                    let q = f.summary(*q);
+                    for (quantile, v) in q.quantiles {
                         // written as the Prometheus clients do: 1 in text, 1.0 in OpenMetrics
                         let mut qs = String::new();
                         if self.om {
