@@ -11,6 +11,8 @@ pub mod config;
 pub mod cost;
 pub mod fields;
 pub mod json;
+#[cfg(test)]
+pub(crate) mod testgen;
 pub mod validate;
 pub mod wire;
 

@@ -9,6 +9,8 @@ pub mod encoding;
 pub mod grpc;
 pub mod http;
 pub mod listen;
+#[cfg(test)]
+mod one_pass_tests;
 pub mod stats;
 /// The OTLP schema validator, shared with the walker (`derive/validate.rs`).
 pub use crate::derive::validate;
@@ -208,7 +210,7 @@ pub fn walk(
     walked.map_err(|e| match validate::request(sig, body, max_depth) {
         Err(why) => (bad_request(&why), why.to_string()),
         // the walker refused what the schema allows: a bug the
-        // differential test (tests/suite/validation.rs) is there to catch
+        // differential test (one_pass_tests.rs) is there to catch
         Ok(()) => (BadRequest::Malformed, e.to_string()),
     })
 }

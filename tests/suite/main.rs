@@ -33,4 +33,3 @@ mod proto;
 mod reload;
 mod remote_write;
 mod snapshot_text;
-mod validation;

@@ -1,53 +1,41 @@
-//! Differential test of the one-pass validation (issue 24): the walk that
-//! derives from a spans or logs request also decides whether it is valid
-//! OTLP (`receiver::walk`: the walker checks the fields it reads, the schema
-//! validator the ones it skips). On many thousands of seeded, mutated
-//! requests of each signal (a byte changed, inserted or cut; strings that
-//! stop being UTF-8; values nested past the depth limit), its verdict must
-//! be the whole-request validator's (`receiver::validate::request`, itself
-//! tested against prost's decoding in its unit tests): accepted, refused as
-//! malformed, or refused as invalid.
-//!
-//! A refused request's reason (malformed or invalid) and message come from
-//! the whole-request validator run on the cold path, so the class agrees by
-//! construction once both refuse; what this test proves is that the walk
-//! accepts exactly what the validator accepts, and that the walk's and the
-//! validator's reasons agree where they both give one.
-//!
-//! The seed is printed; `GEOMETRA_FUZZ_SEED` replays a failure.
+//! A seeded generator of valid OTLP requests that reach every field the
+//! walker reads or skips (keys the default rules read among others), and of
+//! mutations of them: shared by the validator's tests (against prost) and
+//! the one-pass test (the walk against the validator, `receiver`'s tests).
+//! Seeded, so a failure replays.
 
-use geometra_sidecar::base::SignalKind;
-use geometra_sidecar::config::Config;
-use geometra_sidecar::derive::config::Source;
-use geometra_sidecar::derive::Deriver;
-use geometra_sidecar::receiver::stats::BadRequest;
-use geometra_sidecar::receiver::{validate, walk};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use std::sync::Arc;
 
 /// A seeded generator of valid requests that reach every field the walker
 /// reads or skips (keys the default rules read among others).
-struct G(fastrand::Rng);
+pub(crate) struct G(pub(crate) fastrand::Rng);
 
 impl G {
-    fn n(&mut self, max: usize) -> usize {
+    pub(crate) fn n(&mut self, max: usize) -> usize {
         self.0.usize(0..=max)
     }
-    fn s(&mut self) -> String {
+    pub(crate) fn s(&mut self) -> String {
         const PARTS: &[&str] = &["a", "/api", "é", "日本", "\u{1F600}", " ", "\0", "GET"];
         (0..self.n(4))
             .map(|_| PARTS[self.n(PARTS.len() - 1)])
             .collect()
     }
-    fn key(&mut self) -> String {
+    pub(crate) fn key(&mut self) -> String {
         const KEYS: &[&str] = &[
             "http.route",
             "http.request.method",
@@ -62,10 +50,10 @@ impl G {
             false => self.s(),
         }
     }
-    fn b(&mut self) -> Vec<u8> {
+    pub(crate) fn b(&mut self) -> Vec<u8> {
         (0..self.n(16)).map(|_| self.0.u8(..)).collect()
     }
-    fn any(&mut self, depth: u32) -> AnyValue {
+    pub(crate) fn any(&mut self, depth: u32) -> AnyValue {
         let pick = if depth == 0 { self.n(4) } else { self.n(6) };
         let v = match pick {
             0 => Value::StringValue(self.s()),
@@ -82,7 +70,7 @@ impl G {
         };
         AnyValue { value: Some(v) }
     }
-    fn attrs(&mut self, depth: u32) -> Vec<KeyValue> {
+    pub(crate) fn attrs(&mut self, depth: u32) -> Vec<KeyValue> {
         (0..self.n(4))
             .map(|_| KeyValue {
                 key: self.key(),
@@ -91,14 +79,14 @@ impl G {
             })
             .collect()
     }
-    fn resource(&mut self) -> Option<Resource> {
+    pub(crate) fn resource(&mut self) -> Option<Resource> {
         Some(Resource {
             attributes: self.attrs(2),
             dropped_attributes_count: self.0.u32(..),
             ..Default::default()
         })
     }
-    fn scope(&mut self) -> Option<InstrumentationScope> {
+    pub(crate) fn scope(&mut self) -> Option<InstrumentationScope> {
         Some(InstrumentationScope {
             name: self.s(),
             version: self.s(),
@@ -106,7 +94,7 @@ impl G {
             dropped_attributes_count: 0,
         })
     }
-    fn span(&mut self) -> Span {
+    pub(crate) fn span(&mut self) -> Span {
         Span {
             trace_id: self.b(),
             span_id: self.b(),
@@ -144,7 +132,7 @@ impl G {
             ..Default::default()
         }
     }
-    fn traces(&mut self) -> Vec<u8> {
+    pub(crate) fn traces(&mut self) -> Vec<u8> {
         ExportTraceServiceRequest {
             resource_spans: (0..1 + self.n(1))
                 .map(|_| ResourceSpans {
@@ -160,7 +148,7 @@ impl G {
         }
         .encode_to_vec()
     }
-    fn record(&mut self) -> LogRecord {
+    pub(crate) fn record(&mut self) -> LogRecord {
         LogRecord {
             time_unix_nano: self.0.u64(..),
             observed_time_unix_nano: self.0.u64(..),
@@ -175,7 +163,7 @@ impl G {
             ..Default::default()
         }
     }
-    fn logs(&mut self) -> Vec<u8> {
+    pub(crate) fn logs(&mut self) -> Vec<u8> {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: self.resource(),
@@ -190,7 +178,7 @@ impl G {
         .encode_to_vec()
     }
     /// `buf` with one to three mutations: a byte changed, inserted or cut.
-    fn mutate(&mut self, buf: &[u8]) -> Vec<u8> {
+    pub(crate) fn mutate(&mut self, buf: &[u8]) -> Vec<u8> {
         let mut m = buf.to_vec();
         for _ in 0..1 + self.n(2) {
             if m.is_empty() {
@@ -206,87 +194,106 @@ impl G {
         }
         m
     }
-}
-
-#[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
-enum Verdict {
-    Accepted,
-    Malformed,
-    Invalid,
-}
-
-fn oracle(sig: SignalKind, buf: &[u8], depth: u32) -> Verdict {
-    match validate::request(sig, buf, depth) {
-        Ok(()) => Verdict::Accepted,
-        Err(e) if e.malformed => Verdict::Malformed,
-        Err(_) => Verdict::Invalid,
+    pub(crate) fn exemplars(&mut self) -> Vec<Exemplar> {
+        (0..self.n(2))
+            .map(|_| Exemplar {
+                filtered_attributes: self.attrs(2),
+                time_unix_nano: 3,
+                span_id: self.b(),
+                trace_id: self.b(),
+                value: Some(if self.0.bool() {
+                    opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(-1)
+                } else {
+                    opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(0.5)
+                }),
+            })
+            .collect()
     }
-}
-
-fn one_pass(d: &Deriver, sig: SignalKind, buf: &[u8], depth: u32) -> Verdict {
-    match walk(d, sig, buf, Source::App, depth) {
-        Ok(_) => Verdict::Accepted,
-        Err((BadRequest::Malformed, _)) => Verdict::Malformed,
-        Err(_) => Verdict::Invalid,
-    }
-}
-
-fn prost_decodes(sig: SignalKind, buf: &[u8]) -> bool {
-    match sig {
-        SignalKind::Spans => ExportTraceServiceRequest::decode(buf).is_ok(),
-        _ => ExportLogsServiceRequest::decode(buf).is_ok(),
-    }
-}
-
-#[test]
-fn the_walks_verdict_is_the_whole_request_validators() {
-    let seed = std::env::var("GEOMETRA_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("validation seed {seed} (GEOMETRA_FUZZ_SEED={seed} replays it)");
-    let cfg = Config::default();
-    let store = Arc::new(geometra_sidecar::metrics::Store::new(
-        &cfg.store,
-        &cfg.passthrough,
-    ));
-    let d = Deriver::new(&cfg.derive(), store);
-    let mut g = G(fastrand::Rng::with_seed(seed));
-    for sig in [SignalKind::Spans, SignalKind::LogRecords] {
-        let mut seen = std::collections::HashMap::<Verdict, u32>::new();
-        for i in 0..600 {
-            let buf = match sig {
-                SignalKind::Spans => g.traces(),
-                _ => g.logs(),
-            };
-            // the default depth, and limits the generated values pass
-            let depth = [validate::DEFAULT_VALUE_DEPTH, 1, 2, 3][g.n(3)];
-            for j in 0..25 {
-                let m = if j == 0 { buf.clone() } else { g.mutate(&buf) };
-                let want = oracle(sig, &m, depth);
-                let got = one_pass(&d, sig, &m, depth);
-                assert_eq!(
-                    got, want,
-                    "seed {seed}, {sig:?} request {i} mutation {j} (depth {depth}): the walk says \
-                     {got:?}, the validator {want:?}: {m:02x?}"
-                );
-                // and independently of the validator: what the walk accepts,
-                // prost decodes into the generated types
-                if got == Verdict::Accepted {
-                    assert!(
-                        prost_decodes(sig, &m),
-                        "seed {seed}, {sig:?} request {i} mutation {j}: accepted, but prost \
-                         refuses it: {m:02x?}"
-                    );
-                }
-                *seen.entry(want).or_default() += 1;
-            }
+    fn number(&mut self) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes: self.attrs(2),
+            start_time_unix_nano: 1,
+            time_unix_nano: 2,
+            exemplars: self.exemplars(),
+            flags: 1,
+            value: Some(number_data_point::Value::AsInt(self.0.i64(..))),
         }
-        println!("{sig:?}: {seen:?}");
-        // not vacuous: each verdict is reached often
-        for v in [Verdict::Accepted, Verdict::Malformed, Verdict::Invalid] {
-            let n = seen.get(&v).copied().unwrap_or(0);
-            assert!(n > 500, "seed {seed}, {sig:?}: {v:?} only {n} times");
+    }
+    pub(crate) fn data(&mut self) -> Data {
+        let number = |g: &mut G| g.number();
+        match self.n(4) {
+            0 => Data::Gauge(Gauge {
+                data_points: (0..self.n(2)).map(|_| number(self)).collect(),
+            }),
+            1 => Data::Sum(Sum {
+                data_points: (0..self.n(2)).map(|_| number(self)).collect(),
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            }),
+            2 => Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    attributes: self.attrs(2),
+                    count: 3,
+                    sum: Some(1.5),
+                    bucket_counts: (0..self.n(4)).map(|_| self.0.u64(..)).collect(),
+                    explicit_bounds: (0..self.n(3)).map(|i| i as f64).collect(),
+                    exemplars: self.exemplars(),
+                    min: Some(0.0),
+                    max: Some(9.0),
+                    ..Default::default()
+                }],
+                aggregation_temporality: 1,
+            }),
+            3 => Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    attributes: self.attrs(2),
+                    scale: self.0.i32(-10..10),
+                    positive: Some(Buckets {
+                        offset: self.0.i32(..),
+                        bucket_counts: (0..self.n(4)).map(|_| self.0.u64(..)).collect(),
+                    }),
+                    negative: Some(Buckets::default()),
+                    exemplars: self.exemplars(),
+                    zero_threshold: 0.1,
+                    ..Default::default()
+                }],
+                aggregation_temporality: 2,
+            }),
+            _ => Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    attributes: self.attrs(2),
+                    count: 1,
+                    sum: 2.0,
+                    quantile_values: vec![ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 1.0,
+                    }],
+                    ..Default::default()
+                }],
+            }),
         }
+    }
+    pub(crate) fn metrics(&mut self) -> Vec<u8> {
+        let metrics = (0..self.n(3))
+            .map(|_| Metric {
+                name: self.s(),
+                description: self.s(),
+                unit: self.s(),
+                metadata: self.attrs(1),
+                data: Some(self.data()),
+            })
+            .collect();
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: self.resource(),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: self.scope(),
+                    metrics,
+                    schema_url: self.s(),
+                }],
+                schema_url: self.s(),
+            }],
+        }
+        .encode_to_vec()
     }
 }
