@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,18 +94,6 @@ fn record(seq: i64, body: &str) -> LogRecord {
     }
 }
 
-fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 struct Round {
     acked: u64,
     lost: u64,
@@ -141,7 +129,7 @@ fn load(
             // seq: client, request, record; unique across the run
             let first = (client << 40) | (i << 8);
             let seqs: Vec<i64> = (0..100).map(|j| first + j).collect();
-            let req = request(seqs.iter().map(|&q| record(q, &body)).collect());
+            let req = common::log_request(seqs.iter().map(|&q| record(q, &body)).collect());
             i += 1;
             match c.export(req).await {
                 Ok(_) => acked.lock().unwrap_or_else(|p| p.into_inner()).extend(seqs),

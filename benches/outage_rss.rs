@@ -24,7 +24,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,18 +71,6 @@ fn record(seq: &str, body: &str) -> LogRecord {
         body: string(body),
         attributes: vec![kv("seq", seq), kv("http.route", "/api/chat")],
         ..Default::default()
-    }
-}
-
-fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
     }
 }
 
@@ -147,7 +135,7 @@ async fn main() {
                 let recs = (0..per)
                     .map(|j| record(&format!("o-{i}-{j}"), &body))
                     .collect();
-                if let Err(st) = cl.export(request(recs)).await {
+                if let Err(st) = cl.export(common::log_request(recs)).await {
                     panic!("refused during the outage: {st:?}");
                 }
                 sent.fetch_add(per as u64, Ordering::Relaxed);

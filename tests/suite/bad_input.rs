@@ -520,16 +520,7 @@ fn in_log_request(record: &[u8]) -> Vec<u8> {
 }
 
 fn log_request(records: Vec<LogRecord>) -> Vec<u8> {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::log_request(records).encode_to_vec()
 }
 
 /// A log record with an attribute value nested `levels` kvlists deep.

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -106,18 +106,6 @@ fn record(seq: &str, extra: &[(&str, &str)], body: Option<&str>) -> LogRecord {
     }
 }
 
-fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 /// Sends `n` requests of `per` records (seq `<tag>-<i>-<j>`); returns the
 /// seqs the sidecar acknowledged and the refusals (status) it answered.
 async fn send_batches(
@@ -131,7 +119,7 @@ async fn send_batches(
     let mut refused = Vec::new();
     for i in 0..n {
         let seqs: Vec<String> = (0..per).map(|j| format!("{tag}-{i}-{j}")).collect();
-        let req = request(seqs.iter().map(|q| record(q, &[], Some("hi"))).collect());
+        let req = common::log_request(seqs.iter().map(|q| record(q, &[], Some("hi"))).collect());
         match c.export(req).await {
             Ok(_) => acked.extend(seqs),
             Err(st) => refused.push(st),
@@ -682,7 +670,7 @@ async fn redaction_applies_before_forwarding() {
     );
     let s = start(dir.path(), "redact", &cfg, &[]).await;
     let mut c = s.client().await;
-    c.export(request(vec![
+    c.export(common::log_request(vec![
         record(
             "r-1",
             &[
@@ -1029,7 +1017,9 @@ async fn send_with_poison(
             .enumerate()
             .map(|(j, q)| record(q, &[], Some(if dirty && j == 1 { "POISON" } else { "hi" })))
             .collect();
-        c.export(request(recs)).await.expect("acknowledged");
+        c.export(common::log_request(recs))
+            .await
+            .expect("acknowledged");
         if dirty {
             bad += per;
         } else {
@@ -1332,7 +1322,7 @@ async fn redaction_reloads_with_the_config() {
     .await;
     let mut c = s.client().await;
     let attrs = [("user_id", "u-42"), ("message", "hello")];
-    c.export(request(vec![record("r-1", &attrs, None)]))
+    c.export(common::log_request(vec![record("r-1", &attrs, None)]))
         .await
         .expect("accepted");
     sink.wait_all(&HashSet::from(["r-1".to_string()]), Duration::from_secs(10))
@@ -1349,7 +1339,7 @@ async fn redaction_reloads_with_the_config() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c.export(request(vec![record("r-2", &attrs, None)]))
+    c.export(common::log_request(vec![record("r-2", &attrs, None)]))
         .await
         .expect("accepted");
     sink.wait_all(
