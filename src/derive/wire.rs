@@ -428,9 +428,28 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
                 let (key, value) = rest.split_at(klen);
                 if let Some(slot) = ctx.keys.lookup(key) {
                     let s = value.get(4..).unwrap_or_default();
-                    fill_str(slot, s, slots);
+                    fill_val(slot, Val::Str(s), slots);
                 }
                 return Ok(());
+            }
+        }
+        // the usual integer attribute: a varint of one or two bytes, the
+        // value's tags and lengths matched in place, the key tested alone
+        if let Some((key, value)) = rest.split_at_checked(klen) {
+            let int = match *value {
+                [VALUE_TAG, 2, ANY_INT_TAG, b0] if b0 < 0x80 => Some(i64::from(b0)),
+                [VALUE_TAG, 3, ANY_INT_TAG, b0, b1] if b0 >= 0x80 && b1 < 0x80 => {
+                    Some(i64::from(b0 & 0x7f) | i64::from(b1) << 7)
+                }
+                _ => None,
+            };
+            if let Some(i) = int {
+                if klen < 0x80 && ctx.max_depth > 0 && utf8(key) {
+                    if let Some(slot) = ctx.keys.lookup(key) {
+                        fill_val(slot, Val::Int(i), slots);
+                    }
+                    return Ok(());
+                }
             }
         }
         if let Some([VALUE_TAG, vlen]) = rest.get(klen..klen + 2) {
@@ -449,12 +468,13 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
     key_value_general(buf, ctx, slots)
 }
 
-/// Stores a string in `slot` unless it is filled (like [`fill_slot`]).
+/// Stores a value read in place in `slot` unless it is filled (like
+/// [`fill_slot`]).
 #[inline(always)]
-fn fill_str<'a>(slot: u16, s: &'a [u8], slots: &mut [Val<'a>]) {
+fn fill_val<'a>(slot: u16, val: Val<'a>, slots: &mut [Val<'a>]) {
     if let Some(v) = slots.get_mut(usize::from(slot)) {
         if matches!(v, Val::Missing) {
-            *v = Val::Str(s);
+            *v = val;
         }
     }
 }
