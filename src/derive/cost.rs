@@ -59,6 +59,47 @@ impl ValueCap {
     }
 }
 
+/// The values capped labels admitted during one request, so a model name
+/// that many spans of a request carry takes the cap's lock and hash once
+/// per request, not once per span. Only admissions are kept: a cap's set
+/// only grows, so a value admitted stays admitted.
+#[derive(Default)]
+pub struct Admitted {
+    /// (the cap's address, the value's range in `bytes`)
+    entries: Vec<(usize, u32, u32)>,
+    bytes: Vec<u8>,
+}
+
+impl Admitted {
+    /// Values remembered per request at most (a linear search).
+    const MAX: usize = 8;
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+    }
+
+    /// [`ValueCap::admit`], answered from this request's admissions first.
+    #[inline]
+    pub fn admit(&mut self, cap: &ValueCap, v: &[u8]) -> bool {
+        let id = std::ptr::from_ref(cap) as usize;
+        for &(c, start, end) in &self.entries {
+            if c == id && self.bytes.get(start as usize..end as usize) == Some(v) {
+                return true;
+            }
+        }
+        if !cap.admit(v) {
+            return false;
+        }
+        if self.entries.len() < Self::MAX {
+            let start = self.bytes.len() as u32;
+            self.bytes.extend_from_slice(v);
+            self.entries.push((id, start, self.bytes.len() as u32));
+        }
+        true
+    }
+}
+
 /// Where a cost rule reads its inputs, and where unpriced tokens go.
 pub struct CostSrc {
     /// the app's own cost in USD (the rule's `value_from`): wins
@@ -144,10 +185,17 @@ impl CostSrc {
     }
 
     /// Appends the key of the unpriced-tokens series of `model` to `key`.
-    pub fn unpriced_key(&self, model: &[u8], max_label: usize, key: &mut Vec<u8>) {
-        let ok = model.len() <= max_label
-            && std::str::from_utf8(model).is_ok()
-            && self.unpriced_models.admit(model);
+    /// `model` is UTF-8: the walk checked every string attribute of the
+    /// span before the rules read it (and the store checks a new series'
+    /// labels again).
+    pub fn unpriced_key(
+        &self,
+        model: &[u8],
+        max_label: usize,
+        key: &mut Vec<u8>,
+        admitted: &mut Admitted,
+    ) {
+        let ok = model.len() <= max_label && admitted.admit(&self.unpriced_models, model);
         match ok {
             true => push_key_part(key, model),
             false => push_key_part(key, &self.unpriced_models.overflow),

@@ -219,6 +219,8 @@ struct Scratch {
     starts: Vec<u32>,
     /// the request came from the browser listener: the browser rules apply
     browser: bool,
+    /// capped label values admitted in this request
+    admitted: cost::Admitted,
 }
 
 struct Up {
@@ -862,6 +864,7 @@ impl Deriver {
         sc.distinct.resize_with(self.n_distinct, Vec::new);
         sc.distinct.iter_mut().for_each(Vec::clear);
         sc.ids.clear();
+        sc.admitted.clear();
         let rules = [
             &self.span_rules,
             &self.log_rules,
@@ -990,7 +993,7 @@ impl Deriver {
             }
             cost::Cost::Unpriced(model, tokens) => {
                 let start = sc.keys.len();
-                c.unpriced_key(model, self.max_label, &mut sc.keys);
+                c.unpriced_key(model, self.max_label, &mut sc.keys, &mut sc.admitted);
                 sc.ups[c.unpriced].push(Up {
                     start: start as u32,
                     end: sc.keys.len() as u32,
@@ -1191,7 +1194,7 @@ impl Deriver {
         sc: &mut Scratch,
     ) -> Option<u32> {
         for l in &r.labels[done..] {
-            if let Err(reason) = self.push_label(l, slots, error, &mut sc.keys) {
+            if let Err(reason) = self.push_label(l, slots, error, &mut sc.keys, &mut sc.admitted) {
                 sc.keys.truncate(start);
                 r.skipped[reason as usize].fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -1214,6 +1217,7 @@ impl Deriver {
         slots: &[Val<'_>],
         error: bool,
         key: &mut Vec<u8>,
+        admitted: &mut cost::Admitted,
     ) -> Result<(), SkipReason> {
         match l {
             LabelSrc::Const(c) => push_key_part(key, c),
@@ -1227,7 +1231,7 @@ impl Deriver {
                     let at = key.len();
                     push_val(key, v, self.max_label)?;
                     if let Some(cap) = cap {
-                        if !cap.admit(&key[at + 2..]) {
+                        if !admitted.admit(cap, &key[at + 2..]) {
                             key.truncate(at);
                             push_key_part(key, &cap.overflow);
                         }
