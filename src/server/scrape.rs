@@ -104,10 +104,13 @@ pub fn start(
             if n == 0 {
                 return true;
             }
+            // counted before the scraper can see it: a scrape that follows
+            // this one's end shows all of its bytes
+            stats.bytes.fetch_add(n, Ordering::Relaxed);
             let sent = rt.block_on(tokio::time::timeout(STALL, tx.send(Bytes::from(piece))));
             let ok = matches!(sent, Ok(Ok(())));
-            if ok {
-                stats.bytes.fetch_add(n, Ordering::Relaxed);
+            if !ok {
+                stats.bytes.fetch_sub(n, Ordering::Relaxed);
             }
             ok
         };
