@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod scrape;
+pub use scrape::CHUNK;
 
 /// `server:`: where `/metrics` listens, and the connection limits of every
 /// listener (the receivers' too).
