@@ -121,8 +121,8 @@ fn reference(series: usize, f: Format, seen: &[u64]) -> Vec<u8> {
     cfg.store.max_series_bytes = 1 << 30;
     cfg.store.max_series_per_metric = series / 10;
     let store = geometra_sidecar::metrics::Store::new(&cfg.store, &cfg.passthrough);
-    for m in 0..10 {
-        let got = store.passthrough.ingest(&request(m, series / 10), seen[m]);
+    for (m, at) in seen.iter().enumerate() {
+        let got = store.passthrough.ingest(&request(m, series / 10), *at);
         assert_eq!(
             (got.points, got.dropped),
             ((series / 10) as u64, 0),
