@@ -3,6 +3,11 @@
 //! histograms), with the allocations of one scrape counted by a counting
 //! global allocator. `cargo bench --bench scrape`.
 //!
+//! A scrape is what `/metrics` does: the snapshot, then the whole body
+//! rendered in the server's pieces (`server::CHUNK`), each dropped once
+//! rendered as the connection drops it once written (`server::render_chunks`),
+//! with the C allocator tuned as the binary tunes it (`allocator::tune`).
+//!
 //! `GEOMETRA_SCRAPE_ONCE=text|openmetrics|protobuf` instead renders one
 //! 100k-series scrape in that format and exits: for an instruction count
 //! that the machine's load does not change, e.g.
@@ -159,7 +164,7 @@ fn once(fmt: &str) {
     );
     let mut len = 0;
     for _ in 0..repeat {
-        len = geometra_sidecar::server::render(&d, &own, accept).1.len();
+        len = scrape(&d, &own, accept);
     }
     let (wall, after) = (t.elapsed() / repeat, stat_now(&stat, repeat));
     let allocs = (ALLOCS.load(Ordering::Relaxed) - before) / u64::from(repeat);
@@ -193,6 +198,17 @@ fn stat_now(then: &[u64; 3], repeat: u32) -> String {
     )
 }
 
+/// One scrape as the server renders it: the body's length.
+fn scrape(d: &Deriver, own: &geometra_sidecar::telemetry::SelfMetrics, accept: &str) -> usize {
+    let f = geometra_sidecar::metrics::encode::negotiate(accept);
+    let mut len = 0;
+    geometra_sidecar::server::render_chunks(d, own, f, geometra_sidecar::server::CHUNK, &mut |p| {
+        len += p.len();
+        true
+    });
+    len
+}
+
 fn bench(c: &mut Criterion) {
     for n in [10_000usize, 100_000] {
         let d = deriver(n);
@@ -202,16 +218,13 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         for (fmt, accept) in FORMATS {
             let before = ALLOCS.load(Ordering::Relaxed);
-            let (_, body) = geometra_sidecar::server::render(&d, &own, accept);
+            let len = scrape(&d, &own, accept);
             let allocs = ALLOCS.load(Ordering::Relaxed) - before;
             eprintln!(
-                "scrape_{}k/{fmt}: {} bytes, {allocs} allocations",
-                n / 1000,
-                body.len()
+                "scrape_{}k/{fmt}: {len} bytes, {allocs} allocations",
+                n / 1000
             );
-            g.bench_function(fmt, |b| {
-                b.iter(|| geometra_sidecar::server::render(&d, &own, accept).1.len())
-            });
+            g.bench_function(fmt, |b| b.iter(|| scrape(&d, &own, accept)));
         }
         g.finish();
     }
@@ -232,6 +245,7 @@ criterion_group! {
     targets = bench
 }
 fn main() {
+    geometra_sidecar::allocator::tune();
     if let Ok(fmt) = std::env::var("GEOMETRA_SCRAPE_ONCE") {
         once(&fmt);
         return;

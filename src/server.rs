@@ -18,6 +18,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod scrape;
+pub use scrape::CHUNK;
+
 /// `server:`: where `/metrics` listens, and the connection limits of every
 /// listener (the receivers' too).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,6 +60,7 @@ struct St {
     pipeline: Arc<crate::receiver::Pipeline>,
     health: Arc<Health>,
     own: Arc<SelfMetrics>,
+    scrapes: Arc<scrape::Stats>,
 }
 
 /// `own`: the self-metrics, declared by the components (see `main.rs`).
@@ -65,6 +69,8 @@ pub fn router(
     health: Arc<Health>,
     own: Arc<SelfMetrics>,
 ) -> Router {
+    let scrapes = Arc::new(scrape::Stats::default());
+    scrape::Stats::declare(&own, &scrapes);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -73,6 +79,7 @@ pub fn router(
             pipeline,
             health,
             own,
+            scrapes,
         })
 }
 
@@ -93,27 +100,33 @@ pub fn snapshot(d: &Deriver, own: &SelfMetrics) -> Snapshot {
     d.store().snapshot(crate::metrics::own::families(own))
 }
 
-/// Renders the exposition for a scrape: (content type, body).
+/// Renders the exposition for a scrape whole: (content type, body). The
+/// server streams it instead ([`render_chunks`]); this is for callers that
+/// want the bytes.
 pub fn render(d: &Deriver, own: &SelfMetrics, accept: &str) -> (&'static str, Vec<u8>) {
     let f = encode::negotiate(accept);
     (f.content_type(), encode::encode(&snapshot(d, own), f))
+}
+
+/// Renders the exposition for a scrape in pieces of about `chunk` bytes,
+/// handed to `send` in order until it returns false: what `/metrics` sends.
+/// Returns whether the whole body was handed out.
+pub fn render_chunks(
+    d: &Deriver,
+    own: &SelfMetrics,
+    f: encode::Format,
+    chunk: usize,
+    send: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> bool {
+    encode::encode_chunks(&snapshot(d, own), f, chunk, send)
 }
 
 async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let p = st.pipeline.clone();
-    let own = st.own.clone();
-    // encoding takes each family's lock briefly; keep it off the async workers' critical path
-    match tokio::task::spawn_blocking(move || render(&p.deriver.load(), &own, &accept)).await {
-        Ok((ct, body)) => ([(header::CONTENT_TYPE, ct)], body).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering failed: {e}\n"),
-        )
-            .into_response(),
-    }
+        .unwrap_or("");
+    let f = encode::negotiate(accept);
+    let body = scrape::start(st.pipeline.clone(), st.own.clone(), st.scrapes.clone(), f);
+    ([(header::CONTENT_TYPE, f.content_type())], body).into_response()
 }

@@ -32,4 +32,5 @@ mod native_prometheus;
 mod proto;
 mod reload;
 mod remote_write;
+mod scrape_stream;
 mod snapshot_text;

@@ -403,3 +403,28 @@ async fn prometheus_reads_every_type_from_the_protobuf_exposition() {
     assert!(meta.contains(r#""type":"summary""#), "{meta}");
     assert!(meta.contains(r#"pb.rpc: a \"q\" \\ b\nc ü"#), "{meta}");
 }
+
+/// Both Prometheus (protobuf, and OpenMetrics) read a streamed body of many
+/// pieces whole: 10k series (5.8 MB of text, 1.3 MB of protobuf), every
+/// series of every family, the last ones included.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_reads_a_streamed_body_of_many_pieces_whole() {
+    let series = 10_000;
+    let per = (series / 10) as f64;
+    let sc = crate::scrape_stream::large_sidecar(series).await;
+    for native in [true, false] {
+        let p = Prometheus::start(sc.metrics, native);
+        let exact = |want: f64| move |v: f64| v == want;
+        p.wait(r#"up{job="sidecar"}"#, exact(1.0)).await;
+        for m in 0..5 {
+            p.wait(&format!("count(big_metric_{m}_total)"), exact(per))
+                .await;
+        }
+        for m in 5..10 {
+            p.wait(&format!("count(big_metric_{m}_bucket)"), exact(11.0 * per))
+                .await;
+            p.wait(&format!("sum(big_metric_{m}_count)"), exact(11.0 * per))
+                .await;
+        }
+    }
+}

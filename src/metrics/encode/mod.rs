@@ -146,6 +146,26 @@ pub fn encode(s: &Snapshot, f: Format) -> Vec<u8> {
     }
 }
 
+/// Renders a snapshot in a format and hands the body to `send` in pieces
+/// of about `chunk` bytes, in order (text: a piece ends at a series' end
+/// once it holds `chunk` bytes; protobuf: at a family's end, as a family's
+/// length goes before it). Their concatenation is [`encode`]'s body. Stops
+/// as soon as `send` returns false (the scraper went away), returning false.
+pub fn encode_chunks(
+    s: &Snapshot,
+    f: Format,
+    chunk: usize,
+    send: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> bool {
+    match f {
+        Format::Text => text::chunks(s, false, chunk, &mut |t| send(t.into_bytes())),
+        Format::OpenMetrics | Format::OpenMetrics001 => {
+            text::chunks(s, true, chunk, &mut |t| send(t.into_bytes()))
+        }
+        Format::Protobuf => protobuf::chunks(s, chunk, send),
+    }
+}
+
 /// A snapshot as text 0.0.4 (`om` false) or OpenMetrics.
 pub fn encode_text(s: &Snapshot, om: bool) -> String {
     text::encode(s, om)
@@ -160,6 +180,50 @@ pub fn render(store: &super::Store, own: &[super::snapshot::Family], om: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pieces of any size add up to the whole body in every format, each
+    /// piece but the last reaches the size asked for, and a `send` that
+    /// says stop is not called again.
+    #[test]
+    fn chunks_add_up_to_the_body_and_stop_when_told() {
+        use crate::metrics::snapshot::Snapshot;
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..100 {
+            let families = (0..rng.usize(0..9))
+                .map(|i| super::random::family(&mut rng, i))
+                .collect();
+            let s = Snapshot {
+                families,
+                timestamp_ms: 0,
+            };
+            for f in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
+                let whole = encode(&s, f);
+                for chunk in [1, 100, 4096, usize::MAX] {
+                    let mut pieces: Vec<Vec<u8>> = Vec::new();
+                    assert!(encode_chunks(&s, f, chunk, &mut |p| {
+                        pieces.push(p);
+                        true
+                    }));
+                    let (last, full) = pieces.split_last().expect("a last piece");
+                    assert!(full.iter().all(|p| p.len() >= chunk), "round {round}");
+                    assert_eq!(
+                        [&full.concat()[..], last].concat(),
+                        whole,
+                        "round {round} {f:?} {chunk}"
+                    );
+                    let (mut calls, stop_at) = (0, pieces.len() / 2);
+                    let done = encode_chunks(&s, f, chunk, &mut |_| {
+                        calls += 1;
+                        calls <= stop_at
+                    });
+                    assert_eq!(
+                        (done, calls),
+                        (stop_at == pieces.len(), (stop_at + 1).min(pieces.len()))
+                    );
+                }
+            }
+        }
+    }
 
     const PB: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily";
 

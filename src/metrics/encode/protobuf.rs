@@ -26,21 +26,47 @@ use crate::metrics::snapshot::{
 };
 
 pub fn encode(s: &Snapshot) -> Vec<u8> {
+    let mut whole = Vec::new();
+    chunks(s, usize::MAX, &mut |c| {
+        whole = c;
+        true
+    });
+    whole
+}
+
+/// Renders a snapshot and hands the bytes to `send` in pieces: a piece ends
+/// at the end of the first family that takes it to `chunk` bytes or more (a
+/// family's length goes before it, so a family is never split), the last
+/// piece at the end. Stops as soon as `send` returns false, returning false.
+/// The pieces together are [`encode`]'s bytes.
+pub fn chunks(s: &Snapshot, chunk: usize, send: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
+    let whole = chunk == usize::MAX;
     let mut w = Writer {
-        out: Vec::with_capacity(estimate(s)),
+        out: Vec::with_capacity(if whole { estimate(s) } else { 0 }),
         spans: Vec::new(),
         deltas: Vec::new(),
     };
     for f in &s.families {
+        if w.out.len() >= chunk && !send(std::mem::take(&mut w.out)) {
+            return false;
+        }
+        if !whole {
+            w.out.reserve(estimate_family(f));
+        }
         w.delimited(|w| w.family(f));
     }
-    w.out
+    send(w.out)
 }
 
 /// About the size of the encoding (a little more for classic histograms),
 /// so that the buffer is not grown and copied a dozen times on a big scrape.
 fn estimate(s: &Snapshot) -> usize {
-    let point = |f: &Family, p: &Point| match p {
+    s.families.iter().map(estimate_family).sum()
+}
+
+/// [`estimate`] of one family.
+fn estimate_family(f: &Family) -> usize {
+    let point = |p: &Point| match p {
         Point::Value(_) => 12,
         Point::Histogram(h) => {
             let h = f.histogram(*h);
@@ -52,13 +78,8 @@ fn estimate(s: &Snapshot) -> usize {
         }
         Point::Summary(q) => 24 + 20 * f.summary(*q).quantiles.len(),
     };
-    s.families
-        .iter()
-        .map(|f| {
-            let series: usize = f.series.iter().map(|s| 16 + point(f, &s.point)).sum();
-            16 + f.name.len() + f.help.len() + f.labels.encoded_len() + series
-        })
-        .sum()
+    let series: usize = f.series.iter().map(|s| 16 + point(&s.point)).sum();
+    16 + f.name.len() + f.help.len() + f.labels.encoded_len() + series
 }
 
 fn kind_value(k: Kind) -> u64 {

@@ -22,9 +22,24 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub fn encode(s: &Snapshot, om: bool) -> String {
+    let mut whole = String::new();
+    chunks(s, om, usize::MAX, &mut |c| {
+        whole = c;
+        true
+    });
+    whole
+}
+
+/// Renders a snapshot and hands the text to `send` in pieces: a piece ends
+/// at the end of the first series (or family header) that takes it to
+/// `chunk` bytes or more, the last piece at the end. Stops as soon as `send`
+/// returns false, returning false. The pieces together are [`encode`]'s text.
+pub fn chunks(s: &Snapshot, om: bool, chunk: usize, send: &mut dyn FnMut(String) -> bool) -> bool {
     let mut w = Writer {
-        out: String::with_capacity(16 * 1024),
+        out: String::with_capacity(piece_capacity(chunk)),
         om,
+        chunk,
+        send,
         labels: String::new(),
         bucket: String::new(),
         les: String::new(),
@@ -33,21 +48,36 @@ pub fn encode(s: &Snapshot, om: bool) -> String {
         quantile: String::new(),
     };
     for f in &s.families {
-        w.family(f);
+        if !w.family(f) {
+            return false;
+        }
     }
     if om {
         w.out.push_str("# EOF\n");
     }
-    w.out
+    (w.send)(w.out)
+}
+
+/// A piece's buffer: room for `chunk` bytes and the series that crosses it.
+fn piece_capacity(chunk: usize) -> usize {
+    if chunk == usize::MAX {
+        16 * 1024
+    } else {
+        chunk + chunk / 4
+    }
 }
 
 /// The `le` of the +Inf bucket and what follows it on the line.
 const INF_LE: &str = "+Inf\"} ";
 
 /// The text of a scrape, and what it reuses from line to line.
-struct Writer {
+struct Writer<'a> {
+    /// the current piece
     out: String,
     om: bool,
+    /// a piece's size: handed to `send` once it reaches this
+    chunk: usize,
+    send: &'a mut dyn FnMut(String) -> bool,
     /// the current series' label pairs, escaped, in braces (empty without
     /// labels): rendered once per series, copied onto each of its lines
     labels: String,
@@ -156,7 +186,7 @@ fn fmt_le(out: &mut String, v: f64) {
     }
 }
 
-impl Writer {
+impl Writer<'_> {
     /// `# HELP`, `# TYPE` (and `# UNIT` in OpenMetrics) of a family.
     fn header(&mut self, f: &Family) {
         let base = self.base(f);
@@ -248,9 +278,23 @@ impl Writer {
         }
     }
 
-    fn family(&mut self, f: &Family) {
+    /// Hands the current piece to `send` once it holds `chunk` bytes;
+    /// false once `send` said stop.
+    fn flush(&mut self) -> bool {
+        if self.out.len() < self.chunk {
+            return true;
+        }
+        let next = String::with_capacity(piece_capacity(self.chunk));
+        (self.send)(std::mem::replace(&mut self.out, next))
+    }
+
+    /// A family's header and series; false once `send` said stop.
+    fn family(&mut self, f: &Family) -> bool {
         self.header(f);
         for s in &f.series {
+            if !self.flush() {
+                return false;
+            }
             self.set_labels(f, s);
             match &s.point {
                 Point::Value(v) => {
@@ -287,6 +331,7 @@ impl Writer {
                 }
             }
         }
+        true
     }
 
     fn histogram(&mut self, f: &Family, s: &Series, h: &Histogram) {
