@@ -58,8 +58,9 @@ pub trait Forward: Send + Sync {
     /// of `len` bytes: when the queue has no room for it, waits a bounded
     /// time for room (the forwarder's `max_wait`) and sets room aside for
     /// it, so a sender that would retry at once is not received only to be
-    /// refused. Ready at once by default, and when there is room; after a
-    /// wait in vain the receiver goes on as before ([`Forward::refuse_early`]).
+    /// refused. Ready at once by default, and when there is room. With room
+    /// set aside the receiver skips [`Forward::refuse_early`] (the offer
+    /// checks exactly); without (None) it goes on as before.
     fn wait_for_room(&self, _signal: SignalKind, _len: u64) -> RoomFuture<'_> {
         Box::pin(std::future::ready(None))
     }

@@ -65,10 +65,13 @@ impl Pipeline {
     /// Push-back before any work. First by latency: while the forwarder's
     /// queue has no room, the request waits for it, a bounded time
     /// ([`Forward::wait_for_room`]; the room found is set aside until the
-    /// returned [`Room`] is dropped, after the offer). Then, when the queue
-    /// still has no room for the request's items, it is refused (counted)
-    /// without validating or walking it. A request that cannot be counted
-    /// goes on to the walk, which says what is wrong with it.
+    /// returned [`Room`] is dropped, after the offer), and the request goes
+    /// on to the walk uncounted: the offer checks its items exactly. When no
+    /// room was set aside (none found in time, a disk queue, or no wait
+    /// configured) and the queue has no room for the request's items, it
+    /// is refused (counted) without validating or walking it. A request
+    /// that cannot be counted goes on to the walk, which says what is wrong
+    /// with it.
     async fn refused_early(
         &self,
         sig: SignalKind,
@@ -79,6 +82,11 @@ impl Pipeline {
             return Ok(None);
         };
         let room = f.wait_for_room(sig, body.len() as u64).await;
+        if room.is_some() {
+            // the early count is the body's first touch, cache misses and
+            // all (BENCHMARKS.md, issue 24): not paid twice when room is set
+            return Ok(room);
+        }
         let items = match sig {
             SignalKind::MetricPoints => crate::derive::wire::count_metric_points(body),
             _ => crate::derive::wire::count_items(body),

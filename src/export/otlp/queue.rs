@@ -81,7 +81,8 @@ pub struct Queue {
     max_bytes: AtomicU64,
     /// memory queue push-back by latency ([`Queue::wait_for_room`]):
     /// `forward.queue.max_wait` in microseconds (0: refuse at once), the
-    /// items of the last request counted, and the wake-up when room frees
+    /// items of the last request counted or queued, and the wake-up when
+    /// room frees
     max_wait_us: AtomicU64,
     last_items: AtomicU64,
     room: Notify,
@@ -208,6 +209,7 @@ impl Queue {
                 drop(q);
                 return Err(self.refuse(items, format!("forward queue full ({what}); retry later")));
             }
+            self.last_items.store(items, Ordering::Relaxed);
             q.items += items;
             q.bytes += len;
             q.pending_items += items;
@@ -386,7 +388,7 @@ impl Queue {
     /// Push-back by latency, before a request of `len` bytes is counted or
     /// walked: when the memory queue (with the room set aside for requests
     /// being received) has no room for it, taken to hold as many items as
-    /// the last request counted, waits up to `max_wait` for room (woken
+    /// the last request counted or queued, waits up to `max_wait` for room (woken
     /// when a batch is done, room set aside is given back, or the limits
     /// change; no polling, no lock held across the wait). Room found is set
     /// aside until the [`SetAside`] is dropped, so the requests woken do
