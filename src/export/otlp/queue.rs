@@ -592,6 +592,19 @@ mod tests {
     }
 
     #[test]
+    fn room_is_estimated_by_the_last_request_queued() {
+        block_on_timed(async {
+            let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
+            q.set_max_wait(Duration::from_millis(20));
+            // queued without an early count (its room was set aside)
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            assert!(q.wait_for_room(1).await.is_none(), "6 + 6 > 10");
+            q.push(Bytes::from_static(b"b"), 1).await.expect("fits");
+            assert!(q.wait_for_room(1).await.is_some(), "6 + 1 + 1 <= 10");
+        });
+    }
+
+    #[test]
     fn max_wait_zero_does_not_wait() {
         block_on_timed(async {
             let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
