@@ -39,6 +39,7 @@ const RELOADABLE: &[&str] = &[
     "forward.retry",
     "forward.queue.max_items",
     "forward.queue.max_bytes",
+    "forward.queue.max_wait",
     "rules",
     "extra_rules",
     "ai",
@@ -546,6 +547,7 @@ mod tests {
         new.forward.retry.max_interval.0 *= 2;
         new.forward.queue.max_items += 1;
         new.forward.queue.max_bytes += 1;
+        new.forward.queue.max_wait.0 *= 2;
         assert!(restart_only_changes(&old, &new).is_empty());
         assert!(added_or_removed(&old, &new).is_empty());
         new.forward.queue.dir = Some("/q".into());

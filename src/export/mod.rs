@@ -35,6 +35,12 @@ pub struct Refusal {
 
 pub type OfferFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
 
+/// Room a forwarder set aside for a request that is being received
+/// ([`Forward::wait_for_room`]), given back when dropped: once the request
+/// is offered (its records then fill the queue instead) or refused.
+pub type Room = Option<Box<dyn Send + Sync>>;
+pub type RoomFuture<'a> = Pin<Box<dyn Future<Output = Room> + Send + 'a>>;
+
 /// Takes encoded `Export*ServiceRequest` bodies for delivery downstream.
 pub trait Forward: Send + Sync {
     /// Whether this signal is forwarded at all.
@@ -47,6 +53,16 @@ pub trait Forward: Send + Sync {
     /// no walk. None means "offer it" (the offer may still refuse).
     fn refuse_early(&self, _signal: SignalKind, _items: u64) -> Option<Refusal> {
         None
+    }
+    /// Push-back by latency, before the receiver counts or walks a request
+    /// of `len` bytes: when the queue has no room for it, waits a bounded
+    /// time for room (the forwarder's `max_wait`) and sets room aside for
+    /// it, so a sender that would retry at once is not received only to be
+    /// refused. Ready at once by default, and when there is room. With room
+    /// set aside the receiver skips [`Forward::refuse_early`] (the offer
+    /// checks exactly); without (None) it goes on as before.
+    fn wait_for_room(&self, _signal: SignalKind, _len: u64) -> RoomFuture<'_> {
+        Box::pin(std::future::ready(None))
     }
     /// Puts a new redaction in force for what is offered from now on (a
     /// config reload); what is queued already was redacted by the old one.

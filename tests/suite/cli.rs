@@ -278,6 +278,21 @@ fn zero_limits_are_refused_not_clamped() {
 }
 
 #[test]
+fn a_forward_queue_wait_beyond_a_second_is_refused() {
+    let err = refused(
+        "forward:\n  queue:\n    max_wait: 1500ms\n",
+        "forward.queue.max_wait",
+        3,
+    );
+    assert!(
+        err.contains(
+            "forward.queue.max_wait: must be at most 1s (a request refused is told to retry in 1s)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_connections_in_flight_share_lies_between_the_largest_request_and_the_budget() {
     let key = "receivers.max_in_flight_bytes_per_connection";
     let err = refused(

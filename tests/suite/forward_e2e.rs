@@ -203,9 +203,10 @@ async fn sdk_logs_reach_a_grpc_gateway_that_restarts() {
     down.stop().await;
 }
 
-/// A slow gateway and a small queue: the sidecar pushes back with
-/// UNAVAILABLE + RetryInfo instead of dropping, counts enqueue_failed, and
-/// every acknowledged record arrives.
+/// A slow gateway and a small queue that refuses at once when full
+/// (`max_wait: 0s`): the sidecar pushes back with UNAVAILABLE + RetryInfo
+/// instead of dropping, counts enqueue_failed, and every acknowledged
+/// record arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -215,7 +216,7 @@ async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
     let down = Downstream::start(&sink, port).await;
     let cfg = base_config(
         &format!("http://127.0.0.1:{port}"),
-        "  queue: { max_items: 40, consumers: 1 }\n",
+        "  queue: { max_items: 40, consumers: 1, max_wait: 0s }\n",
     )
     .replace("max_items: 50", "max_items: 10");
     let s = start(dir.path(), "full", &cfg, &[]).await;
@@ -223,6 +224,7 @@ async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
     assert!(!refused.is_empty(), "a 40-item queue must fill");
     for st in &refused {
         assert_eq!(st.code(), tonic::Code::Unavailable);
+        assert_eq!(st.message(), QUEUE_FULL_40);
         assert!(
             !st.details().is_empty(),
             "RetryInfo in grpc-status-details-bin"
@@ -235,6 +237,105 @@ async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
         (refused.len() * 5) as f64
     );
     assert_eq!(s.metric("queue_capacity").await, 40.0);
+    down.stop().await;
+}
+
+/// What a full 40-item memory queue answers (gRPC and HTTP alike).
+const QUEUE_FULL_40: &str =
+    "forward queue full (forward.queue.max_items 40 / max_bytes 67108864); retry later";
+
+/// The same slow gateway and small queue as above, with time to wait for
+/// room (`max_wait: 1s`, longer than a batch takes): the requests that were
+/// refused there wait until a batch is delivered and are all accepted;
+/// nothing is refused, and everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_holds_requests_until_a_batch_frees_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    sink.delay_ms.store(300, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        "  queue: { max_items: 40, consumers: 1, max_wait: 1s }\n",
+    )
+    .replace("max_items: 50", "max_items: 10");
+    let s = start(dir.path(), "wait", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "w", 40, 5).await;
+    let refused: Vec<_> = refused.iter().map(|st| st.message().to_string()).collect();
+    assert_eq!(refused, Vec::<String>::new(), "each waited for room");
+    assert_eq!(acked, seqs_5("w", 40));
+    sink.wait_all(&acked, Duration::from_secs(20)).await;
+    assert_eq!(s.metric("enqueue_failed_log_records_total").await, 0.0);
+    down.stop().await;
+}
+
+/// The seqs [`send_batches`] sends in `n` requests of 5 records.
+fn seqs_5(tag: &str, n: usize) -> HashSet<String> {
+    (0..n)
+        .flat_map(|i| (0..5).map(move |j| format!("{tag}-{i}-{j}")))
+        .collect()
+}
+
+/// A stuck gateway (it answers UNAVAILABLE to everything): a request that
+/// finds the queue full waits `max_wait` and is then refused, over gRPC
+/// and HTTP, with the message and the counter of an instant refusal; what
+/// was acknowledged arrives once the gateway recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_gateway_refuses_after_max_wait_as_a_full_queue_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    sink.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(&sink, port).await;
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        "  queue: { max_items: 40, max_wait: 300ms }\n",
+    );
+    let s = start(dir.path(), "stuck", &cfg, &[]).await;
+    let (acked, refused) = send_batches(&s, "s", 8, 5).await;
+    assert!(refused.is_empty(), "40 items fit");
+    let t = Instant::now();
+    let (_, refused) = send_batches(&s, "late", 1, 5).await;
+    let waited = t.elapsed();
+    let [st] = refused.as_slice() else {
+        panic!("the 41st item must be refused: {refused:?}")
+    };
+    assert_eq!(st.code(), tonic::Code::Unavailable);
+    assert_eq!(st.message(), QUEUE_FULL_40);
+    assert!(
+        waited >= Duration::from_millis(300),
+        "refused after {waited:?}"
+    );
+    assert_eq!(s.metric("enqueue_failed_log_records_total").await, 5.0);
+
+    let json =
+        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"}}]}]}]}"#;
+    let t = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/logs", s.http))
+        .header("content-type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .expect("http export");
+    let waited = t.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body = r.text().await.expect("http body");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON status");
+    assert_eq!(
+        body,
+        serde_json::json!({"code": 14, "message": QUEUE_FULL_40})
+    );
+    assert!(
+        waited >= Duration::from_millis(300),
+        "refused after {waited:?}"
+    );
+    assert_eq!(s.metric("enqueue_failed_log_records_total").await, 6.0);
+
+    sink.mode.store(0, Ordering::SeqCst);
+    sink.wait_all(&acked, Duration::from_secs(20)).await;
     down.stop().await;
 }
 
@@ -454,7 +555,8 @@ async fn sigterm_drains_a_full_queue_and_leaves_the_rest_on_disk() {
     let down = Downstream::start(&sink, port).await;
     let cfg = base_config(
         &format!("http://127.0.0.1:{port}"),
-        "  queue: { max_items: 200 }\n  drain_timeout: 10s\n",
+        // refusing at once (no wait for room), so that the queue fills
+        "  queue: { max_items: 200, max_wait: 0s }\n  drain_timeout: 10s\n",
     )
     .replace("max_items: 50", "max_items: 10");
     let mut s = start(dir.path(), "drain", &cfg, &[]).await;

@@ -107,6 +107,10 @@ pub struct Queue {
     pub fsync: bool,
     /// Batches sent concurrently per signal.
     pub consumers: usize,
+    /// Memory queue: how long a request that finds the queue full waits
+    /// for room, before it is counted or walked, until it is refused
+    /// (push-back by latency); 0s refuses at once.
+    pub max_wait: Dur,
 }
 impl Default for Queue {
     fn default() -> Self {
@@ -119,6 +123,7 @@ impl Default for Queue {
             max_disk_bytes: 2 << 30,
             fsync: true,
             consumers: 4,
+            max_wait: Dur(Duration::from_millis(100)),
         }
     }
 }
@@ -136,6 +141,10 @@ impl Default for Forward {
         }
     }
 }
+
+/// The longest `forward.queue.max_wait`: a request that waits longer
+/// could as well be refused, told to retry in a second.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 impl Forward {
     /// What serde cannot check (the key paths start at `forward.`).
@@ -170,6 +179,12 @@ impl Forward {
         }
         if self.queue.consumers == 0 {
             return bad("queue.consumers", "must be at least 1");
+        }
+        if self.queue.max_wait.0 > MAX_WAIT {
+            return bad(
+                "queue.max_wait",
+                "must be at most 1s (a request refused is told to retry in 1s)",
+            );
         }
         Ok(())
     }

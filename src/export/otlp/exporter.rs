@@ -10,7 +10,7 @@ use super::{disk, redact};
 use crate::base::{Live, SignalKind};
 use crate::export::retry::{Backoff, Failure};
 use crate::export::stats::ExporterStats;
-use crate::export::{Forward, OfferFuture, Refusal};
+use crate::export::{Forward, OfferFuture, Refusal, RoomFuture};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -96,6 +96,7 @@ pub struct Reconfig {
     sending: [Option<Arc<Sending>>; 3],
     max_items: usize,
     max_bytes: usize,
+    max_wait: Duration,
 }
 
 /// The forwarder the binary runs.
@@ -190,6 +191,7 @@ impl Forwarder {
             sending,
             max_items: f.queue.max_items,
             max_bytes: f.queue.max_bytes,
+            max_wait: f.queue.max_wait.0,
         })
     }
 
@@ -202,6 +204,7 @@ impl Forwarder {
         for (p, s) in self.pipes.iter().zip(r.sending) {
             if let (Some(p), Some(s)) = (p, s) {
                 p.queue.set_limits(r.max_items, r.max_bytes);
+                p.queue.set_max_wait(r.max_wait);
                 p.sending.send_replace(s);
                 tracing::info!(exporter = p.name, "forward settings reloaded");
             }
@@ -254,6 +257,14 @@ impl Forward for Forwarder {
             .as_ref()?
             .queue
             .refuse_early(items)
+    }
+
+    fn wait_for_room(&self, signal: SignalKind, len: u64) -> RoomFuture<'_> {
+        Box::pin(async move {
+            let q = &self.pipes[signal as usize].as_ref()?.queue;
+            let aside = q.wait_for_room(len).await?;
+            Some(Box::new(aside) as Box<dyn Send + Sync>)
+        })
     }
 
     fn set_redaction(&self, redactor: Option<redact::Redactor>) {
@@ -553,6 +564,7 @@ async fn pipe(
         disk,
         stats,
     ));
+    q.set_max_wait(f.queue.max_wait.0);
     let (sending, setups) = watch::channel(sending);
     let consumers = f.queue.consumers.max(1);
     tokio::spawn(run_sender(

@@ -67,6 +67,10 @@ struct Inner {
     /// memory queue only: items and bytes queued or being sent
     items: u64,
     bytes: u64,
+    /// memory queue only: room set aside for requests being received
+    /// ([`Queue::wait_for_room`])
+    aside_items: u64,
+    aside_bytes: u64,
 }
 
 pub struct Queue {
@@ -75,6 +79,13 @@ pub struct Queue {
     /// memory queue limits; a config reload may change them
     max_items: AtomicU64,
     max_bytes: AtomicU64,
+    /// memory queue push-back by latency ([`Queue::wait_for_room`]):
+    /// `forward.queue.max_wait` in microseconds (0: refuse at once), the
+    /// items of the last request counted or queued, and the wake-up when
+    /// room frees
+    max_wait_us: AtomicU64,
+    last_items: AtomicU64,
+    room: Notify,
     pub disk: Option<DiskLog>,
     pub stats: Arc<ExporterStats>,
 }
@@ -91,6 +102,9 @@ impl Queue {
             notify: Notify::new(),
             max_items: AtomicU64::new(max_items as u64),
             max_bytes: AtomicU64::new(max_bytes as u64),
+            max_wait_us: AtomicU64::new(0),
+            last_items: AtomicU64::new(1),
+            room: Notify::new(),
             disk,
             stats,
         };
@@ -121,6 +135,7 @@ impl Queue {
                 .queue_capacity
                 .store(max_items as u64, Ordering::Relaxed);
         }
+        self.room.notify_waiters();
     }
 
     fn limits(&self) -> (u64, u64) {
@@ -152,6 +167,7 @@ impl Queue {
         if self.disk.is_some() {
             return None;
         }
+        self.last_items.store(items, Ordering::Relaxed);
         let (max_items, max_bytes) = self.limits();
         let q = self.lock();
         let full = q.items > 0 && (q.items + items > max_items || q.bytes >= max_bytes);
@@ -193,6 +209,7 @@ impl Queue {
                 drop(q);
                 return Err(self.refuse(items, format!("forward queue full ({what}); retry later")));
             }
+            self.last_items.store(items, Ordering::Relaxed);
             q.items += items;
             q.bytes += len;
             q.pending_items += items;
@@ -327,6 +344,8 @@ impl Queue {
                     q.bytes -= e.len as u64;
                 }
                 self.stats.queue_size.store(q.items, Ordering::Relaxed);
+                drop(q);
+                self.room.notify_waiters();
             }
         }
     }
@@ -336,6 +355,80 @@ impl Queue {
     /// its segments are kept for the next start.
     pub fn abandon(&self, batch: Batch) {
         drop(batch);
+    }
+}
+
+/// Room set aside in a memory queue for a request being received
+/// ([`Queue::wait_for_room`]), given back when dropped.
+pub struct SetAside {
+    q: Arc<Queue>,
+    items: u64,
+    bytes: u64,
+}
+
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        let mut q = self.q.lock();
+        q.aside_items -= self.items;
+        q.aside_bytes -= self.bytes;
+        drop(q);
+        self.q.room.notify_waiters();
+    }
+}
+
+impl Queue {
+    /// Puts a new `forward.queue.max_wait` in force (start-up, a config
+    /// reload); requests waiting already keep their deadline.
+    pub fn set_max_wait(&self, wait: Duration) {
+        let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.max_wait_us.store(us, Ordering::Relaxed);
+        self.room.notify_waiters();
+    }
+
+    /// Push-back by latency, before a request of `len` bytes is counted or
+    /// walked: when the memory queue (with the room set aside for requests
+    /// being received) has no room for it, taken to hold as many items as
+    /// the last request counted or queued, waits up to `max_wait` for room (woken
+    /// when a batch is done, room set aside is given back, or the limits
+    /// change; no polling, no lock held across the wait). Room found is set
+    /// aside until the [`SetAside`] is dropped, so the requests woken do
+    /// not outnumber the room. None: a disk queue (it decides on append),
+    /// `max_wait` 0, or no room in time; [`Queue::refuse_early`] decides.
+    pub async fn wait_for_room(self: &Arc<Self>, len: u64) -> Option<SetAside> {
+        let wait = Duration::from_micros(self.max_wait_us.load(Ordering::Relaxed));
+        if self.disk.is_some() || wait.is_zero() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // registered before looking, so room freed meanwhile wakes it
+            room.as_mut().enable();
+            if let Some(a) = self.set_aside(len) {
+                return Some(a);
+            }
+            tokio::time::timeout_at(deadline, room).await.ok()?;
+        }
+    }
+
+    /// Sets room aside for a request of `len` bytes if the queue has it.
+    fn set_aside(self: &Arc<Self>, len: u64) -> Option<SetAside> {
+        let (max_items, max_bytes) = self.limits();
+        let items = self.last_items.load(Ordering::Relaxed).max(1);
+        let mut q = self.lock();
+        let (n, b) = (q.items + q.aside_items, q.bytes + q.aside_bytes);
+        if n > 0 && (n + items > max_items || b + len > max_bytes) {
+            return None;
+        }
+        q.aside_items += items;
+        q.aside_bytes += len;
+        drop(q);
+        Some(SetAside {
+            q: self.clone(),
+            items,
+            bytes: len,
+        })
     }
 }
 
@@ -429,6 +522,99 @@ mod tests {
             q.push(Bytes::from_static(b"c"), 15)
                 .await
                 .expect("room again");
+        });
+    }
+
+    /// Runs a test's future on a current-thread runtime with a timer.
+    fn block_on_timed<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("rt")
+            .block_on(f)
+    }
+
+    const FULL: &str =
+        "forward queue full (forward.queue.max_items 10 / max_bytes 1048576); retry later";
+
+    #[test]
+    fn a_request_waiting_for_room_wakes_when_a_batch_is_done() {
+        block_on_timed(async {
+            let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
+            q.set_max_wait(Duration::from_secs(60));
+            assert!(q.refuse_early(6).is_none());
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            let b = q.take(100, 100).await;
+            let waiter = tokio::spawn({
+                let q = q.clone();
+                async move { q.wait_for_room(1).await.map(|a| (a.items, a.bytes)) }
+            });
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!waiter.is_finished(), "no room for 6 more in 10");
+            q.done(b);
+            let got = waiter.await.expect("join");
+            assert_eq!(got, Some((6, 1)), "woken with room set aside");
+            assert_eq!(q.stats.enqueue_failed.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn a_wait_in_vain_ends_at_max_wait_and_is_refused_as_before() {
+        block_on_timed(async {
+            let s = stats();
+            let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
+            q.set_max_wait(Duration::from_millis(30));
+            assert!(q.refuse_early(6).is_none(), "an empty queue takes anything");
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            let t = tokio::time::Instant::now();
+            assert!(q.wait_for_room(1).await.is_none(), "no room for 6 more");
+            assert!(t.elapsed() >= Duration::from_millis(30), "it waited");
+            let r = q.refuse_early(6).expect("still full");
+            assert_eq!(r.reason, FULL);
+            assert_eq!(r.retry_after, PUSH_BACK);
+            assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 6);
+        });
+    }
+
+    #[test]
+    fn room_set_aside_is_not_given_twice_and_comes_back_when_dropped() {
+        block_on_timed(async {
+            let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
+            q.set_max_wait(Duration::from_millis(20));
+            assert!(q.refuse_early(6).is_none());
+            let first = q.wait_for_room(100).await.expect("an empty queue has room");
+            assert!(q.wait_for_room(100).await.is_none(), "6 + 6 > 10");
+            drop(first);
+            assert!(q.wait_for_room(100).await.is_some(), "given back");
+        });
+    }
+
+    #[test]
+    fn room_is_estimated_by_the_last_request_queued() {
+        block_on_timed(async {
+            let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
+            q.set_max_wait(Duration::from_millis(20));
+            // queued without an early count (its room was set aside)
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            assert!(q.wait_for_room(1).await.is_none(), "6 + 6 > 10");
+            q.push(Bytes::from_static(b"b"), 1).await.expect("fits");
+            assert!(q.wait_for_room(1).await.is_some(), "6 + 1 + 1 <= 10");
+        });
+    }
+
+    #[test]
+    fn max_wait_zero_does_not_wait() {
+        block_on_timed(async {
+            let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
+            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            assert!(q.refuse_early(6).is_some());
+            q.set_max_wait(Duration::from_secs(60));
+            q.set_max_wait(Duration::ZERO);
+            // refused at once: a 60 s wait would outlast the 10 s timeout
+            let at_once = tokio::time::timeout(Duration::from_secs(10), q.wait_for_room(1));
+            assert!(at_once.await.expect("not waiting").is_none());
         });
     }
 }
