@@ -28,6 +28,7 @@ pub mod config;
 pub mod disk;
 mod exporter;
 pub mod ledger;
+pub mod piece;
 pub mod queue;
 pub mod redact;
 
