@@ -1107,6 +1107,129 @@ mod tests {
         });
     }
 
+    /// A compressible request of `n` bytes, large enough to be a piece.
+    fn big(n: usize, seed: u8) -> Bytes {
+        let v: Vec<u8> = (0..n)
+            .map(|i| b"resource.attributes"[(i + seed as usize) % 19])
+            .collect();
+        Bytes::from(v)
+    }
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut got = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut got)
+            .expect("valid gzip");
+        got
+    }
+
+    #[test]
+    fn records_of_the_previous_version_are_delivered_after_an_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // a segment as the previous version wrote it: GSQ1 records only
+        let old = [
+            big(40 << 10, 1),
+            Bytes::from_static(b"small"),
+            big(20 << 10, 2),
+        ];
+        let mut seg = Vec::new();
+        for (i, b) in old.iter().enumerate() {
+            frame(&mut seg, b, i as u64 + 1);
+        }
+        std::fs::write(seg_path(dir.path(), 1), &seg).expect("write");
+        let new = big(64 << 10, 3);
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
+            assert_eq!((scan.records, scan.items, scan.corrupt_regions), (3, 6, 0));
+            let rec = piece::compress(new.clone());
+            assert!(rec.piece);
+            let loc = log.append(rec.clone(), 4).await.expect("append");
+            assert!(loc.piece);
+            assert_eq!(log.pending(), (10, (124 << 10) + 5), "uncompressed bytes");
+            let r = log.read_batch(100, 1 << 30);
+            assert_eq!(r.recs.len(), 4);
+            assert_eq!(
+                r.recs.iter().map(|(l, _)| l.piece).collect::<Vec<_>>(),
+                [false, false, false, true]
+            );
+            // the batch as sent: old raw records and the new piece in one gzip member
+            let mut at = 0;
+            let recs: Vec<Rec> = r
+                .recs
+                .iter()
+                .map(|(l, _)| {
+                    at += l.len as usize;
+                    Rec {
+                        data: r.payload.slice(at - l.len as usize..at),
+                        piece: l.piece,
+                    }
+                })
+                .collect();
+            let want: Vec<u8> = [&old[..], &[new.clone()][..]].concat().concat();
+            assert_eq!(gunzip(&piece::gzip(&recs, Vec::new()).expect("gzip")), want);
+            assert_eq!(piece::plain(&recs, Vec::new()).expect("plain"), want);
+            log.close();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // reopened: the piece record is recovered as one
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("reopen");
+            assert_eq!((scan.records, scan.items, scan.corrupt_regions), (4, 10, 0));
+            let r = log.read_batch(100, 1 << 30);
+            let (l, items) = r.recs[3];
+            assert!(l.piece && items == 4);
+            assert_eq!(
+                r.payload.slice(r.payload.len() - l.len as usize..),
+                piece::compress(new).data
+            );
+            log.close();
+        });
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_max_bytes_of_uncompressed_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let (log, _) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
+            for i in 0..3 {
+                let rec = piece::compress(big(100 << 10, i));
+                log.append(rec, 1).await.expect("append");
+            }
+            let r = log.read_batch(100, 250 << 10);
+            assert_eq!(r.recs.len(), 2, "two 100 KiB records in 250 KiB");
+            assert!(r.payload.len() < 20 << 10, "read back compressed");
+            assert_eq!(log.pending(), (1, 100 << 10));
+            log.close();
+        });
+    }
+
+    #[test]
+    fn a_corrupt_or_torn_piece_record_is_skipped_and_counted() {
+        let rec = |seed| piece::compress(big(30 << 10, seed));
+        let mut buf = Vec::new();
+        let mut put = |buf: &mut Vec<u8>, r: &Rec, items| {
+            header(buf, &r.data, items, true);
+            buf.extend_from_slice(&r.data);
+        };
+        put(&mut buf, &rec(1), 1);
+        let second = buf.len();
+        put(&mut buf, &rec(2), 2);
+        put(&mut buf, &rec(3), 3);
+        buf[second + HEADER + 20] ^= 0xff;
+        let mut torn = Vec::new();
+        put(&mut torn, &rec(4), 4);
+        buf.extend_from_slice(&torn[..torn.len() - 3]);
+        let mut out = Vec::new();
+        let mut scan = Scan::default();
+        scan_segment(1, &buf, &mut out, &mut scan);
+        let got: Vec<(u64, bool, u64)> =
+            out.iter().map(|r| (r.items, r.loc.piece, r.raw)).collect();
+        assert_eq!(got, vec![(1, true, 30 << 10), (3, true, 30 << 10)]);
+        assert_eq!(scan.corrupt_regions, 2);
+        assert_eq!(scan.corrupt_items, 2 + 4);
+    }
+
     #[test]
     fn torn_tail_and_corrupt_middle_are_skipped_and_counted() {
         let mut buf = Vec::new();
