@@ -1208,7 +1208,7 @@ mod tests {
     fn a_corrupt_or_torn_piece_record_is_skipped_and_counted() {
         let rec = |seed| piece::compress(big(30 << 10, seed));
         let mut buf = Vec::new();
-        let mut put = |buf: &mut Vec<u8>, r: &Rec, items| {
+        let put = |buf: &mut Vec<u8>, r: &Rec, items| {
             header(buf, &r.data, items, true);
             buf.extend_from_slice(&r.data);
         };

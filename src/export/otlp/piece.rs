@@ -284,7 +284,10 @@ mod tests {
             data: Bytes::from_static(b"abc"),
             piece: true,
         };
-        assert_eq!(plain(&[short.clone()], Vec::new()), Err(NO_PREFIX.into()));
+        assert_eq!(
+            plain(std::slice::from_ref(&short), Vec::new()),
+            Err(NO_PREFIX.into())
+        );
         assert_eq!(gzip(&[short], Vec::new()), Err(NO_PREFIX.into()));
     }
 
