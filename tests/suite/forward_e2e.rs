@@ -1649,20 +1649,20 @@ async fn a_send_under_way_at_the_reload_finishes_at_the_old_sink_once() {
     down_b.stop().await;
 }
 
-/// Sends `n` requests of 40 records with 700-byte bodies (about 30 KB a
+/// Sends `n` requests of 100 records with 700-byte bodies (about 75 KB a
 /// request: large enough to be compressed when offered); the seqs the
 /// sidecar acknowledged. Every request must be taken.
 async fn send_large(s: &Sidecar, tag: &str, n: usize) -> HashSet<String> {
     let mut c = s.client().await;
     let mut acked = HashSet::new();
     for i in 0..n {
-        let seqs: Vec<String> = (0..40).map(|j| format!("{tag}-{i}-{j}")).collect();
+        let seqs: Vec<String> = (0..100).map(|j| format!("{tag}-{i}-{j}")).collect();
         let recs = seqs.iter().map(|q| {
             let body = format!("{q} checkout: order placed, basket of {} ", q.len()).repeat(20);
             record(q, &[("user.id", q)], Some(&body))
         });
         let req = common::log_request(recs.collect());
-        assert!(req.encoded_len() > 24 << 10, "{}", req.encoded_len());
+        assert!(req.encoded_len() > 64 << 10, "{}", req.encoded_len());
         c.export(req).await.expect("taken");
         acked.extend(seqs);
     }
@@ -1712,7 +1712,7 @@ async fn large_requests_arrive_whole_across_compression_reloads(disk: bool) {
             .map(|s| s.windows(4).filter(|w| w == b"GSQ2").count())
             .sum();
         assert!(pieces >= 6, "{pieces} compressed records on disk");
-        assert!(on_disk < 6 * (24 << 10) / 3, "{on_disk} bytes on disk");
+        assert!(on_disk < 6 * (64 << 10) / 3, "{on_disk} bytes on disk");
     }
     let url_b = format!("http://127.0.0.1:{pb}/v1/logs");
     hup_to(&s, dir.path(), &cfg(&url_b, "none")).await;
@@ -1735,7 +1735,7 @@ async fn large_requests_arrive_whole_across_compression_reloads(disk: bool) {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     exactly_once(&[&a, &b, &c], &acked);
-    assert_eq!(s.metric("sent_log_records_total").await, 720.0);
+    assert_eq!(s.metric("sent_log_records_total").await, 1800.0);
     assert_eq!(s.metric("send_failed_log_records_total").await, 0.0);
     down_c.stop().await;
 }

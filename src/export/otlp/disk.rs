@@ -1206,7 +1206,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_or_torn_piece_record_is_skipped_and_counted() {
-        let rec = |seed| piece::compress(big(30 << 10, seed));
+        let rec = |seed| piece::compress(big(70 << 10, seed));
         let mut buf = Vec::new();
         let put = |buf: &mut Vec<u8>, r: &Rec, items| {
             header(buf, &r.data, items, true);
@@ -1225,7 +1225,7 @@ mod tests {
         scan_segment(1, &buf, &mut out, &mut scan);
         let got: Vec<(u64, bool, u64)> =
             out.iter().map(|r| (r.items, r.loc.piece, r.raw)).collect();
-        assert_eq!(got, vec![(1, true, 30 << 10), (3, true, 30 << 10)]);
+        assert_eq!(got, vec![(1, true, 70 << 10), (3, true, 70 << 10)]);
         assert_eq!(scan.corrupt_regions, 2);
         assert_eq!(scan.corrupt_items, 2 + 4);
     }
