@@ -75,7 +75,8 @@ pub fn compress(b: Bytes) -> Rec {
     if b.len() < PIECE_MIN || b.len() > u32::MAX as usize {
         return Rec::raw(b);
     }
-    let mut out = Vec::with_capacity(PREFIX + b.len() / 3 + 64);
+    // logs compress to about a sixth at level 1: room enough at once
+    let mut out = Vec::with_capacity(PREFIX + b.len() / 3 + 4096);
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
     match deflate_run(&[&b], &mut out) {
@@ -98,7 +99,11 @@ fn deflate_run(run: &[&[u8]], out: &mut Vec<u8>) -> Result<(), ()> {
             let start = d.total_in();
             while ((d.total_in() - start) as usize) < b.len() {
                 let done = (d.total_in() - start) as usize;
-                out.reserve((b.len() - done) / 2 + 4096);
+                // only when short of room: a reserve that reallocates copies
+                // what is there
+                if out.capacity() - out.len() < 4096 {
+                    out.reserve((b.len() - done) / 2 + 4096);
+                }
                 d.compress_vec(&b[done..], out, FlushCompress::None)
                     .map_err(|_| ())?;
             }
