@@ -3,7 +3,9 @@
 //! that counts every log record by its `seq` attribute, while 4 gRPC clients
 //! send 100-record requests as fast as it acknowledges them; every
 //! CRASH_SECONDS (default 2) the sidecar is killed with SIGKILL and started
-//! again on the same directory, CRASH_KILLS times (default 15). Then it
+//! again on the same directory, CRASH_KILLS times (default 15). Record
+//! bodies are CRASH_BODY_REPEAT (default 5) times 47 bytes: 20 makes
+//! requests of ~100 KB, which the sidecar queues compressed. Then it
 //! runs until the sink has every acknowledged record, and the lost and
 //! duplicate records are counted per kill.
 //!
@@ -119,8 +121,12 @@ fn load(
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<i64>>>,
 ) -> tokio::task::JoinHandle<()> {
+    let repeat = std::env::var("CRASH_BODY_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     tokio::spawn(async move {
-        let body = "chat request served; model gpt-4o, 812 tokens ".repeat(5);
+        let body = "chat request served; model gpt-4o, 812 tokens ".repeat(repeat);
         let Ok(mut c) = LogsServiceClient::connect(url).await else {
             return;
         };

@@ -1750,3 +1750,104 @@ async fn a_send_under_way_at_the_reload_finishes_at_the_old_sink_once() {
     down_a.stop().await;
     down_b.stop().await;
 }
+
+/// Sends `n` requests of 100 records with 700-byte bodies (about 75 KB a
+/// request: large enough to be compressed when offered); the seqs the
+/// sidecar acknowledged. Every request must be taken.
+async fn send_large(s: &Sidecar, tag: &str, n: usize) -> HashSet<String> {
+    let mut c = s.client().await;
+    let mut acked = HashSet::new();
+    for i in 0..n {
+        let seqs: Vec<String> = (0..100).map(|j| format!("{tag}-{i}-{j}")).collect();
+        let recs = seqs.iter().map(|q| {
+            let body = format!("{q} checkout: order placed, basket of {} ", q.len()).repeat(20);
+            record(q, &[("user.id", q)], Some(&body))
+        });
+        let req = common::log_request(recs.collect());
+        assert!(req.encoded_len() > 64 << 10, "{}", req.encoded_len());
+        c.export(req).await.expect("taken");
+        acked.extend(seqs);
+    }
+    acked
+}
+
+/// Large requests are compressed when offered, so the queue holds them
+/// compressed (`GSQ2` records on disk); a reload to an endpoint without
+/// compression (OTLP/HTTP) sends what was queued for a gzip endpoint
+/// inflated, and one back to gzip sends what was queued raw compressed:
+/// every acknowledged record arrives exactly once, decoded by the sinks.
+async fn large_requests_arrive_whole_across_compression_reloads(disk: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (Sink::default(), Sink::default(), Sink::default());
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let down_a = Downstream::start(&a, pa).await;
+    let down_b = Downstream::start_http(&b, pb).await;
+    let qdir = dir.path().join("queue");
+    let extra: Vec<&str> = match disk {
+        true => vec!["--queue-dir", qdir.to_str().expect("utf-8")],
+        false => vec![],
+    };
+    let cfg = |ep: &str, compression: &str| {
+        format!(
+            "forward:\n  logs: {{ endpoint: \"{ep}\", timeout: 2s, compression: {compression} }}\n  retry: {{ initial_interval: 100ms, max_interval: 300ms, max_elapsed: 0s }}\n  batch: {{ max_items: 5000, timeout: 50ms }}\n"
+        )
+    };
+    let url_a = format!("http://127.0.0.1:{pa}");
+    let s = start(dir.path(), "mv", &cfg(&url_a, "gzip"), &extra).await;
+    let mut acked = send_large(&s, "a", 6).await;
+    a.wait_all(&acked, Duration::from_secs(10)).await;
+
+    // queued compressed while the gzip endpoint is down
+    down_a.stop().await;
+    let queued = send_large(&s, "b", 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if disk {
+        let segs: Vec<Vec<u8>> = std::fs::read_dir(qdir.join("logs"))
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .map(|e| std::fs::read(e.path()).expect("read"))
+            .collect();
+        let on_disk: usize = segs.iter().map(Vec::len).sum();
+        let pieces: usize = segs
+            .iter()
+            .map(|s| s.windows(4).filter(|w| w == b"GSQ2").count())
+            .sum();
+        assert!(pieces >= 6, "{pieces} compressed records on disk");
+        assert!(on_disk < 6 * (64 << 10) / 3, "{on_disk} bytes on disk");
+    }
+    let url_b = format!("http://127.0.0.1:{pb}/v1/logs");
+    hup_to(&s, dir.path(), &cfg(&url_b, "none")).await;
+    b.wait_all(&queued, Duration::from_secs(10)).await;
+    acked.extend(queued);
+
+    // queued raw for the uncompressed endpoint, sent gzip after a reload
+    down_b.stop().await;
+    let queued = send_large(&s, "c", 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let down_c = Downstream::start(&c, pc).await;
+    hup_to(
+        &s,
+        dir.path(),
+        &cfg(&format!("http://127.0.0.1:{pc}"), "gzip"),
+    )
+    .await;
+    c.wait_all(&queued, Duration::from_secs(10)).await;
+    acked.extend(queued);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exactly_once(&[&a, &b, &c], &acked);
+    assert_eq!(s.metric("sent_log_records_total").await, 1800.0);
+    assert_eq!(s.metric("send_failed_log_records_total").await, 0.0);
+    down_c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_arrive_whole_across_compression_reloads_memory_queue() {
+    large_requests_arrive_whole_across_compression_reloads(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_arrive_whole_across_compression_reloads_disk_queue() {
+    large_requests_arrive_whole_across_compression_reloads(true).await;
+}

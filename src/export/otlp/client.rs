@@ -4,12 +4,13 @@
 //! The HTTP client is built by [`crate::export::http`].
 
 use super::config::{Compression, Endpoint, Protocol};
+use super::piece::{self, Rec};
 use crate::base::SignalKind;
 use crate::export::auth::Token;
 use crate::export::http::read;
 pub use crate::export::retry::Failure;
 use crate::export::retry::{classify_grpc, classify_http, HttpRetry};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,8 +143,15 @@ impl Client {
         }
     }
 
-    /// Sends one request body.
-    pub async fn send(&self, body: Bytes) -> Result<Delivered, Failure> {
+    /// Whether requests go gzip-compressed.
+    pub fn gzip(&self) -> bool {
+        match self {
+            Client::Grpc { gzip, .. } | Client::Http { gzip, .. } => *gzip,
+        }
+    }
+
+    /// Sends one request: the records' bodies concatenated.
+    pub async fn send(&self, body: &[Rec]) -> Result<Delivered, Failure> {
         match self {
             Client::Grpc {
                 channel,
@@ -164,7 +172,7 @@ impl Client {
                     Some(t) => Some(t.current().await),
                     None => None,
                 };
-                let req = grpc_request(path, metadata, bearer.as_deref(), *gzip, *timeout, &body)?;
+                let req = grpc_request(path, metadata, bearer.as_deref(), *gzip, *timeout, body)?;
                 let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
                     Failure::Retryable {
                         after: None,
@@ -245,16 +253,13 @@ async fn send_http(
     url: &str,
     gzip: bool,
     token: Option<&Arc<Token>>,
-    body: Bytes,
+    body: &[Rec],
 ) -> Result<Delivered, Failure> {
     let mut req = client.post(url);
     if gzip {
-        req = req
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .body(gzip_fast(&body, Vec::new()));
-    } else {
-        req = req.body(body);
+        req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
     }
+    req = req.body(encode(body, gzip, Vec::new())?);
     if let Some(t) = token {
         req = req.bearer_auth(t.current().await);
     }
@@ -290,6 +295,17 @@ async fn send_http(
     ))
 }
 
+/// The records' bodies concatenated, appended to `out`: one gzip member
+/// (pieces as they are, see [`piece`]) or uncompressed (pieces inflated).
+fn encode(body: &[Rec], gzip: bool, out: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    let res = if gzip {
+        piece::gzip(body, out)
+    } else {
+        piece::plain(body, out)
+    };
+    res.map_err(|e| Failure::Permanent(format!("cannot encode a queued request: {e}")))
+}
+
 /// A gRPC unary request framed by hand (5-byte prefix, message compressed
 /// here): tonic compresses at gzip level 6 and cannot be told otherwise, and
 /// compression was most of the forwarder's CPU.
@@ -299,21 +315,13 @@ fn grpc_request(
     bearer: Option<&str>,
     gzip: bool,
     timeout: Duration,
-    body: &[u8],
+    body: &[Rec],
 ) -> Result<http::Request<tonic::body::Body>, Failure> {
-    // the 5-byte prefix, then the message compressed straight after it
-    let frame = if gzip {
-        let mut f = gzip_fast(body, vec![1, 0, 0, 0, 0]);
-        let len = (f.len() - 5) as u32;
-        f[1..5].copy_from_slice(&len.to_be_bytes());
-        Bytes::from(f)
-    } else {
-        let mut f = BytesMut::with_capacity(5 + body.len());
-        f.put_u8(0);
-        f.put_u32(body.len() as u32);
-        f.put_slice(body);
-        f.freeze()
-    };
+    // the 5-byte prefix, then the message straight after it
+    let mut f = encode(body, gzip, vec![gzip as u8, 0, 0, 0, 0])?;
+    let len = (f.len() - 5) as u32;
+    f[1..5].copy_from_slice(&len.to_be_bytes());
+    let frame = Bytes::from(f);
     let mut b = http::Request::builder()
         .method(http::Method::POST)
         .uri(path.as_str())
@@ -419,53 +427,6 @@ fn grpc_message(data: &[u8]) -> Delivered {
     decoded.map(Delivered::from).unwrap_or_default()
 }
 
-thread_local! {
-    /// Each worker thread's deflate state, reset between batches: a new one
-    /// costs hundreds of KiB of zeroed tables every batch.
-    static DEFLATE: std::cell::RefCell<flate2::Compress> =
-        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
-}
-
-/// gzip at level 1 (most of the size win for a fraction of the CPU of level
-/// 6), appended to `out`: a gzip header, raw deflate, CRC-32 and length.
-fn gzip_fast(b: &[u8], mut out: Vec<u8>) -> Vec<u8> {
-    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    let prefix = out.len();
-    out.reserve(HEADER.len() + b.len() / 3 + 64);
-    out.extend_from_slice(&HEADER);
-    DEFLATE.with_borrow_mut(|d| {
-        d.reset();
-        let start = d.total_in();
-        loop {
-            let done = (d.total_in() - start) as usize;
-            match d.compress_vec(&b[done..], &mut out, flate2::FlushCompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => break,
-                // out of room: make some and go on
-                Ok(_) => out.reserve(out.capacity().max(4096)),
-                Err(_) => {
-                    // cannot happen with a fresh state and a growing buffer;
-                    // refuse to send garbage: a stored copy instead
-                    out.truncate(prefix);
-                    return stored(b, out);
-                }
-            }
-        }
-        out.extend_from_slice(&crc32fast::hash(b).to_le_bytes());
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out
-    })
-}
-
-/// `b` as a gzip member of stored (uncompressed) deflate blocks: what
-/// [`gzip_fast`] falls back to.
-fn stored(b: &[u8], out: Vec<u8>) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::none());
-    // writing into a Vec cannot fail
-    let _ = e.write_all(b);
-    e.finish().unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,30 +441,6 @@ mod tests {
             timeout: Dur(Duration::from_secs(1)),
             compression: Compression::Gzip,
             tls: None,
-        }
-    }
-
-    #[test]
-    fn gzip_members_decode_to_the_input_and_the_state_is_reused() {
-        use std::io::Read;
-        let inputs: Vec<Vec<u8>> = vec![
-            Vec::new(),
-            b"hello".to_vec(),
-            (0..200_000u32)
-                .flat_map(|i| (i % 251).to_le_bytes())
-                .collect(),
-            (0..300_000u32)
-                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-                .collect(),
-        ];
-        for b in inputs.iter().chain(inputs.iter()) {
-            let out = gzip_fast(b, vec![7, 7]);
-            assert_eq!(&out[..2], &[7, 7], "appended after what was there");
-            let mut got = Vec::new();
-            flate2::read::GzDecoder::new(&out[2..])
-                .read_to_end(&mut got)
-                .expect("valid gzip");
-            assert_eq!(&got, b);
         }
     }
 

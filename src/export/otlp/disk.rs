@@ -8,10 +8,14 @@
 //! names sort in write order). A segment is a run of records:
 //!
 //! ```text
-//! magic "GSQ1" (4) | payload length u32 LE | items u64 LE | crc32 u32 LE | payload
+//! magic (4) | payload length u32 LE | items u64 LE | crc32 u32 LE | payload
 //! ```
 //!
-//! The CRC-32 covers length, items and payload. On start every segment is
+//! The magic says what the payload is: `GSQ1` a request's bytes as received
+//! (what every earlier version wrote, still read), `GSQ2` a request
+//! compressed when it was offered (a [`piece`](super::piece): its
+//! uncompressed length and CRC-32, then raw deflate). The CRC-32 covers
+//! length, items and payload. On start every segment is
 //! scanned: a record whose header or checksum does not hold is counted and
 //! skipped, the scan resynchronises on the next magic that starts a valid
 //! record, and a torn tail (a crash during a write) ends the scan of that
@@ -37,6 +41,7 @@
 //! the next write needs.
 
 use super::ledger::{self, Pos};
+use super::piece::{self, Rec};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -45,6 +50,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 pub const MAGIC: &[u8; 4] = b"GSQ1";
+/// A record whose payload is a piece.
+pub const MAGIC_PIECE: &[u8; 4] = b"GSQ2";
 pub const HEADER: usize = 20;
 /// Larger lengths in a header are taken as corruption.
 const MAX_RECORD: u32 = 256 << 20;
@@ -57,6 +64,8 @@ pub struct Loc {
     pub seg: u64,
     pub off: u64,
     pub len: u32,
+    /// the payload is a piece (compressed)
+    pub piece: bool,
 }
 
 /// A record found on disk at start.
@@ -64,6 +73,8 @@ pub struct Loc {
 pub struct Recovered {
     pub loc: Loc,
     pub items: u64,
+    /// uncompressed bytes
+    pub raw: u64,
 }
 
 /// What the start-up scan found.
@@ -89,10 +100,12 @@ struct Seg {
     size: u64,
     /// records not yet delivered
     outstanding: u64,
-    /// records (their items, payload bytes) written but not yet read back
+    /// records (their items, payload bytes, uncompressed bytes) written but
+    /// not yet read back
     unread: u64,
     unread_items: u64,
     unread_bytes: u64,
+    unread_raw: u64,
     sealed: bool,
     /// damaged byte ranges the start-up scan found; the reader skips them
     skips: Vec<(u64, u64)>,
@@ -106,7 +119,7 @@ struct State {
     /// items, and framed bytes, written and not yet delivered (or given up on)
     items: u64,
     bytes: u64,
-    /// items and payload bytes written and not yet read back
+    /// items and uncompressed bytes written and not yet read back
     pending_items: u64,
     pending_bytes: u64,
 }
@@ -177,6 +190,9 @@ enum Msg {
 
 struct WriteReq {
     payload: Bytes,
+    piece: bool,
+    /// uncompressed bytes
+    raw: u64,
     items: u64,
     reply: tokio::sync::oneshot::Sender<io::Result<Loc>>,
 }
@@ -203,16 +219,16 @@ fn crc(len: u32, items: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends one framed record to `out`.
+/// Appends one framed record of a request's bytes (`GSQ1`) to `out`.
 pub fn frame(out: &mut Vec<u8>, payload: &[u8], items: u64) {
-    header(out, payload, items);
+    header(out, payload, items, false);
     out.extend_from_slice(payload);
 }
 
 /// Appends one record's header to `out`.
-fn header(out: &mut Vec<u8>, payload: &[u8], items: u64) {
+fn header(out: &mut Vec<u8>, payload: &[u8], items: u64, piece: bool) {
     let len = payload.len() as u32;
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(if piece { MAGIC_PIECE } else { MAGIC });
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&items.to_le_bytes());
     out.extend_from_slice(&crc(len, items, payload).to_le_bytes());
@@ -233,12 +249,19 @@ fn write_all_vectored(f: &mut File, mut parts: &mut [io::IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
-/// A valid record at `buf[pos..]`: (payload length, items).
-fn record_at(buf: &[u8], pos: usize) -> Option<(u32, u64)> {
-    let h = buf.get(pos..pos + HEADER)?;
-    if &h[0..4] != MAGIC {
-        return None;
+/// A record's magic: whether its payload is a piece, None if not a magic.
+fn magic(h: &[u8]) -> Option<bool> {
+    match h.get(0..4)? {
+        m if m == MAGIC => Some(false),
+        m if m == MAGIC_PIECE => Some(true),
+        _ => None,
     }
+}
+
+/// A valid record at `buf[pos..]`: (payload length, items, piece).
+fn record_at(buf: &[u8], pos: usize) -> Option<(u32, u64, bool)> {
+    let h = buf.get(pos..pos + HEADER)?;
+    let piece = magic(h)?;
     let len = u32::from_le_bytes(h[4..8].try_into().ok()?);
     let items = u64::from_le_bytes(h[8..16].try_into().ok()?);
     let sum = u32::from_le_bytes(h[16..20].try_into().ok()?);
@@ -246,22 +269,26 @@ fn record_at(buf: &[u8], pos: usize) -> Option<(u32, u64)> {
         return None;
     }
     let payload = buf.get(pos + HEADER..pos + HEADER + len as usize)?;
-    (crc(len, items, payload) == sum).then_some((len, items))
+    (crc(len, items, payload) == sum).then_some((len, items, piece))
 }
 
 /// Indexes the valid records of one segment's bytes.
 pub fn scan_segment(seg: u64, buf: &[u8], out: &mut Vec<Recovered>, scan: &mut Scan) {
-    let finder = memchr::memmem::Finder::new(MAGIC);
+    // both magics start so
+    let finder = memchr::memmem::Finder::new(&MAGIC[..3]);
     let mut pos = 0usize;
     while pos < buf.len() {
-        if let Some((len, items)) = record_at(buf, pos) {
+        if let Some((len, items, piece)) = record_at(buf, pos) {
+            let payload = &buf[pos + HEADER..pos + HEADER + len as usize];
             out.push(Recovered {
                 loc: Loc {
                     seg,
                     off: (pos + HEADER) as u64,
                     len,
+                    piece,
                 },
                 items,
+                raw: piece::raw_len(payload, piece),
             });
             scan.records += 1;
             scan.items += items;
@@ -272,7 +299,7 @@ pub fn scan_segment(seg: u64, buf: &[u8], out: &mut Vec<Recovered>, scan: &mut S
         // next magic that starts a valid record
         scan.corrupt_regions += 1;
         if let Some(h) = buf.get(pos..pos + 16) {
-            if &h[0..4] == MAGIC {
+            if magic(h).is_some() {
                 let items = u64::from_le_bytes(h[8..16].try_into().unwrap_or([0; 8]));
                 scan.corrupt_items += items.min(1 << 20);
             }
@@ -352,6 +379,7 @@ fn index_segment(dir: &Path, seq: u64, scan: &mut Scan, delivered: Option<Pos>) 
         seg.unread += 1;
         seg.unread_items += r.items;
         seg.unread_bytes += r.loc.len as u64;
+        seg.unread_raw += r.raw;
     }
     if at < seg.size {
         seg.skips.push((at, seg.size));
@@ -395,7 +423,7 @@ fn index_segments(dir: &Path, seqs: &[u64], scan: &mut Scan, delivered: Option<P
             st.items += seg.unread_items;
             st.bytes += seg.unread_bytes + seg.unread * HEADER as u64;
             st.pending_items += seg.unread_items;
-            st.pending_bytes += seg.unread_bytes;
+            st.pending_bytes += seg.unread_raw;
             st.segs.insert(seq, seg);
         }
     }
@@ -459,8 +487,8 @@ impl DiskLog {
 
     /// Writes a record (durably, when fsync is on) and returns where it is.
     /// Refuses with a message when the size cap would be passed.
-    pub async fn append(&self, payload: Bytes, items: u64) -> Result<Loc, String> {
-        let need = (HEADER + payload.len()) as u64;
+    pub async fn append(&self, rec: Rec, items: u64) -> Result<Loc, String> {
+        let need = (HEADER + rec.data.len()) as u64;
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.used + need > self.max_bytes && st.used > 0 {
@@ -477,7 +505,9 @@ impl DiskLog {
             match tx.as_ref() {
                 Some(tx) => tx
                     .send(Msg::Write(WriteReq {
-                        payload,
+                        raw: rec.raw_len(),
+                        payload: rec.data,
+                        piece: rec.piece,
                         items,
                         reply,
                     }))
@@ -506,7 +536,7 @@ impl DiskLog {
     }
 
     /// Reads the next records back, in order, up to `max_items` items and
-    /// `max_bytes` payload bytes (at least one record when any waits).
+    /// `max_bytes` uncompressed bytes (at least one record when any waits).
     /// Blocking file I/O: call it on a blocking thread.
     pub fn read_batch(&self, max_items: u64, max_bytes: u64) -> ReadBatch {
         let mut rd = self.reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -515,24 +545,25 @@ impl DiskLog {
         let (mut items, mut bytes) = (0u64, 0u64);
         while let Some(end) = self.position(&mut rd) {
             match self.peek(&mut rd, end) {
-                Ok((len, n)) => {
-                    let len64 = len as u64;
-                    if !out.recs.is_empty() && (items + n > max_items || bytes + len64 > max_bytes)
-                    {
+                Ok((len, n, piece)) => {
+                    let i = (rd.pos - rd.buf_off) as usize + HEADER;
+                    let stored = &rd.buf[i..i + len as usize];
+                    let raw = piece::raw_len(stored, piece);
+                    if !out.recs.is_empty() && (items + n > max_items || bytes + raw > max_bytes) {
                         break;
                     }
-                    let i = (rd.pos - rd.buf_off) as usize + HEADER;
-                    payload.extend_from_slice(&rd.buf[i..i + len as usize]);
+                    payload.extend_from_slice(stored);
                     let loc = Loc {
                         seg: rd.seq,
                         off: rd.pos + HEADER as u64,
                         len,
+                        piece,
                     };
                     out.recs.push((loc, n));
-                    rd.pos += HEADER as u64 + len64;
+                    rd.pos += HEADER as u64 + len as u64;
                     items += n;
-                    bytes += len64;
-                    self.mark_read(rd.seq, n, len64);
+                    bytes += raw;
+                    self.mark_read(rd.seq, n, len as u64, raw);
                 }
                 Err(e) => out.failed_items += self.give_up(&mut rd, &e),
             }
@@ -631,8 +662,8 @@ impl DiskLog {
     }
 
     /// The record at the reader's position, checked, in `rd.buf`:
-    /// (payload length, items). Does not move the reader.
-    fn peek(&self, rd: &mut Reader, end: u64) -> io::Result<(u32, u64)> {
+    /// (payload length, items, piece). Does not move the reader.
+    fn peek(&self, rd: &mut Reader, end: u64) -> io::Result<(u32, u64, bool)> {
         self.fill(rd, rd.pos, HEADER as u64, end)?;
         let i = (rd.pos - rd.buf_off) as usize;
         let len = rd
@@ -648,14 +679,15 @@ impl DiskLog {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "record checksum mismatch"))
     }
 
-    fn mark_read(&self, seq: u64, items: u64, bytes: u64) {
+    fn mark_read(&self, seq: u64, items: u64, bytes: u64, raw: u64) {
         let mut st = self.st();
         st.pending_items = st.pending_items.saturating_sub(items);
-        st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+        st.pending_bytes = st.pending_bytes.saturating_sub(raw);
         if let Some(s) = st.segs.get_mut(&seq) {
             s.unread = s.unread.saturating_sub(1);
             s.unread_items = s.unread_items.saturating_sub(items);
             s.unread_bytes = s.unread_bytes.saturating_sub(bytes);
+            s.unread_raw = s.unread_raw.saturating_sub(raw);
         }
     }
 
@@ -668,13 +700,15 @@ impl DiskLog {
             return 0;
         };
         let (n, items, bytes, size) = (s.unread, s.unread_items, s.unread_bytes, s.size);
+        let raw = s.unread_raw;
         s.unread = 0;
         s.unread_items = 0;
         s.unread_bytes = 0;
+        s.unread_raw = 0;
         s.outstanding = s.outstanding.saturating_sub(n);
         let done = s.sealed && s.outstanding == 0;
         st.pending_items = st.pending_items.saturating_sub(items);
-        st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+        st.pending_bytes = st.pending_bytes.saturating_sub(raw);
         st.items = st.items.saturating_sub(items);
         st.bytes = st.bytes.saturating_sub(bytes + n * HEADER as u64);
         if done {
@@ -687,7 +721,7 @@ impl DiskLog {
         items
     }
 
-    /// (items, payload bytes) written and not yet read back.
+    /// (items, uncompressed bytes) written and not yet read back.
     pub fn pending(&self) -> (u64, u64) {
         let st = self.st();
         (st.pending_items, st.pending_bytes)
@@ -888,9 +922,10 @@ impl Writer {
                 seg: self.seq,
                 off: self.size + buf.len() as u64 + payloads + HEADER as u64,
                 len: r.payload.len() as u32,
+                piece: r.piece,
             };
             payloads += r.payload.len() as u64;
-            header(buf, &r.payload, r.items);
+            header(buf, &r.payload, r.items, r.piece);
             pending.push((r, loc));
         }
         self.flush(buf, &mut pending);
@@ -901,6 +936,7 @@ impl Writer {
         let n = pending.len() as u64;
         let items: u64 = pending.iter().map(|(r, _)| r.items).sum();
         let bytes: u64 = pending.iter().map(|(_, l)| l.len as u64).sum();
+        let raw: u64 = pending.iter().map(|(r, _)| r.raw).sum();
         let framed = bytes + n * HEADER as u64;
         self.size += framed;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -910,12 +946,13 @@ impl Writer {
             s.unread += n;
             s.unread_items += items;
             s.unread_bytes += bytes;
+            s.unread_raw += raw;
         }
         // reserved bytes already count in `used`: nothing to add
         st.items += items;
         st.bytes += framed;
         st.pending_items += items;
-        st.pending_bytes += bytes;
+        st.pending_bytes += raw;
     }
 
     fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<(WriteReq, Loc)>) {
@@ -981,11 +1018,11 @@ mod tests {
             let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
             assert_eq!(scan.records, 0);
             let a = log
-                .append(Bytes::from_static(b"hello"), 3)
+                .append(Rec::raw(Bytes::from_static(b"hello")), 3)
                 .await
                 .expect("a");
             let b = log
-                .append(Bytes::from_static(b"world!"), 4)
+                .append(Rec::raw(Bytes::from_static(b"world!")), 4)
                 .await
                 .expect("b");
             assert_eq!(log.pending(), (7, 11));
@@ -1040,11 +1077,11 @@ mod tests {
             // 32 KiB cap: 4 KiB segments, retired from 1 KiB on
             let (log, _) = DiskLog::open(dir.path(), 32 << 10, false).expect("open");
             let a = log
-                .append(Bytes::from(vec![b'x'; 600]), 1)
+                .append(Rec::raw(Bytes::from(vec![b'x'; 600])), 1)
                 .await
                 .expect("a");
             let b = log
-                .append(Bytes::from(vec![b'y'; 600]), 1)
+                .append(Rec::raw(Bytes::from(vec![b'y'; 600])), 1)
                 .await
                 .expect("b");
             assert_eq!(log.read_batch(10, 1 << 20).recs.len(), 2);
@@ -1060,11 +1097,137 @@ mod tests {
             assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
             assert_eq!(log.used(), 0);
             // and appending goes on in a new segment
-            let c = log.append(Bytes::from_static(b"z"), 1).await.expect("c");
+            let c = log
+                .append(Rec::raw(Bytes::from_static(b"z")), 1)
+                .await
+                .expect("c");
             let r = log.read_batch(10, 1 << 20);
             assert_eq!(r.recs, vec![(c, 1)]);
             assert_eq!(r.payload.as_ref(), b"z");
         });
+    }
+
+    /// A compressible request of `n` bytes, large enough to be a piece.
+    fn big(n: usize, seed: u8) -> Bytes {
+        let v: Vec<u8> = (0..n)
+            .map(|i| b"resource.attributes"[(i + seed as usize) % 19])
+            .collect();
+        Bytes::from(v)
+    }
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut got = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut got)
+            .expect("valid gzip");
+        got
+    }
+
+    #[test]
+    fn records_of_the_previous_version_are_delivered_after_an_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // a segment as the previous version wrote it: GSQ1 records only
+        let old = [
+            big(40 << 10, 1),
+            Bytes::from_static(b"small"),
+            big(20 << 10, 2),
+        ];
+        let mut seg = Vec::new();
+        for (i, b) in old.iter().enumerate() {
+            frame(&mut seg, b, i as u64 + 1);
+        }
+        std::fs::write(seg_path(dir.path(), 1), &seg).expect("write");
+        let new = big(64 << 10, 3);
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
+            assert_eq!((scan.records, scan.items, scan.corrupt_regions), (3, 6, 0));
+            let rec = piece::compress(new.clone());
+            assert!(rec.piece);
+            let loc = log.append(rec.clone(), 4).await.expect("append");
+            assert!(loc.piece);
+            assert_eq!(log.pending(), (10, (124 << 10) + 5), "uncompressed bytes");
+            let r = log.read_batch(100, 1 << 30);
+            assert_eq!(r.recs.len(), 4);
+            assert_eq!(
+                r.recs.iter().map(|(l, _)| l.piece).collect::<Vec<_>>(),
+                [false, false, false, true]
+            );
+            // the batch as sent: old raw records and the new piece in one gzip member
+            let mut at = 0;
+            let recs: Vec<Rec> = r
+                .recs
+                .iter()
+                .map(|(l, _)| {
+                    at += l.len as usize;
+                    Rec {
+                        data: r.payload.slice(at - l.len as usize..at),
+                        piece: l.piece,
+                    }
+                })
+                .collect();
+            let want: Vec<u8> = [&old[..], &[new.clone()][..]].concat().concat();
+            assert_eq!(gunzip(&piece::gzip(&recs, Vec::new()).expect("gzip")), want);
+            assert_eq!(piece::plain(&recs, Vec::new()).expect("plain"), want);
+            log.close();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // reopened: the piece record is recovered as one
+        rt().block_on(async {
+            let (log, scan) = DiskLog::open(dir.path(), 1 << 30, true).expect("reopen");
+            assert_eq!((scan.records, scan.items, scan.corrupt_regions), (4, 10, 0));
+            let r = log.read_batch(100, 1 << 30);
+            let (l, items) = r.recs[3];
+            assert!(l.piece && items == 4);
+            assert_eq!(
+                r.payload.slice(r.payload.len() - l.len as usize..),
+                piece::compress(new).data
+            );
+            log.close();
+        });
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_max_bytes_of_uncompressed_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let (log, _) = DiskLog::open(dir.path(), 1 << 30, true).expect("open");
+            for i in 0..3 {
+                let rec = piece::compress(big(100 << 10, i));
+                log.append(rec, 1).await.expect("append");
+            }
+            let r = log.read_batch(100, 250 << 10);
+            assert_eq!(r.recs.len(), 2, "two 100 KiB records in 250 KiB");
+            assert!(r.payload.len() < 20 << 10, "read back compressed");
+            assert_eq!(log.pending(), (1, 100 << 10));
+            log.close();
+        });
+    }
+
+    #[test]
+    fn a_corrupt_or_torn_piece_record_is_skipped_and_counted() {
+        let rec = |seed| piece::compress(big(70 << 10, seed));
+        let mut buf = Vec::new();
+        let put = |buf: &mut Vec<u8>, r: &Rec, items| {
+            header(buf, &r.data, items, true);
+            buf.extend_from_slice(&r.data);
+        };
+        put(&mut buf, &rec(1), 1);
+        let second = buf.len();
+        put(&mut buf, &rec(2), 2);
+        put(&mut buf, &rec(3), 3);
+        buf[second + HEADER + 20] ^= 0xff;
+        let mut torn = Vec::new();
+        put(&mut torn, &rec(4), 4);
+        buf.extend_from_slice(&torn[..torn.len() - 3]);
+        let mut out = Vec::new();
+        let mut scan = Scan::default();
+        scan_segment(1, &buf, &mut out, &mut scan);
+        let got: Vec<(u64, bool, u64)> =
+            out.iter().map(|r| (r.items, r.loc.piece, r.raw)).collect();
+        assert_eq!(got, vec![(1, true, 70 << 10), (3, true, 70 << 10)]);
+        assert_eq!(scan.corrupt_regions, 2);
+        assert_eq!(scan.corrupt_items, 2 + 4);
     }
 
     #[test]
@@ -1105,7 +1268,7 @@ mod tests {
             assert_eq!((scan.records, scan.items, scan.corrupt_regions), (3, 8, 1));
             assert_eq!(log.pending(), (8, 12));
             let five = log
-                .append(Bytes::from_static(b"five"), 5)
+                .append(Rec::raw(Bytes::from_static(b"five")), 5)
                 .await
                 .expect("five");
             assert_eq!(five.seg, 10, "new records go to a new segment");
@@ -1184,7 +1347,7 @@ mod tests {
         rt().block_on(async {
             let (log, _) = DiskLog::open(d, 1 << 30, false).expect("open");
             for p in [&b"one"[..], b"two", b"three", b"four"] {
-                log.append(Bytes::copy_from_slice(p), 1)
+                log.append(Rec::raw(Bytes::copy_from_slice(p)), 1)
                     .await
                     .expect("append");
             }
@@ -1216,7 +1379,7 @@ mod tests {
             );
             // new records go to a segment after the ledger's
             let loc = log
-                .append(Bytes::from_static(b"five"), 1)
+                .append(Rec::raw(Bytes::from_static(b"five")), 1)
                 .await
                 .expect("append");
             assert!(loc.seg > r.recs[0].0.seg);
@@ -1238,7 +1401,7 @@ mod tests {
             assert_eq!(scan.records, 0);
             assert!(!seg_path(d, 3).exists(), "delivered segment deleted");
             let loc = log
-                .append(Bytes::from_static(b"new"), 1)
+                .append(Rec::raw(Bytes::from_static(b"new")), 1)
                 .await
                 .expect("append");
             assert_eq!(loc.seg, 8, "a number past the ledger's");
@@ -1261,10 +1424,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let (log, _) = DiskLog::open(dir.path(), 100, false).expect("open");
-            log.append(Bytes::from(vec![0u8; 60]), 1)
+            log.append(Rec::raw(Bytes::from(vec![0u8; 60])), 1)
                 .await
                 .expect("first fits");
-            let e = log.append(Bytes::from(vec![0u8; 60]), 1).await;
+            let e = log.append(Rec::raw(Bytes::from(vec![0u8; 60])), 1).await;
             assert!(e.is_err_and(|m| m.contains("full")));
         });
     }

@@ -5,6 +5,7 @@
 
 use super::client::{self, Client};
 use super::config::{Endpoint, Forward as ForwardCfg, Redaction};
+use super::piece::{self, Rec};
 use super::queue::{self, Queue};
 use super::{disk, redact};
 use crate::base::{Live, SignalKind};
@@ -248,7 +249,14 @@ impl Forward for Forwarder {
                 },
                 _ => body,
             };
-            p.queue.push(body, items).await
+            // compressed once, here, when the endpoint takes gzip: the
+            // queue then holds, writes and reads back the smaller bytes
+            let rec = if p.sending.borrow().client.gzip() {
+                piece::compress(body)
+            } else {
+                Rec::raw(body)
+            };
+            p.queue.push(rec, items).await
         })
     }
 
@@ -306,11 +314,7 @@ async fn deliver(
     let mut todo = vec![(0, batch.entries.len())];
     while let Some((from, to)) = todo.pop() {
         let items = batch.items(from, to);
-        let payload = if (from, to) == (0, batch.entries.len()) {
-            batch.payload.clone()
-        } else {
-            batch.part(from, to)
-        };
+        let payload = batch.part(from, to);
         match send_retrying(name, &mut setups, payload, &mut drain).await {
             Sent::Delivered(d) => {
                 let rejected = d.rejected.min(items);
@@ -346,14 +350,14 @@ async fn deliver(
 async fn send_retrying(
     name: &'static str,
     setups: &mut watch::Receiver<Arc<Sending>>,
-    payload: Bytes,
+    payload: &[Rec],
     drain: &mut watch::Receiver<Option<Instant>>,
 ) -> Sent {
     let start = Instant::now();
     let mut s = setups.borrow_and_update().clone();
     let mut backoff = s.pol.backoff();
     loop {
-        let Some(res) = attempt(&s.client, payload.clone(), drain).await else {
+        let Some(res) = attempt(&s.client, payload, drain).await else {
             return Sent::Abandoned;
         };
         let (after, msg) = match res {
@@ -389,7 +393,7 @@ async fn send_retrying(
 /// One send, cut short by the drain deadline (None).
 async fn attempt(
     client: &Client,
-    payload: Bytes,
+    payload: &[Rec],
     drain: &watch::Receiver<Option<Instant>>,
 ) -> Option<Result<client::Delivered, Failure>> {
     let deadline = *drain.borrow();

@@ -3,7 +3,8 @@
 //! the app only once the forwarder has taken it (and will deliver it).
 //!
 //! Per forwarded signal: `offer` redacts (logs, when configured), then puts
-//! the request body, as received, into a bounded [`queue::Queue`] (and, with a
+//! the request body, as received (compressed once when large, see [`piece`]),
+//! into a bounded [`queue::Queue`] (and, with a
 //! queue directory, writes it to the [`disk`] log first); a full queue refuses
 //! it, so the receiver pushes back on the app with UNAVAILABLE + RetryInfo.
 //! Sender tasks take batches of whole records (count, bytes, time), send the
@@ -28,6 +29,7 @@ pub mod config;
 pub mod disk;
 mod exporter;
 pub mod ledger;
+pub mod piece;
 pub mod queue;
 pub mod redact;
 

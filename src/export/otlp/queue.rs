@@ -7,15 +7,20 @@
 //! the batches in flight, read back from disk on a blocking thread, and a
 //! delivered record lets its segment go.
 //!
-//! A record is one `Export*ServiceRequest` body exactly as received (or as
-//! redacted). Records are never split or decoded here; a batch is several
-//! records whose bodies are concatenated, which protobuf reads as one request
-//! (the repeated field 1 of the concatenation holds all the resources).
+//! A record is one `Export*ServiceRequest` body as received (or as
+//! redacted), kept compressed (a [`piece`](super::piece)) when it is large
+//! and the endpoint takes gzip. Records are never split or decoded here; a
+//! batch is several records whose bodies are sent concatenated, which
+//! protobuf reads as one request (the repeated field 1 of the concatenation
+//! holds all the resources). `queue.max_bytes` counts the records as kept
+//! (compressed or not); batch sizes count uncompressed bytes, which is what
+//! a receiver's size limit applies to.
 
 use super::disk::{DiskLog, Loc};
+use super::piece::Rec;
 use crate::export::stats::ExporterStats;
 use crate::export::Refusal;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,19 +32,23 @@ pub const PUSH_BACK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Entry {
+    /// bytes as kept (compressed or not)
     pub len: u32,
+    /// bytes once decompressed
+    pub raw: u64,
     pub items: u64,
     /// where the record is on disk (disk queue only)
     pub loc: Option<Loc>,
-    /// the payload (memory queue only)
-    data: Option<Bytes>,
+    /// the record (memory queue only, until taken)
+    data: Option<Rec>,
 }
 
-/// Records taken to be sent together: their payloads concatenated.
+/// Records taken to be sent together.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub entries: Vec<Entry>,
-    pub payload: Bytes,
+    /// each entry's record
+    pub recs: Vec<Rec>,
     /// disk queue: the batch's place among those read, for the ledger
     pub read_id: Option<u64>,
 }
@@ -50,11 +59,9 @@ impl Batch {
         self.entries[from..to].iter().map(|e| e.items).sum()
     }
 
-    /// The concatenated payload of the records `from..to`.
-    pub fn part(&self, from: usize, to: usize) -> Bytes {
-        let start: usize = self.entries[..from].iter().map(|e| e.len as usize).sum();
-        let len: usize = self.entries[from..to].iter().map(|e| e.len as usize).sum();
-        self.payload.slice(start..start + len)
+    /// The records `from..to`, to be sent as one request.
+    pub fn part(&self, from: usize, to: usize) -> &[Rec] {
+        &self.recs[from..to]
     }
 }
 
@@ -184,16 +191,16 @@ impl Queue {
 
     /// Takes a record, or refuses it when the queue is full. With a disk
     /// queue, returns only once the record is written.
-    pub async fn push(&self, body: Bytes, items: u64) -> Result<(), Refusal> {
+    pub async fn push(&self, rec: Rec, items: u64) -> Result<(), Refusal> {
         if let Some(d) = &self.disk {
-            if let Err(reason) = d.append(body, items).await {
+            if let Err(reason) = d.append(rec, items).await {
                 return Err(self.refuse(items, reason));
             }
             self.gauge();
             self.notify.notify_one();
             return Ok(());
         }
-        let len = body.len() as u64;
+        let (len, raw) = (rec.data.len() as u64, rec.raw_len());
         let (max_items, max_bytes) = self.limits();
         {
             let mut q = self.lock();
@@ -213,12 +220,13 @@ impl Queue {
             q.items += items;
             q.bytes += len;
             q.pending_items += items;
-            q.pending_bytes += len;
+            q.pending_bytes += raw;
             q.pending.push_back(Entry {
                 len: len as u32,
+                raw,
                 items,
                 loc: None,
-                data: Some(body),
+                data: Some(rec),
             });
             self.stats.queue_size.store(q.items, Ordering::Relaxed);
         }
@@ -226,7 +234,7 @@ impl Queue {
         Ok(())
     }
 
-    /// (items, bytes) waiting to be sent.
+    /// (items, uncompressed bytes) waiting to be sent.
     pub fn pending(&self) -> (u64, u64) {
         match &self.disk {
             Some(d) => d.pending(),
@@ -245,9 +253,9 @@ impl Queue {
         }
     }
 
-    /// Takes up to `max_items` items / `max_bytes` bytes of records (always at
-    /// least one record when any waits). A disk queue reads them back on a
-    /// blocking thread.
+    /// Takes up to `max_items` items / `max_bytes` uncompressed bytes of
+    /// records (always at least one record when any waits). A disk queue
+    /// reads them back on a blocking thread.
     pub async fn take(self: &Arc<Self>, max_items: u64, max_bytes: u64) -> Batch {
         if self.disk.is_none() {
             return self.take_memory(max_items, max_bytes);
@@ -267,19 +275,28 @@ impl Queue {
                 .fetch_add(read.failed_items, Ordering::Relaxed);
             self.gauge();
         }
-        let entries = read
-            .recs
-            .into_iter()
-            .map(|(loc, items)| Entry {
+        let mut at = 0usize;
+        let mut recs = Vec::with_capacity(read.recs.len());
+        let mut entries = Vec::with_capacity(read.recs.len());
+        for (loc, items) in read.recs {
+            let data = read.payload.slice(at..at + loc.len as usize);
+            at += loc.len as usize;
+            let rec = Rec {
+                data,
+                piece: loc.piece,
+            };
+            entries.push(Entry {
                 len: loc.len,
+                raw: rec.raw_len(),
                 items,
                 loc: Some(loc),
                 data: None,
-            })
-            .collect();
+            });
+            recs.push(rec);
+        }
         Batch {
             entries,
-            payload: read.payload,
+            recs,
             read_id: read.id,
         }
     }
@@ -289,13 +306,11 @@ impl Queue {
         let mut entries: Vec<Entry> = Vec::new();
         let (mut items, mut bytes) = (0u64, 0u64);
         while let Some(e) = q.pending.front() {
-            if !entries.is_empty()
-                && (items + e.items > max_items || bytes + e.len as u64 > max_bytes)
-            {
+            if !entries.is_empty() && (items + e.items > max_items || bytes + e.raw > max_bytes) {
                 break;
             }
             items += e.items;
-            bytes += e.len as u64;
+            bytes += e.raw;
             if let Some(e) = q.pending.pop_front() {
                 entries.push(e);
             }
@@ -303,21 +318,13 @@ impl Queue {
         q.pending_items -= items;
         q.pending_bytes -= bytes;
         drop(q);
-        let payload = match entries.as_mut_slice() {
-            [one] => one.data.take().unwrap_or_default(),
-            many => {
-                let mut buf = BytesMut::with_capacity(bytes as usize);
-                for e in many {
-                    if let Some(d) = e.data.take() {
-                        buf.extend_from_slice(&d);
-                    }
-                }
-                buf.freeze()
-            }
-        };
+        let recs = entries
+            .iter_mut()
+            .map(|e| e.data.take().unwrap_or_else(|| Rec::raw(Bytes::new())))
+            .collect();
         Batch {
             entries,
-            payload,
+            recs,
             read_id: None,
         }
     }
@@ -437,6 +444,33 @@ mod tests {
     use super::*;
     use crate::base::SignalKind;
 
+    fn raw(b: &'static [u8]) -> Rec {
+        Rec::raw(Bytes::from_static(b))
+    }
+
+    #[test]
+    fn max_bytes_counts_records_as_kept_and_batches_count_them_uncompressed() {
+        block_on(async {
+            let big = || {
+                let v: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+                super::super::piece::compress(Bytes::from(v))
+            };
+            let one = big();
+            assert!(one.piece && one.data.len() < 10_000);
+            // three compressed 100 kB records fit in 40 kB of queue
+            let q = Arc::new(Queue::new(100, 40_000, None, stats()));
+            for _ in 0..3 {
+                q.push(big(), 1).await.expect("fits compressed");
+            }
+            assert_eq!(q.pending(), (3, 300_000), "pending counts uncompressed");
+            // a batch of 250 kB (uncompressed) takes two of them
+            let b = q.take(100, 250_000).await;
+            assert_eq!(b.entries.len(), 2);
+            assert_eq!(b.recs, [one.clone(), one]);
+            assert_eq!(b.entries[0].raw, 100_000);
+        });
+    }
+
     fn stats() -> Arc<ExporterStats> {
         Arc::new(ExporterStats::new("otlp/logs", SignalKind::LogRecords, 10))
     }
@@ -454,18 +488,20 @@ mod tests {
         block_on(async {
             let s = stats();
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
-            let r = q.push(Bytes::from_static(b"b"), 6).await;
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
+            let r = q.push(Rec::raw(Bytes::from_static(b"b")), 6).await;
             assert!(r.is_err());
             assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 6);
             assert_eq!(s.queue_size.load(Ordering::Relaxed), 6);
             let b = q.take(100, 100).await;
             assert_eq!(b.entries.len(), 1);
             // in flight still counts against the cap
-            assert!(q.push(Bytes::from_static(b"c"), 6).await.is_err());
+            assert!(q.push(Rec::raw(Bytes::from_static(b"c")), 6).await.is_err());
             q.done(b);
             assert_eq!(q.size(), 0);
-            q.push(Bytes::from_static(b"c"), 6)
+            q.push(Rec::raw(Bytes::from_static(b"c")), 6)
                 .await
                 .expect("space again");
         });
@@ -480,11 +516,13 @@ mod tests {
                 q.refuse_early(60).is_none(),
                 "an empty queue takes anything"
             );
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
             assert!(q.refuse_early(4).is_none(), "room for 4 more");
             assert!(q.refuse_early(5).is_some(), "no room for 5");
             assert_eq!(s.enqueue_failed.load(Ordering::Relaxed), 5);
-            assert!(q.push(Bytes::from_static(b"b"), 5).await.is_err());
+            assert!(q.push(Rec::raw(Bytes::from_static(b"b")), 5).await.is_err());
         });
     }
 
@@ -493,15 +531,17 @@ mod tests {
         block_on(async {
             let q = Arc::new(Queue::new(100, 1 << 20, None, stats()));
             for p in [&b"ab"[..], b"cd", b"ef"] {
-                q.push(Bytes::copy_from_slice(p), 2).await.expect("push");
+                q.push(Rec::raw(Bytes::copy_from_slice(p)), 2)
+                    .await
+                    .expect("push");
             }
             let b = q.take(4, 1 << 20).await;
             assert_eq!(b.entries.len(), 2);
-            assert_eq!(b.payload.as_ref(), b"abcd");
-            assert_eq!(b.part(1, 2).as_ref(), b"cd");
+            assert_eq!(b.recs, [raw(b"ab"), raw(b"cd")]);
+            assert_eq!(b.part(1, 2), [raw(b"cd")]);
             assert_eq!(b.items(0, 2), 4);
             let rest = q.take(4, 1 << 20).await;
-            assert_eq!(rest.payload.as_ref(), b"ef");
+            assert_eq!(rest.recs, [raw(b"ef")]);
         });
     }
 
@@ -510,16 +550,18 @@ mod tests {
         block_on(async {
             let s = stats();
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
             q.set_limits(4, 1 << 20);
             assert_eq!(s.queue_capacity.load(Ordering::Relaxed), 4);
-            assert!(q.push(Bytes::from_static(b"b"), 1).await.is_err());
+            assert!(q.push(Rec::raw(Bytes::from_static(b"b")), 1).await.is_err());
             assert_eq!(q.size(), 6, "what was queued stays");
             let b = q.take(100, 100).await;
             assert_eq!(b.items(0, b.entries.len()), 6);
             q.done(b);
             q.set_limits(20, 1 << 20);
-            q.push(Bytes::from_static(b"c"), 15)
+            q.push(Rec::raw(Bytes::from_static(b"c")), 15)
                 .await
                 .expect("room again");
         });
