@@ -585,7 +585,9 @@ mod tests {
             let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
             q.set_max_wait(Duration::from_secs(60));
             assert!(q.refuse_early(6).is_none());
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
             let b = q.take(100, 100).await;
             let waiter = tokio::spawn({
                 let q = q.clone();
@@ -609,7 +611,9 @@ mod tests {
             let q = Arc::new(Queue::new(10, 1 << 20, None, s.clone()));
             q.set_max_wait(Duration::from_millis(30));
             assert!(q.refuse_early(6).is_none(), "an empty queue takes anything");
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
             let t = tokio::time::Instant::now();
             assert!(q.wait_for_room(1).await.is_none(), "no room for 6 more");
             assert!(t.elapsed() >= Duration::from_millis(30), "it waited");
@@ -639,9 +643,13 @@ mod tests {
             let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
             q.set_max_wait(Duration::from_millis(20));
             // queued without an early count (its room was set aside)
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
             assert!(q.wait_for_room(1).await.is_none(), "6 + 6 > 10");
-            q.push(Bytes::from_static(b"b"), 1).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"b")), 1)
+                .await
+                .expect("fits");
             assert!(q.wait_for_room(1).await.is_some(), "6 + 1 + 1 <= 10");
         });
     }
@@ -650,7 +658,9 @@ mod tests {
     fn max_wait_zero_does_not_wait() {
         block_on_timed(async {
             let q = Arc::new(Queue::new(10, 1 << 20, None, stats()));
-            q.push(Bytes::from_static(b"a"), 6).await.expect("fits");
+            q.push(Rec::raw(Bytes::from_static(b"a")), 6)
+                .await
+                .expect("fits");
             assert!(q.refuse_early(6).is_some());
             q.set_max_wait(Duration::from_secs(60));
             q.set_max_wait(Duration::ZERO);
