@@ -54,6 +54,12 @@ pub trait Forward: Send + Sync {
     fn refuse_early(&self, _signal: SignalKind, _items: u64) -> Option<Refusal> {
         None
     }
+    /// Whether [`Forward::refuse_early`] can ever refuse this signal's
+    /// requests (a memory queue can; a disk queue decides on append): when
+    /// it cannot, the receiver does not count a request's items early.
+    fn refuses_early(&self, _signal: SignalKind) -> bool {
+        false
+    }
     /// Push-back by latency, before the receiver counts or walks a request
     /// of `len` bytes: when the queue has no room for it, waits a bounded
     /// time for room (the forwarder's `max_wait`) and sets room aside for

@@ -69,9 +69,10 @@ impl Pipeline {
     /// on to the walk uncounted: the offer checks its items exactly. When no
     /// room was set aside (none found in time, a disk queue, or no wait
     /// configured) and the queue has no room for the request's items, it
-    /// is refused (counted) without validating or walking it. A request
-    /// that cannot be counted goes on to the walk, which says what is wrong
-    /// with it.
+    /// is refused (counted) without validating or walking it; a queue that
+    /// cannot refuse early (a disk queue) is not asked, and the request is
+    /// not counted. A request that cannot be counted goes on to the walk,
+    /// which says what is wrong with it.
     async fn refused_early(
         &self,
         sig: SignalKind,
@@ -82,9 +83,11 @@ impl Pipeline {
             return Ok(None);
         };
         let room = f.wait_for_room(sig, body.len() as u64).await;
-        if room.is_some() {
+        if room.is_some() || !f.refuses_early(sig) {
             // the early count is the body's first touch, cache misses and
-            // all (BENCHMARKS.md, issue 24): not paid twice when room is set
+            // all (BENCHMARKS.md, issue 24): not paid twice when room is
+            // set aside, nor at all when the queue cannot refuse early (a
+            // disk queue decides on append)
             return Ok(room);
         }
         let items = match sig {

@@ -52,6 +52,18 @@ pub fn skip_or_fail(reason: &str) {
     panic!("cannot run here: {reason} (set {ALLOW_SKIP}=1 to skip such tests instead)");
 }
 
+/// An OTLP attribute holding a string.
+pub fn str_attr(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
 /// An OTLP logs request holding `records` under one resource and scope.
 pub fn log_request(
     records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,

@@ -281,17 +281,6 @@ async fn prometheus_reads_native_histograms_from_the_protobuf_exposition() {
     assert_eq!(native.wait("up", |v| v > 0.0).await, 1.0);
 }
 
-fn attr(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
-    opentelemetry_proto::tonic::common::v1::KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// A value that text formats escape (quote, backslash, newline) and
 /// non-ASCII: on the protobuf wire it travels as it is.
 const ODD: &str = "a \"q\" \\ b\nc ü";
@@ -309,7 +298,7 @@ fn every_type() -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
         .expect("clock")
         .as_nanos() as u64;
     let num = |v: f64| NumberDataPoint {
-        attributes: vec![attr("path", ODD)],
+        attributes: vec![crate::common::str_attr("path", ODD)],
         value: Some(Value::AsDouble(v)),
         start_time_unix_nano: t - 1_000_000_000,
         time_unix_nano: t,

@@ -13,7 +13,6 @@ use common::{send_raw, Sidecar, METRICS};
 use geometra_sidecar::metrics::encode::{encode, Format};
 use geometra_sidecar::proto::client as pb;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric,
     NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
@@ -35,23 +34,13 @@ pub fn store_config(series: usize) -> String {
     )
 }
 
-fn s(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// Metric `m` of the large store (0-4 counters, 5-9 histograms), `per`
 /// series, in one request.
 pub fn request(m: usize, per: usize) -> ExportMetricsServiceRequest {
     let attrs = |i: usize| {
         vec![
-            s("route", &format!("/api/v1/items/{i}")),
-            s("method", "GET"),
+            common::str_attr("route", &format!("/api/v1/items/{i}")),
+            common::str_attr("method", "GET"),
         ]
     };
     let start = 1_764_000_000_000_000_000;

@@ -1115,15 +1115,6 @@ mod tests {
         Bytes::from(v)
     }
 
-    fn gunzip(b: &[u8]) -> Vec<u8> {
-        use std::io::Read;
-        let mut got = Vec::new();
-        flate2::read::GzDecoder::new(b)
-            .read_to_end(&mut got)
-            .expect("valid gzip");
-        got
-    }
-
     #[test]
     fn records_of_the_previous_version_are_delivered_after_an_upgrade() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1167,7 +1158,10 @@ mod tests {
                 })
                 .collect();
             let want: Vec<u8> = [&old[..], &[new.clone()][..]].concat().concat();
-            assert_eq!(gunzip(&piece::gzip(&recs, Vec::new()).expect("gzip")), want);
+            assert_eq!(
+                piece::tests::gunzip(&piece::gzip(&recs, Vec::new()).expect("gzip")),
+                want
+            );
             assert_eq!(piece::plain(&recs, Vec::new()).expect("plain"), want);
             log.close();
         });

@@ -267,6 +267,12 @@ impl Forward for Forwarder {
             .refuse_early(items)
     }
 
+    fn refuses_early(&self, signal: SignalKind) -> bool {
+        self.pipes[signal as usize]
+            .as_ref()
+            .is_some_and(|p| p.queue.disk.is_none())
+    }
+
     fn wait_for_room(&self, signal: SignalKind, len: u64) -> RoomFuture<'_> {
         Box::pin(async move {
             let q = &self.pipes[signal as usize].as_ref()?.queue;
@@ -676,6 +682,9 @@ fn lock_queue_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::{build, ForwardCfg, Redaction};
+    use crate::base::SignalKind;
+    use crate::export::Forward;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
     use prost::Message;
@@ -689,5 +698,32 @@ mod tests {
         buf.extend_from_slice(&one(3).encode_to_vec());
         let got = ExportLogsServiceRequest::decode(buf.as_slice()).expect("decodes");
         assert_eq!(got.resource_logs.len(), 5);
+    }
+
+    /// Only a memory queue can refuse a request before its walk, so only
+    /// then does the receiver count a request's items early.
+    #[tokio::test]
+    async fn only_a_memory_queue_refuses_early() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for disk in [false, true] {
+            let mut f: ForwardCfg =
+                serde_yaml_ng::from_str("logs: { endpoint: \"http://127.0.0.1:9\" }")
+                    .expect("yaml");
+            f.queue.dir = disk.then(|| dir.path().to_path_buf());
+            let fw = build(&f, &Redaction::default())
+                .await
+                .expect("builds")
+                .expect("forwards logs");
+            assert_eq!(
+                fw.refuses_early(SignalKind::LogRecords),
+                !disk,
+                "disk {disk}"
+            );
+            assert!(
+                !fw.refuses_early(SignalKind::Spans),
+                "traces are not forwarded"
+            );
+            fw.drain(std::time::Duration::ZERO).await;
+        }
     }
 }

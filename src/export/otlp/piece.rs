@@ -209,7 +209,7 @@ pub fn plain(recs: &[Rec], mut out: Vec<u8>) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use std::io::Read;
 
@@ -226,7 +226,9 @@ mod tests {
         Bytes::from(v)
     }
 
-    fn gunzip(b: &[u8]) -> Vec<u8> {
+    /// `b` decompressed by flate2's gzip reader (a test's independent
+    /// check; also the disk queue's tests).
+    pub fn gunzip(b: &[u8]) -> Vec<u8> {
         let mut got = Vec::new();
         flate2::read::GzDecoder::new(b)
             .read_to_end(&mut got)
