@@ -325,7 +325,31 @@ pub fn get_blocking(addr: SocketAddr, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    match chunked {
+        true => dechunk(body),
+        false => Some(body.to_string()),
+    }
+}
+
+/// An HTTP/1.1 chunked body decoded (`/metrics` streams its body); None
+/// when it is cut short or malformed, as a client would take it.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..n)?);
+        rest = after.get(n..)?.strip_prefix("\r\n")?;
+    }
 }
 
 impl Sidecar {
