@@ -211,15 +211,7 @@ async fn sdk_logs_reach_a_grpc_gateway_that_restarts() {
 async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::default();
-    sink.delay_ms.store(300, Ordering::SeqCst);
-    let port = free_port();
-    let down = Downstream::start(&sink, port).await;
-    let cfg = base_config(
-        &format!("http://127.0.0.1:{port}"),
-        "  queue: { max_items: 40, consumers: 1, max_wait: 0s }\n",
-    )
-    .replace("max_items: 50", "max_items: 10");
-    let s = start(dir.path(), "full", &cfg, &[]).await;
+    let (down, s) = slow_gateway_small_queue(dir.path(), "full", "0s", &sink).await;
     let (acked, refused) = send_batches(&s, "f", 40, 5).await;
     assert!(!refused.is_empty(), "a 40-item queue must fill");
     for st in &refused {
@@ -240,6 +232,26 @@ async fn full_queue_pushes_back_and_acknowledged_records_arrive() {
     down.stop().await;
 }
 
+/// A gateway taking 300 ms a batch and a sidecar forwarding to it through a
+/// 40-item memory queue, one consumer, batches of 10, waiting `max_wait`
+/// for room.
+async fn slow_gateway_small_queue(
+    dir: &Path,
+    name: &str,
+    max_wait: &str,
+    sink: &Sink,
+) -> (Downstream, Sidecar) {
+    sink.delay_ms.store(300, Ordering::SeqCst);
+    let port = free_port();
+    let down = Downstream::start(sink, port).await;
+    let cfg = base_config(
+        &format!("http://127.0.0.1:{port}"),
+        &format!("  queue: {{ max_items: 40, consumers: 1, max_wait: {max_wait} }}\n"),
+    )
+    .replace("max_items: 50", "max_items: 10");
+    (down, start(dir, name, &cfg, &[]).await)
+}
+
 /// What a full 40-item memory queue answers (gRPC and HTTP alike).
 const QUEUE_FULL_40: &str =
     "forward queue full (forward.queue.max_items 40 / max_bytes 67108864); retry later";
@@ -252,15 +264,7 @@ const QUEUE_FULL_40: &str =
 async fn a_full_queue_holds_requests_until_a_batch_frees_room() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::default();
-    sink.delay_ms.store(300, Ordering::SeqCst);
-    let port = free_port();
-    let down = Downstream::start(&sink, port).await;
-    let cfg = base_config(
-        &format!("http://127.0.0.1:{port}"),
-        "  queue: { max_items: 40, consumers: 1, max_wait: 1s }\n",
-    )
-    .replace("max_items: 50", "max_items: 10");
-    let s = start(dir.path(), "wait", &cfg, &[]).await;
+    let (down, s) = slow_gateway_small_queue(dir.path(), "wait", "1s", &sink).await;
     let (acked, refused) = send_batches(&s, "w", 40, 5).await;
     let refused: Vec<_> = refused.iter().map(|st| st.message().to_string()).collect();
     assert_eq!(refused, Vec::<String>::new(), "each waited for room");
