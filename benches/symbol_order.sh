@@ -11,7 +11,9 @@
 #
 # Symbol names carry a hash of the crate, its version, features and the
 # profile: rerun after a change of Cargo.lock, Cargo.toml's profiles or the
-# toolchain, or when many functions change. A stale list is never wrong,
+# toolchain, when many functions change, or after a change to the receive
+# path (a small one renamed hot symbols and cost 2 MiB of RSS: BENCHMARKS.md,
+# "compare-rotel on the final tree"). A stale list is never wrong,
 # only less effective (BENCHMARKS.md, "Issue 12: memory" has the check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
