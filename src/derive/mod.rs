@@ -1382,12 +1382,10 @@ impl Distinct {
 mod tests {
     use super::*;
     use crate::metrics::config::PassthroughConfig;
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{
         any_value::Value, AnyValue, KeyValue, KeyValueList,
     };
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use prost::Message;
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
     /// The sections a deriver and its store are built from, read as a
     /// config file holds them (the embedded rules unless `rules:` is given)
@@ -1456,18 +1454,7 @@ mod tests {
             value: Some(Value::KvlistValue(KeyValueList { values })),
         })
     }
-    fn request(records: Vec<LogRecord>) -> Vec<u8> {
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec()
-    }
+    use super::testgen::log_request as request;
     /// The `memory_operations_total` lines of /metrics after `records`.
     fn memory_ops(records: Vec<LogRecord>) -> Vec<String> {
         let d = new(&Config::default());

@@ -21,6 +21,21 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
+/// An encoded logs request holding `records` under one resource and scope
+/// (the fixed requests of the derive and validator tests).
+pub(crate) fn log_request(records: Vec<LogRecord>) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 /// A seeded generator of valid requests that reach every field the walker
 /// reads or skips (keys the default rules read among others).
 pub(crate) struct G(pub(crate) fastrand::Rng);

@@ -672,7 +672,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{
         any_value::Value, AnyValue, KeyValue, KeyValueList,
     };
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
     use opentelemetry_proto::tonic::metrics::v1::{
         metric::Data, Exemplar, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
         ScopeMetrics,
@@ -857,18 +857,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_message_and_field() {
-        let logs = |records: Vec<LogRecord>| {
-            ExportLogsServiceRequest {
-                resource_logs: vec![ResourceLogs {
-                    scope_logs: vec![ScopeLogs {
-                        log_records: records,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
-        };
+        let logs = crate::derive::testgen::log_request;
         let sig = SignalKind::LogRecords;
         let mut buf = logs(vec![LogRecord {
             attributes: vec![KeyValue {
