@@ -538,10 +538,16 @@ impl Running {
             "stopping: no new requests, finishing in-flight ones"
         );
         let _ = self.stop.send(true);
+        let started = std::time::Instant::now();
         let _ = tokio::time::timeout(drain + Duration::from_secs(5), self.grpc).await;
         for t in self.http.into_iter().chain(self.browser) {
             let _ = tokio::time::timeout(drain + Duration::from_secs(5), t).await;
         }
+        tracing::info!(
+            parent: &span,
+            ms = started.elapsed().as_millis() as u64,
+            "receivers closed: every connection finished"
+        );
         if let Some(f) = forward {
             f.drain(drain).await;
         }

@@ -131,10 +131,15 @@ impl Forwarder {
         for p in self.pipes.iter().flatten() {
             p.queue.notify.notify_waiters();
         }
+        let mut said = Instant::now();
         loop {
             let left: u64 = self.pipes.iter().flatten().map(|p| p.queue.size()).sum();
             if left == 0 || Instant::now() >= until {
                 break;
+            }
+            if said.elapsed() >= Duration::from_secs(1) {
+                said = Instant::now();
+                tracing::info!(items = left, "draining the forward queues");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -14,9 +14,12 @@ Control, over HTTP on port 8080:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import signal
+import socket
 import sys
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,41 +41,85 @@ def value(v):
     return getattr(v, kind) if kind else None
 
 
-class Sink(logs_service_pb2_grpc.LogsServiceServicer):
+def received(request) -> list[dict]:
+    return [
+        {"body": value(lr.body), "attributes": {kv.key: value(kv.value) for kv in lr.attributes}}
+        for rl in request.resource_logs
+        for sl in rl.scope_logs
+        for lr in sl.log_records
+    ]
+
+
+class Receiver(logs_service_pb2_grpc.LogsServiceServicer):
+    """The OTLP/gRPC server, in a child process: what it received goes to the
+    parent over a pipe before the request is answered."""
+
+    def __init__(self, conn):
+        self.conn, self.lock = conn, threading.Lock()
+
+    def Export(self, request, context):  # noqa: N802 - gRPC method name
+        got = received(request)
+        with self.lock:
+            self.conn.send(got)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+def serve(conn):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Receiver(conn), server)
+    server.add_insecure_port(OTLP_LISTEN)
+    server.start()
+    server.wait_for_termination()
+
+
+class Sink:
+    """Down is the OTLP server's process killed: its port closes, its
+    connections are reset, as a downstream that crashed. (Stopping and
+    starting a gRPC server again within one process once left a request on
+    the new server unanswered for the sender's whole timeout.)"""
+
     def __init__(self):
         self.lock = threading.Lock()
         self.records: list[dict] = []
-        self.server = None
+        self.proc = None
 
-    def Export(self, request, context):  # noqa: N802 - gRPC method name
-        got = [
-            {"body": value(lr.body), "attributes": {kv.key: value(kv.value) for kv in lr.attributes}}
-            for rl in request.resource_logs
-            for sl in rl.scope_logs
-            for lr in sl.log_records
-        ]
-        with self.lock:
-            self.records.extend(got)
-        return logs_service_pb2.ExportLogsServiceResponse()
+    def collect(self, conn):
+        while True:
+            try:
+                got = conn.recv()
+            except (EOFError, OSError):
+                return
+            with self.lock:
+                self.records.extend(got)
 
     def up(self):
-        with self.lock:
-            if self.server is not None:
+        if self.proc is not None:
+            return
+        ctx = multiprocessing.get_context("fork")
+        mine, theirs = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=serve, args=(theirs,), daemon=True)
+        self.proc.start()
+        theirs.close()
+        threading.Thread(target=self.collect, args=(mine,), daemon=True).start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", 4317), timeout=1).close()
                 return
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-            logs_service_pb2_grpc.add_LogsServiceServicer_to_server(self, server)
-            server.add_insecure_port(OTLP_LISTEN)
-            server.start()
-            self.server = server
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the OTLP server did not listen within 10 s")
 
     def down(self):
-        with self.lock:
-            server, self.server = self.server, None
-        if server is not None:
-            server.stop(grace=None).wait(5)
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.join()
 
 
 SINK = Sink()
+# one /up or /down at a time
+SINK_CONTROL = threading.Lock()
 
 
 class Control(BaseHTTPRequestHandler):
@@ -95,8 +142,10 @@ class Control(BaseHTTPRequestHandler):
         actions = {"/down": SINK.down, "/up": SINK.up}
         if self.path not in actions:
             return self._answer(404, {"error": f"no {self.path}"})
-        actions[self.path]()
-        return self._answer(200, {"listening": SINK.server is not None})
+        with SINK_CONTROL:
+            actions[self.path]()
+            listening = SINK.proc is not None
+        return self._answer(200, {"listening": listening})
 
     def log_message(self, *args):
         pass
