@@ -9,7 +9,7 @@ use crate::metrics::snapshot::Snapshot;
 use crate::receiver::config::Connections;
 use crate::telemetry::SelfMetrics;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -121,12 +121,21 @@ pub fn render_chunks(
     encode::encode_chunks(&snapshot(d, own), f, chunk, send)
 }
 
-async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
+async fn metrics(State(st): State<St>, method: Method, headers: HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let f = encode::negotiate(accept);
+    // a HEAD (a reachability check) gets the headers without the store
+    // being rendered only to be thrown away
+    if method == Method::HEAD {
+        return (
+            [(header::CONTENT_TYPE, f.content_type())],
+            axum::body::Body::empty(),
+        )
+            .into_response();
+    }
     let body = scrape::start(st.pipeline.clone(), st.own.clone(), st.scrapes.clone(), f);
     ([(header::CONTENT_TYPE, f.content_type())], body).into_response()
 }

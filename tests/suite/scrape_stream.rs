@@ -303,3 +303,31 @@ async fn a_scraper_that_stalls_or_goes_away_does_not_keep_the_rendering() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A HEAD of /metrics (a reachability check) answers the scrape's headers
+/// without rendering the store: no body bytes handed out, nothing counted
+/// abandoned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_of_metrics_renders_nothing() {
+    let sc = large_sidecar(100).await;
+    let (len, _, _, before) = own(&sc).await;
+    let client = reqwest::Client::new();
+    for accept in ["text/plain", "application/openmetrics-text; version=1.0.0"] {
+        let resp = client
+            .head(format!("http://{}/metrics", sc.metrics))
+            .header("accept", accept)
+            .send()
+            .await
+            .expect("HEAD /metrics");
+        assert_eq!(resp.status(), 200);
+        let ct = resp.headers()["content-type"].to_str().expect("ASCII");
+        assert_eq!(ct.split(';').next(), accept.split(';').next(), "{ct}");
+    }
+    let (_, in_flight, abandoned, after) = own(&sc).await;
+    assert_eq!((in_flight, abandoned), (1.0, 0.0));
+    assert_eq!(
+        after - before,
+        len as f64,
+        "bytes handed out: the first GET's only"
+    );
+}
