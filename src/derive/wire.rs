@@ -515,8 +515,7 @@ fn key_value<'a, S: SlotsMut<'a> + ?Sized>(
             {
                 let (key, value) = rest.split_at(klen);
                 if let Some(slot) = ctx.keys.lookup(key) {
-                    let s = value.get(4..).unwrap_or_default();
-                    fill_val(slot, Val::Str(s), slots);
+                    fill_val(slot, Val::Str(value.get(4..).unwrap_or_default()), slots);
                 }
                 return Ok(());
             }
