@@ -1095,7 +1095,7 @@ impl Deriver {
     fn log<'a>(
         &self,
         info: &LogInfo<'a>,
-        slots: &mut [Val<'a>],
+        slots: &mut wire::Written<'_, 'a>,
         sc: &mut Scratch,
     ) -> Result<(), WireError> {
         let rules = match sc.browser {

@@ -394,15 +394,99 @@ fn split_kv_general(buf: &[u8]) -> Result<KvParts<'_>, WireError> {
 /// Stores `value` in `slot` unless the slot is already filled (the first
 /// occurrence of a key wins, as in most SDKs' de-duplication).
 #[inline(always)]
-fn fill_slot<'a>(
+fn fill_slot<'a, S: SlotsMut<'a> + ?Sized>(
     slot: u16,
     value: Option<&'a [u8]>,
-    slots: &mut [Val<'a>],
+    slots: &mut S,
 ) -> Result<(), WireError> {
-    let s = &mut slots[slot as usize];
-    match value {
-        Some(v) if matches!(s, Val::Missing) => any_value_into(v, s),
+    match (value, slots.missing(slot)) {
+        (Some(v), Some(s)) => any_value_into(v, s),
         _ => Ok(()),
+    }
+}
+
+/// Where the walk stores the values of the keys in the [`KeyTable`], one
+/// slot a key: a slice, or [`Written`], which also remembers which slots
+/// were written so that clearing them for the next item costs the writes,
+/// not the table's length. Every write goes through [`SlotsMut::missing`].
+pub trait SlotsMut<'a> {
+    /// Slot `i` when it is still missing (the caller may fill it), noted
+    /// as written; None when it is filled.
+    fn missing(&mut self, i: u16) -> Option<&mut Val<'a>>;
+}
+
+impl<'a> SlotsMut<'a> for [Val<'a>] {
+    #[inline(always)]
+    fn missing(&mut self, i: u16) -> Option<&mut Val<'a>> {
+        self.get_mut(usize::from(i))
+            .filter(|v| matches!(v, Val::Missing))
+    }
+}
+
+impl<'a> SlotsMut<'a> for Vec<Val<'a>> {
+    #[inline(always)]
+    fn missing(&mut self, i: u16) -> Option<&mut Val<'a>> {
+        self.as_mut_slice().missing(i)
+    }
+}
+
+/// The slots of one item and which of them it wrote: bit `i` of `written`
+/// is set when slot `i` was handed out by [`SlotsMut::missing`]. With more
+/// than 64 keys the bits are not used and every slot is cleared. Reads go
+/// through `Deref` to the slice.
+pub struct Written<'s, 'a> {
+    vals: &'s mut [Val<'a>],
+    written: u64,
+}
+
+impl<'s, 'a> Written<'s, 'a> {
+    /// Slots that are all missing.
+    fn new(vals: &'s mut [Val<'a>]) -> Self {
+        debug_assert!(vals.iter().all(|v| matches!(v, Val::Missing)));
+        Written { vals, written: 0 }
+    }
+
+    /// [`SlotsMut::missing`] by a `usize` index.
+    #[inline(always)]
+    fn missing_at(&mut self, i: usize) -> Option<&mut Val<'a>> {
+        let v = self.vals.get_mut(i)?;
+        if !matches!(v, Val::Missing) {
+            return None;
+        }
+        self.written |= 1u64 << (i % 64);
+        Some(v)
+    }
+
+    /// Makes every slot missing again, touching only those written (all
+    /// of them beyond 64 keys).
+    #[inline(always)]
+    fn clear(&mut self) {
+        let mut w = std::mem::take(&mut self.written);
+        if self.vals.len() > 64 {
+            self.vals.fill(Val::Missing);
+            return;
+        }
+        while w != 0 {
+            if let Some(v) = self.vals.get_mut(w.trailing_zeros() as usize) {
+                *v = Val::Missing;
+            }
+            w &= w - 1;
+        }
+    }
+}
+
+impl<'a> SlotsMut<'a> for Written<'_, 'a> {
+    #[inline(always)]
+    fn missing(&mut self, i: u16) -> Option<&mut Val<'a>> {
+        self.missing_at(usize::from(i))
+    }
+}
+
+impl<'a> std::ops::Deref for Written<'_, 'a> {
+    type Target = [Val<'a>];
+    #[inline(always)]
+    fn deref(&self) -> &[Val<'a>] {
+        self.vals
     }
 }
 
@@ -410,7 +494,11 @@ fn fill_slot<'a>(
 /// the depth limit); when its key is in the table, stores the value in its
 /// slot (the first occurrence wins).
 #[inline(always)]
-fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<(), WireError> {
+fn key_value<'a, S: SlotsMut<'a> + ?Sized>(
+    buf: &'a [u8],
+    ctx: &Ctx<'_>,
+    slots: &mut S,
+) -> Result<(), WireError> {
     // the shape every SDK writes (see [`split_kv`]) with a UTF-8 key and a
     // scalar value: checked in place; anything else is checked whole first
     if let [KEY_TAG, klen, rest @ ..] = buf {
@@ -427,8 +515,7 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
             {
                 let (key, value) = rest.split_at(klen);
                 if let Some(slot) = ctx.keys.lookup(key) {
-                    let s = value.get(4..).unwrap_or_default();
-                    fill_val(slot, Val::Str(s), slots);
+                    fill_val(slot, Val::Str(value.get(4..).unwrap_or_default()), slots);
                 }
                 return Ok(());
             }
@@ -471,11 +558,9 @@ fn key_value<'a>(buf: &'a [u8], ctx: &Ctx<'_>, slots: &mut [Val<'a>]) -> Result<
 /// Stores a value read in place in `slot` unless it is filled (like
 /// [`fill_slot`]).
 #[inline(always)]
-fn fill_val<'a>(slot: u16, val: Val<'a>, slots: &mut [Val<'a>]) {
-    if let Some(v) = slots.get_mut(usize::from(slot)) {
-        if matches!(v, Val::Missing) {
-            *v = val;
-        }
+fn fill_val<'a, S: SlotsMut<'a> + ?Sized>(slot: u16, val: Val<'a>, slots: &mut S) {
+    if let Some(v) = slots.missing(slot) {
+        *v = val;
     }
 }
 
@@ -496,10 +581,10 @@ fn plain_key_value(kv: &[u8], key: &[u8], value: &[u8]) -> bool {
 /// [`key_value`] for any encoding: the schema check of the whole
 /// `KeyValue`, then its key and value.
 #[inline(never)]
-fn key_value_general<'a>(
+fn key_value_general<'a, S: SlotsMut<'a> + ?Sized>(
     buf: &'a [u8],
     ctx: &Ctx<'_>,
-    slots: &mut [Val<'a>],
+    slots: &mut S,
 ) -> Result<(), WireError> {
     validate::message(buf, &validate::KEY_VALUE, 0, ctx.max_depth)?;
     let (key, value) = split_kv_general(buf)?;
@@ -584,8 +669,10 @@ const LOGS_ENVELOPE: Envelope = Envelope {
 
 /// Walks the envelope every OTLP export request shares
 /// (request → 1: resource-level → {1: resource, 2: scope-level → 2: item})
-/// and calls `on_item` with each item's bytes and slots already holding its
-/// resource's attributes in `res` (the first `n` slots are the item's own).
+/// and calls `on_item` with each item's bytes, its slots (all missing) and
+/// its resource's values of the keys, as (slot, value) pairs in `res`
+/// (`slots` holds the item's slots and the resource's). Between items only
+/// the slots written are cleared.
 /// Every field the walk does not hand to `on_item` is checked against the
 /// schema where it stands, in wire order, so the first error found is the
 /// one a whole-request check finds.
@@ -598,11 +685,14 @@ fn walk_envelope<'a, F>(
     mut on_item: F,
 ) -> Result<WalkStats, WireError>
 where
-    F: FnMut(&'a [u8], &mut [Val<'a>], &[Val<'a>]) -> Result<(), WireError>,
+    F: FnMut(&'a [u8], &mut Written<'_, 'a>, &[(usize, Val<'a>)]) -> Result<(), WireError>,
 {
     let n = ctx.keys.len();
     slots.clear();
     slots.resize(2 * n, Val::Missing);
+    let (item_slots, res_slots) = slots.split_at_mut(n);
+    let mut item = Written::new(item_slots);
+    let mut res = Vec::new();
     let mut stats = WalkStats::default();
     let mut req = Reader::new(buf);
     while let Some((f, v)) = req.next_field()? {
@@ -612,16 +702,17 @@ where
         }
         // The resource may come after the items on the wire, so read it first.
         let rs = bytes(v)?;
-        let (item_slots, res_slots) = slots.split_at_mut(n);
-        res_slots.fill(Val::Missing);
+        res.clear();
         if n > 0 {
+            res_slots.fill(Val::Missing);
             fill_resource(rs, ctx, res_slots);
+            let found = res_slots.iter().enumerate();
+            res.extend(
+                found
+                    .filter(|(_, v)| !matches!(v, Val::Missing))
+                    .map(|(i, v)| (i, *v)),
+            );
         }
-        let res: &[Val<'a>] = if res_slots.iter().any(|v| !matches!(v, Val::Missing)) {
-            res_slots
-        } else {
-            &[]
-        };
         let mut r = Reader::new(rs);
         while let Some((f, v)) = r.next_field()? {
             if f != RESOURCE_ITEMS_SCOPE_ITEMS {
@@ -634,22 +725,23 @@ where
                     check(env.scope, f, v, ctx.max_depth)?;
                     continue;
                 }
-                item_slots.fill(Val::Missing);
+                item.clear();
                 stats.items += 1;
-                on_item(bytes(v)?, item_slots, res)?;
+                on_item(bytes(v)?, &mut item, &res)?;
             }
         }
     }
     Ok(stats)
 }
 
-/// Fills the item's missing slots from its resource's (`res` is empty when
-/// the resource has none of the keys, the common case).
+/// Fills the item's missing slots from its resource's values (`res`: the
+/// resource's filled slots and their values, none when the resource has
+/// none of the keys).
 #[inline(always)]
-fn resource_fallback<'a>(item: &mut [Val<'a>], res: &[Val<'a>]) {
-    for (s, r) in item.iter_mut().zip(res.iter()) {
-        if matches!(s, Val::Missing) {
-            *s = *r;
+fn resource_fallback<'a>(item: &mut Written<'_, 'a>, res: &[(usize, Val<'a>)]) {
+    for &(i, v) in res {
+        if let Some(s) = item.missing_at(i) {
+            *s = v;
         }
     }
 }
@@ -698,12 +790,12 @@ trait Item<'a>: Default {
         max_depth: u32,
     ) -> Result<Option<&'a [u8]>, WireError>;
     /// One field as the general reader gives it.
-    fn field(
+    fn field<S: SlotsMut<'a> + ?Sized>(
         f: u32,
         v: Wire<'a>,
         info: &mut Self,
         ctx: &Ctx<'_>,
-        slots: &mut [Val<'a>],
+        slots: &mut S,
     ) -> Result<(), WireError>;
 }
 
@@ -725,7 +817,7 @@ struct Ctx<'k> {
 fn read_item<'a, I: Item<'a>>(
     buf: &'a [u8],
     ctx: &Ctx<'_>,
-    slots: &mut [Val<'a>],
+    slots: &mut (impl SlotsMut<'a> + ?Sized),
 ) -> Result<I, WireError> {
     let mut info = I::default();
     let mut c = I::head(buf, &mut info, ctx.max_depth)?;
@@ -766,12 +858,12 @@ impl<'a> Item<'a> for SpanInfo<'a> {
         Ok(span_fast_field(c, info))
     }
     #[inline(always)]
-    fn field(
+    fn field<S: SlotsMut<'a> + ?Sized>(
         f: u32,
         v: Wire<'a>,
         info: &mut Self,
         ctx: &Ctx<'_>,
-        slots: &mut [Val<'a>],
+        slots: &mut S,
     ) -> Result<(), WireError> {
         span_field(f, v, info, ctx, slots)
     }
@@ -792,12 +884,12 @@ impl<'a> Item<'a> for LogInfo<'a> {
         log_fast_field(c, info, max_depth)
     }
     #[inline(always)]
-    fn field(
+    fn field<S: SlotsMut<'a> + ?Sized>(
         f: u32,
         v: Wire<'a>,
         info: &mut Self,
         ctx: &Ctx<'_>,
-        slots: &mut [Val<'a>],
+        slots: &mut S,
     ) -> Result<(), WireError> {
         log_field(f, v, info, ctx, slots)
     }
@@ -940,12 +1032,12 @@ pub fn short_len(rest: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// One span field as the general reader gives it.
 #[inline(always)]
-fn span_field<'a>(
+fn span_field<'a, S: SlotsMut<'a> + ?Sized>(
     f: u32,
     v: Wire<'a>,
     info: &mut SpanInfo<'a>,
     ctx: &Ctx<'_>,
-    slots: &mut [Val<'a>],
+    slots: &mut S,
 ) -> Result<(), WireError> {
     if f == SPAN_ATTRIBUTES {
         return key_value(bytes(v)?, ctx, slots);
@@ -994,7 +1086,7 @@ pub fn walk_logs<'a, F>(
     mut on_log: F,
 ) -> Result<WalkStats, WireError>
 where
-    F: FnMut(&LogInfo<'a>, &mut [Val<'a>]),
+    F: FnMut(&LogInfo<'a>, &mut Written<'_, 'a>),
 {
     let ctx = Ctx {
         keys,
@@ -1175,12 +1267,12 @@ fn log_body<'a>(b: &'a [u8], info: &mut LogInfo<'a>) -> Result<(), WireError> {
 
 /// One log record field as the general reader gives it.
 #[inline(always)]
-fn log_field<'a>(
+fn log_field<'a, S: SlotsMut<'a> + ?Sized>(
     f: u32,
     v: Wire<'a>,
     info: &mut LogInfo<'a>,
     ctx: &Ctx<'_>,
-    slots: &mut [Val<'a>],
+    slots: &mut S,
 ) -> Result<(), WireError> {
     if f == LOG_ATTRIBUTES {
         return key_value(bytes(v)?, ctx, slots);
@@ -1253,10 +1345,10 @@ impl<T> BodyEvent<T> {
 /// slots from its top-level entries and returns its event name (see
 /// [`BodyEvent`]). Nested values are skipped by length, never walked, so any
 /// nesting depth costs only its bytes.
-pub fn read_kvlist_body<'a>(
+pub fn read_kvlist_body<'a, S: SlotsMut<'a> + ?Sized>(
     buf: &'a [u8],
     keys: &KeyTable,
-    slots: &mut [Val<'a>],
+    slots: &mut S,
 ) -> Result<Option<&'a [u8]>, WireError> {
     let mut event = BodyEvent::<&'a [u8]>::default();
     let mut r = Reader::new(buf);
@@ -1466,6 +1558,100 @@ mod tests {
             Val::Str(b"api"),
             "resource attributes are the fallback"
         );
+    }
+
+    /// A span per attribute list, under resources with the given
+    /// attributes (the spans split evenly between them).
+    fn spans_under(resources: &[&[(&str, i64)]], spans: &[&[(&str, i64)]]) -> Vec<u8> {
+        let attrs = |a: &[(&str, i64)]| -> Vec<KeyValue> {
+            a.iter()
+                .map(|(k, v)| kv(k, any_value::Value::IntValue(*v)))
+                .collect()
+        };
+        let per = spans.len() / resources.len();
+        ExportTraceServiceRequest {
+            resource_spans: resources
+                .iter()
+                .zip(spans.chunks(per))
+                .map(|(r, spans)| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: attrs(r),
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: spans
+                            .iter()
+                            .map(|a| Span {
+                                attributes: attrs(a),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn each_span_sees_only_its_own_attributes_and_its_resource() {
+        // few keys (the written slots are tracked) and more than 64 (all
+        // slots cleared): slot 0, the last slot and one past 64 when there
+        for n in [3usize, 70, 200] {
+            let mut keys = KeyTable::default();
+            let names: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+            for k in &names {
+                keys.slot(k);
+            }
+            let (a, b, last) = (
+                names[0].as_str(),
+                names[n / 2].as_str(),
+                names[n - 1].as_str(),
+            );
+            let buf = spans_under(
+                &[&[(b, 7)], &[]],
+                &[
+                    &[(a, 1), (last, 2), ("unknown", 3)],
+                    &[(b, 4), (a, 5), (a, 6)],
+                    &[],
+                    &[(last, 8)],
+                    &[],
+                    &[(b, 9)],
+                ],
+            );
+            let mut slots = Vec::new();
+            let mut seen = Vec::new();
+            let idx = |k: &str| keys.lookup(k.as_bytes()).map(usize::from);
+            let (ia, ib, il) = (idx(a).unwrap(), idx(b).unwrap(), idx(last).unwrap());
+            walk_traces(&buf, &keys, &[], 24, &mut slots, |_, s| {
+                assert_eq!(s.len(), n);
+                let others = s
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| ![ia, ib, il].contains(i));
+                assert!(
+                    others.clone().all(|(_, v)| *v == Val::Missing),
+                    "{others:?}"
+                );
+                seen.push([s[ia], s[ib], s[il]]);
+            })
+            .unwrap();
+            let (m, i) = (Val::Missing, Val::Int);
+            assert_eq!(
+                seen,
+                [
+                    [i(1), i(7), i(2)],
+                    [i(5), i(4), m],
+                    [m, i(7), m],
+                    [m, m, i(8)],
+                    [m, m, m],
+                    [m, i(9), m],
+                ],
+                "{n} keys"
+            );
+        }
     }
 
     #[test]
