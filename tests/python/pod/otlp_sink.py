@@ -74,9 +74,9 @@ def serve(conn):
 
 class Sink:
     """Down is the OTLP server's process killed: its port closes, its
-    connections are reset, as a downstream that crashed. (Stopping and
-    starting a gRPC server again within one process once left a request on
-    the new server unanswered for the sender's whole timeout.)"""
+    connections are reset, as a downstream that crashed. A fresh process
+    each time, so nothing of the stopped server is left in the one that
+    answers."""
 
     def __init__(self):
         self.lock = threading.Lock()
