@@ -1855,3 +1855,50 @@ async fn large_requests_arrive_whole_across_compression_reloads_memory_queue() {
 async fn large_requests_arrive_whole_across_compression_reloads_disk_queue() {
     large_requests_arrive_whole_across_compression_reloads(true).await;
 }
+
+/// In front of a real gateway: the first connection is taken and read but
+/// never answered (a downstream that keeps a connection open and stops
+/// serving it); every later one is passed through to `to`.
+async fn first_connection_unanswered(port: u16, to: u16) -> tokio::task::JoinHandle<()> {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the front");
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut s, _)) = l.accept().await {
+            let wedged = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                if wedged {
+                    let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+                    return;
+                }
+                if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                }
+            });
+        }
+    })
+}
+
+/// A request left unanswered until its timeout is sent again on a new
+/// connection, not on the one that did not answer: every record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    let (front, back) = (free_port(), free_port());
+    let down = Downstream::start(&sink, back).await;
+    let proxy = first_connection_unanswered(front, back).await;
+    let s = start(
+        dir.path(),
+        "wedged",
+        &base_config(&format!("http://127.0.0.1:{front}"), ""),
+        &[],
+    )
+    .await;
+    let (acked, refused) = send_batches(&s, "w", 3, 10).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    sink.wait_all(&acked, Duration::from_secs(15)).await;
+    proxy.abort();
+    down.stop().await;
+}

@@ -50,9 +50,37 @@ impl From<ExportResponse> for Delivered {
     }
 }
 
+/// A gRPC channel that can be replaced: a request that got no answer in
+/// its timeout may have been sent on a connection that no longer carries
+/// anything (seen after a downstream restart: the connection stayed open,
+/// every request on it unanswered), so the next attempt gets a new one.
+pub struct GrpcConn {
+    endpoint: tonic::transport::Endpoint,
+    channel: std::sync::Mutex<tonic::transport::Channel>,
+}
+
+impl GrpcConn {
+    fn current(&self) -> tonic::transport::Channel {
+        match self.channel.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Drops the channel (its connection closes when no request uses it)
+    /// for a new one, connected at the next request.
+    fn renew(&self) {
+        let fresh = self.endpoint.connect_lazy();
+        match self.channel.lock() {
+            Ok(mut c) => *c = fresh,
+            Err(p) => *p.into_inner() = fresh,
+        }
+    }
+}
+
 pub enum Client {
     Grpc {
-        channel: tonic::transport::Channel,
+        conn: Box<GrpcConn>,
         path: http::uri::PathAndQuery,
         metadata: tonic::metadata::MetadataMap,
         gzip: bool,
@@ -116,7 +144,10 @@ impl Client {
                 }
                 let metadata = grpc_metadata(ep, &where_)?;
                 Ok(Client::Grpc {
-                    channel: endpoint.connect_lazy(),
+                    conn: Box::new(GrpcConn {
+                        channel: std::sync::Mutex::new(endpoint.connect_lazy()),
+                        endpoint,
+                    }),
                     path: http::uri::PathAndQuery::try_from(grpc_path(sig))
                         .map_err(|e| format!("{where_}: {e}"))?,
                     metadata,
@@ -154,14 +185,14 @@ impl Client {
     pub async fn send(&self, body: &[Rec]) -> Result<Delivered, Failure> {
         match self {
             Client::Grpc {
-                channel,
+                conn,
                 path,
                 metadata,
                 gzip,
                 timeout,
                 token,
             } => {
-                let mut channel = channel.clone();
+                let mut channel = conn.current();
                 std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
                     .await
                     .map_err(|e| Failure::Retryable {
@@ -174,6 +205,9 @@ impl Client {
                 };
                 let req = grpc_request(path, metadata, bearer.as_deref(), *gzip, *timeout, body)?;
                 let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
+                    if is_timeout(&e) {
+                        conn.renew();
+                    }
                     Failure::Retryable {
                         after: None,
                         msg: format!("gRPC transport: {e}"),
@@ -357,6 +391,19 @@ fn grpc_request(
 
 /// Reads a gRPC unary response: status from the headers (trailers-only) or
 /// the trailers, the message (maybe gzip-compressed) from the body.
+/// Whether a gRPC call's error is its timeout (tonic's `TimeoutExpired`,
+/// maybe inside its transport error).
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delivered, Failure> {
     use http_body_util::BodyExt;
     let (parts, body) = resp.into_parts();
