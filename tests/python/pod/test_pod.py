@@ -92,9 +92,9 @@ def values(extra_rules: list | None = None) -> dict:
             # retries at most 1 s apart: the backlog goes as soon as the sink is
             # back (a batch waiting out a longer backoff is not retried early by
             # the drain), well before podman's own 10 s stop (docs/deployment.md);
-            # a request the sink leaves unanswered (seen after the fleet test:
-            # the third request on the connection made when the sink came back)
-            # is sent again after 2 s, not 10 s, also within podman's 10 s
+            # a connection that stops answering (seen after the fleet test: the
+            # third request on the connection made when the sink came back) is
+            # replaced after a 2 s request timeout, not 10 s: within podman's 10 s
             "forwarding": {"endpoint": f"http://{SINK_HOST}:4317", "bearerTokenSecret": {"name": ""},
                            "retry": {"maxInterval": "1s"}, "timeout": "2s"},
             "queue": {"persistent": True},
