@@ -1902,3 +1902,69 @@ async fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
     proxy.abort();
     down.stop().await;
 }
+
+/// In front of a real gateway: every request on the first connection gets
+/// the response headers of a gRPC answer and then nothing (its body and
+/// trailers never come; the connection is kept alive, pings answered);
+/// every later connection is passed through to `to`.
+async fn first_connection_stalls_the_body(port: u16, to: u16) -> tokio::task::JoinHandle<()> {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the front");
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut s, _)) = l.accept().await {
+            let wedged = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                if wedged {
+                    return headers_only(s).await;
+                }
+                if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                }
+            });
+        }
+    })
+}
+
+/// Serves HTTP/2 on `s`, answering each request with headers only.
+async fn headers_only(s: tokio::net::TcpStream) {
+    let Ok(mut conn) = h2::server::handshake(s).await else {
+        return;
+    };
+    let mut held = Vec::new();
+    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+        let head = http::Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("a response head");
+        if let Ok(body) = respond.send_response(head, false) {
+            held.push(body);
+        }
+    }
+}
+
+/// A request answered with headers and then a body that never comes is
+/// given up at the forward timeout and sent again on a new connection:
+/// every record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_whose_body_stalls_is_given_up_at_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::default();
+    let (front, back) = (free_port(), free_port());
+    let down = Downstream::start(&sink, back).await;
+    let proxy = first_connection_stalls_the_body(front, back).await;
+    let s = start(
+        dir.path(),
+        "stalled-body",
+        &base_config(&format!("http://127.0.0.1:{front}"), ""),
+        &[],
+    )
+    .await;
+    let (acked, refused) = send_batches(&s, "b", 3, 10).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    sink.wait_all(&acked, Duration::from_secs(15)).await;
+    proxy.abort();
+    down.stop().await;
+}

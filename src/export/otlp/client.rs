@@ -52,8 +52,9 @@ impl From<ExportResponse> for Delivered {
 
 /// A gRPC channel that can be replaced: a request that got no answer in
 /// its timeout may have been sent on a connection that no longer carries
-/// anything (seen after a downstream restart: the connection stayed open,
-/// every request on it unanswered), so the next attempt gets a new one.
+/// anything (a peer gone without a reset: a network path torn down, a host
+/// that died; the channel keeps such a connection, and every retry on it
+/// would time out too), so the next attempt gets a new one.
 pub struct GrpcConn {
     endpoint: tonic::transport::Endpoint,
     channel: std::sync::Mutex<tonic::transport::Channel>,
@@ -192,28 +193,17 @@ impl Client {
                 timeout,
                 token,
             } => {
-                let mut channel = conn.current();
-                std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
-                    .await
-                    .map_err(|e| Failure::Retryable {
-                        after: None,
-                        msg: format!("gRPC connection: {e}"),
-                    })?;
-                let bearer = match token {
-                    Some(t) => Some(t.current().await),
-                    None => None,
-                };
-                let req = grpc_request(path, metadata, bearer.as_deref(), *gzip, *timeout, body)?;
-                let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
-                    if is_timeout(&e) {
+                let call = grpc_call(conn, path, metadata, token.as_ref(), *gzip, *timeout, body);
+                match tokio::time::timeout(*timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => {
                         conn.renew();
+                        Err(Failure::Retryable {
+                            after: None,
+                            msg: format!("gRPC: no whole answer within {timeout:?} (the next attempt gets a new connection)"),
+                        })
                     }
-                    Failure::Retryable {
-                        after: None,
-                        msg: format!("gRPC transport: {e}"),
-                    }
-                })?;
-                grpc_response(resp).await
+                }
             }
             Client::Http {
                 client,
@@ -223,6 +213,44 @@ impl Client {
             } => send_http(client, url, *gzip, token.as_ref(), body).await,
         }
     }
+}
+
+/// One gRPC exchange: the channel's readiness, the request, the response's
+/// headers, body and trailers. [`Client::send`] bounds the whole of it by the
+/// timeout: tonic's own timeout ends at the response headers, and a
+/// downstream that sends them and then stalls the body would hold the
+/// attempt (and the connection) for ever.
+async fn grpc_call(
+    conn: &GrpcConn,
+    path: &http::uri::PathAndQuery,
+    metadata: &tonic::metadata::MetadataMap,
+    token: Option<&Arc<Token>>,
+    gzip: bool,
+    timeout: Duration,
+    body: &[Rec],
+) -> Result<Delivered, Failure> {
+    let mut channel = conn.current();
+    std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
+        .await
+        .map_err(|e| Failure::Retryable {
+            after: None,
+            msg: format!("gRPC connection: {e}"),
+        })?;
+    let bearer = match token {
+        Some(t) => Some(t.current().await),
+        None => None,
+    };
+    let req = grpc_request(path, metadata, bearer.as_deref(), gzip, timeout, body)?;
+    let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
+        if is_timeout(&e) {
+            conn.renew();
+        }
+        Failure::Retryable {
+            after: None,
+            msg: format!("gRPC transport: {e}"),
+        }
+    })?;
+    grpc_response(resp).await
 }
 
 /// The gRPC client's TLS: webpki roots, plus the configured CA and client
@@ -312,7 +340,7 @@ async fn send_http(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-protobuf"));
-    let bytes = resp.bytes().await.unwrap_or_default();
+    let bytes = body_prefix(resp, MAX_RESPONSE).await;
     if (200..300).contains(&status) {
         if is_proto {
             return Ok(ExportResponse::decode(bytes.as_ref())
@@ -327,6 +355,20 @@ async fn send_http(
         &String::from_utf8_lossy(&bytes),
         HttpRetry::Otlp,
     ))
+}
+
+/// The first `limit` bytes of a response body: an export response is a few
+/// bytes, an error page not much more; the rest is not read into memory.
+/// A body that fails partway gives what came before.
+async fn body_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(c)) => out.extend_from_slice(&c[..c.len().min(limit - out.len())]),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// The records' bodies concatenated, appended to `out`: one gzip member
@@ -404,6 +446,9 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The largest gRPC response body read (gRPC's default receive limit).
+const MAX_RESPONSE: usize = 4 << 20;
+
 async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delivered, Failure> {
     use http_body_util::BodyExt;
     let (parts, body) = resp.into_parts();
@@ -428,10 +473,15 @@ async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delive
             format!("HTTP {} from a gRPC endpoint", parts.status),
         )));
     }
-    let collected = body.collect().await.map_err(|e| Failure::Retryable {
-        after: None,
-        msg: format!("gRPC response: {e}"),
-    })?;
+    // an export response is a few bytes; a body past gRPC's default receive
+    // limit is no answer (and is not kept in memory)
+    let collected = http_body_util::Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| Failure::Retryable {
+            after: None,
+            msg: format!("gRPC response: {e}"),
+        })?;
     if let Some(st) = collected.trailers().and_then(Status::from_header_map) {
         if st.code() != Code::Ok {
             return Err(classify_grpc(&st));
