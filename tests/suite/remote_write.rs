@@ -511,6 +511,67 @@ async fn requests_follow_the_protocol_and_a_400_is_never_retried() {
     assert_eq!(ts.samples[0].value, 3.0);
 }
 
+/// A receiver that answers 200 to each request `hold` after it came,
+/// counting the requests it has begun to hold.
+async fn slow_receiver(hold: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let begun: Arc<AtomicUsize> = Arc::default();
+    let b2 = begun.clone();
+    let app = axum::Router::new().route(
+        "/push",
+        axum::routing::post(move |_body: bytes::Bytes| {
+            let begun = b2.clone();
+            async move {
+                begun.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(hold).await;
+                http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/push", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, begun)
+}
+
+/// `otelcol_exporter_queue_size` counts a snapshot waiting for its retry,
+/// not one on the wire: a slow receiver does not read as a full queue (the
+/// GeometraSidecarQueueNearlyFull alert divides by a capacity of 1; it
+/// fired in the fleet test on a busy machine).
+#[tokio::test]
+async fn a_push_on_the_wire_is_not_counted_as_queued() {
+    let (url, begun) = slow_receiver(Duration::from_secs(3)).await;
+    let sc = Sidecar::start(&config(&url, "")).await;
+    send_spans(sc.grpc_url(), "/api/slow", 2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while begun.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no push reached the receiver");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the receiver holds that push for 3 s: it is on the wire now
+    let m = sc.scrape().await;
+    let q = |m: &Metrics| {
+        m.value(
+            "otelcol_exporter_queue_size",
+            &[("exporter", "prometheusremotewrite")],
+        )
+    };
+    assert_eq!(q(&m), Some(0.0), "{}", m.text);
+    let m = sc
+        .wait_for("a delivered push", |m| {
+            m.value(
+                "otelcol_exporter_sent_metric_points_total",
+                &[("exporter", "prometheusremotewrite")],
+            )
+            .unwrap_or(0.0)
+                > 0.0
+        })
+        .await;
+    assert_eq!(q(&m), Some(0.0), "{}", m.text);
+}
+
 #[tokio::test]
 async fn a_503_and_a_429_are_retried_after_their_retry_after() {
     let (url, log) = receiver(vec![(503, Some("3")), (429, Some("2")), (200, None)]).await;

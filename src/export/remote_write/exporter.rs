@@ -222,7 +222,9 @@ async fn run(
                     // cumulative data: the newer snapshot supersedes it
                     stats.points.send_failed.fetch_add(old.points, Ordering::Relaxed);
                 }
-                stats.points.queue_size.store(1, Ordering::Relaxed);
+                // queue_size stays 1 while a retry waits, the new snapshot in
+                // its place; a snapshot on its first attempt is on the wire,
+                // not queued (a slow receiver is no full queue)
                 if retry_at.is_some() {
                     continue;
                 }
@@ -249,6 +251,7 @@ async fn attempt(
         Ok(()) => p.sent.fetch_add(points, Ordering::Relaxed),
         Err(Failure::Retryable { after, msg }) => {
             stats.failed_retryable.fetch_add(1, Ordering::Relaxed);
+            p.queue_size.store(1, Ordering::Relaxed);
             let wait = backoff.next(after);
             tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "remote write failed; retrying (only the latest snapshot is kept)");
             return Some(Instant::now() + wait);
