@@ -26,7 +26,7 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// Keys (dotted paths: a whole section or one key of it) that reload; every
 /// other difference is refused as restart-only, named by its key path (the
 /// listeners, and the forward queue's on-disk state and sender tasks:
-/// `forward.queue.dir`, `max_disk_bytes`, `fsync`, `consumers`, and
+/// `forward.queue.dir`, `max_disk_bytes`, `fsync`, `fsync_delay`, `consumers`, and
 /// `forward.drain_timeout`). `remote_write` and each `forward.<signal>`
 /// reload while they stay configured; adding or removing one needs a
 /// restart ([`added_or_removed`]).

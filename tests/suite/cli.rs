@@ -293,6 +293,21 @@ fn a_forward_queue_wait_beyond_a_second_is_refused() {
 }
 
 #[test]
+fn an_fsync_delay_beyond_100ms_is_refused() {
+    let err = refused(
+        "forward:\n  queue:\n    fsync_delay: 150ms\n",
+        "forward.queue.fsync_delay",
+        3,
+    );
+    assert!(
+        err.contains(
+            "forward.queue.fsync_delay: must be at most 100ms (every acknowledgement waits for it)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_connections_in_flight_share_lies_between_the_largest_request_and_the_budget() {
     let key = "receivers.max_in_flight_bytes_per_connection";
     let err = refused(

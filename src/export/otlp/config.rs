@@ -105,6 +105,10 @@ pub struct Queue {
     /// fdatasync the on-disk queue before acknowledging (group commit);
     /// false survives a crash of the process but not of the node.
     pub fsync: bool,
+    /// With fsync: how long the writer waits for more requests to share
+    /// one fdatasync once it has one to write (group commit); 0s syncs at
+    /// once. Adds at most this to a request's acknowledgement.
+    pub fsync_delay: Dur,
     /// Batches sent concurrently per signal.
     pub consumers: usize,
     /// Memory queue: how long a request that finds the queue full waits
@@ -122,6 +126,7 @@ impl Default for Queue {
             // ~1.1 GB with framing: 2 GiB holds it with room to spare
             max_disk_bytes: 2 << 30,
             fsync: true,
+            fsync_delay: Dur(Duration::from_millis(2)),
             consumers: 4,
             max_wait: Dur(Duration::from_millis(100)),
         }
@@ -145,6 +150,8 @@ impl Default for Forward {
 /// The longest `forward.queue.max_wait`: a request that waits longer
 /// could as well be refused, told to retry in a second.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);
+/// The longest `queue.fsync_delay`.
+pub const MAX_FSYNC_DELAY: Duration = Duration::from_millis(100);
 
 impl Forward {
     /// What serde cannot check (the key paths start at `forward.`).
@@ -179,6 +186,12 @@ impl Forward {
         }
         if self.queue.consumers == 0 {
             return bad("queue.consumers", "must be at least 1");
+        }
+        if self.queue.fsync_delay.0 > MAX_FSYNC_DELAY {
+            return bad(
+                "queue.fsync_delay",
+                "must be at most 100ms (every acknowledgement waits for it)",
+            );
         }
         if self.queue.max_wait.0 > MAX_WAIT {
             return bad(

@@ -604,7 +604,8 @@ async fn open_disk(
     name: &str,
     stats: &ExporterStats,
 ) -> Result<disk::DiskLog, String> {
-    let (max, fsync, at) = (f.queue.max_disk_bytes, f.queue.fsync, d.to_path_buf());
+    let fsync = f.queue.fsync.then_some(f.queue.fsync_delay.0);
+    let (max, at) = (f.queue.max_disk_bytes, d.to_path_buf());
     // the start-up scan reads every segment: off the async workers
     let (log, scan) = tokio::task::spawn_blocking(move || disk::DiskLog::open(&at, max, fsync))
         .await
