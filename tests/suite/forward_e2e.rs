@@ -1856,28 +1856,39 @@ async fn large_requests_arrive_whole_across_compression_reloads_disk_queue() {
     large_requests_arrive_whole_across_compression_reloads(true).await;
 }
 
-/// In front of a real gateway: the first connection is taken and read but
-/// never answered (a downstream that keeps a connection open and stops
-/// serving it); every later one is passed through to `to`.
-async fn first_connection_unanswered(port: u16, to: u16) -> tokio::task::JoinHandle<()> {
+/// In front of a real gateway: the first connection goes to `wedge` (a
+/// downstream that keeps the connection open and stops serving it), every
+/// later one is passed through to `to`.
+async fn first_connection_wedged<F>(
+    port: u16,
+    to: u16,
+    wedge: fn(tokio::net::TcpStream) -> F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind the front");
     tokio::spawn(async move {
         let mut first = true;
         while let Ok((mut s, _)) = l.accept().await {
-            let wedged = std::mem::replace(&mut first, false);
+            if std::mem::replace(&mut first, false) {
+                tokio::spawn(wedge(s));
+                continue;
+            }
             tokio::spawn(async move {
-                if wedged {
-                    let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
-                    return;
-                }
                 if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
                     let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
                 }
             });
         }
     })
+}
+
+/// Reads everything and never answers.
+async fn read_only(mut s: tokio::net::TcpStream) {
+    let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
 }
 
 /// A request left unanswered until its timeout is sent again on a new
@@ -1888,7 +1899,7 @@ async fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
     let sink = Sink::default();
     let (front, back) = (free_port(), free_port());
     let down = Downstream::start(&sink, back).await;
-    let proxy = first_connection_unanswered(front, back).await;
+    let proxy = first_connection_wedged(front, back, read_only).await;
     let s = start(
         dir.path(),
         "wedged",
@@ -1901,30 +1912,6 @@ async fn a_connection_that_stops_answering_is_replaced_after_a_timeout() {
     sink.wait_all(&acked, Duration::from_secs(15)).await;
     proxy.abort();
     down.stop().await;
-}
-
-/// In front of a real gateway: every request on the first connection gets
-/// the response headers of a gRPC answer and then nothing (its body and
-/// trailers never come; the connection is kept alive, pings answered);
-/// every later connection is passed through to `to`.
-async fn first_connection_stalls_the_body(port: u16, to: u16) -> tokio::task::JoinHandle<()> {
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind the front");
-    tokio::spawn(async move {
-        let mut first = true;
-        while let Ok((mut s, _)) = l.accept().await {
-            let wedged = std::mem::replace(&mut first, false);
-            tokio::spawn(async move {
-                if wedged {
-                    return headers_only(s).await;
-                }
-                if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
-                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
-                }
-            });
-        }
-    })
 }
 
 /// Serves HTTP/2 on `s`, answering each request with headers only.
@@ -1954,7 +1941,7 @@ async fn a_response_whose_body_stalls_is_given_up_at_the_timeout() {
     let sink = Sink::default();
     let (front, back) = (free_port(), free_port());
     let down = Downstream::start(&sink, back).await;
-    let proxy = first_connection_stalls_the_body(front, back).await;
+    let proxy = first_connection_wedged(front, back, headers_only).await;
     let s = start(
         dir.path(),
         "stalled-body",

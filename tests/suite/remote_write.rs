@@ -511,6 +511,19 @@ async fn requests_follow_the_protocol_and_a_400_is_never_retried() {
     assert_eq!(ts.samples[0].value, 3.0);
 }
 
+/// The metrics once a push has been delivered.
+async fn delivered_push(sc: &Sidecar) -> Metrics {
+    sc.wait_for("a delivered push", |m| {
+        m.value(
+            "otelcol_exporter_sent_metric_points_total",
+            &[("exporter", "prometheusremotewrite")],
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    })
+    .await
+}
+
 /// A receiver that answers 200 to each request `hold` after it came,
 /// counting the requests it has begun to hold.
 async fn slow_receiver(hold: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
@@ -559,16 +572,7 @@ async fn a_push_on_the_wire_is_not_counted_as_queued() {
         )
     };
     assert_eq!(q(&m), Some(0.0), "{}", m.text);
-    let m = sc
-        .wait_for("a delivered push", |m| {
-            m.value(
-                "otelcol_exporter_sent_metric_points_total",
-                &[("exporter", "prometheusremotewrite")],
-            )
-            .unwrap_or(0.0)
-                > 0.0
-        })
-        .await;
+    let m = delivered_push(&sc).await;
     assert_eq!(q(&m), Some(0.0), "{}", m.text);
 }
 
@@ -577,16 +581,7 @@ async fn a_503_and_a_429_are_retried_after_their_retry_after() {
     let (url, log) = receiver(vec![(503, Some("3")), (429, Some("2")), (200, None)]).await;
     let sc = Sidecar::start(&config(&url, "")).await;
     send_spans(sc.grpc_url(), "/api/y", 2).await;
-    let m = sc
-        .wait_for("a delivered push", |m| {
-            m.value(
-                "otelcol_exporter_sent_metric_points_total",
-                &[("exporter", "prometheusremotewrite")],
-            )
-            .unwrap_or(0.0)
-                > 0.0
-        })
-        .await;
+    let m = delivered_push(&sc).await;
     assert_eq!(
         m.value(
             "geometra_sidecar_remote_write_failed_requests_total",
