@@ -774,13 +774,13 @@ impl DiskLog {
         }
     }
 
-    /// Bytes the queue holds on disk.
     /// Groups of writes synced so far.
     #[cfg(test)]
     fn syncs(&self) -> u64 {
         self.st().syncs
     }
 
+    /// Bytes the queue holds on disk.
     pub fn used(&self) -> u64 {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).used
     }

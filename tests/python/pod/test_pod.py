@@ -414,7 +414,8 @@ def test_stopping_the_pod_drains_the_backlog_within_the_grace_period(app):
     while time.monotonic() - t0 < GRACE and app.ctr("geometra-sidecar")["State"]["Status"] != "exited":
         time.sleep(0.1)
     elapsed = time.monotonic() - t0
-    # the grace period is over: SIGKILL to what still runs, then the sandbox
+    # as the kubelet once the containers exited or the grace period is over:
+    # SIGKILL to whatever still runs, then the sandbox
     ph.podman("kill", "--signal", "KILL", *ctrs, check=False)
     ph.podman("pod", "stop", app.pod)
     c = app.ctr("geometra-sidecar")
