@@ -1955,3 +1955,92 @@ async fn a_response_whose_body_stalls_is_given_up_at_the_timeout() {
     proxy.abort();
     down.stop().await;
 }
+
+/// Peak resident set size of a process, in KiB.
+fn hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Serves HTTP/2 on `s`, answering each request with a 64 MiB body (as
+/// fast as the client takes it) and an OK status, counting the requests.
+async fn huge_answers(s: tokio::net::TcpStream, seen: Arc<AtomicU64>) {
+    let Ok(mut conn) = h2::server::handshake(s).await else {
+        return;
+    };
+    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+        seen.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let head = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .body(())
+                .expect("a response head");
+            let Ok(mut body) = respond.send_response(head, false) else {
+                return;
+            };
+            let chunk = bytes::Bytes::from(vec![0u8; 256 << 10]);
+            for _ in 0..256 {
+                body.reserve_capacity(chunk.len());
+                while body.capacity() < chunk.len() {
+                    match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                        Some(Ok(_)) => {}
+                        _ => return, // the client reset the stream
+                    }
+                }
+                if body.send_data(chunk.clone(), false).is_err() {
+                    return;
+                }
+            }
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let _ = body.send_trailers(trailers);
+        });
+    }
+}
+
+/// A downstream that answers every export with a 64 MiB body: the sidecar
+/// reads 4 MiB of it at most (gRPC's default receive limit), takes it for
+/// no answer and retries; its peak memory does not grow by the bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_response_body_is_not_read_into_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the downstream");
+    let seen = Arc::new(AtomicU64::new(0));
+    let seen2 = seen.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(huge_answers(s, seen2.clone()));
+        }
+    });
+    let s = start(
+        dir.path(),
+        "huge-answer",
+        &base_config(&format!("http://127.0.0.1:{port}"), ""),
+        &[],
+    )
+    .await;
+    let before = hwm_kib(s.pid());
+    let (_, refused) = send_batches(&s, "h", 1, 10).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the sidecar did not retry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = hwm_kib(s.pid()).saturating_sub(before);
+    assert!(
+        grown < 24 << 10,
+        "peak RSS grew by {grown} KiB over 64 MiB answers"
+    );
+    assert_eq!(s.metric("sent_log_records_total").await, 0.0);
+    server.abort();
+}

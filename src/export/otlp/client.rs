@@ -135,8 +135,9 @@ impl Client {
             Protocol::Grpc => {
                 let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
                     .map_err(|e| format!("{where_}.endpoint {url:?}: {e}"))?
+                    // no per-call `.timeout`: tonic's ends at the response
+                    // headers; `send` bounds the whole exchange instead
                     .connect_timeout(timeout.min(Duration::from_secs(5)))
-                    .timeout(timeout)
                     .tcp_nodelay(true);
                 if url.starts_with("https://") || ep.tls.is_some() {
                     endpoint = endpoint
@@ -241,15 +242,12 @@ async fn grpc_call(
         None => None,
     };
     let req = grpc_request(path, metadata, bearer.as_deref(), gzip, timeout, body)?;
-    let resp = tower::Service::call(&mut channel, req).await.map_err(|e| {
-        if is_timeout(&e) {
-            conn.renew();
-        }
-        Failure::Retryable {
+    let resp = tower::Service::call(&mut channel, req)
+        .await
+        .map_err(|e| Failure::Retryable {
             after: None,
             msg: format!("gRPC transport: {e}"),
-        }
-    })?;
+        })?;
     grpc_response(resp).await
 }
 
@@ -431,24 +429,11 @@ fn grpc_request(
     Ok(req)
 }
 
-/// Reads a gRPC unary response: status from the headers (trailers-only) or
-/// the trailers, the message (maybe gzip-compressed) from the body.
-/// Whether a gRPC call's error is its timeout (tonic's `TimeoutExpired`,
-/// maybe inside its transport error).
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// The largest gRPC response body read (gRPC's default receive limit).
+/// The largest response body read (gRPC's default receive limit).
 const MAX_RESPONSE: usize = 4 << 20;
 
+/// Reads a gRPC unary response: status from the headers (trailers-only) or
+/// the trailers, the message (maybe gzip-compressed) from the body.
 async fn grpc_response(resp: http::Response<tonic::body::Body>) -> Result<Delivered, Failure> {
     use http_body_util::BodyExt;
     let (parts, body) = resp.into_parts();
